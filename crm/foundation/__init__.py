@@ -1,0 +1,1 @@
+"""Module 0: organizations, accounts, team, roles, module switches, audit log."""

@@ -1,0 +1,563 @@
+"""Every write of the foundation: accounts, team, roles, module switches, audit.
+
+Each function validates, writes, records who did it and returns the object. None commits:
+the request, job or socket wrapper does (crm/transaction.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import zoneinfo
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app, has_request_context, request, url_for
+from flask_babel import gettext as _
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from crm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
+from crm.extensions import db
+from crm.foundation.models import (
+    MODULES,
+    ROLES,
+    AuditEntry,
+    Invitation,
+    ModuleSetting,
+    Organization,
+    PasswordResetToken,
+    User,
+)
+from crm.mail import send_email
+from crm.models import utcnow
+from crm.tenancy import current_organization_id, set_current_organization
+
+log = logging.getLogger("crm.foundation")
+_hasher = PasswordHasher()
+# A hash to verify against when no account matches, so a miss costs what a hit costs.
+_DUMMY_HASH = _hasher.hash("not a password")
+MIN_PASSWORD_LENGTH = 8
+LANGUAGES = ("ar", "en")
+
+
+# -- validation helpers -------------------------------------------------------------------
+
+def normalize_email(raw: object, field: str = "email") -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationError({field: _("Enter an email address.")})
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        raise ValidationError({field: _("Enter a valid email address.")}) from None
+
+
+def _required_text(raw: object, field: str, max_length: int) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationError({field: _("This field is required.")})
+    value = " ".join(raw.split())
+    if len(value) > max_length:
+        raise ValidationError({field: _("Use at most %(n)d characters.", n=max_length)})
+    return value
+
+
+def _check_password(raw: object, field: str = "password") -> str:
+    if not isinstance(raw, str) or len(raw) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(
+            {field: _("Use at least %(n)d characters.", n=MIN_PASSWORD_LENGTH)})
+    if len(raw) > 1024:
+        raise ValidationError({field: _("Use at most %(n)d characters.", n=1024)})
+    return raw
+
+
+def _check_choice(raw: object, field: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ValidationError({field: _("Choose one of the listed options.")})
+    return raw
+
+
+def _collect(*checks) -> list:
+    """Run every field check and report all failures together, not just the first."""
+    values, fields = [], {}
+    for check in checks:
+        try:
+            values.append(check())
+        except ValidationError as exc:
+            fields.update(exc.fields)
+            values.append(None)
+    if fields:
+        raise ValidationError(fields)
+    return values
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+# -- one-time tokens ----------------------------------------------------------------------
+# A token names its organization in clear ("<org>.<secret>") so it can be looked up under RLS;
+# only the secret's SHA-256 is stored, and the lookup inside that organization verifies it.
+
+def _issue_token() -> tuple[str, str]:
+    secret = secrets.token_urlsafe(32)
+    return f"{current_organization_id()}.{secret}", _digest(secret)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _open_token(token: object) -> str | None:
+    """Switch to the token's organization and return the secret's digest (None if malformed)."""
+    if not isinstance(token, str) or not re.fullmatch(r"\d{1,18}\.[\w-]{20,100}", token):
+        return None
+    org, secret = token.split(".", 1)
+    set_current_organization(int(org))
+    return _digest(secret)
+
+
+# -- audit ----------------------------------------------------------------------------------
+
+def audit(action: str, actor: User | None = None, target: object | None = None,
+          **details) -> AuditEntry:
+    entry = AuditEntry(
+        actor_id=actor.id if actor else None,
+        action=action,
+        target_type=type(target).__tablename__ if target is not None else None,
+        target_id=getattr(target, "id", None),
+        details=details,
+        ip_address=request.remote_addr if has_request_context() else None,
+    )
+    db.session.add(entry)
+    log.info("%s by %s on %r %s", action, actor, target, details or "")
+    return entry
+
+
+# -- organizations and registration ---------------------------------------------------------
+
+def _slug_for(name: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    return f"{base}-{secrets.token_hex(3)}" if base else f"org-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    organization: Organization
+    user: User
+
+
+def register_organization(organization_name: object, full_name: object, email: object,
+                          password: object, language: object = "ar") -> Registration:
+    """Create an organization and its first admin in one transaction."""
+    org_name, name, address, password, language = _collect(
+        lambda: _required_text(organization_name, "organization_name", 120),
+        lambda: _required_text(full_name, "full_name", 120),
+        lambda: normalize_email(email),
+        lambda: _check_password(password),
+        lambda: _check_choice(language or "ar", "language", LANGUAGES),
+    )
+    # RLS shows a transaction only its own organization, so the new id is taken first and the
+    # transaction switched to it before the row is written.
+    org_id = db.session.execute(
+        text("SELECT nextval(pg_get_serial_sequence('organizations', 'id'))")).scalar_one()
+    set_current_organization(org_id)
+    org = Organization(id=org_id, name=org_name, slug=_slug_for(org_name),
+                       default_language=language)
+    db.session.add(org)
+    user = User(organization_id=org_id, email=address, full_name=name,
+                password_hash=hash_password(password), role="admin",
+                preferred_language=language, session_nonce=_new_nonce())
+    db.session.add(user)
+    db.session.flush()
+    audit("organization.registered", user, org)
+    return Registration(org, user)
+
+
+def update_organization(actor: User, name: object, default_language: object, timezone: object,
+                        country: object) -> Organization:
+    import phonenumbers
+
+    org = actor.organization
+
+    def check_timezone() -> str:
+        if timezone not in zoneinfo.available_timezones():
+            raise ValidationError({"timezone": _("Choose a valid time zone.")})
+        return timezone
+
+    def check_country() -> str:
+        code = country.upper() if isinstance(country, str) else ""
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValidationError({"country": _("Choose a valid country.")})
+        return code
+
+    org.name, org.default_language, org.timezone, org.country = _collect(
+        lambda: _required_text(name, "name", 120),
+        lambda: _check_choice(default_language, "default_language", LANGUAGES),
+        check_timezone,
+        check_country,
+    )
+    audit("organization.updated", actor, org, name=org.name, default_language=org.default_language,
+          timezone=org.timezone, country=org.country)
+    return org
+
+
+# -- login ------------------------------------------------------------------------------------
+
+def login_candidates(email: str) -> list[tuple[int, int]]:
+    """(organization_id, user_id) of active accounts with this email, in any organization.
+
+    The one cross-organization read, done by a SECURITY DEFINER function that returns nothing
+    but these ids (migrations/: wasl_login_candidates).
+    """
+    rows = db.session.execute(text("SELECT organization_id, user_id FROM wasl_login_candidates(:e)"),
+                              {"e": email})
+    return [(row.organization_id, row.user_id) for row in rows]
+
+
+def authenticate(email: object, password: object, organization_slug: object = None) -> User:
+    """Return the active user these credentials name, or raise AuthenticationError."""
+    try:
+        address = normalize_email(email)
+    except ValidationError:
+        address = ""
+    password = password if isinstance(password, str) else ""
+    matches = [user for user in _users_for_login(address) if
+               _password_matches(user.password_hash, password)]
+    if not address or not matches:
+        _password_matches(_DUMMY_HASH, password)
+        _record_failed_login(address)
+        raise AuthenticationError(_("The email or password is incorrect."))
+    if organization_slug:
+        matches = [u for u in matches if u.organization.slug == organization_slug]
+    if len(matches) != 1:
+        raise ValidationError(
+            {"organization_slug": _("This email belongs to several workspaces; "
+                                    "enter the workspace address.")})
+    user = matches[0]
+    set_current_organization(user.organization_id)
+    user.last_login_at = utcnow()
+    audit("user.login", user, user)
+    return user
+
+
+def _users_for_login(address: str) -> list[User]:
+    users = []
+    for org_id, user_id in login_candidates(address) if address else []:
+        set_current_organization(org_id)
+        user = db.session.get(User, user_id)
+        if user is not None:
+            users.append(user)
+    set_current_organization(None)
+    return users
+
+
+def _record_failed_login(address: str) -> None:
+    """A failed login is audited in each organization that has an account with this email."""
+    for org_id, user_id in login_candidates(address) if address else []:
+        set_current_organization(org_id)
+        db.session.add(AuditEntry(action="user.login_failed", target_type="users",
+                                  target_id=user_id, details={},
+                                  ip_address=request.remote_addr if has_request_context()
+                                  else None))
+        db.session.flush()
+    set_current_organization(None)
+
+
+def load_session_user(session_id: str) -> User | None:
+    """Load the user a login session or bearer token names; None once it is revoked."""
+    try:
+        org_id, user_id, nonce = session_id.split(".")
+        org_id, user_id = int(org_id), int(user_id)
+    except ValueError:
+        return None
+    set_current_organization(org_id)
+    user = db.session.get(User, user_id)
+    if user is None or not user.is_active or not secrets.compare_digest(user.session_nonce, nonce):
+        set_current_organization(None)
+        return None
+    return user
+
+
+def end_all_sessions(user: User) -> None:
+    """Sign the user out everywhere: every session cookie and bearer token stops working."""
+    user.session_nonce = _new_nonce()
+
+
+def logout(user: User) -> None:
+    end_all_sessions(user)
+    audit("user.logout", user, user)
+
+
+# -- passwords ----------------------------------------------------------------------------
+
+def request_password_reset(email: object) -> None:
+    """Email a single-use reset link if an account exists; the caller's answer never tells."""
+    try:
+        address = normalize_email(email)
+    except ValidationError:
+        return
+    for user in _users_for_login(address):
+        set_current_organization(user.organization_id)
+        token, digest = _issue_token()
+        db.session.add(PasswordResetToken(
+            user_id=user.id, token_hash=digest,
+            expires_at=utcnow() + current_app.config["PASSWORD_RESET_LIFETIME"]))
+        send_email(user.email, "password_reset", _language_of(user), user=user,
+                   link=_external_url("foundation.reset_password", token=token))
+        audit("user.password_reset_requested", user, user)
+        db.session.flush()
+    set_current_organization(None)
+
+
+def reset_password(token: object, new_password: object) -> User:
+    new_password = _check_password(new_password)
+    digest = _open_token(token)
+    record = digest and db.session.execute(
+        select(PasswordResetToken).where(PasswordResetToken.token_hash == digest)
+        .with_for_update()).scalar_one_or_none()
+    if not record or record.used_at or record.expires_at <= utcnow() or not record.user.is_active:
+        set_current_organization(None)
+        raise ValidationError({"token": _("This reset link is invalid or has expired.")})
+    record.used_at = utcnow()
+    user = record.user
+    user.password_hash = hash_password(new_password)
+    end_all_sessions(user)
+    audit("user.password_reset", user, user)
+    return user
+
+
+def change_password(user: User, current_password: object, new_password: object) -> None:
+    if not isinstance(current_password, str) or not _password_matches(user.password_hash,
+                                                                      current_password):
+        raise ValidationError({"current_password": _("The current password is incorrect.")})
+    user.password_hash = hash_password(_check_password(new_password, "new_password"))
+    end_all_sessions(user)
+    audit("user.password_changed", user, user)
+
+
+def update_profile(user: User, full_name: object, preferred_language: object) -> User:
+    user.full_name, user.preferred_language = _collect(
+        lambda: _required_text(full_name, "full_name", 120),
+        lambda: _check_choice(preferred_language, "preferred_language", LANGUAGES),
+    )
+    return user
+
+
+def set_language(user: User, language: object) -> None:
+    user.preferred_language = _check_choice(language, "language", LANGUAGES)
+
+
+# -- team ---------------------------------------------------------------------------------
+
+def access_user(user_id: int) -> User:
+    """The organization's user with this id, or 404 (another organization's looks the same)."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise NotFoundError(_("Not found."))
+    return user
+
+
+def _admin_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.is_active))
+
+
+def _ensure_not_last_admin(user: User) -> None:
+    if user.role == "admin" and _admin_count() <= 1:
+        raise ConflictError(_("The organization needs at least one admin."))
+
+
+def change_role(actor: User, user: User, role: object) -> User:
+    role = _check_choice(role, "role", ROLES)
+    if role == user.role:
+        return user
+    if role != "admin":
+        _lock_admins()
+        _ensure_not_last_admin(user)
+    previous, user.role = user.role, role
+    audit("user.role_changed", actor, user, previous=previous, role=role)
+    return user
+
+
+def remove_user(actor: User, user: User) -> None:
+    """Deactivate a user: their sessions and tokens stop working at once; history stays."""
+    _lock_admins()
+    _ensure_not_last_admin(user)
+    user.is_active = False
+    end_all_sessions(user)
+    audit("user.removed", actor, user, email=user.email)
+
+
+def _lock_admins() -> None:
+    """Serialize admin changes, so two concurrent demotions cannot leave no admin."""
+    db.session.execute(select(User.id).where(User.role == "admin").with_for_update())
+
+
+def list_users(after_id: int | None = None, limit: int = 50) -> tuple[list[User], int | None]:
+    query = select(User).where(User.is_active).order_by(User.id).limit(limit + 1)
+    if after_id:
+        query = query.where(User.id > after_id)
+    users = list(db.session.scalars(query))
+    return users[:limit], (users[limit - 1].id if len(users) > limit else None)
+
+
+# -- invitations ---------------------------------------------------------------------------
+
+def invite_user(actor: User, email: object, role: object, language: object = None) -> Invitation:
+    address, role, language = _collect(
+        lambda: normalize_email(email),
+        lambda: _check_choice(role, "role", ROLES),
+        lambda: _check_choice(language or actor.organization.default_language, "language",
+                              LANGUAGES),
+    )
+    if db.session.scalar(select(User.id).where(User.email == address, User.is_active)):
+        raise ConflictError(_("This person is already a member of the team."),
+                            {"email": _("Already a member.")})
+    for pending in db.session.scalars(select(Invitation).where(
+            Invitation.email == address, Invitation.accepted_at.is_(None),
+            Invitation.revoked_at.is_(None))):
+        pending.revoked_at = utcnow()  # a new invitation replaces any earlier one
+    invitation = Invitation(email=address, role=role, language=language, invited_by_id=actor.id,
+                            token_hash="", expires_at=utcnow())
+    db.session.add(invitation)
+    _send_invitation(invitation, actor)
+    audit("invitation.sent", actor, invitation, email=address, role=role)
+    return invitation
+
+
+def _send_invitation(invitation: Invitation, actor: User) -> None:
+    token, invitation.token_hash = _issue_token()
+    invitation.expires_at = utcnow() + current_app.config["INVITATION_LIFETIME"]
+    invitation.last_sent_at = utcnow()
+    db.session.flush()
+    send_email(invitation.email, "invitation", invitation.language, invitation=invitation,
+               inviter=actor, organization=actor.organization,
+               link=_external_url("foundation.accept_invitation", token=token))
+
+
+def access_invitation(invitation_id: int) -> Invitation:
+    invitation = db.session.get(Invitation, invitation_id)
+    if invitation is None:
+        raise NotFoundError(_("Not found."))
+    return invitation
+
+
+def resend_invitation(actor: User, invitation: Invitation) -> Invitation:
+    if invitation.status not in ("pending", "expired"):
+        raise ConflictError(_("This invitation can no longer be sent."))
+    _send_invitation(invitation, actor)
+    audit("invitation.resent", actor, invitation, email=invitation.email)
+    return invitation
+
+
+def revoke_invitation(actor: User, invitation: Invitation) -> None:
+    if invitation.status == "accepted":
+        raise ConflictError(_("This invitation was already accepted."))
+    invitation.revoked_at = invitation.revoked_at or utcnow()
+    audit("invitation.revoked", actor, invitation, email=invitation.email)
+
+
+def list_invitations() -> list[Invitation]:
+    return list(db.session.scalars(select(Invitation).where(
+        Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+        .order_by(Invitation.id.desc()).limit(200)))
+
+
+def pending_invitation(token: object) -> Invitation:
+    """The invitation a link names, if it can still be accepted."""
+    digest = _open_token(token)
+    invitation = digest and db.session.execute(
+        select(Invitation).where(Invitation.token_hash == digest).with_for_update()
+    ).scalar_one_or_none()
+    if not invitation or invitation.status != "pending":
+        set_current_organization(None)
+        raise ValidationError({"token": _("This invitation is invalid or has expired.")})
+    return invitation
+
+
+def accept_invitation(token: object, full_name: object, password: object) -> User:
+    invitation = pending_invitation(token)
+    name, password = _collect(lambda: _required_text(full_name, "full_name", 120),
+                              lambda: _check_password(password))
+    if db.session.scalar(select(User.id).where(User.email == invitation.email, User.is_active)):
+        raise ConflictError(_("This person is already a member of the team."))
+    user = db.session.scalar(select(User).where(User.email == invitation.email))
+    if user is None:  # a removed member who is invited back keeps their history
+        user = User(email=invitation.email, session_nonce=_new_nonce())
+        db.session.add(user)
+    user.full_name, user.role, user.is_active = name, invitation.role, True
+    user.password_hash = hash_password(password)
+    user.preferred_language = invitation.language
+    invitation.accepted_at = utcnow()
+    try:
+        db.session.flush()
+    except IntegrityError:
+        raise ConflictError(_("This person is already a member of the team.")) from None
+    audit("invitation.accepted", user, invitation, email=invitation.email)
+    return user
+
+
+# -- modules --------------------------------------------------------------------------------
+
+def enabled_modules() -> frozenset[str]:
+    off = set(db.session.scalars(select(ModuleSetting.module).where(~ModuleSetting.is_enabled)))
+    return frozenset(m for m in MODULES if m not in off)
+
+
+def set_module_enabled(actor: User, module: object, enabled: bool) -> None:
+    module = _check_choice(module, "module", MODULES)
+    setting = db.session.scalar(select(ModuleSetting).where(ModuleSetting.module == module))
+    if setting is None:
+        setting = ModuleSetting(module=module, is_enabled=enabled)
+        db.session.add(setting)
+    changed = setting.is_enabled != enabled or setting.id is None
+    setting.is_enabled = enabled
+    if changed:
+        audit("settings.module_switched", actor, None, module=module, enabled=enabled)
+
+
+def list_audit(before_id: int | None = None, limit: int = 50
+               ) -> tuple[list[AuditEntry], int | None]:
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
+    if before_id:
+        query = query.where(AuditEntry.id < before_id)
+    entries = list(db.session.scalars(query))
+    return entries[:limit], (entries[limit - 1].id if len(entries) > limit else None)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _language_of(user: User) -> str:
+    return user.preferred_language or user.organization.default_language
+
+
+def _external_url(endpoint: str, **values) -> str:
+    base = current_app.config["SERVER_NAME_FOR_LINKS"].rstrip("/")
+    if has_request_context():
+        return url_for(endpoint, _external=True, **values)
+    return base + url_for(endpoint, **values)
+
+
+def dashboard_counts() -> dict[str, int]:
+    return {
+        "users": db.session.scalar(select(func.count()).select_from(User).where(User.is_active)),
+        "invitations": db.session.scalar(select(func.count()).select_from(Invitation).where(
+            Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None),
+            Invitation.expires_at > utcnow())),
+    }
+

@@ -1,0 +1,110 @@
+"""The request around every view: one transaction, HTMX-aware responses, errors, health checks."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, Response, jsonify, render_template, request
+from flask_babel import gettext as _
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from crm.errors import ServiceError
+from crm.extensions import db
+from crm.permissions import can
+from crm.transaction import commit, rollback
+
+log = logging.getLogger("crm.web")
+health = Blueprint("health", __name__)
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_finish_transaction)
+    app.teardown_request(_discard_transaction)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ServiceError, _service_error)
+    app.jinja_env.globals.update(can=can)
+    app.register_blueprint(health)
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def wants_json() -> bool:
+    return request.blueprint == "api" or request.path.startswith("/api/")
+
+
+def _finish_transaction(response: Response) -> Response:
+    if response.status_code < 400:
+        commit()
+    else:
+        rollback()
+    response.vary.add("HX-Request")
+    return response
+
+
+def _discard_transaction(exc: BaseException | None) -> None:
+    if exc is not None:
+        rollback()
+
+
+def error_body(status: int, code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media",
+          422: "validation_error", 429: "rate_limited"}
+
+
+def _messages() -> dict[int, str]:
+    return {
+        400: _("The request could not be understood."),
+        401: _("Please log in to continue."),
+        403: _("You do not have permission to do this."),
+        404: _("The page you are looking for does not exist."),
+        405: _("This action is not allowed here."),
+        413: _("The request is too large."),
+        429: _("Too many attempts. Please wait a moment and try again."),
+    }
+
+
+def _http_error(exc: HTTPException):
+    status = exc.code or 500
+    message = _messages().get(status, exc.description or "")
+    if wants_json():
+        return jsonify(error_body(status, _CODES.get(status, "error"), message)), status
+    if status >= 500:
+        message = _("Something went wrong on our side. Please try again.")
+    return render_template("errors/error.html", status=status, message=message), status
+
+
+def _service_error(exc: ServiceError):
+    if wants_json():
+        return jsonify(error_body(exc.status, exc.code, exc.message, exc.fields)), exc.status
+    return render_template("errors/error.html", status=exc.status, message=exc.message), exc.status
+
+
+@health.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+def readyz():
+    from crm.jobs import redis
+
+    checks = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        redis().ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return {"status": "ok" if ready else "unavailable", "checks": checks}, (200 if ready else 503)

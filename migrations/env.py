@@ -1,0 +1,28 @@
+"""Alembic runs as the schema owner (MIGRATION_DATABASE_URL); the app never does."""
+
+import logging
+from logging.config import fileConfig
+
+from alembic import context
+from flask import current_app
+from sqlalchemy import create_engine, pool
+
+config = context.config
+if config.config_file_name:
+    fileConfig(config.config_file_name)
+log = logging.getLogger("alembic.env")
+
+target_metadata = current_app.extensions["migrate"].db.metadata
+
+
+def run_migrations_online() -> None:
+    url = current_app.config["MIGRATION_DATABASE_URL"] or current_app.config["DATABASE_URL"]
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()

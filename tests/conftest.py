@@ -1,0 +1,171 @@
+"""Test harness: one embedded PostgreSQL and Redis per run, a database per xdist worker, and
+every test inside a transaction that is rolled back.
+
+The app connects as the unprivileged `wasl_app` role, exactly as in production, so Row Level
+Security is what the tests see. Jobs go to real Redis; `run_jobs()` drains them in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
+
+from crm import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+_SERVERS_ENV = ("WASL_TEST_PG_PORT", "WASL_TEST_REDIS_PORT", "WASL_TEST_BASE")
+
+
+# -- servers: started once by the controlling process --------------------------------------
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or os.environ.get("WASL_TEST_PG_PORT"):
+        return
+    base = Path(tempfile.mkdtemp(prefix="wasl-test-"))
+    pg = embedded.start_postgres(base, fsync=False)
+    rd = embedded.start_redis(base, persist=False)
+    config._wasl_servers = (pg, rd, base)
+    os.environ.update(WASL_TEST_PG_PORT=str(pg.port), WASL_TEST_REDIS_PORT=str(rd.port),
+                      WASL_TEST_BASE=str(base))
+    _build_template_database(pg)
+
+
+def pytest_unconfigure(config):
+    servers = getattr(config, "_wasl_servers", None)
+    if servers:
+        pg, rd, base = servers
+        embedded.stop_redis(rd)
+        embedded.stop_postgres(pg)
+        shutil.rmtree(base, ignore_errors=True)
+        for key in _SERVERS_ENV:
+            os.environ.pop(key, None)
+
+
+def _server() -> embedded.EmbeddedPostgres:
+    base = Path(os.environ["WASL_TEST_BASE"])
+    return embedded.EmbeddedPostgres(base / "postgres", int(os.environ["WASL_TEST_PG_PORT"]))
+
+
+def _settings(database: str, redis_db: int) -> dict:
+    pg = _server()
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": pg.url(embedded.APP_ROLE, database),
+        "MIGRATION_DATABASE_URL": pg.url(embedded.OWNER_ROLE, database),
+        "REDIS_URL": f"redis://127.0.0.1:{os.environ['WASL_TEST_REDIS_PORT']}/{redis_db}",
+        "RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{os.environ['WASL_TEST_REDIS_PORT']}/{redis_db}",
+        "INSTANCE_PATH": Path(os.environ["WASL_TEST_BASE"]) / f"instance-{database}",
+        "SERVER_NAME_FOR_LINKS": "http://localhost",
+    }
+
+
+def _build_template_database(pg: embedded.EmbeddedPostgres) -> None:
+    """Migrate a template database once; each worker copies it (fast, no re-migration)."""
+    from flask_migrate import upgrade
+
+    from crm import create_app
+
+    with psycopg.connect(pg.superuser_dsn(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS wasl_template")
+        conn.execute(f"CREATE DATABASE wasl_template OWNER {embedded.OWNER_ROLE}")
+    app = create_app(_settings("wasl_template", 0))
+    with app.app_context():
+        upgrade()
+        from crm.extensions import db
+
+        db.engine.dispose()
+
+
+def create_database(name: str) -> None:
+    with psycopg.connect(_server().superuser_dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE wasl_template OWNER {embedded.OWNER_ROLE}")
+
+
+def worker_number(request) -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw"))
+
+
+# -- the app and the per-test transaction ---------------------------------------------------
+
+@pytest.fixture(scope="session")
+def app(request):
+    from crm import create_app
+
+    number = worker_number(request)
+    name = f"wasl_test_{number}"
+    create_database(name)
+    app = create_app(_settings(name, 1 + 2 * number))
+    app.test_client_class = CsrfClient
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture(autouse=True)
+def _isolated(request, app):
+    """Run each test in a transaction that is rolled back; clear Redis; no organization set."""
+    if request.node.get_closest_marker("live"):
+        yield
+        return
+    from crm.extensions import db
+    from crm.tenancy import set_current_organization
+
+    app.extensions["crm.redis"].flushdb()
+    connection = db.engine.connect()
+    outer = connection.begin()
+    original = db.session
+    db.session = db._make_scoped_session(
+        {"bind": connection, "join_transaction_mode": "create_savepoint"})
+    set_current_organization(None)
+    try:
+        yield
+    finally:
+        db.session.remove()
+        db.session = original
+        set_current_organization(None)
+        outer.rollback()
+        connection.close()
+
+
+class CsrfClient(FlaskClient):
+    """A test client that sends the CSRF token on every unsafe request, as the page would."""
+
+    def open(self, *args, **kwargs):
+        method = kwargs.get("method", "GET").upper()
+        if method not in ("GET", "HEAD", "OPTIONS") and kwargs.pop("csrf", True):
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers.setdefault("X-CSRFToken", self.csrf_token())
+            kwargs["headers"] = headers
+        return super().open(*args, **kwargs)
+
+    def csrf_token(self) -> str:
+        import secrets
+
+        with self.session_transaction() as session:
+            raw = session.setdefault("csrf_token", secrets.token_hex(20))
+        app = self.application
+        return URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token").dumps(raw)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+pytest_plugins = ["tests.factories"]

@@ -1,0 +1,24 @@
+"""RQ worker entry point: the app is created once, jobs run without forking.
+
+Jobs of this product are small and frequent (deliveries, sends, timers); forking per job would
+cost more than the job. Run several workers for more throughput.
+"""
+
+from __future__ import annotations
+
+from rq import SimpleWorker
+
+from crm import create_app
+
+
+def run(queues: list[str], burst: bool = False) -> None:
+    app = create_app()
+    with app.app_context():
+        connection = app.extensions["crm.redis"]
+        SimpleWorker(queues, connection=connection).work(with_scheduler=True, burst=burst)
+
+
+if __name__ == "__main__":
+    import sys
+
+    run(sys.argv[1:] or ["default", "mail"])
