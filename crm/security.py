@@ -14,7 +14,7 @@ import jwt
 from flask import Flask, current_app, request, session
 from flask_login import current_user, login_user, logout_user
 
-from crm.extensions import login_manager
+from crm.extensions import limiter, login_manager
 from crm.foundation.models import User
 from crm.foundation.services import load_session_user
 from crm.tenancy import set_current_organization
@@ -34,11 +34,43 @@ def init_app(app: Flask) -> None:
     login_manager.login_view = "foundation.login"
     login_manager.session_protection = "basic"
     login_manager.user_loader(_user_from_session)
+    login_manager.unauthorized_handler(_unauthorized)
     login_manager.request_loader(_user_from_bearer)
     login_manager.localize_callback = _localize
     login_manager.login_message_category = "info"
     app.before_request(_identify_caller)
     app.after_request(_security_headers)
+
+
+def _unauthorized():
+    from flask import flash, jsonify, redirect, url_for
+    from flask_babel import gettext
+
+    from crm.web import error_body, is_htmx, wants_json
+
+    if wants_json():
+        message = gettext("Please log in to continue.")
+        return jsonify(error_body(401, "unauthorized", message)), 401
+    flash(gettext("Please log in to continue."), "info")
+    target = url_for("foundation.login", next=request.full_path if request.method == "GET" else None)
+    if is_htmx():
+        return "", 401, {"HX-Redirect": target}
+    return redirect(target)
+
+
+def _login_account_key() -> str:
+    data = request.get_json(silent=True) if request.is_json else request.form
+    email = data.get("email") if isinstance(data, dict) or hasattr(data, "get") else None
+    return "login-account:" + (email.strip().lower() if isinstance(email, str) else "")
+
+
+def login_rate_limited(view):
+    """Limit login attempts per IP and per account; only failed attempts count."""
+    failed = {"methods": ["POST"], "deduct_when": lambda response: response.status_code >= 400}
+    per_ip = limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"], **failed)
+    per_account = limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
+                                key_func=_login_account_key, **failed)
+    return per_ip(per_account(view))
 
 
 def _localize(message: str) -> str:

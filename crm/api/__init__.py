@@ -1,3 +1,16 @@
+"""The JSON REST API under /api: bearer tokens, snake_case bodies, one error shape.
+
+Conventions every module follows: every object has an `id`; a create answers 201 with the
+object; a list answers `{"items": [...], "next_cursor": ...}` (keyset); errors answer
+`{"error": {"code", "message", "fields"}}`. Module endpoints live in each module's api.py and
+call the same services as the pages.
+"""
+
 from flask import Blueprint
 
+from crm.extensions import csrf
+
 blueprint = Blueprint("api", __name__, url_prefix="/api")
+# Bearer tokens are not sent by browsers on their own, so the API needs no CSRF token; it never
+# accepts the session cookie (crm/security.py).
+csrf.exempt(blueprint)
