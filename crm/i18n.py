@@ -52,5 +52,5 @@ def text_direction() -> str:
     return "rtl" if current_language() in RTL_LANGUAGES else "ltr"
 
 
-def _datetime_filter(value: datetime | None, format: str = "medium") -> str:  # noqa: A002
-    return format_datetime(value, format) if value else ""
+def _datetime_filter(value: datetime | None, style: str = "medium") -> str:
+    return format_datetime(value, style) if value else ""

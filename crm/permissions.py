@@ -60,7 +60,7 @@ def sees_only_assigned() -> bool:
 
 
 def require(area: str, level: Level = "read") -> Callable:
-    """Guard a view: 401 when anonymous, 404 when the module is off, 403 when the role falls short."""
+    """Guard a view: 401 when anonymous, 404 when the module is off, 403 when the role is short."""
     if area not in AREAS or level not in _RANK:
         raise ValueError(f"unknown permission {area}:{level}")
 

@@ -52,7 +52,8 @@ def _unauthorized():
         message = gettext("Please log in to continue.")
         return jsonify(error_body(401, "unauthorized", message)), 401
     flash(gettext("Please log in to continue."), "info")
-    target = url_for("foundation.login", next=request.full_path if request.method == "GET" else None)
+    next_path = request.full_path if request.method == "GET" else None
+    target = url_for("foundation.login", next=next_path)
     if is_htmx():
         return "", 401, {"HX-Redirect": target}
     return redirect(target)

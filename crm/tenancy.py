@@ -38,7 +38,7 @@ class TenantMixin:
         )
 
 
-class CrossOrganizationWrite(RuntimeError):
+class CrossOrganizationWriteError(RuntimeError):
     """A tenant row was about to be written into an organization other than the current one."""
 
 
@@ -97,10 +97,10 @@ def _stamp_organization(mapper, connection, target) -> None:
     org_id = _current_org.get()
     if target.organization_id is None:
         if org_id is None:
-            raise CrossOrganizationWrite(f"{target!r} written with no current organization")
+            raise CrossOrganizationWriteError(f"{target!r} written with no current organization")
         target.organization_id = org_id
     elif target.organization_id != org_id:
-        raise CrossOrganizationWrite(f"{target!r} belongs to another organization")
+        raise CrossOrganizationWriteError(f"{target!r} belongs to another organization")
 
 
 def current_organization_sql() -> str:

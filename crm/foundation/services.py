@@ -224,8 +224,8 @@ def login_candidates(email: str) -> list[tuple[int, int]]:
     The one cross-organization read, done by a SECURITY DEFINER function that returns nothing
     but these ids (migrations/: wasl_login_candidates).
     """
-    rows = db.session.execute(text("SELECT organization_id, user_id FROM wasl_login_candidates(:e)"),
-                              {"e": email})
+    rows = db.session.execute(
+        text("SELECT organization_id, user_id FROM wasl_login_candidates(:e)"), {"e": email})
     return [(row.organization_id, row.user_id) for row in rows]
 
 
