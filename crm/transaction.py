@@ -17,6 +17,7 @@ from crm.extensions import db
 
 log = logging.getLogger("crm.transaction")
 _CALLBACKS = "on_commit_callbacks"
+_KEEP_ON_ERROR = "keep_on_error"
 
 
 def on_commit(callback: Callable[[], None]) -> None:
@@ -32,7 +33,23 @@ def commit() -> None:
 
 
 def rollback() -> None:
+    """Roll the unit of work back and drop what waited for its commit.
+
+    The listener below drops them when a transaction was open; this also covers a unit of
+    work that queued a side effect before it touched the database.
+    """
     db.session.rollback()
+    db.session.info.pop(_CALLBACKS, None)
+
+
+def keep_on_error() -> None:
+    """Commit this unit of work even though the answer is an error (a failure to record)."""
+    db.session.info[_KEEP_ON_ERROR] = True
+
+
+def kept_on_error() -> bool:
+    """Was keep_on_error() called in this unit of work? Asking resets it."""
+    return db.session.info.pop(_KEEP_ON_ERROR, False)
 
 
 def _run_callbacks(session: Session) -> None:
@@ -48,3 +65,4 @@ def _run_callbacks(session: Session) -> None:
 def _forget_callbacks(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None and not previous_transaction.nested:
         session.info.pop(_CALLBACKS, None)
+        session.info.pop(_KEEP_ON_ERROR, None)

@@ -1,3 +1,506 @@
-from flask import Blueprint
+"""Pages of the foundation: sign-up, login, passwords, profile, team, settings, audit log.
+
+Thin by design: each view reads the form, calls one service and picks the answer. Forms work
+as plain posts; an htmx request (not a boosted one) gets the changed fragment instead of the
+page (STYLE.md "one template, two entry points").
+"""
+
+from __future__ import annotations
+
+import functools
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import phonenumbers
+from babel import Locale
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
+from flask_login import current_user
+
+from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
+from crm.foundation import services
+from crm.foundation.models import MODULES, ROLES, User
+from crm.i18n import current_language
+from crm.permissions import can, require
+from crm.security import end_session, login_rate_limited, start_session
+from crm.web import is_htmx
 
 blueprint = Blueprint("foundation", __name__)
+
+ROLE_LABELS = {"admin": lazy_gettext("Admin"), "manager": lazy_gettext("Manager"),
+               "agent": lazy_gettext("Agent"), "member": lazy_gettext("Member")}
+MODULE_LABELS = {"whatsapp": lazy_gettext("WhatsApp"), "crm": lazy_gettext("Customers (CRM)"),
+                 "ticketing": lazy_gettext("Tickets"), "campaigns": lazy_gettext("Campaigns"),
+                 "billing": lazy_gettext("Billing")}
+# Language names are written in their own language, so everyone finds theirs.
+LANGUAGE_CHOICES = (("ar", "العربية"), ("en", "English"))
+STATUS_LABELS = {"pending": lazy_gettext("Pending"), "expired": lazy_gettext("Expired"),
+                 "accepted": lazy_gettext("Accepted"), "revoked": lazy_gettext("Revoked")}
+AUDIT_ACTIONS = {
+    "organization.registered": lazy_gettext("Workspace created"),
+    "organization.updated": lazy_gettext("Settings changed"),
+    "settings.module_switched": lazy_gettext("Module switched on or off"),
+    "user.login": lazy_gettext("Logged in"),
+    "user.login_failed": lazy_gettext("Failed login"),
+    "user.logout": lazy_gettext("Logged out"),
+    "user.password_reset_requested": lazy_gettext("Password reset requested"),
+    "user.password_reset": lazy_gettext("Password reset"),
+    "user.password_changed": lazy_gettext("Password changed"),
+    "user.role_changed": lazy_gettext("Role changed"),
+    "user.removed": lazy_gettext("Removed from the team"),
+    "invitation.sent": lazy_gettext("Invitation sent"),
+    "invitation.resent": lazy_gettext("Invitation sent again"),
+    "invitation.revoked": lazy_gettext("Invitation revoked"),
+    "invitation.accepted": lazy_gettext("Invitation accepted"),
+}
+TARGET_LABELS = {"users": lazy_gettext("User"), "invitations": lazy_gettext("Invitation"),
+                 "organizations": lazy_gettext("Organization")}
+_TIMEZONE_REGIONS = ("Africa", "America", "Antarctica", "Asia", "Atlantic", "Australia",
+                     "Europe", "Indian", "Pacific")
+LANGUAGE_COOKIE_AGE = timedelta(days=365)
+
+
+@blueprint.app_context_processor
+def _labels() -> dict:
+    """Labels for foundation pages and for its emails, which other blueprints and jobs send."""
+    return {"role_labels": ROLE_LABELS, "module_labels": MODULE_LABELS,
+            "status_labels": STATUS_LABELS, "language_choices": LANGUAGE_CHOICES,
+            "role_choices": [(role, ROLE_LABELS[role]) for role in ROLES]}
+
+
+# -- dashboard cards: later modules add theirs ---------------------------------------------
+
+@dataclass(frozen=True)
+class DashboardCard:
+    """A card on the dashboard: its template, who may see it, and the data it shows."""
+
+    template: str
+    area: str
+    level: str = "read"
+    data: Callable[[], dict] = dict
+
+
+_dashboard_cards: list[DashboardCard] = []
+
+
+def add_dashboard_card(card: DashboardCard) -> None:
+    """Show `card` on the dashboard to everyone whose role reaches its area and level."""
+    _dashboard_cards.append(card)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _me() -> User:
+    """The logged-in user itself (services need the object, not Flask-Login's proxy)."""
+    return current_user._get_current_object()
+
+
+def _see_other(endpoint: str, **values) -> Response:
+    return redirect(url_for(endpoint, **values), 303)
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after a form: a path on this site, never another site (open redirect).
+
+    Browsers drop tabs and newlines from addresses and read a backslash as a slash, so
+    "/\t/evil.example" or "/\\evil.example" would leave the site.
+    """
+    if (target and target.startswith("/") and target.isprintable() and "\\" not in target
+            and not target.startswith("//")):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
+    return url_for("foundation.dashboard")
+
+
+def _page(template: str, status: int = 200, **context) -> tuple[str, int]:
+    """Render a page with a form; `errors` and `values` default to empty."""
+    context.setdefault("errors", {})
+    context.setdefault("values", {})
+    return render_template(template, **context), status
+
+
+def _fragment(template: str | None, status: int = 200, **context) -> Response:
+    """An htmx answer: the changed fragment, plus the flash area swapped out of band."""
+    body = render_template(template, **context) if template else ""
+    return make_response(body + render_template("_flashes.html", oob=True), status)
+
+
+def _check_confirmation(password: str | None, confirmation: str | None, field: str) -> None:
+    if password != confirmation:
+        raise ValidationError({field: _("The two passwords do not match.")})
+
+
+def _invalid_link(message: str) -> tuple[str, int]:
+    return render_template("foundation/invalid_link.html", message=message), 400
+
+
+def _link_refused(exc: ValidationError) -> bool:
+    """Did the service refuse the link itself (rather than what was typed)?"""
+    return "token" in exc.fields
+
+
+# -- account: register, login, logout --------------------------------------------------------
+
+@blueprint.route("/register", methods=["GET", "POST"])
+def register():
+    if current_user.is_authenticated:
+        return _see_other("foundation.dashboard")
+    if request.method == "GET":
+        return _page("foundation/register.html", values={"language": current_language()})
+    form = request.form
+    try:
+        registration = services.register_organization(
+            form.get("organization_name"), form.get("full_name"), form.get("email"),
+            form.get("password"), form.get("language"))
+    except ValidationError as exc:
+        return _page("foundation/register.html", 422, errors=exc.fields, values=form,
+                     error=exc.message)
+    start_session(registration.user)
+    flash(_("Welcome to Wasl! Your workspace is ready."), "success")
+    return _see_other("foundation.dashboard")
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+@login_rate_limited
+def login():
+    if current_user.is_authenticated:
+        return _see_other("foundation.dashboard")
+    next_url = request.values.get("next", "")
+    if request.method == "GET":
+        return _page("foundation/login.html", next_url=next_url)
+    form = request.form
+    try:
+        user = services.authenticate(form.get("email"), form.get("password"),
+                                     form.get("organization_slug") or None)
+    except AuthenticationError as exc:
+        return _page("foundation/login.html", 422, values=form, error=exc.message,
+                     next_url=next_url, show_workspace=bool(form.get("organization_slug")))
+    except ValidationError as exc:
+        return _page("foundation/login.html", 422, values=form, errors=exc.fields,
+                     error=exc.message, next_url=next_url, show_workspace=True)
+    start_session(user, remember=bool(form.get("remember")))
+    return redirect(_safe_next(next_url), 303)
+
+
+@blueprint.post("/logout")
+def logout():
+    if current_user.is_authenticated:
+        services.logout(_me())
+    end_session()
+    flash(_("You have been logged out."), "info")
+    return _see_other("foundation.login")
+
+
+# -- passwords ----------------------------------------------------------------------------------
+
+@blueprint.route("/forgot-password", methods=["GET", "POST"])
+def forgot_password():
+    if request.method == "GET":
+        return _page("foundation/forgot_password.html")
+    services.request_password_reset(request.form.get("email"))
+    # The same answer whether or not the account exists, so the page reveals no one.
+    flash(_("If an account exists for this email, we sent a link to reset the password."),
+          "success")
+    return _see_other("foundation.forgot_password")
+
+
+@blueprint.route("/reset-password/<token>", methods=["GET", "POST"])
+def reset_password(token: str):
+    form = request.form
+    try:
+        if request.method == "GET":
+            services.pending_password_reset(token)
+            return _page("foundation/reset_password.html", token=token)
+        _check_confirmation(form.get("password"), form.get("password_confirmation"),
+                            "password_confirmation")
+        services.reset_password(token, form.get("password"))
+    except ValidationError as exc:
+        if _link_refused(exc):
+            return _invalid_link(exc.fields["token"])
+        return _page("foundation/reset_password.html", 422, errors=exc.fields, token=token)
+    flash(_("Your password has been changed. Log in with the new one."), "success")
+    return _see_other("foundation.login")
+
+
+# -- dashboard and profile -------------------------------------------------------------------
+
+@blueprint.get("/")
+@require("users", "none")
+def dashboard():
+    counts = services.dashboard_counts()
+    cards = [(card, card.data()) for card in _dashboard_cards if can(card.area, card.level)]
+    return render_template("foundation/dashboard.html", counts=counts, cards=cards,
+                           first_run=counts["users"] == 1 and counts["invitations"] == 0)
+
+
+def _profile_page(status: int = 200, **context) -> tuple[str, int]:
+    context.setdefault("values", {"full_name": current_user.full_name,
+                                  "preferred_language": current_language()})
+    context.setdefault("password_errors", {})
+    return _page("foundation/profile.html", status, **context)
+
+
+@blueprint.route("/profile", methods=["GET", "POST"])
+@require("users", "none")
+def profile():
+    if request.method == "GET":
+        return _profile_page()
+    form = request.form
+    try:
+        services.update_profile(_me(), form.get("full_name"), form.get("preferred_language"))
+    except ValidationError as exc:
+        return _profile_page(422, errors=exc.fields, values=form)
+    flash(_("Your profile has been saved."), "success")
+    return _see_other("foundation.profile")
+
+
+@blueprint.post("/profile/password")
+@require("users", "none")
+def change_password():
+    form = request.form
+    user = _me()
+    try:
+        _check_confirmation(form.get("new_password"), form.get("new_password_confirmation"),
+                            "new_password_confirmation")
+        services.change_password(user, form.get("current_password"), form.get("new_password"))
+    except ValidationError as exc:
+        return _profile_page(422, password_errors=exc.fields)
+    # The password change signed the user out everywhere; this browser signs in again.
+    start_session(user)
+    flash(_("Your password has been changed. Your other sessions were signed out."), "success")
+    return _see_other("foundation.profile")
+
+
+@blueprint.post("/language")
+def set_language():
+    language = request.form.get("language")
+    response = redirect(_safe_next(request.form.get("next")), 303)
+    if current_user.is_authenticated:
+        services.set_language(_me(), language)
+    elif language in services.LANGUAGES:
+        response.set_cookie("lang", language, max_age=LANGUAGE_COOKIE_AGE, httponly=True,
+                            samesite="Lax", secure=request.is_secure)
+    else:
+        abort(400)
+    return response
+
+
+# -- team ---------------------------------------------------------------------------------------
+
+def _with_invitations(context: dict) -> dict:
+    """Fill what the invitations section shows, keeping what the caller already set."""
+    if "invitations" not in context:
+        context["invitations"] = services.list_invitations()
+    context.setdefault("invite_errors", {})
+    context.setdefault("invite_values", {"language": _me().organization.default_language})
+    return context
+
+
+def _members() -> dict:
+    """One page of the team, from the `after` cursor on."""
+    users, next_cursor = services.list_users(request.args.get("after", type=int))
+    return {"users": users, "next_cursor": next_cursor}
+
+
+def _team_page(status: int = 200, **context) -> tuple[str, int]:
+    return render_template("foundation/team.html", **_members(),
+                           **_with_invitations(context)), status
+
+
+def _team_answer(fragment: str | None, status: int = 200, **context):
+    """Answer a team change: htmx gets the changed fragment, a plain post the page."""
+    if is_htmx():
+        return _fragment(fragment, status, **context)
+    if status < 400:
+        return _see_other("foundation.team")
+    return _team_page(status, **context)
+
+
+def _invitations_answer(status: int = 200, **context):
+    return _team_answer("foundation/_invitations.html", status, **_with_invitations(context))
+
+
+@blueprint.get("/team")
+@require("users", "read")
+def team():
+    if is_htmx():  # "Load more": the next rows only
+        return render_template("foundation/_member_rows.html", **_members())
+    return _team_page()
+
+
+@blueprint.post("/team/<int:user_id>/role")
+@require("users", "write")
+def change_role(user_id: int):
+    user = services.access_user(user_id)
+    try:
+        services.change_role(_me(), user, request.form.get("role"))
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return _team_answer("foundation/_member_row.html", exc.status, user=user)
+    flash(_("%(name)s is now %(role)s.", name=user.full_name, role=ROLE_LABELS[user.role]),
+          "success")
+    return _team_answer("foundation/_member_row.html", user=user)
+
+
+@blueprint.post("/team/<int:user_id>/remove")
+@require("users", "write")
+def remove_user(user_id: int):
+    user = services.access_user(user_id)
+    try:
+        if user.id == current_user.id:
+            raise ConflictError(_("You cannot remove yourself from the team."))
+        services.remove_user(_me(), user)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return _team_answer("foundation/_member_row.html", exc.status, user=user)
+    flash(_("%(name)s was removed from the team.", name=user.full_name), "success")
+    return _team_answer(None)
+
+
+@blueprint.post("/team/invitations")
+@require("users", "write")
+def invite_user():
+    form = request.form
+    try:
+        invitation = services.invite_user(_me(), form.get("email"), form.get("role"),
+                                          form.get("language"))
+    except ServiceError as exc:
+        return _invitations_answer(exc.status, invite_errors=exc.fields, invite_values=form,
+                                   invite_error=exc.message)
+    flash(_("Invitation sent to %(email)s.", email=invitation.email), "success")
+    return _invitations_answer()
+
+
+@blueprint.post("/team/invitations/<int:invitation_id>/resend")
+@require("users", "write")
+def resend_invitation(invitation_id: int):
+    invitation = services.access_invitation(invitation_id)
+    try:
+        services.resend_invitation(_me(), invitation)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return _invitations_answer(exc.status)
+    flash(_("Invitation sent again to %(email)s.", email=invitation.email), "success")
+    return _invitations_answer()
+
+
+@blueprint.post("/team/invitations/<int:invitation_id>/revoke")
+@require("users", "write")
+def revoke_invitation(invitation_id: int):
+    invitation = services.access_invitation(invitation_id)
+    try:
+        services.revoke_invitation(_me(), invitation)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return _invitations_answer(exc.status)
+    flash(_("The invitation to %(email)s was revoked.", email=invitation.email), "success")
+    return _invitations_answer()
+
+
+@blueprint.route("/invitations/accept/<token>", methods=["GET", "POST"])
+def accept_invitation(token: str):
+    try:
+        invitation = services.pending_invitation(token)
+        if request.method == "GET":
+            return _accept_page(invitation, token)
+        user = services.accept_invitation(token, request.form.get("full_name"),
+                                          request.form.get("password"))
+    except ValidationError as exc:
+        if _link_refused(exc):
+            return _invalid_link(exc.fields["token"])
+        return _accept_page(invitation, token, 422, errors=exc.fields, values=request.form)
+    except ConflictError as exc:
+        return _accept_page(invitation, token, exc.status, error=exc.message)
+    start_session(user)
+    flash(_("Welcome to %(organization)s!", organization=services.current_organization().name),
+          "success")
+    return _see_other("foundation.dashboard")
+
+
+def _accept_page(invitation, token: str, status: int = 200, **context) -> tuple[str, int]:
+    return _page("foundation/accept_invitation.html", status, invitation=invitation, token=token,
+                 organization=services.current_organization(), **context)
+
+
+# -- settings and audit log ------------------------------------------------------------------
+
+@functools.cache
+def _timezone_names() -> tuple[str, ...]:
+    regional = sorted(name for name in zoneinfo.available_timezones()
+                      if name.split("/", 1)[0] in _TIMEZONE_REGIONS)
+    return ("UTC", *regional)
+
+
+@functools.cache
+def _country_choices(language: str) -> tuple[tuple[str, str], ...]:
+    """Phone regions with their names in `language`, sorted by name."""
+    names = Locale.parse(language).territories
+    return tuple(sorted(((code, names.get(code, code)) for code in phonenumbers.SUPPORTED_REGIONS),
+                        key=lambda choice: choice[1]))
+
+
+def _settings_page(status: int = 200, **context) -> tuple[str, int]:
+    org = _me().organization
+    context.setdefault("values", {"name": org.name, "default_language": org.default_language,
+                                  "timezone": org.timezone, "country": org.country})
+    zones = _timezone_names()
+    current_zone = context["values"].get("timezone")
+    if current_zone and current_zone not in zones:
+        zones = (current_zone, *zones)
+    return _page("foundation/settings.html", status, organization=org,
+                 timezone_choices=[(zone, zone) for zone in zones],
+                 country_choices=_country_choices(current_language()),
+                 enabled_modules=services.enabled_modules(), modules=MODULES, **context)
+
+
+@blueprint.get("/settings")
+@require("settings", "read")
+def settings():
+    return _settings_page()
+
+
+@blueprint.post("/settings")
+@require("settings", "write")
+def update_settings():
+    form = request.form
+    try:
+        services.update_organization(_me(), form.get("name"), form.get("default_language"),
+                                     form.get("timezone"), form.get("country"))
+    except ValidationError as exc:
+        return _settings_page(422, errors=exc.fields, values=form, error=exc.message)
+    flash(_("Settings saved."), "success")
+    return _see_other("foundation.settings")
+
+
+@blueprint.post("/settings/modules")
+@require("settings", "write")
+def update_modules():
+    chosen = set(request.form.getlist("modules"))
+    for module in MODULES:
+        services.set_module_enabled(_me(), module, module in chosen)
+    flash(_("Modules saved."), "success")
+    return _see_other("foundation.settings")
+
+
+@blueprint.get("/settings/audit")
+@require("settings", "write")
+def audit_log():
+    entries, next_cursor = services.list_audit(request.args.get("before", type=int))
+    template = "foundation/_audit_rows.html" if is_htmx() else "foundation/audit_log.html"
+    return render_template(template, entries=entries, next_cursor=next_cursor,
+                           action_labels=AUDIT_ACTIONS, target_labels=TARGET_LABELS)

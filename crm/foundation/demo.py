@@ -1,0 +1,60 @@
+"""`crm seed-demo`: a demo organization with a whole team, to look around in."""
+
+from __future__ import annotations
+
+import secrets
+
+from crm.extensions import db
+from crm.foundation import services
+from crm.foundation.models import Organization, User
+from crm.tenancy import organization_context, set_current_organization
+from crm.transaction import commit
+
+DEMO_ORGANIZATION = "شركة وصل التجريبية"
+# .example, not .local: email validation refuses special-use domains such as .local, while
+# .example is reserved (RFC 2606) and never delivers anywhere.
+DEMO_EMAIL = "demo@wasl.example"
+DEMO_PASSWORD = "demo-password"
+# (full name, email, role): the rest of the team, all with DEMO_PASSWORD.
+DEMO_TEAM = (
+    ("خالد الحربي", "manager@wasl.example", "manager"),
+    ("نورة القحطاني", "agent1@wasl.example", "agent"),
+    ("فهد الدوسري", "agent2@wasl.example", "agent"),
+    ("ريم الشمري", "member@wasl.example", "member"),
+)
+DEMO_INVITATION = ("invited@wasl.example", "agent")
+
+
+def seed() -> str:
+    """Create the demo organization once and return what to print (how to log in)."""
+    if services.login_candidates(DEMO_EMAIL):
+        return f"The demo organization already exists: log in as {DEMO_EMAIL} / {DEMO_PASSWORD}"
+    registration = services.register_organization(DEMO_ORGANIZATION, "سارة العتيبي", DEMO_EMAIL,
+                                                  DEMO_PASSWORD, "ar")
+    org, admin = registration.organization, registration.user
+    with organization_context(org.id):
+        for full_name, email, role in DEMO_TEAM:
+            _add_member(org, full_name, email, role)
+        email, role = DEMO_INVITATION
+        services.invite_user(admin, email, role, "ar")
+        summary = _summary(org)
+        commit()
+    set_current_organization(None)
+    return summary
+
+
+def _add_member(org: Organization, full_name: str, email: str, role: str) -> User:
+    """Add a teammate directly: demo people have no inbox to accept an invitation from."""
+    user = User(organization_id=org.id, email=email, full_name=full_name, role=role,
+                password_hash=services.hash_password(DEMO_PASSWORD), preferred_language="ar",
+                session_nonce=secrets.token_hex(16))
+    db.session.add(user)
+    return user
+
+
+def _summary(org: Organization) -> str:
+    team = "\n".join(f"  {role:<8} {email}" for _, email, role in DEMO_TEAM)
+    return (f"Created the demo organization {org.name} (workspace {org.slug}).\n"
+            f"Log in as {DEMO_EMAIL} with the password {DEMO_PASSWORD} (admin).\n"
+            f"The rest of the team uses the same password:\n{team}\n"
+            f"A pending invitation waits for {DEMO_INVITATION[0]}.")

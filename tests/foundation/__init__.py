@@ -1,0 +1,74 @@
+"""Tests of the foundation's pages, and the helpers they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event, inspect, select
+
+from crm.extensions import db
+from crm.foundation.models import AuditEntry, Organization, OutboundEmail
+from crm.tenancy import organization_context
+from tests.factories import PASSWORD
+
+HTMX = {"HX-Request": "true"}
+
+
+def log_in(client, email: str, password: str = PASSWORD, **extra):
+    """Log in through the login form, as a person would."""
+    return client.post("/login", data={"email": email, "password": password, **extra})
+
+
+def ident(obj) -> int:
+    """An object's id without loading it (a commit expires it, and RLS hides it outside its
+    organization)."""
+    return inspect(obj).identity[0]
+
+
+def emails_to(org: Organization, address: str) -> list[OutboundEmail]:
+    """The emails queued for `address` by `org`, newest first."""
+    with organization_context(ident(org)):
+        return list(db.session.scalars(select(OutboundEmail).where(
+            OutboundEmail.to_address == address).order_by(OutboundEmail.id.desc())))
+
+
+def link_in(email: OutboundEmail) -> str:
+    """The path of the first link in an email's text."""
+    match = re.search(r"https?://[^/\s]+(/\S+)", email.body_text)
+    assert match, email.body_text
+    return match.group(1)
+
+
+def audit_actions(org: Organization) -> list[str]:
+    with organization_context(ident(org)):
+        return list(db.session.scalars(select(AuditEntry.action).order_by(AuditEntry.id)))
+
+
+def reload(org: Organization, model: type, obj) -> object:
+    """`obj` as the database has it now, loaded in its organization."""
+    with organization_context(ident(org)):
+        db.session.expire_all()
+        return db.session.get(model, ident(obj))
+
+
+
+@contextmanager
+def queries() -> Iterator[list[str]]:
+    """Record the queries run inside the block, to pin a page's query count.
+
+    Transaction plumbing (savepoints, the organization setting) is left out: it is the same
+    for every request and does not grow with the data.
+    """
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("SELECT") and "set_config" not in statement:
+            statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)

@@ -1,0 +1,120 @@
+"""Forgot password, reset by emailed link, change password."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from crm.extensions import db
+from crm.foundation.models import PasswordResetToken
+from crm.models import utcnow
+from crm.tenancy import organization_context
+from tests.factories import PASSWORD, login, run_jobs
+from tests.foundation import emails_to, ident, link_in, log_in
+
+NEW_PASSWORD = "a brand new password"
+FORGOT_MESSAGE = "If an account exists for this email, we sent a link"
+
+
+def _reset_link(app, client, org, email: str) -> str:
+    client.post("/forgot-password", data={"email": email})
+    run_jobs(app)
+    [message] = emails_to(org, email)
+    assert message.status == "sent"
+    return link_in(message)
+
+
+def test_forgot_password_answers_the_same_for_unknown_emails(client, org):
+    """Known or unknown email, the visitor sees exactly the same answer."""
+    known = client.post("/forgot-password", data={"email": org.admin.email})
+    unknown = client.post("/forgot-password", data={"email": "nobody@nowhere.example"})
+    assert (known.status_code, known.headers["Location"]) == (
+        unknown.status_code, unknown.headers["Location"]) == (303, "/forgot-password")
+    assert FORGOT_MESSAGE in client.get("/forgot-password").text
+
+
+def test_password_reset_end_to_end(app, client, org):
+    """The emailed link sets a new password once; the old password and the link stop working."""
+    email = org.admin.email
+    link = _reset_link(app, client, org, email)
+    form = client.get(link)
+    assert form.status_code == 200
+    assert 'autocomplete="new-password"' in form.text
+
+    mismatch = client.post(link, data={"password": NEW_PASSWORD,
+                                       "password_confirmation": "something else"})
+    assert mismatch.status_code == 422
+    assert 'id="error-password_confirmation"' in mismatch.text
+
+    done = client.post(link, data={"password": NEW_PASSWORD,
+                                   "password_confirmation": NEW_PASSWORD})
+    assert done.status_code == 303
+    assert done.headers["Location"] == "/login"
+    assert log_in(client, email, PASSWORD).status_code == 422
+    assert log_in(client, email, NEW_PASSWORD).status_code == 303
+
+    reused = client.get(link)
+    assert reused.status_code == 400
+    assert "This reset link is invalid or has expired." in reused.text
+    assert client.post(link, data={"password": "yet another one",
+                                   "password_confirmation": "yet another one"}).status_code == 400
+
+
+def test_an_expired_reset_link_is_refused(app, client, org):
+    """A reset link past its expiry shows a clear message and changes nothing."""
+    email = org.admin.email
+    link = _reset_link(app, client, org, email)
+    with organization_context(ident(org)):
+        db.session.execute(update(PasswordResetToken).values(
+            expires_at=utcnow() - timedelta(minutes=1)))
+    assert client.get(link).status_code == 400
+    response = client.post(link, data={"password": NEW_PASSWORD,
+                                       "password_confirmation": NEW_PASSWORD})
+    assert response.status_code == 400
+    assert log_in(client, email, PASSWORD).status_code == 303
+
+
+def test_a_made_up_reset_link_is_refused(client):
+    """A malformed or unknown token answers 400 with the message, not a crash."""
+    for token in ("nonsense", "999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"):
+        response = client.get(f"/reset-password/{token}")
+        assert response.status_code == 400
+        assert "This reset link is invalid or has expired." in response.text
+
+
+def test_changing_the_password_ends_the_other_sessions(app, client, org):
+    """After a password change this browser stays signed in; every other session ends."""
+    email = org.admin.email
+    other_browser = app.test_client()
+    login(other_browser, org.admin)
+    log_in(client, email)
+    response = client.post("/profile/password", data={
+        "current_password": PASSWORD, "new_password": NEW_PASSWORD,
+        "new_password_confirmation": NEW_PASSWORD})
+    assert response.status_code == 303
+    assert client.get("/profile").status_code == 200
+    assert other_browser.get("/profile").status_code == 302
+    client.post("/logout")
+    assert log_in(client, email, NEW_PASSWORD).status_code == 303
+
+
+def test_a_wrong_current_password_changes_nothing(app, client, org):
+    """A wrong current password or a mismatched repeat answers 422 and keeps every session."""
+    email = org.admin.email
+    other_browser = app.test_client()
+    login(other_browser, org.admin)
+    login(client, org.admin)
+    wrong = client.post("/profile/password", data={
+        "current_password": "not it at all", "new_password": NEW_PASSWORD,
+        "new_password_confirmation": NEW_PASSWORD})
+    assert wrong.status_code == 422
+    assert 'id="error-current_password"' in wrong.text
+    mismatch = client.post("/profile/password", data={
+        "current_password": PASSWORD, "new_password": NEW_PASSWORD,
+        "new_password_confirmation": "different"})
+    assert mismatch.status_code == 422
+    assert 'id="error-new_password_confirmation"' in mismatch.text
+    assert other_browser.get("/profile").status_code == 200
+    client.post("/logout")
+    assert log_in(client, email, PASSWORD).status_code == 303

@@ -1,0 +1,197 @@
+"""Dashboard, organization settings, module switches, audit log and the demo seed."""
+
+from __future__ import annotations
+
+import re
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+
+from crm.extensions import db
+from crm.foundation import services
+from crm.foundation.demo import DEMO_EMAIL, DEMO_PASSWORD, seed
+from crm.foundation.models import Invitation, Organization, User
+from crm.tenancy import organization_context
+from tests.factories import login, make_user, run_jobs
+from tests.foundation import HTMX, audit_actions, ident, log_in, queries, reload
+
+SETTINGS = {"name": "Renamed Co", "default_language": "en", "timezone": "Africa/Cairo",
+            "country": "EG"}
+
+
+def test_a_fresh_dashboard_invites_the_team(client, org):
+    """A new organization's dashboard shows its counts and the hint to invite the team."""
+    login(client, org.admin)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Invite your team" in page.text
+    assert '<p class="stat">1</p>' in page.text
+
+
+def test_the_dashboard_counts_the_team_and_invitations(app, client, org):
+    """Members and pending invitations are counted; the first-run hint is gone."""
+    make_user(org, "agent")
+    make_user(org, "member")
+    login(client, org.admin)
+    client.post("/team/invitations", data={"email": "x@invited.example", "role": "agent"})
+    page = client.get("/").text
+    assert 'id="card-team"' in page
+    team_card = page.split('id="card-team"')[1].split("</section>")[0]
+    invitations_card = page.split('id="card-invitations"')[1].split("</section>")[0]
+    assert '<p class="stat">3</p>' in team_card
+    assert '<p class="stat">1</p>' in invitations_card
+    assert "Invite your team" not in page
+
+
+def test_an_agent_sees_the_dashboard_without_team_cards(client, org):
+    """Agents (users:none) get the dashboard, without the invitations card."""
+    login(client, make_user(org, "agent"))
+    page = client.get("/")
+    assert page.status_code == 200
+    assert 'id="card-invitations"' not in page.text
+
+
+def test_an_admin_updates_the_settings(client, org):
+    """Saving settings changes the organization and writes an audit entry."""
+    login(client, org.admin)
+    page = client.get("/settings")
+    assert page.status_code == 200
+    assert 'value="Africa/Cairo"' in page.text
+    response = client.post("/settings", data=SETTINGS)
+    assert response.status_code == 303
+    saved = reload(org, Organization, org)
+    assert (saved.name, saved.default_language, saved.timezone, saved.country) == (
+        "Renamed Co", "en", "Africa/Cairo", "EG")
+    assert audit_actions(org)[-1] == "organization.updated"
+
+
+def test_bad_settings_change_nothing(client, org):
+    """An unknown time zone or country answers 422 beside the field; nothing is saved."""
+    name = org.name
+    login(client, org.admin)
+    response = client.post("/settings", data={**SETTINGS, "timezone": "Mars/Olympus",
+                                              "country": "ZZ"})
+    assert response.status_code == 422
+    assert 'id="error-timezone"' in response.text
+    assert 'id="error-country"' in response.text
+    assert 'value="Mars/Olympus" selected' in response.text  # what was chosen stays
+    assert reload(org, Organization, org).name == name
+
+
+def test_country_names_follow_the_language(client, org):
+    """The country list is named in the page's language."""
+    login(client, org.admin)
+    assert "مصر" in client.get("/settings").text
+    client.post("/language", data={"language": "en"})
+    assert ">Egypt<" in client.get("/settings").text
+
+
+def test_module_switches(client, org):
+    """Unticked modules are switched off (and audited); ticked ones stay on."""
+    login(client, org.admin)
+    response = client.post("/settings/modules", data={"modules": ["crm", "ticketing"]})
+    assert response.status_code == 303
+    with organization_context(ident(org)):
+        assert services.enabled_modules() == frozenset({"crm", "ticketing"})
+    assert "settings.module_switched" in audit_actions(org)
+    page = client.get("/settings").text
+    assert 'value="crm" checked' in page
+    assert 'value="whatsapp">' in page
+
+
+def test_a_manager_reads_settings_but_cannot_save(client, org):
+    """Managers see the settings read-only; saving and the audit log answer 403."""
+    name = org.name
+    login(client, make_user(org, "manager"))
+    page = client.get("/settings")
+    assert page.status_code == 200
+    assert "disabled" in page.text
+    assert client.post("/settings", data=SETTINGS).status_code == 403
+    assert client.post("/settings/modules", data={"modules": []}).status_code == 403
+    assert client.get("/settings/audit").status_code == 403
+    assert reload(org, Organization, org).name == name
+
+
+def test_agents_cannot_open_settings_or_the_audit_log(client, org):
+    """Agents (settings:none) get 403 on the settings pages."""
+    login(client, make_user(org, "agent"))
+    assert client.get("/settings").status_code == 403
+    assert client.get("/settings/audit").status_code == 403
+
+
+def test_the_audit_log_shows_readable_entries(client, org):
+    """Admins read the audit log, newest first, with readable actions and the IP."""
+    email = org.admin.email
+    log_in(client, email, "wrong password")
+    log_in(client, email)
+    page = client.get("/settings/audit")
+    assert page.status_code == 200
+    text = page.text
+    assert text.index("Logged in") < text.index("Failed login") < text.index("Workspace created")
+    assert "127.0.0.1" in text
+    assert "Load more" not in text
+
+
+def test_the_audit_log_loads_more_rows(client, org):
+    """Past one page, "Load more" fetches the older rows for htmx to append."""
+    with organization_context(ident(org)):
+        for n in range(55):
+            services.audit("user.login", None, None, n=n)
+        db.session.flush()
+    login(client, org.admin)
+    page = client.get("/settings/audit")
+    assert len(re.findall(r'<tr id="audit-\d+"', page.text)) == 50
+    cursor = page.text.split("/settings/audit?before=")[1].split('"')[0]
+    more = client.get(f"/settings/audit?before={cursor}", headers=HTMX)
+    assert more.status_code == 200
+    assert "<html" not in more.text
+    assert len(re.findall(r'<tr id="audit-\d+"', more.text)) == 6  # 5 logins, the registration
+    assert "Workspace created" in more.text
+
+
+def test_the_audit_log_runs_a_fixed_number_of_queries(client, org):
+    """The user, the entries and their actors: three queries however many actors there are."""
+    actors = [make_user(org, "agent") for _ in range(8)]
+    with organization_context(ident(org)):
+        for actor in actors:
+            services.audit("user.login", actor, actor)
+        db.session.flush()
+    names = [actor.full_name for actor in actors]
+    login(client, org.admin)
+    with queries() as statements:
+        page = client.get("/settings/audit")
+    assert all(name in page.text for name in names)
+    assert len(statements) == 3, statements
+
+
+def test_dates_follow_the_organizations_time_zone(client, org):
+    """Times are shown in the organization's time zone."""
+    login(client, org.admin)
+    client.post("/settings", data={**SETTINGS, "timezone": "Pacific/Kiritimati"})
+    client.post("/language", data={"language": "en"})
+    with organization_context(ident(org)):
+        entry_time = services.list_audit()[0][0].created_at
+    page = client.get("/settings/audit").text
+    shown = format_datetime(entry_time, "medium", tzinfo=ZoneInfo("Pacific/Kiritimati"),
+                            locale="en")
+    assert shown in page
+    assert format_datetime(entry_time, "medium", tzinfo=ZoneInfo("UTC"), locale="en") not in page
+
+
+def test_seed_demo_creates_the_demo_organization_once(app):
+    """`crm seed-demo` creates the demo team with a pending invitation; a rerun says so."""
+    summary = seed()
+    assert DEMO_EMAIL in summary
+    assert DEMO_PASSWORD in summary
+    [(org_id, _user_id)] = services.login_candidates(DEMO_EMAIL)
+    with organization_context(org_id):
+        roles = sorted(db.session.scalars(db.select(User.role)))
+        assert roles == ["admin", "agent", "agent", "manager", "member"]
+        [invitation] = db.session.scalars(db.select(Invitation)).all()
+        assert invitation.status == "pending"
+        assert db.session.get(Organization, org_id).name == "شركة وصل التجريبية"
+    run_jobs(app)
+    client = app.test_client()
+    assert log_in(client, DEMO_EMAIL, DEMO_PASSWORD).status_code == 303
+    assert "already exists" in seed()
+    assert len(services.login_candidates(DEMO_EMAIL)) == 1
