@@ -66,11 +66,17 @@ def _login_account_key() -> str:
 
 
 def login_rate_limited(view):
-    """Limit login attempts per IP and per account; only failed attempts count."""
+    """Limit login attempts per IP and per account; only failed attempts count.
+
+    The limits are shared by every login route (page and API), so switching between them buys
+    an attacker no extra attempts.
+    """
     failed = {"methods": ["POST"], "deduct_when": lambda response: response.status_code >= 400}
-    per_ip = limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"], **failed)
-    per_account = limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
-                                key_func=_login_account_key, **failed)
+    per_ip = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"],
+                                  scope="login-ip", **failed)
+    per_account = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
+                                       scope="login-account", key_func=_login_account_key,
+                                       **failed)
     return per_ip(per_account(view))
 
 

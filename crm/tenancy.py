@@ -69,6 +69,18 @@ def _as_setting(org_id: int | None) -> str:
     return "" if org_id is None else str(int(org_id))
 
 
+def get_in_organization(model: type[TenantMixin], object_id: int) -> TenantMixin | None:
+    """Load a tenant row by primary key, only if it belongs to the current organization.
+
+    `Session.get` answers from the identity map without SQL when the row is already loaded, so
+    neither the ORM criteria nor RLS see that lookup; the organization is checked here instead.
+    """
+    obj = db.session.get(model, object_id)
+    if obj is None or obj.organization_id != _current_org.get():
+        return None
+    return obj
+
+
 @event.listens_for(Session, "after_begin")
 def _tag_transaction(session: Session, transaction, connection) -> None:
     connection.execute(_SET_ORG_SQL, {"org": _as_setting(_current_org.get())})

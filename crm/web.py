@@ -8,17 +8,27 @@ from flask import Blueprint, Flask, Response, jsonify, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from crm.errors import ServiceError
 from crm.extensions import db
 from crm.permissions import can
-from crm.transaction import commit, rollback
+from crm.transaction import commit, kept_on_error, rollback
 
 log = logging.getLogger("crm.web")
 health = Blueprint("health", __name__)
 
 
+class IdConverter(IntegerConverter):
+    """`<int:...>` matching only what a BIGINT id column holds: a bigger id is a 404, not a 500."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
+
+
 def init_app(app: Flask) -> None:
+    app.url_map.converters["int"] = IdConverter  # before any blueprint adds its rules
     app.after_request(_finish_transaction)
     app.teardown_request(_discard_transaction)
     app.register_error_handler(HTTPException, _http_error)
@@ -28,7 +38,9 @@ def init_app(app: Flask) -> None:
 
 
 def is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
+    """Did htmx ask for a fragment? Boosted links and forms (hx-boost) want the whole page."""
+    return (request.headers.get("HX-Request") == "true"
+            and request.headers.get("HX-Boosted") != "true")
 
 
 def wants_json() -> bool:
@@ -36,7 +48,7 @@ def wants_json() -> bool:
 
 
 def _finish_transaction(response: Response) -> Response:
-    if response.status_code < 400:
+    if kept_on_error() or response.status_code < 400:
         commit()
     else:
         rollback()

@@ -14,3 +14,7 @@ blueprint = Blueprint("api", __name__, url_prefix="/api")
 # Bearer tokens are not sent by browsers on their own, so the API needs no CSRF token; it never
 # accepts the session cookie (crm/security.py).
 csrf.exempt(blueprint)
+
+# Route modules register on the blueprint (and in the OpenAPI document) when imported.
+from crm.api import openapi  # noqa: E402, F401
+from crm.foundation import api as foundation_api  # noqa: E402, F401

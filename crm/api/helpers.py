@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import request
 from flask_babel import gettext as _
+from werkzeug.exceptions import BadRequest
 
 from crm.errors import ServiceError, ValidationError
 
@@ -24,7 +25,7 @@ def json_body() -> dict[str, Any]:
         raise BadRequestError(_("Send a JSON body with Content-Type: application/json."))
     try:
         data = request.get_json(force=False, silent=False, cache=True)
-    except Exception:  # noqa: BLE001 - werkzeug raises several kinds for bad JSON/UTF-8
+    except BadRequest:  # malformed JSON or UTF-8; a 413 (too large) passes through as it is
         raise BadRequestError(_("The request body is not valid JSON.")) from None
     if not isinstance(data, dict):
         raise BadRequestError(_("The request body must be a JSON object."))
@@ -56,7 +57,7 @@ def page_limit(default: int = 50, maximum: int = 200) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise ValidationError({"limit": _("Use a number from 1 to %(n)d.", n=maximum)})
     return int(raw)
 

@@ -12,6 +12,7 @@ import re
 import secrets
 import zoneinfo
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,6 +21,7 @@ from flask import current_app, has_request_context, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from crm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
@@ -35,7 +37,8 @@ from crm.foundation.models import (
 )
 from crm.mail import send_email
 from crm.models import utcnow
-from crm.tenancy import current_organization_id, set_current_organization
+from crm.tenancy import current_organization_id, get_in_organization, set_current_organization
+from crm.transaction import keep_on_error
 
 log = logging.getLogger("crm.foundation")
 _hasher = PasswordHasher()
@@ -78,6 +81,11 @@ def _check_choice(raw: object, field: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise ValidationError({field: _("Choose one of the listed options.")})
     return raw
+
+
+def _blank_as(raw: object, default: str) -> object:
+    """An optional choice left out (None, or "" from a form) is the default; [] or 0 is not."""
+    return default if raw is None or raw == "" else raw
 
 
 def _collect(*checks) -> list:
@@ -169,7 +177,7 @@ def register_organization(organization_name: object, full_name: object, email: o
         lambda: _required_text(full_name, "full_name", 120),
         lambda: normalize_email(email),
         lambda: _check_password(password),
-        lambda: _check_choice(language or "ar", "language", LANGUAGES),
+        lambda: _check_choice(_blank_as(language, "ar"), "language", LANGUAGES),
     )
     # RLS shows a transaction only its own organization, so the new id is taken first and the
     # transaction switched to it before the row is written.
@@ -259,7 +267,7 @@ def _users_for_login(address: str) -> list[User]:
     users = []
     for org_id, user_id in login_candidates(address) if address else []:
         set_current_organization(org_id)
-        user = db.session.get(User, user_id)
+        user = get_in_organization(User, user_id)
         if user is not None:
             users.append(user)
     set_current_organization(None)
@@ -267,7 +275,11 @@ def _users_for_login(address: str) -> list[User]:
 
 
 def _record_failed_login(address: str) -> None:
-    """A failed login is audited in each organization that has an account with this email."""
+    """A failed login is audited in each organization that has an account with this email.
+
+    The answer is an error, which normally rolls the request back; this record must stay.
+    """
+    keep_on_error()
     for org_id, user_id in login_candidates(address) if address else []:
         set_current_organization(org_id)
         db.session.add(AuditEntry(action="user.login_failed", target_type="users",
@@ -286,7 +298,7 @@ def load_session_user(session_id: str) -> User | None:
     except ValueError:
         return None
     set_current_organization(org_id)
-    user = db.session.get(User, user_id)
+    user = get_in_organization(User, user_id)
     if user is None or not user.is_active or not secrets.compare_digest(user.session_nonce, nonce):
         set_current_organization(None)
         return None
@@ -324,8 +336,8 @@ def request_password_reset(email: object) -> None:
     set_current_organization(None)
 
 
-def reset_password(token: object, new_password: object) -> User:
-    new_password = _check_password(new_password)
+def pending_password_reset(token: object) -> PasswordResetToken:
+    """The reset a link names, if it can still be used."""
     digest = _open_token(token)
     record = digest and db.session.execute(
         select(PasswordResetToken).where(PasswordResetToken.token_hash == digest)
@@ -333,6 +345,12 @@ def reset_password(token: object, new_password: object) -> User:
     if not record or record.used_at or record.expires_at <= utcnow() or not record.user.is_active:
         set_current_organization(None)
         raise ValidationError({"token": _("This reset link is invalid or has expired.")})
+    return record
+
+
+def reset_password(token: object, new_password: object) -> User:
+    new_password = _check_password(new_password)
+    record = pending_password_reset(token)
     record.used_at = utcnow()
     user = record.user
     user.password_hash = hash_password(new_password)
@@ -366,7 +384,7 @@ def set_language(user: User, language: object) -> None:
 
 def access_user(user_id: int) -> User:
     """The organization's user with this id, or 404 (another organization's looks the same)."""
-    user = db.session.get(User, user_id)
+    user = get_in_organization(User, user_id)
     if user is None or not user.is_active:
         raise NotFoundError(_("Not found."))
     return user
@@ -422,7 +440,7 @@ def invite_user(actor: User, email: object, role: object, language: object = Non
     address, role, language = _collect(
         lambda: normalize_email(email),
         lambda: _check_choice(role, "role", ROLES),
-        lambda: _check_choice(language or actor.organization.default_language, "language",
+        lambda: _check_choice(_blank_as(language, actor.organization.default_language), "language",
                               LANGUAGES),
     )
     if db.session.scalar(select(User.id).where(User.email == address, User.is_active)):
@@ -451,7 +469,7 @@ def _send_invitation(invitation: Invitation, actor: User) -> None:
 
 
 def access_invitation(invitation_id: int) -> Invitation:
-    invitation = db.session.get(Invitation, invitation_id)
+    invitation = get_in_organization(Invitation, invitation_id)
     if invitation is None:
         raise NotFoundError(_("Not found."))
     return invitation
@@ -488,6 +506,12 @@ def pending_invitation(token: object) -> Invitation:
         set_current_organization(None)
         raise ValidationError({"token": _("This invitation is invalid or has expired.")})
     return invitation
+
+
+def current_organization() -> Organization | None:
+    """The organization this request, job or link acts for."""
+    org_id = current_organization_id()
+    return db.session.get(Organization, org_id) if org_id is not None else None
 
 
 def accept_invitation(token: object, full_name: object, password: object) -> User:
@@ -533,7 +557,8 @@ def set_module_enabled(actor: User, module: object, enabled: bool) -> None:
 
 def list_audit(before_id: int | None = None, limit: int = 50
                ) -> tuple[list[AuditEntry], int | None]:
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
+    query = (select(AuditEntry).options(selectinload(AuditEntry.actor))
+             .order_by(AuditEntry.id.desc()).limit(limit + 1))
     if before_id:
         query = query.where(AuditEntry.id < before_id)
     entries = list(db.session.scalars(query))
@@ -547,10 +572,13 @@ def _language_of(user: User) -> str:
 
 
 def _external_url(endpoint: str, **values) -> str:
-    base = current_app.config["SERVER_NAME_FOR_LINKS"].rstrip("/")
     if has_request_context():
         return url_for(endpoint, _external=True, **values)
-    return base + url_for(endpoint, **values)
+    # Outside a request (jobs, `crm seed-demo`) url_for has no host to build from.
+    base = urlsplit(current_app.config["SERVER_NAME_FOR_LINKS"])
+    adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/",
+                                       url_scheme=base.scheme or "https")
+    return adapter.build(endpoint, values, force_external=True)
 
 
 def dashboard_counts() -> dict[str, int]:

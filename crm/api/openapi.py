@@ -1,0 +1,158 @@
+"""The OpenAPI document of /api, assembled from what each module's api.py registers.
+
+A module describes its operations next to its routes with `operation()` and hands them to
+`register()`; the document is built from the registry when /api/openapi.json is asked for. A
+test walks `app.url_map` and fails when a route and the document disagree, and schemathesis
+checks every answer against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+
+from crm.api import blueprint as api
+
+OPENAPI_VERSION = "3.0.3"
+BIGINT_MAX = 2**63 - 1
+
+ERROR_RESPONSES: dict[int, tuple[str, str]] = {
+    400: ("BadRequest", "The body is not a JSON object (malformed JSON, invalid UTF-8, "
+                        "wrong Content-Type)."),
+    401: ("Unauthorized", "No valid bearer token, or the credentials are wrong."),
+    403: ("Forbidden", "The caller's role does not allow this."),
+    404: ("NotFound", "No such object in the caller's organization."),
+    409: ("Conflict", "The request conflicts with the current state."),
+    413: ("TooLarge", "The body is larger than the server accepts."),
+    422: ("ValidationFailed", "Some fields are invalid; `fields` names each one."),
+    429: ("RateLimited", "Too many attempts; try again later."),
+}
+
+_paths: dict[str, dict[str, dict]] = {}
+_schemas: dict[str, dict] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "properties": {
+                "code": {"type": "string", "example": "validation_error"},
+                "message": {"type": "string", "description": "In the caller's language."},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "Field name to what is wrong with it."},
+            },
+        }},
+    },
+}
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def list_of(name: str) -> dict:
+    """The list envelope every collection answers with: items and a keyset cursor."""
+    return {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": ref(name)},
+            "next_cursor": {"type": "string", "nullable": True,
+                            "description": "Pass as `cursor` for the next page; null on the last."},
+        },
+    }
+
+
+def path_id(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "integer", "format": "int64", "minimum": 0,
+                       "maximum": BIGINT_MAX}}
+
+
+CURSOR_PARAMETERS = (
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "The `next_cursor` of the previous page."},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+)
+
+
+def operation(summary: str, *, tag: str, status: int, response: dict | None = None,
+              body: dict | None = None, public: bool = False, permission: bool = False,
+              parameters: tuple[dict, ...] = (), errors: tuple[int, ...] = ()) -> dict:
+    """Describe one operation; the errors that follow from its shape are added by themselves.
+
+    A JSON body can answer 400, 413 and 422; a bearer-only operation 401; one guarded by a
+    role 403; a path id 404.
+    """
+    implied = set(errors)
+    if body is not None:
+        implied |= {400, 413, 422}
+    if not public:
+        implied.add(401)
+    if permission:
+        implied.add(403)
+    if any(p["in"] == "path" for p in parameters):
+        implied.add(404)
+    success: dict[str, Any] = {"description": summary}
+    if response is not None:
+        success["content"] = {"application/json": {"schema": response}}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "responses": {str(status): success} | {
+            str(code): {"$ref": f"#/components/responses/{ERROR_RESPONSES[code][0]}"}
+            for code in sorted(implied)},
+    }
+    if parameters:
+        op["parameters"] = list(parameters)
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if public:
+        op["security"] = []
+    return op
+
+
+def register(paths: dict[str, dict[str, dict]], schemas: dict[str, dict] | None = None) -> None:
+    """Add a module's operations and schemas; describing one twice is a mistake, so it fails."""
+    for path, methods in paths.items():
+        known = _paths.setdefault(path, {})
+        if clash := known.keys() & methods.keys():
+            raise ValueError(f"{path} {sorted(clash)} is already documented")
+        known.update(methods)
+    for name, schema in (schemas or {}).items():
+        if name in _schemas:
+            raise ValueError(f"schema {name} is already defined")
+        _schemas[name] = schema
+
+
+def document() -> dict:
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "Wasl API", "version": "1",
+                 "description": "JSON bodies in snake_case; bearer tokens; errors as "
+                                "{\"error\": {\"code\", \"message\", \"fields\"}}."},
+        "paths": {path: dict(methods) for path, methods in sorted(_paths.items())},
+        "components": {
+            "schemas": dict(_schemas),
+            "responses": {
+                name: {"description": description,
+                       "content": {"application/json": {"schema": ref("Error")}}}
+                for name, description in ERROR_RESPONSES.values()},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+@api.get("/openapi.json")
+def openapi_json():
+    return jsonify(document())
+
+
+register({"/api/openapi.json": {"get": operation(
+    "This OpenAPI document", tag="meta", status=200, public=True,
+    response={"type": "object", "required": ["openapi", "paths"]})}})

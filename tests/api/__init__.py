@@ -1,0 +1,56 @@
+"""Tests of the JSON API under /api."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+
+from crm.extensions import db
+from crm.foundation.models import OutboundEmail
+from crm.tenancy import organization_context
+
+# The one-time tokens of emailed links: "<organization id>.<secret>".
+EMAILED_TOKEN = re.compile(r"\b(\d{1,18}\.[\w-]{20,100})\b")
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """The response is `status` with the API's error shape; return its `error` object."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json, response.headers.get("Content-Type")
+    error = response.get_json()["error"]
+    assert set(error) == {"code", "message", "fields"}
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+def emailed_token(org_id: int, to: str) -> str:
+    """The token in the link of the latest email sent to `to`."""
+    with organization_context(org_id):
+        email = db.session.scalars(db.select(OutboundEmail).where(OutboundEmail.to_address == to)
+                                   .order_by(OutboundEmail.id.desc())).first()
+    assert email is not None, f"no email to {to}"
+    match = EMAILED_TOKEN.search(email.body_text)
+    assert match, email.body_text
+    return match.group(1)
+
+
+@contextmanager
+def count_queries() -> Iterator[list[str]]:
+    """Collect the SQL statements run inside the block (on the test's connection)."""
+    statements: list[str] = []
+    connection = db.session.connection()
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(connection, "before_cursor_execute", record)

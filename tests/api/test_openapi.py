@@ -1,0 +1,57 @@
+"""The OpenAPI document is true: it and the app's /api routes match, method for method."""
+
+import re
+
+import schemathesis
+
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+
+
+def _app_operations(app) -> set[tuple[str, str]]:
+    operations = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        operations |= {(path, method.lower()) for method in rule.methods - IGNORED_METHODS}
+    return operations
+
+
+def _documented_operations(document: dict) -> set[tuple[str, str]]:
+    return {(path, method) for path, methods in document["paths"].items() for method in methods}
+
+
+def test_openapi_json_is_served_publicly_and_valid(client):
+    """GET /api/openapi.json needs no token and is a valid OpenAPI 3 document."""
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    schemathesis.openapi.from_dict(document, validate_schema=True)  # raises if invalid
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_every_api_route_is_documented_and_nothing_else(app, client):
+    """Each /api rule and method is in the document, and the document names no other."""
+    documented = _documented_operations(client.get("/api/openapi.json").get_json())
+    actual = _app_operations(app)
+    assert actual - documented == set(), "routes missing from the OpenAPI document"
+    assert documented - actual == set(), "documented operations the app does not have"
+
+
+def test_path_parameters_are_declared(client):
+    """Every {name} in a documented path is declared as a path parameter of each operation."""
+    document = client.get("/api/openapi.json").get_json()
+    for path, methods in document["paths"].items():
+        names = set(re.findall(r"{([^}]+)}", path))
+        for method, operation in methods.items():
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert declared == names, (method, path)
+
+
+def test_operations_with_a_token_document_401(client):
+    """Every operation that needs a bearer token says it can answer 401."""
+    document = client.get("/api/openapi.json").get_json()
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            if operation.get("security") != []:
+                assert "401" in operation["responses"], (method, path)
