@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flask_babel import force_locale, gettext
+from markupsafe import escape
 from sqlalchemy import event, inspect, select
 
 from crm.extensions import db
@@ -14,6 +16,12 @@ from crm.tenancy import organization_context
 from tests.factories import PASSWORD
 
 HTMX = {"HX-Request": "true"}
+
+
+def arabic(message: str, **variables) -> str:
+    """`message` as an Arabic page shows it (translated and HTML-escaped)."""
+    with force_locale("ar"):
+        return str(escape(gettext(message, **variables)))
 
 
 def log_in(client, email: str, password: str = PASSWORD, **extra):

@@ -9,7 +9,7 @@ from crm.foundation import services
 from crm.foundation.models import User
 from crm.tenancy import organization_context
 from tests.factories import PASSWORD, login, make_user
-from tests.foundation import audit_actions, log_in, reload
+from tests.foundation import arabic, audit_actions, log_in, reload
 
 REGISTRATION = {"organization_name": "Acme Trading", "full_name": "Hala Admin",
                 "email": "hala@acme.example", "password": PASSWORD, "language": "en"}
@@ -67,7 +67,7 @@ def test_login_with_a_wrong_password_is_refused_and_audited(client, org):
     """A wrong password re-renders the form with 422 and records user.login_failed."""
     response = log_in(client, org.admin.email, "wrong password")
     assert response.status_code == 422
-    assert "The email or password is incorrect." in response.text
+    assert arabic("The email or password is incorrect.") in response.text
     assert 'dir="ltr"' in response.text
     assert client.get("/").status_code == 302
     assert audit_actions(org)[-1] == "user.login_failed"

@@ -11,10 +11,10 @@ from crm.foundation.models import PasswordResetToken
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from tests.factories import PASSWORD, login, run_jobs
-from tests.foundation import emails_to, ident, link_in, log_in
+from tests.foundation import arabic, emails_to, ident, link_in, log_in
 
 NEW_PASSWORD = "a brand new password"
-FORGOT_MESSAGE = "If an account exists for this email, we sent a link"
+FORGOT_MESSAGE = "If an account exists for this email, we sent a link to reset the password."
 
 
 def _reset_link(app, client, org, email: str) -> str:
@@ -31,7 +31,7 @@ def test_forgot_password_answers_the_same_for_unknown_emails(client, org):
     unknown = client.post("/forgot-password", data={"email": "nobody@nowhere.example"})
     assert (known.status_code, known.headers["Location"]) == (
         unknown.status_code, unknown.headers["Location"]) == (303, "/forgot-password")
-    assert FORGOT_MESSAGE in client.get("/forgot-password").text
+    assert arabic(FORGOT_MESSAGE) in client.get("/forgot-password").text
 
 
 def test_password_reset_end_to_end(app, client, org):
@@ -56,7 +56,7 @@ def test_password_reset_end_to_end(app, client, org):
 
     reused = client.get(link)
     assert reused.status_code == 400
-    assert "This reset link is invalid or has expired." in reused.text
+    assert arabic("This reset link is invalid or has expired.") in reused.text
     assert client.post(link, data={"password": "yet another one",
                                    "password_confirmation": "yet another one"}).status_code == 400
 
@@ -80,7 +80,7 @@ def test_a_made_up_reset_link_is_refused(client):
     for token in ("nonsense", "999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"):
         response = client.get(f"/reset-password/{token}")
         assert response.status_code == 400
-        assert "This reset link is invalid or has expired." in response.text
+        assert arabic("This reset link is invalid or has expired.") in response.text
 
 
 def test_changing_the_password_ends_the_other_sessions(app, client, org):

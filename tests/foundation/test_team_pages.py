@@ -14,6 +14,7 @@ from crm.tenancy import organization_context
 from tests.factories import PASSWORD, login, make_user, run_jobs
 from tests.foundation import (
     HTMX,
+    arabic,
     audit_actions,
     emails_to,
     ident,
@@ -50,10 +51,12 @@ def test_the_team_page_lists_the_organization_only(client, org, other_org):
     assert names[0] in page.text
     assert names[1] in page.text
     assert names[2] not in page.text
-    assert "Never" in page.text  # the agent has not logged in yet
+    assert arabic("Never") in page.text  # the agent has not logged in yet
     assert f'action="/team/{agent_id}/remove"' in page.text
     assert f'action="/team/{admin_id}/remove"' not in page.text  # not oneself
-    assert 'hx-confirm="Remove' in page.text
+    confirmation = arabic("Remove %(name)s from the team? They will be signed out at once.",
+                          name=names[0])
+    assert f'hx-confirm="{confirmation}"' in page.text
 
 
 def test_more_members_load_from_the_cursor(client, org):
@@ -110,11 +113,11 @@ def test_the_last_admin_cannot_be_demoted(client, org):
     login(client, org.admin)
     response = client.post(f"/team/{ident(org.admin)}/role", data={"role": "agent"})
     assert response.status_code == 409
-    assert "The organization needs at least one admin." in response.text
+    assert arabic("The organization needs at least one admin.") in response.text
     assert reload(org, User, org.admin).role == "admin"
     row = client.post(f"/team/{ident(org.admin)}/role", data={"role": "agent"}, headers=HTMX)
     assert row.status_code == 409
-    assert "The organization needs at least one admin." in row.text
+    assert arabic("The organization needs at least one admin.") in row.text
     assert reload(org, User, org.admin).role == "admin"
 
 
@@ -156,11 +159,12 @@ def test_removing_a_user_ends_their_session_at_once(app, client, org):
 def test_removal_through_htmx_drops_the_row(client, org):
     """htmx gets an empty answer for the row (it disappears) and the flash out of band."""
     agent = make_user(org, "agent")
+    agent_name = agent.full_name
     login(client, org.admin)
     response = client.post(f"/team/{ident(agent)}/remove", headers=HTMX)
     assert response.status_code == 200
     assert "<tr" not in response.text
-    assert "was removed from the team" in response.text
+    assert arabic("%(name)s was removed from the team.", name=agent_name) in response.text
 
 
 def test_an_admin_cannot_remove_themself(client, org):
@@ -207,7 +211,7 @@ def test_bad_invitations_are_refused(client, org):
     assert fragment.text.lstrip().startswith("<section id=\"invitations\"")
     existing = client.post("/team/invitations", data={"email": member_email, "role": "agent"})
     assert existing.status_code == 409
-    assert "already a member" in existing.text
+    assert arabic("This person is already a member of the team.") in existing.text
     assert _invitation(org, "nope") is None
     assert emails_to(org, member_email) == []
 
@@ -264,7 +268,7 @@ def test_revoking_makes_the_link_invalid(app, client, org):
     assert INVITEE not in response.text.split('id="invitations"')[1].split("</section>")[0]
     page = client.get(link)
     assert page.status_code == 400
-    assert "This invitation is invalid or has expired." in page.text
+    assert arabic("This invitation is invalid or has expired.") in page.text
     assert audit_actions(org)[-1] == "invitation.revoked"
 
 
@@ -277,7 +281,7 @@ def test_an_expired_invitation_is_refused(app, client, org):
         db.session.execute(update(Invitation).values(expires_at=utcnow() - timedelta(days=1)))
     assert client.get(link).status_code == 400
     assert client.post(link, data={"full_name": "Late", "password": PASSWORD}).status_code == 400
-    assert "Expired" in client.get("/team").text
+    assert arabic("Expired") in client.get("/team").text
 
 
 def test_invitations_of_another_organization_are_not_found(app, client, org, other_org):
