@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint translations chromium clean
+.PHONY: run test lint translations messages chromium clean
 
 run: $(VENV)/.installed-run translations
 	$(BIN)/crm up
@@ -31,6 +31,11 @@ $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
 
 translations: $(VENV)/.installed-run
 	$(BIN)/pybabel compile -d translations >/dev/null
+
+# After changing user-facing text: refresh the catalogs, then translate what is new in ar/.
+messages: $(VENV)/.installed-run
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -k lazy_ngettext:1,2 -o translations/messages.pot .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations
 
 # Browser tests use Debian's Chromium; Playwright's own browser download does not work here.
 chromium:
