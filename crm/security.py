@@ -46,7 +46,7 @@ def _unauthorized():
     from flask import flash, jsonify, redirect, url_for
     from flask_babel import gettext
 
-    from crm.web import error_body, is_htmx, wants_json
+    from crm.web import error_body, wants_json
 
     if wants_json():
         message = gettext("Please log in to continue.")
@@ -54,7 +54,8 @@ def _unauthorized():
     flash(gettext("Please log in to continue."), "info")
     next_path = request.full_path if request.method == "GET" else None
     target = url_for("foundation.login", next=next_path)
-    if is_htmx():
+    if request.headers.get("HX-Request") == "true":
+        # Boosted or not, a swap would put the login page inside the app's layout.
         return "", 401, {"HX-Redirect": target}
     return redirect(target)
 

@@ -198,3 +198,10 @@ def test_an_unknown_language_is_refused(client):
     """A language other than Arabic or English answers 400 and sets no cookie."""
     assert client.post("/language", data={"language": "xx"}).status_code == 400
     assert client.get_cookie("lang") is None
+
+
+def test_an_expired_session_sends_htmx_to_the_login_page(client):
+    """A boosted click without a session asks htmx for a full redirect, not a swap."""
+    response = client.get("/team", headers={"HX-Request": "true", "HX-Boosted": "true"})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"].startswith("/login?next=")

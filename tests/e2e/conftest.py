@@ -1,0 +1,203 @@
+"""Browser tests: Debian's Chromium driven by Playwright against the live server.
+
+One Chromium per test module; every page a test opens gets a context of its own (its own
+cookies: another person), records console errors and dialogs, and is screenshotted into
+`test-artifacts/` when the test fails. Emails go to a real SMTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask_babel import force_locale, gettext
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from tests.conftest import ROOT, free_port
+from tests.factories import run_jobs
+from tests.live import Account, LiveServer, wait_until
+
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 10_000
+# Playwright's own browser download does not work here: Debian's Chromium, headless.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+# -- the browser ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True,
+                                              args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Browsing:
+    """The pages one test opened, each in a context of its own, and what they reported."""
+
+    def __init__(self, browser: Browser, live: LiveServer):
+        self.browser = browser
+        self.live = live
+        self.contexts: list[BrowserContext] = []
+        self.console_errors: list[str] = []
+        self.dialogs: list[str] = []
+
+    def new_page(self, locale: str = "ar-SA", account: Account | None = None) -> Page:
+        """A page in a fresh context: another person, logged in as `account` if given.
+
+        The default visitor's browser asks for Arabic, as the product's users do.
+        """
+        context = self.browser.new_context(locale=locale, viewport=DESKTOP,
+                                           base_url=self.live.url)
+        context.set_default_timeout(TIMEOUT_MS)
+        self.contexts.append(context)
+        if account is not None:
+            name, _, value = self.live.session_cookie(account).partition("=")
+            context.add_cookies([{"name": name, "value": value, "url": self.live.url}])
+        page = context.new_page()
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.console_errors.append(f"pageerror: {error}"))
+        page.on("dialog", self._dialog)
+        return page
+
+    def csp_violations(self) -> list[str]:
+        return [text for text in self.console_errors if "Content Security Policy" in text]
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+    def _dialog(self, dialog) -> None:
+        # No page of ours opens alert/prompt dialogs: recorded, dismissed, and asserted on.
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def screenshot_all(self, prefix: str) -> None:
+        for n, page in enumerate(page for context in self.contexts for page in context.pages):
+            page.screenshot(path=ARTIFACTS / f"{prefix}-{n}.png", full_page=True)
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def browsing(request, browser, live_server) -> Iterator[Browsing]:
+    """Open pages with `browsing.new_page()`; a failed test leaves screenshots behind."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    prefix = "failed-" + re.sub(r"\W+", "_", request.node.name)
+    for stale in ARTIFACTS.glob(f"{prefix}-*.png"):
+        stale.unlink()
+    session = Browsing(browser, live_server)
+    try:
+        yield session
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            session.screenshot_all(prefix)
+    finally:
+        session.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Let fixtures see whether the test itself failed (for the failure screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save the whole page as `test-artifacts/<name>.png`."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def translated(live: LiveServer, message: str, language: str) -> str:
+    """What the live app itself says for `message` in `language` (catalogs are still growing)."""
+    with live.app.test_request_context(), force_locale(language):
+        return gettext(message)
+
+
+# -- email ---------------------------------------------------------------------------------
+
+class Mailbox:
+    """The messages a real SMTP server on loopback received."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
+        message = message_from_bytes(envelope.original_content or envelope.content,
+                                     policy=policy.default)
+        with self._lock:
+            self._messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self._lock:
+            return [message for message in self._messages if message["To"] == address]
+
+
+@pytest.fixture(scope="module")
+def smtp_server() -> Iterator[tuple[Controller, Mailbox]]:
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield controller, mailbox
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox(live_server, smtp_server) -> Iterator[Mailbox]:
+    """Point the live server's email at the loopback SMTP server for this test."""
+    controller, box = smtp_server
+    config = live_server.app.config
+    saved = {key: config[key] for key in ("SMTP_HOST", "SMTP_PORT", "SMTP_STARTTLS")}
+    config.update(SMTP_HOST=controller.hostname, SMTP_PORT=controller.port, SMTP_STARTTLS=False)
+    try:
+        yield box
+    finally:
+        config.update(saved)
+
+
+def receive_email(live: LiveServer, mailbox: Mailbox, address: str) -> EmailMessage:
+    """Deliver the queued emails until one reaches `address`; that message."""
+
+    def arrived() -> list[EmailMessage]:
+        # In this process: quicker than a `crm worker` process, which creates the app anew.
+        with live.app.app_context():
+            run_jobs(live.app, ("mail",))
+        return mailbox.to(address)
+
+    messages = wait_until(arrived, f"an email reaching {address}")
+    assert len(messages) == 1, f"{len(messages)} emails reached {address}"
+    return messages[0]
+
+
+def link_in(message: EmailMessage, live: LiveServer) -> str:
+    """The one link to the live server in the plain-text part of `message`."""
+    text = message.get_body(("plain",)).get_content()
+    links = re.findall(re.escape(live.url) + r"/\S+", text)
+    assert len(links) == 1, f"expected one link in the email, found {links}"
+    return links[0]

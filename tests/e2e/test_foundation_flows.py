@@ -1,0 +1,196 @@
+"""The foundation's flows in Chromium: sign up, log in and out, invite and join, switch language,
+and the shell's safety (escaped user content, the CSP, the live socket)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from tests.e2e.conftest import PHONE, link_in, receive_email, screenshot, translated
+from tests.live import LiveServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
+
+
+def unique_email(who: str) -> str:
+    return f"{who}-{uuid.uuid4().hex[:10]}@e2e.example"
+
+
+def submit(page: Page, action: str) -> None:
+    """Press the submit button of the form posting to `action` (pages hold other forms too)."""
+    page.locator(f"form[action='{action}'] button[type='submit']").click()
+
+
+def expect_dashboard(page: Page, live: LiveServer, language: str) -> None:
+    expect(page).to_have_url(f"{live.url}/")
+    expect(page.locator("html")).to_have_attribute("lang", language)
+    expect(page.locator("h1")).to_have_text(translated(live, "Dashboard", language))
+
+
+def expect_direction(page: Page, language: str, direction: str) -> None:
+    html = page.locator("html")
+    expect(html).to_have_attribute("lang", language)
+    expect(html).to_have_attribute("dir", direction)
+
+
+def user_menu(page: Page) -> Locator:
+    return page.locator(".user-menu summary")
+
+
+def page_width(page: Page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+def log_in(page: Page, email: str, password: str) -> None:
+    page.locator("input[name='email']").fill(email)
+    page.locator("input[name='password']").fill(password)
+    submit(page, "/login")
+
+
+def test_register_log_out_and_log_in_again(browsing, live_server):
+    """A visitor creates a workspace on the Arabic page and lands on the dashboard; after
+    logging out the dashboard is closed to them, a wrong password is refused, and the right
+    one brings them back."""
+    email, password, name = unique_email("owner"), "a long enough password", "سارة أحمد"
+    page = browsing.new_page()
+
+    page.goto("/register")
+    expect_direction(page, "ar", "rtl")
+    page.locator("input[name='organization_name']").fill("مخبز النور")
+    page.locator("input[name='full_name']").fill(name)
+    page.locator("input[name='email']").fill(email)
+    page.locator("input[name='password']").fill(password)
+    submit(page, "/register")
+    expect_dashboard(page, live_server, "ar")
+    expect(user_menu(page)).to_have_text(name)
+    expect(page.locator(".topbar .org-name")).to_have_text("مخبز النور")
+
+    user_menu(page).click()
+    submit(page, "/logout")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+
+    log_in(page, email, "not the password")
+    expect(page.locator(".form-error")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/login"))
+
+    log_in(page, email, password)
+    expect_dashboard(page, live_server, "ar")
+    expect(user_menu(page)).to_have_text(name)
+    assert browsing.dialogs == []
+
+
+def test_invite_a_colleague_who_joins_from_the_email(browsing, live_server, mailbox):
+    """An admin invites an agent in English; the email arrives over SMTP, the colleague opens
+    its link in their own browser, joins, lands on the dashboard under their name and in the
+    invitation's language, and the admin's team page lists them."""
+    admin = live_server.make_account()
+    invitee, name = unique_email("agent"), "Omar Haddad"
+    page = browsing.new_page(account=admin)
+
+    page.goto("/team")
+    invite = page.locator("#invitations form[action='/team/invitations']")
+    invite.locator("input[name='email']").fill(invitee)
+    invite.locator("select[name='role']").select_option("agent")
+    invite.locator("select[name='language']").select_option("en")
+    submit(page, "/team/invitations")
+    expect(page.locator("#invitations tbody")).to_contain_text(invitee)
+
+    email = receive_email(live_server, mailbox, invitee)
+    assert translated(live_server, "Open this link to choose your name and password:",
+                      "en") in email.get_body(("plain",)).get_content()
+    link = link_in(email, live_server)
+    assert "/invitations/accept/" in link
+
+    colleague = browsing.new_page()  # their browser asks for Arabic: the invitation decides
+    colleague.goto(link)
+    expect_direction(colleague, "ar", "rtl")
+    colleague.locator("input[name='full_name']").fill(name)
+    colleague.locator("input[name='password']").fill("the colleague's password")
+    colleague.locator("form[action*='/invitations/accept/'] button[type='submit']").click()
+    expect_dashboard(colleague, live_server, "en")
+    expect(user_menu(colleague)).to_have_text(name)
+
+    page.goto("/team")
+    expect(page.locator("#members")).to_contain_text(name)
+    expect(page.locator("#members")).to_contain_text(invitee)
+    assert browsing.dialogs == []
+
+
+def test_switch_language_and_screenshot_the_dashboard(browsing, live_server):
+    """The header switcher turns the page to English (ltr) and back to Arabic (rtl), the
+    choice survives a reload, and the shell fits a phone without scrolling sideways."""
+    page = browsing.new_page(account=live_server.make_account())
+    page.goto("/")
+    expect_direction(page, "ar", "rtl")
+    expect_dashboard(page, live_server, "ar")
+
+    page.locator(".topbar button[name='language'][value='en']").click()
+    expect_direction(page, "en", "ltr")
+    expect_dashboard(page, live_server, "en")
+    page.reload()
+    expect_direction(page, "en", "ltr")
+    screenshot(page, "dashboard-en")
+
+    page.locator(".topbar button[name='language'][value='ar']").click()
+    expect_direction(page, "ar", "rtl")
+    expect_dashboard(page, live_server, "ar")
+    screenshot(page, "dashboard-ar")
+
+    page.set_viewport_size(PHONE)
+    expect(page.locator(".sidebar")).to_be_hidden()
+    expect(page.locator(".menu-toggle")).to_be_visible()
+    assert page_width(page) <= PHONE["width"]
+    screenshot(page, "dashboard-ar-phone")
+    page.goto("/team")  # wide tables scroll inside their frame, not the page
+    expect(page.locator("#members")).to_be_visible()
+    assert page_width(page) <= PHONE["width"]
+
+
+def test_a_script_typed_as_a_name_is_shown_as_text(browsing, live_server):
+    """A full name of `<script>alert(1)</script>` is saved and shown literally, in the header
+    and on the team page; nothing runs."""
+    payload = "<script>alert(1)</script>"
+    page = browsing.new_page(account=live_server.make_account())
+
+    page.goto("/profile")
+    page.locator("input[name='full_name']").fill(payload)
+    submit(page, "/profile")
+    expect(page.locator("#flashes .flash-success")).to_be_visible()
+    expect(user_menu(page)).to_have_text(payload)
+    expect(page.locator("input[name='full_name']")).to_have_value(payload)
+
+    page.goto("/team")
+    expect(page.locator("#members td").first).to_contain_text(payload)
+    expect(page.locator("body script")).to_have_count(0)
+    assert browsing.dialogs == []
+
+
+def test_pages_keep_to_the_csp_and_the_socket_connects(browsing, live_server):
+    """The shell loads under a CSP allowing only our own scripts without a single violation,
+    its Socket.IO connection opens, and an injected inline script is refused."""
+    page = browsing.new_page(account=live_server.make_account())
+
+    response = page.goto("/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_function("() => window.waslSocket && window.waslSocket.connected")
+    for path in ("/team", "/settings", "/settings/audit"):
+        page.locator(f".sidebar a[href='{path}']").click()
+        expect(page).to_have_url(f"{live_server.url}{path}")
+    page.wait_for_function("() => window.waslSocket.connected")
+    visitor = browsing.new_page()
+    visitor.goto("/register")
+    visitor.goto("/login")
+    assert browsing.csp_violations() == []
+
+    with page.expect_console_message(lambda m: "Content Security Policy" in m.text):
+        page.evaluate("""() => {
+            const script = document.createElement("script");
+            script.textContent = "window.injected = true";
+            document.body.append(script);
+        }""")
+    assert page.evaluate("window.injected") is None
