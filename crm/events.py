@@ -36,6 +36,9 @@ def subscribe(name: str, *, job: bool = False) -> Callable:
     """Register the decorated function for event `name`; it receives the payload dict."""
 
     def decorator(func: Callable[[dict], None]) -> Callable[[dict], None]:
+        if job and "<locals>" in func.__qualname__:
+            # A worker finds a job's function by its import path; a nested one has none.
+            raise ValueError(f"job subscriber {func.__qualname__} must be a module-level function")
         _subscribers[name].append(Subscriber(func, job))
         return func
 
@@ -52,10 +55,13 @@ def deliver(name: str, payload: dict, org_id: int | None) -> None:
     from crm.jobs import enqueue_now
 
     for subscriber in list(_subscribers.get(name, ())):
-        if subscriber.as_job:
-            enqueue_now(subscriber.path, payload, org_id=org_id, description=name)
-        else:
+        if not subscriber.as_job:
             run_subscriber(subscriber.func, payload, org_id)
+            continue
+        try:
+            enqueue_now(subscriber.path, payload, org_id=org_id, description=name)
+        except Exception:  # Redis unreachable: the other subscribers still get the event
+            log.exception("could not enqueue subscriber %s of %s", subscriber.path, name)
 
 
 def run_subscriber(func: Callable[[dict], None], payload: dict, org_id: int | None) -> None:

@@ -48,12 +48,17 @@ def enqueue_now(path: str, *args: Any, queue: str = "default", org_id: int | Non
 
 
 def run_job(path: str, org_id: int | None, args: tuple, kwargs: dict) -> Any:
-    """The one entry point of every job: restore the organization, run, commit."""
+    """The one entry point of every job: restore the organization, run, commit.
+
+    Each job gets an app context of its own, as a request does: a worker runs job after job
+    in one process, and `g` (enabled modules, locale) or the session's identity map must not
+    carry one organization's state into the next job.
+    """
     module_name, _, attr = path.partition(":")
     func = importlib.import_module(module_name)
     for part in attr.split("."):
         func = getattr(func, part)
-    with organization_context(org_id):
+    with current_app.app_context(), organization_context(org_id):
         try:
             result = func(*args, **kwargs)
             commit()

@@ -6,12 +6,35 @@ carry server-rendered HTML fragments; the browser's glue script swaps them in wi
 
 from __future__ import annotations
 
+from flask import Flask
 from flask_login import current_user
 from flask_socketio import join_room
+from redis.connection import parse_url
 
 from crm.extensions import socketio
 from crm.tenancy import current_organization_id
 from crm.transaction import on_commit
+
+
+def init_app(app: Flask) -> None:
+    """Serve Socket.IO through the Redis message queue, to pages of our own origin only.
+
+    Origins are checked against the host the page was served from (engine.io's default;
+    `X-Forwarded-Proto/Host` are honoured behind a proxy), so another site cannot open a socket
+    with a user's cookie. Passing `cors_allowed_origins=[]` would switch that check off.
+    """
+    url = app.config["REDIS_URL"]
+    socketio.init_app(app, message_queue=url, channel=message_channel(url),
+                      async_mode="threading", manage_session=False)
+
+
+def message_channel(redis_url: str) -> str:
+    """The pub/sub channel of this deployment, named after its Redis database.
+
+    Redis pub/sub ignores database numbers: deployments that share a Redis server on different
+    databases would otherwise hear each other's emits, and `org:5` of one is `org:5` of the other.
+    """
+    return f"wasl-socketio-{parse_url(redis_url).get('db', 0)}"
 
 
 def org_room(org_id: int) -> str:

@@ -9,7 +9,9 @@ from sqlalchemy import create_engine, pool
 
 config = context.config
 if config.config_file_name:
-    fileConfig(config.config_file_name)
+    # Keep the app's loggers: migrating inside a running process (the test harness) must not
+    # silence them.
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 log = logging.getLogger("alembic.env")
 
 target_metadata = current_app.extensions["migrate"].db.metadata

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from flask.testing import FlaskClient
+from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from itsdangerous import URLSafeTimedSerializer
 
 from crm import embedded
@@ -107,6 +108,7 @@ def app(request):
     create_database(name)
     app = create_app(_settings(name, 1 + 2 * number))
     app.test_client_class = CsrfClient
+    app.wsgi_app = _as_in_production(app.wsgi_app)
     with app.app_context():
         yield app
 
@@ -125,7 +127,8 @@ def _isolated(request, app):
     outer = connection.begin()
     original = db.session
     db.session = db._make_scoped_session(
-        {"bind": connection, "join_transaction_mode": "create_savepoint"})
+        {"bind": connection, "join_transaction_mode": "create_savepoint",
+         "class_": _ConnectionBoundSession})
     set_current_organization(None)
     try:
         yield
@@ -135,6 +138,17 @@ def _isolated(request, app):
         set_current_organization(None)
         outer.rollback()
         connection.close()
+
+
+class _ConnectionBoundSession(FlaskSQLAlchemySession):
+    """A session that always uses the test's connection.
+
+    Flask-SQLAlchemy's get_bind() returns the engine and ignores `bind`, so without this a
+    commit (every successful request) would commit for real and leak into later tests.
+    """
+
+    def get_bind(self, *args, **kwargs):
+        return self.bind
 
 
 class CsrfClient(FlaskClient):
@@ -157,6 +171,29 @@ class CsrfClient(FlaskClient):
         return URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token").dumps(raw)
 
 
+def _as_in_production(wsgi_app):
+    """Start every request, whichever client sends it (test client, schemathesis), as in production.
+
+    Requests reuse the session-wide app context, so without this `g` (the logged-in user, the
+    locale, the enabled modules) would leak from one request into the next; and what the test
+    wrote before the request is committed first, as production data would be, or a request
+    that fails (and so rolls back) would take the test's setup with it. The commit only
+    releases a savepoint: the test's outer transaction is still rolled back. A live server's
+    threads have no app context here and need neither.
+    """
+    from flask import g, has_app_context
+
+    from crm.transaction import commit
+
+    def wsgi(environ, start_response):
+        if has_app_context():
+            vars(g._get_current_object()).clear()
+            commit()
+        return wsgi_app(environ, start_response)
+
+    return wsgi
+
+
 @pytest.fixture
 def client(app):
     return app.test_client()
@@ -168,4 +205,4 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-pytest_plugins = ["tests.factories"]
+pytest_plugins = ["tests.factories", "tests.live"]

@@ -1,0 +1,109 @@
+"""Jobs: enqueued only after commit, run as the organization that enqueued them, in a
+transaction of their own that commits on success and rolls back on failure."""
+
+from __future__ import annotations
+
+from rq.registry import FailedJobRegistry
+from sqlalchemy import select
+
+from crm.extensions import db
+from crm.foundation import services
+from crm.foundation.models import AuditEntry
+from crm.jobs import enqueue, get_queue
+from crm.permissions import module_enabled
+from crm.tenancy import current_organization_id, organization_context
+from crm.transaction import commit, rollback
+from tests.factories import run_jobs
+
+
+def write_audit(action: str) -> None:
+    """A job: an audit entry, stamped with the organization the job runs as."""
+    services.audit(action)
+
+
+def write_then_fail(action: str) -> None:
+    """A job that writes, then breaks."""
+    services.audit(action)
+    raise RuntimeError("job broke")
+
+
+def audit_module_switch(module: str) -> None:
+    """A job: record whether `module` is on for the organization the job runs as."""
+    services.audit("test.module", module=module, enabled=module_enabled(module))
+
+
+def _actions(org_id: int) -> list[str]:
+    with organization_context(org_id):
+        return list(db.session.scalars(select(AuditEntry.action).where(
+            AuditEntry.action.like("test.%")).order_by(AuditEntry.id)))
+
+
+def test_a_job_is_enqueued_only_when_the_transaction_commits(org):
+    """Until commit the queue is empty; the commit enqueues the job once."""
+    with organization_context(org.id):
+        enqueue(write_audit, "test.ran")
+    assert get_queue().count == 0
+
+    commit()
+
+    assert get_queue().count == 1
+
+
+def test_a_rolled_back_transaction_enqueues_nothing(org):
+    """A job queued in a transaction that rolls back never reaches the queue."""
+    with organization_context(org.id):
+        services.audit("test.before")
+        enqueue(write_audit, "test.ran")
+        rollback()
+    commit()
+
+    assert get_queue().count == 0
+
+
+def test_a_job_runs_as_its_organization_and_its_writes_are_committed(app, org, other_org):
+    """The job runs with the enqueuing organization set, commits its writes (a later rollback
+    does not undo them), and leaves no organization set behind."""
+    org_id, other_org_id = org.id, other_org.id  # commits expire loaded objects
+    with organization_context(org_id):
+        enqueue(write_audit, "test.ran")
+
+    run_jobs(app)
+    rollback()
+
+    assert _actions(org_id) == ["test.ran"]
+    assert _actions(other_org_id) == []
+    assert current_organization_id() is None
+
+
+def test_a_failing_job_rolls_back_its_writes(app, org):
+    """A job that raises leaves nothing written and lands in the failed registry with its
+    error."""
+    org_id = org.id  # commits expire loaded objects
+    with organization_context(org_id):
+        enqueue(write_then_fail, "test.partial")
+
+    run_jobs(app)
+
+    assert _actions(org_id) == []
+    failed = FailedJobRegistry(queue=get_queue())
+    [job_id] = failed.get_job_ids()
+    assert "job broke" in get_queue().fetch_job(job_id).latest_result().exc_string
+
+
+def test_jobs_of_different_organizations_share_no_state(app, org, other_org):
+    """One worker runs jobs of several organizations one after another; each sees its own
+    organization's settings, not what the previous job looked up."""
+    org_id, other_org_id = org.id, other_org.id  # commits expire loaded objects
+    with organization_context(org_id):
+        services.set_module_enabled(org.admin, "crm", False)
+        db.session.flush()
+        enqueue(audit_module_switch, "crm")
+    with organization_context(other_org_id):
+        enqueue(audit_module_switch, "crm")
+
+    run_jobs(app)
+
+    for owner, enabled in ((org_id, False), (other_org_id, True)):
+        with organization_context(owner):
+            entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "test.module"))
+            assert entry.details == {"module": "crm", "enabled": enabled}

@@ -1,0 +1,191 @@
+"""Email through the outbox: written with the invitation, sent over SMTP by a job exactly once,
+or written under instance/mail/ when no SMTP server is set; failures are recorded, never
+retried blindly."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask_babel import force_locale, gettext
+from sqlalchemy import select
+
+from crm.extensions import db
+from crm.foundation import services
+from crm.foundation.models import OutboundEmail
+from crm.jobs import enqueue
+from crm.mail import deliver_email
+from crm.tenancy import organization_context, set_current_organization
+from tests.conftest import free_port
+from tests.factories import run_jobs
+
+INVITEE = "newcomer@example.com"
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what arrives and refuses the addresses in `refused`."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.messages: list[EmailMessage] = []
+        self.refused: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.refused:
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's names)
+        with self.lock:
+            self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def inbox(app, monkeypatch):
+    """A real SMTP server on loopback, and the app pointed at it."""
+    box = Inbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setitem(app.config, "SMTP_HOST", controller.hostname)
+    monkeypatch.setitem(app.config, "SMTP_PORT", controller.port)
+    monkeypatch.setitem(app.config, "SMTP_STARTTLS", False)
+    monkeypatch.setitem(app.config, "SMTP_USERNAME", "")
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+def _invite(org, language: str = "en") -> dict:
+    """Invite INVITEE into `org`; what the test needs to know afterwards, as plain values."""
+    with organization_context(org.id):
+        invitation = services.invite_user(org.admin, INVITEE, "agent", language)
+        db.session.flush()
+        return {"org_id": org.id, "invitation_id": invitation.id,
+                "inviter": org.admin.full_name, "organization": org.name}
+
+
+def _outbox(org_id: int) -> OutboundEmail:
+    with organization_context(org_id):
+        return db.session.execute(select(OutboundEmail).where(
+            OutboundEmail.to_address == INVITEE)).scalar_one()
+
+
+def _link(message: EmailMessage) -> str:
+    found = re.search(r"http://localhost/invitations/accept/\S+",
+                      message.get_body(("plain",)).get_content())
+    assert found, "the email carries no invitation link"
+    return found.group(0)
+
+
+def _opens_the_invitation(link: str, invitation_id: int) -> bool:
+    """Does the link's token name this invitation (as the accept page would find it)?"""
+    try:
+        return services.pending_invitation(link.rsplit("/", 1)[1]).id == invitation_id
+    finally:
+        set_current_organization(None)
+
+
+def test_an_invitation_arrives_over_smtp_with_a_working_link(app, org, inbox):
+    """The invitee receives one email, addressed to them, with the subject and a single-use
+    link that opens their invitation; the outbox records it as sent."""
+    sent = _invite(org)
+    run_jobs(app)
+
+    [message] = inbox.messages
+    assert message["To"] == INVITEE
+    assert message["Subject"] == (f"{sent['inviter']} invited you to {sent['organization']} "
+                                  "on Wasl")
+    link = _link(message)
+    assert link in message.get_body(("html",)).get_content()
+    assert _opens_the_invitation(link, sent["invitation_id"])
+    email = _outbox(sent["org_id"])
+    assert email.status == "sent"
+    assert email.sent_at is not None
+
+
+def test_an_invitation_in_arabic_is_written_in_arabic(app, org, inbox):
+    """The email speaks the invitee's language: an Arabic subject and a right-to-left body."""
+    sent = _invite(org, "ar")
+    run_jobs(app)
+
+    [message] = inbox.messages
+    with app.test_request_context(), force_locale("ar"):
+        subject = gettext("%(name)s invited you to %(organization)s on Wasl",
+                          name=sent["inviter"], organization=sent["organization"])
+    assert message["Subject"] == subject
+    assert '<html lang="ar" dir="rtl">' in message.get_body(("html",)).get_content()
+
+
+def test_without_an_smtp_server_the_email_is_written_to_the_instance_folder(
+        app, org, monkeypatch, tmp_path, caplog):
+    """With SMTP_HOST empty the message is saved as an .eml under instance/mail/ and its link
+    is logged, so invitations work on a laptop with no mail server."""
+    monkeypatch.setitem(app.config, "SMTP_HOST", "")
+    monkeypatch.setitem(app.config, "INSTANCE_PATH", tmp_path)
+    caplog.set_level(logging.INFO, logger="crm.mail")
+    sent = _invite(org)
+    run_jobs(app)
+
+    [path] = (tmp_path / "mail").glob("*.eml")
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert message["To"] == INVITEE
+    link = _link(message)
+    assert _opens_the_invitation(link, sent["invitation_id"])
+    assert link in caplog.text
+    assert _outbox(sent["org_id"]).status == "sent"
+
+
+def test_a_send_cut_off_mid_flight_is_not_sent_again(app, org, inbox):
+    """An email left `sending` by a worker that died is not sent when its job runs again."""
+    sent = _invite(org)
+    with organization_context(sent["org_id"]):
+        _outbox(sent["org_id"]).status = "sending"
+        db.session.flush()
+    run_jobs(app)
+
+    assert inbox.messages == []
+    assert _outbox(sent["org_id"]).status == "sending"
+
+
+def test_a_job_run_again_after_sending_sends_nothing(app, org, inbox):
+    """RQ may run a job twice; the second run finds the email sent and leaves it."""
+    sent = _invite(org)
+    run_jobs(app)
+    with organization_context(sent["org_id"]):
+        enqueue(deliver_email, _outbox(sent["org_id"]).id, queue="mail")
+    run_jobs(app)
+
+    assert len(inbox.messages) == 1
+
+
+def test_a_refused_recipient_marks_the_email_failed_with_the_error(app, org, inbox):
+    """When the SMTP server refuses, the email is marked failed with the server's answer."""
+    inbox.refused.add(INVITEE)
+    sent = _invite(org)
+    run_jobs(app)
+
+    email = _outbox(sent["org_id"])
+    assert inbox.messages == []
+    assert email.status == "failed"
+    assert "No such mailbox" in email.error
+
+
+def test_an_unreachable_smtp_server_marks_the_email_failed(app, org, monkeypatch):
+    """With no server listening, the email is marked failed with the connection error."""
+    monkeypatch.setitem(app.config, "SMTP_HOST", "127.0.0.1")
+    monkeypatch.setitem(app.config, "SMTP_PORT", free_port())  # nothing listens there
+    monkeypatch.setitem(app.config, "SMTP_STARTTLS", False)
+    sent = _invite(org)
+    run_jobs(app)
+
+    email = _outbox(sent["org_id"])
+    assert email.status == "failed"
+    assert "refused" in email.error.lower()

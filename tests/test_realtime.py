@@ -1,0 +1,160 @@
+"""Socket.IO on a live server: only logged-in sockets connect, and a socket hears only its own
+organization, whether the event is emitted by the web process or by an RQ worker process.
+Also the health endpoints that load balancers probe."""
+
+from __future__ import annotations
+
+import pytest
+import socketio as socketio_client
+
+from crm.extensions import db
+from crm.foundation import services
+from crm.foundation.models import Organization, User
+from crm.jobs import enqueue
+from crm.realtime import emit_to_org, emit_to_user, message_channel
+from crm.transaction import rollback
+from tests.conftest import free_port
+from tests.factories import make_user
+from tests.live import Account, emit_to_current_organization, fresh_app
+
+# -- sockets -----------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("cookie", [None, "session=forged.cookie.value"],
+                         ids=["no cookie", "forged cookie"])
+def test_a_socket_without_a_valid_session_is_refused(live_server, cookie):
+    """A socket with no session, or a session cookie we did not sign, cannot connect."""
+    with pytest.raises(socketio_client.exceptions.ConnectionError), live_server.socket(cookie):
+        pass
+
+
+@pytest.mark.live
+def test_a_socket_of_a_signed_out_user_is_refused(live_server):
+    """Once the user's sessions end (logout, password change, removal), the old cookie no
+    longer opens a socket."""
+    account = live_server.make_account()
+    cookie = live_server.session_cookie(account)
+    with live_server.socket(cookie):
+        pass  # the cookie works
+    with live_server.transaction(account.organization_id):
+        services.end_all_sessions(db.session.get(User, account.user_id))
+    with pytest.raises(socketio_client.exceptions.ConnectionError), live_server.socket(cookie):
+        pass
+
+
+@pytest.mark.live
+def test_a_websocket_opened_by_another_site_is_refused(live_server):
+    """A page of another origin cannot open a websocket with the user's cookie (browsers
+    apply no CORS to websockets); our own pages can, and hear their organization on it."""
+    account = live_server.make_account()
+    cookie = live_server.session_cookie(account)
+    with live_server.socket(cookie, origin=live_server.url, transport="websocket") as socket:
+        with live_server.transaction(account.organization_id):
+            emit_to_org("news", {"over": "websocket"})
+        socket.wait_for("news", {"over": "websocket"})  # our own pages may
+    with (pytest.raises(socketio_client.exceptions.ConnectionError),
+          live_server.socket(cookie, origin="http://evil.example", transport="websocket")):
+        pass
+
+
+@pytest.mark.live
+def test_a_socket_hears_only_its_own_organization(live_server):
+    """An event emitted to organization B never reaches A's socket; A's event does."""
+    a, b = live_server.make_account(), live_server.make_account()
+    with (live_server.socket(live_server.session_cookie(a)) as socket_a,
+          live_server.socket(live_server.session_cookie(b)) as socket_b):
+        for account in (b, a):  # B's first: had it leaked, it would reach A before A's own
+            with live_server.transaction(account.organization_id):
+                emit_to_org("news", {"org": account.organization_id})
+        socket_a.wait_for("news", {"org": a.organization_id})
+        socket_b.wait_for("news", {"org": b.organization_id})
+    assert socket_a.events == [("news", {"org": a.organization_id})]
+
+
+@pytest.mark.live
+def test_a_socket_hears_its_user_room_only_for_its_user(live_server):
+    """An event for one user reaches that user's socket, not a colleague's."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        user = make_user(db.session.get(Organization, account.organization_id), "agent")
+        colleague = Account(account.organization_id, user.id, user.email)
+    with (live_server.socket(live_server.session_cookie(account)) as mine,
+          live_server.socket(live_server.session_cookie(colleague)) as theirs):
+        for user_id in (account.user_id, colleague.user_id):
+            with live_server.transaction(account.organization_id):
+                emit_to_user("note", {"user": user_id}, user_id)
+        mine.wait_for("note", {"user": account.user_id})
+        theirs.wait_for("note", {"user": colleague.user_id})
+    assert mine.events == [("note", {"user": account.user_id})]
+    assert theirs.events == [("note", {"user": colleague.user_id})]
+
+
+@pytest.mark.live
+def test_an_event_of_a_rolled_back_transaction_is_never_sent(live_server):
+    """Emits wait for the commit: a rolled-back transaction announces nothing."""
+    account = live_server.make_account()
+    with live_server.socket(live_server.session_cookie(account)) as socket:
+        with live_server.transaction(account.organization_id):
+            emit_to_org("news", {"kept": False})
+            rollback()
+            emit_to_org("news", {"kept": True})
+        socket.wait_for("news", {"kept": True})
+    assert socket.events == [("news", {"kept": True})]
+
+
+@pytest.mark.live
+def test_events_emitted_by_a_worker_process_reach_only_their_organization(live_server):
+    """A job run by `crm worker` in another process emits as the organization that enqueued it;
+    A's socket gets A's event and never B's."""
+    a, b = live_server.make_account(), live_server.make_account()
+    with (live_server.socket(live_server.session_cookie(a)) as socket_a,
+          live_server.socket(live_server.session_cookie(b)) as socket_b):
+        for account in (b, a):  # one queue, run in order: B's job first
+            with live_server.transaction(account.organization_id):
+                enqueue(emit_to_current_organization, "news", {"org": account.organization_id})
+        worker = live_server.run_worker()
+        assert worker.returncode == 0, worker.stderr
+        socket_a.wait_for("news", {"org": a.organization_id})
+        socket_b.wait_for("news", {"org": b.organization_id})
+    assert socket_a.events == [("news", {"org": a.organization_id})]
+
+
+def test_deployments_on_different_redis_databases_use_different_channels():
+    """Redis pub/sub ignores database numbers, so the channel carries the database: two
+    deployments sharing a Redis server never hear each other's emits."""
+    assert message_channel("redis://host:6379/1") != message_channel("redis://host:6379/2")
+    assert message_channel("redis://host:6379") == message_channel("redis://host:6379/0")
+
+
+# -- health ------------------------------------------------------------------------------------
+
+def test_healthz_answers_while_the_process_is_up(client):
+    """/healthz answers 200 without touching the database or Redis."""
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_answers_200_when_database_and_redis_answer(client):
+    """/readyz checks the database and Redis and says both are fine."""
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok",
+                                   "checks": {"database": "ok", "redis": "ok"}}
+
+
+def test_readyz_answers_503_when_redis_is_unreachable(app):
+    """With Redis unreachable, /readyz answers 503 and names Redis, so the load balancer stops
+    sending traffic."""
+    settings = {key: app.config[key] for key in
+                ("TESTING", "SECRET_KEY", "DATABASE_URL", "MIGRATION_DATABASE_URL",
+                 "RATELIMIT_STORAGE_URI", "INSTANCE_PATH")}
+    settings["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with fresh_app(settings) as broken:
+        response = broken.test_client().get("/readyz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"].startswith("error")

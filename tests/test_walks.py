@@ -1,0 +1,335 @@
+"""Walks over every route: no organization reaches another's objects, and each role gets exactly
+what the permission matrix says.
+
+Routes are read from `app.url_map` when the tests are collected, so a route that any module adds
+is walked the day it is added. tests/walks_registry.py says how to make the objects its URL
+names; a route whose parameter it does not know fails until the parameter is registered.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+from argon2 import PasswordHasher
+from flask import Flask
+from flask_login import login_user
+from sqlalchemy import text
+from werkzeug.exceptions import Forbidden, NotFound
+
+from crm import create_app
+from crm.extensions import db
+from crm.foundation import services
+from crm.foundation.models import ROLES, Organization, User
+from crm.permissions import MATRIX, SWITCHABLE, require, role_allows
+from crm.tenancy import organization_context, set_current_organization
+from tests.factories import bearer, login, make_org, make_user
+from tests.walks_registry import BODY, OBJECTS, OTHER_PARAMETERS
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+# Routes without @require(...), each with the reason. A new unguarded route fails
+# test_every_route_is_guarded_or_listed until it is guarded or listed here.
+PUBLIC = {
+    "static": "stylesheets, scripts and images",
+    "health.healthz": "load balancers probe it",
+    "health.readyz": "load balancers probe it",
+    "foundation.register": "creating a workspace is how one starts",
+    "foundation.login": "the way in",
+    "foundation.logout": "ends whatever session there is, or none",
+    "foundation.forgot_password": "for those who cannot log in",
+    "foundation.reset_password": "the emailed token is the credential",
+    "foundation.accept_invitation": "the emailed token is the credential",
+    "foundation.set_language": "visitors choose a language before they log in",
+    "api.openapi_json": "the API's public description",
+    "api.register": "creating a workspace is how one starts",
+    "api.login": "the way in",
+    "api.forgot_password": "for those who cannot log in",
+    "api.reset_password": "the emailed token is the credential",
+    "api.accept_invitation": "the emailed token is the credential",
+}
+LOGIN_ONLY = {
+    "api.logout": "every role may end its own session",
+    "api.show_me": "every role may read its own account",
+}
+# Guarded routes that change something with less than "write": each acts on the caller's own
+# account only.
+OWN_ACCOUNT_WRITES = {
+    "foundation.profile": "one's own name and language",
+    "foundation.change_password": "one's own password",
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint: str
+    rule: str
+    method: str
+    arguments: tuple[str, ...]
+
+    @property
+    def is_api(self) -> bool:
+        return self.endpoint.startswith("api.")
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.rule}"
+
+
+@functools.cache
+def _collected_app() -> Flask:
+    """An app built only to read its URL map at collection time; it never connects."""
+    return create_app({"TESTING": True, "SECRET_KEY": "walks",
+                       "DATABASE_URL": "postgresql+psycopg://walks@127.0.0.1:9/walks",
+                       "REDIS_URL": "redis://127.0.0.1:9/0"})
+
+
+def _routes() -> list[Route]:
+    app = _collected_app()
+    return sorted({Route(rule.endpoint, rule.rule, method, tuple(sorted(rule.arguments)))
+                   for rule in app.url_map.iter_rules()
+                   for method in rule.methods & set(METHODS)}, key=str)
+
+
+def _permission(app: Flask, endpoint: str) -> tuple[str, str] | None:
+    return getattr(app.view_functions[endpoint], "required_permission", None)
+
+
+ROUTES = _routes()
+ENDPOINTS = sorted({route.endpoint for route in ROUTES})
+# Routes that name an object of an organization (any parameter not listed as something else).
+PROBES = [route for route in ROUTES if set(route.arguments) - set(OTHER_PARAMETERS)]
+GUARDED = [route for route in ROUTES if _permission(_collected_app(), route.endpoint)]
+SWITCHABLE_ROUTES = [route for route in GUARDED
+                     if _permission(_collected_app(), route.endpoint)[0] in SWITCHABLE]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch):
+    """Hash passwords with the cheapest argon2 settings: every walk makes several accounts, and
+    hashing cost is not what the walks test."""
+    monkeypatch.setattr(services, "_hasher", PasswordHasher(time_cost=1, memory_cost=8,
+                                                            parallelism=1))
+
+
+def _url(app: Flask, route: Route, org: Organization) -> str:
+    """The route's URL with objects of `org` for its parameters."""
+    values = {}
+    for name in route.arguments:
+        if name in OBJECTS:
+            values[name] = OBJECTS[name](org)
+        elif name in OTHER_PARAMETERS:
+            values[name] = OTHER_PARAMETERS[name][0]
+        else:
+            pytest.fail(f"{route}: URL parameter <{name}> is unknown to the route walks. Add "
+                        f"'{name}' to OBJECTS in tests/walks_registry.py (a factory that makes "
+                        "an object of an organization), or to OTHER_PARAMETERS with the reason "
+                        "it names no organization's object.")
+    rule = next(r for r in app.url_map.iter_rules(route.endpoint) if r.rule == route.rule)
+    return rule.build(values, append_unknown=False)[1]
+
+
+def _request(client, route: Route, url: str, user: User | None):
+    """Send `route` as `user` (None: anonymous) the way its callers do, with a plausible body."""
+    kwargs: dict = {"method": route.method}
+    if route.is_api:
+        kwargs["headers"] = bearer(user) if user else {}
+        if route.method != "GET":
+            kwargs["json"] = BODY
+    else:
+        if user:
+            login(client, user)
+        if route.method != "GET":
+            kwargs["data"] = BODY
+    return client.open(url, **kwargs)
+
+
+def _tenant_tables() -> list[str]:
+    return list(db.session.execute(text("""
+        SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+        WHERE a.attname = 'organization_id' AND c.relkind = 'r' AND NOT a.attisdropped
+          AND c.relnamespace = 'public'::regnamespace ORDER BY 1""")).scalars())
+
+
+def _snapshot(org_id: int) -> dict[str, list[str]]:
+    """Every row the organization has, table by table, as text."""
+    with organization_context(org_id):
+        return {table: list(db.session.execute(
+                    text(f"SELECT t::text FROM {table} t ORDER BY 1")).scalars())
+                for table in ["organizations", *_tenant_tables()]}
+
+
+def _user_with_role(org: Organization, role: str) -> User:
+    return org.admin if role == "admin" else make_user(org, role)
+
+
+def _ids(routes: list[Route]) -> list[str]:
+    return [str(route) for route in routes]
+
+
+# -- the cross-organization probe --------------------------------------------------------------
+
+@pytest.mark.parametrize("route", PROBES, ids=_ids(PROBES))
+def test_another_organizations_object_answers_404(app, client, route):
+    """A's admin asking for B's object gets 404, as for one that does not exist; B is unchanged."""
+    org_a, org_b = make_org(), make_org()
+    for make in OBJECTS.values():
+        make(org_a)
+    url = _url(app, route, org_b)
+    org_b_id = org_b.id  # the request's commit expires loaded objects
+    before = _snapshot(org_b_id)
+
+    response = _request(client, route, url, org_a.admin)
+
+    assert response.status_code == 404, (
+        f"{route} with organization B's ids answered {response.status_code} to A's admin; "
+        "look the object up (404) before reading the body or checking anything else")
+    assert _snapshot(org_b_id) == before
+
+
+# -- the permission matrix ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_every_route_is_guarded_or_listed(app, endpoint):
+    """Every route carries @require(area, level), or is listed as public or login-only."""
+    if _permission(app, endpoint) is None:
+        assert endpoint in PUBLIC or endpoint in LOGIN_ONLY, (
+            f"{endpoint} has no @require(area, level) guard: guard it, or list it in PUBLIC or "
+            "LOGIN_ONLY in tests/test_walks.py with the reason")
+    else:
+        assert endpoint not in PUBLIC, f"{endpoint} is guarded: remove it from PUBLIC"
+        assert endpoint not in LOGIN_ONLY, f"{endpoint} is guarded: remove it from LOGIN_ONLY"
+
+
+def test_unguarded_lists_name_existing_routes(app):
+    """PUBLIC, LOGIN_ONLY and OWN_ACCOUNT_WRITES name only endpoints that exist."""
+    assert set(PUBLIC) | set(LOGIN_ONLY) | set(OWN_ACCOUNT_WRITES) <= set(app.view_functions)
+
+
+WRITES = [route for route in GUARDED if route.method != "GET"]
+
+
+@pytest.mark.parametrize("route", WRITES, ids=_ids(WRITES))
+def test_routes_that_change_something_require_write(app, route):
+    """A guarded POST, PUT, PATCH or DELETE requires the "write" level of its area, so a
+    read-only role can never change anything through it."""
+    area, level = _permission(app, route.endpoint)
+    assert level == "write" or route.endpoint in OWN_ACCOUNT_WRITES, (
+        f"{route} changes something but is guarded with ({area!r}, {level!r}); require "
+        "'write', or list it in OWN_ACCOUNT_WRITES with the reason")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", ROUTES, ids=_ids(ROUTES))
+def test_each_role_gets_what_the_matrix_says(app, client, route, role):
+    """A role the matrix allows is served (never 403); a role it does not allow gets 403."""
+    org = make_org()
+    user = _user_with_role(org, role)
+    response = _request(client, route, _url(app, route, org), user)
+
+    permission = _permission(app, route.endpoint)
+    allowed = permission is None or role_allows(role, *permission)
+    status = response.status_code
+    assert status < 500, f"{route} as {role} answered {status}"
+    if route.endpoint not in PUBLIC:
+        assert status != 401, f"{route} refused a logged-in {role}"
+    if allowed:
+        assert status != 403, f"{route} refused {role}, which the matrix allows {permission}"
+    else:
+        assert status == 403, f"{route} answered {status} to {role}; the matrix says 403"
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.endpoint not in PUBLIC],
+                         ids=_ids([r for r in ROUTES if r.endpoint not in PUBLIC]))
+def test_routes_that_need_a_login_refuse_anonymous_callers(app, client, route):
+    """Without a session or token, a page redirects to the login page and the API answers 401."""
+    org = make_org()
+    response = _request(client, route, _url(app, route, org), None)
+
+    if route.is_api:
+        assert response.status_code == 401
+    else:
+        assert response.status_code == 302
+        login_path = app.url_map.bind("localhost").build(app.login_manager.login_view)
+        assert urlsplit(response.location).path == login_path
+
+
+# -- module switches ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("route", SWITCHABLE_ROUTES, ids=_ids(SWITCHABLE_ROUTES))
+def test_a_switched_off_module_answers_404(app, client, route):
+    """With its module switched off, a module's route answers 404 even to the admin."""
+    org = make_org()
+    url = _url(app, route, org)
+    assert _request(client, route, url, org.admin).status_code != 404
+
+    with organization_context(org.id):
+        services.set_module_enabled(org.admin, _permission(app, route.endpoint)[0], False)
+        db.session.flush()
+    assert _request(client, route, url, org.admin).status_code == 404
+
+
+@require("crm", "write")
+def _write_customers() -> str:
+    return "written"
+
+
+def _call_as(app: Flask, user: User | None):
+    """Call the test-only guarded view in a request of its own, as `user` (None: anonymous)."""
+    with app.app_context(), app.test_request_context("/walk-probe"):
+        if user is not None:
+            set_current_organization(user.organization_id)
+            login_user(user)
+        return _write_customers()
+
+
+def test_require_marks_the_view_with_its_permission():
+    """The walks read `required_permission` from every guarded view."""
+    assert _write_customers.required_permission == ("crm", "write")
+
+
+def test_require_serves_roles_the_matrix_allows(app, org):
+    """A role with write access to the module gets the view."""
+    allowed = [role for role in ROLES if MATRIX[role]["crm"] == "write"]
+    assert allowed
+    for role in allowed:
+        assert _call_as(app, _user_with_role(org, role)) == "written"
+
+
+def test_require_refuses_roles_below_the_level(app, org):
+    """A role with read access (or none) gets 403."""
+    refused = [role for role in ROLES if MATRIX[role]["crm"] != "write"]
+    assert refused
+    for role in refused:
+        with pytest.raises(Forbidden):
+            _call_as(app, _user_with_role(org, role))
+
+
+def test_require_hides_a_switched_off_module(app, org, other_org):
+    """A module switched off for the organization answers 404, even to its admin; other
+    organizations keep it."""
+    with organization_context(org.id):
+        services.set_module_enabled(org.admin, "crm", False)
+        db.session.flush()
+    with pytest.raises(NotFound):
+        _call_as(app, org.admin)
+    assert _call_as(app, other_org.admin) == "written"
+
+
+def test_require_sends_anonymous_callers_to_the_login_page(app):
+    """Without a session the guarded view redirects to the login page."""
+    response = _call_as(app, None)
+    assert response.status_code == 302
+    assert urlsplit(response.location).path == app.url_map.bind("localhost").build(
+        app.login_manager.login_view)
+
+
+def test_require_refuses_an_unknown_permission():
+    """A typo in an area or level fails at import, not silently at request time."""
+    with pytest.raises(ValueError, match="unknown permission"):
+        require("customers", "read")
+    with pytest.raises(ValueError, match="unknown permission"):
+        require("crm", "admin")

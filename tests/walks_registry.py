@@ -1,0 +1,72 @@
+"""What the route walks (tests/test_walks.py) need to know to request every route for real.
+
+Each module that adds routes adds its entries here:
+- OBJECTS: a URL parameter that names an object → a factory that makes one object of the given
+  organization and returns the value to put in the URL. The cross-organization probe asks for
+  organization B's object as A; the permission walk asks for the caller's own.
+- OTHER_PARAMETERS: URL parameters that name no object of an organization, each with a sample
+  value and the reason it is not probed.
+- BODY: fields a plausible form or JSON body carries, so a request is not refused for a
+  missing field before the route looks its object up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+
+from flask import current_app
+
+from crm.extensions import db
+from crm.foundation.models import MODULES, Invitation, Organization
+from crm.models import utcnow
+from crm.tenancy import organization_context
+from tests.factories import PASSWORD, make_user
+
+
+def make_invitation(org: Organization) -> Invitation:
+    """A pending invitation of `org` (made directly: the walks must not depend on email)."""
+    with organization_context(org.id):
+        invitation = Invitation(
+            email=f"invitee-{secrets.token_hex(4)}@org{org.id}.example", role="agent",
+            language="en", invited_by_id=org.admin.id,
+            token_hash=hashlib.sha256(secrets.token_bytes(16)).hexdigest(),
+            expires_at=utcnow() + current_app.config["INVITATION_LIFETIME"])
+        db.session.add(invitation)
+        db.session.flush()
+    return invitation
+
+
+OBJECTS: dict[str, Callable[[Organization], object]] = {
+    "user_id": lambda org: make_user(org, "agent").id,
+    "invitation_id": lambda org: make_invitation(org).id,
+}
+
+OTHER_PARAMETERS: dict[str, tuple[str, str]] = {
+    "filename": ("css/app.css", "static files belong to no organization"),
+    "token": ("1.not-a-token-of-anyone-xxxxxxxxxxxxxxxx",
+              "invitation and password-reset links are public: the secret token, never the "
+              "session, names the organization, and services test a token of another "
+              "organization"),
+}
+
+BODY: dict[str, object] = {
+    "email": "probe@walk.example",
+    "role": "manager",
+    "language": "en",
+    "preferred_language": "en",
+    "default_language": "en",
+    "full_name": "Walk Probe",
+    "name": "Walk Probe",
+    "organization_name": "Walk Probe Org",
+    "password": PASSWORD,
+    "password_confirmation": PASSWORD,
+    "current_password": PASSWORD,
+    "new_password": PASSWORD + " 2",
+    "new_password_confirmation": PASSWORD + " 2",
+    "timezone": "Asia/Riyadh",
+    "country": "SA",
+    "modules": list(MODULES),
+    "next": "/",
+}
