@@ -19,6 +19,7 @@ def _bool(name: str, default: bool = False) -> bool:
 class Config:
     INSTANCE_PATH = Path(os.environ.get("CRM_INSTANCE_PATH", ROOT / "instance"))
     SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    ENCRYPTION_KEY = os.environ.get("ENCRYPTION_KEY", "")
     # The app connects as a role that owns no table and lacks BYPASSRLS; migrations run as
     # the owner.
     DATABASE_URL = os.environ.get("DATABASE_URL", "")

@@ -8,11 +8,10 @@ Create Date: 2026-11-25 13:17:30.519341
 """
 from alembic import op
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
 
-from crm.tenancy import current_organization_sql, rls_statements
+from crm.schema import allow_owner_lookups, app_role, grant_function, protect_tenant_tables
+from crm.tenancy import current_organization_sql
 
 revision = 'caaa8d6b179c'
 down_revision = None
@@ -127,16 +126,10 @@ TENANT_TABLES = ("module_settings", "outbound_emails", "users", "audit_log", "in
                  "password_reset_tokens")
 
 
-def _app_role() -> str:
-    return make_url(current_app.config["DATABASE_URL"]).username
-
-
 def _secure():
-    app_role = _app_role()
+    role = app_role()
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    for table in TENANT_TABLES:
-        for statement in rls_statements(table):
-            op.execute(statement)
+    protect_tenant_tables(*TENANT_TABLES)
     # The tenant registry itself: a transaction sees only its own organization.
     op.execute("ALTER TABLE organizations ENABLE ROW LEVEL SECURITY")
     op.execute("ALTER TABLE organizations FORCE ROW LEVEL SECURITY")
@@ -145,7 +138,7 @@ def _secure():
     # Login is the one read across organizations: this function, run with the owner's rights,
     # returns only the ids of active accounts with one email. The policy that lets it read is
     # granted to the owner role alone, which the app can never become.
-    op.execute("CREATE POLICY login_lookup ON users FOR SELECT TO CURRENT_USER USING (true)")
+    allow_owner_lookups("users")
     op.execute("""
         CREATE FUNCTION wasl_login_candidates(p_email text)
         RETURNS TABLE (organization_id bigint, user_id bigint)
@@ -154,16 +147,15 @@ def _secure():
             WHERE u.email = lower(p_email) AND u.is_active
             ORDER BY u.organization_id LIMIT 20
         $$""")
-    op.execute("REVOKE ALL ON FUNCTION wasl_login_candidates(text) FROM PUBLIC")
-    op.execute(f'GRANT EXECUTE ON FUNCTION wasl_login_candidates(text) TO "{app_role}"')
-    op.execute(f'GRANT USAGE ON SCHEMA public TO "{app_role}"')
-    op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{app_role}"')
-    op.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{app_role}"')
+    grant_function("wasl_login_candidates(text)")
+    op.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+    op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"')
+    op.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
     op.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE '
-               f'ON TABLES TO "{app_role}"')
+               f'ON TABLES TO "{role}"')
     op.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES '
-               f'TO "{app_role}"')
-    op.execute(f'REVOKE ALL ON alembic_version FROM "{app_role}"')
+               f'TO "{role}"')
+    op.execute(f'REVOKE ALL ON alembic_version FROM "{role}"')
 
 
 def downgrade():

@@ -1,0 +1,177 @@
+"""WhatsApp numbers, the conversations held on them, and their messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm.extensions import db
+from crm.foundation.models import User
+from crm.models import created_at_column, id_column
+from crm.tenancy import TenantMixin
+
+PROVIDERS = ("cloud", "web", "sandbox")
+PROFILE_STATES = ("disconnected", "pairing", "connected", "failed")
+CONVERSATION_STATUSES = ("open", "pending", "resolved")
+# queued → sending → sent → delivered → read; failed; unknown (cut off mid-send, settled later
+# by the provider's status webhook); received (inbound).
+MESSAGE_STATUSES = ("queued", "sending", "sent", "delivered", "read", "failed", "unknown",
+                    "received")
+# How far each status is along the way: a status never moves backwards.
+STATUS_RANK = {"queued": 0, "sending": 1, "unknown": 1, "sent": 2, "delivered": 3, "read": 4,
+               "failed": 5, "received": 0}
+MESSAGE_TYPES = ("text", "image", "video", "audio", "document", "sticker", "location",
+                 "contacts", "reaction", "interactive", "button", "template", "unsupported")
+MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+
+
+class WhatsAppProfile(TenantMixin, db.Model):
+    """One WhatsApp number of an organization and how it is connected."""
+
+    __tablename__ = "whatsapp_profiles"
+    __table_args__ = (
+        Index("ix_whatsapp_profiles_organization_id_id", "organization_id", "id"),
+        # The platform-wide webhook routes deliveries by Meta's phone number id.
+        Index("uq_whatsapp_profiles_phone_number_id", "phone_number_id", unique=True,
+              postgresql_where=text("phone_number_id IS NOT NULL")),
+    )
+
+    id: Mapped[int] = id_column()
+    display_name: Mapped[str] = mapped_column(String(120), nullable=False)
+    phone_number: Mapped[str | None] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(String(16), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="disconnected",
+                                       server_default="disconnected")
+    phone_number_id: Mapped[str | None] = mapped_column(String(64))  # cloud: Meta's id
+    business_account_id: Mapped[str | None] = mapped_column(String(64))  # cloud: WABA id
+    verify_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Fernet-encrypted JSON: cloud {access_token, app_secret}; web {session} (crm/crypto.py).
+    secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                             server_default=text("false"))
+    created_at: Mapped[datetime] = created_at_column()
+
+    def __repr__(self) -> str:
+        return f"<WhatsAppProfile {self.id} {self.provider} {self.phone_number}>"
+
+
+class Conversation(TenantMixin, db.Model):
+    """The thread between one of our numbers and one contact."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index("uq_conversations_profile_phone", "organization_id", "profile_id",
+              "contact_phone", unique=True, postgresql_where=text("contact_phone IS NOT NULL")),
+        Index("uq_conversations_profile_user_id", "organization_id", "profile_id",
+              "contact_user_id", unique=True,
+              postgresql_where=text("contact_user_id IS NOT NULL")),
+        Index("ix_conversations_recent", "organization_id", text("last_message_at DESC"),
+              text("id DESC")),
+        Index("ix_conversations_assignee_recent", "organization_id", "assigned_user_id",
+              text("last_message_at DESC"), text("id DESC")),
+        Index("ix_conversations_search_name", "organization_id", "search_name",
+              postgresql_using="gin", postgresql_ops={"search_name": "gin_trgm_ops"}),
+        Index("ix_conversations_search_phone", "organization_id", "search_phone",
+              postgresql_using="gin", postgresql_ops={"search_phone": "gin_trgm_ops"}),
+    )
+
+    id: Mapped[int] = id_column()
+    profile_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("whatsapp_profiles.id", ondelete="CASCADE"), nullable=False)
+    contact_phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    contact_user_id: Mapped[str | None] = mapped_column(String(128))  # business-scoped user id
+    contact_name: Mapped[str] = mapped_column(String(120), nullable=False, default="",
+                                              server_default="")
+    search_name: Mapped[str] = mapped_column(
+        Text, Computed("wasl_fold(coalesce(contact_name, ''))", persisted=True))
+    search_phone: Mapped[str] = mapped_column(
+        Text, Computed("wasl_digits(coalesce(contact_phone, ''))", persisted=True))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="open",
+                                        server_default="open")
+    assigned_user_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"))
+    unread_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                              server_default="0")
+    last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_message_preview: Mapped[str] = mapped_column(String(200), nullable=False, default="",
+                                                      server_default="")
+    last_inbound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)  # set by the CRM module
+    created_at: Mapped[datetime] = created_at_column()
+
+    profile: Mapped[WhatsAppProfile] = relationship()
+    assigned_user: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Conversation {self.id} {self.contact_phone or self.contact_user_id}>"
+
+
+class Message(TenantMixin, db.Model):
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_thread", "organization_id", "conversation_id", text("id DESC")),
+        # Redelivered webhooks find the message they already stored.
+        Index("uq_messages_provider_id", "organization_id", "profile_id", "provider_message_id",
+              unique=True, postgresql_where=text("provider_message_id IS NOT NULL")),
+        Index("ix_messages_outbox", "organization_id", "status",
+              postgresql_where=text("status IN ('queued', 'sending')")),
+        Index("ix_messages_search_body", "organization_id", "search_body",
+              postgresql_using="gin", postgresql_ops={"search_body": "gin_trgm_ops"}),
+    )
+
+    id: Mapped[int] = id_column()
+    conversation_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False)
+    profile_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("whatsapp_profiles.id", ondelete="CASCADE"), nullable=False)
+    direction: Mapped[str] = mapped_column(String(3), nullable=False)  # in | out
+    type: Mapped[str] = mapped_column(String(16), nullable=False, default="text")
+    body: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    search_body: Mapped[str] = mapped_column(
+        Text, Computed("wasl_fold(coalesce(body, ''))", persisted=True))
+    # type-specific content: media {id, mime_type, filename, sha256, path, size}, location,
+    # contacts, interactive reply, reaction {emoji, message_id}, template {name, language, ...}
+    content: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict,
+                                          server_default=text("'{}'::jsonb"))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reply_to_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("messages.id", ondelete="SET NULL"))
+    is_forwarded: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                               server_default=text("false"))
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sender_user_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"))
+    provider_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at_column()
+
+    conversation: Mapped[Conversation] = relationship()
+    reply_to: Mapped[Message | None] = relationship(remote_side="Message.id")
+    sender: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Message {self.id} {self.direction} {self.status}>"
