@@ -50,6 +50,8 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
 
 def _check_settings(app: Flask) -> None:
     missing = [key for key in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL") if not app.config[key]]
+    if not missing and len(app.config["SECRET_KEY"]) < 32:
+        raise RuntimeError("SECRET_KEY is too short: use at least 32 random characters")
     if missing:
         raise RuntimeError(
             f"{', '.join(missing)} not set; start through `crm` (which runs the embedded "

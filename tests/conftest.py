@@ -59,7 +59,7 @@ def _settings(database: str, redis_db: int) -> dict:
     pg = _server()
     return {
         "TESTING": True,
-        "SECRET_KEY": "test-secret",
+        "SECRET_KEY": "test-secret-" + "0123456789abcdef" * 3,
         "DATABASE_URL": pg.url(embedded.APP_ROLE, database),
         "MIGRATION_DATABASE_URL": pg.url(embedded.OWNER_ROLE, database),
         "REDIS_URL": f"redis://127.0.0.1:{os.environ['WASL_TEST_REDIS_PORT']}/{redis_db}",
