@@ -6,7 +6,7 @@ carry server-rendered HTML fragments; the browser's glue script swaps them in wi
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, current_app, request
 from flask_login import current_user
 from flask_socketio import join_room
 from redis.connection import parse_url
@@ -49,9 +49,68 @@ def user_room(user_id: int) -> str:
 def _connect(auth=None) -> bool:
     if not current_user.is_authenticated:
         return False  # refused: no valid session
-    join_room(org_room(current_user.organization_id))
-    join_room(user_room(current_user.id))
+    org_id, user_id = current_user.organization_id, current_user.id
+    join_room(org_room(org_id))
+    join_room(user_room(user_id))
+    redis = _redis()
+    redis.sadd(_presence_key(org_id), f"{user_id}:{request.sid}")
+    redis.set(_socket_key(request.sid), f"{org_id}:{user_id}", ex=PRESENCE_TTL)
     return True
+
+
+@socketio.on("disconnect")
+def _disconnect(*_reason) -> None:
+    redis = _redis()
+    owner = redis.getdel(_socket_key(request.sid))
+    if owner:
+        org_id, user_id = owner.decode().split(":")
+        redis.srem(_presence_key(int(org_id)), f"{user_id}:{request.sid}")
+
+
+# Presence: who has a page open. A socket's entry outlives a crashed web process for at most
+# PRESENCE_TTL in the per-socket key; the set is pruned of such entries when read.
+PRESENCE_TTL = 24 * 3600
+
+
+def _presence_key(org_id: int) -> str:
+    return f"presence:org:{org_id}"
+
+
+def _socket_key(sid: str) -> str:
+    return f"presence:socket:{sid}"
+
+
+def _redis():
+    return current_app.extensions["crm.redis"]
+
+
+def _sockets(org_id: int) -> list[tuple[int, str]]:
+    redis = _redis()
+    entries = [member.decode() for member in redis.smembers(_presence_key(org_id))]
+    alive = []
+    for entry in entries:
+        user_id, sid = entry.split(":", 1)
+        if redis.exists(_socket_key(sid)):
+            alive.append((int(user_id), sid))
+        else:
+            redis.srem(_presence_key(org_id), entry)
+    return alive
+
+
+def online_user_ids(org_id: int) -> set[int]:
+    """Users of the organization with at least one page open right now."""
+    return {user_id for user_id, _sid in _sockets(org_id)}
+
+
+def disconnect_user(org_id: int, user_id: int) -> None:
+    """Close every open socket of a user (after commit), in whichever web process holds it."""
+
+    def close() -> None:
+        for owner, sid in _sockets(org_id):
+            if owner == user_id:
+                socketio.server.disconnect(sid, namespace="/")
+
+    on_commit(close)
 
 
 def emit_to_org(event: str, data: dict, org_id: int | None = None) -> None:

@@ -44,6 +44,24 @@ def test_a_socket_of_a_signed_out_user_is_refused(live_server):
 
 
 @pytest.mark.live
+def test_ending_a_users_sessions_closes_their_open_sockets(live_server):
+    """A removed or signed-out user's open page stops hearing the organization at once."""
+    from crm.realtime import online_user_ids
+    from tests.live import wait_until
+
+    account = live_server.make_account()
+    with live_server.socket(live_server.session_cookie(account)) as socket:
+        with live_server.app.app_context():
+            assert online_user_ids(account.organization_id) == {account.user_id}
+        with live_server.transaction(account.organization_id):
+            services.end_all_sessions(db.session.get(User, account.user_id))
+        wait_until(lambda: not socket.client.connected, "the socket closing")
+        with live_server.app.app_context():
+            wait_until(lambda: not online_user_ids(account.organization_id),
+                       "the user leaving the presence set")
+
+
+@pytest.mark.live
 def test_a_websocket_opened_by_another_site_is_refused(live_server):
     """A page of another origin cannot open a websocket with the user's cookie (browsers
     apply no CORS to websockets); our own pages can, and hear their organization on it."""

@@ -306,8 +306,11 @@ def load_session_user(session_id: str) -> User | None:
 
 
 def end_all_sessions(user: User) -> None:
-    """Sign the user out everywhere: every session cookie and bearer token stops working."""
+    """Sign the user out everywhere: every session cookie, bearer token and open socket."""
+    from crm.realtime import disconnect_user
+
     user.session_nonce = _new_nonce()
+    disconnect_user(user.organization_id, user.id)
 
 
 def logout(user: User) -> None:
