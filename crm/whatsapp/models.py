@@ -62,6 +62,9 @@ class WhatsAppProfile(TenantMixin, db.Model):
     verify_token: Mapped[str] = mapped_column(String(64), nullable=False)
     # Fernet-encrypted JSON: cloud {access_token, app_secret}; web {session} (crm/crypto.py).
     secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # New conversations go to the online agent with the fewest open ones (round-robin).
+    auto_assign: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                              server_default=text("false"))
     last_error: Mapped[str | None] = mapped_column(String(500))
     connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     is_deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,

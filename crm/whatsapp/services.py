@@ -1,0 +1,693 @@
+"""Every write of the WhatsApp module: numbers, inbound ingest, the outbox, conversations.
+
+Inbound messages and status updates from any channel come through `receive_inbound` and
+`apply_status`, idempotent by the provider's message id, so a redelivered webhook changes
+nothing. Outbound messages are written `queued` (the outbox) and sent by the `send_message` job,
+which claims the row with FOR UPDATE SKIP LOCKED and marks it `sending` before the request
+leaves: a run cut off mid-send leaves `sending`, which the next run turns into `unknown` —
+never a second send. The provider's later status update settles it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from datetime import datetime, timedelta
+
+from flask_babel import gettext as _
+from sqlalchemy import func, select, text, tuple_, union, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from crm import events
+from crm.errors import ConflictError, NotFoundError, ValidationError
+from crm.extensions import db
+from crm.foundation.models import User
+from crm.jobs import enqueue
+from crm.models import utcnow
+from crm.permissions import sees_only_assigned
+from crm.tenancy import get_in_organization
+from crm.transaction import commit
+from crm.whatsapp.channels import channel_for
+from crm.whatsapp.channels.base import (
+    ChannelError,
+    DeliveryUncertainError,
+    InboundMessage,
+    StatusUpdate,
+)
+from crm.whatsapp.models import STATUS_RANK, Conversation, Message, WhatsAppProfile
+
+log = logging.getLogger("crm.whatsapp")
+SERVICE_WINDOW = timedelta(hours=24)
+PREVIEW_LENGTH = 200
+QUEUE = "whatsapp"
+
+
+# -- access -------------------------------------------------------------------------------
+
+def access_profile(profile_id: int) -> WhatsAppProfile:
+    profile = get_in_organization(WhatsAppProfile, profile_id)
+    if profile is None or profile.is_deleted:
+        raise NotFoundError(_("Not found."))
+    return profile
+
+
+def access_conversation(conversation_id: int, user: User) -> Conversation:
+    """The conversation if `user` may see it: agents only what is assigned to them."""
+    conversation = get_in_organization(Conversation, conversation_id)
+    if conversation is None:
+        raise NotFoundError(_("Not found."))
+    if sees_only_assigned() and conversation.assigned_user_id != user.id:
+        raise NotFoundError(_("Not found."))
+    return conversation
+
+
+def access_message(message_id: int, user: User) -> Message:
+    message = get_in_organization(Message, message_id)
+    if message is None:
+        raise NotFoundError(_("Not found."))
+    access_conversation(message.conversation_id, user)
+    return message
+
+
+def new_verify_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+# -- inbound --------------------------------------------------------------------------------
+
+def conversation_for(profile: WhatsAppProfile, phone: str | None, user_id: str | None,
+                     name: str = "") -> tuple[Conversation, bool]:
+    """The conversation with this contact on this number (created on first contact), and
+    whether it was created now.
+
+    Concurrent deliveries for a new contact race to create it; the unique index decides and
+    the loser reads the winner's row.
+    """
+    if not phone and not user_id:
+        raise ValidationError({"to": _("A phone number or WhatsApp user id is required.")})
+    key = ({"contact_phone": phone} if phone else {"contact_user_id": user_id})
+    where = "contact_phone IS NOT NULL" if phone else "contact_user_id IS NOT NULL"
+    column = "contact_phone" if phone else "contact_user_id"
+    statement = (
+        insert(Conversation)
+        .values(organization_id=profile.organization_id, profile_id=profile.id,
+                contact_name=(name or "")[:120], **key)
+        .on_conflict_do_nothing(index_elements=["organization_id", "profile_id", column],
+                                index_where=text(where))
+        .returning(Conversation.id)
+    )
+    new_id = db.session.execute(statement).scalar_one_or_none()
+    conversation = db.session.scalar(
+        select(Conversation).where(Conversation.profile_id == profile.id,
+                                   getattr(Conversation, column) == (phone or user_id))
+        .execution_options(populate_existing=True))
+    if new_id is None and name and not conversation.contact_name:
+        conversation.contact_name = name[:120]
+    return conversation, new_id is not None
+
+
+def receive_inbound(profile: WhatsAppProfile, inbound: InboundMessage) -> Message | None:
+    """Store a message a contact sent; None when this delivery was already stored."""
+    conversation, created = conversation_for(profile, inbound.contact_phone,
+                                             inbound.contact_user_id, inbound.contact_name)
+    reply_to_id = _message_id_for(profile, inbound.reply_to_provider_id)
+    message_id = db.session.execute(
+        insert(Message)
+        .values(organization_id=profile.organization_id, conversation_id=conversation.id,
+                profile_id=profile.id, direction="in", type=inbound.type,
+                body=inbound.body or "", content=inbound.content or {},
+                provider_message_id=inbound.provider_message_id, status="received",
+                reply_to_id=reply_to_id, is_forwarded=inbound.is_forwarded,
+                provider_timestamp=inbound.timestamp)
+        .on_conflict_do_nothing(index_elements=["organization_id", "profile_id",
+                                                "provider_message_id"],
+                                index_where=text("provider_message_id IS NOT NULL"))
+        .returning(Message.id)
+    ).scalar_one_or_none()
+    if message_id is None:
+        return None  # a redelivery: stored the first time
+    message = db.session.get(Message, message_id)
+    if inbound.type == "reaction":
+        _apply_reaction(profile, inbound)
+    else:
+        _touch(conversation, message, inbound=True)
+    if inbound.contact_name and conversation.contact_name != inbound.contact_name[:120]:
+        conversation.contact_name = inbound.contact_name[:120]
+    if created and profile.auto_assign:
+        auto_assign(conversation)
+    if inbound.content.get("media_id"):
+        enqueue(download_media, message.id, queue=QUEUE)
+    events.publish("message.received", _message_payload(message, conversation))
+    return message
+
+
+def _message_id_for(profile: WhatsAppProfile, provider_message_id: str | None) -> int | None:
+    if not provider_message_id:
+        return None
+    return db.session.scalar(select(Message.id).where(
+        Message.profile_id == profile.id, Message.provider_message_id == provider_message_id))
+
+
+def _apply_reaction(profile: WhatsAppProfile, inbound: InboundMessage) -> None:
+    """Show a reaction on the message it reacts to (an empty emoji removes it)."""
+    target_id = _message_id_for(profile, inbound.content.get("message_id"))
+    target = db.session.get(Message, target_id) if target_id else None
+    if target is None:
+        return
+    reactions = dict(target.content.get("reactions", {}))
+    emoji = inbound.content.get("emoji") or ""
+    if emoji:
+        reactions["contact"] = emoji
+    else:
+        reactions.pop("contact", None)
+    target.content = {**target.content, "reactions": reactions}
+    events.publish("message.updated", {"message_id": target.id,
+                                       "conversation_id": target.conversation_id})
+
+
+def _touch(conversation: Conversation, message: Message, inbound: bool) -> None:
+    now = utcnow()
+    conversation.last_message_at = now
+    conversation.last_message_preview = preview(message)
+    if inbound:
+        conversation.last_inbound_at = now
+        conversation.unread_count = Conversation.unread_count + 1
+        if conversation.status == "resolved":
+            conversation.status = "open"
+
+
+def preview(message: Message) -> str:
+    if message.body:
+        return message.body[:PREVIEW_LENGTH]
+    return f"[{message.type}]"
+
+
+def apply_status(profile: WhatsAppProfile, update_: StatusUpdate) -> Message | None:
+    """Move a sent message's status forward (never back); settle an `unknown` one."""
+    query = select(Message).where(Message.profile_id == profile.id, Message.direction == "out")
+    if update_.our_message_id:
+        query = query.where(Message.id == update_.our_message_id)
+    else:
+        query = query.where(Message.provider_message_id == update_.provider_message_id)
+    message = db.session.scalar(query.with_for_update())
+    if message is None:
+        log.info("status %s for unknown message %s ignored", update_.status,
+                 update_.provider_message_id)
+        return None
+    if message.provider_message_id is None:
+        message.provider_message_id = update_.provider_message_id
+    if STATUS_RANK[update_.status] <= STATUS_RANK[message.status]:
+        _stamp(message, update_)  # a late "delivered" after "read" only fills its timestamp
+        return message
+    message.status = update_.status
+    _stamp(message, update_)
+    if update_.status == "failed":
+        message.error_code = update_.error_code
+        message.error_message = (update_.error_message or "")[:500] or None
+    events.publish("message.status", {"message_id": message.id,
+                                      "conversation_id": message.conversation_id,
+                                      "status": message.status})
+    return message
+
+
+def _stamp(message: Message, update_: StatusUpdate) -> None:
+    column = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at",
+              "failed": "failed_at"}[update_.status]
+    if getattr(message, column) is None:
+        setattr(message, column, update_.timestamp)
+
+
+# -- outbound: the outbox ------------------------------------------------------------------
+
+def window_open(conversation: Conversation, now: datetime | None = None) -> bool:
+    """Inside WhatsApp's 24-hour customer service window (free-form messages allowed)?"""
+    if conversation.profile.provider != "cloud":
+        return True  # the window is a Business API rule; linked devices and the sandbox have none
+    last = conversation.last_inbound_at
+    return last is not None and (now or utcnow()) - last < SERVICE_WINDOW
+
+
+def queue_outbound(conversation: Conversation, sender: User, *, type_: str = "text",
+                   body: str = "", content: dict | None = None, reply_to: Message | None = None,
+                   is_forwarded: bool = False) -> Message:
+    """Write an outbound message to the outbox; the `send_message` job sends it."""
+    if type_ != "template" and not window_open(conversation):
+        raise ValidationError({"text": _("The 24-hour window has closed: only an approved "
+                                         "template can be sent until the customer writes.")})
+    message = Message(conversation_id=conversation.id, profile_id=conversation.profile_id,
+                      direction="out", type=type_, body=body, content=content or {},
+                      status="queued", sender_user_id=sender.id,
+                      reply_to_id=reply_to.id if reply_to else None, is_forwarded=is_forwarded)
+    db.session.add(message)
+    db.session.flush()
+    _touch(conversation, message, inbound=False)
+    enqueue(send_message, message.id, queue=QUEUE)
+    return message
+
+
+def send_text(conversation: Conversation, sender: User, body: object,
+              reply_to: Message | None = None) -> Message:
+    if not isinstance(body, str) or not body.strip():
+        raise ValidationError({"text": _("Write a message first.")})
+    if len(body) > 4096:
+        raise ValidationError({"text": _("Use at most %(n)d characters.", n=4096)})
+    return queue_outbound(conversation, sender, body=body.strip(), reply_to=reply_to)
+
+
+def send_message(message_id: int) -> None:
+    """The outbox job: send one queued message at most once."""
+    message = db.session.execute(
+        select(Message).where(Message.id == message_id, Message.direction == "out",
+                              Message.status.in_(("queued", "sending")))
+        .with_for_update(skip_locked=True)).scalar_one_or_none()
+    if message is None:
+        return  # sent, settled, or being sent by another worker right now
+    if message.status == "sending":
+        # A previous run was cut off after the request may have left: never send it again.
+        message.status = "unknown"
+        _announce_status(message)
+        return
+    message.status = "sending"
+    commit()  # recorded before the request leaves, so a crash cannot cause a second send
+    try:
+        provider_id = channel_for(message.conversation.profile).send(message)
+    except DeliveryUncertainError as exc:
+        log.warning("message %s: delivery uncertain (%s); waiting for the status webhook",
+                    message.id, exc)
+        message.status = "unknown"
+    except ChannelError as exc:
+        message.status = "failed"
+        message.failed_at = utcnow()
+        message.error_code = exc.code
+        message.error_message = exc.message[:500]
+    else:
+        message.provider_message_id = message.provider_message_id or provider_id
+        if STATUS_RANK[message.status] < STATUS_RANK["sent"]:
+            message.status = "sent"
+            message.sent_at = message.sent_at or utcnow()
+        events.publish("message.sent", _message_payload(message, message.conversation))
+    _announce_status(message)
+
+
+def _announce_status(message: Message) -> None:
+    events.publish("message.status", {"message_id": message.id,
+                                      "conversation_id": message.conversation_id,
+                                      "status": message.status})
+
+
+def retry_message(message: Message, actor: User) -> Message:
+    """Send a failed message again (a person decided to; `unknown` ones are never retried)."""
+    if message.direction != "out" or message.status != "failed":
+        raise ConflictError(_("Only a failed message can be sent again."))
+    message.status = "queued"
+    message.error_code = message.error_message = message.failed_at = None
+    enqueue(send_message, message.id, queue=QUEUE)
+    log.info("message %s retried by %s", message.id, actor)
+    return message
+
+
+def download_media(message_id: int) -> None:
+    """Fetch an inbound message's media into storage (idempotent: skips what is stored)."""
+    from crm.whatsapp import media
+
+    message = get_in_organization(Message, message_id)
+    if message is None or message.content.get("path"):
+        return
+    data, mime_type = channel_for(message.conversation.profile).download_media(message)
+    path = media.store(message, data, mime_type)
+    message.content = {**message.content, "path": path, "mime_type": mime_type,
+                       "size": len(data)}
+    events.publish("message.updated", {"message_id": message.id,
+                                       "conversation_id": message.conversation_id})
+
+
+def mark_conversation_read(conversation: Conversation, actor: User) -> None:
+    """Clear the unread count and send read receipts for what the contact sent."""
+    if conversation.unread_count == 0:
+        return
+    conversation.unread_count = 0
+    latest = db.session.scalar(
+        select(Message.id).where(Message.conversation_id == conversation.id,
+                                 Message.direction == "in", Message.read_at.is_(None))
+        .order_by(Message.id.desc()).limit(1))
+    db.session.execute(update(Message).where(
+        Message.conversation_id == conversation.id, Message.direction == "in",
+        Message.read_at.is_(None)).values(read_at=utcnow()))
+    if latest is not None:
+        enqueue(send_read_receipt, latest, queue=QUEUE)
+    events.publish("conversation.updated", {"conversation_id": conversation.id})
+
+
+def send_read_receipt(message_id: int) -> None:
+    message = get_in_organization(Message, message_id)
+    if message is not None:
+        try:
+            channel_for(message.conversation.profile).mark_read(message)
+        except (ChannelError, DeliveryUncertainError) as exc:
+            log.info("read receipt for message %s not sent: %s", message_id, exc)
+
+
+def _message_payload(message: Message, conversation: Conversation) -> dict:
+    return {"message_id": message.id, "conversation_id": conversation.id,
+            "profile_id": conversation.profile_id, "direction": message.direction,
+            "contact_phone": conversation.contact_phone,
+            "contact_user_id": conversation.contact_user_id,
+            "contact_name": conversation.contact_name, "type": message.type,
+            "body": message.body, "customer_id": conversation.customer_id}
+
+
+# -- numbers (profiles) ----------------------------------------------------------------------
+
+def list_profiles() -> list[WhatsAppProfile]:
+    return list(db.session.scalars(select(WhatsAppProfile).where(~WhatsAppProfile.is_deleted)
+                                   .order_by(WhatsAppProfile.id)))
+
+
+def create_profile(actor: User, provider: object, display_name: object, *,
+                   phone_number: object = None, phone_number_id: object = None,
+                   business_account_id: object = None, access_token: object = None,
+                   app_secret: object = None, auto_assign: bool = False) -> WhatsAppProfile:
+    """Connect a number: `cloud` with Meta's ids and secrets, `web` to pair by QR code,
+    `sandbox` to try Wasl with a simulated customer."""
+    from crm.crypto import encrypt
+    from crm.foundation.services import audit
+
+    fields: dict[str, str] = {}
+    if provider not in ("cloud", "web", "sandbox"):
+        fields["provider"] = _("Choose one of the listed options.")
+    name = display_name.strip() if isinstance(display_name, str) else ""
+    if not name or len(name) > 120:
+        fields["display_name"] = _("Enter a name of at most %(n)d characters.", n=120)
+    phone = _optional_phone(phone_number, fields)
+    secrets_: dict[str, str] = {}
+    if provider == "cloud":
+        for key, value in (("phone_number_id", phone_number_id), ("access_token", access_token),
+                           ("app_secret", app_secret)):
+            if not isinstance(value, str) or not value.strip() or len(value) > 512:
+                fields[key] = _("This field is required.")
+        secrets_ = {"access_token": str(access_token).strip(),
+                    "app_secret": str(app_secret).strip()}
+    if fields:
+        raise ValidationError(fields)
+    profile = WhatsAppProfile(
+        display_name=name, provider=provider, phone_number=phone,
+        phone_number_id=phone_number_id.strip() if provider == "cloud" else None,
+        business_account_id=(business_account_id or None) if provider == "cloud" else None,
+        verify_token=new_verify_token(), secrets=encrypt(secrets_) if secrets_ else None,
+        state="connected" if provider in ("cloud", "sandbox") else "disconnected",
+        connected_at=utcnow() if provider in ("cloud", "sandbox") else None,
+        auto_assign=bool(auto_assign))
+    db.session.add(profile)
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError:
+        raise ConflictError(_("This WhatsApp number is already connected."),
+                            {"phone_number_id": _("Already connected.")}) from None
+    audit("whatsapp.profile_created", actor, profile, provider=provider)
+    return profile
+
+
+def _optional_phone(raw: object, fields: dict[str, str]) -> str | None:
+    from crm.foundation.services import current_organization
+    from crm.search import normalize_phone
+
+    if raw in (None, ""):
+        return None
+    phone = normalize_phone(raw, current_organization().country)
+    if phone is None:
+        fields["phone_number"] = _("Enter a valid phone number.")
+    return phone
+
+
+def connect_profile(actor: User, profile: WhatsAppProfile) -> WhatsAppProfile:
+    """Start pairing a linked device (the supervisor shows the QR code); others are live."""
+    if profile.provider == "web":
+        if profile.state != "connected":
+            profile.state = "pairing"
+            profile.last_error = None
+    else:
+        profile.state = "connected"
+        profile.connected_at = profile.connected_at or utcnow()
+    events.publish("whatsapp.profile_changed", {"profile_id": profile.id})
+    return profile
+
+
+def disconnect_profile(actor: User, profile: WhatsAppProfile) -> WhatsAppProfile:
+    from crm.foundation.services import audit
+
+    profile.state = "disconnected"
+    if profile.provider == "web":
+        profile.secrets = None  # the linked device's session: pairing starts over
+    events.publish("whatsapp.profile_changed", {"profile_id": profile.id})
+    audit("whatsapp.profile_disconnected", actor, profile)
+    return profile
+
+
+def delete_profile(actor: User, profile: WhatsAppProfile) -> None:
+    """Remove a number from the inbox; its conversations stay in the history."""
+    from crm.foundation.services import audit
+
+    disconnect_profile(actor, profile)
+    profile.is_deleted = True
+    profile.phone_number_id = None  # the number can be connected again later
+    audit("whatsapp.profile_deleted", actor, profile)
+
+
+# -- conversations -------------------------------------------------------------------------
+
+FILTERS = ("mine", "unassigned", "all")
+
+
+def list_conversations(user: User, *, scope: str = "all", status: str | None = None,
+                       profile_id: int | None = None, search: str = "",
+                       after: tuple[datetime, int] | None = None, limit: int = 30
+                       ) -> tuple[list[Conversation], tuple[datetime, int] | None]:
+    """Conversations newest first, keyset-paginated on (last_message_at, id)."""
+    query = (select(Conversation).options(selectinload(Conversation.assigned_user),
+                                          selectinload(Conversation.profile))
+             .where(Conversation.last_message_at.is_not(None)))
+    if sees_only_assigned() or scope == "mine":
+        query = query.where(Conversation.assigned_user_id == user.id)
+    elif scope == "unassigned":
+        query = query.where(Conversation.assigned_user_id.is_(None))
+    if status:
+        query = query.where(Conversation.status == status)
+    if profile_id:
+        query = query.where(Conversation.profile_id == profile_id)
+    if search.strip():
+        query = query.where(Conversation.id.in_(_search_ids(search.strip())))
+    if after:
+        query = query.where(tuple_(Conversation.last_message_at, Conversation.id) <
+                            tuple_(after[0], after[1]))
+    rows = list(db.session.scalars(
+        query.order_by(Conversation.last_message_at.desc(), Conversation.id.desc())
+        .limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, ((rows[-1].last_message_at, rows[-1].id) if more else None)
+
+
+def _search_ids(term: str):
+    """Ids of conversations whose contact or messages match: a UNION of indexed lookups, one
+    per table (never an OR across tables)."""
+    from crm.foundation.services import current_organization
+    from crm.search import fold_text, like_pattern, phone_digits
+
+    folded = like_pattern(fold_text(term))
+    parts = [select(Conversation.id).where(Conversation.search_name.like(folded)),
+             select(Message.conversation_id).where(Message.search_body.like(folded))]
+    digits = phone_digits(term, current_organization().country)
+    if len(digits) >= 3:
+        parts.append(select(Conversation.id).where(
+            Conversation.search_phone.like(like_pattern(digits))))
+    return union(*parts)
+
+
+def list_messages(conversation: Conversation, before_id: int | None = None, limit: int = 50
+                  ) -> tuple[list[Message], int | None]:
+    """A thread's messages, newest page first (returned oldest to newest for display)."""
+    query = (select(Message).options(selectinload(Message.reply_to), selectinload(Message.sender))
+             .where(Message.conversation_id == conversation.id, Message.type != "reaction")
+             .order_by(Message.id.desc()).limit(limit + 1))
+    if before_id:
+        query = query.where(Message.id < before_id)
+    rows = list(db.session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return list(reversed(rows)), (rows[-1].id if more else None)
+
+
+def unread_total(user: User) -> int:
+    """Unread messages in the conversations `user` works on (agents: assigned to them)."""
+    query = select(func.coalesce(func.sum(Conversation.unread_count), 0))
+    if sees_only_assigned():
+        query = query.where(Conversation.assigned_user_id == user.id)
+    return int(db.session.scalar(query))
+
+
+def set_status(conversation: Conversation, status: object, actor: User) -> Conversation:
+    from crm.whatsapp.models import CONVERSATION_STATUSES
+
+    if status not in CONVERSATION_STATUSES:
+        raise ValidationError({"status": _("Choose one of the listed options.")})
+    conversation.status = status
+    events.publish("conversation.updated", {"conversation_id": conversation.id})
+    return conversation
+
+
+def assign_conversation(conversation: Conversation, assignee_id: object, actor: User
+                        ) -> Conversation:
+    """Assign, transfer (another assignee) or unassign (None) a conversation."""
+    from crm.foundation.services import audit
+    from crm.permissions import role_allows
+
+    assignee = None
+    if assignee_id not in (None, ""):
+        try:
+            assignee = get_in_organization(User, int(assignee_id))
+        except (TypeError, ValueError):
+            assignee = None
+        if assignee is None or not assignee.is_active or not role_allows(
+                assignee.role, "whatsapp", "write"):
+            raise ValidationError({"assignee_id": _("Choose a member who answers WhatsApp.")})
+    previous = conversation.assigned_user_id
+    conversation.assigned_user_id = assignee.id if assignee else None
+    if previous != conversation.assigned_user_id:
+        audit("whatsapp.conversation_assigned", actor, conversation,
+              assignee_id=conversation.assigned_user_id, previous_id=previous)
+        events.publish("conversation.assigned", {
+            "conversation_id": conversation.id, "assignee_id": conversation.assigned_user_id,
+            "previous_assignee_id": previous, "actor_id": actor.id if actor else None})
+    return conversation
+
+
+def auto_assign(conversation: Conversation) -> None:
+    """Give a new conversation to the online agent with the fewest open conversations."""
+    from crm.realtime import online_user_ids
+
+    online = online_user_ids(conversation.organization_id)
+    if not online:
+        return
+    load = dict(db.session.execute(
+        select(User.id, func.count(Conversation.id))
+        .outerjoin(Conversation, (Conversation.assigned_user_id == User.id)
+                   & (Conversation.status != "resolved"))
+        .where(User.id.in_(online), User.is_active, User.role == "agent")
+        .group_by(User.id)).all())
+    if load:
+        chosen = min(load, key=lambda user_id: (load[user_id], user_id))
+        conversation.assigned_user_id = chosen
+        events.publish("conversation.assigned", {
+            "conversation_id": conversation.id, "assignee_id": chosen,
+            "previous_assignee_id": None, "actor_id": None})
+
+
+# -- sending more than text -----------------------------------------------------------------
+
+def send_media(conversation: Conversation, sender: User, upload, caption: object = "",
+               reply_to: Message | None = None) -> Message:
+    """Send an uploaded file (image, video, audio, document) within WhatsApp's limits."""
+    from crm.whatsapp import media
+
+    if upload is None or not getattr(upload, "filename", ""):
+        raise ValidationError({"file": _("Choose a file to send.")})
+    mime_type = (upload.mimetype or "").split(";")[0].strip()
+    kind = media.kind_of(mime_type)
+    if kind is None:
+        raise ValidationError({"file": _("This type of file cannot be sent on WhatsApp.")})
+    data = upload.read(media.MAX_UPLOAD_BYTES + 1)
+    limit = media.ALLOWED_UPLOADS[kind][1]
+    if len(data) > limit:
+        raise ValidationError({"file": _("The file is too large: at most %(mb)d MB.",
+                                         mb=limit // (1024 * 1024))})
+    if not data:
+        raise ValidationError({"file": _("The file is empty.")})
+    text_ = caption.strip()[:1024] if isinstance(caption, str) else ""
+    message = queue_outbound(conversation, sender, type_=kind, body=text_, reply_to=reply_to,
+                             content={"mime_type": mime_type, "filename": upload.filename[:200],
+                                      "size": len(data)})
+    message.content = {**message.content, "path": media.store(message, data, mime_type)}
+    return message
+
+
+def send_template(conversation: Conversation, sender: User, name: object, language: object,
+                  parameters: object = ()) -> Message:
+    """Send an approved template (the only kind allowed outside the 24-hour window)."""
+    fields = {}
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,512}", name):
+        fields["template_name"] = _("Enter the template's name as approved by WhatsApp.")
+    if not isinstance(language, str) or not re.fullmatch(r"[a-z]{2,3}(_[A-Z]{2})?", language):
+        fields["template_language"] = _("Enter a language code such as ar or en_US.")
+    if not isinstance(parameters, list | tuple) or not all(
+            isinstance(p, str) and len(p) <= 1024 for p in parameters):
+        fields["template_parameters"] = _("Parameters must be a list of texts.")
+    if fields:
+        raise ValidationError(fields)
+    return queue_outbound(conversation, sender, type_="template", body=name,
+                          content={"template": {"name": name, "language": language,
+                                                "parameters": list(parameters)}})
+
+
+def forward_message(message: Message, target: Conversation, actor: User) -> Message:
+    if message.deleted_at or message.type in ("reaction", "unsupported"):
+        raise ValidationError({"message_id": _("This message cannot be forwarded.")})
+    content = {k: v for k, v in message.content.items() if k not in ("reactions", "media_id")}
+    return queue_outbound(target, actor, type_=message.type, body=message.body,
+                          content=content, is_forwarded=True)
+
+
+EDIT_WINDOW = timedelta(minutes=15)
+
+
+def edit_message(message: Message, new_text: object, actor: User) -> Message:
+    """Change a sent text message, where the channel allows it and within WhatsApp's window."""
+    _check_changeable(message, "supports_edit")
+    if message.type != "text":
+        raise ValidationError({"text": _("Only text messages can be edited.")})
+    if utcnow() - message.created_at > EDIT_WINDOW:
+        raise ValidationError({"text": _("Messages can be edited for 15 minutes after sending.")})
+    if not isinstance(new_text, str) or not new_text.strip():
+        raise ValidationError({"text": _("Write a message first.")})
+    _call_channel(message, lambda channel: channel.edit(message, new_text.strip()))
+    message.body = new_text.strip()
+    message.edited_at = utcnow()
+    events.publish("message.updated", {"message_id": message.id,
+                                       "conversation_id": message.conversation_id})
+    return message
+
+
+def delete_message(message: Message, actor: User) -> Message:
+    """Delete a sent message for everyone, where the channel allows it."""
+    _check_changeable(message, "supports_revoke")
+    _call_channel(message, lambda channel: channel.revoke(message))
+    message.deleted_at = utcnow()
+    events.publish("message.deleted", {"message_id": message.id,
+                                       "conversation_id": message.conversation_id})
+    return message
+
+
+class UnsupportedActionError(ValidationError):
+    """The channel has no such call (the Cloud API cannot edit or delete): 422."""
+
+
+def _check_changeable(message: Message, capability: str) -> None:
+    profile = message.conversation.profile
+    if not getattr(channel_for(profile), capability):
+        raise UnsupportedActionError(
+            {"message_id": _("This WhatsApp connection cannot edit or delete messages.")})
+    if message.direction != "out" or message.deleted_at or not message.provider_message_id:
+        raise ValidationError({"message_id": _("Only your sent messages can be changed.")})
+
+
+def _call_channel(message: Message, call) -> None:
+    try:
+        call(channel_for(message.conversation.profile))
+    except ChannelError as exc:
+        raise ConflictError(_("WhatsApp refused the change: %(reason)s", reason=exc.message)
+                            ) from None
+    except DeliveryUncertainError:
+        raise ConflictError(_("WhatsApp could not be reached. Please try again.")) from None
