@@ -48,12 +48,12 @@ def _seed_team():
     from crm.tenancy import organization_context
     from crm.transaction import commit
 
-    registration = services.register_organization("Bench", "Bench Admin", "bench@wasl.local",
+    registration = services.register_organization("Bench", "Bench Admin", "bench@wasl.example",
                                                   "bench-password", "ar")
     org_id = registration.organization.id
     with organization_context(org_id):
         for n in range(TEAM_SIZE):
-            db.session.add(User(email=f"agent{n}@wasl.local", full_name=f"وكيل {n}",
+            db.session.add(User(email=f"agent{n}@wasl.example", full_name=f"وكيل {n}",
                                 password_hash=registration.user.password_hash, role="agent",
                                 session_nonce=f"{n:032d}"))
         commit()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import format_datetime, format_decimal, get_locale
 from flask_login import current_user
 
 from crm.config import ROOT
 from crm.extensions import babel
 
+LANGUAGES = ("ar", "en")
 RTL_LANGUAGES = frozenset({"ar"})
 
 
@@ -27,19 +28,19 @@ def init_app(app: Flask) -> None:
 
 
 def select_language() -> str:
-    languages = ("ar", "en")
-    choice = request.args.get("lang") if request else None
-    if choice in languages and not current_user.is_authenticated:
-        return choice
+    """The user's preference, the organization's default, a visitor's choice, the browser's."""
+    if not has_request_context():
+        return "ar"  # jobs and commands choose with force_locale where it matters
     if current_user.is_authenticated:
         return current_user.preferred_language or current_user.organization.default_language
-    if request and request.cookies.get("lang") in languages:
-        return request.cookies["lang"]
-    return request.accept_languages.best_match(languages, default="ar") if request else "ar"
+    for choice in (request.args.get("lang"), request.cookies.get("lang")):
+        if choice in LANGUAGES:
+            return choice
+    return request.accept_languages.best_match(LANGUAGES, default="ar")
 
 
 def select_timezone() -> str | None:
-    if current_user.is_authenticated:
+    if has_request_context() and current_user.is_authenticated:
         return current_user.organization.timezone
     return None
 
