@@ -32,6 +32,7 @@ def upgrade():
     sa.Column('business_account_id', sa.String(length=64), nullable=True),
     sa.Column('verify_token', sa.String(length=64), nullable=False),
     sa.Column('secrets', sa.LargeBinary(), nullable=True),
+    sa.Column('auto_assign', sa.Boolean(), server_default=sa.text('false'), nullable=False),
     sa.Column('last_error', sa.String(length=500), nullable=True),
     sa.Column('connected_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('is_deleted', sa.Boolean(), server_default=sa.text('false'), nullable=False),
