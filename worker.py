@@ -21,4 +21,6 @@ def run(queues: list[str], burst: bool = False) -> None:
 if __name__ == "__main__":
     import sys
 
-    run(sys.argv[1:] or ["default", "mail"])
+    from crm.config import Config
+
+    run(sys.argv[1:] or list(Config.RQ_QUEUES))

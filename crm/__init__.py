@@ -42,9 +42,11 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
 
     from crm.api import blueprint as api_blueprint
     from crm.foundation.views import blueprint as foundation_blueprint
+    from crm.whatsapp.webhooks import blueprint as whatsapp_webhooks_blueprint
 
     app.register_blueprint(foundation_blueprint)
     app.register_blueprint(api_blueprint)
+    app.register_blueprint(whatsapp_webhooks_blueprint)
     return app
 
 

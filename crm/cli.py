@@ -73,12 +73,13 @@ def main() -> None:
 @click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)))
 @click.option("--host", default="127.0.0.1")
 def up(port: int, host: str) -> None:
-    """Migrate, then run web and worker together until Ctrl-C."""
+    """Migrate, then run web, worker and the WhatsApp supervisor together until Ctrl-C."""
     subprocess.run([sys.executable, "-m", "crm", "db", "upgrade"], check=True)
     children = [
         subprocess.Popen([sys.executable, "-m", "crm", "run-web", "--host", host,
                           "--port", str(port)]),
         subprocess.Popen([sys.executable, "-m", "crm", "worker"]),
+        subprocess.Popen([sys.executable, "-m", "crm", "whatsapp", "supervise"]),
     ]
     click.echo(f"Wasl is running on http://{host}:{port} — press Ctrl-C to stop.")
     _wait_for(children)
@@ -120,13 +121,29 @@ def run_web(port: int, host: str) -> None:
 
 
 @cli.command()
-@click.option("--queues", default="default,mail")
+@click.option("--queues", default=",".join(Config.RQ_QUEUES),
+              help="Comma-separated, in priority order.")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 def worker(queues: str, burst: bool) -> None:
     """Run an RQ worker (with the scheduler) with the app created once."""
     from worker import run
 
     run(queues.split(","), burst=burst)
+
+
+@cli.group()
+def whatsapp() -> None:
+    """WhatsApp linked devices (`web` profiles)."""
+
+
+@whatsapp.command()
+def supervise() -> None:
+    """Hold the session of every `web` profile until SIGTERM or Ctrl-C."""
+    from flask import current_app
+
+    from crm.whatsapp.supervisor import Supervisor
+
+    Supervisor(current_app._get_current_object()).run_until_signalled()
 
 
 @cli.command("seed-demo")

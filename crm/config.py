@@ -59,6 +59,14 @@ class Config:
     SMTP_STARTTLS = _bool("SMTP_STARTTLS", True)
     MAIL_FROM = os.environ.get("MAIL_FROM", "Wasl <no-reply@wasl.local>")
 
+    # WhatsApp Cloud API. The platform-wide webhook (/webhooks/whatsapp) is verified with the
+    # platform's own Meta app: its app secret signs deliveries, its verify token answers the
+    # subscription check. Per-profile webhooks use each profile's own secrets instead.
+    WHATSAPP_GRAPH_URL = os.environ.get("WHATSAPP_GRAPH_URL", "https://graph.facebook.com")
+    WHATSAPP_GRAPH_VERSION = os.environ.get("WHATSAPP_GRAPH_VERSION", "v23.0")
+    WHATSAPP_APP_SECRET = os.environ.get("WHATSAPP_APP_SECRET", "")
+    WHATSAPP_VERIFY_TOKEN = os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
+
     # Jobs run on RQ; tests drain the queues in-process instead of running a worker.
-    RQ_QUEUES = ("default", "mail")
+    RQ_QUEUES = ("whatsapp", "default", "mail")
     TESTING = False

@@ -189,7 +189,11 @@ def apply_status(profile: WhatsAppProfile, update_: StatusUpdate) -> Message | N
     """Move a sent message's status forward (never back); settle an `unknown` one."""
     query = select(Message).where(Message.profile_id == profile.id, Message.direction == "out")
     if update_.our_message_id:
-        query = query.where(Message.id == update_.our_message_id)
+        # Our id, echoed back; the provider id must agree once we know it (another app on the
+        # same number could echo numbers of its own).
+        query = query.where(Message.id == update_.our_message_id,
+                            (Message.provider_message_id.is_(None))
+                            | (Message.provider_message_id == update_.provider_message_id))
     else:
         query = query.where(Message.provider_message_id == update_.provider_message_id)
     message = db.session.scalar(query.with_for_update())
@@ -272,24 +276,34 @@ def send_message(message_id: int) -> None:
         return
     message.status = "sending"
     commit()  # recorded before the request leaves, so a crash cannot cause a second send
+    provider_id, refusal = None, None
     try:
         provider_id = channel_for(message.conversation.profile).send(message)
     except DeliveryUncertainError as exc:
         log.warning("message %s: delivery uncertain (%s); waiting for the status webhook",
                     message.id, exc)
-        message.status = "unknown"
     except ChannelError as exc:
+        refusal = exc
+    # A status webhook may have arrived while the request was in flight: it wins.
+    db.session.refresh(message, with_for_update=True)
+    if provider_id:
+        _record_sent(message, provider_id)
+    elif message.status == "sending" and refusal is not None:
         message.status = "failed"
         message.failed_at = utcnow()
-        message.error_code = exc.code
-        message.error_message = exc.message[:500]
-    else:
-        message.provider_message_id = message.provider_message_id or provider_id
-        if STATUS_RANK[message.status] < STATUS_RANK["sent"]:
-            message.status = "sent"
-            message.sent_at = message.sent_at or utcnow()
-        events.publish("message.sent", _message_payload(message, message.conversation))
+        message.error_code = refusal.code
+        message.error_message = refusal.message[:500]
+    elif message.status == "sending":
+        message.status = "unknown"
     _announce_status(message)
+
+
+def _record_sent(message: Message, provider_id: str) -> None:
+    message.provider_message_id = message.provider_message_id or provider_id
+    if STATUS_RANK[message.status] < STATUS_RANK["sent"]:
+        message.status = "sent"
+        message.sent_at = message.sent_at or utcnow()
+    events.publish("message.sent", _message_payload(message, message.conversation))
 
 
 def _announce_status(message: Message) -> None:

@@ -1,0 +1,255 @@
+"""The official WhatsApp Business Cloud API: the Graph API out, signed webhooks in.
+
+Outbound requests follow Meta's Cloud API reference: POST /{version}/{phone_number_id}/messages
+with `messaging_product: "whatsapp"`, media uploaded first to /{phone_number_id}/media and sent
+by id, our own message id in `biz_opaque_callback_data` (Meta echoes it in every status webhook,
+so a send whose answer was lost is still matched), and `recipient` (the business-scoped user id)
+for contacts WhatsApp shows us without a phone number. Inbound webhooks are parsed in
+crm/whatsapp/webhooks.py.
+
+What a failure means for the outbox matters more than its wording: `ChannelError` says WhatsApp
+did not take the message (it is marked failed and a person may retry it), while
+`DeliveryUncertainError` says it may have been sent (it becomes `unknown` and is never resent).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import requests
+from flask import current_app
+from urllib3.exceptions import NewConnectionError
+
+from crm.crypto import decrypt_json
+from crm.whatsapp import media
+from crm.whatsapp.channels.base import ChannelError, DeliveryUncertainError
+from crm.whatsapp.models import Message, WhatsAppProfile
+
+log = logging.getLogger("crm.whatsapp.cloud")
+
+TIMEOUT = (5, 20)  # seconds: connect, then read
+# Meta's largest media (documents) is 100 MB; a bigger answer is not a WhatsApp file.
+MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
+CAPTIONED = {"image", "video", "document"}  # audio and stickers take no caption
+UPLOADED = {"image", "video", "audio", "document", "sticker"}
+
+
+class CloudChannel:
+    supports_edit: ClassVar[bool] = False
+    supports_revoke: ClassVar[bool] = False
+
+    def __init__(self, profile: WhatsAppProfile) -> None:
+        self.profile = profile
+        self._token = decrypt_json(profile.secrets).get("access_token") or ""
+
+    # -- the channel interface ---------------------------------------------------------------
+
+    def send(self, message: Message) -> str:
+        """Send `message` and return WhatsApp's id for it (wamid...)."""
+        payload = {"messaging_product": "whatsapp", "recipient_type": "individual",
+                   **self._recipient(message), **self._content(message),
+                   "biz_opaque_callback_data": str(message.id)}
+        reply_to = message.reply_to
+        if reply_to is not None and reply_to.provider_message_id:
+            payload["context"] = {"message_id": reply_to.provider_message_id}
+        answer = self._graph("POST", f"{self._number()}/messages", json=payload,
+                             may_deliver=True)
+        try:
+            return str(answer["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            # Accepted (2xx) without the id we expect: it may well be on its way, and the
+            # status webhook will name it by biz_opaque_callback_data.
+            raise DeliveryUncertainError(f"message {message.id}: 2xx answer without a message "
+                                         "id") from None
+
+    def mark_read(self, message: Message) -> None:
+        """Send the read receipt (blue ticks) for an inbound message."""
+        self._graph("POST", f"{self._number()}/messages",
+                    json={"messaging_product": "whatsapp", "status": "read",
+                          "message_id": message.provider_message_id},
+                    may_deliver=False)  # a second read receipt changes nothing
+
+    def edit(self, message: Message, text: str) -> None:
+        raise ChannelError("unsupported", "The WhatsApp Cloud API cannot edit a sent message.")
+
+    def revoke(self, message: Message) -> None:
+        raise ChannelError("unsupported", "The WhatsApp Cloud API cannot delete a sent message.")
+
+    def download_media(self, message: Message) -> tuple[bytes, str]:
+        """Fetch an inbound message's media: its id gives a short-lived URL, read with the token."""
+        media_id = message.content.get("media_id")
+        if not media_id:
+            raise ChannelError("no_media", f"message {message.id} carries no media id")
+        info = self._graph("GET", str(media_id),
+                           params={"phone_number_id": self.profile.phone_number_id},
+                           may_deliver=False)
+        url = info.get("url")
+        if not isinstance(url, str) or not url:
+            raise ChannelError("no_media", f"media {media_id}: the Graph API gave no URL")
+        data, content_type = self._download(url)
+        return data, str(info.get("mime_type") or content_type or "application/octet-stream")
+
+    def _number(self) -> str:
+        """Meta's id of our number, which every send and upload is addressed to."""
+        if not self.profile.phone_number_id:
+            raise ChannelError("not_configured", "The number has no Meta phone number id.")
+        return self.profile.phone_number_id
+
+    # -- payloads ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _recipient(message: Message) -> dict[str, str]:
+        conversation = message.conversation
+        if conversation.contact_phone:
+            return {"to": conversation.contact_phone.lstrip("+")}
+        if conversation.contact_user_id:
+            # Meta: `recipient` takes a business-scoped user id; `to` would win if both were set.
+            return {"recipient": conversation.contact_user_id}
+        raise ChannelError("no_recipient", "The conversation has no phone number or user id.")
+
+    def _content(self, message: Message) -> dict[str, Any]:
+        if message.type == "text":
+            return {"type": "text", "text": {"body": message.body}}
+        if message.type == "template":
+            return {"type": "template", "template": _template(message.content)}
+        if message.type in UPLOADED:
+            media_object: dict[str, Any] = {"id": self._upload(message)}
+            if message.type in CAPTIONED and message.body:
+                media_object["caption"] = message.body
+            if message.type == "document" and message.content.get("filename"):
+                media_object["filename"] = message.content["filename"]
+            return {"type": message.type, message.type: media_object}
+        raise ChannelError("unsupported", f"Cannot send a {message.type} message through the "
+                                          "WhatsApp Cloud API.")
+
+    def _upload(self, message: Message) -> str:
+        """Upload the message's stored file; the media id it is sent by."""
+        path = media.path_of(message)
+        if path is None or not path.is_file():
+            raise ChannelError("no_media", f"message {message.id}: its file is not in storage")
+        mime_type = message.content.get("mime_type") or "application/octet-stream"
+        filename = message.content.get("filename") or path.name
+        with path.open("rb") as file:
+            # An upload sends nothing to the contact, so its failures are never "uncertain".
+            answer = self._graph("POST", f"{self._number()}/media",
+                                 data={"messaging_product": "whatsapp", "type": mime_type},
+                                 files={"file": (filename, file, mime_type)}, may_deliver=False)
+        media_id = answer.get("id")
+        if not media_id:
+            raise ChannelError("upload_failed", "The Graph API accepted the upload but gave no "
+                                                "media id.")
+        return str(media_id)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _graph(self, method: str, path: str, *, may_deliver: bool, **kwargs: Any) -> dict:
+        """Call the Graph API and return its JSON answer, or raise what the failure means.
+
+        `may_deliver` says whether this request can put a message in front of the contact:
+        only then can a lost answer leave the outcome uncertain.
+        """
+        config = current_app.config
+        base = config["WHATSAPP_GRAPH_URL"].rstrip("/")
+        url = f"{base}/{config['WHATSAPP_GRAPH_VERSION']}/{path}"
+        response = self._request(method, url, may_deliver=may_deliver, **kwargs)
+        if response.ok:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):
+                return answer
+            if may_deliver:
+                raise DeliveryUncertainError(f"{method} {path}: 2xx answer that is not JSON")
+            raise ChannelError(f"http_{response.status_code}", "The Graph API answered "
+                                                               "something that is not JSON.")
+        raise _failure(response, may_deliver)
+
+    def _request(self, method: str, url: str, *, may_deliver: bool,
+                 **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            return requests.request(method, url, headers=headers, timeout=TIMEOUT, **kwargs)
+        except requests.RequestException as exc:
+            if may_deliver and not _never_sent(exc):
+                raise DeliveryUncertainError(f"{method} {url}: {type(exc).__name__}") from exc
+            raise ChannelError("network", f"WhatsApp could not be reached "
+                                          f"({type(exc).__name__}).") from exc
+
+    def _download(self, url: str) -> tuple[bytes, str]:
+        # The URL (on Meta's CDN, valid for minutes) only answers with the same bearer token.
+        response = self._request("GET", url, may_deliver=False, stream=True)
+        with response:
+            if not response.ok:
+                raise _failure(response, may_deliver=False)
+            chunks, size = [], 0
+            for chunk in response.iter_content(chunk_size=64 * 1024):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise ChannelError("too_large", f"media over {MAX_DOWNLOAD_BYTES} bytes")
+                chunks.append(chunk)
+        return b"".join(chunks), response.headers.get("Content-Type", "").split(";")[0]
+
+
+def _template(content: dict) -> dict[str, Any]:
+    """Meta's template object from what the outbox stored: name, language, components."""
+    name = content.get("name")
+    if not name:
+        raise ChannelError("invalid_template", "The template has no name.")
+    language = content.get("language") or "en_US"
+    template: dict[str, Any] = {
+        "name": name,
+        "language": language if isinstance(language, dict) else {"code": language},
+    }
+    if content.get("components"):
+        template["components"] = content["components"]
+    return template
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Did the request fail before any of it could reach WhatsApp?
+
+    Only a failure to open the connection (refused, unresolvable, connect timeout) or to
+    complete TLS proves that. A read timeout or a connection dropped later means the request
+    was (or may have been) sent and processed without us hearing the answer.
+    """
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", None), NewConnectionError)
+
+
+def _failure(response: requests.Response, may_deliver: bool) -> Exception:
+    """The exception an error answer of the Graph API stands for.
+
+    Graph reports its own errors as JSON {"error": {"code", "message", "error_data":
+    {"details"}}}, whatever the HTTP status: that is WhatsApp saying it did not take the
+    request (131047 window closed, 130429 rate limit, 131026 undeliverable, ...), so the message
+    is failed and may be retried by a person. A 5xx without that body comes from whatever
+    stands in front of or behind the API (a gateway timeout, a crashed backend) after the
+    request arrived, so a message may have been accepted before the failure: uncertain.
+    """
+    error = _graph_error(response)
+    if error is not None:
+        code, message = error
+        return ChannelError(code, message)
+    if may_deliver and response.status_code >= 500:
+        return DeliveryUncertainError(f"HTTP {response.status_code} without a Graph error")
+    return ChannelError(f"http_{response.status_code}",
+                        f"The Graph API answered HTTP {response.status_code}.")
+
+
+def _graph_error(response: requests.Response) -> tuple[str, str] | None:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict) or "code" not in error:
+        return None
+    message = str(error.get("message") or "")
+    error_data = error.get("error_data")
+    details = error_data.get("details") if isinstance(error_data, dict) else None
+    if details and details != message:
+        message = f"{message}: {details}" if message else str(details)
+    return str(error["code"]), message[:500]

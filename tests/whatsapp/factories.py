@@ -1,0 +1,69 @@
+"""Factories for the WhatsApp module's tests: profiles made directly, with encrypted secrets."""
+
+from __future__ import annotations
+
+import itertools
+
+from crm.crypto import encrypt
+from crm.extensions import db
+from crm.foundation.models import Organization
+from crm.models import utcnow
+from crm.tenancy import organization_context
+from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
+from crm.whatsapp.services import new_verify_token
+
+_sequence = itertools.count(1)
+
+
+def make_profile(org: Organization, provider: str = "cloud", *,
+                 phone_number_id: str | None = None, access_token: str | None = None,
+                 app_secret: str | None = None, secrets: dict | None = None,
+                 **fields) -> WhatsAppProfile:
+    """A WhatsApp number of `org`. Cloud profiles get a phone number id, an access token and an
+    app secret unless given; `secrets` replaces the encrypted secrets outright (e.g. a web
+    session). Other columns (display_name, state, phone_number...) may be passed as keywords."""
+    n = next(_sequence)
+    if secrets is None and provider == "cloud":
+        secrets = {"access_token": access_token or f"token-{n}",
+                   "app_secret": app_secret or f"app-secret-{n}"}
+        phone_number_id = phone_number_id or f"1065403522{n:05d}"
+    fields.setdefault("display_name", f"Number {n}")
+    fields.setdefault("phone_number", f"+9665000{n:05d}")
+    fields.setdefault("state", "connected")
+    with organization_context(org.id):
+        profile = WhatsAppProfile(provider=provider, phone_number_id=phone_number_id,
+                                  verify_token=new_verify_token(),
+                                  secrets=encrypt(secrets) if secrets is not None else None,
+                                  **fields)
+        db.session.add(profile)
+        db.session.flush()
+    return profile
+
+
+def make_conversation(profile: WhatsAppProfile, phone: str | None = None,
+                      **fields) -> Conversation:
+    """A conversation on `profile` with a new contact (unless `phone` is given), listed as
+    active now unless `last_message_at` says otherwise."""
+    n = next(_sequence)
+    fields.setdefault("last_message_at", utcnow())
+    with organization_context(profile.organization_id):
+        conversation = Conversation(profile_id=profile.id,
+                                    contact_phone=phone or f"+9665510{n:05d}", **fields)
+        db.session.add(conversation)
+        db.session.flush()
+    return conversation
+
+
+def make_message(conversation: Conversation, direction: str = "in", **fields) -> Message:
+    """A text message in `conversation`: received from the contact, or sent by us ("out")."""
+    n = next(_sequence)
+    fields.setdefault("body", f"Message {n}")
+    fields.setdefault("status", "received" if direction == "in" else "sent")
+    fields.setdefault("provider_message_id", f"wamid.test{n}")
+    fields.setdefault("type", "text")
+    with organization_context(conversation.organization_id):
+        message = Message(conversation_id=conversation.id, profile_id=conversation.profile_id,
+                          direction=direction, **fields)
+        db.session.add(message)
+        db.session.flush()
+    return message

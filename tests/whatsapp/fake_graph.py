@@ -1,0 +1,163 @@
+"""A local stand-in for Meta's Graph API (WhatsApp Cloud API), served on a loopback port.
+
+It answers like Meta's reference does — message sends, read receipts, media upload, media URL
+retrieval and download, Graph error objects — records every request it gets, and has switches
+for the failures the outbox must survive: a Graph error code, an answer slower than the
+client's timeout, a connection dropped after the request arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+TOKEN = "EAAG-fake-access-token"
+
+# Graph error objects as Meta's error-code reference describes them.
+ERRORS = {
+    131047: (400, "(#131047) Re-engagement message", "Message failed to send because more "
+             "than 24 hours have passed since the customer last replied to this number."),
+    130429: (400, "(#130429) Rate limit hit", "Cloud API message throughput has been reached."),
+    131026: (400, "(#131026) Message Undeliverable", "Unable to deliver message."),
+    131000: (500, "(#131000) Something went wrong", "Message failed to send due to an "
+             "unknown error."),
+    190: (401, "Invalid OAuth access token - Cannot parse access token", None),
+    100: (400, "(#100) Invalid parameter", None),
+}
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict
+    json: dict | None
+    form: dict
+    files: dict[str, tuple[str, str, bytes]]  # name → (filename, content type, bytes)
+
+
+@dataclass
+class FakeGraph:
+    token: str = TOKEN
+    requests: list[Recorded] = field(default_factory=list)
+    error_code: int | None = None  # answer sends with this Graph error
+    delay: float = 0.0  # seconds before answering a send
+    drop_connection: bool = False  # close the connection of a send without answering
+    raw_status: int | None = None  # answer sends with this status and a non-Graph body
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._server = make_server("127.0.0.1", 0, self._app(), threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def add_media(self, media_id: str, data: bytes, mime_type: str) -> None:
+        """Make `media_id` retrievable, as media a contact sent would be."""
+        self.media[media_id] = (data, mime_type)
+
+    def sends(self) -> list[dict]:
+        """The JSON bodies of message sends (read receipts excluded)."""
+        return [r.json for r in self.requests
+                if r.path.endswith("/messages") and r.json and "status" not in r.json]
+
+    # -- the app -------------------------------------------------------------------------------
+
+    def _app(self) -> Flask:
+        app = Flask("fake_graph")
+        app.add_url_rule("/<version>/<phone_number_id>/messages", view_func=self._messages,
+                         methods=["POST"])
+        app.add_url_rule("/<version>/<phone_number_id>/media", view_func=self._upload,
+                         methods=["POST"])
+        app.add_url_rule("/<version>/<media_id>", view_func=self._media_url)
+        app.add_url_rule("/download/<media_id>", view_func=self._download)
+        return app
+
+    def _record(self) -> None:
+        files = {name: (f.filename or "", f.mimetype, f.read())
+                 for name, f in request.files.items()}
+        self.requests.append(Recorded(request.method, request.path, dict(request.headers),
+                                      request.get_json(silent=True), request.form.to_dict(),
+                                      files))
+
+    def _authorized(self) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.token}"
+
+    def _messages(self, version: str, phone_number_id: str):
+        self._record()
+        if not self._authorized():
+            return _error(190)
+        if self.drop_connection:
+            # Shut the socket: the client sent its request and never hears back.
+            request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            return ""
+        if self.delay:
+            time.sleep(self.delay)
+        if self.error_code:
+            return _error(self.error_code)
+        if self.raw_status:
+            return "<html><body>upstream error</body></html>", self.raw_status
+        body = request.get_json(silent=True) or {}
+        if body.get("messaging_product") != "whatsapp":
+            return _error(100)
+        if body.get("status") == "read":
+            return jsonify({"success": True})
+        if not (body.get("to") or body.get("recipient")) or body.get("type") not in body:
+            return _error(100)
+        contact = ({"input": body["to"], "wa_id": body["to"]} if body.get("to")
+                   else {"input": body["recipient"], "user_id": body["recipient"]})
+        return jsonify({"messaging_product": "whatsapp", "contacts": [contact],
+                        "messages": [{"id": f"wamid.FAKE{next(self._ids):06d}"}]})
+
+    def _upload(self, version: str, phone_number_id: str):
+        self._record()
+        if not self._authorized():
+            return _error(190)
+        upload = request.files.get("file")
+        if request.form.get("messaging_product") != "whatsapp" or upload is None:
+            return _error(100)
+        media_id = str(900000 + next(self._ids))
+        upload.stream.seek(0)
+        self.media[media_id] = (upload.read(), request.form.get("type") or upload.mimetype)
+        return jsonify({"id": media_id})
+
+    def _media_url(self, version: str, media_id: str):
+        self._record()
+        if not self._authorized():
+            return _error(190)
+        if media_id not in self.media:
+            return _error(100)
+        data, mime_type = self.media[media_id]
+        return jsonify({"messaging_product": "whatsapp", "url": f"{self.url}/download/{media_id}",
+                        "mime_type": mime_type, "sha256": hashlib.sha256(data).hexdigest(),
+                        "file_size": len(data), "id": media_id})
+
+    def _download(self, media_id: str):
+        self._record()
+        if not self._authorized() or media_id not in self.media:
+            return "", 404
+        data, mime_type = self.media[media_id]
+        return data, 200, {"Content-Type": mime_type}
+
+
+def _error(code: int):
+    status, message, details = ERRORS[code]
+    error = {"message": message, "type": "OAuthException", "code": code,
+             "fbtrace_id": "AbCdEfGhIjK"}
+    if details:
+        error["error_data"] = {"messaging_product": "whatsapp", "details": details}
+    return jsonify({"error": error}), status
