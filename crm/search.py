@@ -73,3 +73,44 @@ def like_pattern(term: str) -> str:
     """A LIKE pattern matching `term` anywhere, with LIKE's wildcards escaped."""
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def search_terms(term: str, region: str | None) -> tuple[str, list[str]]:
+    """The LIKE patterns a search runs: folded text, and the digits of a phone number both as
+    the country reads it (0501234567 → 966501234567) and as typed (a fragment)."""
+    digits = {phone_digits(term, region), phone_digits(term)}
+    return like_pattern(fold_text(term)), sorted(like_pattern(d) for d in digits if len(d) >= 3)
+
+
+# Under Row Level Security PostgreSQL turns a query's conditions into index conditions only
+# when their operators are LEAKPROOF, and LIKE is not: as the application's role, a search
+# would read every row of the organization. So searches run in SECURITY DEFINER functions
+# (owned by the schema owner, read through its `owner_lookup` policy), which filter by the
+# transaction's organization themselves and return only ids; the caller's query, still under
+# RLS, loads the rows. Each branch is one indexed LIKE; branches are joined by UNION.
+_ORG = "NULLIF(current_setting('app.current_organization_id', true), '')::bigint"
+SEARCH_FUNCTIONS = {
+    "wasl_matching_conversations(text, text[])": f"""
+        SELECT id FROM conversations WHERE organization_id = {_ORG} AND search_name LIKE $1
+        UNION
+        SELECT conversation_id FROM messages WHERE organization_id = {_ORG}
+            AND search_body LIKE $1
+        UNION
+        SELECT c.id FROM unnest($2) AS pattern, LATERAL (
+            SELECT id FROM conversations WHERE organization_id = {_ORG}
+                AND search_phone LIKE pattern) AS c""",
+    "wasl_matching_customers(text, text[])": f"""
+        SELECT id FROM customers WHERE organization_id = {_ORG} AND search_name LIKE $1
+        UNION
+        SELECT id FROM customers WHERE organization_id = {_ORG} AND search_email LIKE lower($1)
+        UNION
+        SELECT c.id FROM unnest($2) AS pattern, LATERAL (
+            SELECT id FROM customers WHERE organization_id = {_ORG}
+                AND search_phone LIKE pattern) AS c""",
+}
+
+
+def search_function_sql(signature: str) -> str:
+    return (f"CREATE OR REPLACE FUNCTION {signature} RETURNS SETOF bigint LANGUAGE sql STABLE "
+            f"SECURITY DEFINER SET search_path = public, pg_temp AS $body$"
+            f"{SEARCH_FUNCTIONS[signature]}$body$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import request
@@ -29,28 +30,86 @@ def json_body() -> dict[str, Any]:
         raise BadRequestError(_("The request body is not valid JSON.")) from None
     if not isinstance(data, dict):
         raise BadRequestError(_("The request body must be a JSON object."))
+    if field := next((key for key, value in data.items() if _holds_nul([key, value])), None):
+        raise ValidationError({field: _("Remove the control characters.")})
     return data
+
+
+def _holds_nul(value: Any) -> bool:
+    """Does any text in `value` hold a NUL character? PostgreSQL can store none."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+    return False
 
 
 def encode_cursor(value: int | None) -> str | None:
     if value is None:
         return None
-    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+    return _encode(str(value))
 
 
 def decode_cursor(raw: str | None = None) -> int | None:
     """Read the `cursor` query parameter (or `raw`); a bad one is a 422 on `cursor`."""
+    value = _decode(raw)
+    return None if value is None else _cursor_id(value)
+
+
+def encode_keyset(key: tuple[datetime, int] | None) -> str | None:
+    """A cursor for lists ordered by (timestamp, id), such as newest conversations first."""
+    if key is None:
+        return None
+    moment, id_ = key
+    return _encode(f"{moment.astimezone(UTC).isoformat()}|{id_}")
+
+
+def decode_keyset(raw: str | None = None) -> tuple[datetime, int] | None:
+    """Read a cursor made by encode_keyset(); a bad one is a 422 on `cursor`."""
+    value = _decode(raw)
+    if value is None:
+        return None
+    moment, _separator, id_ = value.rpartition("|")
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except ValueError:
+        raise _bad_cursor() from None
+    if parsed.tzinfo is None:
+        raise _bad_cursor()
+    return parsed, _cursor_id(id_)
+
+
+def _encode(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode(raw: str | None) -> str | None:
     raw = raw if raw is not None else request.args.get("cursor")
     if not raw:
         return None
     try:
-        value = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        number = int(value)
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationError({"cursor": _("This cursor is not valid.")}) from None
+        raise _bad_cursor() from None
+
+
+def _cursor_id(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise _bad_cursor() from None
     if number < 0 or number > 2**63 - 1:
-        raise ValidationError({"cursor": _("This cursor is not valid.")})
+        raise _bad_cursor()
     return number
+
+
+def _bad_cursor() -> ValidationError:
+    return ValidationError({"cursor": _("This cursor is not valid.")})
 
 
 def page_limit(default: int = 50, maximum: int = 200) -> int:
@@ -62,5 +121,47 @@ def page_limit(default: int = 50, maximum: int = 200) -> int:
     return int(raw)
 
 
-def page(items: Iterable, next_value: int | None, serialize: Callable[[Any], dict]) -> dict:
-    return {"items": [serialize(item) for item in items], "next_cursor": encode_cursor(next_value)}
+def query_text(name: str, max_length: int = 200) -> str:
+    """A free-text query parameter, stripped ("" when absent); a 422 on `name` when it is too
+    long or holds a NUL, which PostgreSQL cannot compare text with."""
+    value = request.args.get(name, "")
+    if len(value) > max_length:
+        raise ValidationError({name: _("Use at most %(n)d characters.", n=max_length)})
+    if "\x00" in value:
+        raise ValidationError({name: _("Remove the control characters.")})
+    return value.strip()
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """An optional query parameter that must be one of `choices`."""
+    value = request.args.get(name)
+    if value is not None and value not in choices:
+        raise ValidationError({name: _("Choose one of the listed options.")})
+    return value
+
+
+def query_id(name: str) -> int | None:
+    """An optional query parameter naming an object by id."""
+    value = request.args.get(name)
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) > 2**63 - 1:
+        raise ValidationError({name: _("This id is not valid.")})
+    return int(value)
+
+
+def body_id(data: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+    """An id in a request body: an integer (never a boolean); missing or malformed is a 422."""
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ValidationError({name: _("This field is required.")})
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**63 - 1:
+        raise ValidationError({name: _("This id is not valid.")})
+    return value
+
+
+def page(items: Iterable, next_value: Any, serialize: Callable[[Any], dict],
+         encode: Callable[[Any], str | None] = encode_cursor) -> dict:
+    return {"items": [serialize(item) for item in items], "next_cursor": encode(next_value)}

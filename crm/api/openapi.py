@@ -52,6 +52,13 @@ def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def object_schema(properties: dict, required: tuple[str, ...] | None = None) -> dict:
+    """An object with `properties`, all of them required unless `required` names fewer."""
+    names = list(properties if required is None else required)
+    # OpenAPI 3.0 forbids an empty `required` list.
+    return {"type": "object", "properties": properties} | ({"required": names} if names else {})
+
+
 def list_of(name: str) -> dict:
     """The list envelope every collection answers with: items and a keyset cursor."""
     return {

@@ -16,8 +16,8 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import func, select, text, tuple_, union, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, cast, func, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -398,10 +398,15 @@ def create_profile(actor: User, provider: object, display_name: object, *,
     phone = _optional_phone(phone_number, fields)
     secrets_: dict[str, str] = {}
     if provider == "cloud":
-        for key, value in (("phone_number_id", phone_number_id), ("access_token", access_token),
-                           ("app_secret", app_secret)):
-            if not isinstance(value, str) or not value.strip() or len(value) > 512:
+        # Meta's ids are short numbers (their columns hold 64 characters); tokens are longer.
+        for key, value, longest in (("phone_number_id", phone_number_id, 64),
+                                    ("access_token", access_token, 512),
+                                    ("app_secret", app_secret, 512)):
+            if not isinstance(value, str) or not value.strip() or len(value) > longest:
                 fields[key] = _("This field is required.")
+        if business_account_id not in (None, "") and (
+                not isinstance(business_account_id, str) or len(business_account_id) > 64):
+            fields["business_account_id"] = _("Enter the WhatsApp Business Account id.")
         secrets_ = {"access_token": str(access_token).strip(),
                     "app_secret": str(app_secret).strip()}
     if fields:
@@ -414,9 +419,10 @@ def create_profile(actor: User, provider: object, display_name: object, *,
         state="connected" if provider in ("cloud", "sandbox") else "disconnected",
         connected_at=utcnow() if provider in ("cloud", "sandbox") else None,
         auto_assign=bool(auto_assign))
-    db.session.add(profile)
     try:
+        # Added inside the savepoint: begin_nested() flushes what is pending first, outside it.
         with db.session.begin_nested():
+            db.session.add(profile)
             db.session.flush()
     except IntegrityError:
         raise ConflictError(_("This WhatsApp number is already connected."),
@@ -506,19 +512,14 @@ def list_conversations(user: User, *, scope: str = "all", status: str | None = N
 
 
 def _search_ids(term: str):
-    """Ids of conversations whose contact or messages match: a UNION of indexed lookups, one
-    per table (never an OR across tables)."""
+    """Ids of conversations whose contact name, number or messages match (crm/search.py: the
+    search runs in a SECURITY DEFINER function so that its trigram indexes serve it)."""
     from crm.foundation.services import current_organization
-    from crm.search import fold_text, like_pattern, phone_digits
+    from crm.search import search_terms
 
-    folded = like_pattern(fold_text(term))
-    parts = [select(Conversation.id).where(Conversation.search_name.like(folded)),
-             select(Message.conversation_id).where(Message.search_body.like(folded))]
-    digits = phone_digits(term, current_organization().country)
-    if len(digits) >= 3:
-        parts.append(select(Conversation.id).where(
-            Conversation.search_phone.like(like_pattern(digits))))
-    return union(*parts)
+    text_pattern, digit_patterns = search_terms(term, current_organization().country)
+    return select(func.wasl_matching_conversations(
+        text_pattern, cast(digit_patterns, ARRAY(Text))).column_valued("id"))
 
 
 def list_messages(conversation: Conversation, before_id: int | None = None, limit: int = 50
@@ -533,6 +534,21 @@ def list_messages(conversation: Conversation, before_id: int | None = None, limi
     more = len(rows) > limit
     rows = rows[:limit]
     return list(reversed(rows)), (rows[-1].id if more else None)
+
+
+def link_customer(conversation_id: int, customer_id: int | None) -> None:
+    """Attach a conversation to its CRM customer (the CRM calls this; None detaches it)."""
+    conversation = get_in_organization(Conversation, conversation_id)
+    if conversation is not None and conversation.customer_id != customer_id:
+        conversation.customer_id = customer_id
+        events.publish("conversation.updated", {"conversation_id": conversation.id})
+
+
+def relink_customer(old_customer_id: int, new_customer_id: int | None) -> None:
+    """Move every conversation of a merged (or, with None, deleted) customer."""
+    db.session.execute(update(Conversation).where(Conversation.customer_id == old_customer_id)
+                       .values(customer_id=new_customer_id)
+                       .execution_options(synchronize_session=False))
 
 
 def unread_total(user: User) -> int:
@@ -666,6 +682,8 @@ def edit_message(message: Message, new_text: object, actor: User) -> Message:
         raise ValidationError({"text": _("Messages can be edited for 15 minutes after sending.")})
     if not isinstance(new_text, str) or not new_text.strip():
         raise ValidationError({"text": _("Write a message first.")})
+    if len(new_text) > 4096:
+        raise ValidationError({"text": _("Use at most %(n)d characters.", n=4096)})
     _call_channel(message, lambda channel: channel.edit(message, new_text.strip()))
     message.body = new_text.strip()
     message.edited_at = utcnow()

@@ -40,19 +40,68 @@ def api_schema(app):
     return schemathesis.from_wsgi("/api/openapi.json", app)
 
 
-# What generated user ids are aimed at: colleagues of every role, another organization's
-# user and a missing id. Random integers would almost never name a real user, so the success
-# answers (and the last-admin 409) would go unchecked; and one might name the run's own admin.
-_USER_IDS: list[int] = []
+# What generated ids are aimed at, by parameter name: real objects of the run's organization
+# (for users: colleagues of every role), another organization's and a missing id. Random
+# integers would almost never name a real object, so the success answers (and the last-admin
+# 409) would go unchecked; and a user id might name the run's own admin.
+_TARGETS: dict[str, list[int]] = {}
+# Ids in bodies are aimed too, so that sends, forwards and edits are answered for real.
+_BODY_IDS = ("conversation_id", "message_id", "profile_id")
+
+
+def _aimed(context, values: dict | None) -> dict | None:
+    """Aim each valid generated id at a real target; an invalid one stays invalid. A method
+    may have targets of its own ("DELETE profile_id"), so that deleting does not take every
+    target away from the operations after it."""
+    method = context.operation.method.upper()
+    for name, value in list((values or {}).items()):
+        targets = _TARGETS.get(f"{method} {name}") or _TARGETS.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and (
+                0 <= value <= 2**63 - 1) and targets:
+            values[name] = targets[value % len(targets)]
+    return values
 
 
 @schema.hook
 def map_path_parameters(context, path_parameters: dict) -> dict:
-    """Aim a valid generated user_id at a real target (never the admin the run acts as)."""
-    user_id = (path_parameters or {}).get("user_id")
-    if isinstance(user_id, int) and 0 <= user_id <= 2**63 - 1 and _USER_IDS:
-        path_parameters["user_id"] = _USER_IDS[user_id % len(_USER_IDS)]
-    return path_parameters
+    return _aimed(context, path_parameters)
+
+
+@schema.hook
+def map_body(context, body):
+    if not isinstance(body, dict):
+        return body
+    return {**body, **_aimed(context, {k: v for k, v in body.items() if k in _BODY_IDS})}
+
+
+@schema.hook
+def filter_case(context, case) -> bool:
+    """A multipart body is a form: negative data that is not one (`true`, a list) cannot even
+    be sent by the test client, so schemathesis' own transport fails on it."""
+    return case.media_type != "multipart/form-data" or isinstance(case.body, dict)
+
+
+def _whatsapp_targets(org, other_org) -> dict[str, list[int]]:
+    """Numbers of each provider, conversations inside and outside the 24-hour window, messages
+    in, out and failed; and another organization's of each."""
+    from datetime import timedelta
+
+    from crm.models import utcnow
+    from tests.whatsapp.factories import make_conversation, make_message, make_profile
+
+    profiles = [make_profile(org, provider) for provider in ("sandbox", "web", "cloud")]
+    conversations = [make_conversation(profiles[0]),
+                     make_conversation(profiles[2], last_inbound_at=utcnow()),
+                     make_conversation(profiles[2], last_inbound_at=utcnow() - timedelta(days=2))]
+    messages = [make_message(conversations[0]), make_message(conversations[0], "out"),
+                make_message(conversations[1], "out", status="failed", error_code="130429")]
+    foreign = make_message(make_conversation(make_profile(other_org, "sandbox")))
+    disposable = make_profile(org, "sandbox")
+    return {"profile_id": [p.id for p in profiles] + [foreign.profile_id, 2**63 - 1],
+            "DELETE profile_id": [disposable.id, foreign.profile_id, 2**63 - 1],
+            "conversation_id": [c.id for c in conversations] + [foreign.conversation_id,
+                                                               2**63 - 1],
+            "message_id": [m.id for m in messages] + [foreign.id, 2**63 - 1]}
 
 
 @pytest.fixture
@@ -61,9 +110,10 @@ def admin(app, org, other_org, monkeypatch) -> Iterator[tuple[int, int]]:
     monkeypatch.setitem(app.config, "RATELIMIT_LOGIN_PER_IP", "10000 per minute")
     monkeypatch.setitem(app.config, "RATELIMIT_LOGIN_PER_ACCOUNT", "10000 per minute")
     colleagues = [make_user(org, role) for role in ROLES]
-    _USER_IDS[:] = [user.id for user in colleagues] + [other_org.admin.id, 2**63 - 1]
+    _TARGETS["user_id"] = [user.id for user in colleagues] + [other_org.admin.id, 2**63 - 1]
+    _TARGETS.update(_whatsapp_targets(org, other_org))
     yield org.id, org.admin.id
-    _USER_IDS.clear()
+    _TARGETS.clear()
 
 
 def _fresh_token(admin: tuple[int, int]) -> dict[str, str]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import struct
+import zlib
 
 from crm.crypto import encrypt
 from crm.extensions import db
 from crm.foundation.models import Organization
 from crm.models import utcnow
 from crm.tenancy import organization_context
+from crm.whatsapp import media
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 from crm.whatsapp.services import new_verify_token
 
@@ -65,5 +68,32 @@ def make_message(conversation: Conversation, direction: str = "in", **fields) ->
         message = Message(conversation_id=conversation.id, profile_id=conversation.profile_id,
                           direction=direction, **fields)
         db.session.add(message)
+        db.session.flush()
+    return message
+
+
+def png(width: int = 1, height: int = 1) -> bytes:
+    """A valid PNG image (white), for uploads and stored media."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    rows = b"".join(b"\x00" + b"\xff\xff\xff" * width for _row in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def make_media_message(conversation: Conversation, direction: str = "in",
+                       mime_type: str = "image/png", data: bytes | None = None,
+                       filename: str = "photo.png", **fields) -> Message:
+    """A media message in `conversation` whose file is stored, as a downloaded one is."""
+    data = png() if data is None else data
+    fields.setdefault("type", media.kind_of(mime_type) or "document")
+    fields.setdefault("body", "")
+    message = make_message(conversation, direction, content={
+        "mime_type": mime_type, "filename": filename, "size": len(data)}, **fields)
+    with organization_context(conversation.organization_id):
+        message.content = {**message.content, "path": media.store(message, data, mime_type)}
         db.session.flush()
     return message
