@@ -6,6 +6,8 @@ carry server-rendered HTML fragments; the browser's glue script swaps them in wi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from flask import Flask, current_app, request
 from flask_login import current_user
 from flask_socketio import join_room
@@ -45,6 +47,16 @@ def user_room(user_id: int) -> str:
     return f"user:{user_id}"
 
 
+# Modules that need rooms of their own (e.g. the inbox's per-language rooms) add a function
+# that names them for a user; a socket joins them on connect, after its session is checked.
+_room_sources: list[Callable[[object], Iterable[str]]] = []
+
+
+def add_rooms(rooms_of: Callable[[object], Iterable[str]]) -> None:
+    """Have every socket that connects also join the rooms `rooms_of(user)` names."""
+    _room_sources.append(rooms_of)
+
+
 @socketio.on("connect")
 def _connect(auth=None) -> bool:
     if not current_user.is_authenticated:
@@ -52,6 +64,9 @@ def _connect(auth=None) -> bool:
     org_id, user_id = current_user.organization_id, current_user.id
     join_room(org_room(org_id))
     join_room(user_room(user_id))
+    for rooms_of in _room_sources:
+        for room in rooms_of(current_user):
+            join_room(room)
     redis = _redis()
     redis.sadd(_presence_key(org_id), f"{user_id}:{request.sid}")
     redis.set(_socket_key(request.sid), f"{org_id}:{user_id}", ex=PRESENCE_TTL)

@@ -578,9 +578,10 @@ def assign_conversation(conversation: Conversation, assignee_id: object, actor: 
     assignee = None
     if assignee_id not in (None, ""):
         try:
-            assignee = get_in_organization(User, int(assignee_id))
+            number = int(assignee_id)
         except (TypeError, ValueError):
-            assignee = None
+            number = 0
+        assignee = get_in_organization(User, number) if 0 < number < 2**63 else None
         if assignee is None or not assignee.is_active or not role_allows(
                 assignee.role, "whatsapp", "write"):
             raise ValidationError({"assignee_id": _("Choose a member who answers WhatsApp.")})

@@ -18,6 +18,7 @@ from crm.whatsapp.channels.web import qr_key
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 from tests.api import assert_error, count_queries
 from tests.factories import bearer, make_user, run_jobs
+from tests.foundation import arabic
 from tests.whatsapp.factories import make_conversation, make_message, make_profile
 
 PROFILE_FIELDS = {"id", "display_name", "phone_number", "provider", "state", "phone_number_id",
@@ -128,7 +129,7 @@ def test_a_meta_number_already_connected_is_a_conflict(client, org, other_org):
                            headers=bearer(org.admin))
 
     assert assert_error(response, 409, "conflict")["fields"] == {
-        "phone_number_id": "Already connected."}
+        "phone_number_id": arabic("Already connected.")}
     assert _count(WhatsAppProfile, org.id) == 0
 
 
@@ -538,7 +539,9 @@ def test_outside_the_24_hour_window_only_a_template_goes(client, org):
 
     text = _send(client, org.admin, conversation_id=conversation.id, text="hello?")
     error = assert_error(text, 422)
-    assert "24-hour" in error["fields"]["text"]
+    assert error["fields"]["text"] == arabic(
+        "The 24-hour window has closed: only an approved template can be sent until the "
+        "customer writes.")
 
     template = _send(client, org.admin, conversation_id=conversation.id,
                      template={"name": "order_update", "language": "ar",
@@ -572,9 +575,11 @@ def test_an_image_is_sent_with_its_caption(client, org, conversation):
 
 
 @pytest.mark.parametrize(("data", "filename", "mimetype", "fields", "message"), [
-    (b"MZ\x90\x00", "setup.exe", "application/x-msdownload", {}, "cannot be sent"),
-    (PNG + b"\x00" * (5 * 1024 * 1024), "big.png", "image/png", {}, "at most 5 MB"),
-    (b"", "empty.png", "image/png", {}, "empty"),
+    (b"MZ\x90\x00", "setup.exe", "application/x-msdownload", {},
+     ("This type of file cannot be sent on WhatsApp.", {})),
+    (PNG + b"\x00" * (5 * 1024 * 1024), "big.png", "image/png", {},
+     ("The file is too large: at most %(mb)d MB.", {"mb": 5})),
+    (b"", "empty.png", "image/png", {}, ("The file is empty.", {})),
     (PNG, "a.png", "image/png", {"caption": "x" * 1025}, None),
 ], ids=["type", "size", "empty", "caption"])
 def test_an_upload_outside_whatsapps_limits_is_422(client, org, conversation, data, filename,
@@ -584,7 +589,7 @@ def test_an_upload_outside_whatsapps_limits_is_422(client, org, conversation, da
 
     error = assert_error(response, 422)
     if message:
-        assert message in error["fields"]["file"]
+        assert error["fields"]["file"] == arabic(message[0], **message[1])
     else:
         assert error["fields"].keys() == {"caption"}
     assert _count(Message, org.id) == 0

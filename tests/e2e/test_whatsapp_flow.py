@@ -1,0 +1,56 @@
+"""The shared inbox in Chromium: a customer writes through the sandbox, the agent answers live."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from crm.extensions import db
+from crm.foundation.models import Organization
+from tests.e2e.conftest import screenshot
+from tests.factories import run_jobs
+from tests.live import Account
+from tests.whatsapp.factories import make_profile
+
+pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
+
+
+def test_a_customer_message_arrives_live_and_the_reply_reaches_the_customer(browsing,
+                                                                             live_server):
+    """Two browsers: the customer's sandbox message appears in the agent's inbox without a
+    reload; the agent replies; the customer sees the reply and the agent sees blue ticks."""
+    admin = live_server.make_account()
+    account = Account(admin.organization_id, admin.user_id, admin.email)
+    with live_server.transaction(admin.organization_id):
+        org = db.session.get(Organization, admin.organization_id)
+        profile_id = make_profile(org, "sandbox", display_name="متجر وصل").id
+
+    agent = browsing.new_page(account=account)
+    agent.goto("/inbox")
+    customer = browsing.new_page(account=account)
+    customer.goto(f"/whatsapp/sandbox?profile={profile_id}&phone=0501234567&name=سارة")
+
+    customer.locator("#sandbox-text").fill("السلام عليكم، هل الطلب جاهز؟")
+    customer.locator("#sandbox-form button[type=submit]").click()
+    expect(customer.locator("#sandbox-chat")).to_contain_text("هل الطلب جاهز؟")
+
+    row = agent.locator(".conversation-row").first
+    expect(row).to_contain_text("سارة")  # arrived without a reload
+    row.locator("a").click()
+    expect(agent.locator(".thread-messages")).to_contain_text("هل الطلب جاهز؟")
+    agent.locator("textarea[name=text]").fill("نعم، يصلك غدًا")
+    agent.locator(".composer button[type=submit]").click()
+    expect(agent.locator("article.bubble-out").last).to_contain_text("يصلك غدًا")
+
+    with live_server.app.app_context():
+        run_jobs(live_server.app, ("whatsapp",))  # the outbox sends; the sandbox delivers
+    expect(customer.locator("#sandbox-chat")).to_contain_text("يصلك غدًا")
+    expect(agent.locator("article.bubble-out .ticks.read").last).to_be_visible()
+
+    customer.locator("#sandbox-text").fill("شكرًا")
+    customer.locator("#sandbox-form button[type=submit]").click()
+    expect(agent.locator(".thread-messages")).to_contain_text("شكرًا")
+    expect(agent.locator(".conversation-row").first.locator(".unread-badge")).to_have_count(0)
+    screenshot(agent, "inbox-live-ar")
+    screenshot(customer, "sandbox-customer-ar")
+    assert browsing.csp_violations() == []
