@@ -22,7 +22,16 @@ from crm.extensions import db
 from crm.foundation.models import MODULES, Invitation, Organization
 from crm.models import utcnow
 from crm.tenancy import organization_context
+from tests.customers.factories import (
+    make_activity,
+    make_customer,
+    make_field,
+    make_import,
+    make_segment,
+    make_stage,
+)
 from tests.factories import PASSWORD, make_user
+from tests.whatsapp.factories import make_conversation, make_media_message, make_profile
 
 
 def make_invitation(org: Organization) -> Invitation:
@@ -41,6 +50,16 @@ def make_invitation(org: Organization) -> Invitation:
 OBJECTS: dict[str, Callable[[Organization], object]] = {
     "user_id": lambda org: make_user(org, "agent").id,
     "invitation_id": lambda org: make_invitation(org).id,
+    "customer_id": lambda org: make_customer(org).id,
+    "stage_id": lambda org: make_stage(org).id,
+    "activity_id": lambda org: make_activity(org).id,  # a task: it can be completed
+    "segment_id": lambda org: make_segment(org).id,
+    "import_id": lambda org: make_import(org).id,
+    "field_id": lambda org: make_field(org).id,
+    "profile_id": lambda org: make_profile(org).id,
+    "conversation_id": lambda org: make_conversation(make_profile(org)).id,
+    # With its file stored, so the media view has something to serve.
+    "message_id": lambda org: make_media_message(make_conversation(make_profile(org))).id,
 }
 
 OTHER_PARAMETERS: dict[str, tuple[str, str]] = {

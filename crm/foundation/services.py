@@ -23,6 +23,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from crm import events
 from crm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import (
@@ -193,6 +194,7 @@ def register_organization(organization_name: object, full_name: object, email: o
     db.session.add(user)
     db.session.flush()
     audit("organization.registered", user, org)
+    events.publish("organization.registered", {"organization_id": org_id, "user_id": user.id})
     return Registration(org, user)
 
 

@@ -1,0 +1,134 @@
+"""What the CRM listens to. It publishes customer.created/updated/deleted/merged/moved/
+stage_changed, customer.activity_added/updated, sales_stages.changed and
+customer_import.progress (see services.py and jobs.py).
+
+- organization.registered: the default pipeline and scoring rules, and the nightly rescoring.
+- message.received / message.sent (WhatsApp): the contact becomes a customer (an unknown
+  number, with the name of its WhatsApp profile, source whatsapp) and the conversation is linked
+  to them; each message is an activity, logged once however often the event is delivered, and
+  counts as contact.
+- ticket.opened / ticket.closed (ticketing): an activity; an opened ticket scores.
+
+Each reaction runs in-process after the publishing transaction commits (crm/events.py; the
+set-up of a new organization as a job), and does nothing for an organization that switched the
+CRM off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from crm.customers import services
+from crm.customers.models import Customer
+from crm.errors import ValidationError
+from crm.events import subscribe
+from crm.extensions import db
+from crm.foundation.services import enabled_modules
+from crm.search import normalize_phone
+
+log = logging.getLogger("crm.customers")
+
+
+def _crm_on() -> bool:
+    return "crm" in enabled_modules()
+
+
+@subscribe("organization.registered", job=True)
+def set_up_organization(payload: dict) -> None:
+    """A job, so that registering waits for nothing (first use would create them too)."""
+    services.list_stages()  # creates the defaults and schedules the nightly rescoring
+
+
+@subscribe("message.received")
+def whatsapp_message_received(payload: dict) -> None:
+    if not _crm_on():
+        return
+    customer = _customer_for(payload, create=True)
+    if customer is not None:
+        _log_message(customer, payload, "whatsapp_in")
+
+
+@subscribe("message.sent")
+def whatsapp_message_sent(payload: dict) -> None:
+    if not _crm_on():
+        return
+    customer = _customer_for(payload, create=False)
+    if customer is not None:
+        _log_message(customer, payload, "whatsapp_out")
+
+
+def _customer_for(payload: dict, *, create: bool) -> Customer | None:
+    """The customer a conversation is with: the one it is linked to (past merges followed),
+    else the one with its phone number, else (for an inbound message) a new one. The
+    conversation is linked to whichever it is."""
+    customer = services.resolve_customer(payload.get("customer_id"))
+    phone = normalize_phone(payload.get("contact_phone") or "", None)
+    if customer is None:
+        customer = services.customer_by_phone(phone)
+    if customer is None and create:
+        customer = _create_from_whatsapp(payload, phone)
+    if customer is not None and customer.id != payload.get("customer_id"):
+        _link(payload["conversation_id"], customer.id)
+    return customer
+
+
+def _create_from_whatsapp(payload: dict, phone: str | None) -> Customer | None:
+    data = {"name": _profile_name(payload) or phone or payload.get("contact_user_id")
+            or "WhatsApp", "phone": phone}
+    try:
+        with db.session.begin_nested():
+            return services.create_customer(None, data, source="whatsapp")
+    except services.DuplicateCustomerError as exc:  # created meanwhile by a parallel delivery
+        return services.resolve_customer(exc.existing_id)
+    except ValidationError as exc:  # a required custom field, say
+        log.warning("WhatsApp contact %s not added as a customer: %s", phone, exc.fields)
+        return None
+
+
+def _profile_name(payload: dict) -> str:
+    try:
+        return services.check_text((payload.get("contact_name") or "")[:160], "name", 160)
+    except ValidationError:  # control characters in a profile name
+        return ""
+
+
+def _link(conversation_id: int, customer_id: int) -> None:
+    from crm.whatsapp.services import link_customer
+
+    link_customer(conversation_id, customer_id)
+
+
+def _log_message(customer: Customer, payload: dict, type_: str) -> None:
+    activity = services.log_automatic(
+        customer, type_, payload.get("body") or "",
+        {"message_id": payload["message_id"], "conversation_id": payload["conversation_id"],
+         "message_type": payload.get("type")},
+        source_key=f"wa:{payload['message_id']}")
+    if activity is None:
+        return  # a redelivered event: logged the first time
+    services.touch_contact(customer, activity.created_at)
+    services.recompute_score(customer)
+
+
+@subscribe("ticket.opened")
+def ticket_opened(payload: dict) -> None:
+    _log_ticket(payload, "ticket_opened")
+
+
+@subscribe("ticket.closed")
+def ticket_closed(payload: dict) -> None:
+    _log_ticket(payload, "ticket_closed")
+
+
+def _log_ticket(payload: dict, type_: str) -> None:
+    """Payload: ticket_id, customer_id, subject (what the ticketing module will publish)."""
+    if not _crm_on():
+        return
+    customer = services.resolve_customer(payload.get("customer_id"))
+    if customer is None:
+        return
+    activity = services.log_automatic(
+        customer, type_, payload.get("subject") or "", {"ticket_id": payload.get("ticket_id")},
+        source_key=f"{type_}:{payload.get('ticket_id')}")
+    if activity is not None:
+        services.recompute_score(customer)

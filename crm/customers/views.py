@@ -1,0 +1,882 @@
+"""Pages of the CRM: customers, their timeline, the pipeline board, segments, CSV imports and
+the CRM's settings (stages, custom fields, lead scoring).
+
+Thin by design: each view reads the request, calls crm.customers.services and picks the
+answer. Forms work as plain posts; an htmx request (not a boosted one) gets the changed
+fragment instead of the page (STYLE.md "one template, two entry points").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import phonenumbers
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
+
+from crm import navigation
+from crm.customers import live, services
+from crm.customers.models import ACTIVITY_TYPES, SOURCES, Customer, SalesStage
+from crm.errors import ConflictError, ServiceError, ValidationError
+from crm.foundation import services as foundation
+from crm.foundation.views import (
+    DashboardCard,
+    _fragment,
+    _me,
+    _page,
+    _see_other,
+    add_dashboard_card,
+)
+from crm.i18n import current_language
+from crm.permissions import require
+from crm.web import is_htmx
+
+blueprint = Blueprint("customers", __name__, url_prefix="/customers")
+
+PAGE = 50
+TIMELINE_PAGE = 20
+MERGE_CANDIDATES = 10
+TEAM_LIMIT = 500
+
+SOURCE_LABELS = {"manual": lazy_gettext("Added by hand"), "whatsapp": lazy_gettext("WhatsApp"),
+                 "import": lazy_gettext("CSV import"), "api": lazy_gettext("API")}
+SORT_LABELS = {"newest": lazy_gettext("Newest first"), "oldest": lazy_gettext("Oldest first"),
+               "name": lazy_gettext("Name"), "score": lazy_gettext("Highest score"),
+               "last_contacted": lazy_gettext("Last contacted")}
+ACTIVITY_LABELS = {
+    "note": lazy_gettext("Note"), "call": lazy_gettext("Call"),
+    "meeting": lazy_gettext("Meeting"), "task": lazy_gettext("Task"),
+    "created": lazy_gettext("Created"), "stage_changed": lazy_gettext("Stage changed"),
+    "whatsapp_in": lazy_gettext("WhatsApp in"), "whatsapp_out": lazy_gettext("WhatsApp out"),
+    "ticket_opened": lazy_gettext("Ticket opened"), "ticket_closed": lazy_gettext("Ticket closed"),
+    "campaign_sent": lazy_gettext("Campaign sent"),
+    "campaign_replied": lazy_gettext("Campaign reply"), "imported": lazy_gettext("Imported"),
+    "merged": lazy_gettext("Merged"), "score_changed": lazy_gettext("Score changed"),
+}
+FIELD_TYPE_LABELS = {"text": lazy_gettext("Text"), "number": lazy_gettext("Number"),
+                     "date": lazy_gettext("Date"), "choice": lazy_gettext("Choice")}
+IMPORT_STATUS_LABELS = {"uploaded": lazy_gettext("Waiting for the column mapping"),
+                        "queued": lazy_gettext("Waiting to start"),
+                        "running": lazy_gettext("Importing"),
+                        "done": lazy_gettext("Import finished"),
+                        "failed": lazy_gettext("Import stopped")}
+DUPLICATE_LABELS = {"update": lazy_gettext("Update the existing customer"),
+                    "skip": lazy_gettext("Skip the row")}
+RULE_LABELS = {"replied_recently": lazy_gettext("Replied on WhatsApp recently"),
+               "message_count": lazy_gettext("Sent many WhatsApp messages"),
+               "stage_reached": lazy_gettext("Reached a stage"),
+               "ticket_opened": lazy_gettext("Opened a ticket recently"),
+               "custom_field": lazy_gettext("A custom field has a value"),
+               "decay": lazy_gettext("No contact for a while (points taken away)")}
+# The parameters of each kind of scoring rule, as the form names them.
+RULE_PARAMS = {"replied_recently": ("days",), "ticket_opened": ("days",),
+               "message_count": ("min",), "stage_reached": ("stage_id",),
+               "custom_field": ("key", "value"), "decay": ("every_days", "max")}
+RULE_DEFAULTS = {"replied_recently": {"days": 7}, "ticket_opened": {"days": 30},
+                 "message_count": {"min": 5}, "stage_reached": {}, "custom_field": {},
+                 "decay": {"every_days": 7, "max": 30}}
+PARAM_LABELS = {"days": lazy_gettext("Within (days)"), "min": lazy_gettext("At least (messages)"),
+                "stage_id": lazy_gettext("Stage"), "key": lazy_gettext("Field"),
+                "value": lazy_gettext("Value"), "every_days": lazy_gettext("Every (days)"),
+                "max": lazy_gettext("At most (points)")}
+
+navigation.add(navigation.NavItem("customers.list_customers", lazy_gettext("Customers"), "crm",
+                                  "read", "users"))
+navigation.add(navigation.NavItem("customers.board", lazy_gettext("Pipeline"), "crm", "read",
+                                  "columns"))
+
+
+# A CSV import may be far larger than the app's default body limit.
+IMPORT_BODY_LIMIT = services.IMPORT_MAX_BYTES + 64 * 1024
+
+
+def _allow_import_upload() -> None:
+    """Raise the body limit for the CSV upload; the service checks the file's own limit.
+
+    Runs before every other hook: CSRF protection reads the form, and with it the body.
+    """
+    if request.endpoint == "customers.start_import":
+        request.max_content_length = IMPORT_BODY_LIMIT
+
+
+@blueprint.record_once
+def _install_upload_limit(state) -> None:
+    state.app.before_request_funcs.setdefault(None, []).insert(0, _allow_import_upload)
+
+
+def _tasks_due_today() -> dict:
+    return {"tasks": services.tasks_due_today(_me())}
+
+
+add_dashboard_card(DashboardCard("customers/_tasks_card.html", "crm", "read", _tasks_due_today))
+
+
+def crm_setting(view: Callable) -> Callable:
+    """Guard a CRM settings page: admins only (settings:write), and only while the CRM is on."""
+    return require("settings", "write")(require("crm", "read")(view))
+
+
+@blueprint.context_processor
+def _labels() -> dict:
+    return {"source_labels": SOURCE_LABELS, "activity_labels": ACTIVITY_LABELS,
+            "field_type_labels": FIELD_TYPE_LABELS, "import_status_labels": IMPORT_STATUS_LABELS,
+            "rule_labels": RULE_LABELS, "param_labels": PARAM_LABELS,
+            "describe_activity": services.describe_activity}
+
+
+@blueprint.app_template_filter("phone")
+def _phone(value: str | None) -> str:
+    """An E.164 number written as people read it (+966 50 123 4567)."""
+    if not value:
+        return ""
+    try:
+        number = phonenumbers.parse(value)
+    except phonenumbers.NumberParseException:
+        return value
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+@blueprint.app_template_filter("as_choices")
+def _as_choices(values: list) -> list[tuple[str, str]]:
+    """Options of a select whose values are their labels (a choice field's choices)."""
+    return [(str(value), str(value)) for value in values]
+
+
+# -- shared pieces ----------------------------------------------------------------------------
+
+def _stage_choices() -> list[tuple[str, str]]:
+    language = current_language()
+    return [(str(stage.id), stage.name_in(language)) for stage in services.list_stages()]
+
+
+def _owner_choices() -> list[tuple[str, str]]:
+    users, _more = foundation.list_users(limit=TEAM_LIMIT)
+    return [(str(user.id), user.full_name) for user in users]
+
+
+def _choices(definitions: list | None = None) -> dict:
+    """What the customer forms and filters offer to choose from."""
+    return {"stage_choices": _stage_choices(), "owner_choices": _owner_choices(),
+            "definitions": (definitions if definitions is not None
+                            else services.list_field_definitions()),
+            "source_choices": [(source, SOURCE_LABELS[source]) for source in SOURCES],
+            "sort_choices": list(SORT_LABELS.items())}
+
+
+# -- the customers list -----------------------------------------------------------------------
+
+def _filters(params: Mapping) -> tuple[services.CustomerFilters | None, dict]:
+    """The filters in `params`, or None with the errors to show beside the fields."""
+    try:
+        return services.parse_filters(params), {}
+    except ValidationError as exc:
+        return None, exc.fields
+
+
+@blueprint.get("/")
+@require("crm", "read")
+def list_customers():
+    filters, errors = _filters(request.args)
+    after = request.args.get("after")
+    customers, next_cursor = services.list_customers(filters, after, PAGE) if filters else ([],
+                                                                                           None)
+    context = {"customers": customers, "next_cursor": next_cursor, "after": after,
+               "filter_args": filters.as_params() if filters else {}, "errors": errors}
+    status = 422 if errors else 200
+    if is_htmx():
+        return _fragment("customers/_rows.html", status, oob=True, **context)
+    return _page("customers/list.html", status, values=request.args, **_choices(), **context)
+
+
+@blueprint.get("/export.csv")
+@require("crm", "read")
+def export_customers():
+    filters = services.parse_filters(request.args)
+    lines = stream_with_context(services.export_csv(filters))
+    return Response(lines, mimetype="text/csv", headers={
+        "Content-Disposition": "attachment; filename=customers.csv"})
+
+
+# -- one customer: create, show, edit, delete, merge -----------------------------------------
+
+def _customer_data(form: Mapping, definitions: list) -> dict[str, Any]:
+    """What a customer form posted, as the services take it. A form always names a stage;
+    without one the service picks the first."""
+    data = {key: form.get(key, "") for key in ("name", "phone", "email", "company", "owner_id",
+                                               "tags", "notes")}
+    if form.get("stage_id"):
+        data["stage_id"] = form["stage_id"]
+    data["custom_fields"] = {d.key: form.get(f"cf_{d.key}", "") for d in definitions}
+    return data
+
+
+def _form_values(customer: Customer) -> dict[str, Any]:
+    return {"name": customer.name, "phone": customer.phone or "", "email": customer.email or "",
+            "company": customer.company, "owner_id": str(customer.owner_id or ""),
+            "stage_id": str(customer.stage_id or ""), "tags": ", ".join(customer.tags),
+            "notes": customer.notes,
+            **{f"cf_{key}": value for key, value in customer.custom_fields.items()}}
+
+
+def _refused(exc: ServiceError) -> dict[str, Any]:
+    """How a form shows a refusal: the field errors, the message, and the customer who
+    already has this phone or email."""
+    return {"errors": exc.fields, "error": exc.message,
+            "existing": getattr(exc, "existing_id", None)}
+
+
+@blueprint.route("/new", methods=["GET", "POST"])
+@require("crm", "write")
+def new_customer():
+    definitions = services.list_field_definitions()
+    context = {"title": _("New customer"), "action": url_for("customers.new_customer"),
+               "cancel_url": url_for("customers.list_customers"), **_choices(definitions)}
+    if request.method == "GET":  # owned by its creator, in the first stage, unless changed
+        first_stage = context["stage_choices"][0][0]
+        return _page("customers/form.html", values={
+            "owner_id": str(_me().id), "stage_id": first_stage}, **context)
+    try:
+        customer = services.create_customer(_me(), _customer_data(request.form, definitions))
+    except (ValidationError, ConflictError) as exc:
+        return _page("customers/form.html", exc.status, values=request.form, **_refused(exc),
+                     **context)
+    flash(_("%(name)s was added.", name=customer.name), "success")
+    return _see_other("customers.show_customer", customer_id=customer.id)
+
+
+def _customer_page(customer: Customer, status: int = 200, **context) -> tuple[str, int]:
+    """The customer page; `context` overrides the timeline's page or the activity form."""
+    before = context.pop("before", None)
+    activities, next_cursor = services.list_activities(customer, before, TIMELINE_PAGE)
+    context.setdefault("activity_values", {})
+    context.setdefault("activity_errors", {})
+    conversation_id = services.whatsapp_conversation_id(customer)
+    return render_template(
+        "customers/show.html", customer=customer, activities=activities, before=before,
+        conversation_url=url_for("whatsapp.conversation", conversation_id=conversation_id)
+        if conversation_id else None,
+        next_cursor=next_cursor, score_lines=services.explain_score(customer),
+        definitions=services.list_field_definitions(), owner_choices=_owner_choices(),
+        activity_types=ACTIVITY_TYPES, **context), status
+
+
+@blueprint.get("/<int:customer_id>")
+@require("crm", "read")
+def show_customer(customer_id: int):
+    customer = services.access_customer(customer_id)
+    if is_htmx():  # "Cancel" while editing in place: the details again
+        return render_template("customers/_details.html", customer=customer,
+                               definitions=services.list_field_definitions())
+    return _customer_page(customer)
+
+
+@blueprint.route("/<int:customer_id>/edit", methods=["GET", "POST"])
+@require("crm", "write")
+def edit_customer(customer_id: int):
+    customer = services.access_customer(customer_id)
+    definitions = services.list_field_definitions()
+    template = "customers/_details_form.html" if is_htmx() else "customers/form.html"
+    context = {"customer": customer, "title": _("Edit %(name)s", name=customer.name),
+               "action": url_for("customers.edit_customer", customer_id=customer.id),
+               "cancel_url": url_for("customers.show_customer", customer_id=customer.id),
+               **_choices(definitions)}
+    if request.method == "GET":
+        return _page(template, values=_form_values(customer), **context)
+    try:
+        services.update_customer(_me(), customer, _customer_data(request.form, definitions))
+    except (ValidationError, ConflictError) as exc:
+        return _page(template, exc.status, values=request.form, **_refused(exc), **context)
+    flash(_("%(name)s was saved.", name=customer.name), "success")
+    if is_htmx():
+        return _fragment("customers/_details.html", customer=customer, definitions=definitions)
+    return _see_other("customers.show_customer", customer_id=customer.id)
+
+
+@blueprint.post("/<int:customer_id>/delete")
+@require("crm", "write")
+def delete_customer(customer_id: int):
+    customer = services.access_customer(customer_id)
+    name = customer.name
+    services.delete_customer(_me(), customer)
+    flash(_("%(name)s was deleted.", name=name), "success")
+    return _see_other("customers.list_customers")
+
+
+def _merge_candidates(customer: Customer, query: str) -> list[Customer]:
+    if not query.strip():
+        return []
+    filters, _errors = _filters({"search": query})
+    if filters is None:
+        return []
+    rows, _next = services.list_customers(filters, limit=MERGE_CANDIDATES + 1)
+    return [row for row in rows if row.id != customer.id][:MERGE_CANDIDATES]
+
+
+@blueprint.get("/<int:customer_id>/merge")
+@require("crm", "write")
+def merge_candidates(customer_id: int):
+    customer = services.access_customer(customer_id)
+    query = request.args.get("q", "")
+    context = {"customer": customer, "query": query,
+               "candidates": _merge_candidates(customer, query)}
+    if is_htmx():
+        return render_template("customers/_merge_results.html", **context)
+    return render_template("customers/merge.html", **context)
+
+
+@blueprint.post("/<int:customer_id>/merge")
+@require("crm", "write")
+def merge_customer(customer_id: int):
+    survivor = services.access_customer(customer_id)
+    duplicate_id = services.check_id(request.form.get("duplicate_id"), "duplicate_id")
+    if duplicate_id is None:
+        raise ValidationError({"duplicate_id": _("Choose the duplicate to merge.")})
+    duplicate = services.access_customer(duplicate_id)
+    name = duplicate.name
+    services.merge_customers(_me(), survivor, duplicate)
+    flash(_("%(duplicate)s was merged into %(name)s.", duplicate=name, name=survivor.name),
+          "success")
+    return _see_other("customers.show_customer", customer_id=survivor.id)
+
+
+# -- the timeline -----------------------------------------------------------------------------
+
+@blueprint.get("/<int:customer_id>/activities")
+@require("crm", "read")
+def timeline(customer_id: int):
+    customer = services.access_customer(customer_id)
+    before = request.args.get("before", type=int)
+    if not is_htmx():
+        return _customer_page(customer, before=before)
+    activities, next_cursor = services.list_activities(customer, before, TIMELINE_PAGE)
+    return render_template("customers/_timeline_items.html", customer=customer,
+                           activities=activities, next_cursor=next_cursor, before=before)
+
+
+@blueprint.post("/<int:customer_id>/activities")
+@require("crm", "write")
+def add_activity(customer_id: int):
+    customer = services.access_customer(customer_id)
+    form = request.form
+    try:
+        activity = services.add_activity(_me(), customer, form.get("type"), form.get("body"),
+                                         form.get("due_at"), form.get("assignee_id"))
+    except ValidationError as exc:
+        if not is_htmx():
+            return _customer_page(customer, 422, activity_values=form,
+                                  activity_errors=exc.fields)
+        return _activity_form(customer, 422, activity_values=form, activity_errors=exc.fields)
+    if not is_htmx():
+        return redirect(url_for("customers.show_customer", customer_id=customer.id)
+                        + "#timeline", 303)
+    return _activity_form(customer, added=activity)
+
+
+def _activity_form(customer: Customer, status: int = 200, **context) -> Response:
+    """The activity form again (empty, or with its errors), and the entry it added."""
+    context.setdefault("activity_values", {})
+    context.setdefault("activity_errors", {})
+    return _fragment("customers/_activity_form.html", status, customer=customer,
+                     owner_choices=_owner_choices(), activity_types=ACTIVITY_TYPES, **context)
+
+
+@blueprint.post("/activities/<int:activity_id>/complete")
+@require("crm", "write")
+def complete_task(activity_id: int):
+    activity = services.access_activity(activity_id)
+    status = 200
+    try:
+        services.complete_task(_me(), activity)
+    except ConflictError as exc:
+        flash(exc.message, "error")
+        status = exc.status
+    if is_htmx():
+        return _fragment("customers/_activity.html", status, activity=activity)
+    return _see_other("customers.show_customer", customer_id=activity.customer_id)
+
+
+# -- the pipeline board -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    stage: SalesStage
+    customers: list[Customer]
+    next_cursor: str | None
+    count: int
+
+
+@blueprint.get("/board")
+@require("crm", "read")
+def board():
+    counts = services.stage_counts()
+    columns = [Column(stage, *services.board_column(stage.id, limit=live.BOARD_PAGE),
+                      counts.get(stage.id, 0)) for stage in services.list_stages()]
+    return render_template("customers/board.html", columns=columns)
+
+
+@blueprint.get("/board/<int:stage_id>")
+@require("crm", "read")
+def board_column(stage_id: int):
+    stage = services.access_stage(stage_id)
+    if not is_htmx():  # the "Load more" link without JavaScript: the list of that stage
+        return _see_other("customers.list_customers", stage_id=stage.id)
+    customers, next_cursor = services.board_column(stage.id, request.args.get("after"),
+                                                   live.BOARD_PAGE)
+    return render_template("customers/_board_column.html", stage_id=stage.id,
+                           customers=customers, next_cursor=next_cursor)
+
+
+class Card(NamedTuple):
+    """A card as the board drew it: the stage it was in and its position then."""
+
+    id: int
+    stage_id: int
+    position: float
+
+
+class Move(NamedTuple):
+    card: Card
+    stage_id: int
+    after_id: int | None  # the card just above where it was dropped
+    before_id: int | None  # the card just below
+
+
+def read_board(values: list[str]) -> dict[int, list[Card]]:
+    """The board's posted order: each column's marker ("stage:<id>"), then its cards
+    ("<id>:<stage id>:<position>"), top to bottom."""
+    columns: dict[int, list[Card]] = {}
+    cards: list[Card] | None = None
+    try:
+        for value in values:
+            if value.startswith("stage:"):
+                cards = columns.setdefault(_posted_id(value.removeprefix("stage:")), [])
+            elif cards is not None:
+                card_id, stage_id, position = value.split(":")
+                cards.append(Card(_posted_id(card_id), _posted_id(stage_id),
+                                  _posted_position(position)))
+            else:
+                raise ValueError(value)
+    except (ValueError, ValidationError):
+        raise ValidationError({"order": _("The board sent an order that makes no sense. "
+                                          "Reload the page.")}) from None
+    return columns
+
+
+def _posted_id(raw: str) -> int:
+    value = services.check_id(raw, "order")
+    if value is None:
+        raise ValueError(raw)
+    return value
+
+
+def _posted_position(raw: str) -> float:
+    position = float(raw)
+    if not math.isfinite(position):
+        raise ValueError(raw)
+    return position
+
+
+def find_move(columns: dict[int, list[Card]]) -> Move | None:
+    """The card a drag moved: one drawn in another column than it now sits in, else the one
+    whose place in its column changed (None when nothing moved)."""
+    for stage_id, cards in columns.items():
+        for index, card in enumerate(cards):
+            if card.stage_id != stage_id:
+                return _move(stage_id, cards, index)
+    for stage_id, cards in columns.items():
+        drawn = sorted(cards, key=lambda card: (card.position, card.id))
+        changed = [index for index, (now, before) in enumerate(zip(cards, drawn, strict=True))
+                   if now != before]
+        if changed:
+            first, last = changed[0], changed[-1]
+            # A card dragged up lands first in the changed stretch; one dragged down, last.
+            moved = drawn[last] if cards[first] == drawn[last] else drawn[first]
+            return _move(stage_id, cards, cards.index(moved))
+    return None
+
+
+def _move(stage_id: int, cards: list[Card], index: int) -> Move:
+    above = cards[index - 1].id if index > 0 else None
+    below = cards[index + 1].id if index + 1 < len(cards) else None
+    return Move(cards[index], stage_id, above, below)
+
+
+def _board_refused(message: str, status: int) -> Response:
+    """The move was not saved: say why and reload the board, which shows what is saved."""
+    flash(message, "error")
+    response = make_response("", status)
+    response.headers["HX-Refresh"] = "true"
+    return response
+
+
+@blueprint.post("/board/move")
+@require("crm", "write")
+def move_card():
+    try:
+        move = find_move(read_board(request.form.getlist("order")))
+        if move is None:
+            return "", 204
+        customer = services.access_customer(move.card.id)
+        services.move_customer(_me(), customer, move.stage_id, before_id=move.before_id,
+                               after_id=move.after_id)
+    except ServiceError as exc:
+        if not is_htmx():
+            raise
+        return _board_refused(exc.message, exc.status)
+    if not is_htmx():
+        return _see_other("customers.board")
+    return render_template("customers/_board_moved.html", moved=customer,
+                           counts=services.stage_counts(),
+                           changed_stages=sorted({move.card.stage_id, move.stage_id}))
+
+
+# -- segments ---------------------------------------------------------------------------------
+
+@blueprint.get("/segments")
+@require("crm", "read")
+def segments():
+    return render_template("customers/segments.html", segments=services.list_segments())
+
+
+def _segment_page(status: int = 200, **context) -> tuple[str, int]:
+    filters, errors = _filters(context.get("values", {}))
+    context.setdefault("errors", errors)
+    context["count"] = services.count_customers(filters) if filters else 0
+    return _page("customers/segment_new.html", status, **_choices(), **context)
+
+
+@blueprint.get("/segments/new")
+@require("crm", "write")
+def new_segment():
+    return _segment_page(values=request.args)
+
+
+@blueprint.post("/segments")
+@require("crm", "write")
+def create_segment():
+    form = request.form
+    try:
+        segment = services.create_segment(_me(), form.get("name"), form)
+    except ValidationError as exc:
+        return _segment_page(422, values=form, errors=exc.fields)
+    flash(_("The segment %(name)s was saved.", name=segment.name), "success")
+    return _see_other("customers.segments")
+
+
+@blueprint.get("/segments/count")
+@require("crm", "read")
+def count_segment():
+    filters, errors = _filters(request.args)
+    if errors:
+        return render_template("customers/_segment_count.html", count=None), 422
+    return render_template("customers/_segment_count.html",
+                           count=services.count_customers(filters))
+
+
+@blueprint.post("/segments/<int:segment_id>/delete")
+@require("crm", "write")
+def delete_segment(segment_id: int):
+    segment = services.access_segment(segment_id)
+    name = segment.name
+    services.delete_segment(_me(), segment)
+    flash(_("The segment %(name)s was deleted.", name=name), "success")
+    return _see_other("customers.segments")
+
+
+# -- CSV import -------------------------------------------------------------------------------
+
+@blueprint.get("/imports/new")
+@require("crm", "write")
+def new_import():
+    return _page("customers/import_new.html")
+
+
+@blueprint.post("/imports")
+@require("crm", "write")
+def start_import():
+    try:
+        imp = services.start_import(_me(), request.files.get("file"))
+    except ValidationError as exc:
+        return _page("customers/import_new.html", 422, errors=exc.fields)
+    return _see_other("customers.show_import", import_id=imp.id)
+
+
+def _import_page(imp, status: int = 200, **context) -> tuple[str, int]:
+    if imp.status == "uploaded":
+        columns, rows = services.preview_import(imp)
+        context.setdefault("mapping", imp.mapping)
+        context.setdefault("on_duplicate", imp.on_duplicate)
+        context.update(columns=columns, rows=rows,
+                       duplicate_choices=list(DUPLICATE_LABELS.items()),
+                       target_choices=[("", _("Skip")), *services.import_targets().items()])
+    return _page("customers/import.html", status, imp=imp, **context)
+
+
+@blueprint.get("/imports/<int:import_id>")
+@require("crm", "write")
+def show_import(import_id: int):
+    imp = services.access_import(import_id)
+    if is_htmx():  # the progress section polling itself
+        return render_template("customers/_import_progress.html", imp=imp)
+    return _import_page(imp)
+
+
+@blueprint.post("/imports/<int:import_id>")
+@require("crm", "write")
+def configure_import(import_id: int):
+    imp = services.access_import(import_id)
+    if imp.status != "uploaded":
+        flash(_("This import has already started."), "error")
+        return _see_other("customers.show_import", import_id=imp.id)
+    columns, _rows = services.preview_import(imp)
+    mapping = {column: request.form.get(f"column-{index}", "")
+               for index, column in enumerate(columns)}
+    on_duplicate = request.form.get("on_duplicate")
+    try:
+        services.configure_import(_me(), imp, mapping, on_duplicate)
+    except ValidationError as exc:
+        return _import_page(imp, 422, errors=exc.fields, mapping=mapping,
+                            on_duplicate=on_duplicate)
+    return _see_other("customers.show_import", import_id=imp.id)
+
+
+@blueprint.post("/imports/<int:import_id>/resume")
+@require("crm", "write")
+def resume_import(import_id: int):
+    imp = services.access_import(import_id)
+    try:
+        services.resume_import(_me(), imp)
+    except ConflictError as exc:
+        flash(exc.message, "error")
+    return _see_other("customers.show_import", import_id=imp.id)
+
+
+@blueprint.get("/imports/<int:import_id>/report.csv")
+@require("crm", "write")
+def import_report(import_id: int):
+    imp = services.access_import(import_id)
+    path = services.import_report_path(imp)
+    if path is None:
+        flash(_("This import has no report: no row was rejected, or it is not finished."),
+              "info")
+        return _see_other("customers.show_import", import_id=imp.id)
+    return send_file(path, mimetype="text/csv", as_attachment=True,
+                     download_name=f"rejected-rows-{imp.id}.csv")
+
+
+# -- settings: stages -------------------------------------------------------------------------
+
+def _stage_page(status: int = 200, **context) -> tuple[str, int]:
+    context.setdefault("new_errors", {})
+    context.setdefault("new_values", {})
+    context.setdefault("row_errors", {})
+    return render_template("customers/settings_stages.html", stages=services.list_stages(),
+                           **context), status
+
+
+def _stage_data(form: Mapping) -> dict[str, Any]:
+    """A stage form; an unticked checkbox is not posted, and means no."""
+    return {"name_ar": form.get("name_ar"), "name_en": form.get("name_en"),
+            "color": form.get("color"), "is_won": form.get("is_won", ""),
+            "is_lost": form.get("is_lost", "")}
+
+
+@blueprint.get("/settings/stages")
+@crm_setting
+def stage_settings():
+    return _stage_page()
+
+
+@blueprint.post("/settings/stages")
+@crm_setting
+def create_stage():
+    try:
+        stage = services.create_stage(_me(), _stage_data(request.form))
+    except ValidationError as exc:
+        return _stage_page(422, new_errors=exc.fields, new_values=request.form,
+                           new_error=exc.message)
+    flash(_("The stage %(name)s was added.", name=stage.name_in(current_language())), "success")
+    return _see_other("customers.stage_settings")
+
+
+@blueprint.post("/settings/stages/order")
+@crm_setting
+def reorder_stages():
+    try:
+        services.reorder_stages(_me(), request.form.getlist("stage_ids"))
+    except ValidationError as exc:
+        if is_htmx():
+            return _board_refused(exc.message, exc.status)
+        raise
+    if is_htmx():
+        return "", 204
+    return _see_other("customers.stage_settings")
+
+
+@blueprint.post("/settings/stages/<int:stage_id>")
+@crm_setting
+def update_stage(stage_id: int):
+    stage = services.access_stage(stage_id)
+    try:
+        services.update_stage(_me(), stage, _stage_data(request.form))
+    except ValidationError as exc:
+        return _stage_page(422, error_id=stage.id, row_errors=exc.fields,
+                           row_values=request.form)
+    flash(_("The stage %(name)s was saved.", name=stage.name_in(current_language())), "success")
+    return _see_other("customers.stage_settings")
+
+
+@blueprint.post("/settings/stages/<int:stage_id>/delete")
+@crm_setting
+def delete_stage(stage_id: int):
+    stage = services.access_stage(stage_id)
+    name = stage.name_in(current_language())
+    try:
+        services.delete_stage(_me(), stage)
+    except ConflictError as exc:
+        flash(exc.message, "error")
+        return _see_other("customers.stage_settings")
+    flash(_("The stage %(name)s was deleted.", name=name), "success")
+    return _see_other("customers.stage_settings")
+
+
+# -- settings: custom fields ------------------------------------------------------------------
+
+def _field_page(status: int = 200, **context) -> tuple[str, int]:
+    context.setdefault("new_errors", {})
+    context.setdefault("new_values", {})
+    context.setdefault("row_errors", {})
+    return render_template("customers/settings_fields.html",
+                           definitions=services.list_field_definitions(),
+                           field_type_choices=list(FIELD_TYPE_LABELS.items()), **context), status
+
+
+@blueprint.get("/settings/fields")
+@crm_setting
+def field_settings():
+    return _field_page()
+
+
+@blueprint.post("/settings/fields")
+@crm_setting
+def create_field():
+    form = request.form
+    data = {key: form.get(key, "") for key in ("key", "label", "type", "choices", "is_required")}
+    try:
+        definition = services.create_field_definition(_me(), data)
+    except (ValidationError, ConflictError) as exc:
+        return _field_page(exc.status, new_errors=exc.fields, new_values=form,
+                           new_error=exc.message)
+    flash(_("The field %(label)s was added.", label=definition.label), "success")
+    return _see_other("customers.field_settings")
+
+
+@blueprint.post("/settings/fields/<int:field_id>")
+@crm_setting
+def update_field(field_id: int):
+    definition = services.access_field(field_id)
+    form = request.form
+    data = {"label": form.get("label"), "is_required": form.get("is_required", "")}
+    if definition.type == "choice":
+        data["choices"] = form.get("choices", "")
+    try:
+        services.update_field_definition(_me(), definition, data)
+    except ValidationError as exc:
+        return _field_page(422, error_id=definition.id, row_errors=exc.fields, row_values=form)
+    flash(_("The field %(label)s was saved.", label=definition.label), "success")
+    return _see_other("customers.field_settings")
+
+
+@blueprint.post("/settings/fields/<int:field_id>/delete")
+@crm_setting
+def delete_field(field_id: int):
+    definition = services.access_field(field_id)
+    label = definition.label
+    services.delete_field_definition(_me(), definition)
+    flash(_("The field %(label)s was deleted.", label=label), "success")
+    return _see_other("customers.field_settings")
+
+
+# -- settings: lead scoring -------------------------------------------------------------------
+
+def _rule_rows(rules: list) -> list[dict[str, Any]]:
+    """Saved rules as the form's rows."""
+    return [{"kind": rule.kind, "points": rule.points, "is_active": rule.is_active,
+             **rule.params, "reading": services.describe_rule(rule)} for rule in rules]
+
+
+def _posted_rules(form: Mapping) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    """The rows the scoring form posted (to show again), the rules to save (rows not marked
+    for removal) and, for each rule, the number of its row."""
+    rows, rules, numbers = [], [], []
+    index = 0
+    while (kind := form.get(f"rules-{index}-kind")) is not None:
+        prefix = f"rules-{index}-"
+        row = {name.removeprefix(prefix): value for name, value in form.items()
+               if name.startswith(prefix)}
+        rows.append(row)
+        if not row.get("remove"):
+            params = {name: row.get(name, "") for name in RULE_PARAMS.get(kind, ())}
+            rules.append({"kind": kind, "points": row.get("points", ""),
+                          "is_active": row.get("is_active", ""), "params": params})
+            numbers.append(index)
+        index += 1
+    return rows, rules, numbers
+
+
+def _renumbered(errors: Mapping[str, str], numbers: list[int]) -> dict[str, str]:
+    """Errors of the n-th saved rule ("rules-n-points") named after its row in the form."""
+    renamed = {}
+    for name, message in errors.items():
+        parts = name.split("-", 2)
+        if len(parts) == 3 and parts[0] == "rules" and parts[1].isdigit():
+            name = f"rules-{numbers[int(parts[1])]}-{parts[2]}"
+        renamed[name] = message
+    return renamed
+
+
+def _scoring_page(rows: list[dict[str, Any]], status: int = 200, **context) -> tuple[str, int]:
+    definitions = services.list_field_definitions()
+    return render_template(
+        "customers/settings_scoring.html", rows=rows, rule_params=RULE_PARAMS,
+        kind_choices=list(RULE_LABELS.items()), stage_choices=_stage_choices(),
+        field_choices=[(d.key, d.label) for d in definitions],
+        errors=context.pop("errors", {}), **context), status
+
+
+@blueprint.get("/settings/scoring")
+@crm_setting
+def scoring_settings():
+    rows = _rule_rows(services.list_rules())
+    kind = request.args.get("add")
+    if kind in RULE_DEFAULTS:  # "Add a rule": a new row to fill in, saved with the others
+        rows.append({"kind": kind, "points": 10, "is_active": True, **RULE_DEFAULTS[kind]})
+    return _scoring_page(rows)
+
+
+@blueprint.post("/settings/scoring")
+@crm_setting
+def save_scoring():
+    rows, rules, numbers = _posted_rules(request.form)
+    try:
+        services.save_rules(_me(), rules)
+    except ValidationError as exc:
+        return _scoring_page(rows, 422, errors=_renumbered(exc.fields, numbers),
+                             error=exc.message)
+    flash(_("The scoring rules were saved. Scores are being recomputed."), "success")
+    return _see_other("customers.scoring_settings")

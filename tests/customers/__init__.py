@@ -1,0 +1,1 @@
+"""Tests of the CRM module: services, API, imports and the WhatsApp integration."""

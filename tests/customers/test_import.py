@@ -1,0 +1,288 @@
+"""CSV imports: Excel's UTF-8 with BOM and Arabic names, preview and mapping, dedupe on phone
+and email (update or skip), the report of rejected rows, progress, and a rerun that continues
+after a crash without writing anything twice."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from crm import events
+from crm.customers import jobs, services
+from crm.customers.models import Customer, CustomerActivity, CustomerImport
+from crm.errors import ConflictError, ValidationError
+from crm.extensions import db
+from crm.tenancy import organization_context
+from tests.customers.factories import csv_upload, make_customer, make_import
+from tests.factories import make_org, run_jobs
+from tests.foundation import ident
+
+ARABIC_FILE = ("الاسم,الجوال,البريد الإلكتروني,الشركة\n"
+               "أحمد العتيبي,0501234567,ahmed@example.com,شركة وصل\n"
+               "فاطمة الزهراء,+966 55 000 0001,,\n"
+               "\n"
+               "نورة,٠٥٥٠٠٠٠٠٠٢,NOURA@example.com,مؤسسة النور\n")
+MAPPING = {"الاسم": "name", "الجوال": "phone", "البريد الإلكتروني": "email",
+           "الشركة": "company"}
+
+
+def _reload(org_id: int, imp_id: int) -> CustomerImport:
+    """The import as the database has it now (loaded fully: RLS hides it outside its org)."""
+    with organization_context(org_id):
+        return db.session.get(CustomerImport, imp_id, populate_existing=True)
+
+
+def _customers(org_id: int) -> dict[str, Customer]:
+    with organization_context(org_id):
+        return {c.phone or c.email: c for c in db.session.scalars(
+            select(Customer).execution_options(populate_existing=True))}
+
+
+def _run(app, org, text: str, mapping: dict, on_duplicate: str = "skip", **upload):
+    """Upload `text`, map it, start the job and run it; the import as it ended."""
+    imp = make_import(org, text, **upload)
+    org_id, imp_id = ident(org), imp.id
+    with organization_context(org_id):
+        services.configure_import(org.admin, imp, mapping, on_duplicate)
+        db.session.flush()  # while the organization is set: RLS would hide the row later
+    run_jobs(app)
+    return _reload(org_id, imp_id)
+
+
+def _report(imp: CustomerImport) -> list[list[str]]:
+    with open(imp.report_path, encoding="utf-8-sig", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_an_excel_file_with_a_bom_and_arabic_names_is_imported(app, org):
+    """The BOM is not part of the first column's name; Arabic names arrive intact, phones in
+    any written form become E.164, emails lower-case; the blank line is skipped; each customer
+    gets an `imported` entry and the uploaded file is removed at the end."""
+    imp = _run(app, org, ARABIC_FILE, MAPPING, bom=True)
+
+    assert imp.status == "done"
+    assert (imp.total_rows, imp.processed_rows) == (4, 4)
+    assert (imp.created_count, imp.updated_count, imp.skipped_count,
+            imp.rejected_count) == (3, 0, 1, 0)
+    customers = _customers(ident(org))
+    assert customers["+966501234567"].name == "أحمد العتيبي"
+    assert customers["+966501234567"].company == "شركة وصل"
+    assert customers["+966550000002"].email == "noura@example.com"
+    assert customers["+966550000001"].source == "import"
+    assert imp.report_path is None
+    assert not Path(imp.path).exists()
+    with organization_context(ident(org)):
+        assert db.session.scalar(select(func.count()).select_from(CustomerActivity).where(
+            CustomerActivity.type == "imported")) == 3
+
+
+def test_the_preview_shows_columns_and_first_rows_and_guesses_the_mapping(org):
+    """Arabic and English headers are recognised; the BOM does not stick to the first name."""
+    imp = make_import(org, ARABIC_FILE, bom=True)
+
+    with organization_context(org.id):
+        columns, rows = services.preview_import(imp)
+    assert columns == list(MAPPING)
+    assert rows[0] == ["أحمد العتيبي", "0501234567", "ahmed@example.com", "شركة وصل"]
+    assert imp.mapping == MAPPING
+    assert imp.status == "uploaded"
+
+
+@pytest.mark.parametrize(("content", "filename"), [
+    (b"", "empty.csv"),
+    ("الاسم,الجوال\nأحمد,050\n".encode("cp1256"), "arabic-windows.csv"),
+    (b"name,phone\n", "customers.xlsx"),
+])
+def test_unreadable_files_are_refused_and_not_kept(org, content, filename):
+    """An empty file, one not in UTF-8 (Excel's "CSV" in Windows Arabic) or not a CSV is a
+    422 on `file`; nothing is stored."""
+    import io
+
+    from werkzeug.datastructures import FileStorage
+
+    with organization_context(org.id):
+        directory = services.import_directory()
+        with pytest.raises(ValidationError) as caught:
+            services.start_import(org.admin, FileStorage(io.BytesIO(content), filename=filename))
+        assert set(caught.value.fields) == {"file"}
+        assert list(directory.iterdir()) == []
+        assert db.session.scalar(select(func.count()).select_from(CustomerImport)) == 0
+
+
+def test_a_file_too_large_is_refused(org, monkeypatch):
+    monkeypatch.setattr(services, "IMPORT_MAX_BYTES", 10)
+    with organization_context(org.id), pytest.raises(ValidationError):
+        services.start_import(org.admin, csv_upload("name\n" + "x" * 20))
+
+
+def test_the_mapping_must_make_sense(org):
+    """Nothing that identifies a customer, a field twice, or a field that does not exist is
+    refused; a started import cannot be configured again."""
+    imp = make_import(org, "a,b,c\n1,2,3\n")
+    with organization_context(org.id):
+        for mapping in ({"a": "company"}, {"a": "name", "b": "name"}, {"a": "cf:nope"}):
+            with pytest.raises(ValidationError):
+                services.configure_import(org.admin, imp, mapping, "skip")
+        with pytest.raises(ValidationError):
+            services.configure_import(org.admin, imp, {"a": "name"}, "merge")
+        services.configure_import(org.admin, imp, {"a": "name", "b": "", "c": "notes"}, "skip")
+        with pytest.raises(ConflictError):
+            services.configure_import(org.admin, imp, {"a": "name"}, "skip")
+
+
+@pytest.mark.parametrize("on_duplicate", ["skip", "update"])
+def test_duplicates_on_phone_or_email_are_skipped_or_updated(app, org, on_duplicate):
+    """A row whose phone (written another way) or email matches a customer updates it or is
+    skipped; empty cells never erase; rows repeating a number in the file make one customer."""
+    make_customer(org, name="Old name", phone="+966501234567", company="Old Co")
+    make_customer(org, name="Mail", phone=None, email="mail@x.example")
+    text = ("name,phone,email,company\n"
+            "New name,0501234567,,\n"
+            "Mail renamed,,MAIL@x.example,Mail Co\n"
+            "Twice,0550000009,,First\n"
+            "Twice again,+966550000009,,Second\n")
+
+    imp = _run(app, org, text, {"name": "name", "phone": "phone", "email": "email",
+                                "company": "company"}, on_duplicate)
+
+    customers = _customers(ident(org))
+    assert len(customers) == 3
+    if on_duplicate == "skip":
+        assert (imp.created_count, imp.updated_count, imp.skipped_count) == (1, 0, 3)
+        assert customers["+966501234567"].name == "Old name"
+        assert customers["+966550000009"].company == "First"
+    else:
+        assert (imp.created_count, imp.updated_count, imp.skipped_count) == (1, 3, 0)
+        assert customers["+966501234567"].name == "New name"
+        assert customers["+966501234567"].company == "Old Co"  # the empty cell kept it
+        assert customers["mail@x.example"].company == "Mail Co"
+        assert customers["+966550000009"].name == "Twice again"
+
+
+def test_rejected_rows_are_reported_with_their_reasons(app):
+    """Each rejected row is in the report with its row number, the reason (in the importer's
+    language) naming the column, and its cells as they were; the others are imported."""
+    org = make_org(language="en")
+    make_customer(org, phone="+966501111111")
+    make_customer(org, phone=None, email="taken@x.example")
+    text = ("Full name,Mobile,E-mail,Stage\n"
+            "Good,0502222222,,New lead\n"
+            "Bad phone,12345,,\n"
+            "Bad mail,,not-an-email,\n"
+            "No stage,0503333333,,Negotiation\n"
+            ",,,\n"
+            "Two owners,0501111111,taken@x.example,\n"
+            ",,,Won\n")
+
+    imp = _run(app, org, text, {"Full name": "name", "Mobile": "phone", "E-mail": "email",
+                                "Stage": "stage"})
+
+    assert (imp.created_count, imp.rejected_count, imp.skipped_count) == (1, 5, 1)
+    report = _report(imp)
+    assert report[0] == ["Row", "Reason", "Full name", "Mobile", "E-mail", "Stage"]
+    rows = {int(row[0]): row for row in report[1:]}
+    assert sorted(rows) == [3, 4, 5, 7, 8]
+    assert rows[3][1].startswith("Mobile: ")
+    assert rows[4][1].startswith("E-mail: ")
+    assert rows[5][1].startswith("Stage: ")
+    assert rows[3][2:] == ["Bad phone", "12345", "", ""]
+    assert "two different customers" in rows[7][1]
+    assert rows[8][2:] == ["", "", "", "Won"]
+    with organization_context(ident(org)):
+        assert services.import_report_path(imp) == Path(imp.report_path)
+
+
+def test_progress_is_saved_and_announced_batch_by_batch(app, org, monkeypatch):
+    """The counters are committed after each batch, and each batch announces its progress."""
+    monkeypatch.setattr(jobs, "BATCH", 2)
+    heard: list[dict] = []
+    subscribers = defaultdict(list, {k: list(v) for k, v in events._subscribers.items()})
+    monkeypatch.setattr(events, "_subscribers", subscribers)
+    events.subscribe("customer_import.progress")(heard.append)
+    text = "name,phone\n" + "".join(f"N{n},05500001{n:02d}\n" for n in range(5))
+
+    imp = _run(app, org, text, {"name": "name", "phone": "phone"})
+
+    assert imp.created_count == 5
+    assert [(p["status"], p["processed_rows"]) for p in heard] == [
+        ("running", 2), ("running", 4), ("running", 5), ("done", 5)]
+    assert {p["total_rows"] for p in heard} == {5}
+
+
+def test_a_rerun_after_a_crash_continues_without_duplicates(app, org, monkeypatch):
+    """A job cut off after writing its report but before committing a batch fails; resumed,
+    it continues after the last committed row: every customer and report line exactly once."""
+    monkeypatch.setattr(jobs, "BATCH", 2)
+    text = ("name,phone\n" + "A,0550000101\nbad,1\n" + "C,0550000103\nbad,2\n"
+            + "E,0550000105\n")
+    imp = make_import(org, text)
+    org_id, imp_id = ident(org), imp.id
+    with organization_context(org_id):
+        services.configure_import(org.admin, imp, {"name": "name", "phone": "phone"}, "skip")
+        db.session.flush()
+    record = jobs._record
+    calls = []
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("worker killed")
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "_record", crash_on_second_batch)
+    run_jobs(app)
+    crashed = _reload(org_id, imp_id)
+    assert (crashed.status, crashed.processed_rows, crashed.created_count) == ("failed", 2, 1)
+    assert crashed.error
+    assert len(_report(crashed)) == 1 + 2  # the header, batch 1's and batch 2's uncommitted
+
+    monkeypatch.setattr(jobs, "_record", record)
+    with organization_context(org_id):
+        services.resume_import(org.admin, crashed)
+        db.session.flush()
+    run_jobs(app)
+    done = _reload(org_id, imp_id)
+
+    assert done.status == "done"
+    assert (done.processed_rows, done.created_count, done.rejected_count) == (5, 3, 2)
+    assert sorted(_customers(org_id)) == ["+966550000101", "+966550000103", "+966550000105"]
+    assert [row[0] for row in _report(done)[1:]] == ["3", "5"]
+
+    with organization_context(org_id):
+        jobs.run_import(imp_id)  # delivered once more: nothing happens
+    assert len(_customers(org_id)) == 3
+
+
+def test_only_a_failed_import_can_be_resumed(org):
+    imp = make_import(org)
+    with organization_context(org.id), pytest.raises(ConflictError):
+        services.resume_import(org.admin, imp)
+
+
+def test_stage_owner_tags_and_custom_fields_are_imported(app, org):
+    """Stages are found by name in either language, owners by email, and custom fields are
+    checked by their type."""
+    from tests.customers.factories import make_field
+
+    make_field(org, "budget", "number")
+    with organization_context(org.id):
+        owner_email = org.admin.email
+    text = ("name,stage,owner,tags,budget\n"
+            f"Ali,مؤهل,{owner_email.upper()},\"vip, riyadh\",١٥٠٠\n"
+            "Omar,Won,,,lots\n")
+
+    imp = _run(app, org, text, {"name": "name", "stage": "stage", "owner": "owner",
+                                "tags": "tags", "budget": "cf:budget"})
+
+    assert (imp.created_count, imp.rejected_count) == (1, 1)
+    with organization_context(ident(org)):
+        ali = db.session.scalar(select(Customer).where(Customer.name == "Ali"))
+        assert ali.stage.name_en == "Qualified"
+        assert ali.owner_id == org.admin.id
+        assert ali.tags == ["vip", "riyadh"]
+        assert ali.custom_fields == {"budget": 1500}
+    assert "budget" in _report(imp)[1][1]

@@ -1,0 +1,98 @@
+"""The CRM in Chromium: a customer created in Arabic, found by a phone number written another
+way, dragged to another stage on the board (seen live by a colleague), with the move on the
+customer's timeline."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from crm.customers import services
+from crm.extensions import db
+from crm.foundation.models import User
+from tests.e2e.conftest import PHONE, screenshot, translated
+from tests.live import LiveServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
+
+NAME = "فاطمة الزهراء"
+
+
+def drag(page: Page, card: Locator, target: Locator) -> None:
+    """Drag `card` onto `target` with real pointer moves, as SortableJS needs them."""
+    start, end = card.bounding_box(), target.bounding_box()
+    x, y = start["x"] + start["width"] / 2, start["y"] + start["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 8, y + 8, steps=4)  # past Sortable's threshold: the drag starts
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + 20, steps=20)
+    page.mouse.up()
+
+
+def stage_names(live: LiveServer, org_id: int) -> list[str]:
+    with live.transaction(org_id):
+        return [stage.name_ar for stage in services.list_stages()]
+
+
+def test_create_find_and_move_a_customer_on_the_board(browsing, live_server):
+    """An admin adds a customer in Arabic, finds them by typing the phone number in Arabic
+    digits, drags their card to the next stage (a colleague's board follows at once), and the
+    customer's timeline shows the change of stage."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        services.create_customer(db.session.get(User, account.user_id),
+                                 {"name": "Someone else", "phone": "0559876543"})
+    first_stage, second_stage = stage_names(live_server, account.organization_id)[:2]
+    page = browsing.new_page(account=account)
+
+    page.goto("/customers/new")
+    page.locator("input[name='name']").fill(NAME)
+    page.locator("input[name='phone']").fill("0501234567")
+    page.locator("form[action='/customers/new'] button[type='submit']").click()
+    expect(page.locator("h1")).to_have_text(NAME)
+    customer_id = int(re.search(r"/customers/(\d+)$", page.url).group(1))
+    expect(page.locator(f"#customer-{customer_id}-details")).to_contain_text("+966 50 123 4567")
+
+    page.goto("/customers/")
+    expect(page.locator("#customer-rows tr")).to_have_count(2)
+    page.locator("#field-search").fill("٠٥٠١٢٣٤٥٦٧")
+    expect(page.locator("#customer-rows tr")).to_have_count(1)
+    expect(page.locator(f"#customer-{customer_id}")).to_contain_text(NAME)
+    expect(page).to_have_url(re.compile(r"search="))  # the filtered list has an address
+    screenshot(page, "customers-search-ar")
+
+    colleague = browsing.new_page(account=account)
+    colleague.goto("/customers/board")
+    colleague.wait_for_function("() => window.waslSocket && window.waslSocket.connected")
+    page.locator(".sidebar a[href='/customers/board']").click()  # boosted: Sortable starts
+    expect(page).to_have_url(f"{live_server.url}/customers/board")
+    columns = page.locator("section.board-column")
+    expect(columns.nth(0).locator("h2")).to_have_text(first_stage)
+    card = page.locator(f"#card-{customer_id}")
+    expect(columns.nth(0).locator(f"#card-{customer_id}")).to_be_visible()
+    target = columns.nth(1).locator("ol.board-cards")
+    with page.expect_response(lambda r: r.url.endswith("/customers/board/move")) as moved:
+        drag(page, card, target)
+    assert moved.value.status == 200
+    expect(columns.nth(1).locator(f"#card-{customer_id}")).to_be_visible()
+    expect(columns.nth(1).locator(".badge")).to_have_text("1")
+    expect(columns.nth(0).locator(".badge")).to_have_text("1")  # "Someone else" stays
+    seen = colleague.locator("section.board-column").nth(1).locator(f"#card-{customer_id}")
+    expect(seen).to_be_visible()
+    screenshot(page, "board-ar")
+
+    page.set_viewport_size(PHONE)
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(page, "board-ar-phone")
+
+    page.goto(f"/customers/{customer_id}")
+    entry = page.locator("#timeline-items .activity-stage_changed")
+    expect(entry).to_contain_text(translated(live_server, "Stage changed", "ar"))
+    expect(entry).to_contain_text(second_stage)
+    screenshot(page, "customer-ar-phone")
+    assert browsing.csp_violations() == []
+    assert [error for error in browsing.console_errors if error.startswith("htmx:")] == []
+    assert browsing.dialogs == []
