@@ -34,7 +34,7 @@ translations: $(VENV)/.installed-run
 
 # After changing user-facing text: refresh the catalogs, then translate what is new in ar/.
 messages: $(VENV)/.installed-run
-	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -k lazy_ngettext:1,2 -o translations/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -k lazy_ngettext:1,2 -k pgettext:1c,2 -k lazy_pgettext:1c,2 -o translations/messages.pot .
 	$(BIN)/pybabel update -i translations/messages.pot -d translations
 
 # Browser tests use Debian's Chromium; Playwright's own browser download does not work here.

@@ -8,7 +8,8 @@ from babel.messages.pofile import read_po
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None,
-            "lazy_ngettext": (1, 2)}
+            "lazy_ngettext": (1, 2), "pgettext": ((1, "c"), 2),
+            "lazy_pgettext": ((1, "c"), 2)}
 METHODS = [("crm/**.py", "python"), ("templates/**.html", "jinja2"),
            ("templates/**.txt", "jinja2")]
 PHYSICAL = re.compile(
@@ -16,11 +17,11 @@ PHYSICAL = re.compile(
     r"text-align:\s*(left|right)|float:\s*(left|right)|\b(ml|mr|pl|pr)-[0-9]")
 
 
-def _source_messages() -> set[str]:
+def _source_messages() -> set[tuple[str, str | None]]:
     found = set()
-    for _filename, _lineno, message, _comments, _context in extract_from_dir(
+    for _filename, _lineno, message, _comments, context in extract_from_dir(
             str(ROOT), METHODS, keywords=KEYWORDS):
-        found.add(message if isinstance(message, str) else message[0])
+        found.add((message if isinstance(message, str) else message[0], context))
     return found
 
 
@@ -33,8 +34,9 @@ def test_every_message_has_an_arabic_translation():
     """A string shown to users without an Arabic translation fails the build."""
     catalog = _catalog("ar")
     missing = sorted(
-        msgid for msgid in _source_messages()
-        if not (entry := catalog.get(msgid)) or entry.fuzzy or not _translated(entry.string))
+        msgid for msgid, context in _source_messages()
+        if not (entry := catalog.get(msgid, context=context)) or entry.fuzzy
+        or not _translated(entry.string))
     assert missing == [], f"{len(missing)} messages lack Arabic: {missing[:20]}"
 
 
