@@ -41,12 +41,16 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     navigation.init_app(app)
 
     from crm.api import blueprint as api_blueprint
+    from crm.customers.views import blueprint as customers_blueprint
     from crm.foundation.views import blueprint as foundation_blueprint
+    from crm.whatsapp.views import blueprint as whatsapp_blueprint
     from crm.whatsapp.webhooks import blueprint as whatsapp_webhooks_blueprint
 
     app.register_blueprint(foundation_blueprint)
+    app.register_blueprint(customers_blueprint)
     app.register_blueprint(api_blueprint)
     app.register_blueprint(whatsapp_webhooks_blueprint)
+    app.register_blueprint(whatsapp_blueprint)
     return app
 
 

@@ -40,7 +40,8 @@ def init_app(app: Flask) -> None:
 def is_htmx() -> bool:
     """Did htmx ask for a fragment? Boosted links and forms (hx-boost) want the whole page."""
     return (request.headers.get("HX-Request") == "true"
-            and request.headers.get("HX-Boosted") != "true")
+            and request.headers.get("HX-Boosted") != "true"
+            and request.headers.get("HX-History-Restore-Request") != "true")
 
 
 def wants_json() -> bool:

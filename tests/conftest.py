@@ -187,8 +187,8 @@ def _as_in_production(wsgi_app):
 
     def wsgi(environ, start_response):
         if has_app_context():
-            vars(g._get_current_object()).clear()
-            commit()
+            commit()  # may run event subscribers, which can leave state in `g`...
+            vars(g._get_current_object()).clear()  # ...so `g` is cleared after it
         return wsgi_app(environ, start_response)
 
     return wsgi

@@ -1,7 +1,15 @@
 // Small glue only: live updates over Socket.IO, swapped in by htmx. No markup is built here;
-// every event carries server-rendered HTML and the id of the element it replaces.
+// every event carries server-rendered HTML and the CSS selector of the element it goes into,
+// either once ({html, target, swap}) or as a list ({swaps: [{html, target, swap}, ...]}).
 (function () {
   "use strict";
+
+  function apply(swap) {
+    var target = swap && typeof swap.html === "string" && swap.target &&
+      document.querySelector(swap.target);
+    if (target) htmx.swap(target, swap.html, { swapStyle: swap.swap || "outerHTML" });
+    return Boolean(target);
+  }
 
   function connect() {
     if (document.body.dataset.realtime !== "on" || typeof io === "undefined") return;
@@ -15,16 +23,38 @@
     });
 
     socket.onAny(function (event, data) {
-      if (!data || !data.html || !data.target) {
-        htmx.trigger(document.body, "realtime:" + event, data || {});
-        return;
+      data = data || {};
+      (data.swaps || [data]).forEach(apply);
+      // A message that arrived in a conversation open on a visible page has been seen.
+      var read = data.markAsRead;
+      if (read && !document.hidden && document.querySelector(read.selector)) {
+        socket.emit("markAsRead", { conversation_id: read.conversation_id });
       }
-      var target = document.querySelector(data.target);
-      if (target) htmx.swap(target, data.html, { swapStyle: data.swap || "outerHTML" });
       htmx.trigger(document.body, "realtime:" + event, data);
     });
     window.waslSocket = socket;
   }
 
+  // Lists marked data-sortable="<group>" drag with SortableJS (items: [data-sortable-item];
+  // a list with data-sortable-handle drags by its [data-sortable-handle] only). Sortable fires
+  // "end" on the list after a drop, and it bubbles to the form around it, whose
+  // hx-trigger="end" posts the new order (htmx's own Sortable example).
+  function initSortables(root) {
+    if (typeof Sortable === "undefined") return;
+    var lists = Array.prototype.slice.call(root.querySelectorAll("[data-sortable]"));
+    if (root.matches && root.matches("[data-sortable]")) lists.push(root);
+    lists.forEach(function (list) {
+      if (Sortable.get(list)) return;
+      Sortable.create(list, {
+        group: list.dataset.sortable,
+        draggable: "[data-sortable-item]",
+        handle: list.hasAttribute("data-sortable-handle") ? "[data-sortable-handle]" : null,
+        animation: 150,
+        ghostClass: "sortable-ghost"
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", connect);
+  htmx.onLoad(initSortables);
 })();
