@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from bench.common import baseline_app, bench_app, measure, report
+from bench.common import baseline_app, bench_app, check, measure, report, sign_in
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 2000))
 TEAM_SIZE = 60
@@ -19,16 +19,10 @@ def run() -> None:
     with app.app_context():
         admin = _seed_team()
         client = app.test_client()
-        with client.session_transaction() as session:
-            session["_user_id"] = admin.get_id()
-            session["_fresh"] = True
+        sign_in(client, admin.get_id())
         from crm.security import issue_token
 
         headers = {"Authorization": f"Bearer {issue_token(admin)}"}
-
-    def check(response):
-        assert response.status_code == 200, response.status_code
-        return response
 
     baseline_client = baseline_app(app.config["DATABASE_URL"]).test_client()
     baseline = measure("bare Flask + 1 indexed SELECT",
