@@ -14,6 +14,7 @@ from flask_socketio import join_room
 from redis.connection import parse_url
 
 from crm.extensions import socketio
+from crm.permissions import role_allows
 from crm.tenancy import current_organization_id
 from crm.transaction import on_commit
 
@@ -47,6 +48,11 @@ def user_room(user_id: int) -> str:
     return f"user:{user_id}"
 
 
+def admins_room(org_id: int) -> str:
+    """The organization's admins (settings:write): pairing codes and the like go there only."""
+    return f"org:{org_id}:admins"
+
+
 # Modules that need rooms of their own (e.g. the inbox's per-language rooms) add a function
 # that names them for a user; a socket joins them on connect, after its session is checked.
 _room_sources: list[Callable[[object], Iterable[str]]] = []
@@ -64,6 +70,8 @@ def _connect(auth=None) -> bool:
     org_id, user_id = current_user.organization_id, current_user.id
     join_room(org_room(org_id))
     join_room(user_room(user_id))
+    if role_allows(current_user.role, "settings", "write"):
+        join_room(admins_room(org_id))
     for rooms_of in _room_sources:
         for room in rooms_of(current_user):
             join_room(room)
@@ -131,6 +139,12 @@ def disconnect_user(org_id: int, user_id: int) -> None:
 def emit_to_org(event: str, data: dict, org_id: int | None = None) -> None:
     """Emit to every socket of the (current) organization once the transaction commits."""
     room = org_room(org_id or _require_org())
+    on_commit(lambda: socketio.emit(event, data, to=room))
+
+
+def emit_to_admins(event: str, data: dict, org_id: int) -> None:
+    """Emit to the organization's admins only, once the transaction commits."""
+    room = admins_room(org_id)
     on_commit(lambda: socketio.emit(event, data, to=room))
 
 

@@ -45,7 +45,7 @@ from sqlalchemy import text
 from crm.crypto import decrypt_json, encrypt
 from crm.extensions import db
 from crm.models import utcnow
-from crm.realtime import emit_to_org
+from crm.realtime import emit_to_admins, emit_to_org
 from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit, rollback
 from crm.whatsapp import services
@@ -327,8 +327,9 @@ class ProfileRunner(threading.Thread):
 
             def show(profile: WhatsAppProfile) -> None:
                 profile.state = "pairing"
-                emit_to_org("qrCode", {"profile_id": profile.id, "qr_png_data_url": data_url},
-                            org_id=self.org_id)
+                # A pairing code links a phone to the organization's number: admins only.
+                emit_to_admins("qrCode", {"profile_id": profile.id,
+                                          "qr_png_data_url": data_url}, org_id=self.org_id)
 
             self._unit(show)
         except Exception:

@@ -42,7 +42,8 @@ from crm.whatsapp.channels.web import (
 from crm.whatsapp.models import Message, WhatsAppProfile
 from crm.whatsapp.supervisor import Supervisor, Timings, qr_data_url
 from tests.conftest import ROOT
-from tests.live import wait_until
+from tests.factories import make_user
+from tests.live import Account, wait_until
 from tests.whatsapp.factories import make_profile
 from tests.whatsapp.fake_neonize import (
     FakeNetwork,
@@ -170,14 +171,18 @@ def call_channel(live_server, org_id: int, message_id: int, action: str, *args):
 @pytest.mark.live
 def test_pairing_shows_the_qr_code_then_keeps_the_session_encrypted(live_server, network,
                                                                     web_profile):
-    """A number being paired shows its QR code to its own organization only; once the phone
-    scans it, the number is connected, its phone number known, and the session stored
-    encrypted (not readable in the row), in a file only we can read while it runs."""
+    """A number being paired shows its QR code to its own organization's admins only; once
+    the phone scans it, the number is connected, its phone number known, and the session
+    stored encrypted (not readable in the row), in a file only we can read while it runs."""
     account, other = live_server.make_account(), live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        agent = make_user(db.session.get(Organization, account.organization_id), "agent")
+        agent_account = Account(account.organization_id, agent.id, agent.email)
     profile_id = web_profile(account.organization_id, "pairing")
     code = "2@pairing-code,noise-key,identity-key,adv-secret"
     with (live_server.socket(live_server.session_cookie(account)) as socket,
           live_server.socket(live_server.session_cookie(other)) as other_socket,
+          live_server.socket(live_server.session_cookie(agent_account)) as agent_socket,
           supervising(live_server, network)):
         client = network.client(profile_id)
         assert stat.S_IMODE(client.session_path.stat().st_mode) == 0o600
@@ -198,6 +203,7 @@ def test_pairing_shows_the_qr_code_then_keeps_the_session_encrypted(live_server,
         with live_server.app.app_context():
             assert current_qr(profile_id) is None
     assert other_socket.events == []
+    assert "qrCode" not in [event for event, _data in agent_socket.events]
     assert not client.session_path.exists()  # removed with the runner
     assert profile_row(live_server, account.organization_id, profile_id)["state"] == "disconnected"
 
