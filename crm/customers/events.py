@@ -9,9 +9,10 @@ customer_import.progress (see services.py and jobs.py).
   counts as contact.
 - ticket.opened / ticket.closed (ticketing): an activity; an opened ticket scores.
 
-Each reaction runs in-process after the publishing transaction commits (crm/events.py; the
-set-up of a new organization as a job), and does nothing for an organization that switched the
-CRM off.
+Reactions to WhatsApp messages and the set-up of a new organization run as RQ jobs (they log,
+link and rescore: work that must not hold up a webhook); the others in-process after the
+publishing transaction commits (crm/events.py). None acts for an organization that switched
+the CRM off.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def set_up_organization(payload: dict) -> None:
     services.list_stages()  # creates the defaults and schedules the nightly rescoring
 
 
-@subscribe("message.received")
+@subscribe("message.received", job=True)
 def whatsapp_message_received(payload: dict) -> None:
     if not _crm_on():
         return
@@ -48,7 +49,7 @@ def whatsapp_message_received(payload: dict) -> None:
         _log_message(customer, payload, "whatsapp_in")
 
 
-@subscribe("message.sent")
+@subscribe("message.sent", job=True)
 def whatsapp_message_sent(payload: dict) -> None:
     if not _crm_on():
         return

@@ -8,6 +8,7 @@ CRM's subscriber, as in production.
 from __future__ import annotations
 
 import pytest
+from flask import current_app
 from sqlalchemy import func, select
 
 from crm import events
@@ -16,7 +17,6 @@ from crm.customers.models import Customer, CustomerActivity
 from crm.extensions import db
 from crm.foundation import services as foundation
 from crm.tenancy import organization_context
-from crm.transaction import commit
 from crm.whatsapp import sandbox
 from crm.whatsapp import services as whatsapp
 from crm.whatsapp.models import Conversation, Message
@@ -37,9 +37,14 @@ def _customer_sends(org_id: int, profile_id: int, phone: str, name: str, text: s
         message = sandbox.customer_sends(whatsapp.access_profile(profile_id), phone, name, text)
         message_id, conversation_id = message.id, message.conversation_id
         db.session.flush()
-    commit()
+    _delivered()
     with organization_context(org_id):
         return db.session.get(Message, message_id, populate_existing=True), conversation_id
+
+
+def _delivered() -> None:
+    """Commit, then run the CRM's reactions (job subscribers) as a worker would."""
+    run_jobs(current_app._get_current_object(), queues=("default",))
 
 
 def _customers(org_id: int) -> list[Customer]:
@@ -104,7 +109,7 @@ def test_a_redelivered_event_logs_nothing_twice(org, profile):
     with organization_context(org_id):
         payload = whatsapp._message_payload(message, _conversation(org_id, conversation_id))
         events.publish("message.received", payload)
-    commit()
+    _delivered()
 
     [customer] = _customers(org_id)
     assert len(_activities(org_id, customer.id, "whatsapp_in")) == 1
@@ -117,7 +122,7 @@ def test_a_message_sent_to_a_linked_conversation_is_logged(app, org, profile):
         conversation = db.session.get(Conversation, conversation_id)
         whatsapp.send_text(conversation, org.admin, "Welcome!")
         db.session.flush()
-    run_jobs(app, queues=("whatsapp",))
+    run_jobs(app, queues=("whatsapp", "default"))
 
     [customer] = _customers(org_id)
     [sent] = _activities(org_id, customer.id, "whatsapp_out")
@@ -137,14 +142,14 @@ def test_merging_and_deleting_customers_relink_their_conversations(org, profile)
         services.merge_customers(org.admin, services.access_customer(survivor_id),
                                  services.access_customer(duplicate.id))
         db.session.flush()
-    commit()
+    _delivered()
     assert _conversation(org_id, conversation_id).customer_id == survivor_id
     assert [c.phone for c in _customers(org_id)] == ["+966505556666"]
 
     with organization_context(org_id):
         services.delete_customer(org.admin, services.access_customer(survivor_id))
         db.session.flush()
-    commit()
+    _delivered()
     assert _conversation(org_id, conversation_id).customer_id is None
 
 
@@ -164,7 +169,7 @@ def test_a_message_naming_a_merged_customer_reaches_the_survivor(org, profile):
                                                                        conversation_id)),
                    "message_id": message.id + 10_000, "customer_id": duplicate.id}
         events.publish("message.received", payload)
-    commit()
+    _delivered()
 
     assert len(_activities(org_id, survivor_id, "whatsapp_in")) == 2
     assert _conversation(org_id, conversation_id).customer_id == survivor_id
@@ -210,7 +215,7 @@ def test_a_ticket_opened_is_logged_once_and_scores(org):
         with organization_context(org_id):
             events.publish("ticket.opened", {"ticket_id": 7, "customer_id": customer_id,
                                              "subject": "Broken order"})
-        commit()
+        _delivered()
 
     assert len(_activities(org_id, customer_id, "ticket_opened")) == 1
     with organization_context(org_id):
