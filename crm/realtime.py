@@ -6,6 +6,7 @@ carry server-rendered HTML fragments; the browser's glue script swaps them in wi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 
 from flask import Flask, current_app, request
@@ -68,30 +69,26 @@ def _connect(auth=None) -> bool:
     if not current_user.is_authenticated:
         return False  # refused: no valid session
     org_id, user_id = current_user.organization_id, current_user.id
-    join_room(org_room(org_id))
-    join_room(user_room(user_id))
+    rooms = [org_room(org_id), user_room(user_id)]
     if role_allows(current_user.role, "settings", "write"):
-        join_room(admins_room(org_id))
+        rooms.append(admins_room(org_id))
     for rooms_of in _room_sources:
-        for room in rooms_of(current_user):
-            join_room(room)
-    redis = _redis()
-    redis.sadd(_presence_key(org_id), f"{user_id}:{request.sid}")
-    redis.set(_socket_key(request.sid), f"{org_id}:{user_id}", ex=PRESENCE_TTL)
+        rooms.extend(rooms_of(current_user))
+    for room in rooms:
+        join_room(room)
+    _arrive(org_id, user_id, request.sid, rooms)
     return True
 
 
 @socketio.on("disconnect")
 def _disconnect(*_reason) -> None:
-    redis = _redis()
-    owner = redis.getdel(_socket_key(request.sid))
-    if owner:
-        org_id, user_id = owner.decode().split(":")
-        redis.srem(_presence_key(int(org_id)), f"{user_id}:{request.sid}")
+    _leave(request.sid)
 
 
-# Presence: who has a page open. A socket's entry outlives a crashed web process for at most
-# PRESENCE_TTL in the per-socket key; the set is pruned of such entries when read.
+# Presence: who has a page open, and which rooms have anyone in them (so that events nobody
+# would hear are not rendered). A socket's entries outlive a crashed web process for at most
+# PRESENCE_TTL in the per-socket key; the organization's set is pruned of them when read, a
+# room's set keeps them until then (a stale entry costs a rendering, never a missed event).
 PRESENCE_TTL = 24 * 3600
 
 
@@ -103,8 +100,44 @@ def _socket_key(sid: str) -> str:
     return f"presence:socket:{sid}"
 
 
+def _room_key(room: str) -> str:
+    return f"presence:room:{room}"
+
+
 def _redis():
     return current_app.extensions["crm.redis"]
+
+
+def _arrive(org_id: int, user_id: int, sid: str, rooms: list[str]) -> None:
+    pipe = _redis().pipeline()
+    pipe.sadd(_presence_key(org_id), f"{user_id}:{sid}")
+    pipe.set(_socket_key(sid), json.dumps({"org": org_id, "user": user_id, "rooms": rooms}),
+             ex=PRESENCE_TTL)
+    for room in rooms:
+        pipe.sadd(_room_key(room), sid)
+    pipe.execute()
+
+
+def _leave(sid: str) -> None:
+    redis = _redis()
+    owner = redis.getdel(_socket_key(sid))
+    if not owner:
+        return
+    socket = json.loads(owner)
+    pipe = redis.pipeline()
+    pipe.srem(_presence_key(socket["org"]), f"{socket['user']}:{sid}")
+    for room in socket["rooms"]:
+        pipe.srem(_room_key(room), sid)
+    pipe.execute()
+
+
+def occupied(rooms: Iterable[str]) -> set[str]:
+    """Those of `rooms` that some open page has joined (in one Redis round trip)."""
+    rooms = list(rooms)
+    pipe = _redis().pipeline(transaction=False)
+    for room in rooms:
+        pipe.scard(_room_key(room))
+    return {room for room, count in zip(rooms, pipe.execute(), strict=True) if count}
 
 
 def _sockets(org_id: int) -> list[tuple[int, str]]:

@@ -62,6 +62,26 @@ def test_ending_a_users_sessions_closes_their_open_sockets(live_server):
 
 
 @pytest.mark.live
+def test_a_room_counts_as_occupied_while_an_open_page_is_in_it(live_server):
+    """Rooms a socket joined are occupied until it closes (events for a room nobody is in are
+    not rendered); a room nobody joined never is."""
+    from crm.realtime import occupied, org_room, user_room
+    from tests.live import wait_until
+
+    account = live_server.make_account()
+    rooms = {org_room(account.organization_id), user_room(account.user_id)}
+    with live_server.app.app_context():
+        assert occupied(rooms) == set()
+    with live_server.socket(live_server.session_cookie(account)):
+        with live_server.app.app_context():
+            assert occupied([*rooms, user_room(account.user_id + 1)]) == rooms
+        with live_server.transaction(account.organization_id):  # the server closes the socket
+            services.end_all_sessions(db.session.get(User, account.user_id))
+        with live_server.app.app_context():
+            wait_until(lambda: not occupied(rooms), "the rooms emptying")
+
+
+@pytest.mark.live
 def test_a_websocket_opened_by_another_site_is_refused(live_server):
     """A page of another origin cannot open a websocket with the user's cookie (browsers
     apply no CORS to websockets); our own pages can, and hear their organization on it."""

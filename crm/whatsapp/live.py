@@ -37,7 +37,7 @@ from crm.foundation.models import User
 from crm.i18n import LANGUAGES, current_language
 from crm.models import utcnow
 from crm.permissions import MATRIX, can, role_allows
-from crm.realtime import add_rooms, user_room
+from crm.realtime import add_rooms, occupied, user_room
 from crm.tenancy import get_in_organization, organization_context, set_current_organization
 from crm.transaction import commit, rollback
 from crm.whatsapp import services
@@ -85,14 +85,16 @@ class Audience:
 
 
 def _audiences(conversation: Conversation) -> list[Audience]:
-    """Everyone who may see `conversation` now: the inbox rooms and its assigned agent."""
+    """Everyone who may see `conversation` now and has a page open: the inbox rooms and its
+    assigned agent. A room nobody is in gets nothing, so nothing is rendered for it."""
     org_id = conversation.organization_id
     audiences = [Audience(watch_room(org_id, language, level), language, level == "write")
                  for language in LANGUAGES for level in LEVELS]
     assignee = conversation.assigned_user
     if assignee is not None and _sees_only_assigned(assignee) and assignee.is_active:
         audiences.append(_personal(assignee))
-    return audiences
+    listening = occupied(audience.room for audience in audiences)
+    return [audience for audience in audiences if audience.room in listening]
 
 
 def _personal(user: User) -> Audience:

@@ -14,6 +14,7 @@ import pytest
 from bs4 import BeautifulSoup
 from flask_login import login_user
 
+from crm import realtime
 from crm.extensions import db, socketio
 from crm.foundation.models import Organization, User
 from crm.models import utcnow
@@ -43,10 +44,12 @@ def org_id(org) -> int:
 
 @pytest.fixture
 def emitted(monkeypatch) -> list[tuple[str, dict, str]]:
-    """Every emit of the test, as (event, data, room), instead of sending it."""
+    """Every emit of the test, as (event, data, room), instead of sending it; every room has
+    someone in it (test_nobody_listening_costs_no_rendering checks the opposite)."""
     calls: list[tuple[str, dict, str]] = []
     monkeypatch.setattr(socketio, "emit",
                         lambda event, data, to=None, **_kwargs: calls.append((event, data, to)))
+    monkeypatch.setattr(live, "occupied", lambda rooms: set(rooms))
     return calls
 
 
@@ -157,6 +160,26 @@ def test_a_new_message_reaches_the_inbox_rooms_and_no_agent(org, org_id, profile
     assert data["markAsRead"] == {"selector": f"#thread-{message.conversation_id}-messages",
                                   "conversation_id": message.conversation_id}
     assert "markAsRead" not in rooms[live.watch_room(org_id, "en", "read")]
+
+
+def test_nobody_listening_costs_no_rendering(org_id, profile, monkeypatch):
+    """Fragments are rendered only for rooms someone has a page open in: none at all when
+    nobody does, one language when only English readers are in."""
+    calls, rendered = [], []
+    monkeypatch.setattr(socketio, "emit",
+                        lambda event, data, to=None, **_kwargs: calls.append((event, to)))
+    real_render = live.render_bubble
+    monkeypatch.setattr(live, "render_bubble",
+                        lambda *args: rendered.append(args) or real_render(*args))
+
+    _customer_writes(org_id, profile, "Anyone there?")
+    assert (calls, rendered) == ([], [])
+
+    english_writers = live.watch_room(org_id, "en", "write")
+    realtime._arrive(org_id, 1, "a-socket-id", [english_writers])
+    _customer_writes(org_id, profile, "Hello?")
+    assert calls == [("newMessage", english_writers)]
+    assert len(rendered) == 1
 
 
 def test_an_assigned_agent_hears_their_conversation_and_no_other_agent_does(
