@@ -9,12 +9,15 @@ from __future__ import annotations
 from rq import SimpleWorker
 
 from crm import create_app
+from crm.whatsapp import ingest
 
 
 def run(queues: list[str], burst: bool = False) -> None:
     app = create_app()
     with app.app_context():
         connection = app.extensions["crm.redis"]
+        if ingest.QUEUE in queues:
+            ingest.request_drain()  # what was kept while no worker ran
         SimpleWorker(queues, connection=connection).work(with_scheduler=True, burst=burst)
 
 

@@ -71,6 +71,7 @@ class Config:
     WHATSAPP_APP_SECRET = os.environ.get("WHATSAPP_APP_SECRET", "")
     WHATSAPP_VERIFY_TOKEN = os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
 
-    # Jobs run on RQ; tests drain the queues in-process instead of running a worker.
-    RQ_QUEUES = ("whatsapp", "default", "mail")
+    # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries);
+    # tests drain the queues in-process instead of running a worker.
+    RQ_QUEUES = ("inbound", "whatsapp", "default", "mail")
     TESTING = False

@@ -178,3 +178,24 @@ class Message(TenantMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<Message {self.id} {self.direction} {self.status}>"
+
+
+class WebhookDelivery(db.Model):
+    """A signed Cloud API delivery, kept as received until the ingest job has applied it.
+
+    The webhook only verifies, stores and answers, so Meta hears back at once and a crash or a
+    slow moment loses nothing; `crm.whatsapp.ingest` applies it. Not tenant data yet: a platform
+    delivery may concern several organizations, known only once it is routed.
+    """
+
+    __tablename__ = "whatsapp_webhook_deliveries"
+
+    id: Mapped[int] = id_column()
+    # The per-profile webhook it came through (its organization only); None: the platform's.
+    profile_id: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # the bytes Meta signed
+    received_at: Mapped[datetime] = created_at_column()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # A job applying it holds it until then; a job that died lets it go when the time is up.
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(500))

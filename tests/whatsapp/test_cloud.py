@@ -46,11 +46,16 @@ def signature(body: bytes, secret: str = APP_SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def deliver(client, url: str, body: bytes, secret: str = APP_SECRET, headers: dict | None = None):
-    """POST a delivery the way Meta does: raw JSON, signed, no cookie and no CSRF token."""
+def deliver(client, url: str, body: bytes, secret: str = APP_SECRET, headers: dict | None = None,
+            apply: bool = True):
+    """POST a delivery the way Meta does: raw JSON, signed, no cookie and no CSRF token; then,
+    unless `apply` is false, run the ingest job that applies what the webhook kept."""
     headers = headers if headers is not None else {"X-Hub-Signature-256": signature(body, secret)}
-    return client.post(url, data=body, headers={"Content-Type": "application/json", **headers},
-                       csrf=False)
+    response = client.post(url, data=body, headers={"Content-Type": "application/json", **headers},
+                           csrf=False)
+    if apply:
+        run_jobs(client.application, queues=("inbound",))
+    return response
 
 
 def messages(org_id: int) -> list[Message]:

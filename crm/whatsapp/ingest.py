@@ -1,0 +1,446 @@
+"""Cloud API webhook deliveries: what they say, keeping them, and applying them.
+
+The webhook verifies a delivery's signature, checks its shape with `parse_delivery`, keeps the
+raw body (`accept`) and answers Meta at once. The `drain` job applies what was kept, in the
+non-forking worker (`crm worker`), where rendering the live fragments costs Meta's request
+nothing. Deliveries are claimed in batches with a lease (`claimed_until`): a job that dies lets
+its batch go when the lease is up and the next drain applies it. Applying is idempotent
+(messages by provider id, statuses never move backwards), so a delivery applied twice — Meta
+retrying, a job cut off after a commit — changes nothing the second time.
+
+At most one drain waits in the queue: the webhook enqueues one only when none is waiting (a
+Redis key that a drain deletes as it starts, so a delivery kept after that start enqueues the
+next drain). Each worker enqueues one as it starts, and a drain that leaves deliveries behind
+(claimed by a job that died, or failed) schedules the next for when their lease is up.
+
+Payload shapes follow Meta's "messages" webhook reference (incoming messages, statuses,
+business-scoped user ids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, text, update
+
+from crm.extensions import db
+from crm.jobs import enqueue_now, get_queue, redis, run_job
+from crm.tenancy import get_in_organization, organization_context
+from crm.transaction import commit, on_commit, rollback
+from crm.whatsapp import services
+from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
+from crm.whatsapp.models import WebhookDelivery, WhatsAppProfile
+
+log = logging.getLogger("crm.whatsapp.ingest")
+
+QUEUE = "inbound"  # first in the workers' order: what customers write comes before the rest
+BATCH = 100
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 5  # then a delivery stays, with its last error, for someone to look at
+PENDING_KEY = "whatsapp:ingest:pending"
+PENDING_TTL = 60  # seconds; should the enqueue after the key be lost, a later delivery retries
+SCHEDULED_KEY = "whatsapp:ingest:scheduled"
+MEDIA = {"image", "video", "audio", "document", "sticker"}
+STATUSES = {"sent", "delivered", "read", "failed"}
+
+
+# -- keeping -----------------------------------------------------------------------------------
+
+def accept(body: bytes, profile_id: int | None) -> None:
+    """Keep a verified delivery (`profile_id`: the per-profile webhook it came through) and
+    have it applied once this transaction commits."""
+    db.session.execute(insert(WebhookDelivery).values(body=body, profile_id=profile_id))
+    on_commit(request_drain)
+
+
+def request_drain() -> None:
+    """Enqueue a drain unless one is waiting already."""
+    if not redis().set(PENDING_KEY, 1, nx=True, ex=PENDING_TTL):
+        return
+    try:
+        enqueue_now(f"{__name__}:drain", queue=QUEUE, org_id=None,
+                    description="whatsapp ingest")
+    except Exception:
+        redis().delete(PENDING_KEY)
+        raise
+
+
+# -- applying ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    profile_id: int | None
+    body: bytes
+
+
+def drain() -> int:
+    """Apply every delivery kept and not claimed by another job (the job). How many."""
+    redis().delete(PENDING_KEY)
+    applied = 0
+    while batch := _claim():
+        applied += _apply_batch(batch)
+    _schedule_leftovers()
+    return applied
+
+
+def _claim() -> list[Claimed]:
+    """The oldest deliveries nobody holds, held by this job for LEASE (committed at once, so
+    the hold outlives the transactions that apply them)."""
+    free = (select(WebhookDelivery.id)
+            .where(WebhookDelivery.attempts < MAX_ATTEMPTS,
+                   (WebhookDelivery.claimed_until.is_(None))
+                   | (WebhookDelivery.claimed_until < func.now()))
+            .order_by(WebhookDelivery.id).limit(BATCH).with_for_update(skip_locked=True))
+    rows = db.session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id.in_(free.scalar_subquery()))
+        .values(claimed_until=func.now() + LEASE, attempts=WebhookDelivery.attempts + 1)
+        .returning(WebhookDelivery.id, WebhookDelivery.profile_id, WebhookDelivery.body)
+        .execution_options(synchronize_session=False)).all()
+    commit()
+    return sorted((Claimed(*row) for row in rows), key=lambda claimed: claimed.id)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One change of one delivery, with the profile and organization it is for."""
+
+    delivery_id: int
+    organization_id: int
+    profile_id: int
+    change: Change
+
+
+def _apply_batch(batch: list[Claimed]) -> int:
+    """Apply a batch, one transaction per organization; a failing organization's deliveries are
+    retried one by one, so one bad delivery holds back only itself. How many were applied."""
+    routed: dict[int, list[Routed]] = defaultdict(list)
+    errors: dict[int, str] = {}
+    routes = _Routes()
+    for claimed in batch:
+        try:
+            changes = parse_delivery(json.loads(claimed.body))
+        except (ValueError, UnicodeDecodeError) as exc:  # kept by an older, laxer parser
+            errors[claimed.id] = f"malformed: {exc}"
+            continue
+        for item in routes.route(claimed, changes):
+            routed[item.organization_id].append(item)
+    for org_id, items in routed.items():
+        if _apply_in(org_id, items) is None:
+            continue
+        for delivery_id, group in groupby(items, key=lambda item: item.delivery_id):
+            error = _apply_in(org_id, list(group))
+            if error is not None:
+                errors[delivery_id] = error
+    _finish([claimed.id for claimed in batch if claimed.id not in errors], errors)
+    return len(batch) - len(errors)
+
+
+class _Routes:
+    """Which organization and profile each change is for, looked up once per batch."""
+
+    def __init__(self) -> None:
+        self._by_phone_number_id: dict[str, tuple[int, int] | None] = {}
+        self._organization_of_profile: dict[int, int | None] = {}
+
+    def route(self, claimed: Claimed, changes: list[Change]) -> list[Routed]:
+        only = None
+        if claimed.profile_id is not None:
+            only = self._organization(claimed.profile_id)
+            if only is None:
+                log.warning("delivery %s for a profile that is gone dropped", claimed.id)
+                return []
+        routed = []
+        for change in changes:
+            route = self._route(change.phone_number_id)
+            # A delivery signed with one organization's app secret never writes into another's.
+            if route is None or (only is not None and route[0] != only):
+                log.warning("WhatsApp change for phone number id %s skipped: no such profile "
+                            "here", change.phone_number_id)
+                continue
+            routed.append(Routed(claimed.id, route[0], route[1], change))
+        return routed
+
+    def _organization(self, profile_id: int) -> int | None:
+        if profile_id not in self._organization_of_profile:
+            self._organization_of_profile[profile_id] = db.session.execute(
+                text("SELECT wasl_whatsapp_profile_organization(:id)"), {"id": profile_id}
+            ).scalar()
+        return self._organization_of_profile[profile_id]
+
+    def _route(self, phone_number_id: str) -> tuple[int, int] | None:
+        if phone_number_id not in self._by_phone_number_id:
+            row = db.session.execute(
+                text("SELECT organization_id, profile_id FROM "
+                     "wasl_whatsapp_profile_by_phone_number_id(:id)"),
+                {"id": phone_number_id}).first()
+            self._by_phone_number_id[phone_number_id] = tuple(row) if row else None
+        return self._by_phone_number_id[phone_number_id]
+
+
+def _apply_in(org_id: int, items: list[Routed]) -> str | None:
+    """Apply `items` as organization `org_id` in one transaction; the error, if it failed.
+
+    Committed before the next organization's start: pending ORM changes must be flushed under
+    the organization whose RLS allows them. The commit delivers the events (the live inbox, the
+    CRM's job).
+    """
+    with organization_context(org_id):
+        try:
+            profiles: dict[int, WhatsAppProfile | None] = {}
+            for item in items:
+                if item.profile_id not in profiles:
+                    profiles[item.profile_id] = get_in_organization(WhatsAppProfile,
+                                                                    item.profile_id)
+                _apply(profiles[item.profile_id], item.change)
+            commit()
+        except Exception as exc:
+            rollback()
+            log.exception("WhatsApp deliveries %s of organization %s failed",
+                          sorted({item.delivery_id for item in items}), org_id)
+            return f"{type(exc).__name__}: {exc}"[:500]
+    return None
+
+
+def _apply(profile: WhatsAppProfile | None, change: Change) -> None:
+    if profile is None or profile.provider != "cloud":
+        log.warning("WhatsApp change for profile that is not a cloud profile skipped")
+        return
+    for inbound in change.messages:
+        services.receive_inbound(profile, inbound)
+    for update_ in change.statuses:
+        services.apply_status(profile, update_)
+
+
+def _finish(done: list[int], errors: dict[int, str]) -> None:
+    """Forget what was applied; keep what failed, with its error, for the lease to run out."""
+    if done:
+        db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(done)))
+    for delivery_id, error in errors.items():
+        db.session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                           .values(last_error=error))
+    commit()
+
+
+def _schedule_leftovers() -> None:
+    """Have a drain run when the earliest lease still held runs out (a job died holding it, or
+    its deliveries failed and wait to be retried)."""
+    due = db.session.scalar(select(func.min(WebhookDelivery.claimed_until))
+                            .where(WebhookDelivery.attempts < MAX_ATTEMPTS))
+    if due is None or not redis().set(SCHEDULED_KEY, 1, nx=True, px=_until(due)):
+        return
+    get_queue(QUEUE).enqueue_at(due, run_job, f"{__name__}:drain", None, (), {},
+                                description="whatsapp ingest (retry)")
+
+
+def _until(due: datetime) -> int:
+    return max(1, int((due - datetime.now(UTC)).total_seconds() * 1000))
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+class MalformedDeliveryError(ValueError):
+    """The body is not a webhook delivery in Meta's shape."""
+
+
+@dataclass
+class Change:
+    """What one `entry[].changes[].value` of a delivery says about one phone number."""
+
+    phone_number_id: str
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+
+
+def parse_delivery(body: Any) -> list[Change]:
+    """Every message and status of a delivery, per phone number id; MalformedDeliveryError if the
+    shape is not Meta's. Fields Meta may add later are ignored, never an error."""
+    body = _dict(body, "body")
+    if body.get("object") != "whatsapp_business_account":
+        log.info("webhook for object %r ignored", body.get("object"))
+        return []
+    changes = []
+    for entry in _list(body.get("entry"), "entry"):
+        for change in _list(_dict(entry, "entry[]").get("changes"), "entry[].changes"):
+            change = _dict(change, "changes[]")
+            if change.get("field") != "messages":
+                continue  # template reviews, account updates...: not this handler's business
+            changes.append(_parse_value(_dict(change.get("value"), "changes[].value")))
+    return changes
+
+
+def _parse_value(value: dict) -> Change:
+    metadata = _dict(value.get("metadata"), "value.metadata")
+    parsed = Change(_text(metadata, "phone_number_id", "metadata"))
+    contacts = [_dict(c, "contacts[]") for c in _list(value.get("contacts", []), "contacts")]
+    for message in _list(value.get("messages", []), "messages"):
+        parsed.messages.append(_parse_message(_dict(message, "messages[]"), contacts))
+    for status in _list(value.get("statuses", []), "statuses"):
+        update = _parse_status(_dict(status, "statuses[]"))
+        if update is not None:
+            parsed.statuses.append(update)
+    for error in _list(value.get("errors", []), "errors"):
+        log.warning("WhatsApp reported an error for %s: %s", parsed.phone_number_id, error)
+    return parsed
+
+
+def _parse_message(message: dict, contacts: list[dict]) -> InboundMessage:
+    phone = _optional_text(message, "from")
+    user_id = _optional_text(message, "from_user_id")
+    contact = _contact_for(contacts, phone, user_id)
+    phone = phone or _optional_text(contact, "wa_id")
+    user_id = user_id or _optional_text(contact, "user_id")
+    if phone is not None and not phone.isdigit():
+        raise MalformedDeliveryError(f"messages[].from is not a phone number: {phone!r}")
+    if phone is None and user_id is None:
+        raise MalformedDeliveryError("a message names neither a phone number nor a user id")
+    kind = _text(message, "type", "messages[]")
+    type_, body, content = _parse_content(kind, message)
+    context = message.get("context") if isinstance(message.get("context"), dict) else {}
+    profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
+    return InboundMessage(
+        provider_message_id=_text(message, "id", "messages[]"),
+        type=type_,
+        timestamp=_timestamp(message),
+        contact_phone=f"+{phone}" if phone else None,
+        contact_user_id=user_id,
+        contact_name=str(profile.get("name") or ""),
+        body=body,
+        content=content,
+        reply_to_provider_id=_optional_text(context, "id"),
+        is_forwarded=bool(context.get("forwarded") or context.get("frequently_forwarded")),
+    )
+
+
+def _contact_for(contacts: list[dict], phone: str | None, user_id: str | None) -> dict:
+    for contact in contacts:
+        if (phone and contact.get("wa_id") == phone) or (
+                user_id and contact.get("user_id") == user_id):
+            return contact
+    return contacts[0] if len(contacts) == 1 else {}
+
+
+def _parse_content(kind: str, message: dict) -> tuple[str, str, dict]:
+    """(our type, body, content) of one message; unknown kinds are kept whole as unsupported."""
+    payload = message.get(kind)
+    if kind == "text":
+        return "text", _text(_dict(payload, "text"), "body", "text"), {}
+    if kind in MEDIA:
+        media = _dict(payload, kind)
+        content = {"media_id": _text(media, "id", kind)}
+        content.update({key: media[key] for key in ("mime_type", "sha256", "filename",
+                                                    "animated", "voice") if key in media})
+        return kind, str(media.get("caption") or ""), content
+    if kind == "location":
+        location = _dict(payload, "location")
+        return "location", str(location.get("name") or location.get("address") or ""), location
+    if kind == "contacts":
+        cards = [_dict(card, "contacts[]") for card in _list(payload, "contacts")]
+        names = [str(card["name"].get("formatted_name") or "") for card in cards
+                 if isinstance(card.get("name"), dict)]
+        return "contacts", ", ".join(name for name in names if name), {"contacts": cards}
+    if kind == "reaction":
+        reaction = _dict(payload, "reaction")
+        emoji = str(reaction.get("emoji") or "")  # Meta omits it when a reaction is removed
+        return "reaction", emoji, {"message_id": _text(reaction, "message_id", "reaction"),
+                                   "emoji": emoji}
+    if kind == "interactive":
+        return _parse_interactive(_dict(payload, "interactive"))
+    if kind == "button":
+        button = _dict(payload, "button")
+        text_ = str(button.get("text") or "")
+        return "button", text_, {"text": text_, "payload": button.get("payload")}
+    return "unsupported", "", {"original_type": kind, "raw": message}
+
+
+def _parse_interactive(interactive: dict) -> tuple[str, str, dict]:
+    reply_type = interactive.get("type")
+    reply = interactive.get(reply_type) if isinstance(reply_type, str) else None
+    if reply_type in ("button_reply", "list_reply") and isinstance(reply, dict):
+        title = str(reply.get("title") or "")
+        content = {"reply_type": reply_type, "id": reply.get("id"), "title": title}
+        if reply.get("description"):
+            content["description"] = reply["description"]
+        return "interactive", title, content
+    return "interactive", "", {"reply_type": reply_type, "raw": interactive}
+
+
+def _parse_status(status: dict) -> StatusUpdate | None:
+    name = _text(status, "status", "statuses[]")
+    if name not in STATUSES:
+        log.info("WhatsApp status %r ignored", name)  # e.g. "played" for voice messages
+        return None
+    code = message = None
+    errors = status.get("errors")
+    if name == "failed" and isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code, message = _error_of(errors[0])
+    return StatusUpdate(
+        provider_message_id=_text(status, "id", "statuses[]"),
+        status=name,
+        timestamp=_timestamp(status),
+        our_message_id=_our_id(status.get("biz_opaque_callback_data")),
+        error_code=code,
+        error_message=message,
+    )
+
+
+def _error_of(error: dict) -> tuple[str | None, str | None]:
+    code = str(error["code"]) if error.get("code") is not None else None
+    summary = str(error.get("message") or error.get("title") or "")
+    error_data = error.get("error_data")
+    details = error_data.get("details") if isinstance(error_data, dict) else None
+    if details and details != summary:
+        summary = f"{summary}: {details}" if summary else str(details)
+    return code, summary or None
+
+
+def _our_id(value: Any) -> int | None:
+    """Our message id, echoed back in biz_opaque_callback_data (set by CloudChannel.send)."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if 0 < number < 2**63 else None
+
+
+def _timestamp(obj: dict) -> datetime:
+    raw = _text(obj, "timestamp", "timestamp")
+    try:
+        return datetime.fromtimestamp(int(raw), UTC)
+    except (ValueError, OverflowError, OSError):
+        raise MalformedDeliveryError(f"timestamp is not a Unix time: {raw!r}") from None
+
+
+def _dict(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise MalformedDeliveryError(f"{where} is not an object")
+    return value
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise MalformedDeliveryError(f"{where} is not a list")
+    return value
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+    value = _optional_text(obj, key)
+    if value is None:
+        raise MalformedDeliveryError(f"{where}.{key} is missing")
+    return value
+
+
+def _optional_text(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MalformedDeliveryError(f"{key} is not a string")
+    return str(value)
+
