@@ -64,25 +64,30 @@ def add_rooms(rooms_of: Callable[[object], Iterable[str]]) -> None:
     _room_sources.append(rooms_of)
 
 
+def rooms_for(user) -> list[str]:
+    """The rooms a socket of `user` joins on connect (in the request of the connection)."""
+    rooms = [org_room(user.organization_id), user_room(user.id)]
+    if role_allows(user.role, "settings", "write"):
+        rooms.append(admins_room(user.organization_id))
+    for rooms_of in _room_sources:
+        rooms.extend(rooms_of(user))
+    return rooms
+
+
 @socketio.on("connect")
 def _connect(auth=None) -> bool:
     if not current_user.is_authenticated:
         return False  # refused: no valid session
-    org_id, user_id = current_user.organization_id, current_user.id
-    rooms = [org_room(org_id), user_room(user_id)]
-    if role_allows(current_user.role, "settings", "write"):
-        rooms.append(admins_room(org_id))
-    for rooms_of in _room_sources:
-        rooms.extend(rooms_of(current_user))
+    rooms = rooms_for(current_user)
     for room in rooms:
         join_room(room)
-    _arrive(org_id, user_id, request.sid, rooms)
+    arrive(current_user.organization_id, current_user.id, request.sid, rooms)
     return True
 
 
 @socketio.on("disconnect")
 def _disconnect(*_reason) -> None:
-    _leave(request.sid)
+    leave(request.sid)
 
 
 # Presence: who has a page open, and which rooms have anyone in them (so that events nobody
@@ -108,7 +113,8 @@ def _redis():
     return current_app.extensions["crm.redis"]
 
 
-def _arrive(org_id: int, user_id: int, sid: str, rooms: list[str]) -> None:
+def arrive(org_id: int, user_id: int, sid: str, rooms: list[str]) -> None:
+    """Record that socket `sid` of the user is open and in `rooms`."""
     pipe = _redis().pipeline()
     pipe.sadd(_presence_key(org_id), f"{user_id}:{sid}")
     pipe.set(_socket_key(sid), json.dumps({"org": org_id, "user": user_id, "rooms": rooms}),
@@ -118,7 +124,8 @@ def _arrive(org_id: int, user_id: int, sid: str, rooms: list[str]) -> None:
     pipe.execute()
 
 
-def _leave(sid: str) -> None:
+def leave(sid: str) -> None:
+    """Forget socket `sid` (closed)."""
     redis = _redis()
     owner = redis.getdel(_socket_key(sid))
     if not owner:

@@ -83,7 +83,12 @@ def get_in_organization(model: type[TenantMixin], object_id: int) -> TenantMixin
 
 @event.listens_for(Session, "after_begin")
 def _tag_transaction(session: Session, transaction, connection) -> None:
-    connection.execute(_SET_ORG_SQL, {"org": _as_setting(_current_org.get())})
+    org_id = _current_org.get()
+    if org_id is None and not connection.in_nested_transaction():
+        # A database transaction starts with no organization (the last one's setting ended with
+        # it): one round trip saved for webhooks and other work done before any organization.
+        return
+    connection.execute(_SET_ORG_SQL, {"org": _as_setting(org_id)})
 
 
 @event.listens_for(Session, "do_orm_execute")

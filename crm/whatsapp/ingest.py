@@ -83,8 +83,13 @@ class Claimed:
 def drain() -> int:
     """Apply every delivery kept and not claimed by another job (the job). How many."""
     redis().delete(PENDING_KEY)
+    # What a batch writes is what its broadcasts show: keep it loaded across the commit rather
+    # than read each row back, and start every batch from rows read afresh.
+    session = db.session()
+    session.expire_on_commit = False
     applied = 0
     while batch := _claim():
+        session.expire_all()
         applied += _apply_batch(batch)
     _schedule_leftovers()
     return applied

@@ -41,7 +41,7 @@ from crm.realtime import add_rooms, occupied, user_room
 from crm.tenancy import get_in_organization, organization_context, set_current_organization
 from crm.transaction import commit, rollback
 from crm.whatsapp import services
-from crm.whatsapp.channels import channel_for
+from crm.whatsapp.channels import channel_class
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 
 log = logging.getLogger("crm.whatsapp.live")
@@ -125,8 +125,8 @@ class Capabilities:
 
 
 def capabilities(profile: WhatsAppProfile) -> Capabilities:
-    channel = channel_for(profile)
-    return Capabilities(bool(channel.supports_edit), bool(channel.supports_revoke))
+    channel = channel_class(profile.provider)  # no need to decrypt its secrets
+    return Capabilities(channel.supports_edit, channel.supports_revoke)
 
 
 def message_actions(message: Message, caps: Capabilities, writable: bool,

@@ -176,7 +176,7 @@ def test_nobody_listening_costs_no_rendering(org_id, profile, monkeypatch):
     assert (calls, rendered) == ([], [])
 
     english_writers = live.watch_room(org_id, "en", "write")
-    realtime._arrive(org_id, 1, "a-socket-id", [english_writers])
+    realtime.arrive(org_id, 1, "a-socket-id", [english_writers])
     _customer_writes(org_id, profile, "Hello?")
     assert calls == [("newMessage", english_writers)]
     assert len(rendered) == 1

@@ -6,10 +6,15 @@ from crm.whatsapp.channels.base import Channel
 from crm.whatsapp.models import WhatsAppProfile
 
 
-def channel_for(profile: WhatsAppProfile) -> Channel:
-    """The channel that speaks for `profile`."""
+def channel_class(provider: str) -> type[Channel]:
+    """The channel implementation of `provider` (what it can do is known without a profile)."""
     from crm.whatsapp.channels import cloud, sandbox, web
 
     implementations = {"cloud": cloud.CloudChannel, "web": web.WebChannel,
                        "sandbox": sandbox.SandboxChannel}
-    return implementations[profile.provider](profile)
+    return implementations[provider]
+
+
+def channel_for(profile: WhatsAppProfile) -> Channel:
+    """The channel that speaks for `profile`."""
+    return channel_class(profile.provider)(profile)
