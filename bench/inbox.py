@@ -1,10 +1,13 @@
 """`crm bench inbox`: WhatsApp webhook ingest, then the inbox on a large data set.
 
 1. Ingest: signed Cloud API webhooks (Meta's shape, one new text message each, from 50
-   contacts) posted sequentially through the WSGI test client; each request stores the message
-   and, after commit, runs the message.received subscribers (the live inbox renders and emits
-   its fragments through the Redis message queue; the CRM logs the activity). Beside it, bare
-   Flask committing one INSERT of the same body, and the webhook with nobody subscribed.
+   contacts) posted sequentially through the WSGI test client, in alternating rounds with bare
+   Flask committing one INSERT of the same body: the webhook verifies and keeps the delivery.
+   Then the ingest job applies that backlog in this process with one admin's inbox open (it
+   stores each message and, after each commit, the live inbox renders and emits its fragments
+   through the Redis message queue; the CRM's reaction is queued as a job). Last, end to end: a
+   `crm worker` process applies while deliveries arrive at a steady share of the bare
+   ceiling, and each message's time from POST to its broadcast on the Redis channel is taken.
 2. Browse: the inbox list, opening a conversation and the search, as users of one of BENCH_ORGS
    organizations sharing BENCH_CONVERSATIONS conversations and BENCH_MESSAGES messages, first on
    a tenth of that (to show the time does not grow with the data). The data is generated with
@@ -18,6 +21,8 @@ import hmac
 import itertools
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +51,7 @@ from bench.common import (
     report,
     set_organization,
     statements_recorded,
+    worker_environment,
 )
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 1000))
@@ -57,7 +63,9 @@ CONTACTS = 50  # the warmup opens their conversations; measured messages continu
 APP_SECRET = "bench-platform-app-secret"
 PHONE_NUMBER_ID = "106540352242922"
 WEBHOOK = "/webhooks/whatsapp"
-PROFILED = 300  # deliveries profiled with pyinstrument when BENCH_PROFILE is set
+E2E_REQUESTS = int(os.environ.get("BENCH_E2E_REQUESTS", 1000))
+E2E_SHARES = (0.25, 0.5)  # arrival rates, as shares of the bare INSERT ceiling
+WORKER_STARTUP = 5.0  # seconds for `crm worker` to create its app and listen
 LOADERS = os.cpu_count() or 1  # connections generating the data side by side
 
 # Saudi (twice as likely), Emirati, Egyptian and British mobiles: prefix + 8 digits = E.164.
@@ -99,51 +107,151 @@ def run() -> None:
 # -- 1. webhook ingest --------------------------------------------------------------------
 
 def run_ingest(app: Flask, baseline_client) -> None:
-    """Post signed deliveries one after the other; check every one was stored and broadcast."""
+    """The webhook's answer beside a bare INSERT; the ingest job applying a backlog; then both
+    together, a worker process applying while deliveries arrive, from POST to broadcast."""
     with app.app_context():
-        org_id = _cloud_profile()
-    profiled = PROFILED if os.environ.get("BENCH_PROFILE") else 0
-    deliveries = iter([_delivery(n) for n in range(2 * (REQUESTS + WARMUP) + 1 + profiled)])
+        org_id, admin_id = _cloud_profile()
+    deliveries = (_delivery(n) for n in itertools.count())
     client = app.test_client()
 
     def post_webhook() -> None:
         body, signature = next(deliveries)
         check(client.post(WEBHOOK, data=body, content_type="application/json",
-                           headers={"X-Hub-Signature-256": signature}))
+                          headers={"X-Hub-Signature-256": signature}))
 
-    bodies = iter([_delivery(n)[0] for n in range(REQUESTS + WARMUP)])
+    bodies = (_delivery(n)[0] for n in itertools.count())
 
     def post_baseline() -> None:
         check(baseline_client.post("/baseline", data=next(bodies),
-                                    content_type="application/json"))
+                                   content_type="application/json"))
 
-    def post_without_subscribers() -> None:
-        with subscribers_detached("message.received"):
-            post_webhook()
-
-    with broadcasts_counted(app) as broadcasts:
-        baseline, *results = measure_alternating({
-            "bare Flask + 1 INSERT (same body)": post_baseline,
-            "cloud webhook: store + broadcast": post_webhook,
-            "  the same, message.received unheard": post_without_subscribers},
-            REQUESTS, warmup=WARMUP)
-        with statements_recorded(app) as statements:
-            post_webhook()
+    baseline, accepted = measure_alternating({
+        "bare Flask + 1 INSERT (same body)": post_baseline,
+        "cloud webhook: verify + keep": post_webhook}, REQUESTS, warmup=WARMUP)
+    with statements_recorded(app) as statements:
+        post_webhook()
+    kept = REQUESTS + WARMUP + 1
+    with page_open(app, org_id, admin_id), broadcasts(app) as emits:
+        applying = _drain(app)
+        emitted = len(emits)
     report(f"inbox ingest — {REQUESTS} signed webhooks, one new text message each, sequential, "
-           "in-process WSGI, alternating rounds with the baseline", results, baseline)
-    heard = len(results[0].latencies) + WARMUP + 1
-    delivered = heard + len(results[1].latencies) + WARMUP
-    print(f"stored {_count_messages(app, org_id)} of {delivered} messages; Socket.IO emits seen on "
-          f"the Redis channel: {broadcasts()} for the {heard} deliveries with subscribers")
-    print(f"SQL statements per delivery: {len(statements)}")
+           "in-process WSGI, alternating rounds with the baseline; then the ingest job applying "
+           f"and broadcasting the {kept} kept (one admin's inbox open)",
+           [accepted, applying], baseline)
+    print(f"stored {_count_messages(app, org_id)} of {kept} messages; Socket.IO emits seen on "
+          f"the Redis channel: {emitted}")
+    print(f"SQL statements per webhook: {len(statements)}")
     for statement, _params in statements:
         print(f"  {one_line(statement)[:100]}")
-    if profiled:
-        _profile(post_webhook, profiled)
+    run_end_to_end(app, post_webhook, baseline, org_id, admin_id)
 
 
-def _cloud_profile() -> int:
-    """An organization with a Cloud API number on the platform's Meta app."""
+def _drain(app: Flask) -> Result:
+    """Run the ingest job over everything kept (under pyinstrument with BENCH_PROFILE); one
+    'latency' per message applied, so that req/s reads as messages applied and broadcast per
+    second."""
+    from crm.jobs import run_job
+    from crm.whatsapp import ingest
+
+    def drain() -> int:
+        return run_job(f"{ingest.__name__}:drain", None, (), {})
+
+    with app.app_context():
+        start = time.perf_counter()
+        applied = _profile(drain) if os.environ.get("BENCH_PROFILE") else drain()
+        elapsed = time.perf_counter() - start
+    return Result("ingest job: apply + broadcast", [elapsed / max(applied, 1)] * applied)
+
+
+def run_end_to_end(app: Flask, post_webhook: Callable[[], None], baseline: Result,
+                   org_id: int, admin_id: int) -> None:
+    """A `crm worker` process applies while deliveries arrive at RATES (a share of the bare
+    INSERT ceiling): the time from each POST to its message's broadcast on the Redis channel."""
+    with page_open(app, org_id, admin_id), worker_process(app), broadcasts(app) as emits:
+        for share in E2E_SHARES:
+            rate = baseline.rps * share
+            sent, first = [], len(emits)
+            for _ in range(E2E_REQUESTS):
+                due = (sent[0] if sent else time.perf_counter()) + len(sent) / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+                sent.append(time.perf_counter())
+                post_webhook()
+            deadline = time.perf_counter() + 120
+            while len(emits) < first + E2E_REQUESTS and time.perf_counter() < deadline:
+                time.sleep(0.01)
+            heard = emits[first:first + E2E_REQUESTS]
+            latencies = sorted(done - posted for posted, done in zip(sent, heard, strict=False))
+            span = (heard[-1] - sent[0]) if heard else float("inf")
+            print(f"end to end at {rate:.0f} deliveries/s ({share:.0%} of the bare INSERT "
+                  f"ceiling): {len(heard)}/{E2E_REQUESTS} broadcast, "
+                  f"{len(heard) / span:.0f} messages/s, POST → broadcast p50 "
+                  f"{_ms(latencies, 50)} ms, p99 {_ms(latencies, 99)} ms")
+
+
+def _ms(latencies: list[float], p: float) -> str:
+    if not latencies:
+        return "n/a"
+    return f"{latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000:.1f}"
+
+
+@contextmanager
+def page_open(app: Flask, org_id: int, user_id: int) -> Iterator[None]:
+    """The user's inbox open in a browser, as far as presence goes: the rooms its socket would
+    join, recorded as the connect handler records them (no socket: there is no web server)."""
+    from flask_login import login_user
+
+    from crm import realtime
+    from crm.foundation.models import User
+    from crm.tenancy import get_in_organization, organization_context
+
+    with app.test_request_context(), organization_context(org_id):
+        user = get_in_organization(User, user_id)
+        login_user(user)
+        rooms = realtime.rooms_for(user)
+        realtime.arrive(user.organization_id, user.id, "bench-socket", rooms)
+    try:
+        yield
+    finally:
+        with app.app_context():
+            realtime.leave("bench-socket")
+
+
+@contextmanager
+def worker_process(app: Flask) -> Iterator[None]:
+    """`crm worker` on the benchmark's database and Redis, stopped afterwards."""
+    process = subprocess.Popen([sys.executable, "-m", "crm", "worker"],
+                               env=worker_environment(app), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    time.sleep(WORKER_STARTUP)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@contextmanager
+def broadcasts(app: Flask) -> Iterator[list[float]]:
+    """When each Socket.IO emit is published on the Redis channel (by any process)."""
+    from crm.realtime import message_channel
+
+    times: list[float] = []
+    pubsub = app.extensions["crm.redis"].pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(**{message_channel(app.config["REDIS_URL"]):
+                        lambda _message: times.append(time.perf_counter())})
+    thread = pubsub.run_in_thread(sleep_time=0.001, daemon=True)
+    try:
+        yield times
+    finally:
+        time.sleep(0.2)  # let the last publishes arrive
+        thread.stop()
+        thread.join(1)
+        pubsub.close()
+
+
+def _cloud_profile() -> tuple[int, int]:
+    """An organization with a Cloud API number on the platform's Meta app; its and its admin's
+    ids."""
     from crm.foundation import services as foundation
     from crm.tenancy import organization_context
     from crm.transaction import commit
@@ -151,14 +259,14 @@ def _cloud_profile() -> int:
 
     registration = foundation.register_organization("متجر وصل", "مدير المتجر",
                                                     "ingest@wasl.example", "bench-password")
-    org_id = registration.organization.id
+    org_id, admin_id = registration.organization.id, registration.user.id
     commit()
     with organization_context(org_id):
         services.create_profile(registration.user, "cloud", "خدمة العملاء",
                                 phone_number_id=PHONE_NUMBER_ID, access_token="bench-token",
                                 app_secret=APP_SECRET)
         commit()
-    return org_id
+    return org_id, admin_id
 
 
 def _delivery(n: int) -> tuple[bytes, str]:
@@ -192,49 +300,14 @@ def _count_messages(app: Flask, org_id: int) -> int:
         return db.session.scalar(select(func.count(Message.id)))
 
 
-@contextmanager
-def broadcasts_counted(app: Flask) -> Iterator[Callable[[], int]]:
-    """Count what is published on the Socket.IO Redis channel (every emit of any process)."""
-    from crm.realtime import message_channel
-
-    seen = [0]
-
-    def count(_message) -> None:
-        seen[0] += 1
-
-    pubsub = app.extensions["crm.redis"].pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(**{message_channel(app.config["REDIS_URL"]): count})
-    thread = pubsub.run_in_thread(sleep_time=0.05, daemon=True)
-    try:
-        yield lambda: seen[0]
-    finally:
-        time.sleep(0.2)  # let the last publishes arrive
-        thread.stop()
-        thread.join(1)
-        pubsub.close()
-
-
-@contextmanager
-def subscribers_detached(name: str) -> Iterator[None]:
-    """Nobody hears event `name` in the block: what storing alone costs, without the reactions
-    (the live inbox, the CRM) that run after commit in the same request."""
-    from crm import events
-
-    kept = events._subscribers.pop(name, [])
-    try:
-        yield
-    finally:
-        events._subscribers[name] = kept
-
-
-def _profile(call: Callable[[], None], times: int) -> None:
+def _profile(call: Callable[[], int]) -> int:
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.0005)
     with profiler:
-        for _ in range(times):
-            call()
+        result = call()
     print(profiler.output_text(color=False, show_all=False, short_mode=True))
+    return result
 
 
 # -- 2. the inbox on a large data set --------------------------------------------------------
