@@ -35,7 +35,7 @@ from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
 from crm.whatsapp import services
 from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
-from crm.whatsapp.models import WebhookDelivery, WhatsAppProfile
+from crm.whatsapp.models import Message, WebhookDelivery, WhatsAppProfile
 
 log = logging.getLogger("crm.whatsapp.ingest")
 
@@ -199,11 +199,13 @@ def _apply_in(org_id: int, items: list[Routed]) -> str | None:
     with organization_context(org_id):
         try:
             profiles: dict[int, WhatsAppProfile | None] = {}
+            touched = []  # held through the commit's broadcasts: the session holds rows weakly
             for item in items:
                 if item.profile_id not in profiles:
                     profiles[item.profile_id] = get_in_organization(WhatsAppProfile,
                                                                     item.profile_id)
-                _apply(profiles[item.profile_id], item.change)
+                touched += _apply(profiles[item.profile_id], item.change)
+            touched += [message.conversation for message in touched]
             commit()
         except Exception as exc:
             rollback()
@@ -213,14 +215,14 @@ def _apply_in(org_id: int, items: list[Routed]) -> str | None:
     return None
 
 
-def _apply(profile: WhatsAppProfile | None, change: Change) -> None:
+def _apply(profile: WhatsAppProfile | None, change: Change) -> list[Message]:
+    """Apply one change; the messages it stored or moved on."""
     if profile is None or profile.provider != "cloud":
         log.warning("WhatsApp change for profile that is not a cloud profile skipped")
-        return
-    for inbound in change.messages:
-        services.receive_inbound(profile, inbound)
-    for update_ in change.statuses:
-        services.apply_status(profile, update_)
+        return []
+    messages = [services.receive_inbound(profile, inbound) for inbound in change.messages]
+    messages += [services.apply_status(profile, update_) for update_ in change.statuses]
+    return [message for message in messages if message is not None]
 
 
 def _finish(done: list[int], errors: dict[int, str]) -> None:

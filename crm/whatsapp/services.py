@@ -114,7 +114,7 @@ def receive_inbound(profile: WhatsAppProfile, inbound: InboundMessage) -> Messag
     conversation, created = conversation_for(profile, inbound.contact_phone,
                                              inbound.contact_user_id, inbound.contact_name)
     reply_to_id = _message_id_for(profile, inbound.reply_to_provider_id)
-    message_id = db.session.execute(
+    message = db.session.scalar(
         insert(Message)
         .values(organization_id=profile.organization_id, conversation_id=conversation.id,
                 profile_id=profile.id, direction="in", type=inbound.type,
@@ -125,11 +125,10 @@ def receive_inbound(profile: WhatsAppProfile, inbound: InboundMessage) -> Messag
         .on_conflict_do_nothing(index_elements=["organization_id", "profile_id",
                                                 "provider_message_id"],
                                 index_where=text("provider_message_id IS NOT NULL"))
-        .returning(Message.id)
-    ).scalar_one_or_none()
-    if message_id is None:
+        .returning(Message)
+    )
+    if message is None:
         return None  # a redelivery: stored the first time
-    message = db.session.get(Message, message_id)
     if inbound.type == "reaction":
         _apply_reaction(profile, inbound)
     else:
