@@ -64,7 +64,7 @@ APP_SECRET = "bench-platform-app-secret"
 PHONE_NUMBER_ID = "106540352242922"
 WEBHOOK = "/webhooks/whatsapp"
 E2E_REQUESTS = int(os.environ.get("BENCH_E2E_REQUESTS", 1000))
-E2E_SHARES = (0.25, 0.5)  # arrival rates, as shares of the bare INSERT ceiling
+E2E_SHARES = (0.1, 0.25, 0.5)  # arrival rates, as shares of the bare INSERT ceiling
 WORKER_STARTUP = 5.0  # seconds for `crm worker` to create its app and listen
 LOADERS = os.cpu_count() or 1  # connections generating the data side by side
 
