@@ -7,7 +7,9 @@ carry server-rendered HTML fragments; the browser's glue script swaps them in wi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from flask import Flask, current_app, request
 from flask_login import current_user
@@ -138,13 +140,35 @@ def leave(sid: str) -> None:
     pipe.execute()
 
 
+_occupancy: ContextVar[dict[str, bool] | None] = ContextVar("room_occupancy", default=None)
+
+
 def occupied(rooms: Iterable[str]) -> set[str]:
-    """Those of `rooms` that some open page has joined (in one Redis round trip)."""
+    """Those of `rooms` that some open page has joined (in one Redis round trip, or none when
+    an `occupancy_snapshot` already knows them)."""
     rooms = list(rooms)
-    pipe = _redis().pipeline(transaction=False)
-    for room in rooms:
-        pipe.scard(_room_key(room))
-    return {room for room, count in zip(rooms, pipe.execute(), strict=True) if count}
+    known = _occupancy.get()
+    if known is None:
+        known = {}
+    unknown = [room for room in rooms if room not in known]
+    if unknown:
+        pipe = _redis().pipeline(transaction=False)
+        for room in unknown:
+            pipe.scard(_room_key(room))
+        known.update((room, bool(count))
+                     for room, count in zip(unknown, pipe.execute(), strict=True))
+    return {room for room in rooms if known[room]}
+
+
+@contextmanager
+def occupancy_snapshot() -> Iterator[None]:
+    """Ask Redis about each room once in the block: for many events sent at once (a batch of
+    webhook deliveries), whose audience changes no faster than the batch is sent."""
+    token = _occupancy.set({})
+    try:
+        yield
+    finally:
+        _occupancy.reset(token)
 
 
 def _sockets(org_id: int) -> list[tuple[int, str]]:

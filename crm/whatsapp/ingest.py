@@ -33,7 +33,7 @@ from crm.extensions import db
 from crm.jobs import enqueue_now, get_queue, redis, run_job
 from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
-from crm.whatsapp import services
+from crm.whatsapp import live, services
 from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
 from crm.whatsapp.models import Message, WebhookDelivery, WhatsAppProfile
 
@@ -90,7 +90,8 @@ def drain() -> int:
     applied = 0
     while batch := _claim():
         session.expire_all()
-        applied += _apply_batch(batch)
+        with live.broadcasting_many():
+            applied += _apply_batch(batch)
     _schedule_leftovers()
     return applied
 

@@ -37,7 +37,7 @@ from crm.foundation.models import User
 from crm.i18n import LANGUAGES, current_language
 from crm.models import utcnow
 from crm.permissions import MATRIX, can, role_allows
-from crm.realtime import add_rooms, occupied, user_room
+from crm.realtime import add_rooms, occupancy_snapshot, occupied, user_room
 from crm.tenancy import get_in_organization, organization_context, set_current_organization
 from crm.transaction import commit, rollback
 from crm.whatsapp import services
@@ -113,6 +113,17 @@ def rendering_for(language: str) -> Iterator[None]:
         if not has_request_context():
             stack.enter_context(current_app.test_request_context())
         stack.enter_context(force_locale(language))
+        yield
+
+
+@contextmanager
+def broadcasting_many() -> Iterator[None]:
+    """Send many events at once (a job applying a batch): one request context to render in,
+    and each room's occupancy asked once."""
+    with ExitStack() as stack:
+        if not has_request_context():
+            stack.enter_context(current_app.test_request_context())
+        stack.enter_context(occupancy_snapshot())
         yield
 
 

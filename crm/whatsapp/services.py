@@ -16,10 +16,11 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import Text, cast, func, select, text, tuple_, update
+from sqlalchemy import Text, case, cast, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crm import events
 from crm.errors import ConflictError, NotFoundError, ValidationError
@@ -168,14 +169,24 @@ def _apply_reaction(profile: WhatsAppProfile, inbound: InboundMessage) -> None:
 
 
 def _touch(conversation: Conversation, message: Message, inbound: bool) -> None:
+    """Move the conversation's summary on; an inbound message counts as unread and reopens it.
+
+    One UPDATE counts in the database (two messages applied at once both count) and returns
+    the outcome into the loaded conversation, which the live inbox then shows unread.
+    """
     now = utcnow()
-    conversation.last_message_at = now
-    conversation.last_message_preview = preview(message)
+    values = {"last_message_at": now, "last_message_preview": preview(message)}
     if inbound:
-        conversation.last_inbound_at = now
-        conversation.unread_count = Conversation.unread_count + 1
-        if conversation.status == "resolved":
-            conversation.status = "open"
+        values.update(last_inbound_at=now, unread_count=Conversation.unread_count + 1,
+                      status=case((Conversation.status == "resolved", "open"),
+                                  else_=Conversation.status))
+    unread, status = db.session.execute(
+        update(Conversation).where(Conversation.id == conversation.id).values(values)
+        .returning(Conversation.unread_count, Conversation.status)
+        .execution_options(synchronize_session=False)).one()
+    values.update(unread_count=unread, status=status)
+    for key, value in values.items():
+        set_committed_value(conversation, key, value)
 
 
 def preview(message: Message) -> str:
