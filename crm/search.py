@@ -99,6 +99,8 @@ SEARCH_FUNCTIONS = {
         SELECT c.id FROM unnest($2) AS pattern, LATERAL (
             SELECT id FROM conversations WHERE organization_id = {_ORG}
                 AND search_phone LIKE pattern) AS c""",
+    # Superseded by wasl_customer_page (below) in migration 6d6ed635a715, which drops it; kept
+    # for migration e5f6a7b8c9d0, which creates it, and for that migration's downgrade.
     "wasl_matching_customers(text, text[])": f"""
         SELECT id FROM customers WHERE organization_id = {_ORG} AND search_name LIKE $1
         UNION
@@ -114,3 +116,78 @@ def search_function_sql(signature: str) -> str:
     return (f"CREATE OR REPLACE FUNCTION {signature} RETURNS SETOF bigint LANGUAGE sql STABLE "
             f"SECURITY DEFINER SET search_path = public, pg_temp AS $body$"
             f"{SEARCH_FUNCTIONS[signature]}$body$")
+
+
+# The customer list's page, for lists that search or filter by tag (crm/customers/services.py).
+# Returning every match, as the search functions above do, made a broad term («عبد», thousands of
+# customers) cost all its matches before the list kept 50. This function returns the page
+# itself, in the list's order after its cursor, with all the list's filters applied, in two
+# steps: read the next `p_scan` customers in that order (an index scan: each sort has its
+# index) keeping those that match — a broad term fills the page within a few hundred rows; if
+# that did not fill it and more rows remain, the matches are rare, and the trigram and tag GIN
+# indexes find all of them for a top-N sort (MATERIALIZED keeps the planner, which estimates
+# LIKE badly, off ordered scans there). `p_sort` NULL returns every match in no order (counts,
+# segments). The plans are made for each call's values (force_custom_plan), so the CASEs fold
+# to the one sort asked for; the organization stays an expression, which keeps it in the GIN
+# index conditions. Customers never contacted sort last: as '-infinity' (CONTACTED_ORDER).
+CUSTOMER_PAGE_SORTS = ("newest", "oldest", "name", "score", "last_contacted")
+CONTACTED_ORDER = "coalesce(last_contacted_at, '-infinity'::timestamptz)"
+_CUSTOMER_PAGE_ARGUMENTS = (
+    "p_search text, p_digits text[], p_tag text, p_stage bigint, p_owner bigint, p_source text, "
+    "p_score_min integer, p_score_max integer, p_custom jsonb, p_sort text, "
+    "p_after_id bigint, p_after_score integer, p_after_name text, "
+    "p_after_contacted timestamptz, p_limit integer, p_scan integer")
+_CUSTOMER_FILTERS = f"""organization_id = {_ORG} AND merged_into_id IS NULL
+        AND (p_stage IS NULL OR stage_id = p_stage) AND (p_owner IS NULL OR owner_id = p_owner)
+        AND (p_source IS NULL OR source = p_source)
+        AND (p_score_min IS NULL OR score >= p_score_min)
+        AND (p_score_max IS NULL OR score <= p_score_max)
+        AND (p_custom IS NULL OR custom_fields @> p_custom)"""
+_CUSTOMER_MATCH = """(p_search IS NULL OR search_name LIKE p_search
+            OR search_email LIKE lower(p_search) OR search_phone LIKE ANY (p_digits))
+        AND (p_tag IS NULL OR tags @> ARRAY[p_tag])"""
+_CUSTOMER_AFTER = f"""(p_after_id IS NULL OR CASE p_sort
+            WHEN 'newest' THEN id < p_after_id WHEN 'oldest' THEN id > p_after_id
+            WHEN 'name' THEN (name, id) > (p_after_name, p_after_id)
+            WHEN 'score' THEN (score, id) < (p_after_score, p_after_id)
+            ELSE ({CONTACTED_ORDER}, id)
+                < (coalesce(p_after_contacted, '-infinity'::timestamptz), p_after_id) END)"""
+_CUSTOMER_ORDER = f"""CASE WHEN p_sort = 'score' THEN score END DESC,
+            CASE WHEN p_sort = 'last_contacted' THEN {CONTACTED_ORDER} END DESC,
+            CASE WHEN p_sort = 'name' THEN name END,
+            CASE WHEN p_sort IN ('oldest', 'name') THEN id END,
+            CASE WHEN p_sort NOT IN ('oldest', 'name') THEN id END DESC"""
+_CUSTOMER_SORT_KEYS = "id, score, name, last_contacted_at"
+CUSTOMER_PAGE_SIGNATURE = "wasl_customer_page({})".format(
+    ", ".join(argument.split(maxsplit=1)[1] for argument in _CUSTOMER_PAGE_ARGUMENTS.split(", ")))
+CUSTOMER_PAGE_SQL = f"""
+CREATE OR REPLACE FUNCTION wasl_customer_page({_CUSTOMER_PAGE_ARGUMENTS}) RETURNS SETOF bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = public, pg_temp SET plan_cache_mode = force_custom_plan AS $body$
+DECLARE
+    hits bigint[];
+BEGIN
+    IF p_sort IS NULL THEN
+        RETURN QUERY SELECT id FROM customers WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_MATCH};
+        RETURN;
+    END IF;
+    IF p_sort NOT IN ('{"', '".join(CUSTOMER_PAGE_SORTS)}') THEN
+        RAISE EXCEPTION 'wasl_customer_page: no such sort %', p_sort;
+    END IF;
+    hits := ARRAY(SELECT id FROM (
+        SELECT {_CUSTOMER_SORT_KEYS}, {_CUSTOMER_MATCH} AS hit FROM customers
+        WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER}
+        ORDER BY {_CUSTOMER_ORDER} LIMIT p_scan) AS scanned
+        WHERE hit ORDER BY {_CUSTOMER_ORDER} LIMIT p_limit);
+    IF cardinality(hits) = p_limit OR (SELECT count(*) FROM (
+            SELECT FROM customers WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER}
+            LIMIT p_scan) AS rest) < p_scan THEN
+        RETURN QUERY SELECT unnest(hits);
+        RETURN;
+    END IF;
+    RETURN QUERY WITH matches AS MATERIALIZED (
+        SELECT {_CUSTOMER_SORT_KEYS} FROM customers
+        WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER} AND {_CUSTOMER_MATCH})
+    SELECT id FROM matches ORDER BY {_CUSTOMER_ORDER} LIMIT p_limit;
+END
+$body$"""

@@ -17,7 +17,7 @@ from crm.api import blueprint as api
 from crm.api import openapi
 from crm.api.helpers import decode_cursor, json_body, page, page_limit
 from crm.api.openapi import BIGINT_MAX, CURSOR_PARAMETERS, list_of, operation, path_id, ref
-from crm.customers import services
+from crm.customers import scoring, services
 from crm.customers.models import ACTIVITY_TYPES, SOURCES, CustomerActivity, SalesStage, Segment
 from crm.customers.models import Customer as CustomerModel
 from crm.errors import NotFoundError, ValidationError
@@ -68,7 +68,7 @@ def customer_json(customer: CustomerModel) -> dict:
             "owner_id": customer.owner_id, "stage_id": customer.stage_id,
             "tags": list(customer.tags), "source": customer.source,
             "custom_fields": customer.custom_fields, "notes": customer.notes,
-            "score": customer.score, "score_explanation": services.explain_score(customer),
+            "score": customer.score, "score_explanation": scoring.explain_score(customer),
             "last_contacted_at": iso(customer.last_contacted_at),
             "created_at": iso(customer.created_at), "updated_at": iso(customer.updated_at)}
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from crm.customers import services
+from crm.customers import scoring, services
 from crm.customers.models import Customer
 from crm.errors import ValidationError
 from crm.events import subscribe
@@ -108,7 +108,7 @@ def _log_message(customer: Customer, payload: dict, type_: str) -> None:
     if activity is None:
         return  # a redelivered event: logged the first time
     services.touch_contact(customer, activity.created_at)
-    services.recompute_score(customer)
+    scoring.recompute_score(customer)
 
 
 @subscribe("ticket.opened")
@@ -132,4 +132,4 @@ def _log_ticket(payload: dict, type_: str) -> None:
         customer, type_, payload.get("subject") or "", {"ticket_id": payload.get("ticket_id")},
         source_key=f"{type_}:{payload.get('ticket_id')}")
     if activity is not None:
-        services.recompute_score(customer)
+        scoring.recompute_score(customer)

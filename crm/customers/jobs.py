@@ -34,7 +34,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select, text
 
 from crm import events
-from crm.customers import services
+from crm.customers import imports, scoring, services
 from crm.customers.models import Customer, CustomerImport
 from crm.errors import ValidationError
 from crm.extensions import db
@@ -110,12 +110,12 @@ def _continue_chain(org_id: int, scheduled_for: str) -> None:
 
 
 def _rescore_batches() -> int:
-    context = services.ScoringContext.load()
+    context = scoring.ScoringContext.load()
     last_id, changed = 0, 0
     while ids := list(db.session.scalars(
             select(Customer.id).where(Customer.id > last_id, Customer.merged_into_id.is_(None))
             .order_by(Customer.id).limit(BATCH))):
-        changed += services.rescore_customers(ids, context)
+        changed += scoring.rescore_customers(ids, context)
         commit()
         last_id = ids[-1]
     return changed
@@ -147,11 +147,11 @@ class ImportPlan:
     default_stage_id: int | None
     country: str  # phone numbers without a country code are of this one
     required: list[str]  # custom fields a new customer must have
-    scoring: services.ScoringContext
+    scoring: scoring.ScoringContext
 
     @classmethod
     def load(cls, imp: CustomerImport, header: list[str]) -> ImportPlan:
-        columns = services.import_columns(header)
+        columns = imports.import_columns(header)
         targets = {target: columns.index(column) for column, target in imp.mapping.items()
                    if target and column in columns}
         stages = services.list_stages()
@@ -166,7 +166,7 @@ class ImportPlan:
         return cls(imp.id, imp.created_by_id, imp.on_duplicate, targets, names, owners, fields,
                    labels, stages[0].id, current_organization().country,
                    [d.key for d in definitions if d.is_required],
-                   services.ScoringContext.load())
+                   scoring.ScoringContext.load())
 
 
 @dataclass
@@ -181,7 +181,7 @@ class RejectReport:
     """The rejected rows with their reasons, a CSV the importer downloads."""
 
     def __init__(self, imp: CustomerImport, header: list[str]):
-        self.path = services.import_directory() / f"{imp.id}-rejected.csv"
+        self.path = imports.import_directory() / f"{imp.id}-rejected.csv"
         self.header = [_("Row"), _("Reason"), *header]
         self.pending: list[list[object]] = []
         if self.path.exists():
@@ -248,12 +248,12 @@ def _fail(import_id: int, exc: Exception) -> None:
 
 
 def _import(imp: CustomerImport) -> None:
-    rows = services.open_csv(imp.path)
+    rows = imports.open_csv(imp.path)
     try:
         header = next(rows)
         plan = ImportPlan.load(imp, header)
         if not imp.total_rows:
-            imp.total_rows = sum(1 for _row in services.open_csv(imp.path)) - 1
+            imp.total_rows = sum(1 for _row in imports.open_csv(imp.path)) - 1
         imp.status = "running"
         report = RejectReport(imp, header)
         commit()
@@ -321,7 +321,7 @@ def import_batch(plan: ImportPlan, batch: list[tuple[int, list[str]]],
     created, updated = _write(plan, entries, report, counts)
     if created or updated:
         _log_imported(plan, created, updated)
-        services.rescore_customers(created + updated, plan.scoring)
+        scoring.rescore_customers(created + updated, plan.scoring)
     return counts
 
 

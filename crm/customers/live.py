@@ -38,9 +38,10 @@ def moved_within_column(payload: dict) -> None:
 def refresh_columns(stage_ids: list[int | None]) -> None:
     """Send the first page of each column (cards, count, "Load more") to the team's boards."""
     counts = services.stage_counts()
+    pages = services.board_columns(list(dict.fromkeys(
+        stage_id for stage_id in stage_ids if stage_id is not None)), BOARD_PAGE)
     swaps = []
-    for stage_id in dict.fromkeys(stage_id for stage_id in stage_ids if stage_id is not None):
-        customers, next_cursor = services.board_column(stage_id, limit=BOARD_PAGE)
+    for stage_id, (customers, next_cursor) in pages.items():
         for language in LANGUAGES:
             swaps.append({"target": f'html[lang="{language}"] #column-{stage_id}-cards',
                           "swap": "innerHTML",

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.models import created_at_column, id_column, utcnow
+from crm.search import CONTACTED_ORDER
 from crm.tenancy import TenantMixin
 
 SOURCES = ("manual", "whatsapp", "import", "api")
@@ -71,6 +72,9 @@ class Customer(TenantMixin, db.Model):
         Index("ix_customers_stage_counts", "organization_id", "stage_id",
               postgresql_where=text("merged_into_id IS NULL")),
         Index("ix_customers_score", "organization_id", text("score DESC"), text("id DESC")),
+        Index("ix_customers_name", "organization_id", "name", "id"),
+        Index("ix_customers_contacted", "organization_id", text(f"{CONTACTED_ORDER} DESC"),
+              text("id DESC")),
         Index("ix_customers_tags", "organization_id", "tags", postgresql_using="gin"),
         Index("ix_customers_search_name", "organization_id", "search_name",
               postgresql_using="gin", postgresql_ops={"search_name": "gin_trgm_ops"}),

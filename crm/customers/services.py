@@ -1,5 +1,6 @@
-"""Every write of the CRM: customers, the pipeline and its board, the activity timeline,
-segments, custom fields, lead scoring and CSV imports and exports.
+"""The CRM's core: customers, the pipeline and its board, lists and their filters, the
+activity timeline, segments and custom fields. Lead scoring is in crm/customers/scoring.py,
+CSV import and export in crm/customers/imports.py; both build on the validation here.
 
 Each function validates, writes, records who did it and publishes what happened; none commits
 (the request, job or subscriber wrapper does). Views and the API call these functions alike.
@@ -19,27 +20,37 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
-import io
 import json
 import logging
 import math
 import re
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import current_app
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from sqlalchemy import Text, cast, delete, func, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Text,
+    cast,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import aliased, joinedload, selectinload
 from sqlalchemy.sql import ColumnElement, Select
 
 from crm import events
@@ -49,7 +60,6 @@ from crm.customers.models import (
     SOURCES,
     Customer,
     CustomerActivity,
-    CustomerImport,
     CustomFieldDefinition,
     SalesStage,
     ScoringRule,
@@ -69,12 +79,10 @@ BIGINT_MAX = 2**63 - 1
 SCORE_LIMIT = 1_000_000
 MAX_TAGS = 20
 SORTS = ("newest", "oldest", "name", "score", "last_contacted")
+# A paged search first reads this many customers per row of the page in the list's order (an
+# index scan), before it asks the GIN indexes for rarer matches (crm/search.py).
+PAGE_SCAN = 100
 BOARD_STEP = 1024.0
-IMPORT_MAX_BYTES = 50 * 1024 * 1024
-IMPORT_PREVIEW_ROWS = 5
-IMPORT_FIELDS = ("name", "phone", "email", "company", "tags", "notes", "stage", "owner")
-RULE_KINDS = ("replied_recently", "message_count", "stage_reached", "ticket_opened",
-              "custom_field", "decay")
 # Text PostgreSQL cannot store (NUL) or that is not text at all (lone surrogates), and control
 # characters no one types; tabs and line breaks are fine.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
@@ -208,7 +216,7 @@ def collect(checks: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _not_found() -> NotFoundError:
+def not_found() -> NotFoundError:
     return NotFoundError(_("Not found."))
 
 
@@ -284,7 +292,7 @@ def list_stages() -> list[SalesStage]:
 def access_stage(stage_id: int) -> SalesStage:
     stage = get_in_organization(SalesStage, stage_id)
     if stage is None:
-        raise _not_found()
+        raise not_found()
     return stage
 
 
@@ -387,13 +395,20 @@ def _pipeline_changed() -> None:
 
 # -- customers ------------------------------------------------------------------------------
 
+def _rescore(customer: Customer) -> None:
+    """Score the customer again after a change that rules may count (a stage, a field)."""
+    from crm.customers.scoring import recompute_score  # scoring builds on this module
+
+    recompute_score(customer)
+
+
 def access_customer(customer_id: int) -> Customer:
     """The organization's customer with this id, or 404 (merged duplicates too)."""
     customer = get_in_organization(Customer, customer_id)
     if customer is None:
-        raise _not_found()
+        raise not_found()
     if customer.merged_into_id is not None:
-        raise _not_found()
+        raise not_found()
     return customer
 
 
@@ -407,7 +422,7 @@ def _check_owner(raw: object) -> int | None:
     return owner.id
 
 
-def _check_stage(raw: object, field_name: str = "stage_id") -> SalesStage | None:
+def check_stage(raw: object, field_name: str = "stage_id") -> SalesStage | None:
     stage_id = check_id(raw, field_name)
     if stage_id is None:
         return None
@@ -425,7 +440,7 @@ def _customer_values(data: Mapping, customer: Customer | None) -> dict[str, Any]
         "email": lambda: check_email(data.get("email")),
         "company": lambda: check_text(data.get("company"), "company", 160),
         "owner_id": lambda: _check_owner(data.get("owner_id")),
-        "stage_id": lambda: _check_stage(data.get("stage_id")),
+        "stage_id": lambda: check_stage(data.get("stage_id")),
         "tags": lambda: check_tags(data.get("tags")),
         "notes": lambda: check_text(data.get("notes"), "notes", 10_000, single_line=False),
         "custom_fields": lambda: check_custom_fields(
@@ -507,7 +522,7 @@ def create_customer(actor: User | None, data: Mapping, source: str = "manual") -
                         board_position=_top_of(stage.id if stage else None))
     _save(customer, values)
     log_automatic(customer, "created", data={"source": source}, actor=actor)
-    recompute_score(customer)
+    _rescore(customer)
     log.info("customer %s created by %s (%s)", customer.id, actor, source)
     events.publish("customer.created", {"customer_id": customer.id, "source": source})
     return customer
@@ -527,7 +542,7 @@ def update_customer(actor: User | None, customer: Customer, data: Mapping) -> Cu
         _change_stage(actor, customer, stage, _top_of(stage.id if stage else None))
         changed.append("stage_id")
     elif "custom_fields" in changed:
-        recompute_score(customer)
+        _rescore(customer)
     if changed:
         log.info("customer %s updated by %s: %s", customer.id, actor, ", ".join(changed))
         events.publish("customer.updated", {"customer_id": customer.id, "fields": changed})
@@ -575,7 +590,7 @@ def merge_customers(actor: User, survivor: Customer, duplicate: Customer) -> Cus
     db.session.flush()
     log_automatic(survivor, "merged", duplicate.name,
                   {"merged_id": duplicate.id, "name": duplicate.name}, actor=actor)
-    recompute_score(survivor)
+    _rescore(survivor)
     audit("customer.merged", actor, survivor, merged_id=duplicate.id, name=duplicate.name)
     events.publish("customer.merged", {"survivor_id": survivor.id, "merged_id": duplicate.id})
     return survivor
@@ -628,7 +643,7 @@ def move_customer(actor: User | None, customer: Customer, stage_id: object,
     A change of stage logs a stage_changed activity and publishes `customer.stage_changed`;
     every move publishes `customer.moved` for the boards of the rest of the team.
     """
-    stage = _check_stage(stage_id)
+    stage = check_stage(stage_id)
     if stage is None:
         raise ValidationError({"stage_id": _("Choose a stage of the pipeline.")})
     neighbours = collect({"before_id": lambda: check_id(before_id, "before_id"),
@@ -655,7 +670,7 @@ def _change_stage(actor: User | None, customer: Customer, stage: SalesStage | No
         "from_name_ar": old.name_ar if old else "", "from_name_en": old.name_en if old else "",
         "to_name_ar": stage.name_ar if stage else "", "to_name_en": stage.name_en if stage else ""},
         actor=actor)
-    recompute_score(customer)
+    _rescore(customer)
     events.publish("customer.stage_changed", {
         "customer_id": customer.id, "from_stage_id": old.id if old else None,
         "to_stage_id": customer.stage_id})
@@ -724,6 +739,29 @@ def stage_counts() -> dict[int | None, int]:
         .group_by(Customer.stage_id)).all())
 
 
+def board_columns(stage_ids: list[int], limit: int = 50
+                  ) -> dict[int, tuple[list[Customer], str | None]]:
+    """The first page of several columns in one query (a LATERAL scan of each column's
+    index): six columns of the board cost one statement, not six to plan and send."""
+    stages = select(SalesStage.id).where(SalesStage.id.in_(stage_ids)).subquery()
+    cards = (select(Customer).where(Customer.stage_id == stages.c.id,
+                                    Customer.merged_into_id.is_(None))
+             .order_by(Customer.board_position, Customer.id).limit(limit + 1).lateral())
+    columns: dict[int, list[Customer]] = {stage_id: [] for stage_id in stage_ids}
+    for customer in db.session.scalars(select(aliased(Customer, cards))
+                                       .select_from(stages).join(cards, true())):
+        columns[customer.stage_id].append(customer)
+    return {stage_id: _board_page(rows, limit) for stage_id, rows in columns.items()}
+
+
+def _board_page(rows: list[Customer], limit: int) -> tuple[list[Customer], str | None]:
+    """A column's page from `limit` + 1 rows in board order, and the cursor after it."""
+    rows.sort(key=lambda c: (c.board_position, c.id))
+    last = rows[limit - 1] if len(rows) > limit else None
+    return rows[:limit], (_encode_cursor("board", [last.board_position, last.id])
+                          if last else None)
+
+
 def board_column(stage_id: int | None, after: str | None = None, limit: int = 50
                  ) -> tuple[list[Customer], str | None]:
     """One column of the board, top to bottom, keyset-paginated on (position, id)."""
@@ -732,12 +770,8 @@ def board_column(stage_id: int | None, after: str | None = None, limit: int = 50
     if after:
         position, last_id = _decode_cursor(after, "board", (float, int))
         query = query.where(tuple_(Customer.board_position, Customer.id) > (position, last_id))
-    rows = list(db.session.scalars(query.order_by(Customer.board_position, Customer.id)
-                                   .limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    return rows, (_encode_cursor("board", [last.board_position, last.id]) if last else None)
+    return _board_page(list(db.session.scalars(
+        query.order_by(Customer.board_position, Customer.id).limit(limit + 1))), limit)
 
 
 # -- lists, filters, search ------------------------------------------------------------------
@@ -830,16 +864,17 @@ def _custom_filters(params: Mapping, strict: bool) -> dict[str, Any]:
     return custom
 
 
-def _conditions(filters: CustomerFilters) -> list[ColumnElement[bool]]:
+def _conditions(filters: CustomerFilters, page: tuple[list | None, int] | None = None
+                ) -> list[ColumnElement[bool]]:
+    """The WHERE of a list; `page` (cursor key, rows) asks the search function for that page
+    of the list's order only."""
     conditions = [Customer.merged_into_id.is_(None)]
-    if filters.search:
-        conditions.append(_search_condition(filters.search))
+    if filters.search or filters.tag:
+        conditions.append(Customer.id.in_(select(_matching(filters, page).column_valued("id"))))
     if filters.stage_id is not None:
         conditions.append(Customer.stage_id == filters.stage_id)
     if filters.owner_id is not None:
         conditions.append(Customer.owner_id == filters.owner_id)
-    if filters.tag:
-        conditions.append(Customer.tags.contains([filters.tag]))
     if filters.source:
         conditions.append(Customer.source == filters.source)
     if filters.score_min is not None:
@@ -851,30 +886,53 @@ def _conditions(filters: CustomerFilters) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _search_condition(term: str) -> ColumnElement[bool]:
-    """Name (Arabic letter variants folded), phone in any written form or a fragment of it,
-    or email: indexed LIKEs on the columns the database keeps folded, run by a SECURITY
-    DEFINER function so that RLS does not keep them off their trigram indexes
-    (crm/search.py); this query, under RLS, loads the rows."""
-    text_pattern, digit_patterns = search_terms(term, current_organization().country)
-    typed = re.sub(r"\D", "", fold_text(term)).lstrip("0")  # 0501234 → …501234…
-    if len(typed) >= 3:
-        digit_patterns = sorted({*digit_patterns, like_pattern(typed)})
-    return Customer.id.in_(select(func.wasl_matching_customers(
-        text_pattern, cast(digit_patterns, ARRAY(Text))).column_valued("id")))
+def _matching(filters: CustomerFilters, page: tuple[list | None, int] | None):
+    """The ids a search or tag filter selects, with every other filter applied.
+
+    Search: name (Arabic letter variants folded), phone in any written form or a fragment of
+    it, or email. LIKE and `@>` are not LEAKPROOF, so under RLS they could not use their GIN
+    indexes: a SECURITY DEFINER function (crm/search.py `wasl_customer_page`) runs them,
+    filtered by the transaction's organization, and this query, under RLS, loads the rows.
+    Given `page`, the function returns only that page of the list's order.
+    """
+    text_pattern, digit_patterns = (None, [])
+    if filters.search:
+        text_pattern, digit_patterns = search_terms(filters.search,
+                                                    current_organization().country)
+        typed = re.sub(r"\D", "", fold_text(filters.search)).lstrip("0")  # 0501234 → …501234…
+        if len(typed) >= 3:
+            digit_patterns = sorted({*digit_patterns, like_pattern(typed)})
+    key, rows = page or (None, None)
+    after = dict(zip(_CURSOR_FIELDS[filters.sort], key or [], strict=False))
+    return func.wasl_customer_page(
+        cast(text_pattern, Text), cast(digit_patterns, ARRAY(Text)), cast(filters.tag, Text),
+        cast(filters.stage_id, BigInteger), cast(filters.owner_id, BigInteger),
+        cast(filters.source, Text), cast(filters.score_min, Integer),
+        cast(filters.score_max, Integer), cast(filters.custom or None, JSONB(none_as_null=True)),
+        cast(filters.sort if page else None, Text), cast(key[-1] if key else None, BigInteger),
+        cast(after.get("score"), Integer), cast(after.get("name"), Text),
+        cast(after.get("contacted"), DateTime(timezone=True)), cast(rows, Integer),
+        cast(rows * PAGE_SCAN if rows else None, Integer))
 
 
+# Never contacted sorts last, as -infinity: one expression, which ix_customers_contacted holds,
+# orders and pages the list (a NULLS LAST order would need an OR after the cursor).
+_NEVER = literal_column("'-infinity'::timestamptz")
+_CONTACTED = func.coalesce(Customer.last_contacted_at, _NEVER)
 _ORDER = {
     "newest": (Customer.id.desc(),),
     "oldest": (Customer.id.asc(),),
     "name": (Customer.name.asc(), Customer.id.asc()),
     "score": (Customer.score.desc(), Customer.id.desc()),
-    "last_contacted": (Customer.last_contacted_at.desc().nulls_last(), Customer.id.desc()),
+    "last_contacted": (_CONTACTED.desc(), Customer.id.desc()),
 }
 _CURSOR_TYPES: dict[str, tuple[type, ...]] = {
     "newest": (int,), "oldest": (int,), "name": (str, int), "score": (int, int),
     "last_contacted": (datetime, int),
 }
+# What the search function takes from a cursor, besides the id (crm/search.py).
+_CURSOR_FIELDS = {"newest": (), "oldest": (), "name": ("name",), "score": ("score",),
+                  "last_contacted": ("contacted",)}
 
 
 def filtered_query(filters: CustomerFilters) -> Select:
@@ -885,11 +943,12 @@ def filtered_query(filters: CustomerFilters) -> Select:
 def list_customers(filters: CustomerFilters, after: str | None = None, limit: int = 50
                    ) -> tuple[list[Customer], str | None]:
     """A page of customers and the opaque cursor of the next page (None on the last)."""
-    query = filtered_query(filters).options(joinedload(Customer.owner),
-                                            joinedload(Customer.stage))
-    if after:
-        query = query.where(_after(filters.sort, _decode_cursor(after, filters.sort,
-                                                                _CURSOR_TYPES[filters.sort])))
+    key = _decode_cursor(after, filters.sort, _CURSOR_TYPES[filters.sort]) if after else None
+    query = (select(Customer).where(*_conditions(filters, (key, limit + 1)))
+             .order_by(*_ORDER[filters.sort])
+             .options(joinedload(Customer.owner), joinedload(Customer.stage)))
+    if key:
+        query = query.where(_after(filters.sort, key))
     rows = list(db.session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -906,10 +965,8 @@ def _after(sort: str, key: list) -> ColumnElement[bool]:
     if sort == "score":
         return tuple_(Customer.score, Customer.id) < tuple_(*key)
     moment, last_id = key
-    if moment is None:  # among the never-contacted, which come last
-        return (Customer.last_contacted_at.is_(None)) & (Customer.id < last_id)
-    return or_(Customer.last_contacted_at.is_(None),
-               tuple_(Customer.last_contacted_at, Customer.id) < tuple_(moment, last_id))
+    return tuple_(_CONTACTED, Customer.id) < tuple_(
+        func.coalesce(cast(moment, DateTime(timezone=True)), _NEVER), last_id)
 
 
 def _cursor_for(sort: str, customer: Customer) -> str:
@@ -968,53 +1025,12 @@ def count_customers(filters: CustomerFilters) -> int:
                              .where(*_conditions(filters)))
 
 
-def export_csv(filters: CustomerFilters) -> Iterator[str]:
-    """The filtered customers as CSV lines for Excel (UTF-8 with BOM), streamed in pages.
-
-    Cells that a spreadsheet would run as a formula are prefixed with an apostrophe.
-    """
-    definitions = list_field_definitions()
-    stages = {stage.id: stage for stage in list_stages()}
-    language = str(get_locale() or "ar")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def line(cells: Iterable[object]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow([_spreadsheet_safe(cell) for cell in cells])
-        return buffer.getvalue()
-
-    yield "\ufeff" + line([_("Name"), _("Phone"), _("Email"), _("Company"), _("Stage"),
-                           _("Owner"), _("Tags"), _("Source"), _("Score"), _("Created"),
-                           _("Last contacted"), _("Notes"), *(d.label for d in definitions)])
-    cursor = None
-    while True:
-        rows, cursor = list_customers(filters, cursor, 500)
-        for c in rows:
-            stage = stages.get(c.stage_id)
-            yield line([c.name, c.phone, c.email, c.company,
-                        stage.name_in(language) if stage else "",
-                        c.owner.email if c.owner else "", ", ".join(c.tags), c.source, c.score,
-                        c.created_at.isoformat(), c.last_contacted_at.isoformat()
-                        if c.last_contacted_at else "", c.notes,
-                        *(c.custom_fields.get(d.key, "") for d in definitions)])
-        if cursor is None:
-            return
-
-
-def _spreadsheet_safe(cell: object) -> object:
-    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + cell
-    return "" if cell is None else cell
-
-
 # -- activities -----------------------------------------------------------------------------
 
 def access_activity(activity_id: int) -> CustomerActivity:
     activity = get_in_organization(CustomerActivity, activity_id)
     if activity is None:
-        raise _not_found()
+        raise not_found()
     return activity
 
 
@@ -1149,7 +1165,7 @@ def list_segments() -> list[Segment]:
 def access_segment(segment_id: int) -> Segment:
     segment = get_in_organization(Segment, segment_id)
     if segment is None:
-        raise _not_found()
+        raise not_found()
     return segment
 
 
@@ -1220,7 +1236,7 @@ def field_definitions_by_key() -> dict[str, CustomFieldDefinition]:
 def access_field(field_id: int) -> CustomFieldDefinition:
     definition = get_in_organization(CustomFieldDefinition, field_id)
     if definition is None:
-        raise _not_found()
+        raise not_found()
     return definition
 
 
@@ -1361,465 +1377,3 @@ def _number(raw: object, name: str) -> int | float:
     return int(raw) if float(raw).is_integer() else float(raw)
 
 
-# -- lead scoring ------------------------------------------------------------------------------
-
-def list_rules() -> list[ScoringRule]:
-    """The scoring rules (a new organization's defaults come with its default stages)."""
-    query = select(ScoringRule).order_by(ScoringRule.id)
-    rules = list(db.session.scalars(query))
-    if not rules:
-        ensure_default_stages()
-        rules = list(db.session.scalars(query))
-    return rules
-
-
-def save_rules(actor: User, rules: object) -> list[ScoringRule]:
-    """Replace the scoring rules; every customer is rescored by a job."""
-    from crm.customers.jobs import rescore_all
-
-    if not isinstance(rules, list | tuple) or len(rules) > 50:
-        raise ValidationError({"rules": _("Send at most %(n)d rules.", n=50)})
-    checked, errors = [], {}
-    for index, rule in enumerate(rules):
-        try:
-            checked.append(_check_rule(rule, f"rules-{index}-"))
-        except ValidationError as exc:
-            errors.update(exc.fields)
-    if errors:
-        raise ValidationError(errors)
-    db.session.execute(delete(ScoringRule))
-    saved = [ScoringRule(**values) for values in checked]
-    db.session.add_all(saved)
-    db.session.flush()
-    audit("scoring.rules_saved", actor, None, count=len(saved))
-    from crm.jobs import enqueue
-
-    enqueue(rescore_all)
-    return saved
-
-
-def _check_rule(rule: object, prefix: str) -> dict[str, Any]:
-    """One rule of the form: {kind, params, points, is_active}; errors keyed prefix+field."""
-    kind = rule.get("kind") if isinstance(rule, Mapping) else None
-    if kind not in RULE_KINDS:
-        raise ValidationError({f"{prefix}kind": _("Choose one of the listed options.")})
-    params = rule.get("params") if isinstance(rule.get("params"), Mapping) else {}
-    low = 0 if kind == "decay" else -1000  # decay's points are what each period takes away
-    return {"kind": kind, **collect({
-        "points": lambda: check_int(rule.get("points"), f"{prefix}points", low, 1000),
-        "is_active": lambda: check_bool(rule.get("is_active", True), f"{prefix}is_active"),
-        "params": lambda: _rule_params(kind, params, prefix),
-    })}
-
-
-def _rule_params(kind: str, params: Mapping, prefix: str) -> dict[str, Any]:
-    if kind == "custom_field":
-        return _rule_field(params, prefix)
-
-    def number(name: str, low: int, high: int):
-        return lambda: check_int(params.get(name), f"{prefix}{name}", low, high)
-
-    return collect({
-        "replied_recently": {"days": number("days", 1, 365)},
-        "ticket_opened": {"days": number("days", 1, 365)},
-        "message_count": {"min": number("min", 1, 100_000)},
-        "stage_reached": {"stage_id": lambda: _rule_stage(params.get("stage_id"), prefix)},
-        "decay": {"every_days": number("every_days", 1, 365), "max": number("max", 0, 10_000)},
-    }[kind])
-
-
-def _rule_stage(raw: object, prefix: str) -> int:
-    stage = _check_stage(raw, f"{prefix}stage_id")
-    if stage is None:
-        raise ValidationError({f"{prefix}stage_id": _("Choose a stage of the pipeline.")})
-    return stage.id
-
-
-def _rule_field(params: Mapping, prefix: str) -> dict[str, Any]:
-    definition = field_definitions_by_key().get(params.get("key"))
-    if definition is None:
-        raise ValidationError({f"{prefix}key": _("There is no such custom field.")})
-    return {"key": definition.key, "label": definition.label,
-            "value": check_custom_value(definition, params.get("value"), f"{prefix}value")}
-
-
-@dataclass(frozen=True)
-class Signals:
-    """What a customer did, as the timeline records it."""
-
-    messages_in: int = 0
-    last_message_in: datetime | None = None
-    last_ticket: datetime | None = None
-
-
-def signals_for(customer_ids: list[int]) -> dict[int, Signals]:
-    """Signals of many customers in one query over their timelines."""
-    if not customer_ids:
-        return {}
-    is_in = CustomerActivity.type == "whatsapp_in"
-    rows = db.session.execute(
-        select(CustomerActivity.customer_id, func.count().filter(is_in),
-               func.max(CustomerActivity.created_at).filter(is_in),
-               func.max(CustomerActivity.created_at).filter(
-                   CustomerActivity.type == "ticket_opened"))
-        .where(CustomerActivity.customer_id.in_(customer_ids),
-               CustomerActivity.type.in_(("whatsapp_in", "ticket_opened")))
-        .group_by(CustomerActivity.customer_id))
-    return {row[0]: Signals(row[1], row[2], row[3]) for row in rows}
-
-
-@dataclass(frozen=True)
-class RuleSpec:
-    kind: str
-    params: dict
-    points: int
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    id: int
-    position: int
-    is_lost: bool
-    name_ar: str
-    name_en: str
-
-
-@dataclass(frozen=True)
-class ScoringContext:
-    """What scoring many customers shares: the active rules and the pipeline, copied out of
-    the session so that a job committing between batches does not reload them."""
-
-    rules: list[RuleSpec]
-    stages: dict[int, StageSpec]
-    now: datetime
-
-    @classmethod
-    def load(cls) -> ScoringContext:
-        rules = [RuleSpec(r.kind, dict(r.params), r.points) for r in list_rules() if r.is_active]
-        stages = ({s.id: StageSpec(s.id, s.position, s.is_lost, s.name_ar, s.name_en)
-                   for s in db.session.scalars(select(SalesStage))}
-                  if any(rule.kind == "stage_reached" for rule in rules) else {})
-        return cls(rules, stages, utcnow())
-
-
-def compute_score(customer: Customer, signals: Signals, context: ScoringContext
-                  ) -> tuple[int, list[dict]]:
-    """The score and why: [{points, reason, detail}], one entry per rule that counted."""
-    breakdown = []
-    for rule in context.rules:
-        entry = _apply_rule(rule, customer, signals, context)
-        if entry is not None and entry["points"]:
-            breakdown.append(entry)
-    return max(0, sum(entry["points"] for entry in breakdown)), breakdown
-
-
-def _apply_rule(rule: RuleSpec, customer: Customer, signals: Signals,
-                context: ScoringContext) -> dict | None:
-    params, now = rule.params, context.now
-    entry = {"points": rule.points, "reason": rule.kind, "detail": dict(params)}
-    if rule.kind == "replied_recently":
-        recent = signals.last_message_in and now - signals.last_message_in \
-            <= timedelta(days=params["days"])
-        return entry if recent else None
-    if rule.kind == "message_count":
-        return entry if signals.messages_in >= params["min"] else None
-    if rule.kind == "ticket_opened":
-        recent = signals.last_ticket and now - signals.last_ticket \
-            <= timedelta(days=params["days"])
-        return entry if recent else None
-    if rule.kind == "stage_reached":
-        return _stage_entry(entry, customer, context.stages)
-    if rule.kind == "custom_field":
-        return entry if customer.custom_fields.get(params["key"]) == params["value"] else None
-    since = customer.last_contacted_at or customer.created_at or now
-    periods = (now - since).days // params["every_days"]
-    loss = min(periods * rule.points, params["max"])
-    entry.update(points=-loss, detail={**params, "days": (now - since).days})
-    return entry
-
-
-def _stage_entry(entry: dict, customer: Customer, stages: dict[int, StageSpec]) -> dict | None:
-    target = stages.get(entry["detail"]["stage_id"])
-    current = stages.get(customer.stage_id)
-    if target is None or current is None or current.is_lost:
-        return None
-    if (current.position, current.id) < (target.position, target.id):
-        return None
-    entry["detail"].update(name_ar=target.name_ar, name_en=target.name_en)
-    return entry
-
-
-def recompute_score(customer: Customer, context: ScoringContext | None = None
-                    ) -> tuple[int, list[dict]]:
-    """Score one customer now (after something they did or a change of stage)."""
-    context = context or ScoringContext.load()
-    signals = signals_for([customer.id]).get(customer.id, Signals())
-    score, breakdown = compute_score(customer, signals, context)
-    if customer.score != score or customer.score_breakdown != breakdown:
-        customer.score, customer.score_breakdown = score, breakdown
-    return score, breakdown
-
-
-def rescore_customers(customer_ids: list[int], context: ScoringContext) -> int:
-    """Score many customers with two queries and one UPDATE (of those that changed).
-
-    Reads plain rows, not entities: an import or the nightly run scores thousands.
-    """
-    customers = db.session.execute(select(
-        Customer.id, Customer.stage_id, Customer.custom_fields, Customer.last_contacted_at,
-        Customer.created_at, Customer.score, Customer.score_breakdown)
-        .where(Customer.id.in_(customer_ids))).all()
-    signals = signals_for(customer_ids)
-    changed = []
-    for customer in customers:
-        score, breakdown = compute_score(customer, signals.get(customer.id, Signals()), context)
-        if customer.score != score or customer.score_breakdown != breakdown:
-            changed.append((customer.id, score, json.dumps(breakdown, ensure_ascii=False)))
-    if changed:
-        db.session.execute(text("""
-            UPDATE customers c SET score = r.score, score_breakdown = r.breakdown
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS integer[]),
-                        CAST(:breakdowns AS jsonb[])) AS r(id, score, breakdown)
-            WHERE c.id = r.id AND c.organization_id = :org"""), {
-            "org": current_organization_id(), "ids": [row[0] for row in changed],
-            "scores": [row[1] for row in changed], "breakdowns": [row[2] for row in changed]})
-    for id_, _score, _breakdown in changed:  # a copy loaded earlier is now out of date
-        loaded = db.session.identity_map.get(db.session.identity_key(Customer, id_))
-        if loaded is not None:
-            db.session.expire(loaded, ["score", "score_breakdown"])
-    return len(changed)
-
-
-def explain_score(customer: Customer) -> list[str]:
-    """Why the score is what it is, one line per rule: "+20 replied in the last 7 days"."""
-    language = str(get_locale() or "ar")
-    return [f"{entry['points']:+d} {_reason(entry, language)}"
-            for entry in customer.score_breakdown]
-
-
-def _reason(entry: dict, language: str) -> str:
-    detail = entry.get("detail", {})
-    reason = entry.get("reason")
-    if reason == "replied_recently":
-        return _("replied on WhatsApp in the last %(days)d days", days=detail["days"])
-    if reason == "message_count":
-        return _("sent at least %(n)d WhatsApp messages", n=detail["min"])
-    if reason == "ticket_opened":
-        return _("opened a ticket in the last %(days)d days", days=detail["days"])
-    if reason == "stage_reached":
-        return _("reached the stage %(stage)s", stage=detail.get(f"name_{language}", ""))
-    if reason == "custom_field":
-        return _("%(field)s is %(value)s", field=detail.get("label"), value=detail.get("value"))
-    if reason == "decay":
-        return _("no contact for %(days)d days", days=detail.get("days", 0))
-    return str(reason)
-
-
-def describe_rule(rule: ScoringRule) -> str:
-    """An admin's reading of a rule ("+20 replied on WhatsApp in the last 7 days")."""
-    if rule.kind == "decay":
-        return _("-%(points)d every %(days)d days without contact (at most -%(max)d)",
-                 points=rule.points, days=rule.params["every_days"], max=rule.params["max"])
-    language = str(get_locale() or "ar")
-    detail = dict(rule.params)
-    if rule.kind == "stage_reached":
-        stage = get_in_organization(SalesStage, rule.params["stage_id"])
-        detail.update(name_ar=stage.name_ar if stage else "", name_en=stage.name_en
-                      if stage else "")
-    return f"{rule.points:+d} {_reason({'reason': rule.kind, 'detail': detail}, language)}"
-
-
-# -- imports ------------------------------------------------------------------------------------
-
-def access_import(import_id: int) -> CustomerImport:
-    imp = get_in_organization(CustomerImport, import_id)
-    if imp is None:
-        raise _not_found()
-    return imp
-
-
-def list_imports(limit: int = 20) -> list[CustomerImport]:
-    return list(db.session.scalars(select(CustomerImport).order_by(CustomerImport.id.desc())
-                                   .limit(limit)))
-
-
-def import_directory() -> Path:
-    """Where this organization's uploads and reports live (the path carries the organization)."""
-    path = Path(current_app.config["INSTANCE_PATH"]) / "imports" / str(current_organization_id())
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def open_csv(path: str | Path) -> Iterator[list[str]]:
-    """Rows of a CSV file, streamed: UTF-8 with or without Excel's BOM, comma, semicolon or
-    tab separated (the separator is guessed from the header line)."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        first = handle.readline()
-        counts = {sep: first.count(sep) for sep in (",", ";", "\t")}
-        delimiter = max(counts, key=counts.get) if any(counts.values()) else ","
-        handle.seek(0)  # the decoder starts over, so a BOM is skipped again
-        yield from csv.reader(handle, delimiter=delimiter)
-
-
-def import_columns(header: list[str]) -> list[str]:
-    """The header's column names, blanks named and repeats numbered, so each is a unique key."""
-    columns: list[str] = []
-    for index, name in enumerate(header):
-        name = " ".join(name.split())[:100] or _("Column %(n)d", n=index + 1)
-        candidate, n = name, 2
-        while candidate in columns:
-            candidate, n = f"{name} ({n})", n + 1
-        columns.append(candidate)
-    return columns
-
-
-def start_import(actor: User, upload: Any) -> CustomerImport:
-    """Store an uploaded CSV file and check that its header and first rows can be read."""
-    filename = check_text(getattr(upload, "filename", "") or "", "file", 255)
-    if not filename:
-        raise ValidationError({"file": _("Choose a CSV file.")})
-    if not filename.lower().endswith((".csv", ".txt")):
-        raise ValidationError({"file": _("Upload a CSV file (in Excel: Save as, CSV UTF-8).")})
-    path = import_directory() / f"{uuid.uuid4().hex}.csv"
-    size = 0
-    with open(path, "wb") as target:
-        while chunk := upload.stream.read(1024 * 1024):
-            size += len(chunk)
-            if size > IMPORT_MAX_BYTES:
-                target.close()
-                path.unlink(missing_ok=True)
-                raise ValidationError({"file": _("The file is too large: at most %(mb)d MB.",
-                                                 mb=IMPORT_MAX_BYTES // (1024 * 1024))})
-            target.write(chunk)
-    imp = CustomerImport(filename=filename, path=str(path), created_by_id=actor.id)
-    try:
-        columns, _rows = _read_preview(imp)
-    except ValidationError:
-        path.unlink(missing_ok=True)
-        raise
-    imp.mapping = suggest_mapping(columns)
-    db.session.add(imp)
-    db.session.flush()
-    audit("customer_import.uploaded", actor, imp, filename=imp.filename)
-    return imp
-
-
-def _read_preview(imp: CustomerImport) -> tuple[list[str], list[list[str]]]:
-    rows = open_csv(imp.path)
-    try:
-        header = next(rows, None)
-        preview = [row for _n, row in zip(range(IMPORT_PREVIEW_ROWS), rows, strict=False)]
-    except UnicodeDecodeError:
-        raise ValidationError({"file": _("Save the file as CSV UTF-8 and upload it again.")}
-                              ) from None
-    except csv.Error:
-        raise ValidationError({"file": _("This file could not be read as CSV.")}) from None
-    finally:
-        rows.close()
-    if not header or not any(cell.strip() for cell in header):
-        raise ValidationError({"file": _("The file is empty: its first line must name the "
-                                         "columns.")})
-    return import_columns(header), preview
-
-
-def preview_import(imp: CustomerImport) -> tuple[list[str], list[list[str]]]:
-    """The file's column names and first rows, to map columns to fields."""
-    return _read_preview(imp)
-
-
-_COLUMN_HINTS = {
-    "name": ("name", "full name", "customer", "contact", "الاسم", "اسم", "العميل", "الاسم الكامل"),
-    "phone": ("phone", "mobile", "whatsapp", "tel", "telephone", "الجوال", "الهاتف", "رقم الجوال",
-              "رقم الهاتف", "واتساب", "جوال"),
-    "email": ("email", "e-mail", "mail", "البريد", "البريد الالكتروني", "الايميل"),
-    "company": ("company", "organization", "organisation", "الشركه", "المؤسسه", "الجهه"),
-    "tags": ("tags", "labels", "الوسوم", "التصنيفات"),
-    "notes": ("notes", "note", "ملاحظات"),
-    "stage": ("stage", "status", "المرحله", "الحاله"),
-    "owner": ("owner", "المسؤول"),
-}
-
-
-def import_targets() -> dict[str, str]:
-    """What a column can be imported as: field → label (custom fields as `cf:<key>`)."""
-    labels = {"name": _("Name"), "phone": _("Phone"), "email": _("Email"),
-              "company": _("Company"), "tags": _("Tags"), "notes": _("Notes"),
-              "stage": _("Stage (by name)"), "owner": _("Owner (by email)")}
-    labels.update({f"cf:{d.key}": d.label for d in list_field_definitions()})
-    return labels
-
-
-def suggest_mapping(columns: list[str]) -> dict[str, str]:
-    """A first guess of the mapping from the column names, in Arabic or English."""
-    mapping, used = {}, set()
-    for column in columns:
-        folded = fold_text(column).strip()
-        target = next((t for t, hints in _COLUMN_HINTS.items()
-                       if folded in hints and t not in used), "")
-        mapping[column] = target
-        used.add(target)
-    return mapping
-
-
-def configure_import(actor: User, imp: CustomerImport, mapping: object,
-                     on_duplicate: object) -> CustomerImport:
-    """Map columns to fields, choose what a duplicate does (update or skip), start the job."""
-    from crm.customers.jobs import run_import
-    from crm.jobs import enqueue
-
-    if imp.status != "uploaded":
-        raise ConflictError(_("This import has already started."))
-    columns, _rows = _read_preview(imp)
-    values = collect({"mapping": lambda: _check_mapping(mapping, columns),
-                       "on_duplicate": lambda: _check_on_duplicate(on_duplicate)})
-    imp.mapping, imp.on_duplicate = values["mapping"], values["on_duplicate"]
-    imp.status = "queued"
-    audit("customer_import.started", actor, imp, on_duplicate=imp.on_duplicate)
-    enqueue(run_import, imp.id)
-    return imp
-
-
-def resume_import(actor: User, imp: CustomerImport) -> CustomerImport:
-    """Run a failed import again: it continues after the last row it saved."""
-    from crm.customers.jobs import run_import
-    from crm.jobs import enqueue
-
-    if imp.status != "failed":
-        raise ConflictError(_("Only a failed import can be resumed."))
-    imp.status, imp.error = "queued", None
-    audit("customer_import.resumed", actor, imp)
-    enqueue(run_import, imp.id)
-    return imp
-
-
-def _check_on_duplicate(raw: object) -> str:
-    if raw not in ("update", "skip"):
-        raise ValidationError({"on_duplicate": _("Choose one of the listed options.")})
-    return raw
-
-
-def _check_mapping(raw: object, columns: list[str]) -> dict[str, str]:
-    if not isinstance(raw, Mapping):
-        raise ValidationError({"mapping": _("Choose a field for the columns to import.")})
-    targets = import_targets()
-    mapping, used, errors = {}, set(), {}
-    for column in columns:
-        target = raw.get(column) or ""
-        if target and (target not in targets or target in used):
-            errors[f"mapping-{columns.index(column)}"] = _(
-                "Choose a field not chosen for another column.")
-        used.add(target)
-        mapping[column] = target
-    if errors:
-        raise ValidationError(errors)
-    if not used & {"name", "phone", "email"}:
-        raise ValidationError({"mapping": _("Map at least the name, phone or email column.")})
-    return mapping
-
-
-def import_report_path(imp: CustomerImport) -> Path | None:
-    """The CSV of rejected rows with their reasons, once there is one."""
-    if not imp.report_path:
-        return None
-    path = Path(imp.report_path)
-    return path if path.is_file() else None

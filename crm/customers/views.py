@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import phonenumbers
@@ -26,11 +27,11 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import format_decimal, lazy_gettext
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext
 
 from crm import navigation
-from crm.customers import live, services
+from crm.customers import imports, live, scoring, services
 from crm.customers.models import ACTIVITY_TYPES, SOURCES, Customer, SalesStage
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import services as foundation
@@ -102,7 +103,7 @@ navigation.add(navigation.NavItem("customers.board", lazy_gettext("Pipeline"), "
 
 
 # A CSV import may be far larger than the app's default body limit.
-IMPORT_BODY_LIMIT = services.IMPORT_MAX_BYTES + 64 * 1024
+IMPORT_BODY_LIMIT = imports.IMPORT_MAX_BYTES + 64 * 1024
 
 
 def _allow_import_upload() -> None:
@@ -140,8 +141,12 @@ def _labels() -> dict:
 
 
 @blueprint.app_template_filter("phone")
+@lru_cache(maxsize=16384)
 def _phone(value: str | None) -> str:
-    """An E.164 number written as people read it (+966 50 123 4567)."""
+    """An E.164 number written as people read it (+966 50 123 4567).
+
+    Cached: parsing and formatting cost more than the rest of a board card together.
+    """
     if not value:
         return ""
     try:
@@ -149,6 +154,18 @@ def _phone(value: str | None) -> str:
     except phonenumbers.NumberParseException:
         return value
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+@blueprint.app_template_filter("score_label")
+def _score_label(score: int) -> str:
+    """The "Score 20" label of a board card, in the user's language."""
+    return _score_label_in(current_language(), score)
+
+
+@lru_cache(maxsize=4096)
+def _score_label_in(language: str, score: int) -> str:
+    # The board shows a few distinct scores on many cards: Babel formats each one once.
+    return _("Score %(score)s", score=format_decimal(score))
 
 
 @blueprint.app_template_filter("as_choices")
@@ -207,7 +224,7 @@ def list_customers():
 @require("crm", "read")
 def export_customers():
     filters = services.parse_filters(request.args)
-    lines = stream_with_context(services.export_csv(filters))
+    lines = stream_with_context(imports.export_csv(filters))
     return Response(lines, mimetype="text/csv", headers={
         "Content-Disposition": "attachment; filename=customers.csv"})
 
@@ -270,7 +287,7 @@ def _customer_page(customer: Customer, status: int = 200, **context) -> tuple[st
         "customers/show.html", customer=customer, activities=activities, before=before,
         conversation_url=url_for("whatsapp.conversation", conversation_id=conversation_id)
         if conversation_id else None,
-        next_cursor=next_cursor, score_lines=services.explain_score(customer),
+        next_cursor=next_cursor, score_lines=scoring.explain_score(customer),
         definitions=services.list_field_definitions(), owner_choices=_owner_choices(),
         activity_types=ACTIVITY_TYPES, **context), status
 
@@ -424,8 +441,9 @@ class Column:
 @require("crm", "read")
 def board():
     counts = services.stage_counts()
-    columns = [Column(stage, *services.board_column(stage.id, limit=live.BOARD_PAGE),
-                      counts.get(stage.id, 0)) for stage in services.list_stages()]
+    stages = services.list_stages()
+    pages = services.board_columns([stage.id for stage in stages], live.BOARD_PAGE)
+    columns = [Column(stage, *pages[stage.id], counts.get(stage.id, 0)) for stage in stages]
     return render_template("customers/board.html", columns=columns)
 
 
@@ -610,7 +628,7 @@ def new_import():
 @require("crm", "write")
 def start_import():
     try:
-        imp = services.start_import(_me(), request.files.get("file"))
+        imp = imports.start_import(_me(), request.files.get("file"))
     except ValidationError as exc:
         return _page("customers/import_new.html", 422, errors=exc.fields)
     return _see_other("customers.show_import", import_id=imp.id)
@@ -618,19 +636,19 @@ def start_import():
 
 def _import_page(imp, status: int = 200, **context) -> tuple[str, int]:
     if imp.status == "uploaded":
-        columns, rows = services.preview_import(imp)
+        columns, rows = imports.preview_import(imp)
         context.setdefault("mapping", imp.mapping)
         context.setdefault("on_duplicate", imp.on_duplicate)
         context.update(columns=columns, rows=rows,
                        duplicate_choices=list(DUPLICATE_LABELS.items()),
-                       target_choices=[("", _("Skip")), *services.import_targets().items()])
+                       target_choices=[("", _("Skip")), *imports.import_targets().items()])
     return _page("customers/import.html", status, imp=imp, **context)
 
 
 @blueprint.get("/imports/<int:import_id>")
 @require("crm", "write")
 def show_import(import_id: int):
-    imp = services.access_import(import_id)
+    imp = imports.access_import(import_id)
     if is_htmx():  # the progress section polling itself
         return render_template("customers/_import_progress.html", imp=imp)
     return _import_page(imp)
@@ -639,16 +657,16 @@ def show_import(import_id: int):
 @blueprint.post("/imports/<int:import_id>")
 @require("crm", "write")
 def configure_import(import_id: int):
-    imp = services.access_import(import_id)
+    imp = imports.access_import(import_id)
     if imp.status != "uploaded":
         flash(_("This import has already started."), "error")
         return _see_other("customers.show_import", import_id=imp.id)
-    columns, _rows = services.preview_import(imp)
+    columns, _rows = imports.preview_import(imp)
     mapping = {column: request.form.get(f"column-{index}", "")
                for index, column in enumerate(columns)}
     on_duplicate = request.form.get("on_duplicate")
     try:
-        services.configure_import(_me(), imp, mapping, on_duplicate)
+        imports.configure_import(_me(), imp, mapping, on_duplicate)
     except ValidationError as exc:
         return _import_page(imp, 422, errors=exc.fields, mapping=mapping,
                             on_duplicate=on_duplicate)
@@ -658,9 +676,9 @@ def configure_import(import_id: int):
 @blueprint.post("/imports/<int:import_id>/resume")
 @require("crm", "write")
 def resume_import(import_id: int):
-    imp = services.access_import(import_id)
+    imp = imports.access_import(import_id)
     try:
-        services.resume_import(_me(), imp)
+        imports.resume_import(_me(), imp)
     except ConflictError as exc:
         flash(exc.message, "error")
     return _see_other("customers.show_import", import_id=imp.id)
@@ -669,8 +687,8 @@ def resume_import(import_id: int):
 @blueprint.get("/imports/<int:import_id>/report.csv")
 @require("crm", "write")
 def import_report(import_id: int):
-    imp = services.access_import(import_id)
-    path = services.import_report_path(imp)
+    imp = imports.access_import(import_id)
+    path = imports.import_report_path(imp)
     if path is None:
         flash(_("This import has no report: no row was rejected, or it is not finished."),
               "info")
@@ -817,7 +835,7 @@ def delete_field(field_id: int):
 def _rule_rows(rules: list) -> list[dict[str, Any]]:
     """Saved rules as the form's rows."""
     return [{"kind": rule.kind, "points": rule.points, "is_active": rule.is_active,
-             **rule.params, "reading": services.describe_rule(rule)} for rule in rules]
+             **rule.params, "reading": scoring.describe_rule(rule)} for rule in rules]
 
 
 def _posted_rules(form: Mapping) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
@@ -862,7 +880,7 @@ def _scoring_page(rows: list[dict[str, Any]], status: int = 200, **context) -> t
 @blueprint.get("/settings/scoring")
 @crm_setting
 def scoring_settings():
-    rows = _rule_rows(services.list_rules())
+    rows = _rule_rows(scoring.list_rules())
     kind = request.args.get("add")
     if kind in RULE_DEFAULTS:  # "Add a rule": a new row to fill in, saved with the others
         rows.append({"kind": kind, "points": 10, "is_active": True, **RULE_DEFAULTS[kind]})
@@ -874,7 +892,7 @@ def scoring_settings():
 def save_scoring():
     rows, rules, numbers = _posted_rules(request.form)
     try:
-        services.save_rules(_me(), rules)
+        scoring.save_rules(_me(), rules)
     except ValidationError as exc:
         return _scoring_page(rows, 422, errors=_renumbered(exc.fields, numbers),
                              error=exc.message)

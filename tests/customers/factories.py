@@ -8,7 +8,7 @@ import itertools
 
 from werkzeug.datastructures import FileStorage
 
-from crm.customers import services
+from crm.customers import imports, services
 from crm.customers.models import (
     Customer,
     CustomerActivity,
@@ -82,4 +82,4 @@ def csv_upload(text: str, filename: str = "customers.csv", bom: bool = False) ->
 def make_import(org: Organization, text: str = "name,phone\nأحمد,0501234567\n",
                 **upload) -> CustomerImport:
     with organization_context(ident(org)):
-        return _flushed(services.start_import(org.admin, csv_upload(text, **upload)))
+        return _flushed(imports.start_import(org.admin, csv_upload(text, **upload)))

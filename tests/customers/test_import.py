@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crm import events
-from crm.customers import jobs, services
+from crm.customers import imports, jobs
 from crm.customers.models import Customer, CustomerActivity, CustomerImport
 from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
@@ -47,7 +47,7 @@ def _run(app, org, text: str, mapping: dict, on_duplicate: str = "skip", **uploa
     imp = make_import(org, text, **upload)
     org_id, imp_id = ident(org), imp.id
     with organization_context(org_id):
-        services.configure_import(org.admin, imp, mapping, on_duplicate)
+        imports.configure_import(org.admin, imp, mapping, on_duplicate)
         db.session.flush()  # while the organization is set: RLS would hide the row later
     run_jobs(app)
     return _reload(org_id, imp_id)
@@ -85,7 +85,7 @@ def test_the_preview_shows_columns_and_first_rows_and_guesses_the_mapping(org):
     imp = make_import(org, ARABIC_FILE, bom=True)
 
     with organization_context(org.id):
-        columns, rows = services.preview_import(imp)
+        columns, rows = imports.preview_import(imp)
     assert columns == list(MAPPING)
     assert rows[0] == ["أحمد العتيبي", "0501234567", "ahmed@example.com", "شركة وصل"]
     assert imp.mapping == MAPPING
@@ -105,18 +105,18 @@ def test_unreadable_files_are_refused_and_not_kept(org, content, filename):
     from werkzeug.datastructures import FileStorage
 
     with organization_context(org.id):
-        directory = services.import_directory()
+        directory = imports.import_directory()
         with pytest.raises(ValidationError) as caught:
-            services.start_import(org.admin, FileStorage(io.BytesIO(content), filename=filename))
+            imports.start_import(org.admin, FileStorage(io.BytesIO(content), filename=filename))
         assert set(caught.value.fields) == {"file"}
         assert list(directory.iterdir()) == []
         assert db.session.scalar(select(func.count()).select_from(CustomerImport)) == 0
 
 
 def test_a_file_too_large_is_refused(org, monkeypatch):
-    monkeypatch.setattr(services, "IMPORT_MAX_BYTES", 10)
+    monkeypatch.setattr(imports, "IMPORT_MAX_BYTES", 10)
     with organization_context(org.id), pytest.raises(ValidationError):
-        services.start_import(org.admin, csv_upload("name\n" + "x" * 20))
+        imports.start_import(org.admin, csv_upload("name\n" + "x" * 20))
 
 
 def test_the_mapping_must_make_sense(org):
@@ -126,12 +126,12 @@ def test_the_mapping_must_make_sense(org):
     with organization_context(org.id):
         for mapping in ({"a": "company"}, {"a": "name", "b": "name"}, {"a": "cf:nope"}):
             with pytest.raises(ValidationError):
-                services.configure_import(org.admin, imp, mapping, "skip")
+                imports.configure_import(org.admin, imp, mapping, "skip")
         with pytest.raises(ValidationError):
-            services.configure_import(org.admin, imp, {"a": "name"}, "merge")
-        services.configure_import(org.admin, imp, {"a": "name", "b": "", "c": "notes"}, "skip")
+            imports.configure_import(org.admin, imp, {"a": "name"}, "merge")
+        imports.configure_import(org.admin, imp, {"a": "name", "b": "", "c": "notes"}, "skip")
         with pytest.raises(ConflictError):
-            services.configure_import(org.admin, imp, {"a": "name"}, "skip")
+            imports.configure_import(org.admin, imp, {"a": "name"}, "skip")
 
 
 @pytest.mark.parametrize("on_duplicate", ["skip", "update"])
@@ -193,7 +193,7 @@ def test_rejected_rows_are_reported_with_their_reasons(app):
     assert "two different customers" in rows[7][1]
     assert rows[8][2:] == ["", "", "", "Won"]
     with organization_context(ident(org)):
-        assert services.import_report_path(imp) == Path(imp.report_path)
+        assert imports.import_report_path(imp) == Path(imp.report_path)
 
 
 def test_progress_is_saved_and_announced_batch_by_batch(app, org, monkeypatch):
@@ -222,7 +222,7 @@ def test_a_rerun_after_a_crash_continues_without_duplicates(app, org, monkeypatc
     imp = make_import(org, text)
     org_id, imp_id = ident(org), imp.id
     with organization_context(org_id):
-        services.configure_import(org.admin, imp, {"name": "name", "phone": "phone"}, "skip")
+        imports.configure_import(org.admin, imp, {"name": "name", "phone": "phone"}, "skip")
         db.session.flush()
     record = jobs._record
     calls = []
@@ -242,7 +242,7 @@ def test_a_rerun_after_a_crash_continues_without_duplicates(app, org, monkeypatc
 
     monkeypatch.setattr(jobs, "_record", record)
     with organization_context(org_id):
-        services.resume_import(org.admin, crashed)
+        imports.resume_import(org.admin, crashed)
         db.session.flush()
     run_jobs(app)
     done = _reload(org_id, imp_id)
@@ -260,7 +260,7 @@ def test_a_rerun_after_a_crash_continues_without_duplicates(app, org, monkeypatc
 def test_only_a_failed_import_can_be_resumed(org):
     imp = make_import(org)
     with organization_context(org.id), pytest.raises(ConflictError):
-        services.resume_import(org.admin, imp)
+        imports.resume_import(org.admin, imp)
 
 
 def test_stage_owner_tags_and_custom_fields_are_imported(app, org):

@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from flask_babel import force_locale
 from rq.registry import ScheduledJobRegistry
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from crm import events
-from crm.customers import jobs, services
+from crm.customers import imports, jobs, scoring, services
 from crm.customers.models import Customer, CustomerActivity, SalesStage
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
@@ -24,6 +24,7 @@ from crm.tenancy import organization_context
 from crm.transaction import commit
 from tests.customers.factories import make_customer, make_field, make_segment
 from tests.factories import make_org, make_user, run_jobs
+from tests.foundation import ident
 
 
 @pytest.fixture
@@ -247,6 +248,87 @@ def test_keyset_pages_list_each_customer_once_in_order(acting, sort):
     expected = list(db.session.scalars(services.filtered_query(filters)))
     assert _ids(seen) == _ids(expected)
     assert sorted(_ids(seen)) == sorted(_ids(made))
+
+
+def _crowd(org) -> list[Customer]:
+    """24 customers: every third an «عبدالله», every fourth tagged vip, two stages, scores
+    with ties, half of them contacted."""
+    stages = services.list_stages()
+    made = [make_customer(org, name=f"عبدالله {n}" if n % 3 == 0 else f"Customer {n}",
+                          tags=["vip"] if n % 4 == 0 else [], stage_id=stages[n % 2].id)
+            for n in range(24)]
+    now = utcnow()
+    for n, customer in enumerate(made):
+        db.session.execute(update(Customer).where(Customer.id == customer.id).values(
+            score=n % 3, last_contacted_at=now - timedelta(hours=n % 5) if n % 2 else None))
+    db.session.expire_all()
+    return made
+
+
+def _walk(filters: services.CustomerFilters, limit: int) -> list[int]:
+    seen, cursor = [], None
+    while True:
+        rows, cursor = services.list_customers(filters, cursor, limit=limit)
+        seen += _ids(rows)
+        if cursor is None:
+            return seen
+
+
+@pytest.mark.parametrize("scan", [1, 100])
+@pytest.mark.parametrize("sort", services.SORTS)
+def test_searches_and_tag_filters_page_through_every_match_once_in_order(acting, monkeypatch,
+                                                                         sort, scan):
+    """The search function returns a page of the list's order, whether it finds the matches
+    by reading the list in order (a broad term) or through its GIN indexes (rare matches: a
+    scan of one row per row of the page sends almost every page there); with the other
+    filters applied, and counted alike."""
+    monkeypatch.setattr(services, "PAGE_SCAN", scan)
+    made = _crowd(acting)
+    stage_id = services.list_stages()[0].id
+    in_order = [c.id for c in db.session.scalars(services.filtered_query(
+        services.parse_filters({"sort": sort})))]
+    cases = [({"search": "عبد"}, lambda c: c.name.startswith("عبدالله")),
+             ({"tag": "vip"}, lambda c: "vip" in c.tags),
+             ({"search": "عبد", "tag": "vip", "stage_id": stage_id, "score_min": 0},
+              lambda c: c.name.startswith("عبدالله") and "vip" in c.tags
+              and c.stage_id == stage_id),
+             ({"search": "nobody"}, lambda c: False)]
+    for params, wanted in cases:
+        filters = services.parse_filters({**params, "sort": sort})
+        expected = [i for i in in_order if wanted(db.session.get(Customer, i))]
+        assert _walk(filters, limit=2) == expected, params
+        assert services.count_customers(filters) == len(expected)
+    assert len(made) == len(in_order)
+
+
+def _page_function(search: str | None, tag: str | None, sort: str | None) -> list[int]:
+    """Call the search function as the application does, without any page cursor."""
+    return list(db.session.scalars(text(
+        "SELECT * FROM wasl_customer_page(:search, '{}', :tag, NULL, NULL, NULL, NULL, NULL, "
+        "NULL, :sort, NULL, NULL, NULL, NULL, 50, 5000)"),
+        {"search": search, "tag": tag, "sort": sort}))
+
+
+def test_searches_and_tag_filters_never_return_another_organizations_customers(other_org,
+                                                                               acting):
+    """The search function reads every organization's rows (as the schema owner, so that its
+    indexes serve it) and filters by the transaction's organization itself: another
+    organization's matching customers never come back, in any sort, paged or counted; with no
+    organization set it returns nothing."""
+    mine = make_customer(acting, name="عبدالرحمن", tags=["vip"])
+    theirs = make_customer(other_org, name="عبدالرحمن", tags=["vip"])
+    for sort in services.SORTS:
+        for params in ({"search": "عبد"}, {"tag": "vip"}, {"search": "عبد", "tag": "vip"}):
+            filters = services.parse_filters({**params, "sort": sort})
+            assert _ids(services.list_customers(filters)[0]) == [mine.id]
+            assert services.count_customers(filters) == 1
+    for sort in (*services.SORTS, None):
+        assert _page_function("%عبد%", "vip", sort) == [mine.id]
+        with organization_context(ident(other_org)):
+            assert _page_function("%عبد%", "vip", sort) == [theirs.id]
+        with organization_context(None):
+            assert _page_function("%عبد%", "vip", sort) == []
+            assert _page_function(None, "vip", sort) == []
 
 
 def test_a_bad_cursor_is_a_validation_error(acting):
@@ -533,7 +615,7 @@ def test_export_is_csv_for_excel_with_the_filter_applied(acting):
     make_customer(acting, name="نورة", tags=["x"])
     make_customer(acting, name="Other")
 
-    text = "".join(services.export_csv(services.parse_filters({"tag": "x"})))
+    text = "".join(imports.export_csv(services.parse_filters({"tag": "x"})))
 
     assert text.startswith("\ufeff")
     rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
@@ -551,20 +633,20 @@ def test_the_score_follows_the_rules_and_explains_itself(acting):
         services.log_automatic(customer, "whatsapp_in", "hi", source_key=f"wa:s{n}")
     services.touch_contact(customer)
 
-    score, breakdown = services.recompute_score(customer)
+    score, breakdown = scoring.recompute_score(customer)
 
     assert score == 20 + 10 + 15
     assert [entry["reason"] for entry in breakdown] == ["replied_recently", "message_count",
                                                         "stage_reached"]
     with force_locale("en"):
-        assert services.explain_score(customer)[0] == ("+20 replied on WhatsApp in the last 7 "
+        assert scoring.explain_score(customer)[0] == ("+20 replied on WhatsApp in the last 7 "
                                                        "days")
-        assert services.explain_score(customer)[2] == "+15 reached the stage Qualified"
+        assert scoring.explain_score(customer)[2] == "+15 reached the stage Qualified"
 
 
 def test_the_score_decays_without_contact_and_never_goes_below_zero(acting):
     customer = make_customer(acting)
-    services.save_rules(acting.admin, [
+    scoring.save_rules(acting.admin, [
         {"kind": "decay", "params": {"every_days": 7, "max": 30}, "points": 5},
         {"kind": "custom_field", "params": {"key": make_field(acting, "vip", "choice",
                                                               choices=["yes", "no"]).key,
@@ -572,26 +654,26 @@ def test_the_score_decays_without_contact_and_never_goes_below_zero(acting):
     customer.custom_fields = {"vip": "yes"}
     customer.last_contacted_at = utcnow() - timedelta(days=15)
 
-    assert services.recompute_score(customer)[0] == 20 - 10
+    assert scoring.recompute_score(customer)[0] == 20 - 10
     customer.last_contacted_at = utcnow() - timedelta(days=400)
-    assert services.recompute_score(customer)[0] == 0
+    assert scoring.recompute_score(customer)[0] == 0
     with force_locale("en"):
-        assert services.explain_score(customer) == ["-30 no contact for 400 days",
+        assert scoring.explain_score(customer) == ["-30 no contact for 400 days",
                                                     "+20 Vip is yes"]
 
 
 def test_bad_rules_are_refused_and_saving_enqueues_rescoring(app, acting):
     with pytest.raises(ValidationError) as caught:
-        services.save_rules(acting.admin, [{"kind": "magic", "points": 1},
+        scoring.save_rules(acting.admin, [{"kind": "magic", "points": 1},
                                            {"kind": "replied_recently", "points": 5000,
                                             "params": {"days": 0}}])
     assert set(caught.value.fields) == {"rules-0-kind", "rules-1-points", "rules-1-days"}
-    assert len(services.list_rules()) == 5  # the defaults are still there
+    assert len(scoring.list_rules()) == 5  # the defaults are still there
 
-    services.save_rules(acting.admin, [{"kind": "message_count", "params": {"min": 1},
+    scoring.save_rules(acting.admin, [{"kind": "message_count", "params": {"min": 1},
                                         "points": 3}])
     commit()
-    assert [rule.kind for rule in services.list_rules()] == ["message_count"]
+    assert [rule.kind for rule in scoring.list_rules()] == ["message_count"]
     queued = [job.args[0] for job in get_queue().jobs]
     assert queued.count("crm.customers.jobs:rescore_all") == 1
 
