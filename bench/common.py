@@ -282,9 +282,9 @@ def check_plan(app: Flask, org: int, call: Callable[[], object], scenario: Scena
     with app.app_context(), organization_context(org):
         plan = [row[0] for row in db.session.connection().exec_driver_sql(
             f"EXPLAIN (ANALYZE, BUFFERS) {statement}", params)]
-    inner = search_function_plan(app, org, statement, params)
+    inner = function_plans(app, org, statement, params)
     text = "\n".join(plan)
-    conditions = index_conditions(plan + inner)
+    conditions = index_conditions(plan + [line for lines in inner for line in lines])
     verdicts = [f"{index} {'ok' if any(test in c for c in conditions.get(index, ())) else 'NOT'}"
                 f" used for {test}" for index, test in scenario.expected]
     items = f" ({len(answer['items'])} items)" if isinstance(answer, dict) else ""
@@ -292,35 +292,44 @@ def check_plan(app: Flask, org: int, call: Callable[[], object], scenario: Scena
     if show:
         for line in trimmed(plan):
             print(f"  {line}")
-        if inner:
-            print("  inside the search function, as its owner:")
-            for line in trimmed(inner):
+        for number, lines in enumerate(inner, start=1):
+            print(f"  inside the search function, as its owner (query {number} it ran):")
+            for line in trimmed(lines):
                 print(f"  {line}")
     buffers = re.search(r"Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?", text)
     pages = sum(int(n or 0) for n in buffers.groups()) if buffers else 0
     return float(re.search(r"Execution Time: ([\d.]+)", text).group(1)), pages
 
 
-def search_function_plan(app: Flask, org: int, statement: str, params: dict) -> list[str]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the search a SECURITY DEFINER function of crm/search.py
-    runs for `statement`, if it calls one ([] otherwise): its body, with the statement's
-    arguments, as the schema owner that the function runs as. The plan of the statement
-    itself shows only a Function Scan."""
-    from crm.search import SEARCH_FUNCTIONS
+AUTO_EXPLAIN = ["LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                "SET auto_explain.log_analyze = on", "SET auto_explain.log_buffers = on",
+                "SET auto_explain.log_nested_statements = on",
+                "SET auto_explain.log_level = notice"]
 
-    call = re.search(r"\b(wasl_matching_\w+)\(", statement)
-    if call is None:
+
+def function_plans(app: Flask, org: int, statement: str, params: dict) -> list[list[str]]:
+    """The plans of the statements that the SECURITY DEFINER search functions of crm/search.py
+    ran for `statement`, if it calls one ([] otherwise): the plan of the statement itself only
+    shows a Function Scan. auto_explain logs each as it runs (a PL/pgSQL function runs only
+    some of its statements), run here as the app role, in the organization, by a superuser
+    session (only a superuser may load auto_explain)."""
+    if not re.search(r"\bwasl_(matching_\w+|customer_page)\(", statement):
         return []
-    signature = next(s for s in SEARCH_FUNCTIONS if s.startswith(f"{call.group(1)}("))
-    types = [name.strip() for name in signature[signature.index("(") + 1:-1].split(",")]
-    names = re.findall(r"%\((\w+)\)s", statement[call.end():])[:len(types)]
-    body = re.sub(r"\$(\d+)", lambda m: f"(%(arg{m[1]})s::{types[int(m[1]) - 1]})",
-                  SEARCH_FUNCTIONS[signature])
-    with psycopg.connect(owner_dsn(app)) as conn:
+    notices: list[str] = []
+    with psycopg.connect(superuser_dsn(BENCH_DATABASE)) as conn:
+        for setting in AUTO_EXPLAIN:
+            conn.execute(setting)
+        conn.execute(f'SET ROLE "{make_url(app.config["DATABASE_URL"]).username}"')
         set_organization(conn, org)
-        return [row[0] for row in conn.execute(
-            f"EXPLAIN (ANALYZE, BUFFERS) {body}",
-            {f"arg{n}": params[name] for n, name in enumerate(names, start=1)})]
+        conn.add_notice_handler(lambda notice: notices.append(notice.message_primary or ""))
+        conn.execute(statement, params)
+    plans = []
+    for notice in notices[:-1]:  # the last is the statement itself
+        lines = notice.splitlines()
+        start = next((n for n, line in enumerate(lines) if "(cost=" in line), len(lines))
+        if any(" Scan " in line for line in lines[start:]):  # not a PL/pgSQL IF or RETURN
+            plans.append(lines[start:])
+    return plans
 
 
 def index_conditions(plan: list[str]) -> dict[str, list[str]]:
