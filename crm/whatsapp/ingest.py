@@ -199,13 +199,7 @@ def _apply_in(org_id: int, items: list[Routed]) -> str | None:
     """
     with organization_context(org_id):
         try:
-            profiles: dict[int, WhatsAppProfile | None] = {}
-            touched = []  # held through the commit's broadcasts: the session holds rows weakly
-            for item in items:
-                if item.profile_id not in profiles:
-                    profiles[item.profile_id] = get_in_organization(WhatsAppProfile,
-                                                                    item.profile_id)
-                touched += _apply(profiles[item.profile_id], item.change)
+            touched = _apply(items)  # held through the commit's broadcasts (weak identity map)
             touched += [message.conversation for message in touched]
             commit()
         except Exception as exc:
@@ -216,14 +210,24 @@ def _apply_in(org_id: int, items: list[Routed]) -> str | None:
     return None
 
 
-def _apply(profile: WhatsAppProfile | None, change: Change) -> list[Message]:
-    """Apply one change; the messages it stored or moved on."""
-    if profile is None or profile.provider != "cloud":
-        log.warning("WhatsApp change for profile that is not a cloud profile skipped")
-        return []
-    messages = [services.receive_inbound(profile, inbound) for inbound in change.messages]
-    messages += [services.apply_status(profile, update_) for update_ in change.statuses]
-    return [message for message in messages if message is not None]
+def _apply(items: list[Routed]) -> list[Message]:
+    """Apply one organization's changes: each number's messages together, in order, then the
+    statuses. The messages stored or moved on."""
+    inbound: dict[int, list[InboundMessage]] = defaultdict(list)
+    statuses: dict[int, list[StatusUpdate]] = defaultdict(list)
+    for item in items:
+        inbound[item.profile_id] += item.change.messages
+        statuses[item.profile_id] += item.change.statuses
+    applied: list[Message | None] = []
+    for profile_id in inbound:
+        profile = get_in_organization(WhatsAppProfile, profile_id)
+        if profile is None or profile.provider != "cloud":
+            log.warning("WhatsApp changes for profile %s, not a cloud profile, skipped",
+                        profile_id)
+            continue
+        applied += services.receive_many(profile, inbound[profile_id])
+        applied += [services.apply_status(profile, update_) for update_ in statuses[profile_id]]
+    return [message for message in applied if message is not None]
 
 
 def _finish(done: list[int], errors: dict[int, str]) -> None:

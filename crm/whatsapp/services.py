@@ -16,8 +16,19 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import Text, bindparam, case, cast, func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Text,
+    bindparam,
+    cast,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -79,81 +90,183 @@ def new_verify_token() -> str:
 
 # -- inbound --------------------------------------------------------------------------------
 
-# Written out: SQLAlchemy never caches a PostgreSQL INSERT ... ON CONFLICT, and compiling one
-# costs more than the database takes to run it (`crm bench inbox`).
-_NEW_CONVERSATION = {
-    column: text(f"""
-        INSERT INTO conversations (organization_id, profile_id, {column}, contact_name)
-        VALUES (:org, :profile, :contact, :name)
-        ON CONFLICT (organization_id, profile_id, {column}) WHERE {column} IS NOT NULL
-        DO NOTHING RETURNING id""")
-    for column in ("contact_phone", "contact_user_id")}
-_NEW_INBOUND_MESSAGE = text("""
-    INSERT INTO messages (organization_id, conversation_id, profile_id, direction, type, body,
-                          content, provider_message_id, status, reply_to_id, is_forwarded,
-                          provider_timestamp)
-    VALUES (:org, :conversation, :profile, 'in', :type, :body, :content, :provider_id,
-            'received', :reply_to, :forwarded, :timestamp)
-    ON CONFLICT (organization_id, profile_id, provider_message_id)
-        WHERE provider_message_id IS NOT NULL DO NOTHING
-    RETURNING *""").bindparams(bindparam("content", type_=JSONB))
+# A contact as (column, value): ("contact_phone", "+9665...") or ("contact_user_id", "US.1...").
+Contact = tuple[str, str]
+
+
+def contact_of(phone: str | None, user_id: str | None) -> Contact:
+    """How a conversation's contact is keyed: by phone, else by WhatsApp's user id."""
+    if phone:
+        return "contact_phone", phone
+    if user_id:
+        return "contact_user_id", user_id
+    raise ValidationError({"to": _("A phone number or WhatsApp user id is required.")})
 
 
 def conversation_for(profile: WhatsAppProfile, phone: str | None, user_id: str | None,
                      name: str = "") -> tuple[Conversation, bool]:
     """The conversation with this contact on this number (created on first contact), and
-    whether it was created now.
+    whether it was created now."""
+    contact = contact_of(phone, user_id)
+    conversations, created = conversations_for(profile, {contact: name})
+    return conversations[contact], contact in created
+
+
+def conversations_for(profile: WhatsAppProfile, contacts: dict[Contact, str]
+                      ) -> tuple[dict[Contact, Conversation], set[Contact]]:
+    """The conversations with these contacts (each with the name to give it if it is new) on
+    this number, and which were created now; two statements per kind of key, however many.
 
     Concurrent deliveries for a new contact race to create it; the unique index decides and
-    the loser reads the winner's row.
+    the loser reads the winner's row (the SELECT is a new statement, which sees it).
     """
-    if not phone and not user_id:
-        raise ValidationError({"to": _("A phone number or WhatsApp user id is required.")})
-    column = "contact_phone" if phone else "contact_user_id"
-    new_id = db.session.execute(_NEW_CONVERSATION[column], {
-        "org": profile.organization_id, "profile": profile.id, "contact": phone or user_id,
-        "name": (name or "")[:120]}).scalar_one_or_none()
-    conversation = db.session.scalar(
-        select(Conversation).where(Conversation.profile_id == profile.id,
-                                   getattr(Conversation, column) == (phone or user_id))
-        .execution_options(populate_existing=True))
-    if new_id is None and name and not conversation.contact_name:
-        conversation.contact_name = name[:120]
-    return conversation, new_id is not None
+    conversations: dict[Contact, Conversation] = {}
+    created: set[Contact] = set()
+    for column in ("contact_phone", "contact_user_id"):
+        names = {value: name for (kind, value), name in contacts.items() if kind == column}
+        if not names:
+            continue
+        new = db.session.scalars(
+            insert(Conversation)
+            .values([{"organization_id": profile.organization_id, "profile_id": profile.id,
+                      column: value, "contact_name": (name or "")[:120]}
+                     for value, name in names.items()])
+            .on_conflict_do_nothing(index_elements=["organization_id", "profile_id", column],
+                                    index_where=text(f"{column} IS NOT NULL"))
+            .returning(getattr(Conversation, column)))
+        created |= {(column, value) for value in new}
+        for conversation in db.session.scalars(
+                select(Conversation).where(Conversation.profile_id == profile.id,
+                                           getattr(Conversation, column).in_(names))
+                .execution_options(populate_existing=True)):
+            contact = (column, getattr(conversation, column))
+            conversations[contact] = conversation
+            if contact not in created and names[contact[1]] and not conversation.contact_name:
+                conversation.contact_name = names[contact[1]][:120]
+    return conversations, created
 
 
 def receive_inbound(profile: WhatsAppProfile, inbound: InboundMessage) -> Message | None:
     """Store a message a contact sent; None when this delivery was already stored."""
-    conversation, created = conversation_for(profile, inbound.contact_phone,
-                                             inbound.contact_user_id, inbound.contact_name)
-    message = db.session.scalar(select(Message).from_statement(_NEW_INBOUND_MESSAGE), {
-        "org": profile.organization_id, "conversation": conversation.id, "profile": profile.id,
-        "type": inbound.type, "body": inbound.body or "", "content": inbound.content or {},
-        "provider_id": inbound.provider_message_id,
-        "reply_to": _message_id_for(profile, inbound.reply_to_provider_id),
-        "forwarded": inbound.is_forwarded, "timestamp": inbound.timestamp})
-    if message is None:
-        return None  # a redelivery: stored the first time
-    set_committed_value(message, "conversation", conversation)
-    if inbound.type == "reaction":
-        _apply_reaction(profile, inbound)
-    else:
-        _touch(conversation, message, inbound=True)
-    if inbound.contact_name and conversation.contact_name != inbound.contact_name[:120]:
-        conversation.contact_name = inbound.contact_name[:120]
-    if created and profile.auto_assign:
-        auto_assign(conversation)
-    if inbound.content.get("media_id"):
-        enqueue(download_media, message.id, queue=QUEUE)
-    events.publish("message.received", _message_payload(message, conversation))
-    return message
+    return receive_many(profile, [inbound])[0]
+
+
+def receive_many(profile: WhatsAppProfile, inbounds: list[InboundMessage]
+                 ) -> list[Message | None]:
+    """Store messages contacts sent to `profile`, in order: for each, the message, or None when
+    it was stored before (a redelivery). A handful of statements however many there are (the
+    ingest job applies deliveries in batches; the other channels one by one)."""
+    if not inbounds:
+        return []
+    contacts: dict[Contact, str] = {}
+    for inbound in inbounds:
+        contact = contact_of(inbound.contact_phone, inbound.contact_user_id)
+        contacts[contact] = inbound.contact_name or contacts.get(contact, "")
+    conversations, created = conversations_for(profile, contacts)
+    stored = _insert_inbound(profile, inbounds, conversations)
+    received = []
+    for inbound, message in zip(inbounds, stored, strict=True):
+        if message is not None:
+            conversation = conversations[contact_of(inbound.contact_phone,
+                                                    inbound.contact_user_id)]
+            set_committed_value(message, "conversation", conversation)
+            received.append((inbound, message, conversation))
+    _count_unread([message for inbound, message, _c in received if inbound.type != "reaction"])
+    for inbound, message, conversation in received:
+        _after_receiving(profile, inbound, message, conversation)
+    for contact in created:
+        if profile.auto_assign:
+            auto_assign(conversations[contact])
+    return stored
+
+
+def _insert_inbound(profile: WhatsAppProfile, inbounds: list[InboundMessage],
+                    conversations: dict[Contact, Conversation]) -> list[Message | None]:
+    """Insert the messages not stored before; each inbound's new message, or None."""
+    replies = _message_ids_for(profile, {inbound.reply_to_provider_id for inbound in inbounds})
+    rows = {}
+    for inbound in inbounds:  # the first of two copies in one batch is the one kept
+        conversation = conversations[contact_of(inbound.contact_phone, inbound.contact_user_id)]
+        rows.setdefault(inbound.provider_message_id, {
+            "organization_id": profile.organization_id, "conversation_id": conversation.id,
+            "profile_id": profile.id, "direction": "in", "type": inbound.type,
+            "body": inbound.body or "", "content": inbound.content or {},
+            "provider_message_id": inbound.provider_message_id, "status": "received",
+            "reply_to_id": replies.get(inbound.reply_to_provider_id),
+            "is_forwarded": inbound.is_forwarded, "provider_timestamp": inbound.timestamp})
+    new = {message.provider_message_id: message for message in db.session.scalars(
+        insert(Message).values(list(rows.values()))
+        .on_conflict_do_nothing(index_elements=["organization_id", "profile_id",
+                                                "provider_message_id"],
+                                index_where=text("provider_message_id IS NOT NULL"))
+        .returning(Message))}
+    stored = [new.pop(inbound.provider_message_id, None) for inbound in inbounds]
+    for inbound, message in zip(inbounds, stored, strict=True):
+        if message is not None and inbound.reply_to_provider_id and not message.reply_to_id:
+            # It answers a message that arrived in the same batch.
+            message.reply_to_id = _message_id_for(profile, inbound.reply_to_provider_id)
+    return stored
+
+
+def _message_ids_for(profile: WhatsAppProfile, provider_ids: set[str | None]) -> dict[str, int]:
+    provider_ids.discard(None)
+    if not provider_ids:
+        return {}
+    return dict(db.session.execute(select(Message.provider_message_id, Message.id).where(
+        Message.profile_id == profile.id, Message.provider_message_id.in_(provider_ids))).all())
 
 
 def _message_id_for(profile: WhatsAppProfile, provider_message_id: str | None) -> int | None:
-    if not provider_message_id:
-        return None
-    return db.session.scalar(select(Message.id).where(
-        Message.profile_id == profile.id, Message.provider_message_id == provider_message_id))
+    return _message_ids_for(profile, {provider_message_id}).get(provider_message_id)
+
+
+def _count_unread(messages: list[Message]) -> None:
+    """Move each conversation's summary on to its last new message: unread counted in the
+    database (concurrent batches both count), reopened if resolved; the outcome is put into the
+    loaded conversations, which the live inbox then shows."""
+    summaries: dict[int, tuple[Conversation, Message, int]] = {}
+    for message in messages:
+        conversation = message.conversation
+        count = summaries[conversation.id][2] if conversation.id in summaries else 0
+        summaries[conversation.id] = (conversation, message, count + 1)
+    if not summaries:
+        return
+    now = utcnow()
+    ids, previews, counts = zip(*((conversation.id, preview(message), count)
+                                  for conversation, message, count in summaries.values()),
+                                strict=True)
+    outcome = db.session.execute(_COUNT_UNREAD, {"now": now, "ids": list(ids),
+                                                 "previews": list(previews),
+                                                 "counts": list(counts)})
+    for conversation_id, unread, status, preview_ in outcome:
+        conversation = summaries[conversation_id][0]
+        for key, value in {"last_message_at": now, "last_inbound_at": now,
+                           "last_message_preview": preview_, "unread_count": unread,
+                           "status": status}.items():
+            set_committed_value(conversation, key, value)
+
+
+_COUNT_UNREAD = text("""
+    UPDATE conversations AS c
+    SET last_message_at = :now, last_inbound_at = :now, last_message_preview = v.preview,
+        unread_count = c.unread_count + v.count,
+        status = CASE WHEN c.status = 'resolved' THEN 'open' ELSE c.status END
+    FROM unnest(:ids, :previews, :counts) AS v(id, preview, count)
+    WHERE c.id = v.id
+    RETURNING c.id, c.unread_count, c.status, c.last_message_preview""").bindparams(
+    bindparam("ids", type_=ARRAY(BigInteger)), bindparam("previews", type_=ARRAY(Text)),
+    bindparam("counts", type_=ARRAY(Integer)))
+
+
+def _after_receiving(profile: WhatsAppProfile, inbound: InboundMessage, message: Message,
+                     conversation: Conversation) -> None:
+    if inbound.type == "reaction":
+        _apply_reaction(profile, inbound)
+    if inbound.contact_name and conversation.contact_name != inbound.contact_name[:120]:
+        conversation.contact_name = inbound.contact_name[:120]
+    if inbound.content.get("media_id"):
+        enqueue(download_media, message.id, queue=QUEUE)
+    events.publish("message.received", _message_payload(message, conversation))
 
 
 def _apply_reaction(profile: WhatsAppProfile, inbound: InboundMessage) -> None:
@@ -173,25 +286,10 @@ def _apply_reaction(profile: WhatsAppProfile, inbound: InboundMessage) -> None:
                                        "conversation_id": target.conversation_id})
 
 
-def _touch(conversation: Conversation, message: Message, inbound: bool) -> None:
-    """Move the conversation's summary on; an inbound message counts as unread and reopens it.
-
-    One UPDATE counts in the database (two messages applied at once both count) and returns
-    the outcome into the loaded conversation, which the live inbox then shows unread.
-    """
-    now = utcnow()
-    values = {"last_message_at": now, "last_message_preview": preview(message)}
-    if inbound:
-        values.update(last_inbound_at=now, unread_count=Conversation.unread_count + 1,
-                      status=case((Conversation.status == "resolved", "open"),
-                                  else_=Conversation.status))
-    unread, status = db.session.execute(
-        update(Conversation).where(Conversation.id == conversation.id).values(values)
-        .returning(Conversation.unread_count, Conversation.status)
-        .execution_options(synchronize_session=False)).one()
-    values.update(unread_count=unread, status=status)
-    for key, value in values.items():
-        set_committed_value(conversation, key, value)
+def _touch(conversation: Conversation, message: Message) -> None:
+    """Our message is the conversation's latest."""
+    conversation.last_message_at = utcnow()
+    conversation.last_message_preview = preview(message)
 
 
 def preview(message: Message) -> str:
@@ -262,7 +360,7 @@ def queue_outbound(conversation: Conversation, sender: User, *, type_: str = "te
                       reply_to_id=reply_to.id if reply_to else None, is_forwarded=is_forwarded)
     db.session.add(message)
     db.session.flush()
-    _touch(conversation, message, inbound=False)
+    _touch(conversation, message)
     enqueue(send_message, message.id, queue=QUEUE)
     return message
 

@@ -16,7 +16,7 @@ from crm.models import utcnow
 from crm.whatsapp import ingest, services
 from crm.whatsapp.models import WebhookDelivery
 from tests.factories import run_jobs
-from tests.whatsapp.test_cloud import Number, deliver, messages, payload
+from tests.whatsapp.test_cloud import Number, conversations, deliver, messages, payload
 
 
 @pytest.fixture
@@ -92,14 +92,14 @@ def test_a_delivery_held_by_a_job_that_died_waits_for_its_lease_then_is_applied_
 def test_a_delivery_that_fails_holds_back_only_itself(app, client, number, monkeypatch):
     """One delivery that cannot be applied keeps its error and is retried later; those around
     it, in the same batch and organization, are applied."""
-    receive = services.receive_inbound
+    receive = services.receive_many
 
-    def fails_on_poison(profile, inbound):
-        if inbound.body == "poison":
+    def fails_on_poison(profile, inbounds):
+        if any(inbound.body == "poison" for inbound in inbounds):
             raise RuntimeError("cannot apply this one")
-        return receive(profile, inbound)
+        return receive(profile, inbounds)
 
-    monkeypatch.setattr(services, "receive_inbound", fails_on_poison)
+    monkeypatch.setattr(services, "receive_many", fails_on_poison)
     for n, body in enumerate(["before", "poison", "after"]):
         deliver(client, number.url, text_delivery(n, body), apply=False)
     run_jobs(app, queues=(ingest.QUEUE,))
@@ -171,3 +171,33 @@ def test_deliveries_kept_while_no_worker_ran_are_applied_when_one_starts(live_se
     with live_server.transaction(org_id):
         assert [m.body for m in messages(org_id)] == ["while the worker was down"]
         assert kept() == []
+
+
+def test_a_batch_applies_like_the_deliveries_one_by_one(app, client, number):
+    """Many deliveries applied together end as they would one by one: per conversation the
+    unread count of its new messages and the last as preview; a copy inside the batch stored
+    once; a reply and a reaction to a message of the same batch find it."""
+    other = json.loads(text_delivery(3, "from someone else"))
+    value = other["entry"][0]["changes"][0]["value"]
+    value["contacts"] = [{"profile": {"name": "Omar"}, "wa_id": "966501112233"}]
+    value["messages"][0]["from"] = "966501112233"
+    deliveries = [text_delivery(1, "first"), text_delivery(2, "second"), text_delivery(1, "first"),
+                  json.dumps(other).encode(),
+                  payload("reply", reply_to="wamid.TEST00000001"),
+                  payload("reaction", reaction_id="wamid.REACTION",
+                          reacted_to="wamid.TEST00000002")]
+    for body in deliveries:
+        deliver(client, number.url, body, apply=False)
+    run_jobs(app, queues=(ingest.QUEUE,))
+
+    stored = {message.provider_message_id: message for message in messages(number.org_id)}
+    assert len(stored) == 5  # the copy of the first is not stored twice
+    first, second = stored["wamid.TEST00000001"], stored["wamid.TEST00000002"]
+    [reply] = [m for m in stored.values() if m.reply_to_id is not None]
+    assert reply.reply_to_id == first.id
+    assert second.content["reactions"] == {"contact": "\u2764\ufe0f"}
+    by_contact = {c.contact_phone: c for c in conversations(number.org_id)}
+    sheena, omar = by_contact["+16505551234"], by_contact["+966501112233"]
+    assert (sheena.unread_count, omar.unread_count) == (3, 1)  # the reaction is no message
+    assert sheena.last_message_preview == reply.body
+    assert (omar.contact_name, omar.last_message_preview) == ("Omar", "from someone else")
