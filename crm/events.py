@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from crm.tenancy import current_organization_id, organization_context
-from crm.transaction import commit, on_commit, rollback
+from crm.transaction import commit, on_commit_collect, rollback
 
 log = logging.getLogger("crm.events")
 
@@ -47,21 +47,27 @@ def subscribe(name: str, *, job: bool = False) -> Callable:
 
 def publish(name: str, payload: dict) -> None:
     """Announce `name` to subscribers once the current transaction commits."""
-    org_id = current_organization_id()
-    on_commit(lambda: deliver(name, payload, org_id))
+    on_commit_collect("events", (name, payload, current_organization_id()), deliver)
 
 
-def deliver(name: str, payload: dict, org_id: int | None) -> None:
-    from crm.jobs import enqueue_now
+def deliver(published: list[tuple[str, dict, int | None]]) -> None:
+    """Run the in-process subscribers of each event, in order; enqueue the job subscribers of
+    them all at once."""
+    from crm.jobs import JobCall, enqueue_many_now
 
-    for subscriber in list(_subscribers.get(name, ())):
-        if not subscriber.as_job:
-            run_subscriber(subscriber.func, payload, org_id)
-            continue
-        try:
-            enqueue_now(subscriber.path, payload, org_id=org_id, description=name)
-        except Exception:  # Redis unreachable: the other subscribers still get the event
-            log.exception("could not enqueue subscriber %s of %s", subscriber.path, name)
+    jobs = []
+    for name, payload, org_id in published:
+        for subscriber in list(_subscribers.get(name, ())):
+            if subscriber.as_job:
+                jobs.append(JobCall(subscriber.path, (payload,), org_id, name))
+            else:
+                run_subscriber(subscriber.func, payload, org_id)
+    if not jobs:
+        return
+    try:
+        enqueue_many_now(jobs)
+    except Exception:  # Redis unreachable: the in-process subscribers still got the events
+        log.exception("could not enqueue subscriber jobs (%d)", len(jobs))
 
 
 def run_subscriber(func: Callable[[dict], None], payload: dict, org_id: int | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
@@ -45,6 +46,23 @@ def enqueue_now(path: str, *args: Any, queue: str = "default", org_id: int | Non
                 description: str | None = None, **kwargs: Any):
     return get_queue(queue).enqueue(run_job, path, org_id, args, kwargs,
                                     description=description or path)
+
+
+@dataclass(frozen=True)
+class JobCall:
+    """`path(*args)` to run as organization `org_id`."""
+
+    path: str
+    args: tuple
+    org_id: int | None
+    description: str
+
+
+def enqueue_many_now(calls: list[JobCall], queue: str = "default") -> None:
+    """Enqueue many jobs in one Redis round trip."""
+    get_queue(queue).enqueue_many([
+        Queue.prepare_data(run_job, (call.path, call.org_id, call.args, {}),
+                           description=call.description) for call in calls])
 
 
 def run_job(path: str, org_id: int | None, args: tuple, kwargs: dict) -> Any:

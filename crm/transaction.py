@@ -17,12 +17,23 @@ from crm.extensions import db
 
 log = logging.getLogger("crm.transaction")
 _CALLBACKS = "on_commit_callbacks"
+_COLLECTED = "on_commit_collected"
 _KEEP_ON_ERROR = "keep_on_error"
 
 
 def on_commit(callback: Callable[[], None]) -> None:
     """Run `callback` after the current transaction commits; drop it if it rolls back."""
     db.session.info.setdefault(_CALLBACKS, []).append(callback)
+
+
+def on_commit_collect(key: str, item: object, flush: Callable[[list], None]) -> None:
+    """Add `item` to this unit of work's `key` list; after commit, `flush` gets the whole list
+    at once (many events of one batch, their jobs enqueued in one Redis round trip)."""
+    collected = db.session.info.setdefault(_COLLECTED, {})
+    if key not in collected:
+        collected[key] = []
+        on_commit(lambda: flush(collected.pop(key)))
+    collected[key].append(item)
 
 
 def commit() -> None:
@@ -40,6 +51,7 @@ def rollback() -> None:
     """
     db.session.rollback()
     db.session.info.pop(_CALLBACKS, None)
+    db.session.info.pop(_COLLECTED, None)
 
 
 def keep_on_error() -> None:
@@ -65,4 +77,5 @@ def _run_callbacks(session: Session) -> None:
 def _forget_callbacks(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None and not previous_transaction.nested:
         session.info.pop(_CALLBACKS, None)
+        session.info.pop(_COLLECTED, None)
         session.info.pop(_KEEP_ON_ERROR, None)
