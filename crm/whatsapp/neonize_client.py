@@ -11,6 +11,7 @@ of its own for neonize's in-process registry, so no profile can ever resume anot
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -42,6 +43,25 @@ EVENTS = {PairStatusEv: "pair_status", ConnectedEv: "connected", DisconnectedEv:
           StreamReplacedEv: "failure", TemporaryBanEv: "failure", ClientOutdatedEv: "failure"}
 
 
+# neonize reads a video's duration and thumbnail, and a voice note's length, with FFmpeg.
+NEEDS_FFMPEG = {"video", "audio"}
+
+
+class MediaToolMissingError(RuntimeError):
+    """This server cannot prepare the medium (FFmpeg is not installed)."""
+
+    code = "ffmpeg_missing"
+
+
+def check_media_tools(kind: str) -> None:
+    """Refuse, saying why, a medium neonize could only prepare with FFmpeg when it is absent
+    (neonize itself would fail with a bare 'No such file or directory')."""
+    if kind in NEEDS_FFMPEG and not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        raise MediaToolMissingError(
+            "sending video and voice notes from a linked device needs FFmpeg (ffmpeg and "
+            "ffprobe) on the server that runs `crm whatsapp supervise`")
+
+
 class NeonizeClient:
     """One profile's linked device; `connect()` blocks until `stop()`."""
 
@@ -62,6 +82,7 @@ class NeonizeClient:
     def send(self, to: str, kind: str, text: str, media: bytes | None = None,
              mime_type: str = "", filename: str = "", reply: dict | None = None) -> str:
         """Send a text or a medium (optionally quoting `reply`); WhatsApp's message id."""
+        check_media_tools(kind)
         quoted = self._quoted(to, reply) if reply else None
         caption = text or None
         if kind == "text":

@@ -663,3 +663,18 @@ def test_the_session_is_never_stored_in_plaintext(app):
     store_session(profile, None)
     assert session_of(profile) is None
     assert decrypt_json(profile.secrets) == {"note": "kept"}
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_video_and_voice_without_ffmpeg_fail_saying_why(monkeypatch, kind):
+    """neonize prepares video and voice notes with FFmpeg; without it the send is refused with
+    a reason an admin can act on (the agent sees it on the failed message), not neonize's bare
+    'No such file or directory'. Text, images and documents need nothing."""
+    from crm.whatsapp import neonize_client
+
+    monkeypatch.setattr(neonize_client.shutil, "which", lambda _name: None)
+    with pytest.raises(neonize_client.MediaToolMissingError, match="needs FFmpeg") as refused:
+        neonize_client.check_media_tools(kind)
+    assert refused.value.code == "ffmpeg_missing"
+    for other in ("text", "image", "document"):
+        neonize_client.check_media_tools(other)
