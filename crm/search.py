@@ -160,12 +160,81 @@ _CUSTOMER_ORDER = f"""CASE WHEN p_sort = 'score' THEN score END DESC,
 _CUSTOMER_SORT_KEYS = "id, score, name, last_contacted_at"
 CUSTOMER_PAGE_SIGNATURE = "wasl_customer_page({})".format(
     ", ".join(argument.split(maxsplit=1)[1] for argument in _CUSTOMER_PAGE_ARGUMENTS.split(", ")))
-CUSTOMER_PAGE_SQL = f"""
+# Sorted by name, a term's matches cluster (the names with «عبد» sit in one stretch of the order,
+# 72,000 rows down in the largest bench organization), so the first read finds none, and the GIN
+# step visits every match in the heap to sort them (24,667 for «عبد»: about 60 ms).
+# `ix_customers_name` covers the search columns (migration b0c4d3e8658e), so a search by name
+# with no other filter can read the name order index-only, about CUSTOMER_PAGE_READ_RATIO times
+# cheaper a row than the GIN step is a match; that pays only when the page ends close enough
+# («فاطمة»'s 7,313 matches start 190,000 rows down: reading there costs twice the GIN step).
+# So when the first read leaves the page short, a TABLESAMPLE of about CUSTOMER_PAGE_SAMPLE_PAGES
+# pages (all of a smaller table) estimates both: the sampled rows up to the sample's share of a
+# page of matches, and the sampled matches. Within CUSTOMER_PAGE_READ_RATIO rows a match, the
+# name order is read that far (twice the estimate, for its error; the GIN step if even that
+# falls short); beyond, or with too few matches sampled to tell, the GIN step runs at once.
+# The sample only counts; the rows returned are still read under the organization's filter.
+# Each step names itself at DEBUG level (the tests check which one answered).
+CUSTOMER_PAGE_SAMPLE_PAGES = 150
+CUSTOMER_PAGE_READ_RATIO = 12
+
+
+def _ordered_read(scan: str) -> str:
+    """Step 1: the next `scan` customers in the list's order, keeping the matches."""
+    return f"""
+    hits := ARRAY(SELECT id FROM (
+        SELECT {_CUSTOMER_SORT_KEYS}, {_CUSTOMER_MATCH} AS hit FROM customers
+        WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER}
+        ORDER BY {_CUSTOMER_ORDER} LIMIT {scan}) AS scanned
+        WHERE hit ORDER BY {_CUSTOMER_ORDER} LIMIT p_limit);
+    IF cardinality(hits) = p_limit OR (SELECT count(*) FROM (
+            SELECT FROM customers WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER}
+            LIMIT {scan}) AS rest) < {scan} THEN
+        RETURN QUERY SELECT unnest(hits);
+        RETURN;
+    END IF;"""
+
+
+_CUSTOMER_DEEP_BY_NAME = f"""{_ordered_read("p_scan")}
+    IF p_sort = 'name' AND p_search IS NOT NULL AND num_nulls(
+            p_tag, p_stage, p_owner, p_source, p_score_min, p_score_max, p_custom) = 7 THEN
+        percent := least(100, 100.0 * {CUSTOMER_PAGE_SAMPLE_PAGES}
+            * current_setting('block_size')::integer / greatest(pg_relation_size('customers'), 1));
+        share := ceil(p_limit * percent / 100);
+        WITH sampled AS MATERIALIZED (
+            SELECT name, id, {_CUSTOMER_MATCH} AS hit
+            FROM customers TABLESAMPLE SYSTEM (percent) REPEATABLE (0)
+            WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER}),
+        bound AS (SELECT name, id FROM sampled WHERE hit ORDER BY name, id OFFSET share - 1 LIMIT 1)
+        SELECT (SELECT count(*) FROM sampled WHERE hit),
+               (SELECT count(*) FROM sampled, bound
+                WHERE (sampled.name, sampled.id) <= (bound.name, bound.id))
+        INTO matching, reach;
+        IF matching >= share AND reach <= matching * {CUSTOMER_PAGE_READ_RATIO} THEN
+            budget := ceil(reach * 200 / percent);
+            RAISE DEBUG 'wasl_customer_page: reading % rows in name order', budget;
+            {_ordered_read("budget")}
+        END IF;
+    END IF;
+    RAISE DEBUG 'wasl_customer_page: sorting every match';"""
+
+
+def customer_page_sql(deep_by_name: bool = True) -> str:
+    """The CREATE of `wasl_customer_page`; without `deep_by_name`, as migration 6d6ed635a715
+    made it."""
+    ordered, variables = _ordered_read("p_scan"), ""
+    if deep_by_name:
+        ordered, variables = _CUSTOMER_DEEP_BY_NAME, """
+    percent numeric;
+    share integer;
+    matching bigint;
+    reach bigint;
+    budget bigint;"""
+    return f"""
 CREATE OR REPLACE FUNCTION wasl_customer_page({_CUSTOMER_PAGE_ARGUMENTS}) RETURNS SETOF bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp SET plan_cache_mode = force_custom_plan AS $body$
 DECLARE
-    hits bigint[];
+    hits bigint[];{variables}
 BEGIN
     IF p_sort IS NULL THEN
         RETURN QUERY SELECT id FROM customers WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_MATCH};
@@ -173,21 +242,14 @@ BEGIN
     END IF;
     IF p_sort NOT IN ('{"', '".join(CUSTOMER_PAGE_SORTS)}') THEN
         RAISE EXCEPTION 'wasl_customer_page: no such sort %', p_sort;
-    END IF;
-    hits := ARRAY(SELECT id FROM (
-        SELECT {_CUSTOMER_SORT_KEYS}, {_CUSTOMER_MATCH} AS hit FROM customers
-        WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER}
-        ORDER BY {_CUSTOMER_ORDER} LIMIT p_scan) AS scanned
-        WHERE hit ORDER BY {_CUSTOMER_ORDER} LIMIT p_limit);
-    IF cardinality(hits) = p_limit OR (SELECT count(*) FROM (
-            SELECT FROM customers WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER}
-            LIMIT p_scan) AS rest) < p_scan THEN
-        RETURN QUERY SELECT unnest(hits);
-        RETURN;
-    END IF;
+    END IF;{ordered}
     RETURN QUERY WITH matches AS MATERIALIZED (
         SELECT {_CUSTOMER_SORT_KEYS} FROM customers
         WHERE {_CUSTOMER_FILTERS} AND {_CUSTOMER_AFTER} AND {_CUSTOMER_MATCH})
     SELECT id FROM matches ORDER BY {_CUSTOMER_ORDER} LIMIT p_limit;
 END
 $body$"""
+
+
+# As migration 6d6ed635a715 created it (that migration imports it).
+CUSTOMER_PAGE_SQL = customer_page_sql(deep_by_name=False)

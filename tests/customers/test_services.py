@@ -20,6 +20,7 @@ from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.jobs import get_queue
 from crm.models import utcnow
+from crm.search import CUSTOMER_PAGE_SAMPLE_PAGES
 from crm.tenancy import organization_context
 from crm.transaction import commit
 from tests.customers.factories import make_customer, make_field, make_segment
@@ -299,6 +300,54 @@ def test_searches_and_tag_filters_page_through_every_match_once_in_order(acting,
         assert _walk(filters, limit=2) == expected, params
         assert services.count_customers(filters) == len(expected)
     assert len(made) == len(in_order)
+
+
+def _search_steps(filters: services.CustomerFilters) -> list[str]:
+    """The steps past its first read that the search function took for the first page (it
+    names them at DEBUG level)."""
+    said: list[str] = []
+    connection = db.session.connection().connection.dbapi_connection
+
+    def hear(notice) -> None:
+        step = notice.message_primary.removeprefix("wasl_customer_page: ")
+        if step != notice.message_primary:
+            said.append(step)
+
+    connection.add_notice_handler(hear)
+    db.session.execute(text("SET LOCAL client_min_messages = debug1"))
+    try:
+        services.list_customers(filters, None, limit=2)
+    finally:
+        db.session.execute(text("SET LOCAL client_min_messages = notice"))
+        connection.remove_notice_handler(hear)
+    return said
+
+
+@pytest.mark.parametrize(("matches", "before", "steps"), [
+    (40, 70, ["reading 146 rows in name order"]),
+    (10, 130, ["sorting every match"]),
+    (2, 70, ["sorting every match"])])
+def test_a_search_by_name_pages_matches_that_cluster_far_down_the_order(
+        acting, monkeypatch, matches, before, steps):
+    """Sorted by name, a term's matches can sit in one stretch far down the order, beyond the
+    first read (3 rows for a page of 2 with PAGE_SCAN 1). The table sample (all of this small
+    table) then finds where the page ends: 73 rows down for 40 matches is within 12 rows a
+    match, so the name order is read there without the GIN index; 133 rows for 10 matches is
+    not, nor are 2 matches a page, and the GIN step sorts them. Either way every match comes
+    once, in order, and the names the term does not match never do."""
+    monkeypatch.setattr(services, "PAGE_SCAN", 1)
+    assert db.session.scalar(text("SELECT pg_relation_size('customers')")) <= (
+        CUSTOMER_PAGE_SAMPLE_PAGES * 8192), "the sample must cover the table for this test"
+    matching = [make_customer(acting, name=f"عبدالله {n:02}") for n in range(matches)]
+    for n in range(before):
+        make_customer(acting, name=f"Aaron {n:03}")
+    filters = services.parse_filters({"search": "عبد", "sort": "name"})
+    expected = _ids(sorted(matching, key=lambda c: (c.name, c.id)))
+
+    assert _search_steps(filters) == steps
+    assert _walk(filters, limit=2) == expected
+    assert _walk(services.parse_filters({"search": "عبد", "sort": "name", "tag": "vip"}),
+                 limit=2) == []
 
 
 def _page_function(search: str | None, tag: str | None, sort: str | None) -> list[int]:
