@@ -13,6 +13,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from flask import current_app, g
+from flask_babel import force_locale
 from flask_login import login_user
 from sqlalchemy import event, func, make_url, select
 from werkzeug.datastructures import FileStorage
@@ -44,8 +45,10 @@ _ids = iter(range(1, 10**9))
 
 @contextmanager
 def acting_as(user: User) -> Iterator[User]:
-    """Call services as `user` inside a request of their organization, as a view would."""
-    with current_app.test_request_context(), organization_context(user.organization_id):
+    """Call services as `user` inside a request of their organization, as a view would, with
+    messages in English, which the tests read (else the locale another test left cached)."""
+    with current_app.test_request_context(), organization_context(user.organization_id), \
+            force_locale("en"):
         login_user(user)
         try:
             yield user
