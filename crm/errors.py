@@ -23,6 +23,14 @@ class ValidationError(ServiceError):
         super().__init__(message or _("Please correct the highlighted fields."), fields)
 
 
+def file_too_large(max_bytes: int) -> ValidationError:
+    """The refusal of an uploaded file over `max_bytes`, said in whole megabytes."""
+    from flask_babel import gettext as _
+
+    return ValidationError({"file": _("The file is too large: at most %(mb)d MB.",
+                                      mb=max_bytes // (1024 * 1024))})
+
+
 class ConflictError(ServiceError):
     status = 409
     code = "conflict"

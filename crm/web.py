@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from flask import Blueprint, Flask, Response, jsonify, render_template, request
 from flask_babel import gettext as _
@@ -42,6 +43,32 @@ def is_htmx() -> bool:
     return (request.headers.get("HX-Request") == "true"
             and request.headers.get("HX-Boosted") != "true"
             and request.headers.get("HX-History-Restore-Request") != "true")
+
+
+# What a form adds to the file it carries: its other fields and the multipart framing.
+FORM_ALLOWANCE = 64 * 1024
+
+
+def upload_body_limit(file_limit: int) -> int:
+    """The body limit of a request carrying one file of up to `file_limit` bytes."""
+    return file_limit + FORM_ALLOWANCE
+
+
+def allow_uploads(blueprint: Blueprint, endpoints: Collection[str], file_limit: int) -> None:
+    """Raise the body limit for a blueprint's upload forms; the services check each file's own.
+
+    The hook runs before every other: CSRF protection reads the form, and with it the body.
+    """
+    body_limit = upload_body_limit(file_limit)
+
+    def allow() -> None:
+        if request.endpoint in endpoints:
+            request.max_content_length = body_limit
+
+    def install(state) -> None:
+        state.app.before_request_funcs.setdefault(None, []).insert(0, allow)
+
+    blueprint.record_once(install)
 
 
 def wants_json() -> bool:

@@ -29,7 +29,7 @@ from crm.customers.services import (
     list_stages,
     not_found,
 )
-from crm.errors import ConflictError, ValidationError
+from crm.errors import ConflictError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
@@ -143,8 +143,7 @@ def start_import(actor: User, upload: Any) -> CustomerImport:
             if size > IMPORT_MAX_BYTES:
                 target.close()
                 path.unlink(missing_ok=True)
-                raise ValidationError({"file": _("The file is too large: at most %(mb)d MB.",
-                                                 mb=IMPORT_MAX_BYTES // (1024 * 1024))})
+                raise file_too_large(IMPORT_MAX_BYTES)
             target.write(chunk)
     imp = CustomerImport(filename=filename, path=str(path), created_by_id=actor.id)
     try:

@@ -45,7 +45,7 @@ from crm.foundation.views import (
 )
 from crm.i18n import current_language
 from crm.permissions import require
-from crm.web import is_htmx
+from crm.web import allow_uploads, is_htmx
 
 blueprint = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -103,21 +103,7 @@ navigation.add(navigation.NavItem("customers.board", lazy_gettext("Pipeline"), "
 
 
 # A CSV import may be far larger than the app's default body limit.
-IMPORT_BODY_LIMIT = imports.IMPORT_MAX_BYTES + 64 * 1024
-
-
-def _allow_import_upload() -> None:
-    """Raise the body limit for the CSV upload; the service checks the file's own limit.
-
-    Runs before every other hook: CSRF protection reads the form, and with it the body.
-    """
-    if request.endpoint == "customers.start_import":
-        request.max_content_length = IMPORT_BODY_LIMIT
-
-
-@blueprint.record_once
-def _install_upload_limit(state) -> None:
-    state.app.before_request_funcs.setdefault(None, []).insert(0, _allow_import_upload)
+allow_uploads(blueprint, {"customers.start_import"}, imports.IMPORT_MAX_BYTES)
 
 
 def _tasks_due_today() -> dict:

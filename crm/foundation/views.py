@@ -33,7 +33,7 @@ from flask_login import current_user
 
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
 from crm.foundation import services
-from crm.foundation.models import MODULES, ROLES, User
+from crm.foundation.models import MODULES, ROLES, Invitation, User
 from crm.i18n import current_language
 from crm.permissions import can, require
 from crm.security import end_session, login_rate_limited, start_session
@@ -390,25 +390,27 @@ def invite_user():
 @require("users", "write")
 def resend_invitation(invitation_id: int):
     invitation = services.access_invitation(invitation_id)
-    try:
-        services.resend_invitation(_me(), invitation)
-    except ServiceError as exc:
-        flash(exc.message, "error")
-        return _invitations_answer(exc.status)
-    flash(_("Invitation sent again to %(email)s.", email=invitation.email), "success")
-    return _invitations_answer()
+    return _change_invitation(services.resend_invitation, invitation,
+                              _("Invitation sent again to %(email)s.", email=invitation.email))
 
 
 @blueprint.post("/team/invitations/<int:invitation_id>/revoke")
 @require("users", "write")
 def revoke_invitation(invitation_id: int):
     invitation = services.access_invitation(invitation_id)
+    return _change_invitation(services.revoke_invitation, invitation,
+                              _("The invitation to %(email)s was revoked.", email=invitation.email))
+
+
+def _change_invitation(change: Callable[[User, Invitation], object], invitation: Invitation,
+                       done: str):
+    """Run `change` on a pending invitation, flash `done` or the refusal, answer the list."""
     try:
-        services.revoke_invitation(_me(), invitation)
+        change(_me(), invitation)
     except ServiceError as exc:
         flash(exc.message, "error")
         return _invitations_answer(exc.status)
-    flash(_("The invitation to %(email)s was revoked.", email=invitation.email), "success")
+    flash(done, "success")
     return _invitations_answer()
 
 

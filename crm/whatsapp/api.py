@@ -30,6 +30,7 @@ from crm.foundation.api import iso
 from crm.foundation.models import User
 from crm.permissions import require, sees_only_assigned
 from crm.search import normalize_phone
+from crm.web import upload_body_limit
 from crm.whatsapp import media, services
 from crm.whatsapp.channels.web import current_qr
 from crm.whatsapp.models import (
@@ -46,7 +47,7 @@ from crm.whatsapp.models import (
 from crm.whatsapp.webhooks import webhook_url
 
 MAX_PHONE_LENGTH = 40
-UPLOAD_BODY_LIMIT = media.MAX_UPLOAD_BYTES + 64 * 1024  # the file and the form around it
+UPLOAD_BODY_LIMIT = upload_body_limit(media.MAX_UPLOAD_BYTES)
 MAX_CAPTION_LENGTH = 1024
 
 # -- serialization ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import uuid
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from crm.errors import ValidationError
+from crm.errors import ValidationError, file_too_large
 from crm.extensions import db
 from crm.models import utcnow
 from crm.search import normalize_phone
@@ -51,9 +51,10 @@ def _image(upload) -> tuple[str, dict, bytes]:
     mime_type = (upload.mimetype or "").split(";")[0].strip()
     if media.kind_of(mime_type) != "image":
         raise ValidationError({"file": _("The sandbox customer can send images only.")})
-    data = upload.read(media.ALLOWED_UPLOADS["image"][1] + 1)
-    if len(data) > media.ALLOWED_UPLOADS["image"][1] or not data:
-        raise ValidationError({"file": _("The file is too large: at most %(mb)d MB.", mb=5)})
+    limit = media.ALLOWED_UPLOADS["image"][1]
+    data = upload.read(limit + 1)
+    if len(data) > limit or not data:
+        raise file_too_large(limit)
     return "image", {"mime_type": mime_type, "filename": upload.filename[:200],
                      "size": len(data)}, data
 

@@ -8,6 +8,7 @@ points"), and the live module (live.py) pushes the same fragments to other brows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -32,7 +33,7 @@ from sqlalchemy import select
 
 from crm.api.helpers import decode_keyset, encode_keyset
 from crm.crypto import decrypt_json, masked
-from crm.errors import NotFoundError, ServiceError, ValidationError
+from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import current_organization
@@ -40,7 +41,7 @@ from crm.navigation import NavItem, add
 from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone
 from crm.tenancy import current_organization_id
-from crm.web import is_htmx
+from crm.web import allow_uploads, is_htmx
 from crm.whatsapp import live, media, sandbox, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
 
@@ -79,32 +80,17 @@ ERROR_REASONS = {
 }
 # Forms that carry a file: WhatsApp takes up to 16 MB, more than the app's default body limit.
 UPLOAD_ENDPOINTS = {"whatsapp.send_message", "whatsapp.sandbox_send"}
-UPLOAD_BODY_LIMIT = media.MAX_UPLOAD_BYTES + 64 * 1024  # the file and the form around it
+allow_uploads(blueprint, UPLOAD_ENDPOINTS, media.MAX_UPLOAD_BYTES)
 
 add(NavItem("whatsapp.inbox", lazy_gettext("Inbox"), "whatsapp", "read", "inbox"))
 add(NavItem("whatsapp.numbers", lazy_gettext("WhatsApp numbers"), "settings", "write", "phone"))
-
-
-def _allow_uploads() -> None:
-    """Raise the body limit for the upload forms; the services check each file's own limit.
-
-    Runs before every other hook: CSRF protection reads the form, and with it the body.
-    """
-    if request.endpoint in UPLOAD_ENDPOINTS:
-        request.max_content_length = UPLOAD_BODY_LIMIT
-
-
-@blueprint.record_once
-def _install_upload_limit(state) -> None:
-    state.app.before_request_funcs.setdefault(None, []).insert(0, _allow_uploads)
 
 
 @blueprint.errorhandler(413)
 def _too_large(_exc):
     """A body over even the upload limit is refused before any view runs: say why, and leave
     the page (and what was typed) as it is."""
-    message = _("The file is too large: at most %(mb)d MB.",
-                mb=media.MAX_UPLOAD_BYTES // (1024 * 1024))
+    message = file_too_large(media.MAX_UPLOAD_BYTES).fields["file"]
     if not _wants_fragment():
         return render_template("errors/error.html", status=413, message=message), 413
     flash(message, "error")
@@ -477,6 +463,17 @@ def _bubble(message: Message, status: int = 200, template: str = "whatsapp/_mess
     return _with_flashes(render_template(template, message=message, **context, **extra), status)
 
 
+def _act_on_message(message_id: int, action: Callable[[Message, User], object]) -> Response:
+    """Run one service action on a message and answer with its bubble; a refusal is flashed."""
+    message = _message(message_id)
+    try:
+        action(message, _me())
+    except ServiceError as exc:
+        _flash_error(exc)
+        return _bubble(message, exc.status)
+    return _bubble(message)
+
+
 @blueprint.get("/inbox/messages/<int:message_id>")
 @require("whatsapp", "read")
 def show_message(message_id: int):
@@ -511,13 +508,7 @@ def message_media(message_id: int):
 @blueprint.post("/inbox/messages/<int:message_id>/retry")
 @require("whatsapp", "write")
 def retry_message(message_id: int):
-    message = _message(message_id)
-    try:
-        services.retry_message(message, _me())
-    except ServiceError as exc:
-        _flash_error(exc)
-        return _bubble(message, exc.status)
-    return _bubble(message)
+    return _act_on_message(message_id, services.retry_message)
 
 
 @blueprint.route("/inbox/messages/<int:message_id>/edit", methods=["GET", "POST"])
@@ -546,13 +537,7 @@ def edit_message(message_id: int):
 @blueprint.post("/inbox/messages/<int:message_id>/delete")
 @require("whatsapp", "write")
 def delete_message(message_id: int):
-    message = _message(message_id)
-    try:
-        services.delete_message(message, _me())
-    except ServiceError as exc:
-        _flash_error(exc)
-        return _bubble(message, exc.status)
-    return _bubble(message)
+    return _act_on_message(message_id, services.delete_message)
 
 
 @blueprint.route("/inbox/messages/<int:message_id>/forward", methods=["GET", "POST"])
