@@ -34,7 +34,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crm import events
-from crm.errors import ConflictError, NotFoundError, ValidationError
+from crm.errors import ConflictError, NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.jobs import enqueue
@@ -746,8 +746,7 @@ def send_media(conversation: Conversation, sender: User, upload, caption: object
     data = upload.read(media.MAX_UPLOAD_BYTES + 1)
     limit = media.ALLOWED_UPLOADS[kind][1]
     if len(data) > limit:
-        raise ValidationError({"file": _("The file is too large: at most %(mb)d MB.",
-                                         mb=limit // (1024 * 1024))})
+        raise file_too_large(limit)
     if not data:
         raise ValidationError({"file": _("The file is empty.")})
     text_ = caption.strip()[:1024] if isinstance(caption, str) else ""
