@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -70,6 +71,7 @@ from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit, current_organization, normalize_email
 from crm.models import utcnow
+from crm.pagination import keyset_page
 from crm.search import fold_text, like_pattern, normalize_phone, search_terms
 from crm.tenancy import current_organization_id, get_in_organization
 
@@ -949,10 +951,7 @@ def list_customers(filters: CustomerFilters, after: str | None = None, limit: in
              .options(joinedload(Customer.owner), joinedload(Customer.stage)))
     if key:
         query = query.where(_after(filters.sort, key))
-    rows = list(db.session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (_cursor_for(filters.sort, rows[-1]) if more else None)
+    return keyset_page(query, limit, lambda last: _cursor_for(filters.sort, last))
 
 
 def _after(sort: str, key: list) -> ColumnElement[bool]:
@@ -1087,13 +1086,10 @@ def list_activities(customer: Customer, before_id: int | None = None, limit: int
              .options(selectinload(CustomerActivity.actor),
                       selectinload(CustomerActivity.assignee))
              .where(CustomerActivity.customer_id == customer.id)
-             .order_by(CustomerActivity.id.desc()).limit(limit + 1))
+             .order_by(CustomerActivity.id.desc()))
     if before_id:
         query = query.where(CustomerActivity.id < before_id)
-    rows = list(db.session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more else None)
+    return keyset_page(query, limit, attrgetter("id"))
 
 
 def tasks_due_today(user: User, limit: int = 50) -> list[tuple[CustomerActivity, Customer]]:

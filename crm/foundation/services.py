@@ -12,6 +12,7 @@ import re
 import secrets
 import zoneinfo
 from dataclasses import dataclass
+from operator import attrgetter
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
@@ -38,6 +39,7 @@ from crm.foundation.models import (
 )
 from crm.mail import send_email
 from crm.models import utcnow
+from crm.pagination import keyset_page
 from crm.tenancy import current_organization_id, get_in_organization, set_current_organization
 from crm.transaction import keep_on_error
 
@@ -432,11 +434,10 @@ def _lock_admins() -> None:
 
 
 def list_users(after_id: int | None = None, limit: int = 50) -> tuple[list[User], int | None]:
-    query = select(User).where(User.is_active).order_by(User.id).limit(limit + 1)
+    query = select(User).where(User.is_active).order_by(User.id)
     if after_id:
         query = query.where(User.id > after_id)
-    users = list(db.session.scalars(query))
-    return users[:limit], (users[limit - 1].id if len(users) > limit else None)
+    return keyset_page(query, limit, attrgetter("id"))
 
 
 # -- invitations ---------------------------------------------------------------------------
@@ -563,11 +564,10 @@ def set_module_enabled(actor: User, module: object, enabled: bool) -> None:
 def list_audit(before_id: int | None = None, limit: int = 50
                ) -> tuple[list[AuditEntry], int | None]:
     query = (select(AuditEntry).options(selectinload(AuditEntry.actor))
-             .order_by(AuditEntry.id.desc()).limit(limit + 1))
+             .order_by(AuditEntry.id.desc()))
     if before_id:
         query = query.where(AuditEntry.id < before_id)
-    entries = list(db.session.scalars(query))
-    return entries[:limit], (entries[limit - 1].id if len(entries) > limit else None)
+    return keyset_page(query, limit, attrgetter("id"))
 
 
 # -- helpers ------------------------------------------------------------------------------

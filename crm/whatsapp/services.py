@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from flask_babel import gettext as _
 from sqlalchemy import (
@@ -39,6 +40,7 @@ from crm.extensions import db
 from crm.foundation.models import User
 from crm.jobs import enqueue
 from crm.models import utcnow
+from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
 from crm.tenancy import get_in_organization
 from crm.transaction import commit
@@ -616,12 +618,9 @@ def list_conversations(user: User, *, scope: str = "all", status: str | None = N
     if after:
         query = query.where(tuple_(Conversation.last_message_at, Conversation.id) <
                             tuple_(after[0], after[1]))
-    rows = list(db.session.scalars(
-        query.order_by(Conversation.last_message_at.desc(), Conversation.id.desc())
-        .limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, ((rows[-1].last_message_at, rows[-1].id) if more else None)
+    return keyset_page(
+        query.order_by(Conversation.last_message_at.desc(), Conversation.id.desc()), limit,
+        lambda last: (last.last_message_at, last.id))
 
 
 def _search_ids(term: str):
@@ -640,13 +639,11 @@ def list_messages(conversation: Conversation, before_id: int | None = None, limi
     """A thread's messages, newest page first (returned oldest to newest for display)."""
     query = (select(Message).options(selectinload(Message.reply_to), selectinload(Message.sender))
              .where(Message.conversation_id == conversation.id, Message.type != "reaction")
-             .order_by(Message.id.desc()).limit(limit + 1))
+             .order_by(Message.id.desc()))
     if before_id:
         query = query.where(Message.id < before_id)
-    rows = list(db.session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return list(reversed(rows)), (rows[-1].id if more else None)
+    rows, before = keyset_page(query, limit, attrgetter("id"))
+    return list(reversed(rows)), before
 
 
 def link_customer(conversation_id: int, customer_id: int | None) -> None:
