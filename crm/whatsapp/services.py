@@ -234,8 +234,11 @@ def _count_unread(messages: list[Message]) -> None:
     if not summaries:
         return
     now = utcnow()
+    # In id order: the few ids are joined to the primary key in that order, so two batches
+    # touching the same conversations lock them alike (a deadlock would only cost a retry).
     ids, previews, counts = zip(*((conversation.id, preview(message), count)
-                                  for conversation, message, count in summaries.values()),
+                                  for conversation, message, count in sorted(
+                                      summaries.values(), key=lambda summary: summary[0].id)),
                                 strict=True)
     outcome = db.session.execute(_COUNT_UNREAD, {"now": now, "ids": list(ids),
                                                  "previews": list(previews),
