@@ -201,3 +201,45 @@ def test_a_batch_applies_like_the_deliveries_one_by_one(app, client, number):
     assert (sheena.unread_count, omar.unread_count) == (3, 1)  # the reaction is no message
     assert sheena.last_message_preview == reply.body
     assert (omar.contact_name, omar.last_message_preview) == ("Omar", "from someone else")
+
+
+@pytest.mark.live
+def test_two_workers_draining_at_once_apply_each_delivery_once(live_server):
+    """Two worker processes drain side by side: they claim disjoint batches (SKIP LOCKED), and
+    every message is stored and counted once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from crm.jobs import enqueue_now
+    from tests.factories import make_org
+    from tests.whatsapp.factories import make_profile
+    from tests.whatsapp.test_cloud import APP_SECRET, PHONE_NUMBER_ID, signature
+
+    count = 2 * ingest.BATCH + 50
+    with live_server.transaction():
+        org = make_org()
+        org_id = org.id
+        profile_id = make_profile(org, phone_number_id=PHONE_NUMBER_ID, app_secret=APP_SECRET).id
+    http = requests.Session()
+    for n in range(count):
+        body = text_delivery(n)
+        assert http.post(f"{live_server.url}/webhooks/whatsapp/{profile_id}", data=body,
+                         headers={"Content-Type": "application/json",
+                                  "X-Hub-Signature-256": signature(body)},
+                         timeout=10).status_code == 200
+    with live_server.app.app_context():
+        live_server.app.extensions["crm.redis"].flushdb()
+        for _drain in range(2):
+            enqueue_now(f"{ingest.__name__}:drain", queue=ingest.QUEUE, org_id=None)
+
+    with ThreadPoolExecutor(2) as pool:
+        workers = list(pool.map(lambda _n: live_server.run_worker(queues=(ingest.QUEUE,)),
+                                range(2)))
+    assert [worker.returncode for worker in workers] == [0, 0], workers[0].stderr
+    with live_server.transaction(org_id):
+        stored = messages(org_id)
+        assert sorted(m.provider_message_id for m in stored) == sorted(
+            f"wamid.TEST{n:08d}" for n in range(count))
+        assert [c.unread_count for c in conversations(org_id)] == [count]
+        assert kept() == []
