@@ -16,7 +16,14 @@ from crm.models import utcnow
 from crm.whatsapp import ingest, services
 from crm.whatsapp.models import WebhookDelivery
 from tests.factories import run_jobs
-from tests.whatsapp.test_cloud import Number, conversations, deliver, messages, payload
+from tests.whatsapp.test_cloud import (
+    PHONE_NUMBER_ID,
+    Number,
+    conversations,
+    deliver,
+    messages,
+    payload,
+)
 
 
 @pytest.fixture
@@ -24,9 +31,9 @@ def number():
     return Number()
 
 
-def text_delivery(n: int, body: str = "") -> bytes:
+def text_delivery(n: int, body: str = "", phone_number_id: str = PHONE_NUMBER_ID) -> bytes:
     """Meta's text delivery, as message number `n` of the same contact."""
-    delivery = json.loads(payload("text"))
+    delivery = json.loads(payload("text", phone_number_id=phone_number_id))
     message = delivery["entry"][0]["changes"][0]["value"]["messages"][0]
     message["id"] = f"wamid.TEST{n:08d}"
     message["text"]["body"] = body or f"message {n}"
@@ -153,7 +160,7 @@ def test_deliveries_kept_while_no_worker_ran_are_applied_when_one_starts(live_se
 
     from tests.factories import make_org
     from tests.whatsapp.factories import make_profile
-    from tests.whatsapp.test_cloud import APP_SECRET, PHONE_NUMBER_ID, signature
+    from tests.whatsapp.test_cloud import APP_SECRET, signature
 
     with live_server.transaction():
         org = make_org()
@@ -214,16 +221,16 @@ def test_two_workers_draining_at_once_apply_each_delivery_once(live_server):
     from crm.jobs import enqueue_now
     from tests.factories import make_org
     from tests.whatsapp.factories import make_profile
-    from tests.whatsapp.test_cloud import APP_SECRET, PHONE_NUMBER_ID, signature
+    from tests.whatsapp.test_cloud import APP_SECRET, signature
 
-    count = 2 * ingest.BATCH + 50
+    count, number_id = 2 * ingest.BATCH + 50, "106540352249999"  # the live database is shared
     with live_server.transaction():
         org = make_org()
         org_id = org.id
-        profile_id = make_profile(org, phone_number_id=PHONE_NUMBER_ID, app_secret=APP_SECRET).id
+        profile_id = make_profile(org, phone_number_id=number_id, app_secret=APP_SECRET).id
     http = requests.Session()
     for n in range(count):
-        body = text_delivery(n)
+        body = text_delivery(n, phone_number_id=number_id)
         assert http.post(f"{live_server.url}/webhooks/whatsapp/{profile_id}", data=body,
                          headers={"Content-Type": "application/json",
                                   "X-Hub-Signature-256": signature(body)},
