@@ -248,12 +248,13 @@ def _fail(import_id: int, exc: Exception) -> None:
 
 
 def _import(imp: CustomerImport) -> None:
-    rows = imports.open_csv(imp.path)
+    reading = imports.Reading.of(imp)  # as the preview showed the file
+    rows = imports.open_csv(imp.path, reading)
     try:
         header = next(rows)
         plan = ImportPlan.load(imp, header)
         if not imp.total_rows:
-            imp.total_rows = sum(1 for _row in imports.open_csv(imp.path)) - 1
+            imp.total_rows = sum(1 for _row in imports.open_csv(imp.path, reading)) - 1
         imp.status = "running"
         report = RejectReport(imp, header)
         commit()

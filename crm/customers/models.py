@@ -230,6 +230,12 @@ class CustomerImport(TenantMixin, db.Model):
                                           server_default=text("'{}'::jsonb"))
     on_duplicate: Mapped[str] = mapped_column(String(8), nullable=False, default="skip",
                                               server_default="skip")
+    # How the file is read (detected on upload, chosen on the preview): see imports.ENCODINGS
+    # and imports.DELIMITERS.
+    encoding: Mapped[str] = mapped_column(String(16), nullable=False, default="utf-8",
+                                          server_default="utf-8")
+    delimiter: Mapped[str] = mapped_column(String(16), nullable=False, default="comma",
+                                           server_default="comma")
     total_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
                                             server_default="0")
     processed_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0,

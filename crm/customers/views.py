@@ -620,15 +620,46 @@ def start_import():
     return _see_other("customers.show_import", import_id=imp.id)
 
 
-def _import_page(imp, status: int = 200, **context) -> tuple[str, int]:
+def _reading_choice(values: Mapping) -> dict[str, str]:
+    """The encoding and separator a form or query string chose; what it leaves out stays."""
+    return {name: values[name] for name in ("encoding", "delimiter") if name in values}
+
+
+def _preview(imp, choice: Mapping) -> tuple[imports.Reading, list, list, dict]:
+    """The reading chosen (the stored one when the choice is not offered), the columns and
+    rows it gives, and what stops it."""
+    reading = imports.Reading.of(imp)
+    try:
+        reading = imports.choose_reading(imp, choice)
+        columns, rows = imports.preview_import(imp, reading)
+    except ValidationError as exc:
+        return reading, [], [], exc.fields
+    return reading, columns, rows, {}
+
+
+def _import_page(imp, status: int = 200, choice: Mapping | None = None,
+                 template: str = "customers/import.html", **context) -> tuple[str, int]:
+    """The import's page: while it waits for its mapping, the preview read as `choice` says
+    (else as stored) and the mapping form; then its progress."""
     if imp.status == "uploaded":
-        columns, rows = imports.preview_import(imp)
-        context.setdefault("mapping", imp.mapping)
+        reading, columns, rows, problems = _preview(imp, choice or {})
+        status = 422 if problems else status
+        guess = imp.mapping if list(imp.mapping) == columns else imports.suggest_mapping(columns)
+        context.setdefault("mapping", guess)
+        context.setdefault("new_fields", {})
         context.setdefault("on_duplicate", imp.on_duplicate)
-        context.update(columns=columns, rows=rows,
-                       duplicate_choices=list(DUPLICATE_LABELS.items()),
-                       target_choices=[("", _("Skip")), *imports.import_targets().items()])
-    return _page("customers/import.html", status, imp=imp, **context)
+        context.update(
+            reading=reading, columns=columns, rows=rows,
+            errors={**problems, **context.get("errors", {})},
+            detected=imports.ENCODING_LABELS[imp.encoding],
+            encoding_choices=list(imports.ENCODING_LABELS.items()),
+            delimiter_choices=list(imports.DELIMITER_LABELS.items()),
+            duplicate_choices=list(DUPLICATE_LABELS.items()),
+            target_choices=[("", _("Skip")), *imports.import_targets().items(),
+                            (imports.NEW_FIELD, _("New custom field…"))],
+            field_type_choices=list(FIELD_TYPE_LABELS.items()),
+            field_keys=[imports.suggest_field_key(c, i) for i, c in enumerate(columns)])
+    return _page(template, status, imp=imp, **context)
 
 
 @blueprint.get("/imports/<int:import_id>")
@@ -640,6 +671,20 @@ def show_import(import_id: int):
     return _import_page(imp)
 
 
+@blueprint.get("/imports/<int:import_id>/preview")
+@require("crm", "write")
+def preview_import(import_id: int):
+    """The preview and mapping read with another encoding or separator (nothing is saved)."""
+    imp = imports.access_import(import_id)
+    if imp.status != "uploaded":
+        return _see_other("customers.show_import", import_id=imp.id)
+    template = "customers/_import_mapping.html" if is_htmx() else "customers/import.html"
+    return _import_page(imp, choice=_reading_choice(request.args), template=template)
+
+
+NEW_FIELD_INPUTS = ("label", "key", "type", "choices")
+
+
 @blueprint.post("/imports/<int:import_id>")
 @require("crm", "write")
 def configure_import(import_id: int):
@@ -647,15 +692,21 @@ def configure_import(import_id: int):
     if imp.status != "uploaded":
         flash(_("This import has already started."), "error")
         return _see_other("customers.show_import", import_id=imp.id)
-    columns, _rows = imports.preview_import(imp)
-    mapping = {column: request.form.get(f"column-{index}", "")
-               for index, column in enumerate(columns)}
-    on_duplicate = request.form.get("on_duplicate")
+    form, choice = request.form, _reading_choice(request.form)
+    reading, columns, _rows, problems = _preview(imp, choice)
+    if problems:
+        return _import_page(imp, 422, choice)
+    mapping = {column: form.get(f"column-{index}", "") for index, column in enumerate(columns)}
+    new_fields = {column: {name: form.get(f"new-{index}-{name}", "")
+                           for name in NEW_FIELD_INPUTS}
+                  for index, column in enumerate(columns)
+                  if mapping[column] == imports.NEW_FIELD}
+    on_duplicate = form.get("on_duplicate")
     try:
-        imports.configure_import(_me(), imp, mapping, on_duplicate)
+        imports.configure_import(_me(), imp, mapping, on_duplicate, reading, new_fields)
     except ValidationError as exc:
-        return _import_page(imp, 422, errors=exc.fields, mapping=mapping,
-                            on_duplicate=on_duplicate)
+        return _import_page(imp, 422, choice, errors=exc.fields, mapping=mapping,
+                            new_fields=new_fields, on_duplicate=on_duplicate)
     return _see_other("customers.show_import", import_id=imp.id)
 
 

@@ -1,10 +1,13 @@
-"""CSV imports: Excel's UTF-8 with BOM and Arabic names, preview and mapping, dedupe on phone
-and email (update or skip), the report of rejected rows, progress, and a rerun that continues
-after a crash without writing anything twice."""
+"""CSV imports: Excel's UTF-8 with BOM and Arabic names, Windows Arabic and UTF-16 files and
+their separators (detected, and chosen on the preview), preview and mapping (to a new custom
+field too), dedupe on phone and email (update or skip), the report of rejected rows, progress,
+and a rerun that continues after a crash without writing anything twice."""
 
 from __future__ import annotations
 
 import csv
+import io
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,13 +16,13 @@ from sqlalchemy import func, select
 
 from crm import events
 from crm.customers import imports, jobs
-from crm.customers.models import Customer, CustomerActivity, CustomerImport
+from crm.customers.models import Customer, CustomerActivity, CustomerImport, CustomFieldDefinition
 from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
 from crm.tenancy import organization_context
-from tests.customers.factories import csv_upload, make_customer, make_import
-from tests.factories import make_org, run_jobs
-from tests.foundation import ident
+from tests.customers.factories import csv_upload, make_customer, make_field, make_import
+from tests.factories import login, make_org, run_jobs
+from tests.foundation import HTMX, arabic, audit_actions, ident
 
 ARABIC_FILE = ("الاسم,الجوال,البريد الإلكتروني,الشركة\n"
                "أحمد العتيبي,0501234567,ahmed@example.com,شركة وصل\n"
@@ -94,12 +97,12 @@ def test_the_preview_shows_columns_and_first_rows_and_guesses_the_mapping(org):
 
 @pytest.mark.parametrize(("content", "filename"), [
     (b"", "empty.csv"),
-    ("الاسم,الجوال\nأحمد,050\n".encode("cp1256"), "arabic-windows.csv"),
+    (bytes(range(256)) * 4, "binary.csv"),
     (b"name,phone\n", "customers.xlsx"),
 ])
 def test_unreadable_files_are_refused_and_not_kept(org, content, filename):
-    """An empty file, one not in UTF-8 (Excel's "CSV" in Windows Arabic) or not a CSV is a
-    422 on `file`; nothing is stored."""
+    """An empty file, one whose bytes are text in none of the offered encodings, or not a CSV
+    is a 422 on `file`; nothing is stored."""
     import io
 
     from werkzeug.datastructures import FileStorage
@@ -130,8 +133,26 @@ def test_the_mapping_must_make_sense(org):
         with pytest.raises(ValidationError):
             imports.configure_import(org.admin, imp, {"a": "name"}, "merge")
         imports.configure_import(org.admin, imp, {"a": "name", "b": "", "c": "notes"}, "skip")
+        assert (imp.encoding, imp.delimiter) == ("utf-8", "comma")  # as detected on upload
         with pytest.raises(ConflictError):
             imports.configure_import(org.admin, imp, {"a": "name"}, "skip")
+
+
+def test_a_refused_mapping_takes_back_the_fields_it_created(org):
+    """Without a request to roll back, the service itself leaves no new field behind when
+    another column's new field is refused."""
+    imp = make_import(org, "a,b,c\n1,2,3\n")
+    with organization_context(org.id):
+        with pytest.raises(ValidationError) as caught:
+            imports.configure_import(
+                org.admin, imp, {"a": "name", "b": imports.NEW_FIELD, "c": imports.NEW_FIELD},
+                "skip", new_fields={"b": {"label": "B", "key": "twin", "type": "text"},
+                                    "c": {"label": "C", "key": "twin", "type": "text"}})
+        assert set(caught.value.fields) == {"new-2-key"}
+        db.session.flush()
+        assert db.session.scalar(select(func.count()).select_from(CustomFieldDefinition)) == 0
+        assert imp.status == "uploaded"
+    assert "custom_field.created" not in audit_actions(org)
 
 
 @pytest.mark.parametrize("on_duplicate", ["skip", "update"])
@@ -286,3 +307,203 @@ def test_stage_owner_tags_and_custom_fields_are_imported(app, org):
         assert ali.tags == ["vip", "riyadh"]
         assert ali.custom_fields == {"budget": 1500}
     assert "budget" in _report(imp)[1][1]
+
+
+# -- encodings and separators, through the pages ----------------------------------------------
+
+WINDOWS_FILE = ("الاسم;الجوال;المدينة\n"
+                "أحمد العتيبي;0501234567;الرياض\n"
+                "فاطمة الزهراء;0550000001;جدة\n")
+UNREADABLE = "This file cannot be read as %(encoding)s. Choose its encoding."
+
+
+@pytest.fixture
+def admin(client, org):
+    """The organization's admin, logged in."""
+    login(client, org.admin)
+    return org.admin
+
+
+def _upload(client, data: bytes, filename: str = "عملاء.csv"):
+    return client.post("/customers/imports", data={"file": (io.BytesIO(data), filename)},
+                       content_type="multipart/form-data")
+
+
+def _hidden(page, name: str) -> str:
+    """The value of a hidden input of the mapping form, which the browser posts back."""
+    return re.search(rf'<input type="hidden" name="{name}" value="([^"]*)">', page.text).group(1)
+
+
+def _start(client, url: str, page, mapping: dict[str, str], **extra):
+    """Submit the mapping form of `page` as a browser would: its hidden fields, `mapping`
+    ({column index: target}) and `extra` fields."""
+    data = {"encoding": _hidden(page, "encoding"), "delimiter": _hidden(page, "delimiter"),
+            "on_duplicate": "skip", **{f"column-{i}": t for i, t in mapping.items()}, **extra}
+    return client.post(url, data=data)
+
+
+@pytest.mark.parametrize(("codec", "separator", "encoding", "delimiter", "label"), [
+    ("cp1256", ";", "windows-1256", "semicolon", "Windows-1256 (Arabic)"),  # Excel's "CSV"
+    ("cp1256", ",", "windows-1256", "comma", "Windows-1256 (Arabic)"),
+    ("utf-8-sig", ",", "utf-8", "comma", "UTF-8 (Unicode)"),  # Excel's "CSV UTF-8"
+    ("utf-8", ";", "utf-8", "semicolon", "UTF-8 (Unicode)"),
+    ("utf-16", "\t", "utf-16", "tab", "UTF-16 (Unicode)"),  # Excel's "Unicode text"
+])
+def test_the_encoding_and_separator_are_detected_and_the_import_reads_the_file_so(
+        app, client, org, admin, codec, separator, encoding, delimiter, label):
+    """The preview names the detected encoding, selects it and the separator, and shows the
+    Arabic columns and names intact; the job reads the file the same way."""
+    upload = _upload(client, WINDOWS_FILE.replace(";", separator).encode(codec))
+    assert upload.status_code == 303
+    page = client.get(upload.location)
+
+    assert page.status_code == 200
+    assert arabic("Detected encoding: %(encoding)s", encoding=arabic(label)) in page.text
+    assert f'<option value="{encoding}" selected>' in page.text
+    assert f'<option value="{delimiter}" selected>' in page.text
+    assert '<span dir="auto">المدينة</span>' in page.text
+    assert '<td dir="auto">فاطمة الزهراء</td>' in page.text
+    start = _start(client, upload.location, page, {0: "name", 1: "phone"})
+    assert start.status_code == 303
+    run_jobs(app)
+
+    customers = _customers(ident(org))
+    assert customers["+966501234567"].name == "أحمد العتيبي"
+    assert customers["+966550000001"].name == "فاطمة الزهراء"
+    with organization_context(ident(org)):
+        imp = db.session.scalar(select(CustomerImport))
+        assert (imp.status, imp.encoding, imp.delimiter) == ("done", encoding, delimiter)
+
+
+def test_another_encoding_or_separator_can_be_chosen_on_the_preview(app, client, org, admin):
+    """The choice re-renders the preview (a fragment for htmx, the page without it): a Windows
+    Arabic file read as UTF-8 cannot be, and says so with the choice still offered; read as
+    Windows-1252 its names come out visibly wrong; a file that is not UTF-8 cannot start as
+    UTF-8; what is chosen when the import starts is what the job reads."""
+    upload = _upload(client, WINDOWS_FILE.encode("cp1256"))
+    preview = upload.location + "/preview"
+
+    as_utf8 = client.get(preview, query_string={"encoding": "utf-8", "delimiter": "semicolon"},
+                         headers=HTMX)
+    assert as_utf8.status_code == 422
+    assert arabic(UNREADABLE, encoding=arabic("UTF-8 (Unicode)")) in as_utf8.text
+    assert '<option value="utf-8" selected>' in as_utf8.text
+    assert "<table" not in as_utf8.text  # nothing mangled is shown
+    assert "<html" not in as_utf8.text
+
+    latin = client.get(preview, query_string={"encoding": "windows-1252",
+                                              "delimiter": "semicolon"}, headers=HTMX)
+    assert latin.status_code == 200
+    assert "أحمد العتيبي" not in latin.text
+    assert "أحمد العتيبي".encode("cp1256").decode("cp1252") in latin.text
+    assert _hidden(latin, "encoding") == "windows-1252"
+
+    one_column = client.get(preview, query_string={"encoding": "windows-1256",
+                                                   "delimiter": "comma"})
+    assert one_column.status_code == 200
+    assert "<html" in one_column.text  # without htmx, the whole page
+    assert '<span dir="auto">الاسم;الجوال;المدينة</span>' in one_column.text
+
+    refused = _start(client, upload.location, latin, {0: "name", 1: "phone"},
+                     encoding="utf-8")
+    assert refused.status_code == 422
+    assert arabic(UNREADABLE, encoding=arabic("UTF-8 (Unicode)")) in refused.text
+    with organization_context(ident(org)):
+        assert db.session.scalar(select(CustomerImport.status)) == "uploaded"
+    assert client.get(preview, query_string={"encoding": "ebcdic"}).status_code == 422
+
+    assert _start(client, upload.location, latin, {0: "name", 1: "phone"}).status_code == 303
+    run_jobs(app)
+    customer = _customers(ident(org))["+966501234567"]
+    assert customer.name == "أحمد العتيبي".encode("cp1256").decode("cp1252")
+    with organization_context(ident(org)):
+        assert db.session.scalar(select(CustomerImport.encoding)) == "windows-1252"
+
+
+def test_a_file_that_stops_being_readable_past_its_start_cannot_be_imported(client, org,
+                                                                            admin):
+    """The encoding is detected from the start of a file; starting the import checks the
+    whole file, so one whose later rows are in another encoding is refused (422, naming the
+    encoding) rather than imported half or mangled."""
+    rows = "".join(f"Customer {n},+9665{n:08d}\n" for n in range(4000))
+    data = f"name,phone\n{rows}".encode() + "أحمد,0501234567\n".encode("cp1256")
+    upload = _upload(client, data)
+    page = client.get(upload.location)
+    assert page.status_code == 200
+
+    start = _start(client, upload.location, page, {0: "name", 1: "phone"})
+
+    assert start.status_code == 422
+    assert arabic(UNREADABLE, encoding=arabic("UTF-8 (Unicode)")) in start.text
+    with organization_context(ident(org)):
+        assert db.session.scalar(select(CustomerImport.status)) == "uploaded"
+
+
+# -- a column as a new custom field -------------------------------------------------------------
+
+FIELDS_FILE = "الاسم,الجوال,المدينة,الميزانية\nأحمد,0501234567,الرياض,١٥٠٠\n"
+
+
+def _fields(org) -> dict[str, CustomFieldDefinition]:
+    with organization_context(ident(org)):
+        return {d.key: d for d in db.session.scalars(
+            select(CustomFieldDefinition).execution_options(populate_existing=True))}
+
+
+def test_a_column_can_become_a_new_custom_field(app, client, org, admin):
+    """"New custom field" offers a name (the column's), a key and a type beside the column;
+    starting the import creates the fields (audited) and the import fills them."""
+    upload = _upload(client, FIELDS_FILE.encode())
+    page = client.get(upload.location)
+    assert '<option value="new">' in page.text
+    assert re.search(r'<input id="new-2-label" name="new-2-label" value="المدينة"', page.text)
+    for type_ in ("text", "number", "date", "choice"):
+        assert f'<option value="{type_}"' in page.text
+
+    start = _start(client, upload.location, page, {0: "name", 1: "phone", 2: "new", 3: "new"},
+                   **{"new-2-label": "المدينة", "new-2-key": "city", "new-2-type": "choice",
+                      "new-2-choices": "الرياض, جدة",
+                      "new-3-label": "الميزانية", "new-3-key": "budget",
+                      "new-3-type": "number"})
+
+    assert start.status_code == 303
+    fields = _fields(org)
+    assert (fields["city"].label, fields["city"].type) == ("المدينة", "choice")
+    assert fields["city"].choices == ["الرياض", "جدة"]
+    assert (fields["budget"].label, fields["budget"].type) == ("الميزانية", "number")
+    assert audit_actions(org).count("custom_field.created") == 2
+    run_jobs(app)
+    assert _customers(ident(org))["+966501234567"].custom_fields == {"city": "الرياض",
+                                                                     "budget": 1500}
+
+
+@pytest.mark.parametrize(("new_field", "bad"), [
+    ({"new-2-key": "city"}, "key"),  # taken by an existing field
+    ({"new-2-key": "City!"}, "key"),
+    ({"new-2-label": ""}, "label"),
+    ({"new-2-type": "money"}, "type"),
+    ({"new-2-type": "choice", "new-2-choices": ""}, "choices"),
+])
+def test_a_bad_new_custom_field_changes_nothing(client, org, admin, new_field, bad):
+    """A taken or malformed key, no name, an unknown type or a choice without choices shows
+    the mapping again (422) with the reason beside the input and what was typed; no field is
+    created, not even another column's good one, and the import does not start."""
+    make_field(org, "city")
+    upload = _upload(client, FIELDS_FILE.encode())
+    page = client.get(upload.location)
+    typed = {"new-2-label": "المدينة", "new-2-key": "town", "new-2-type": "text",
+             "new-3-label": "الميزانية", "new-3-key": "budget", "new-3-type": "number",
+             **new_field}
+
+    start = _start(client, upload.location, page, {0: "name", 1: "phone", 2: "new", 3: "new"},
+                   **typed)
+
+    assert start.status_code == 422
+    assert f'id="error-new-2-{bad}"' in start.text
+    assert 'id="error-new-3-' not in start.text
+    assert '<option value="new" selected>' in start.text
+    assert f'value="{typed["new-2-key"]}"' in start.text
+    assert set(_fields(org)) == {"city"}
+    assert audit_actions(org).count("custom_field.created") == 1
+    with organization_context(ident(org)):
+        assert db.session.scalar(select(CustomerImport.status)) == "uploaded"
