@@ -96,3 +96,56 @@ def test_create_find_and_move_a_customer_on_the_board(browsing, live_server):
     assert browsing.csp_violations() == []
     assert [error for error in browsing.console_errors if error.startswith("htmx:")] == []
     assert browsing.dialogs == []
+
+
+def test_import_a_windows_arabic_file_into_a_new_custom_field(browsing, live_server, tmp_path):
+    """Excel's Arabic "CSV" (Windows-1256, semicolons) previews with its encoding named; read
+    as UTF-8 it says it cannot be and reading it as detected again shows the names; with the
+    keyboard a column becomes a new custom field, whose inputs show only then; the import
+    creates the field and fills it."""
+    account = live_server.make_account()
+    sheet = tmp_path / "عملاء.csv"
+    sheet.write_bytes("الاسم;الجوال;المدينة\nأحمد العتيبي;0501234567;الرياض\n".encode("cp1256"))
+    page = browsing.new_page(account=account)
+
+    page.goto("/customers/imports/new")
+    page.locator("#field-file").set_input_files(sheet)
+    page.locator("form[action='/customers/imports'] button[type='submit']").click()
+    encoding, table = page.locator("#import-encoding"), page.locator("table")
+    expect(encoding).to_have_value("windows-1256")
+    expect(page.locator("#import-delimiter")).to_have_value("semicolon")
+    expect(table).to_contain_text("أحمد العتيبي")
+    encoding.select_option("utf-8")
+    expect(page.locator("#error-encoding")).to_be_visible()
+    expect(table).to_have_count(0)
+    encoding.select_option("windows-1256")
+    expect(table).to_contain_text("أحمد العتيبي")
+    screenshot(page, "import-preview-ar")
+
+    label = page.locator("#new-2-label")
+    expect(label).to_be_hidden()
+    page.locator("#column-2").focus()
+    page.keyboard.press("End")  # the last choice: "New custom field"
+    expect(page.locator("#column-2")).to_have_value("new")
+    expect(label).to_be_visible()
+    expect(label).to_have_value("المدينة")
+    page.keyboard.press("Tab")
+    expect(label).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("city")
+    expect(page.locator("#new-0-label")).to_be_hidden()  # other columns show no inputs
+    screenshot(page, "import-new-field-ar")
+    page.get_by_role("button", name=translated(live_server, "Start the import", "ar")).click()
+    expect(page.locator("h2#progress-title")).to_be_visible()
+
+    assert live_server.run_worker().returncode == 0
+    expect(page.locator("h2#progress-title")).to_have_text(
+        translated(live_server, "Import finished", "ar"))
+    with live_server.transaction(account.organization_id):
+        customer = services.customer_by_phone("+966501234567")
+        assert customer.name == "أحمد العتيبي"
+        assert customer.custom_fields == {"city": "الرياض"}
+        assert [d.key for d in services.list_field_definitions()] == ["city"]
+    assert browsing.csp_violations() == []
+    assert [error for error in browsing.console_errors if error.startswith("htmx:")] == []
