@@ -1,7 +1,8 @@
 """Media files of messages, stored under the instance folder by organization.
 
 Paths carry the organization (`media/<org>/<yyyy-mm>/<message>.<ext>`), and are only ever
-served through a view that checks the message belongs to the caller's organization.
+served through a view that checks the message belongs to the caller's organization, and only
+when they lead inside that organization's folder (`path_of`).
 """
 
 from __future__ import annotations
@@ -56,10 +57,16 @@ def kind_of(mime_type: str) -> str | None:
 
 
 def path_of(message: Message) -> Path | None:
+    """The stored file of `message`, if its path leads inside its organization's folder.
+
+    Resolved first, so `..`, an absolute path or a symbolic link cannot lead out of it: a
+    path, however it came to be stored, never reaches another organization's files.
+    """
     relative = message.content.get("path")
-    if not relative:
+    if not isinstance(relative, str) or not relative:
         return None
+    folder = (root() / str(message.organization_id)).resolve()
     path = (root() / relative).resolve()
-    if root().resolve() not in path.parents:
+    if not path.is_relative_to(folder) or path == folder:
         return None
     return path
