@@ -338,49 +338,82 @@ def _contact_for(contacts: list[dict], phone: str | None, user_id: str | None) -
     return contacts[0] if len(contacts) == 1 else {}
 
 
+# What ingest keeps of each provider object: Meta's documented fields, each of the type Meta
+# sends. Content keys that our code writes (path, size, reactions, media_error...) are never
+# taken from a provider: a field is copied by name from this list, or not at all.
+_TEXT = (str,)
+_NUMBER = (int, float)
+_FLAG = (bool,)
+_MEDIA_FIELDS = {
+    "image": {"mime_type": _TEXT, "sha256": _TEXT},
+    "video": {"mime_type": _TEXT, "sha256": _TEXT},
+    "audio": {"mime_type": _TEXT, "sha256": _TEXT, "voice": _FLAG},
+    "document": {"mime_type": _TEXT, "sha256": _TEXT, "filename": _TEXT},
+    "sticker": {"mime_type": _TEXT, "sha256": _TEXT, "animated": _FLAG},
+}
+_LOCATION_FIELDS = {"latitude": _NUMBER, "longitude": _NUMBER, "name": _TEXT, "address": _TEXT,
+                   "url": _TEXT}
+_CONTACT_CARD_FIELDS = {"addresses": (list,), "birthday": _TEXT, "emails": (list,),
+                       "name": (dict,), "org": (dict,), "phones": (list,), "urls": (list,)}
+_REPLY_FIELDS = {"id": _TEXT, "title": _TEXT, "description": _TEXT}
+
+
 def _parse_content(kind: str, message: dict) -> tuple[str, str, dict]:
-    """(our type, body, content) of one message; unknown kinds are kept whole as unsupported."""
+    """(our type, body, content) of one message; unknown kinds are kept whole as unsupported
+    (under `raw`, which nothing reads)."""
     payload = message.get(kind)
     if kind == "text":
         return "text", _text(_dict(payload, "text"), "body", "text"), {}
     if kind in MEDIA:
         media = _dict(payload, kind)
-        content = {"media_id": _text(media, "id", kind)}
-        content.update({key: media[key] for key in ("mime_type", "sha256", "filename",
-                                                    "animated", "voice") if key in media})
-        return kind, str(media.get("caption") or ""), content
+        content = {"media_id": _text(media, "id", kind), **_known(media, _MEDIA_FIELDS[kind])}
+        return kind, _caption(media), content
     if kind == "location":
-        location = _dict(payload, "location")
-        return "location", str(location.get("name") or location.get("address") or ""), location
+        location = _known(_dict(payload, "location"), _LOCATION_FIELDS)
+        return "location", location.get("name") or location.get("address") or "", location
     if kind == "contacts":
-        cards = [_dict(card, "contacts[]") for card in _list(payload, "contacts")]
-        names = [str(card["name"].get("formatted_name") or "") for card in cards
-                 if isinstance(card.get("name"), dict)]
+        cards = [_known(_dict(card, "contacts[]"), _CONTACT_CARD_FIELDS)
+                 for card in _list(payload, "contacts")]
+        names = [_known(card["name"], {"formatted_name": _TEXT}).get("formatted_name")
+                 for card in cards if "name" in card]
         return "contacts", ", ".join(name for name in names if name), {"contacts": cards}
     if kind == "reaction":
         reaction = _dict(payload, "reaction")
-        emoji = str(reaction.get("emoji") or "")  # Meta omits it when a reaction is removed
+        emoji = _known(reaction, {"emoji": _TEXT}).get("emoji", "")  # none: a removal
         return "reaction", emoji, {"message_id": _text(reaction, "message_id", "reaction"),
                                    "emoji": emoji}
     if kind == "interactive":
         return _parse_interactive(_dict(payload, "interactive"))
     if kind == "button":
-        button = _dict(payload, "button")
-        text_ = str(button.get("text") or "")
+        button = _known(_dict(payload, "button"), {"text": _TEXT, "payload": _TEXT})
+        text_ = button.get("text", "")
         return "button", text_, {"text": text_, "payload": button.get("payload")}
     return "unsupported", "", {"original_type": kind, "raw": message}
 
 
 def _parse_interactive(interactive: dict) -> tuple[str, str, dict]:
-    reply_type = interactive.get("type")
-    reply = interactive.get(reply_type) if isinstance(reply_type, str) else None
+    reply_type = _known(interactive, {"type": _TEXT}).get("type")
+    reply = interactive.get(reply_type) if reply_type else None
     if reply_type in ("button_reply", "list_reply") and isinstance(reply, dict):
-        title = str(reply.get("title") or "")
-        content = {"reply_type": reply_type, "id": reply.get("id"), "title": title}
-        if reply.get("description"):
-            content["description"] = reply["description"]
-        return "interactive", title, content
+        content = {"reply_type": reply_type, "id": None, "title": "",
+                   **_known(reply, _REPLY_FIELDS)}
+        return "interactive", content["title"], content
     return "interactive", "", {"reply_type": reply_type, "raw": interactive}
+
+
+def _known(obj: dict, fields: dict[str, tuple[type, ...]]) -> dict:
+    """The `fields` of a provider object that it has, with a value of their type; nothing
+    else, so no provider key can name one of our own."""
+    return {key: obj[key] for key, types in fields.items() if _is(obj.get(key), types)}
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    # JSON's true is no number, though Python's True is an int.
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+
+def _caption(media: dict) -> str:
+    return media["caption"] if _is(media.get("caption"), _TEXT) else ""
 
 
 def _parse_status(status: dict) -> StatusUpdate | None:

@@ -280,7 +280,10 @@ def _apply_reaction(profile: WhatsAppProfile, inbound: InboundMessage) -> None:
     target = db.session.get(Message, target_id) if target_id else None
     if target is None:
         return
-    reactions = dict(target.content.get("reactions", {}))
+    reactions = target.content.get("reactions")
+    # Ours alone write this key; rows stored before ingest filtered provider keys may hold
+    # anything under it.
+    reactions = dict(reactions) if isinstance(reactions, dict) else {}
     emoji = inbound.content.get("emoji") or ""
     if emoji:
         reactions["contact"] = emoji
