@@ -70,6 +70,13 @@ class Config:
     WHATSAPP_GRAPH_VERSION = os.environ.get("WHATSAPP_GRAPH_VERSION", "v23.0")
     WHATSAPP_APP_SECRET = os.environ.get("WHATSAPP_APP_SECRET", "")
     WHATSAPP_VERIFY_TOKEN = os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
+    # Where the media URLs that the Graph API answers may lead (their download carries the
+    # access token), comma-separated: an entry matches its host and every subdomain, over https
+    # only; an entry written "http://host" allows plain http too (a local fake). A host must
+    # resolve to public addresses only, unless it is itself an entry (a subdomain of one does
+    # not do): private, loopback, link-local and reserved ranges are refused. No redirects.
+    WHATSAPP_MEDIA_HOSTS = os.environ.get("WHATSAPP_MEDIA_HOSTS",
+                                          "lookaside.fbsbx.com,fbcdn.net,whatsapp.net")
 
     # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries);
     # tests drain the queues in-process instead of running a worker.

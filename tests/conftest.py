@@ -66,6 +66,7 @@ def _settings(database: str, redis_db: int) -> dict:
         "RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{os.environ['WASL_TEST_REDIS_PORT']}/{redis_db}",
         "INSTANCE_PATH": Path(os.environ["WASL_TEST_BASE"]) / f"instance-{database}",
         "SERVER_NAME_FOR_LINKS": "http://localhost",
+        "WHATSAPP_MEDIA_HOSTS": "http://127.0.0.1",  # the fake Graph API's media downloads
     }
 
 

@@ -175,7 +175,7 @@ class LiveServer:
                 "MIGRATION_DATABASE_URL": settings["MIGRATION_DATABASE_URL"],
                 "REDIS_URL": settings["REDIS_URL"], "SECRET_KEY": settings["SECRET_KEY"],
                 "CRM_INSTANCE_PATH": str(settings["INSTANCE_PATH"]), "PUBLIC_URL": self.url,
-                "SMTP_HOST": ""}
+                "WHATSAPP_MEDIA_HOSTS": settings["WHATSAPP_MEDIA_HOSTS"], "SMTP_HOST": ""}
 
     def run_worker(self, queues: tuple[str, ...] = ("default",)) -> subprocess.CompletedProcess:
         """Run `crm worker --burst` in a process of its own until the queues are empty."""

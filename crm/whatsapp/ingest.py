@@ -35,6 +35,7 @@ from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
 from crm.whatsapp import live, services
 from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
+from crm.whatsapp.channels.cloud import MEDIA_ID
 from crm.whatsapp.models import Message, WebhookDelivery, WhatsAppProfile
 
 log = logging.getLogger("crm.whatsapp.ingest")
@@ -366,7 +367,10 @@ def _parse_content(kind: str, message: dict) -> tuple[str, str, dict]:
         return "text", _text(_dict(payload, "text"), "body", "text"), {}
     if kind in MEDIA:
         media = _dict(payload, kind)
-        content = {"media_id": _text(media, "id", kind), **_known(media, _MEDIA_FIELDS[kind])}
+        media_id = _text(media, "id", kind)
+        if not MEDIA_ID.fullmatch(media_id):  # it becomes a Graph API path
+            raise MalformedDeliveryError(f"{kind}.id is not a media id: {media_id!r}")
+        content = {"media_id": media_id, **_known(media, _MEDIA_FIELDS[kind])}
         return kind, _caption(media), content
     if kind == "location":
         location = _known(_dict(payload, "location"), _LOCATION_FIELDS)

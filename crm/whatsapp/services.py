@@ -445,16 +445,23 @@ def retry_message(message: Message, actor: User) -> Message:
 
 
 def download_media(message_id: int) -> None:
-    """Fetch an inbound message's media into storage (idempotent: skips what is stored)."""
+    """Fetch an inbound message's media into storage, or record why it could not be (the
+    bubble says so). Idempotent: skips what is stored or failed, so a refusal is final."""
     from crm.whatsapp import media
 
     message = get_in_organization(Message, message_id)
-    if message is None or message.content.get("path"):
+    if message is None or message.content.get("path") or message.content.get("media_error"):
         return
-    data, mime_type = channel_for(message.conversation.profile).download_media(message)
-    path = media.store(message, data, mime_type)
-    message.content = {**message.content, "path": path, "mime_type": mime_type,
-                       "size": len(data)}
+    try:
+        data, mime_type = channel_for(message.conversation.profile).download_media(message)
+    except ChannelError as exc:
+        log.warning("message %s: media not downloaded: %s (%s)", message.id, exc.message,
+                    exc.code)
+        message.content = {**message.content, "media_error": exc.code}
+    else:
+        path = media.store(message, data, mime_type)
+        message.content = {**message.content, "path": path, "mime_type": mime_type,
+                           "size": len(data)}
     events.publish("message.updated", {"message_id": message.id,
                                        "conversation_id": message.conversation_id})
 

@@ -3,7 +3,8 @@
 It answers like Meta's reference does — message sends, read receipts, media upload, media URL
 retrieval and download, Graph error objects — records every request it gets, and has switches
 for the failures the outbox must survive: a Graph error code, an answer slower than the
-client's timeout, a connection dropped after the request arrived.
+client's timeout, a connection dropped after the request arrived; and for the media URLs a
+download must refuse: a URL of the test's choosing, a download that redirects.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class FakeGraph:
     drop_connection: bool = False  # close the connection of a send without answering
     raw_status: int | None = None  # answer sends with this status and a non-Graph body
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    media_urls: dict[str, str] = field(default_factory=dict)  # media id → the URL answered
+    redirect_downloads_to: str | None = None  # downloads answer 302 to this URL
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -142,7 +145,8 @@ class FakeGraph:
         if media_id not in self.media:
             return _error(100)
         data, mime_type = self.media[media_id]
-        return jsonify({"messaging_product": "whatsapp", "url": f"{self.url}/download/{media_id}",
+        url = self.media_urls.get(media_id, f"{self.url}/download/{media_id}")
+        return jsonify({"messaging_product": "whatsapp", "url": url,
                         "mime_type": mime_type, "sha256": hashlib.sha256(data).hexdigest(),
                         "file_size": len(data), "id": media_id})
 
@@ -150,6 +154,8 @@ class FakeGraph:
         self._record()
         if not self._authorized() or media_id not in self.media:
             return "", 404
+        if self.redirect_downloads_to:
+            return "", 302, {"Location": self.redirect_downloads_to}
         data, mime_type = self.media[media_id]
         return data, 200, {"Content-Type": mime_type}
 

@@ -14,12 +14,16 @@ did not take the message (it is marked failed and a person may retry it), while
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
+import socket
 from typing import Any, ClassVar
 
 import requests
 from flask import current_app
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import LocationParseError, NewConnectionError
+from urllib3.util import parse_url
 
 from crm.crypto import decrypt_json
 from crm.whatsapp import media
@@ -33,6 +37,7 @@ TIMEOUT = (5, 20)  # seconds: connect, then read
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 CAPTIONED = {"image", "video", "document"}  # audio and stickers take no caption
 UPLOADED = {"image", "video", "audio", "document", "sticker"}
+MEDIA_ID = re.compile(r"[0-9]+")  # Meta's media ids; anything else could name another object
 
 
 class CloudChannel:
@@ -81,6 +86,10 @@ class CloudChannel:
         media_id = message.content.get("media_id")
         if not media_id:
             raise ChannelError("no_media", f"message {message.id} carries no media id")
+        if not isinstance(media_id, str) or not MEDIA_ID.fullmatch(media_id):
+            # It becomes the Graph API path: /{media_id}.
+            raise ChannelError("invalid_media_id", f"message {message.id}: media id "
+                                                   f"{media_id!r} is not digits")
         info = self._graph("GET", str(media_id),
                            params={"phone_number_id": self.profile.phone_number_id},
                            may_deliver=False)
@@ -178,9 +187,16 @@ class CloudChannel:
                                           f"({type(exc).__name__}).") from exc
 
     def _download(self, url: str) -> tuple[bytes, str]:
-        # The URL (on Meta's CDN, valid for minutes) only answers with the same bearer token.
-        response = self._request("GET", url, may_deliver=False, stream=True)
+        # The URL (on Meta's CDN, valid for minutes) only answers with the same bearer token,
+        # so it is checked first and no redirect is followed.
+        _check_media_url(url)
+        response = self._request("GET", url, may_deliver=False, stream=True,
+                                 allow_redirects=False)
         with response:
+            if 300 <= response.status_code < 400:
+                raise ChannelError("redirect", f"the media URL answered HTTP "
+                                               f"{response.status_code}; redirects are not "
+                                               "followed")
             if not response.ok:
                 raise _failure(response, may_deliver=False)
             chunks, size = [], 0
@@ -190,6 +206,58 @@ class CloudChannel:
                     raise ChannelError("too_large", f"media over {MAX_DOWNLOAD_BYTES} bytes")
                 chunks.append(chunk)
         return b"".join(chunks), response.headers.get("Content-Type", "").split(";")[0]
+
+
+def _check_media_url(url: str) -> None:
+    """Refuse a media URL that is not https on a host of WHATSAPP_MEDIA_HOSTS (see crm/config.py)
+    resolving to public addresses: the Graph API's answer must not make us, token in hand,
+    fetch another server's or our own network's resources.
+
+    The name is resolved again to connect; the check keeps a listed domain's names from
+    leading inward, and an attacker does not answer for Meta's domains.
+    """
+    try:
+        parsed = parse_url(url)  # as requests will read it
+    except LocationParseError:
+        raise ChannelError("refused_url", f"the media URL {url!r} is not a URL") from None
+    host = (parsed.host or "").lower().rstrip(".")
+    listed = [(name, plain_http) for name, plain_http in _media_hosts()
+              if host == name or host.endswith(f".{name}")]
+    if not host or not listed:
+        raise ChannelError("refused_url", f"the media host {host!r} is not in "
+                                          "WHATSAPP_MEDIA_HOSTS")
+    if parsed.scheme != "https" and not (
+            parsed.scheme == "http" and any(plain_http for _name, plain_http in listed)):
+        raise ChannelError("refused_url", f"the media URL's scheme {parsed.scheme!r} is not "
+                                          f"allowed for {host}")
+    if not any(name == host for name, _plain_http in listed):  # listed itself: trusted
+        _check_public(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
+def _media_hosts() -> list[tuple[str, bool]]:
+    """(host, plain http allowed) of each WHATSAPP_MEDIA_HOSTS entry."""
+    hosts = []
+    for entry in current_app.config["WHATSAPP_MEDIA_HOSTS"].split(","):
+        entry = entry.strip().lower()
+        name = entry.removeprefix("http://").removeprefix("https://").strip("/.")
+        if name:
+            hosts.append((name, entry.startswith("http://")))
+    return hosts
+
+
+def _check_public(host: str, port: int) -> None:
+    """Refuse `host` if any address it resolves to is not a public unicast one."""
+    try:
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ChannelError("network", f"the media host {host} does not resolve "
+                                      f"({type(exc).__name__})") from exc
+    for *_rest, sockaddr in answers:
+        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        address = getattr(address, "ipv4_mapped", None) or address
+        if not address.is_global or address.is_multicast:
+            raise ChannelError("refused_url", f"the media host {host} resolves to {address}, "
+                                              "not a public address")
 
 
 def _template(content: dict) -> dict[str, Any]:
