@@ -33,7 +33,7 @@ HOSTILE = {
     "filename": f"{MARK}.html", "reactions": {"agent": MARK}, "web_media": MARK,
     "template": {"name": MARK, "language": MARK}, "original_type": MARK, "media_id": MARK,
     "media_error": MARK, "raw": MARK, "emoji": MARK, "message_id": MARK, "latitude": MARK,
-    "longitude": MARK, "contacts": MARK, "components": MARK, "language": MARK,
+    "longitude": MARK, "contacts": MARK, "name": MARK, "components": MARK, "language": MARK,
 }
 
 
