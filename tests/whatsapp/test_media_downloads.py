@@ -17,6 +17,7 @@ from crm.tenancy import organization_context
 from crm.whatsapp import services
 from crm.whatsapp.models import Message
 from tests.factories import login, run_jobs
+from tests.whatsapp.fake_graph import FakeGraph
 from tests.whatsapp.test_cloud import Number, deliver, messages, payload
 from tests.whatsapp.test_provider_keys import delivery, message
 
@@ -50,8 +51,6 @@ def dns(monkeypatch):
 
 @pytest.fixture
 def graph(app, monkeypatch, dns):
-    from tests.whatsapp.fake_graph import FakeGraph
-
     fake = FakeGraph()
     monkeypatch.setitem(app.config, "WHATSAPP_GRAPH_URL", fake.url)
     fake.add_media(MEDIA_ID, JPEG, "image/jpeg")
