@@ -508,7 +508,8 @@ openapi.register({
         "get": operation("The organization's WhatsApp numbers (one page)", tag="whatsapp",
                          status=200, permission=True, response=list_of("WhatsAppProfile")),
         "post": operation(
-            "Connect a WhatsApp number (cloud, web or sandbox)", tag="whatsapp", status=201,
+            "Connect a WhatsApp number (cloud, sandbox, or web: pairing starts at once)",
+            tag="whatsapp", status=201,
             permission=True, response=ref("WhatsAppProfile"), errors=(409,),
             body=object_schema({
                 "provider": {"type": "string", "enum": list(PROVIDERS)},

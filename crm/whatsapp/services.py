@@ -512,8 +512,8 @@ def create_profile(actor: User, provider: object, display_name: object, *,
                    phone_number: object = None, phone_number_id: object = None,
                    business_account_id: object = None, access_token: object = None,
                    app_secret: object = None, auto_assign: bool = False) -> WhatsAppProfile:
-    """Connect a number: `cloud` with Meta's ids and secrets, `web` to pair by QR code,
-    `sandbox` to try Wasl with a simulated customer."""
+    """Connect a number: `cloud` with Meta's ids and secrets, `web` pairing by QR code at
+    once, `sandbox` to try Wasl with a simulated customer."""
     from crm.crypto import encrypt
     from crm.foundation.services import audit
 
@@ -556,6 +556,8 @@ def create_profile(actor: User, provider: object, display_name: object, *,
         raise ConflictError(_("This WhatsApp number is already connected."),
                             {"phone_number_id": _("Already connected.")}) from None
     audit("whatsapp.profile_created", actor, profile, provider=provider)
+    if provider == "web":
+        connect_profile(actor, profile)  # adding a linked device starts its pairing too
     return profile
 
 

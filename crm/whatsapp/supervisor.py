@@ -1,5 +1,8 @@
 """`crm whatsapp supervise`: holds the linked-device session of every `web` profile.
 
+The supervisor says it runs with a heartbeat in Redis (renewed at each scan, withdrawn when it
+stops), so pages can tell "waiting for the QR code" from "nothing will show one".
+
 One runner per profile that wants a session (pairing, connected, or disconnected with a stored
 session), in three threads of its own:
 - the runner: a heartbeat that renews the profile's Redis lock, saves the session when it changed
@@ -31,6 +34,7 @@ import signal
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +60,8 @@ from crm.whatsapp.channels.web import (
     commands_key,
     inbound_from_event,
     lock_key,
+    mark_supervisor_alive,
+    mark_supervisor_gone,
     phone_of,
     qr_key,
     statuses_from_receipt,
@@ -74,6 +80,7 @@ class Timings:
     """How often and how long the supervisor does things, in seconds (tests shorten them)."""
 
     scan: float = 5.0  # re-read the list of web profiles
+    alive: float = 30.0  # the supervisor counts as running this long after a scan
     heartbeat: float = 2.0
     lock_ttl: float = 30.0
     backoff_base: float = 1.0
@@ -101,17 +108,24 @@ class Supervisor:
         self.client_factory = client_factory
         self.timings = timings
         self.runners: dict[int, ProfileRunner] = {}
+        self.name = uuid.uuid4().hex
         self._stopping = threading.Event()
 
     def run(self) -> None:
         """Scan every few seconds until stop(); then stop every runner."""
         log.info("supervising WhatsApp linked devices")
+        connection = self.app.extensions["crm.redis"]
         while not self._stopping.is_set():
             try:
+                mark_supervisor_alive(connection, self.name, self.timings.alive)
                 self.scan()
             except Exception:
                 log.exception("scanning web profiles failed; trying again")
             self._stopping.wait(self.timings.scan)
+        try:
+            mark_supervisor_gone(connection, self.name)
+        except RedisError:
+            log.warning("could not withdraw the heartbeat; it lapses by itself")
         for runner in self.runners.values():
             runner.stop()
         for runner in self.runners.values():
@@ -276,6 +290,8 @@ class ProfileRunner(threading.Thread):
                 store_session(profile, None)
             self._disconnect(profile, state, reason, detail)
 
+        if detail:
+            log.warning("profile %s: %s: %s", self.profile_id, reason, detail)
         self._forget_session = self._forget_session or forget
         self._unit(record)
         self._stopping.set()
@@ -312,11 +328,20 @@ class ProfileRunner(threading.Thread):
             log.warning("profile %s: connection failed (%s); retrying in %.1fs",
                         self.profile_id, detail, delay)
             try:
-                self._unit(lambda profile, detail=detail: self._disconnect(
-                    profile, "disconnected", "connect_failed", detail))
+                self._unit(lambda profile, detail=detail: self._connect_failed(profile, detail))
             except Exception:
                 log.exception("profile %s: could not record the failure", self.profile_id)
             self._stopping.wait(delay)
+
+    def _connect_failed(self, profile: WhatsAppProfile, detail: str) -> None:
+        """Record why the connection failed; a pairing goes on (the next try may show a QR
+        code), a paired number shows as disconnected until it is back."""
+        if profile.state != "pairing" or self._has_device:
+            self._disconnect(profile, "disconnected", "connect_failed", detail)
+            return
+        profile.last_error = detail[:500]
+        emit_to_org("clientDisconnected", {"profile_id": profile.id, "reason": "connect_failed"},
+                    org_id=self.org_id)
 
     def _on_qr(self, code: str) -> None:
         """Show a new pairing code in the browser (never logged: it is a key to the number)."""
@@ -327,6 +352,7 @@ class ProfileRunner(threading.Thread):
 
             def show(profile: WhatsAppProfile) -> None:
                 profile.state = "pairing"
+                profile.last_error = None
                 # A pairing code links a phone to the organization's number: admins only.
                 emit_to_admins("qrCode", {"profile_id": profile.id,
                                           "qr_png_data_url": data_url}, org_id=self.org_id)

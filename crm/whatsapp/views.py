@@ -115,6 +115,17 @@ def _labels() -> dict:
             "wa_type_labels": TYPE_LABELS, "wa_error_reasons": ERROR_REASONS}
 
 
+@blueprint.app_template_filter("wa_failure")
+def _failure(profile: WhatsAppProfile) -> str:
+    """Why the number failed, for its page: a linked device's in plain words (whatsmeow's text
+    is for the log), another's as recorded."""
+    if profile.provider != "web":
+        return profile.last_error
+    from crm.whatsapp.channels.web import failure_sentence
+
+    return str(failure_sentence(profile.last_error))
+
+
 # -- formatting: times in the organization's time zone, for pages and live events alike ------
 
 def _organization_zone() -> tzinfo:
@@ -624,17 +635,20 @@ def _default_name(provider: object) -> str:
 
 
 def _number_context(profile: WhatsAppProfile) -> dict:
-    context: dict = {"profile": profile, "qr": None, "webhook_url": None, "secrets": {}}
+    context: dict = {"profile": profile, "qr": None, "webhook_url": None, "secrets": {},
+                     "supervisor_running": True}
     if profile.provider == "cloud":
         from crm.whatsapp.webhooks import webhook_url
 
         context["webhook_url"] = webhook_url(profile)
         context["secrets"] = {key: masked(value)
                               for key, value in decrypt_json(profile.secrets).items()}
-    if profile.provider == "web" and profile.state == "pairing":
-        from crm.whatsapp.channels.web import current_qr
+    if profile.provider == "web":
+        from crm.whatsapp.channels.web import current_qr, supervisor_running
 
-        context["qr"] = current_qr(profile.id)
+        context["supervisor_running"] = supervisor_running()
+        if profile.state == "pairing":
+            context["qr"] = current_qr(profile.id)
     return context
 
 

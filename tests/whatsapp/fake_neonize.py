@@ -26,6 +26,7 @@ from neonize.events import (
     ReceiptEv,
     StreamReplacedEv,
 )
+from neonize.exc import NeonizeError
 from neonize.proto.Neonize_pb2 import JID, MessageInfo, MessageSource
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
@@ -93,6 +94,7 @@ class FakeNetwork:
         self.clients: list[FakeClient] = []
         self.attempt_times: dict[str, list[float]] = defaultdict(list)
         self.failures_left: dict[str, int] = defaultdict(int)
+        self.failure_text: dict[str, str] = {}
         self.lock = threading.Lock()
 
     def factory(self, owner: str = "A"):
@@ -104,8 +106,11 @@ class FakeNetwork:
 
         return make
 
-    def fail_next(self, profile_id: int, times: int) -> None:
+    def fail_next(self, profile_id: int, times: int,
+                  error: str = "dial tcp: connection refused") -> None:
+        """The profile's next `times` connections fail, as neonize raises whatsmeow's error."""
         self.failures_left[f"wasl-profile-{profile_id}"] = times
+        self.failure_text[f"wasl-profile-{profile_id}"] = error
 
     def running(self, profile_id: int) -> list[FakeClient]:
         with self.lock:
@@ -138,7 +143,7 @@ class FakeClient:
         self.network.attempt_times[self.client_id].append(time.monotonic())
         if self.network.failures_left[self.client_id] > 0:
             self.network.failures_left[self.client_id] -= 1
-            raise ConnectionError("dial tcp: connection refused")
+            raise NeonizeError(self.network.failure_text[self.client_id])
         self.is_running = True
         try:
             if holds_device(self.session_path):

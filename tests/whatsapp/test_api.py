@@ -91,15 +91,15 @@ def test_an_admin_connects_a_cloud_number_and_secrets_come_back_masked(client, o
 
 @pytest.mark.parametrize("provider", ["web", "sandbox"])
 def test_web_and_sandbox_numbers_have_no_cloud_fields(client, org, provider):
-    """A linked device starts disconnected (it pairs by QR code), the sandbox is live at once;
-    neither shows a webhook or secrets."""
+    """A linked device starts pairing at once (its QR code comes from the supervisor), the
+    sandbox is live at once; neither shows a webhook or secrets."""
     response = client.post("/api/whatsapp/profiles",
                            json={"provider": provider, "display_name": "Shop"},
                            headers=bearer(org.admin))
 
     assert response.status_code == 201
     body = response.get_json()
-    assert body["state"] == ("disconnected" if provider == "web" else "connected")
+    assert body["state"] == ("pairing" if provider == "web" else "connected")
     assert [body[k] for k in ("webhook_url", "verify_token", "access_token", "app_secret")] == [
         None] * 4
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from crm.extensions import db
 from crm.tenancy import organization_context
 from crm.whatsapp import media
-from crm.whatsapp.channels.web import qr_key
+from crm.whatsapp.channels.web import mark_supervisor_alive, qr_key
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 from tests.factories import login, make_org, make_user, run_jobs
-from tests.foundation import HTMX
+from tests.foundation import HTMX, arabic
 from tests.whatsapp.factories import make_conversation, make_profile, png
 
 ACCESS_TOKEN = "EAAG-very-secret-access-token-9876"
@@ -134,13 +134,17 @@ def test_a_bad_cloud_number_is_shown_again_with_its_errors(client, org):
 
 
 def test_a_linked_device_pairs_by_qr_code_that_updates_live(client, app, org):
-    """Connect starts pairing; until the supervisor publishes a QR code the page waits for it,
-    then shows it. The state area re-fetches itself on the supervisor's events."""
+    """Adding a linked device starts pairing in the same action: the page it lands on waits
+    for the QR code the supervisor publishes, then shows it. The state area re-fetches itself
+    on the supervisor's events; «Show a new QR code» keeps it pairing."""
+    mark_supervisor_alive(app.extensions["crm.redis"], "supervisor-1", 30)
     login(client, org.admin)
-    client.post("/whatsapp/numbers", data={"provider": "web", "display_name": "Front desk"})
+    response = client.post("/whatsapp/numbers", data={"provider": "web",
+                                                      "display_name": "Front desk"})
     [device] = _profiles(org.id)
-    assert device.state == "disconnected"
-    page = _page(client, f"/whatsapp/numbers/{device.id}")
+    assert device.state == "pairing"
+    page = _page(client, response.location)
+    assert "Waiting for the QR code" in page
     assert "realtime:qrCode from:body" in page
     assert "realtime:clientReady from:body" in page
 
@@ -153,6 +157,59 @@ def test_a_linked_device_pairs_by_qr_code_that_updates_live(client, app, org):
     state = _page(client, f"/whatsapp/numbers/{device.id}/state", headers=HTMX)
     assert f'<img class="qr-code" src="{QR}"' in state
     assert state.lstrip().startswith(f'<section id="number-{device.id}-state"')
+
+
+def test_with_no_supervisor_running_the_page_says_so_and_keeps_asking(client, org):
+    """No supervisor's heartbeat: a pairing number says the service is off and how to start
+    it, instead of waiting forever for a QR code; the state area asks again every few
+    seconds, so it moves on by itself once the service runs."""
+    device = make_profile(org, "web", state="pairing", phone_number=None)
+    login(client, org.admin)
+
+    state = _page(client, f"/whatsapp/numbers/{device.id}/state", headers=HTMX)
+
+    assert ("The WhatsApp service for linked devices is not running, so this number can "
+            "neither pair nor send. Start it with “crm up” (or “crm whatsapp supervise”).") in state
+    assert "Waiting for the QR code" not in state
+    assert "every 5s" in state
+
+
+@pytest.mark.parametrize(("last_error", "sentence"), [
+    ("failed to dial whatsapp servers: dial tcp 157.240.1.53:443: i/o timeout",
+     "Could not reach WhatsApp's servers. Check this server's internet connection; Wasl "
+     "keeps trying."),
+    ("pairing_timeout", "The QR code expired before it was scanned. Press “Connect” to get a "
+                        "new one."),
+], ids=["no network", "pairing abandoned"])
+def test_a_linked_device_failure_is_shown_in_arabic_not_go(client, sentence, last_error):
+    """A linked device's failure shows as a translated sentence on its Arabic page; the
+    error text WhatsApp's library gave stays out of the page."""
+    org = make_org()  # Arabic
+    device = make_profile(org, "web", state="disconnected", last_error=last_error)
+    login(client, org.admin)
+
+    page = _page(client, f"/whatsapp/numbers/{device.id}")
+
+    assert arabic(sentence) in page
+    assert last_error not in page
+
+
+def test_linked_devices_come_with_a_warning_against_bulk_sending(client):
+    """The linked-device form and a linked number's page say plainly that linked devices are
+    unofficial and bulk sending can get the number banned; a Cloud API number's page does not."""
+    org = make_org()  # Arabic
+    device = make_profile(org, "web", state="disconnected")
+    cloud = make_profile(org, "cloud")
+    warning = arabic("Linked devices use WhatsApp Web unofficially. WhatsApp may ban numbers "
+                     "used for bulk or automated sending: use the official Cloud API for "
+                     "campaigns.")
+    login(client, org.admin)
+
+    form = _page(client, "/whatsapp/numbers")
+    assert form.count(warning) == 1
+    assert form.index(warning) > form.index('name="provider" value="web"')
+    assert warning in _page(client, f"/whatsapp/numbers/{device.id}")
+    assert warning not in _page(client, f"/whatsapp/numbers/{cloud.id}")
 
 
 def test_disconnect_and_remove_ask_first_and_keep_the_conversations(client, org):

@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -21,8 +22,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import pytest
+import requests
+from flask_babel import force_locale, gettext
 from neonize.events import ReceiptEv
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 from sqlalchemy import select
@@ -36,13 +40,16 @@ from crm.whatsapp.channels.web import (
     WebChannel,
     commands_key,
     current_qr,
+    failure_sentence,
     inbound_from_event,
     statuses_from_receipt,
+    supervisor_running,
 )
 from crm.whatsapp.models import Message, WhatsAppProfile
 from crm.whatsapp.supervisor import Supervisor, Timings, qr_data_url
 from tests.conftest import ROOT
 from tests.factories import make_user
+from tests.foundation import arabic
 from tests.live import Account, wait_until
 from tests.whatsapp.factories import make_profile
 from tests.whatsapp.fake_neonize import (
@@ -56,6 +63,7 @@ from tests.whatsapp.fake_neonize import (
 FAST = Timings(scan=0.1, heartbeat=0.1, lock_ttl=2.0, backoff_base=0.05, backoff_max=0.2,
                save=0.1, pairing=60.0, command_wait=0.1)
 CONTACT = "966501234567@s.whatsapp.net"
+NO_NETWORK = "failed to dial whatsapp servers: dial tcp 157.240.1.53:443: i/o timeout"
 VCARD = "BEGIN:VCARD\nFN:Omar\nitem1.TEL;waid=966511111111:+966 51 111 1111\nEND:VCARD"
 
 
@@ -134,6 +142,26 @@ def wait_for_state(live_server, org_id: int, profile_id: int, state: str) -> dic
         f"profile {profile_id} becoming {state}")
 
 
+def admin_http(live_server, account: Account) -> requests.Session:
+    """The admin's browser, as plain HTTP: logged in, asking for pages in the org's language."""
+    http = requests.Session()
+    name, _, value = live_server.session_cookie(account).partition("=")
+    http.cookies.set(name, value, domain=urlsplit(live_server.url).hostname)
+    return http
+
+
+def get_page(http: requests.Session, live_server, path: str) -> str:
+    answer = http.get(f"{live_server.url}{path}", timeout=10)
+    assert answer.status_code == 200, answer.text[:500]
+    return answer.text
+
+
+def forget_profile(live_server, org_id: int, profile_id: int) -> None:
+    """Delete a profile a test made, so later supervisors leave it alone."""
+    with live_server.transaction(org_id):
+        db.session.get(WhatsAppProfile, profile_id).is_deleted = True
+
+
 def make_message(live_server, org_id: int, profile_id: int, *, direction: str = "out",
                  status: str = "sent", provider_id: str | None = None, body: str = "",
                  content: dict | None = None, reply_to_id: int | None = None,
@@ -206,6 +234,89 @@ def test_pairing_shows_the_qr_code_then_keeps_the_session_encrypted(live_server,
     assert "qrCode" not in [event for event, _data in agent_socket.events]
     assert not client.session_path.exists()  # removed with the runner
     assert profile_row(live_server, account.organization_id, profile_id)["state"] == "disconnected"
+
+
+@pytest.mark.live
+def test_adding_a_linked_device_starts_pairing_in_the_same_action(live_server, network):
+    """One press of «Add»: the number is pairing and its page waits for the QR code; the
+    supervisor starts its client with no second action, and the QR code then shows."""
+    account = live_server.make_account()
+    http = admin_http(live_server, account)
+    code = "2@one-press,noise-key,identity-key,adv-secret"
+    with supervising(live_server, network):
+        form = get_page(http, live_server, "/whatsapp/numbers")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        answer = http.post(f"{live_server.url}/whatsapp/numbers", timeout=10, data={
+            "provider": "web", "display_name": "Front desk", "csrf_token": token})
+        assert answer.status_code == 200, answer.text[:500]
+        profile_id = int(answer.url.rsplit("/", 1)[1])
+        try:
+            assert arabic("Waiting for the QR code…") in answer.text
+            assert profile_row(live_server, account.organization_id,
+                               profile_id)["state"] == "pairing"
+            network.client(profile_id).show_qr(code)
+            state = get_page(http, live_server, f"/whatsapp/numbers/{profile_id}/state")
+            assert f'src="{qr_data_url(code)}"' in state
+        finally:
+            forget_profile(live_server, account.organization_id, profile_id)
+
+
+@pytest.mark.live
+def test_without_the_supervisor_a_pairing_number_says_the_service_is_off(live_server,
+                                                                        network, web_profile):
+    """The supervisor says it runs (a heartbeat in Redis) while it runs; when it is stopped,
+    a pairing number's page says the service is not running instead of waiting forever."""
+    account = live_server.make_account()
+    http = admin_http(live_server, account)
+    profile_id = web_profile(account.organization_id, "pairing")
+    stopped = arabic("The WhatsApp service for linked devices is not running, so this number "
+                     "can neither pair nor send. Start it with “crm up” (or “crm whatsapp "
+                     "supervise”).")
+    with supervising(live_server, network):
+        network.client(profile_id)
+        with live_server.app.app_context():
+            assert supervisor_running()
+        page = get_page(http, live_server, f"/whatsapp/numbers/{profile_id}")
+        assert stopped not in page
+    with live_server.app.app_context():
+        assert not supervisor_running()
+    with live_server.transaction(account.organization_id):
+        db.session.get(WhatsAppProfile, profile_id).state = "pairing"  # as if never started
+    page = get_page(http, live_server, f"/whatsapp/numbers/{profile_id}")
+    assert stopped in page
+    assert arabic("Waiting for the QR code…") not in page
+
+
+@pytest.mark.live
+def test_no_network_while_pairing_is_said_in_arabic_and_tried_again(live_server, network,
+                                                                   web_profile):
+    """With no route to WhatsApp, the pairing number's page says so in a translated sentence
+    (the Go error stays in the log) and pairing goes on; once the network is back the QR code
+    shows and the sentence goes."""
+    account = live_server.make_account()
+    http = admin_http(live_server, account)
+    profile_id = web_profile(account.organization_id, "pairing")
+    network.fail_next(profile_id, 1_000, NO_NETWORK)
+    sentence = arabic("Could not reach WhatsApp's servers. Check this server's internet "
+                      "connection; Wasl keeps trying.")
+    with supervising(live_server, network):
+        wait_until(lambda: len(network.attempt_times[f"wasl-profile-{profile_id}"]) >= 3,
+                   "three attempts to connect")
+        row = profile_row(live_server, account.organization_id, profile_id)
+        assert (row["state"], row["last_error"]) == ("pairing", NO_NETWORK)
+        page = get_page(http, live_server, f"/whatsapp/numbers/{profile_id}")
+        assert sentence in page
+        assert "dial tcp" not in page
+        assert "i/o timeout" not in page
+
+        network.failures_left[f"wasl-profile-{profile_id}"] = 0
+        network.client(profile_id).show_qr("2@back-online")
+        wait_until(lambda: profile_row(live_server, account.organization_id,
+                                       profile_id)["last_error"] is None,
+                   "the failure cleared by the QR code")
+        page = get_page(http, live_server, f"/whatsapp/numbers/{profile_id}")
+        assert sentence not in page
+        assert 'class="qr-code"' in page
 
 
 @pytest.mark.live
@@ -557,6 +668,61 @@ def _part(field: str, **values) -> E2EMessage:
         else:
             setattr(part, key, value)
     return message
+
+
+@pytest.mark.parametrize(("raw", "sentence"), [
+    ("dial tcp: lookup web.whatsapp.com: no such host", "network"),
+    (NO_NETWORK, "network"),
+    ("websocket: close 1006 (abnormal closure)", "network"),
+    ("failed to dial whatsapp web websocket: dial tcp 157.240.1.53:443: connect: connection "
+     "refused", "network"),
+    ("couldn't dial whatsapp web websocket: dial tcp: connect: network is unreachable",
+     "network"),
+    ("connect_failed", "network"),
+    ("connection_lost", "network"),
+    ("pairing_timeout", "expired"),
+    ("QR code timed out", "expired"),
+    ("pairing code expired", "expired"),
+    ("logged_out", "unlinked"),
+    ("logged out from another device", "unlinked"),
+    ("primary device was logged out", "unlinked"),
+    ("stream:error conflict type=device_removed", "unlinked"),
+    ("stream_replaced", "replaced"),
+    ("stream:error conflict type=replaced", "replaced"),
+    ("temporary_ban", "banned"),
+    ("account banned", "banned"),
+    ("client_outdated", "outdated"),
+    ("pair-device signature mismatch", "pairing"),
+    ("invalid device identity HMAC in pair success message", "pairing"),
+    ("runtime error: invalid memory address or nil pointer dereference", "other"),
+], ids=lambda value: value if len(value) < 30 else value[:30])
+def test_linked_device_failures_are_said_in_plain_words(app, raw, sentence):
+    """Each known whatsmeow failure (or our reason code for it) becomes one translated
+    sentence of its kind; anything else a general one. The Go text is never in it."""
+    sentences = {
+        "network": "Could not reach WhatsApp's servers. Check this server's internet "
+                   "connection; Wasl keeps trying.",
+        "expired": "The QR code expired before it was scanned. Press “Connect” to get a "
+                   "new one.",
+        "unlinked": "This device was unlinked from the phone. Press “Connect” to link it "
+                    "again.",
+        "replaced": "WhatsApp Web or another linked session took this device's place. Press "
+                    "“Connect” to link it here again.",
+        "banned": "WhatsApp has banned this number. Bulk or automated sending from a linked "
+                  "device is the usual cause; the phone shows for how long.",
+        "outdated": "WhatsApp refuses this version of the linked-device library. Update "
+                    "Wasl, then link the number again.",
+        "pairing": "Pairing did not finish. Press “Connect” and scan the new QR code.",
+        "other": "The connection to WhatsApp failed. Press “Connect” to try again; the "
+                 "server's log has the details.",
+    }
+    with app.test_request_context():
+        with force_locale("en"):
+            said = str(failure_sentence(raw))
+        assert said == sentences[sentence]
+        with force_locale("ar"):
+            assert str(failure_sentence(raw)) == gettext(sentences[sentence]) != said
+            assert raw not in str(failure_sentence(raw))
 
 
 @pytest.mark.parametrize(("message", "expected"), [

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from flask import current_app
+from flask_babel import lazy_gettext
+from redis import Redis
 
 from crm.jobs import redis
 from crm.search import normalize_phone
@@ -50,6 +52,29 @@ def lock_key(profile_id: int) -> str:
 
 def qr_key(profile_id: int) -> str:
     return f"wasl:whatsapp:web:{profile_id}:qr"
+
+
+# Which supervisors run, each with the time its heartbeat lapses: a page tells "waiting for the
+# QR code" from "nothing will ever show one". A sorted set, so one supervisor stopping does not
+# hide another that still runs.
+SUPERVISORS_KEY = "wasl:whatsapp:web:supervisors"
+
+
+def mark_supervisor_alive(connection: Redis, name: str, ttl: float) -> None:
+    """Say that supervisor `name` runs for the next `ttl` seconds (its scans renew it)."""
+    now = time.time()
+    (connection.pipeline().zadd(SUPERVISORS_KEY, {name: now + ttl})
+     .zremrangebyscore(SUPERVISORS_KEY, "-inf", now).expire(SUPERVISORS_KEY, int(ttl) + 1)
+     .execute())
+
+
+def mark_supervisor_gone(connection: Redis, name: str) -> None:
+    connection.zrem(SUPERVISORS_KEY, name)
+
+
+def supervisor_running() -> bool:
+    """Does any `crm whatsapp supervise` run now (so pairing and sends can happen)?"""
+    return redis().zcount(SUPERVISORS_KEY, time.time(), "+inf") > 0
 
 
 def current_qr(profile_id: int) -> str | None:
@@ -267,3 +292,44 @@ def _time(value: int) -> datetime:
     if not value:
         return datetime.now(UTC)
     return datetime.fromtimestamp(value / 1000 if value > 10**11 else value, UTC)
+
+
+# -- a linked device's failures in plain words -----------------------------------------------
+
+# Matched in order against the profile's last_error: our reason codes (supervisor.py) or the
+# text whatsmeow gave, lower-cased. The text itself goes to the log, never to the page.
+FAILURE_SENTENCES = (
+    (("logged_out", "logged out", "device_removed", "device removed"),
+     lazy_gettext("This device was unlinked from the phone. Press “Connect” to link it again.")),
+    (("stream_replaced", "replaced", "conflict"),
+     lazy_gettext("WhatsApp Web or another linked session took this device's place. Press "
+                  "“Connect” to link it here again.")),
+    (("pairing_timeout", "qr code timed out", "qr timeout", "code expired"),
+     lazy_gettext("The QR code expired before it was scanned. Press “Connect” to get a new "
+                  "one.")),
+    (("temporary_ban", "banned"),
+     lazy_gettext("WhatsApp has banned this number. Bulk or automated sending from a linked "
+                  "device is the usual cause; the phone shows for how long.")),
+    (("client_outdated", "outdated"),
+     lazy_gettext("WhatsApp refuses this version of the linked-device library. Update Wasl, "
+                  "then link the number again.")),
+    (("connect_failed", "connection_lost", "the connection ended", "dial tcp", "failed to dial",
+      "couldn't dial", "i/o timeout", "connection refused", "connection reset",
+      "no such host", "network is unreachable", "websocket", "handshake", "eof",
+      "context deadline exceeded"),
+     lazy_gettext("Could not reach WhatsApp's servers. Check this server's internet "
+                  "connection; Wasl keeps trying.")),
+    (("pair_error", "pair-device", "pair success", "pairing"),
+     lazy_gettext("Pairing did not finish. Press “Connect” and scan the new QR code.")),
+)
+OTHER_FAILURE = lazy_gettext("The connection to WhatsApp failed. Press “Connect” to try again; "
+                             "the server's log has the details.")
+
+
+def failure_sentence(raw: str) -> str:
+    """What a linked device's failure (a reason code or whatsmeow's text) means, translated."""
+    text = raw.lower()
+    for needles, sentence in FAILURE_SENTENCES:
+        if any(needle in text for needle in needles):
+            return sentence
+    return OTHER_FAILURE
