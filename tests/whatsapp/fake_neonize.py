@@ -14,6 +14,8 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from neonize.exc import NeonizeError
 from neonize.proto.Neonize_pb2 import JID, MessageInfo, MessageSource
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
+from crm.whatsapp.supervisor import Supervisor, Timings
 from tests.live import wait_until
 
 OUR_NUMBER = "966500000001"
@@ -234,3 +237,35 @@ def text(body: str, **context: Any) -> Message:
     for key, value in context.items():
         setattr(message.extendedTextMessage.contextInfo, key, value)
     return message
+
+
+# -- a supervisor working with the fakes ---------------------------------------------------
+
+FAST = Timings(scan=0.1, heartbeat=0.1, lock_ttl=2.0, backoff_base=0.05, backoff_max=0.2,
+               save=0.1, pairing=60.0, command_wait=0.1)
+
+
+class RunningSupervisor:
+    """A Supervisor in a thread of its own, as `crm whatsapp supervise` runs one."""
+
+    def __init__(self, live_server, network: FakeNetwork, owner: str = "A",
+                 timings: Timings = FAST) -> None:
+        self.supervisor = Supervisor(live_server.app, network.factory(owner), timings)
+        self.thread = threading.Thread(target=self.supervisor.run, name=f"supervisor-{owner}",
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the supervisor did not stop"
+
+
+@contextmanager
+def supervising(live_server, network: FakeNetwork, timings: Timings = FAST
+                ) -> Iterator[RunningSupervisor]:
+    running = RunningSupervisor(live_server, network, timings=timings)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -17,10 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -46,51 +43,26 @@ from crm.whatsapp.channels.web import (
     supervisor_running,
 )
 from crm.whatsapp.models import Message, WhatsAppProfile
-from crm.whatsapp.supervisor import Supervisor, Timings, qr_data_url
+from crm.whatsapp.supervisor import qr_data_url
 from tests.conftest import ROOT
 from tests.factories import make_user
 from tests.foundation import arabic
 from tests.live import Account, wait_until
 from tests.whatsapp.factories import make_profile
 from tests.whatsapp.fake_neonize import (
+    FAST,
     FakeNetwork,
+    RunningSupervisor,
     device_session,
     message_event,
     receipt_event,
+    supervising,
     text,
 )
 
-FAST = Timings(scan=0.1, heartbeat=0.1, lock_ttl=2.0, backoff_base=0.05, backoff_max=0.2,
-               save=0.1, pairing=60.0, command_wait=0.1)
 CONTACT = "966501234567@s.whatsapp.net"
 NO_NETWORK = "failed to dial whatsapp servers: dial tcp 157.240.1.53:443: i/o timeout"
 VCARD = "BEGIN:VCARD\nFN:Omar\nitem1.TEL;waid=966511111111:+966 51 111 1111\nEND:VCARD"
-
-
-class RunningSupervisor:
-    """A Supervisor in a thread of its own, as `crm whatsapp supervise` runs one."""
-
-    def __init__(self, live_server, network: FakeNetwork, owner: str = "A",
-                 timings: Timings = FAST) -> None:
-        self.supervisor = Supervisor(live_server.app, network.factory(owner), timings)
-        self.thread = threading.Thread(target=self.supervisor.run, name=f"supervisor-{owner}",
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.supervisor.stop()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "the supervisor did not stop"
-
-
-@contextmanager
-def supervising(live_server, network: FakeNetwork, timings: Timings = FAST
-                ) -> Iterator[RunningSupervisor]:
-    running = RunningSupervisor(live_server, network, timings=timings)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
