@@ -1,4 +1,5 @@
-"""The shared inbox in Chromium: a customer writes through the sandbox, the agent answers live."""
+"""WhatsApp in Chromium: a customer writes through the sandbox and the agent answers live; an
+admin adds a linked device and pairs it in one press."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from playwright.sync_api import expect
 
 from crm.extensions import db
 from crm.foundation.models import Organization
-from tests.e2e.conftest import screenshot
+from crm.whatsapp.models import WhatsAppProfile
+from tests.e2e.conftest import screenshot, translated
 from tests.factories import run_jobs
 from tests.live import Account
 from tests.whatsapp.factories import make_profile
+from tests.whatsapp.fake_neonize import FakeNetwork, supervising
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
 
@@ -53,4 +56,36 @@ def test_a_customer_message_arrives_live_and_the_reply_reaches_the_customer(brow
     expect(agent.locator(".conversation-row").first.locator(".unread-badge")).to_have_count(0)
     screenshot(agent, "inbox-live-ar")
     screenshot(customer, "sandbox-customer-ar")
+    assert browsing.csp_violations() == []
+
+
+def test_a_linked_device_is_added_and_paired_in_one_press(browsing, live_server):
+    """The admin reads the warning about linked devices, presses «Add and pair» once, and
+    lands on the number's page waiting for the QR code; the code appears live when the
+    supervisor publishes it, and the number shows connected once the phone scans it."""
+    admin = live_server.make_account()
+    network = FakeNetwork()
+    page = browsing.new_page(account=admin)
+    with supervising(live_server, network):
+        page.goto("/whatsapp/numbers")
+        form = page.locator("details.add-number",
+                            has=page.locator("input[name=provider][value=web]"))
+        form.locator("summary").click()
+        expect(form.locator(".warning-notice")).to_be_visible()
+        form.locator("input[name=display_name]").fill("الاستقبال")
+        form.locator("button[type=submit]").click()
+        expect(page.locator(".qr-area")).to_contain_text(
+            translated(live_server, "Waiting for the QR code…", "ar"))
+        profile_id = int(page.url.rsplit("/", 1)[1])
+        try:
+            client = network.client(profile_id)
+            client.show_qr("2@e2e-pairing,noise-key,identity-key,adv-secret")
+            expect(page.locator("img.qr-code")).to_be_visible()
+            screenshot(page, "linked-device-qr-ar")
+            client.pair()
+            expect(page.locator(".number-state .badge")).to_have_text(
+                translated(live_server, "Connected", "ar"))
+        finally:
+            with live_server.transaction(admin.organization_id):
+                db.session.get(WhatsAppProfile, profile_id).is_deleted = True
     assert browsing.csp_violations() == []
