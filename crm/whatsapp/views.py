@@ -116,7 +116,7 @@ def _labels() -> dict:
 
 
 @blueprint.app_template_filter("wa_failure")
-def _failure(profile: WhatsAppProfile) -> str:
+def _failure(profile: WhatsAppProfile) -> str | None:
     """Why the number failed, for its page: a linked device's in plain words (whatsmeow's text
     is for the log), another's as recorded."""
     if profile.provider != "web":

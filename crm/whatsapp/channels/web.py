@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from flask import current_app
-from flask_babel import lazy_gettext
+from flask_babel import LazyString, lazy_gettext
 from redis import Redis
 
 from crm.jobs import redis
@@ -326,7 +326,7 @@ OTHER_FAILURE = lazy_gettext("The connection to WhatsApp failed. Press “Connec
                              "the server's log has the details.")
 
 
-def failure_sentence(raw: str) -> str:
+def failure_sentence(raw: str) -> LazyString:
     """What a linked device's failure (a reason code or whatsmeow's text) means, translated."""
     text = raw.lower()
     for needles, sentence in FAILURE_SENTENCES:
