@@ -73,9 +73,12 @@ def customer_json(customer: CustomerModel) -> dict:
             "created_at": iso(customer.created_at), "updated_at": iso(customer.updated_at)}
 
 
-def activity_json(activity: CustomerActivity) -> dict:
+def activity_json(activity: CustomerActivity, readable: frozenset[int] = frozenset()) -> dict:
+    """An activity; a message not among the `readable` ones comes without its text."""
+    hidden = services.text_hidden(activity, readable)
     return {"id": activity.id, "customer_id": activity.customer_id, "type": activity.type,
-            "body": activity.body, "data": activity.data, "due_at": iso(activity.due_at),
+            "body": "" if hidden else activity.body, "body_hidden": hidden,
+            "data": activity.data, "due_at": iso(activity.due_at),
             "assignee_id": activity.assignee_id, "done_at": iso(activity.done_at),
             "actor_id": activity.actor_id, "created_at": iso(activity.created_at)}
 
@@ -167,7 +170,8 @@ def add_activity(customer_id: int):
 def list_activities(customer_id: int):
     customer = services.access_customer(customer_id)
     activities, before_id = services.list_activities(customer, decode_cursor(), page_limit())
-    return page(activities, before_id, activity_json)
+    readable = services.readable_messages(activities, _me())
+    return page(activities, before_id, lambda activity: activity_json(activity, readable))
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -301,7 +305,11 @@ SCHEMAS = {
                                              "rule, in the caller's language."},
         "last_contacted_at": _OPTIONAL_TIME, "created_at": _TIME, "updated_at": _TIME}),
     "Activity": _object({
-        "id": _ID, "customer_id": _ID, "type": _TEXT, "body": _TEXT,
+        "id": _ID, "customer_id": _ID, "type": _TEXT,
+        "body": {"type": "string", "description": "Empty when there is none, or when "
+                                                  "`body_hidden`."},
+        "body_hidden": {"type": "boolean", "description": "A WhatsApp message of a "
+                        "conversation not assigned to the calling agent: its text is left out."},
         "data": {"type": "object"}, "due_at": _OPTIONAL_TIME,
         "assignee_id": {**_ID, "nullable": True}, "done_at": _OPTIONAL_TIME,
         "actor_id": {**_ID, "nullable": True}, "created_at": _TIME}),

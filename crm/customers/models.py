@@ -32,6 +32,7 @@ ACTIVITY_TYPES = ("note", "call", "meeting", "task")  # what people log by hand
 AUTOMATIC_ACTIVITY_TYPES = ("created", "stage_changed", "whatsapp_in", "whatsapp_out",
                             "ticket_opened", "ticket_closed", "campaign_sent", "campaign_replied",
                             "imported", "merged", "score_changed")
+MESSAGE_ACTIVITY_TYPES = ("whatsapp_in", "whatsapp_out")  # a message's text, `conversation_id`
 
 
 class SalesStage(TenantMixin, db.Model):

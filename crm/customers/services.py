@@ -14,6 +14,9 @@ Decisions the design left open, made here:
 - A new customer goes to the top of its stage's column; a manual or API create is owned by its
   creator unless `owner_id` is given.
 - Custom field errors are keyed `cf_<key>`, as the list filters and forms name them.
+- A WhatsApp message on the timeline shows its text only to those who may read its
+  conversation: agents read the conversations assigned to them (the inbox's rule); to them the
+  entry of another conversation's message stays, type and time, with its text hidden.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from crm import events
 from crm.customers.models import (
     ACTIVITY_TYPES,
     FIELD_TYPES,
+    MESSAGE_ACTIVITY_TYPES,
     SOURCES,
     Customer,
     CustomerActivity,
@@ -72,6 +76,7 @@ from crm.foundation.models import User
 from crm.foundation.services import audit, current_organization, normalize_email
 from crm.models import utcnow
 from crm.pagination import keyset_page
+from crm.permissions import sees_only_assigned
 from crm.search import fold_text, like_pattern, normalize_phone, search_terms
 from crm.tenancy import current_organization_id, get_in_organization
 
@@ -1090,6 +1095,31 @@ def list_activities(customer: Customer, before_id: int | None = None, limit: int
     if before_id:
         query = query.where(CustomerActivity.id < before_id)
     return keyset_page(query, limit, attrgetter("id"))
+
+
+def readable_messages(activities: list[CustomerActivity], reader: User) -> frozenset[int]:
+    """The ids of the WhatsApp messages among `activities` whose text `reader` may read.
+
+    Agents read a message only while its conversation is assigned to them, as in the inbox;
+    everyone else reads them all. One query for a whole page of the timeline.
+    """
+    messages = {activity.id: activity.data.get("conversation_id")
+                for activity in activities if activity.type in MESSAGE_ACTIVITY_TYPES}
+    if not messages or not sees_only_assigned():
+        return frozenset(messages)
+    from crm.whatsapp.models import Conversation
+
+    assigned = set(db.session.scalars(select(Conversation.id).where(
+        Conversation.id.in_({c for c in messages.values() if isinstance(c, int)}),
+        Conversation.assigned_user_id == reader.id)))
+    return frozenset(activity_id for activity_id, conversation_id in messages.items()
+                     if conversation_id in assigned)
+
+
+def text_hidden(activity: CustomerActivity, readable: frozenset[int]) -> bool:
+    """Is `activity` a message whose text is not among the `readable_messages()`? Anything
+    not known to be readable is hidden, so a page that forgets to ask shows no message."""
+    return activity.type in MESSAGE_ACTIVITY_TYPES and activity.id not in readable
 
 
 def tasks_due_today(user: User, limit: int = 50) -> list[tuple[CustomerActivity, Customer]]:

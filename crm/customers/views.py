@@ -123,7 +123,8 @@ def _labels() -> dict:
     return {"source_labels": SOURCE_LABELS, "activity_labels": ACTIVITY_LABELS,
             "field_type_labels": FIELD_TYPE_LABELS, "import_status_labels": IMPORT_STATUS_LABELS,
             "rule_labels": RULE_LABELS, "param_labels": PARAM_LABELS,
-            "describe_activity": services.describe_activity}
+            "describe_activity": services.describe_activity,
+            "text_hidden": services.text_hidden, "readable_messages": frozenset()}
 
 
 @blueprint.app_template_filter("phone")
@@ -265,15 +266,13 @@ def new_customer():
 def _customer_page(customer: Customer, status: int = 200, **context) -> tuple[str, int]:
     """The customer page; `context` overrides the timeline's page or the activity form."""
     before = context.pop("before", None)
-    activities, next_cursor = services.list_activities(customer, before, TIMELINE_PAGE)
     context.setdefault("activity_values", {})
     context.setdefault("activity_errors", {})
     conversation_id = services.whatsapp_conversation_id(customer)
     return render_template(
-        "customers/show.html", customer=customer, activities=activities, before=before,
+        "customers/show.html", customer=customer, **_timeline_page(customer, before),
         conversation_url=url_for("whatsapp.conversation", conversation_id=conversation_id)
-        if conversation_id else None,
-        next_cursor=next_cursor, score_lines=scoring.explain_score(customer),
+        if conversation_id else None, score_lines=scoring.explain_score(customer),
         definitions=services.list_field_definitions(), owner_choices=_owner_choices(),
         activity_types=ACTIVITY_TYPES, **context), status
 
@@ -366,9 +365,15 @@ def timeline(customer_id: int):
     before = request.args.get("before", type=int)
     if not is_htmx():
         return _customer_page(customer, before=before)
-    activities, next_cursor = services.list_activities(customer, before, TIMELINE_PAGE)
     return render_template("customers/_timeline_items.html", customer=customer,
-                           activities=activities, next_cursor=next_cursor, before=before)
+                           **_timeline_page(customer, before))
+
+
+def _timeline_page(customer: Customer, before: int | None) -> dict[str, Any]:
+    """A page of the timeline, with the messages whose text the reader may see."""
+    activities, next_cursor = services.list_activities(customer, before, TIMELINE_PAGE)
+    return {"activities": activities, "next_cursor": next_cursor, "before": before,
+            "readable_messages": services.readable_messages(activities, _me())}
 
 
 @blueprint.post("/<int:customer_id>/activities")

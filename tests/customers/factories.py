@@ -60,6 +60,18 @@ def make_activity(org: Organization, customer: Customer | None = None, type_: st
         return _flushed(services.add_activity(org.admin, customer, type_, body))
 
 
+def make_message_activity(org: Organization, customer: Customer, conversation: object,
+                          body: str = "Hello", direction: str = "in") -> CustomerActivity:
+    """A WhatsApp message of `conversation` on `customer`'s timeline, logged as the CRM logs
+    the messages it hears of (crm/customers/events.py)."""
+    n = next(_sequence)
+    with organization_context(ident(org)):
+        return _flushed(services.log_automatic(
+            customer, f"whatsapp_{direction}", body,
+            {"message_id": n, "conversation_id": ident(conversation), "message_type": "text"},
+            source_key=f"wa:test-{n}"))
+
+
 def make_segment(org: Organization, name: str = "VIP", **filters) -> Segment:
     with organization_context(ident(org)):
         return _flushed(services.create_segment(org.admin, name, filters))

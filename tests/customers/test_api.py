@@ -14,9 +14,16 @@ from crm.customers.models import Customer
 from crm.extensions import db
 from crm.tenancy import organization_context
 from tests.api import assert_error, count_queries
-from tests.customers.factories import make_customer, make_field, make_segment, make_stage
+from tests.customers.factories import (
+    make_customer,
+    make_field,
+    make_message_activity,
+    make_segment,
+    make_stage,
+)
 from tests.factories import bearer, make_user
 from tests.foundation import ident
+from tests.whatsapp.factories import make_conversation, make_profile
 
 CUSTOMER_FIELDS = {"id", "name", "phone", "email", "company", "owner_id", "stage_id", "tags",
                    "source", "custom_fields", "notes", "score", "score_explanation",
@@ -228,6 +235,53 @@ def test_activities_are_logged_and_listed_newest_first_with_a_cursor(client, org
     assert [a["body"] for a in first["items"]] == ["Call", "Note 2", "Note 1"]
     assert [a["type"] for a in rest["items"]] == ["note", "created"]
     assert rest["next_cursor"] is None
+
+
+def test_an_agent_gets_the_text_of_their_own_conversations_messages_only(client, org):
+    """Listed to an agent, a WhatsApp message of a conversation not assigned to them keeps its
+    entry with an empty body and `body_hidden`; a manager gets every body."""
+    agent, colleague = make_user(org, "agent"), make_user(org, "agent")
+    customer = make_customer(org)
+    profile = make_profile(org)
+    mine = make_conversation(profile, customer_id=customer.id, assigned_user_id=agent.id)
+    theirs = make_conversation(profile, customer_id=customer.id, assigned_user_id=colleague.id)
+    make_message_activity(org, customer, mine, "Mine")
+    make_message_activity(org, customer, theirs, "Theirs", "out")
+    make_message_activity(org, customer, make_conversation(profile), "Nobody's")
+    url = f"/api/crm/customers/{customer.id}/activities"
+
+    items = _get(client, agent, url).get_json()["items"]
+    assert [(a["type"], a["body"], a["body_hidden"]) for a in items] == [
+        ("whatsapp_in", "", True), ("whatsapp_out", "", True), ("whatsapp_in", "Mine", False),
+        ("created", "", False)]
+    assert all(a["created_at"] for a in items)
+    items = _get(client, make_user(org, "manager"), url).get_json()["items"]
+    assert [(a["body"], a["body_hidden"]) for a in items] == [
+        ("Nobody's", False), ("Theirs", False), ("Mine", False), ("", False)]
+
+
+def test_an_agents_activities_cost_the_same_queries_for_more_hidden_messages(client, org):
+    """One query tells which of a page's messages the agent may read, however many."""
+    agent = make_user(org, "agent")
+    customer = make_customer(org)
+    profile = make_profile(org)
+    headers = bearer(agent)
+    url = f"/api/crm/customers/{customer.id}/activities"
+
+    def add(messages: int) -> None:
+        for n in range(messages):
+            conversation = make_conversation(profile, customer_id=customer.id,
+                                             assigned_user_id=agent.id if n % 2 else None)
+            make_message_activity(org, customer, conversation)
+
+    add(2)
+    client.get(url, headers=headers)  # warm-up
+    with count_queries() as few:
+        assert len(client.get(url, headers=headers).get_json()["items"]) == 3
+    add(10)
+    with count_queries() as many:
+        assert len(client.get(url, headers=headers).get_json()["items"]) == 13
+    assert len(many) == len(few)
 
 
 @pytest.mark.parametrize(("body", "fields"), [

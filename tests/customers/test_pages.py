@@ -33,6 +33,7 @@ from tests.customers.factories import (
     make_customer,
     make_field,
     make_import,
+    make_message_activity,
     make_segment,
 )
 from tests.factories import login, make_user, run_jobs
@@ -409,6 +410,90 @@ def test_the_timeline_is_newest_first_and_loads_more(client, org, admin, monkeyp
     plain = client.get(more.group(1))
     assert plain.text.startswith("<!doctype html>")
     assert "Note number 1" in plain.text
+
+
+HIDDEN = "Hidden: this conversation is not assigned to you."
+
+
+def chats_of(org, customer, agent) -> dict[str, object]:
+    """Three WhatsApp conversations with `customer`, each with a message on their timeline:
+    one assigned to `agent`, one to a colleague and one to nobody."""
+    profile = make_profile(org)
+    colleague = make_user(org, "agent")
+    chats = {"mine": make_conversation(profile, phone=customer.phone,
+                                       customer_id=ident(customer), assigned_user_id=ident(agent)),
+             "theirs": make_conversation(profile, customer_id=ident(customer),
+                                         assigned_user_id=ident(colleague)),
+             "nobody's": make_conversation(profile, customer_id=ident(customer))}
+    for owner, conversation in chats.items():
+        make_message_activity(org, customer, conversation, f"Text of {owner} chat")
+    make_message_activity(org, customer, chats["theirs"], "Reply in their chat", "out")
+    return chats
+
+
+def test_an_agent_reads_only_the_messages_of_conversations_assigned_to_them(client, org):
+    """On a customer's page and timeline an agent reads the WhatsApp messages of the
+    conversations assigned to them; another conversation's message keeps its entry (type and
+    time) with its text hidden. A manager reads every message."""
+    agent = make_user(org, "agent")
+    customer = make_customer(org, name="Two chats")
+    chats_of(org, customer, agent)
+    make_activity(org, customer, "note", "A note for everyone")
+    url = f"/customers/{ident(customer)}"
+    login(client, agent)
+
+    for page in (client.get(url), client.get(f"{url}/activities", headers=HTMX)):
+        assert page.status_code == 200
+        assert "Text of mine chat" in page.text
+        assert "A note for everyone" in page.text
+        for hidden in ("Text of theirs chat", "Text of nobody's chat", "Reply in their chat"):
+            assert escape(hidden) not in page.text
+        assert page.text.count(arabic(HIDDEN)) == 3
+        assert page.text.count('class="activity activity-whatsapp_in') == 3
+        assert page.text.count('class="activity activity-whatsapp_out') == 1
+
+    login(client, make_user(org, "manager"))
+    page = client.get(url)
+    for text in ("Text of mine chat", "Text of theirs chat", "Text of nobody's chat",
+                 "Reply in their chat"):
+        assert escape(text) in page.text
+    assert arabic(HIDDEN) not in page.text
+
+
+def test_an_agents_timeline_runs_the_same_queries_for_more_hidden_messages(client, org):
+    """Which messages an agent may read is one query for the page, however many it shows."""
+    agent = make_user(org, "agent")
+    customer = make_customer(org)
+    profile = make_profile(org)
+    url = f"/customers/{ident(customer)}/activities"
+    login(client, agent)
+
+    def count(messages: int) -> int:
+        for n in range(messages):
+            conversation = make_conversation(profile, customer_id=ident(customer),
+                                             assigned_user_id=ident(agent) if n % 2 else None)
+            make_message_activity(org, customer, conversation, f"Message {n}")
+        commit()
+        with queries() as statements:
+            assert client.get(url, headers=HTMX).status_code == 200
+        return len(statements)
+
+    assert count(2) == count(10)
+
+
+def test_a_customer_search_never_shows_or_matches_message_text(client, org):
+    """Customer search reads names, phones and emails only: a word of a WhatsApp message
+    finds nobody, and the list shows no message of the customers it finds."""
+    agent = make_user(org, "agent")
+    customer = make_customer(org, name="Searched customer")
+    make_message_activity(org, customer, make_conversation(make_profile(org)),
+                          "zanzibar-secret offer")
+    login(client, agent)
+    found = client.get("/customers/", query_string={"search": "Searched"}, headers=HTMX)
+    assert row_ids(found.text) == [ident(customer)]
+    assert "zanzibar" not in found.text
+    missed = client.get("/customers/", query_string={"search": "zanzibar"}, headers=HTMX)
+    assert row_ids(missed.text) == []
 
 
 def test_logging_a_call_and_a_task_then_completing_it(client, org, admin):
