@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import charset_normalizer
-from flask import current_app
-from flask_babel import get_locale, lazy_gettext
+from flask import Flask, current_app
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 
 from crm.customers.models import CustomerImport
@@ -35,6 +35,7 @@ from crm.customers.services import (
     CustomerFilters,
     check_text,
     collect,
+    count_customers,
     create_field_definition,
     list_customers,
     list_field_definitions,
@@ -45,11 +46,13 @@ from crm.errors import ConflictError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
+from crm.i18n import current_language
 from crm.search import fold_text
-from crm.tenancy import current_organization_id, get_in_organization
+from crm.tenancy import current_organization_id, get_in_organization, organization_context
 
 IMPORT_MAX_BYTES = 50 * 1024 * 1024
 IMPORT_PREVIEW_ROWS = 5
+EXPORT_PAGE = 500
 IMPORT_FIELDS = ("name", "phone", "email", "company", "tags", "notes", "stage", "owner")
 NEW_FIELD = "new"  # the mapping target of a column that becomes a new custom field
 
@@ -75,45 +78,61 @@ _BY_CODEC = {codecs.lookup(codec).name: name for name, codec in ENCODINGS.items(
 
 # -- export -------------------------------------------------------------------------------------
 
-def export_csv(filters: CustomerFilters) -> Iterator[str]:
-    """The filtered customers as CSV lines for Excel (UTF-8 with BOM), streamed in pages.
+def export_csv(actor: User, filters: CustomerFilters) -> Iterator[str]:
+    """Audit an export of the filtered customers; its CSV lines for Excel (UTF-8 with BOM), to
+    stream. Cells that a spreadsheet would run as a formula are prefixed with an apostrophe.
 
-    Cells that a spreadsheet would run as a formula are prefixed with an apostrophe.
+    The lines are sent after the request has ended, and its database session with it (objects
+    loaded in it, the logged-in user too, can no longer load a column). So everything they need
+    from the request is read here, and they read the customers in an app context and a
+    transaction of their own, as the organization read here.
     """
+    audit("customers.exported", actor, filters=filters.as_params(),
+          rows=count_customers(filters))
+    language = current_language()
     definitions = list_field_definitions()
-    stages = {stage.id: stage for stage in list_stages()}
-    language = str(get_locale() or "ar")
+    header = [_("Name"), _("Phone"), _("Email"), _("Company"), _("Stage"), _("Owner"),
+              _("Tags"), _("Source"), _("Score"), _("Created"), _("Last contacted"),
+              _("Notes"), *(d.label for d in definitions)]
+    return _export_lines(current_app._get_current_object(), current_organization_id(), filters,
+                         header, [d.key for d in definitions],
+                         {stage.id: stage.name_in(language) for stage in list_stages()})
+
+
+def _export_lines(app: Flask, organization_id: int, filters: CustomerFilters,
+                  header: list[str], field_keys: list[str], stage_names: dict[int, str]
+                  ) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
     def line(cells: Iterable[object]) -> str:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow([_spreadsheet_safe(cell) for cell in cells])
+        writer.writerow(spreadsheet_row(cells))
         return buffer.getvalue()
 
-    yield "\ufeff" + line([_("Name"), _("Phone"), _("Email"), _("Company"), _("Stage"),
-                           _("Owner"), _("Tags"), _("Source"), _("Score"), _("Created"),
-                           _("Last contacted"), _("Notes"), *(d.label for d in definitions)])
-    cursor = None
-    while True:
-        rows, cursor = list_customers(filters, cursor, 500)
-        for c in rows:
-            stage = stages.get(c.stage_id)
-            yield line([c.name, c.phone, c.email, c.company,
-                        stage.name_in(language) if stage else "",
-                        c.owner.email if c.owner else "", ", ".join(c.tags), c.source, c.score,
-                        c.created_at.isoformat(), c.last_contacted_at.isoformat()
-                        if c.last_contacted_at else "", c.notes,
-                        *(c.custom_fields.get(d.key, "") for d in definitions)])
-        if cursor is None:
-            return
+    yield "\ufeff" + line(header)
+    with app.app_context(), organization_context(organization_id):
+        cursor = None
+        while True:
+            rows, cursor = list_customers(filters, cursor, EXPORT_PAGE)
+            lines = "".join(line([
+                c.name, c.phone, c.email, c.company, stage_names.get(c.stage_id, ""),
+                c.owner.email if c.owner else "", ", ".join(c.tags), c.source, c.score,
+                c.created_at.isoformat(),
+                c.last_contacted_at.isoformat() if c.last_contacted_at else "", c.notes,
+                *(c.custom_fields.get(key, "") for key in field_keys)]) for c in rows)
+            db.session.close()  # no transaction or connection held while the client reads
+            yield lines
+            if cursor is None:
+                return
 
 
-def _spreadsheet_safe(cell: object) -> object:
-    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + cell
-    return "" if cell is None else cell
+def spreadsheet_row(cells: Iterable[object]) -> list[object]:
+    """A row for a CSV file people open in Excel: a cell that it would run as a formula (=, +,
+    -, @, tab or carriage return first) gets an apostrophe first; None is empty."""
+    return ["'" + cell if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r")
+            else "" if cell is None else cell for cell in cells]
 
 
 # -- imports ------------------------------------------------------------------------------------

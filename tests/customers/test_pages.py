@@ -25,6 +25,7 @@ from crm.customers.models import (
 from crm.customers.views import Card, find_move, read_board
 from crm.extensions import db
 from crm.foundation import services as foundation_services
+from crm.foundation.models import AuditEntry
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.transaction import commit
@@ -37,7 +38,7 @@ from tests.customers.factories import (
     make_segment,
 )
 from tests.factories import login, make_user, run_jobs
-from tests.foundation import HTMX, arabic, ident, queries
+from tests.foundation import HTMX, arabic, audit_actions, ident, queries
 from tests.whatsapp.factories import make_conversation, make_profile
 
 
@@ -183,6 +184,28 @@ def test_the_export_is_the_current_filter_as_csv(client, org, admin):
     assert text.startswith("\ufeff")
     rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     assert [row[0] for row in rows[1:]] == ["عميل مهم"]
+
+
+def test_only_roles_that_change_the_crm_export_it_and_each_export_is_audited(client, org):
+    """Agents and members get 403 and no export link; a manager's export is audited (filters
+    and number of rows) before its rows are sent."""
+    make_customer(org, name="Exported", tags=["vip"])
+    make_customer(org, name="Not exported")
+    for role in ("agent", "member"):
+        login(client, make_user(org, role))
+        assert client.get("/customers/export.csv?tag=vip").status_code == 403, role
+        assert "export.csv" not in client.get("/customers/").text, role
+    assert "customers.exported" not in audit_actions(org)
+
+    manager = make_user(org, "manager")
+    login(client, manager)
+    assert 'href="/customers/export.csv"' in client.get("/customers/").text
+    assert client.get("/customers/export.csv?tag=vip").status_code == 200
+    with organization_context(ident(org)):
+        entry = db.session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "customers.exported")).one()
+        assert entry.actor_id == ident(manager)
+        assert entry.details == {"filters": {"tag": "vip"}, "rows": 1}
 
 
 def test_the_list_runs_the_same_queries_for_more_customers(client, org, admin):
