@@ -178,7 +178,8 @@ class _Entry:
 
 
 class RejectReport:
-    """The rejected rows with their reasons, a CSV the importer downloads."""
+    """The rejected rows with their reasons, a CSV the importer downloads (and opens in Excel:
+    cells are written as the export writes them, formulas defused)."""
 
     def __init__(self, imp: CustomerImport, header: list[str]):
         self.path = imports.import_directory() / f"{imp.id}-rejected.csv"
@@ -207,7 +208,8 @@ class RejectReport:
             new = not self.path.exists()
             with open(self.path, "a", encoding="utf-8-sig" if new else "utf-8",
                       newline="") as handle:
-                csv.writer(handle).writerows(self.pending)
+                csv.writer(handle).writerows(imports.spreadsheet_row(row)
+                                             for row in self.pending)
                 handle.flush()
                 os.fsync(handle.fileno())
             self.pending = []

@@ -217,6 +217,22 @@ def test_rejected_rows_are_reported_with_their_reasons(app):
         assert imports.import_report_path(imp) == Path(imp.report_path)
 
 
+def test_the_report_escapes_cells_a_spreadsheet_would_run(app, org):
+    """A rejected cell (or column name) that Excel would run as a formula is written with an
+    apostrophe first, as the export writes it; other cells are as they were."""
+    text = ('=cmd|"/c calc"!A1,Mobile\n'
+            "Bad phone,12345\n"
+            "+bad,@SUM(1)\n"
+            "-1,-2\n")
+
+    imp = _run(app, org, text, {'=cmd|"/c calc"!A1': "name", "Mobile": "phone"})
+
+    report = _report(imp)
+    assert report[0][2:] == ["'=cmd|\"/c calc\"!A1", "Mobile"]
+    assert [row[2:] for row in report[1:]] == [["Bad phone", "12345"], ["'+bad", "'@SUM(1)"],
+                                               ["'-1", "'-2"]]
+
+
 def test_progress_is_saved_and_announced_batch_by_batch(app, org, monkeypatch):
     """The counters are committed after each batch, and each batch announces its progress."""
     monkeypatch.setattr(jobs, "BATCH", 2)
