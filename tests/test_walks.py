@@ -183,22 +183,57 @@ def _ids(routes: list[Route]) -> list[str]:
 
 # -- the cross-organization probe --------------------------------------------------------------
 
+def _refused_status(app: Flask, route: Route, role: str, allowed: int) -> int:
+    """What `route` answers `role` for an object it may not see: `allowed` when the matrix
+    lets the role use the route, else 403 (refused before any object is looked up)."""
+    permission = _permission(app, route.endpoint)
+    return allowed if permission is None or role_allows(role, *permission) else 403
+
+
+@pytest.mark.parametrize("role", ["admin", "agent"])
 @pytest.mark.parametrize("route", PROBES, ids=_ids(PROBES))
-def test_another_organizations_object_answers_404(app, client, route):
-    """A's admin asking for B's object gets 404, as for one that does not exist; B is unchanged."""
+def test_another_organizations_object_answers_404(app, client, route, role):
+    """A's admin or agent asking for B's object gets 404, as for one that does not exist (or
+    the 403 of a route the agent may not use at all); B is unchanged."""
     org_a, org_b = make_org(), make_org()
     for make in OBJECTS.values():
         make(org_a)
+    user = _user_with_role(org_a, role)
     url = _url(app, route, org_b)
     org_b_id = org_b.id  # the request's commit expires loaded objects
     before = _snapshot(org_b_id)
 
-    response = _request(client, route, url, org_a.admin)
+    response = _request(client, route, url, user)
 
-    assert response.status_code == 404, (
-        f"{route} with organization B's ids answered {response.status_code} to A's admin; "
+    assert response.status_code == _refused_status(app, route, role, 404), (
+        f"{route} with organization B's ids answered {response.status_code} to A's {role}; "
         "look the object up (404) before reading the body or checking anything else")
     assert _snapshot(org_b_id) == before
+
+
+# Routes naming a conversation or one of its messages, which agents see only when assigned.
+CONVERSATION_PROBES = [route for route in PROBES
+                       if {"conversation_id", "message_id"} & set(route.arguments)]
+
+
+@pytest.mark.parametrize("route", CONVERSATION_PROBES, ids=_ids(CONVERSATION_PROBES))
+def test_a_conversation_not_assigned_to_an_agent_answers_404_to_them(app, client, route):
+    """An agent asking for a conversation (or a message of one) of their own organization that
+    is not assigned to them gets 404, as for one that does not exist, and nothing changes; the
+    admin asking for the same is served."""
+    org = make_org()
+    agent = _user_with_role(org, "agent")
+    url = _url(app, route, org)  # the factories' conversations are assigned to nobody
+    org_id = org.id
+    before = _snapshot(org_id)
+
+    response = _request(client, route, url, agent)
+
+    assert response.status_code == _refused_status(app, route, "agent", 404), (
+        f"{route} answered {response.status_code} to an agent for a conversation not "
+        "assigned to them; look it up with access_conversation (404)")
+    assert _snapshot(org_id) == before
+    assert _request(client, route, url, org.admin).status_code != 404
 
 
 # -- the permission matrix ---------------------------------------------------------------------
