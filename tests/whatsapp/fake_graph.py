@@ -1,10 +1,11 @@
 """A local stand-in for Meta's Graph API (WhatsApp Cloud API), served on a loopback port.
 
-It answers like Meta's reference does — message sends, read receipts, media upload, media URL
-retrieval and download, Graph error objects — records every request it gets, and has switches
-for the failures the outbox must survive: a Graph error code, an answer slower than the
-client's timeout, a connection dropped after the request arrived; and for the media URLs a
-download must refuse: a URL of the test's choosing, a download that redirects.
+It answers like Meta's reference does — a phone number's details (GET /{phone_number_id}),
+message sends, read receipts, media upload, media URL retrieval and download, Graph error
+objects — records every request it gets, and has switches for the failures the outbox must
+survive: a Graph error code, an answer slower than the client's timeout, a connection dropped
+after the request arrived; and for the media URLs a download must refuse: a URL of the test's
+choosing, a download that redirects.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ ERRORS = {
     190: (401, "Invalid OAuth access token - Cannot parse access token", None),
     100: (400, "(#100) Invalid parameter", None),
 }
+# What Meta answers a token that cannot see the object asked for (or when there is none).
+NO_SUCH_OBJECT = ("Unsupported get request. Object with ID '%s' does not exist, cannot be "
+                  "loaded due to missing permissions, or does not support this operation. "
+                  "Please read the Graph API documentation at https://developers.facebook.com"
+                  "/docs/graph-api")
 
 
 @dataclass
@@ -55,6 +61,7 @@ class FakeGraph:
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     media_urls: dict[str, str] = field(default_factory=dict)  # media id → the URL answered
     redirect_downloads_to: str | None = None  # downloads answer 302 to this URL
+    numbers: dict[str, tuple[str, dict]] = field(default_factory=dict)  # id → (token, details)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -73,6 +80,14 @@ class FakeGraph:
         """Make `media_id` retrievable, as media a contact sent would be."""
         self.media[media_id] = (data, mime_type)
 
+    def add_number(self, phone_number_id: str, token: str = TOKEN,
+                   verified_name: str = "Wasl Test Shop",
+                   display_phone_number: str = "+966 50 123 4567") -> None:
+        """Make `phone_number_id` a number of a WhatsApp Business Account that `token` sees."""
+        self.numbers[phone_number_id] = (token, {
+            "verified_name": verified_name, "display_phone_number": display_phone_number,
+            "quality_rating": "GREEN", "id": phone_number_id})
+
     def sends(self) -> list[dict]:
         """The JSON bodies of message sends (read receipts excluded)."""
         return [r.json for r in self.requests
@@ -86,7 +101,7 @@ class FakeGraph:
                          methods=["POST"])
         app.add_url_rule("/<version>/<phone_number_id>/media", view_func=self._upload,
                          methods=["POST"])
-        app.add_url_rule("/<version>/<media_id>", view_func=self._media_url)
+        app.add_url_rule("/<version>/<object_id>", view_func=self._object)
         app.add_url_rule("/download/<media_id>", view_func=self._download)
         return app
 
@@ -99,6 +114,22 @@ class FakeGraph:
 
     def _authorized(self) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.token}"
+
+    def _object(self, version: str, object_id: str):
+        """GET /{id}: a phone number's details, or a media file's URL."""
+        if object_id in self.media:
+            return self._media_url(version, object_id)
+        self._record()
+        tokens = {self.token} | {token for token, _details in self.numbers.values()}
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if given not in tokens:
+            return _error(190)
+        token, details = self.numbers.get(object_id, (None, None))
+        if token != given:
+            return jsonify({"error": {"message": NO_SUCH_OBJECT % object_id,
+                                      "type": "OAuthException", "code": 100,
+                                      "error_subcode": 33, "fbtrace_id": "AbCdEfGhIjK"}}), 400
+        return jsonify(details)
 
     def _messages(self, version: str, phone_number_id: str):
         self._record()
@@ -142,8 +173,6 @@ class FakeGraph:
         self._record()
         if not self._authorized():
             return _error(190)
-        if media_id not in self.media:
-            return _error(100)
         data, mime_type = self.media[media_id]
         url = self.media_urls.get(media_id, f"{self.url}/download/{media_id}")
         return jsonify({"messaging_product": "whatsapp", "url": url,

@@ -24,7 +24,7 @@ from crm.whatsapp.webhooks import webhook_url
 from tests.conftest import free_port
 from tests.factories import login, make_org, run_jobs
 from tests.whatsapp.factories import make_profile
-from tests.whatsapp.fake_graph import TOKEN, FakeGraph
+from tests.whatsapp.fake_graph import TOKEN
 
 PAYLOADS = Path(__file__).parent / "payloads"
 APP_SECRET = "the-profiles-app-secret"
@@ -91,14 +91,6 @@ class Number:
 @pytest.fixture
 def number():
     return Number()
-
-
-@pytest.fixture
-def graph(app, monkeypatch):
-    fake = FakeGraph()
-    monkeypatch.setitem(app.config, "WHATSAPP_GRAPH_URL", fake.url)
-    yield fake
-    fake.stop()
 
 
 def customer_writes(client, number: Number) -> Conversation:
