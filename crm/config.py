@@ -77,6 +77,11 @@ class Config:
     # not do): private, loopback, link-local and reserved ranges are refused. No redirects.
     WHATSAPP_MEDIA_HOSTS = os.environ.get("WHATSAPP_MEDIA_HOSTS",
                                           "lookaside.fbsbx.com,fbcdn.net,whatsapp.net")
+    # Deliveries one number's webhook accepts (either door); over it Meta is told 429 and
+    # retries later. Deliveries that used up their attempts are purged after the retention.
+    WHATSAPP_WEBHOOK_PER_PROFILE = os.environ.get("WHATSAPP_WEBHOOK_PER_PROFILE",
+                                                  "600 per minute")
+    WHATSAPP_DELIVERY_RETENTION_DAYS = int(os.environ.get("WHATSAPP_DELIVERY_RETENTION_DAYS", 7))
 
     # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries);
     # tests drain the queues in-process instead of running a worker.

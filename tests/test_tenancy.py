@@ -69,3 +69,17 @@ def test_writing_into_another_organization_is_refused(org, other_org):
             "INSERT INTO module_settings (organization_id, module, is_enabled) "
                 "VALUES (:o, 'crm', false)"), {"o": other_org.id})
         savepoint.rollback()
+
+
+def test_every_organization_id_goes_with_its_organization():
+    """Deleting an organization deletes every row that belongs to it (ON DELETE CASCADE)."""
+    orphaned = db.session.execute(text("""
+        SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+        WHERE a.attname = 'organization_id' AND c.relkind = 'r'
+          AND c.relnamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                          WHERE k.conrelid = c.oid AND k.contype = 'f'
+                            AND k.confrelid = 'organizations'::regclass
+                            AND k.conkey = ARRAY[a.attnum] AND k.confdeltype = 'c')""")
+    ).scalars().all()
+    assert orphaned == []

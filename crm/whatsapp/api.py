@@ -28,7 +28,7 @@ from crm.crypto import decrypt_json, masked
 from crm.errors import ValidationError
 from crm.foundation.api import iso
 from crm.foundation.models import User
-from crm.permissions import require, sees_only_assigned
+from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone
 from crm.web import upload_body_limit
 from crm.whatsapp import media, services
@@ -54,18 +54,22 @@ MAX_CAPTION_LENGTH = 1024
 
 
 def profile_json(profile: WhatsAppProfile) -> dict:
-    """A number as shown to people: secrets masked, the webhook to paste into Meta's dashboard."""
+    """A number as shown to people: the webhook to paste into Meta's dashboard, and what was
+    verified; its verify token and masked secrets to admins only (who manage numbers)."""
     cloud = profile.provider == "cloud"
-    secrets = decrypt_json(profile.secrets) if cloud else {}
+    manages = cloud and can("settings", "write")
+    secrets = decrypt_json(profile.secrets) if manages else {}
     return {"id": profile.id, "display_name": profile.display_name,
             "phone_number": profile.phone_number, "provider": profile.provider,
             "state": profile.state, "phone_number_id": profile.phone_number_id,
             "business_account_id": profile.business_account_id,
             "auto_assign": profile.auto_assign,
             "webhook_url": webhook_url(profile) if cloud else None,
-            "verify_token": profile.verify_token if cloud else None,
-            "access_token": masked(secrets.get("access_token")) if cloud else None,
-            "app_secret": masked(secrets.get("app_secret")) if cloud else None,
+            "verify_token": profile.verify_token if manages else None,
+            "access_token": masked(secrets.get("access_token")) if manages else None,
+            "app_secret": masked(secrets.get("app_secret")) if manages else None,
+            "verified_at": iso(profile.verified_at), "verified_name": profile.verified_name,
+            "webhook_verified_at": iso(profile.webhook_verified_at),
             "last_error": profile.last_error, "created_at": iso(profile.created_at)}
 
 
@@ -395,15 +399,29 @@ SCHEMAS = {
     "WhatsAppProfile": object_schema({
         "id": _ID, "display_name": _STRING, "phone_number": _OPTIONAL_STRING,
         "provider": {"type": "string", "enum": list(PROVIDERS)},
-        "state": {"type": "string", "enum": list(PROFILE_STATES)},
         "phone_number_id": _OPTIONAL_STRING, "business_account_id": _OPTIONAL_STRING,
         "auto_assign": {"type": "boolean",
                         "description": "New conversations go to the online agent with the "
                                        "fewest open ones."},
+        "state": {"type": "string", "enum": list(PROFILE_STATES),
+                  "description": "A cloud number is `pending` until the Graph API answered "
+                                 "for its token (`verified_at`) and Meta verified its webhook "
+                                 "(`webhook_verified_at`); `failed` when Graph refused it "
+                                 "(`last_error` says why)."},
         "webhook_url": {**_OPTIONAL_STRING, "description": "Cloud: paste into Meta's dashboard."},
-        "verify_token": {**_OPTIONAL_STRING, "description": "Cloud: the webhook's verify token."},
-        "access_token": {**_OPTIONAL_STRING, "description": "Cloud: masked, last 4 characters."},
-        "app_secret": {**_OPTIONAL_STRING, "description": "Cloud: masked, last 4 characters."},
+        "verify_token": {**_OPTIONAL_STRING,
+                         "description": "Cloud: the webhook's verify token (admins only)."},
+        "access_token": {**_OPTIONAL_STRING,
+                         "description": "Cloud: masked, last 4 characters (admins only)."},
+        "app_secret": {**_OPTIONAL_STRING,
+                       "description": "Cloud: masked, last 4 characters (admins only)."},
+        "verified_at": {**_OPTIONAL_TIME,
+                        "description": "Cloud: when the Graph API last answered for the number "
+                                       "with its token; only then is it routed to."},
+        "verified_name": {**_OPTIONAL_STRING,
+                          "description": "Cloud: the number's name, as WhatsApp knows it."},
+        "webhook_verified_at": {**_OPTIONAL_TIME,
+                                "description": "Cloud: when Meta first reached the webhook."},
         "last_error": _OPTIONAL_STRING, "created_at": _TIME}),
     "Conversation": object_schema({
         "id": _ID, "profile_id": _ID,
@@ -516,7 +534,9 @@ openapi.register({
                 "display_name": _text(120),
                 "phone_number": _optional_text_schema(
                     MAX_PHONE_LENGTH, "Any written form; stored in E.164."),
-                "phone_number_id": _optional_text_schema(64, "Cloud: required."),
+                "phone_number_id": _optional_text_schema(
+                    64, "Cloud: required. Refused (422, with WhatsApp's reason) unless the "
+                        "Graph API answers for this number with `access_token`."),
                 "business_account_id": _optional_text_schema(64, "Cloud."),
                 "access_token": _optional_text_schema(512, "Cloud: required; never shown "
                                                            "back in full."),
@@ -535,7 +555,8 @@ openapi.register({
         "Disconnect a number (a linked device must be paired again)", tag="whatsapp",
         status=200, permission=True, response=ref("WhatsAppProfile"), parameters=_PROFILE_ID)},
     "/api/whatsapp/connect": {"post": operation(
-        "Connect a number; a linked device (web) starts pairing", tag="whatsapp", status=200,
+        "Connect a number; a linked device (web) starts pairing, a cloud number is checked "
+        "with the Graph API again", tag="whatsapp", status=200,
         permission=True, errors=(404,), body=object_schema({"profile_id": _ID}),
         response=object_schema({
             "state": {"type": "string", "enum": list(PROFILE_STATES)},

@@ -1,17 +1,29 @@
 """Cloud API webhook deliveries: what they say, keeping them, and applying them.
 
 The webhook verifies a delivery's signature, checks its shape with `parse_delivery`, keeps the
-raw body (`accept`) and answers Meta at once. The `drain` job applies what was kept, in the
+raw body for its organization (`accept`; the platform's webhook first routes it by phone number
+id, `platform_routes` and `accept_platform`) and answers Meta at once. Deliveries are tenant
+rows like any other, behind both walls. The `drain` job applies what was kept, in the
 non-forking worker (`crm worker`), where rendering the live fragments costs Meta's request
-nothing. Deliveries are claimed in batches with a lease (`claimed_until`): a job that dies lets
-its batch go when the lease is up and the next drain applies it. Applying is idempotent
-(messages by provider id, statuses never move backwards), so a delivery applied twice — Meta
-retrying, a job cut off after a commit — changes nothing the second time.
+nothing.
+
+The drain goes round the organizations that have deliveries waiting, oldest first, and takes
+at most BATCH of each per round, so one organization's backlog (a flood, a slow moment) never
+delays another's deliveries by more than one batch. Deliveries are claimed with a lease
+(`claimed_until`): a job that dies lets its batch go when the lease is up and the next drain
+applies it. Applying is idempotent (messages by provider id, statuses never move backwards),
+so a delivery applied twice — Meta retrying, a job cut off after a commit — changes nothing the
+second time. An applied delivery is deleted at once; one that used up its attempts stays, with
+its last error, for WHATSAPP_DELIVERY_RETENTION_DAYS, then the `purge` job deletes it.
 
 At most one drain waits in the queue: the webhook enqueues one only when none is waiting (a
 Redis key that a drain deletes as it starts, so a delivery kept after that start enqueues the
 next drain). Each worker enqueues one as it starts, and a drain that leaves deliveries behind
-(claimed by a job that died, or failed) schedules the next for when their lease is up.
+(claimed by a job that died, or failed) schedules the next for when their lease is up, and the
+purge for when the oldest dead delivery's retention is over.
+
+The organizations' queue is read through SECURITY DEFINER functions that return only ids and
+times (the drain starts with no organization); everything else runs as one organization.
 
 Payload shapes follow Meta's "messages" webhook reference (incoming messages, statuses,
 business-scoped user ids).
@@ -22,15 +34,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import delete, func, insert, select, text, update
 
 from crm.extensions import db
 from crm.jobs import enqueue_now, get_queue, redis, run_job
+from crm.models import utcnow
 from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
 from crm.whatsapp import live, services
@@ -41,23 +56,94 @@ from crm.whatsapp.models import Message, WebhookDelivery, WhatsAppProfile
 log = logging.getLogger("crm.whatsapp.ingest")
 
 QUEUE = "inbound"  # first in the workers' order: what customers write comes before the rest
-BATCH = 100
+BATCH = 100  # deliveries of one organization per round of the drain
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 5  # then a delivery stays, with its last error, for someone to look at
 PENDING_KEY = "whatsapp:ingest:pending"
 PENDING_TTL = 60  # seconds; should the enqueue after the key be lost, a later delivery retries
 SCHEDULED_KEY = "whatsapp:ingest:scheduled"
+PURGE_KEY = "whatsapp:ingest:purge-scheduled"
 MEDIA = {"image", "video", "audio", "document", "sticker"}
 STATUSES = {"sent", "delivered", "read", "failed"}
 
 
 # -- keeping -----------------------------------------------------------------------------------
 
-def accept(body: bytes, profile_id: int | None) -> None:
-    """Keep a verified delivery (`profile_id`: the per-profile webhook it came through) and
-    have it applied once this transaction commits."""
-    db.session.execute(insert(WebhookDelivery).values(body=body, profile_id=profile_id))
+def accept(org_id: int, body: bytes, profile_id: int | None) -> None:
+    """Keep a verified delivery for the current organization `org_id` (`profile_id`: the
+    per-profile webhook it came through) and have it applied once this transaction commits."""
+    db.session.execute(insert(WebhookDelivery).values(organization_id=org_id, body=body,
+                                                      profile_id=profile_id))
     on_commit(request_drain)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the platform's webhook sends the changes of one phone number id."""
+
+    organization_id: int
+    profile_id: int
+    webhook_verified: bool
+
+
+def platform_routes(changes: list[Change]) -> dict[str, Route]:
+    """The numbers the changes name, by phone number id: only numbers whose token the Graph
+    API answered for (an unproven claim on a number receives nothing); unknown ones are left
+    out with a log line."""
+    routes = {}
+    for phone_number_id in dict.fromkeys(change.phone_number_id for change in changes):
+        row = db.session.execute(
+            text("SELECT organization_id, profile_id, webhook_verified FROM "
+                 "wasl_whatsapp_profile_by_phone_number_id(:id)"),
+            {"id": phone_number_id}).first()
+        if row is None:
+            log.warning("WhatsApp changes for phone number id %s dropped: no verified number "
+                        "here", phone_number_id)
+            continue
+        routes[phone_number_id] = Route(*row)
+    return routes
+
+
+def accept_platform(body: bytes, document: dict, routes: dict[str, Route]) -> None:
+    """Keep a platform delivery routed by `platform_routes`: each organization gets a row with
+    only its own numbers' changes (the body as received when it is all one organization's)."""
+    parts = split_delivery(document, lambda phone_number_id: (
+        routes[phone_number_id].organization_id if phone_number_id in routes else None))
+    whole = len(parts) == 1 and all(_phone_number_id(change) in routes
+                                    for change in _message_changes(document))
+    for org_id, part in parts.items():
+        with organization_context(org_id):
+            accept(org_id, body if whole else json.dumps(part, ensure_ascii=False).encode(),
+                   None)
+
+
+def split_delivery(document: dict, organization_of: Callable[[str], int | None]
+                   ) -> dict[int, dict]:
+    """A well-formed delivery (`parse_delivery` accepted it) cut per organization: the same
+    envelope with, in each entry, only the messages changes of that organization's numbers;
+    the changes of numbers `organization_of` does not know are left out."""
+    parts: dict[int, dict] = {}
+    for entry in document.get("entry", []):
+        changes: dict[int, list[dict]] = defaultdict(list)
+        for change in entry.get("changes", []):
+            if change.get("field") != "messages":
+                continue
+            org_id = organization_of(_phone_number_id(change))
+            if org_id is not None:
+                changes[org_id].append(change)
+        for org_id, kept in changes.items():
+            parts.setdefault(org_id, {**document, "entry": []})["entry"].append(
+                {**entry, "changes": kept})
+    return parts
+
+
+def _message_changes(document: dict) -> list[dict]:
+    return [change for entry in document.get("entry", []) for change in entry.get("changes", [])
+            if change.get("field") == "messages"]
+
+
+def _phone_number_id(change: dict) -> str:
+    return str(change["value"]["metadata"]["phone_number_id"])
 
 
 def request_drain() -> None:
@@ -82,24 +168,38 @@ class Claimed:
 
 
 def drain() -> int:
-    """Apply every delivery kept and not claimed by another job (the job). How many."""
+    """Apply every delivery kept and not claimed by another job, a batch of each organization
+    in turn (the job). How many."""
     redis().delete(PENDING_KEY)
     # What a batch writes is what its broadcasts show: keep it loaded across the commit rather
     # than read each row back, and start every batch from rows read afresh.
     session = db.session()
     session.expire_on_commit = False
-    applied = 0
-    while batch := _claim():
-        session.expire_all()
-        with live.broadcasting_many():
-            applied += _apply_batch(batch)
+    applied, claimed = 0, True
+    while claimed:
+        claimed = False
+        for org_id in _organizations_due():
+            with organization_context(org_id):
+                if batch := _claim():
+                    claimed = True
+                    session.expire_all()
+                    with live.broadcasting_many():
+                        applied += _apply_batch(org_id, batch)
     _schedule_leftovers()
+    _schedule_purge()
     return applied
 
 
+def _organizations_due() -> list[int]:
+    """The organizations with deliveries nobody holds, the one waiting longest first."""
+    return list(db.session.scalars(text("SELECT organization_id FROM "
+                                        "wasl_whatsapp_deliveries_due(:max_attempts)"),
+                                   {"max_attempts": MAX_ATTEMPTS}))
+
+
 def _claim() -> list[Claimed]:
-    """The oldest deliveries nobody holds, held by this job for LEASE (committed at once, so
-    the hold outlives the transactions that apply them)."""
+    """The current organization's oldest deliveries nobody holds, at most BATCH, held by this
+    job for LEASE (committed at once, so the hold outlives the transactions that apply them)."""
     free = (select(WebhookDelivery.id)
             .where(WebhookDelivery.attempts < MAX_ATTEMPTS,
                    (WebhookDelivery.claimed_until.is_(None))
@@ -116,18 +216,18 @@ def _claim() -> list[Claimed]:
 
 @dataclass(frozen=True)
 class Routed:
-    """One change of one delivery, with the profile and organization it is for."""
+    """One change of one delivery, with the organization's number it is for."""
 
     delivery_id: int
-    organization_id: int
     profile_id: int
     change: Change
 
 
-def _apply_batch(batch: list[Claimed]) -> int:
-    """Apply a batch, one transaction per organization; a failing organization's deliveries are
-    retried one by one, so one bad delivery holds back only itself. How many were applied."""
-    routed: dict[int, list[Routed]] = defaultdict(list)
+def _apply_batch(org_id: int, batch: list[Claimed]) -> int:
+    """Apply a batch of organization `org_id` in one transaction; if it fails, its deliveries
+    are retried one by one, so one bad delivery holds back only itself. How many were
+    applied."""
+    items: list[Routed] = []
     errors: dict[int, str] = {}
     routes = _Routes()
     for claimed in batch:
@@ -136,11 +236,8 @@ def _apply_batch(batch: list[Claimed]) -> int:
         except (ValueError, UnicodeDecodeError) as exc:  # kept by an older, laxer parser
             errors[claimed.id] = f"malformed: {exc}"
             continue
-        for item in routes.route(claimed, changes):
-            routed[item.organization_id].append(item)
-    for org_id, items in routed.items():
-        if _apply_in(org_id, items) is None:
-            continue
+        items += routes.route(claimed, changes)
+    if items and _apply_in(org_id, items) is not None:
         for delivery_id, group in groupby(items, key=lambda item: item.delivery_id):
             error = _apply_in(org_id, list(group))
             if error is not None:
@@ -150,53 +247,41 @@ def _apply_batch(batch: list[Claimed]) -> int:
 
 
 class _Routes:
-    """Which organization and profile each change is for, looked up once per batch."""
+    """Which of the current organization's numbers each change is for, looked up once per
+    batch. Under the organization's walls: a delivery never writes into another one's."""
 
     def __init__(self) -> None:
-        self._by_phone_number_id: dict[str, tuple[int, int] | None] = {}
-        self._organization_of_profile: dict[int, int | None] = {}
+        self._profile_of: dict[str, int | None] = {}
 
     def route(self, claimed: Claimed, changes: list[Change]) -> list[Routed]:
-        only = None
-        if claimed.profile_id is not None:
-            only = self._organization(claimed.profile_id)
-            if only is None:
-                log.warning("delivery %s for a profile that is gone dropped", claimed.id)
-                return []
+        self._look_up({change.phone_number_id for change in changes} - self._profile_of.keys())
         routed = []
         for change in changes:
-            route = self._route(change.phone_number_id)
-            # A delivery signed with one organization's app secret never writes into another's.
-            if route is None or (only is not None and route[0] != only):
-                log.warning("WhatsApp change for phone number id %s skipped: no such profile "
+            profile_id = self._profile_of[change.phone_number_id]
+            if profile_id is None:
+                log.warning("WhatsApp change for phone number id %s skipped: no such number "
                             "here", change.phone_number_id)
                 continue
-            routed.append(Routed(claimed.id, route[0], route[1], change))
+            routed.append(Routed(claimed.id, profile_id, change))
         return routed
 
-    def _organization(self, profile_id: int) -> int | None:
-        if profile_id not in self._organization_of_profile:
-            self._organization_of_profile[profile_id] = db.session.execute(
-                text("SELECT wasl_whatsapp_profile_organization(:id)"), {"id": profile_id}
-            ).scalar()
-        return self._organization_of_profile[profile_id]
-
-    def _route(self, phone_number_id: str) -> tuple[int, int] | None:
-        if phone_number_id not in self._by_phone_number_id:
-            row = db.session.execute(
-                text("SELECT organization_id, profile_id FROM "
-                     "wasl_whatsapp_profile_by_phone_number_id(:id)"),
-                {"id": phone_number_id}).first()
-            self._by_phone_number_id[phone_number_id] = tuple(row) if row else None
-        return self._by_phone_number_id[phone_number_id]
+    def _look_up(self, phone_number_ids: set[str]) -> None:
+        if not phone_number_ids:
+            return
+        found: dict[str, int] = {}
+        for phone_number_id, profile_id in db.session.execute(
+                select(WhatsAppProfile.phone_number_id, WhatsAppProfile.id)
+                .where(WhatsAppProfile.phone_number_id.in_(phone_number_ids),
+                       WhatsAppProfile.provider == "cloud", ~WhatsAppProfile.is_deleted)
+                .order_by(WhatsAppProfile.verified_at.is_(None), WhatsAppProfile.id)):
+            found.setdefault(phone_number_id, profile_id)  # a proven number first
+        self._profile_of.update({key: found.get(key) for key in phone_number_ids})
 
 
 def _apply_in(org_id: int, items: list[Routed]) -> str | None:
     """Apply `items` as organization `org_id` in one transaction; the error, if it failed.
 
-    Committed before the next organization's start: pending ORM changes must be flushed under
-    the organization whose RLS allows them. The commit delivers the events (the live inbox, the
-    CRM's job).
+    The commit delivers the events (the live inbox, the CRM's job).
     """
     with organization_context(org_id):
         try:
@@ -244,8 +329,8 @@ def _finish(done: list[int], errors: dict[int, str]) -> None:
 def _schedule_leftovers() -> None:
     """Have a drain run when the earliest lease still held runs out (a job died holding it, or
     its deliveries failed and wait to be retried)."""
-    due = db.session.scalar(select(func.min(WebhookDelivery.claimed_until))
-                            .where(WebhookDelivery.attempts < MAX_ATTEMPTS))
+    due = db.session.scalar(text("SELECT wasl_whatsapp_deliveries_next_lease(:max_attempts)"),
+                            {"max_attempts": MAX_ATTEMPTS})
     if due is None or not redis().set(SCHEDULED_KEY, 1, nx=True, px=_until(due)):
         return
     get_queue(QUEUE).enqueue_at(due, run_job, f"{__name__}:drain", None, (), {},
@@ -254,6 +339,53 @@ def _schedule_leftovers() -> None:
 
 def _until(due: datetime) -> int:
     return max(1, int((due - datetime.now(UTC)).total_seconds() * 1000))
+
+
+# -- purging -----------------------------------------------------------------------------------
+
+def purge() -> int:
+    """Delete the deliveries that used up their attempts once their retention is over, in each
+    organization, then schedule the next purge (the job). How many."""
+    redis().delete(PURGE_KEY)
+    cutoff = utcnow() - _retention()
+    purged = 0
+    for org_id, oldest in _dead_deliveries():
+        if oldest >= cutoff:
+            continue
+        with organization_context(org_id):
+            purged += db.session.execute(
+                delete(WebhookDelivery).where(WebhookDelivery.attempts >= MAX_ATTEMPTS,
+                                              WebhookDelivery.received_at < cutoff)
+                .execution_options(synchronize_session=False)).rowcount
+            commit()
+    if purged:
+        log.info("%s dead WhatsApp deliveries purged", purged)
+    _schedule_purge()
+    return purged
+
+
+def _schedule_purge() -> None:
+    """Have the purge run when the oldest dead delivery's retention is over (at the latest:
+    a delivery received earlier that dies later is purged by that run too)."""
+    oldest = min((received for _org, received in _dead_deliveries()), default=None)
+    if oldest is None:
+        return
+    due = oldest + _retention()
+    if not redis().set(PURGE_KEY, 1, nx=True, px=_until(due)):
+        return
+    get_queue(QUEUE).enqueue_at(due, run_job, f"{__name__}:purge", None, (), {},
+                                description="whatsapp ingest purge")
+
+
+def _dead_deliveries() -> list[tuple[int, datetime]]:
+    """Each organization with deliveries that used up their attempts, and the oldest's time."""
+    return [tuple(row) for row in db.session.execute(
+        text("SELECT organization_id, oldest FROM wasl_whatsapp_deliveries_dead(:max_attempts)"),
+        {"max_attempts": MAX_ATTEMPTS})]
+
+
+def _retention() -> timedelta:
+    return timedelta(days=current_app.config["WHATSAPP_DELIVERY_RETENTION_DAYS"])
 
 
 # -- parsing -----------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from crm.models import created_at_column, id_column
 from crm.tenancy import TenantMixin
 
 PROVIDERS = ("cloud", "web", "sandbox")
-PROFILE_STATES = ("disconnected", "pairing", "connected", "failed")
+# pending: a cloud number whose token or webhook is not verified yet (missing_checks).
+PROFILE_STATES = ("disconnected", "pairing", "pending", "connected", "failed")
 CONVERSATION_STATUSES = ("open", "pending", "resolved")
 # queued → sending → sent → delivered → read; failed; unknown (cut off mid-send, settled later
 # by the provider's status webhook); received (inbound).
@@ -41,14 +42,25 @@ MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 
 
 class WhatsAppProfile(TenantMixin, db.Model):
-    """One WhatsApp number of an organization and how it is connected."""
+    """One WhatsApp number of an organization and how it is connected.
+
+    A cloud number is trusted only as far as it is proven. `verified_at`: the Graph API last
+    answered for its phone number id with its access token (at creation, and whenever an admin
+    checks again); only then does it hold its phone number id and does the platform webhook
+    route to it, so nobody can claim another business's number. `webhook_verified_at`: Meta
+    reached its webhook, either by the subscription handshake (hub.challenge) on its own
+    address or by a signed delivery for it on either address (Meta posts only to a callback
+    it has verified; this is how a number on the platform's Meta app, whose handshake names
+    no number, gets it). It is `connected` only when both hold.
+    """
 
     __tablename__ = "whatsapp_profiles"
     __table_args__ = (
         Index("ix_whatsapp_profiles_organization_id_id", "organization_id", "id"),
-        # The platform-wide webhook routes deliveries by Meta's phone number id.
+        # The platform-wide webhook routes deliveries by Meta's phone number id, to the one
+        # number whose token proved it: an unproven claim holds nothing.
         Index("uq_whatsapp_profiles_phone_number_id", "phone_number_id", unique=True,
-              postgresql_where=text("phone_number_id IS NOT NULL")),
+              postgresql_where=text("phone_number_id IS NOT NULL AND verified_at IS NOT NULL")),
     )
 
     id: Mapped[int] = id_column()
@@ -65,14 +77,25 @@ class WhatsAppProfile(TenantMixin, db.Model):
     # New conversations go to the online agent with the fewest open ones (round-robin).
     auto_assign: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
                                               server_default=text("false"))
-    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_error: Mapped[str | None] = mapped_column(String(500))  # cloud: Graph's refusal
     connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # cloud
+    verified_name: Mapped[str | None] = mapped_column(String(200))  # cloud: Meta's word
+    webhook_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     is_deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
                                              server_default=text("false"))
     created_at: Mapped[datetime] = created_at_column()
 
     def __repr__(self) -> str:
         return f"<WhatsAppProfile {self.id} {self.provider} {self.phone_number}>"
+
+    @property
+    def missing_checks(self) -> list[str]:
+        """What a cloud number still lacks to be connected: "token", "webhook"."""
+        if self.provider != "cloud":
+            return []
+        return [check for check, at in (("token", self.verified_at),
+                                        ("webhook", self.webhook_verified_at)) if at is None]
 
 
 class Conversation(TenantMixin, db.Model):
@@ -180,22 +203,31 @@ class Message(TenantMixin, db.Model):
         return f"<Message {self.id} {self.direction} {self.status}>"
 
 
-class WebhookDelivery(db.Model):
-    """A signed Cloud API delivery, kept as received until the ingest job has applied it.
+class WebhookDelivery(TenantMixin, db.Model):
+    """A signed Cloud API delivery, kept until the ingest job has applied it.
 
     The webhook only verifies, stores and answers, so Meta hears back at once and a crash or a
-    slow moment loses nothing; `crm.whatsapp.ingest` applies it. Not tenant data yet: a platform
-    delivery may concern several organizations, known only once it is routed.
+    slow moment loses nothing; `crm.whatsapp.ingest` applies it. Tenant data like any other
+    (it holds customers' messages): the webhook routes it to its organization on receipt, and a
+    platform delivery naming several organizations' numbers is kept as one row per
+    organization, each with only its own changes.
     """
 
     __tablename__ = "whatsapp_webhook_deliveries"
+    __table_args__ = (
+        Index("ix_whatsapp_webhook_deliveries_organization_id_id", "organization_id", "id"),
+    )
 
     id: Mapped[int] = id_column()
-    # The per-profile webhook it came through (its organization only); None: the platform's.
+    # The per-profile webhook it came through; None: the platform's.
     profile_id: Mapped[int | None] = mapped_column(BigInteger)
-    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # the bytes Meta signed
+    # The bytes Meta signed, or the part of them for this organization (a split delivery).
+    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     received_at: Mapped[datetime] = created_at_column()
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # A job applying it holds it until then; a job that died lets it go when the time is up.
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+    def __repr__(self) -> str:
+        return f"<WebhookDelivery {self.id} attempts={self.attempts}>"

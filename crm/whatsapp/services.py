@@ -512,8 +512,9 @@ def create_profile(actor: User, provider: object, display_name: object, *,
                    phone_number: object = None, phone_number_id: object = None,
                    business_account_id: object = None, access_token: object = None,
                    app_secret: object = None, auto_assign: bool = False) -> WhatsAppProfile:
-    """Connect a number: `cloud` with Meta's ids and secrets, `web` pairing by QR code at
-    once, `sandbox` to try Wasl with a simulated customer."""
+    """Connect a number: `cloud` with Meta's ids and secrets (refused unless the Graph API
+    answers for the number with the token given), `web` pairing by QR code at once, `sandbox`
+    to try Wasl with a simulated customer."""
     from crm.crypto import encrypt
     from crm.foundation.services import audit
 
@@ -544,9 +545,13 @@ def create_profile(actor: User, provider: object, display_name: object, *,
         phone_number_id=phone_number_id.strip() if provider == "cloud" else None,
         business_account_id=(business_account_id or None) if provider == "cloud" else None,
         verify_token=new_verify_token(), secrets=encrypt(secrets_) if secrets_ else None,
-        state="connected" if provider in ("cloud", "sandbox") else "disconnected",
-        connected_at=utcnow() if provider in ("cloud", "sandbox") else None,
+        state={"cloud": "pending", "sandbox": "connected"}.get(provider, "disconnected"),
+        connected_at=utcnow() if provider == "sandbox" else None,
         auto_assign=bool(auto_assign))
+    if provider == "cloud":
+        # Before the uniqueness check: only someone whose token reaches the number learns
+        # whether another workspace holds it.
+        _prove_new_number(profile)
     try:
         # Added inside the savepoint: begin_nested() flushes what is pending first, outside it.
         with db.session.begin_nested():
@@ -559,6 +564,92 @@ def create_profile(actor: User, provider: object, display_name: object, *,
     if provider == "web":
         connect_profile(actor, profile)  # adding a linked device starts its pairing too
     return profile
+
+
+# Graph's code for an access token it cannot use (invalid, expired, revoked).
+GRAPH_INVALID_TOKEN = "190"
+
+
+def _prove_new_number(profile: WhatsAppProfile) -> None:
+    """Ask the Graph API about a new cloud number with its token; refuse the number, with
+    Graph's reason on the field at fault, unless it answers for it."""
+    try:
+        details = channel_for(profile).describe_number()
+    except ChannelError as exc:
+        field = "access_token" if exc.code == GRAPH_INVALID_TOKEN else "phone_number_id"
+        message = (_("WhatsApp could not be reached to check this number. Please try again.")
+                   if exc.code == "network" else
+                   _("WhatsApp refused this number: %(reason)s", reason=exc.message))
+        raise ValidationError({field: message}, message) from None
+    _record_proof(profile, details)
+
+
+def _record_proof(profile: WhatsAppProfile, details: dict[str, str]) -> None:
+    profile.verified_at = utcnow()
+    profile.verified_name = details.get("verified_name")
+    profile.last_error = None
+
+
+def check_profile(actor: User, profile: WhatsAppProfile) -> WhatsAppProfile:
+    """Ask the Graph API again whether a cloud number's token reaches it ("Check again").
+
+    Graph refusing it (a revoked token, a number moved away) unproves the number: it no
+    longer holds its phone number id nor receives the platform webhook's deliveries. A
+    network failure proves nothing either way and changes only the reason shown.
+    """
+    from crm.foundation.services import audit
+
+    try:
+        details = channel_for(profile).describe_number()
+    except ChannelError as exc:
+        profile.last_error = exc.message[:500]
+        if exc.code.isdigit():  # Graph's own answer
+            profile.verified_at = None
+    else:
+        _hold_number(profile, details)
+    _settle_cloud_state(profile)
+    audit("whatsapp.profile_checked", actor, profile, verified=profile.verified_at is not None)
+    return profile
+
+
+def _hold_number(profile: WhatsAppProfile, details: dict[str, str]) -> None:
+    """Record the proof; another workspace's proven number with the same id keeps it."""
+    try:
+        with db.session.begin_nested():
+            _record_proof(profile, details)
+            db.session.flush()
+    except IntegrityError:
+        profile.verified_at = None
+        profile.last_error = _("This WhatsApp number is already connected.")
+
+
+def webhook_reached(profile: WhatsAppProfile) -> None:
+    """Meta reached a cloud number's webhook: its subscription handshake, or a signed
+    delivery for it (Meta posts only to a callback it verified)."""
+    if profile.webhook_verified_at is not None:
+        return
+    profile.webhook_verified_at = utcnow()
+    log.info("the webhook of WhatsApp number %s was verified by Meta", profile.id)
+    _settle_cloud_state(profile)
+
+
+def _settle_cloud_state(profile: WhatsAppProfile) -> None:
+    """A cloud number is connected only once both checks hold (`missing_checks`); until then
+    it is pending, or failed when Graph refused its token. One an admin disconnected stays
+    disconnected."""
+    if profile.state == "disconnected":
+        return
+    if not profile.missing_checks:
+        state = "connected"
+    elif profile.verified_at is None and profile.last_error:
+        state = "failed"
+    else:
+        state = "pending"
+    if state != profile.state:
+        profile.state = state
+        if state == "connected":
+            profile.connected_at = profile.connected_at or utcnow()
+        events.publish("whatsapp.profile_changed", {"profile_id": profile.id})
 
 
 def _optional_phone(raw: object, fields: dict[str, str]) -> str | None:
@@ -574,11 +665,15 @@ def _optional_phone(raw: object, fields: dict[str, str]) -> str | None:
 
 
 def connect_profile(actor: User, profile: WhatsAppProfile) -> WhatsAppProfile:
-    """Start pairing a linked device (the supervisor shows the QR code); others are live."""
+    """Start pairing a linked device (the supervisor shows the QR code); check a cloud
+    number with the Graph API again; a sandbox is live at once."""
     if profile.provider == "web":
         if profile.state != "connected":
             profile.state = "pairing"
             profile.last_error = None
+    elif profile.provider == "cloud":
+        profile.state = "pending"
+        return check_profile(actor, profile)
     else:
         profile.state = "connected"
         profile.connected_at = profile.connected_at or utcnow()

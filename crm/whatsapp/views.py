@@ -58,7 +58,11 @@ PROVIDER_LABELS = {"cloud": lazy_gettext("WhatsApp Cloud API"),
                    "web": lazy_gettext("Linked device (QR code)"),
                    "sandbox": lazy_gettext("Sandbox")}
 STATE_LABELS = {"disconnected": lazy_gettext("Disconnected"), "pairing": lazy_gettext("Pairing"),
+                "pending": lazy_gettext("Awaiting verification"),
                 "connected": lazy_gettext("Connected"), "failed": lazy_gettext("Failed")}
+# What a cloud number still lacks to be connected (WhatsAppProfile.missing_checks).
+CHECK_LABELS = {"token": lazy_gettext("Token not checked by WhatsApp"),
+                "webhook": lazy_gettext("Webhook not verified by Meta")}
 TYPE_LABELS = {"text": lazy_gettext("Text"), "image": lazy_gettext("Image"),
                "video": lazy_gettext("Video"), "audio": lazy_gettext("Audio"),
                "document": lazy_gettext("Document"), "sticker": lazy_gettext("Sticker"),
@@ -112,7 +116,8 @@ def _labels() -> dict:
     """Labels for the module's fragments, which live events also render outside its views."""
     return {"wa_scope_labels": SCOPE_LABELS, "wa_status_labels": STATUS_LABELS,
             "wa_provider_labels": PROVIDER_LABELS, "wa_state_labels": STATE_LABELS,
-            "wa_type_labels": TYPE_LABELS, "wa_error_reasons": ERROR_REASONS}
+            "wa_type_labels": TYPE_LABELS, "wa_error_reasons": ERROR_REASONS,
+            "wa_check_labels": CHECK_LABELS}
 
 
 @blueprint.app_template_filter("wa_failure")

@@ -23,13 +23,18 @@ def make_profile(org: Organization, provider: str = "cloud", *,
                  app_secret: str | None = None, secrets: dict | None = None,
                  **fields) -> WhatsAppProfile:
     """A WhatsApp number of `org`. Cloud profiles get a phone number id, an access token and an
-    app secret unless given; `secrets` replaces the encrypted secrets outright (e.g. a web
-    session). Other columns (display_name, state, phone_number...) may be passed as keywords."""
+    app secret unless given, and are proven (Graph answered for the token, Meta verified the
+    webhook) unless `verified_at` / `webhook_verified_at` say otherwise; `secrets` replaces the
+    encrypted secrets outright (e.g. a web session). Other columns (display_name, state,
+    phone_number...) may be passed as keywords."""
     n = next(_sequence)
     if secrets is None and provider == "cloud":
         secrets = {"access_token": access_token or f"token-{n}",
                    "app_secret": app_secret or f"app-secret-{n}"}
         phone_number_id = phone_number_id or f"1065403522{n:05d}"
+    if provider == "cloud":
+        fields.setdefault("verified_at", utcnow())
+        fields.setdefault("webhook_verified_at", utcnow())
     fields.setdefault("display_name", f"Number {n}")
     fields.setdefault("phone_number", f"+9665000{n:05d}")
     fields.setdefault("state", "connected")

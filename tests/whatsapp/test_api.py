@@ -23,7 +23,8 @@ from tests.whatsapp.factories import make_conversation, make_message, make_profi
 
 PROFILE_FIELDS = {"id", "display_name", "phone_number", "provider", "state", "phone_number_id",
                   "business_account_id", "auto_assign", "webhook_url", "verify_token",
-                  "access_token", "app_secret", "last_error", "created_at"}
+                  "access_token", "app_secret", "verified_at", "verified_name",
+                  "webhook_verified_at", "last_error", "created_at"}
 CONVERSATION_FIELDS = {"id", "profile_id", "contact_phone", "contact_user_id", "contact_name",
                        "status", "assigned_user_id", "unread_count", "last_message_at",
                        "last_message_preview", "window_open", "customer_id", "created_at"}
@@ -65,10 +66,13 @@ def _cloud_body(**overrides) -> dict:
             "access_token": ACCESS_TOKEN, "app_secret": APP_SECRET, **overrides}
 
 
-def test_an_admin_connects_a_cloud_number_and_secrets_come_back_masked(client, org, caplog):
+def test_an_admin_connects_a_cloud_number_and_secrets_come_back_masked(client, org, caplog,
+                                                                      graph):
     """The answer has the webhook URL and verify token to paste into Meta, the secrets only as
-    their last four characters; neither the answer nor any log line holds them in full."""
+    their last four characters; neither the answer nor any log line holds them in full. It
+    waits for Meta to verify the webhook."""
     caplog.set_level(logging.DEBUG)
+    graph.add_number("106540352242922", token=ACCESS_TOKEN)
     response = client.post("/api/whatsapp/profiles", json=_cloud_body(),
                            headers=bearer(org.admin))
 
@@ -76,7 +80,7 @@ def test_an_admin_connects_a_cloud_number_and_secrets_come_back_masked(client, o
     body = response.get_json()
     assert set(body) == PROFILE_FIELDS
     assert body["provider"] == "cloud"
-    assert body["state"] == "connected"
+    assert body["state"] == "pending"
     assert body["phone_number"] == "+966501234567"
     assert body["webhook_url"] == f"http://localhost/webhooks/whatsapp/{body['id']}"
     assert len(body["verify_token"]) >= 20
@@ -122,8 +126,9 @@ def test_a_bad_number_is_refused_and_nothing_is_stored(client, org, overrides, f
     assert _count(WhatsAppProfile, org.id) == 0
 
 
-def test_a_meta_number_already_connected_is_a_conflict(client, org, other_org):
-    """A phone number id is routed to one profile only, across organizations: 409."""
+def test_a_meta_number_already_connected_is_a_conflict(client, org, other_org, graph):
+    """A phone number id is routed to one proven profile only, across organizations: 409."""
+    graph.add_number("106540352242922", token=ACCESS_TOKEN)
     make_profile(other_org, phone_number_id="106540352242922")
     response = client.post("/api/whatsapp/profiles", json=_cloud_body(),
                            headers=bearer(org.admin))

@@ -790,12 +790,15 @@ def _cloud_fields(**overrides) -> dict:
             "app_secret": "secret", **overrides}
 
 
-def test_a_cloud_number_is_connected_with_encrypted_secrets(number):
+def test_a_cloud_number_is_proven_then_kept_with_encrypted_secrets(number, graph):
+    """Graph answered for it: proven, waiting for Meta to verify its webhook."""
     from crm.crypto import decrypt_json
 
+    graph.add_number("106540352242922", token="EAAG-token")
     admin = number_admin(number)
     profile = services.create_profile(admin, "cloud", "Support", **_cloud_fields())
-    assert (profile.state, profile.phone_number) == ("connected", "+966501234567")
+    assert (profile.state, profile.phone_number) == ("pending", "+966501234567")
+    assert profile.verified_at is not None
     assert b"EAAG-token" not in profile.secrets
     assert decrypt_json(profile.secrets) == {"access_token": "EAAG-token", "app_secret": "secret"}
 
@@ -815,9 +818,10 @@ def test_cloud_ids_longer_than_metas_are_refused(number, overrides, field):
 
 
 def test_a_phone_number_id_already_connected_is_a_conflict_and_the_transaction_lives_on(
-        org, other_org, number):
+        org, other_org, number, graph):
     """The unique index answers inside a savepoint: a ConflictError, and the request can
     still write (its error page, its audit)."""
+    graph.add_number("106540352242922", token="EAAG-token")
     make_profile(other_org, phone_number_id="106540352242922")
     with pytest.raises(ConflictError):
         services.create_profile(number_admin(number), "cloud", "Support", **_cloud_fields())

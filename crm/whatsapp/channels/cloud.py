@@ -1,10 +1,12 @@
 """The official WhatsApp Business Cloud API: the Graph API out, signed webhooks in.
 
-Outbound requests follow Meta's Cloud API reference: POST /{version}/{phone_number_id}/messages
-with `messaging_product: "whatsapp"`, media uploaded first to /{phone_number_id}/media and sent
-by id, our own message id in `biz_opaque_callback_data` (Meta echoes it in every status webhook,
-so a send whose answer was lost is still matched), and `recipient` (the business-scoped user id)
-for contacts WhatsApp shows us without a phone number. Inbound webhooks are parsed in
+A number is proven before it is used: GET /{version}/{phone_number_id} with its token must
+answer for it (`describe_number`). Outbound requests follow Meta's Cloud API reference:
+POST /{version}/{phone_number_id}/messages with `messaging_product: "whatsapp"`, media uploaded
+first to /{phone_number_id}/media and sent by id, our own message id in
+`biz_opaque_callback_data` (Meta echoes it in every status webhook, so a send whose answer was
+lost is still matched), and `recipient` (the business-scoped user id) for contacts WhatsApp
+shows us without a phone number. Inbound webhooks are parsed in
 crm/whatsapp/webhooks.py.
 
 What a failure means for the outbox matters more than its wording: `ChannelError` says WhatsApp
@@ -98,6 +100,16 @@ class CloudChannel:
             raise ChannelError("no_media", f"media {media_id}: the Graph API gave no URL")
         data, content_type = self._download(url)
         return data, str(info.get("mime_type") or content_type or "application/octet-stream")
+
+    def describe_number(self) -> dict[str, str]:
+        """What Meta says our number is (GET /{phone_number_id} with our token): only its
+        `verified_name` and `display_phone_number`. Proves the token reaches that number;
+        ChannelError with Graph's reason otherwise."""
+        answer = self._graph("GET", self._number(), may_deliver=False)
+        if str(answer.get("id")) != self._number():
+            raise ChannelError("wrong_number", "The Graph API answered for another number.")
+        return {key: str(answer[key])[:200] for key in ("verified_name", "display_phone_number")
+                if answer.get(key)}
 
     def _number(self) -> str:
         """Meta's id of our number, which every send and upload is addressed to."""
