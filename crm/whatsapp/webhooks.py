@@ -157,19 +157,17 @@ def _parsed() -> tuple[dict, list[ingest.Change]]:
 
 
 def _within_limit(profiles: dict[int, list[int]]) -> bool:
-    """Count a delivery against each number it is for (organization → profile ids); False,
-    counting nothing, when one of them is over WHATSAPP_WEBHOOK_PER_PROFILE."""
+    """Count a delivery against each number it is for (organization → profile ids); False
+    when one of them is over WHATSAPP_WEBHOOK_PER_PROFILE (a delivery Meta will send again)."""
     if not limiter.enabled:
         return True
     limit, strategy = parse(_limit_text()), limiter.limiter
-    keys = [(str(org_id), str(profile_id))
-            for org_id, profile_ids in profiles.items() for profile_id in profile_ids]
-    if not all(strategy.test(limit, LIMIT_SCOPE, *key) for key in keys):
-        log.warning("WhatsApp webhook over its limit for numbers %s: answered 429", keys)
-        return False
-    for key in keys:
-        strategy.hit(limit, LIMIT_SCOPE, *key)
-    return True
+    over = [(org_id, profile_id) for org_id, profile_ids in profiles.items()
+            for profile_id in profile_ids
+            if not strategy.hit(limit, LIMIT_SCOPE, str(org_id), str(profile_id))]
+    if over:
+        log.warning("WhatsApp webhook over its limit for numbers %s: answered 429", over)
+    return not over
 
 
 def _limit_text() -> str:
