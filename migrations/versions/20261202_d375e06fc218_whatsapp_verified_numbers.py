@@ -26,7 +26,7 @@ from alembic import op
 from crm.schema import allow_owner_lookups, grant_function, protect_tenant_tables
 
 revision = "d375e06fc218"
-down_revision = "b0c4d3e8658e"
+down_revision = "48cc3f6cc195"
 branch_labels = None
 depends_on = None
 
