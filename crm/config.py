@@ -25,7 +25,7 @@ class Config:
     DATABASE_URL = os.environ.get("DATABASE_URL", "")
     MIGRATION_DATABASE_URL = os.environ.get("MIGRATION_DATABASE_URL", "")
     REDIS_URL = os.environ.get("REDIS_URL", "")
-    SERVER_NAME_FOR_LINKS = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000")
+    PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000")
 
     # No server-side prepared statements: after five runs PostgreSQL would switch a statement
     # to one generic plan for every organization, which is wrong for tenants of very different

@@ -65,7 +65,7 @@ def _settings(database: str, redis_db: int) -> dict:
         "REDIS_URL": f"redis://127.0.0.1:{os.environ['WASL_TEST_REDIS_PORT']}/{redis_db}",
         "RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{os.environ['WASL_TEST_REDIS_PORT']}/{redis_db}",
         "INSTANCE_PATH": Path(os.environ["WASL_TEST_BASE"]) / f"instance-{database}",
-        "SERVER_NAME_FOR_LINKS": "http://localhost",
+        "PUBLIC_URL": "http://localhost",
         "WHATSAPP_MEDIA_HOSTS": "http://127.0.0.1",  # the fake Graph API's media downloads
         # Never Meta: nothing listens here, so a test that forgot the fake Graph API
         # (tests/whatsapp/fake_graph.py) fails with "could not be reached".

@@ -221,7 +221,7 @@ def _live_server_for_module(request) -> Iterator[LiveServer]:
     with fresh_app(settings) as app:
         server = make_server("127.0.0.1", 0, app, threaded=True)
         live = LiveServer(app, f"http://127.0.0.1:{server.port}", settings)
-        app.config["SERVER_NAME_FOR_LINKS"] = live.url
+        app.config["PUBLIC_URL"] = live.url
         thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
         thread.start()
         try:

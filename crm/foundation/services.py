@@ -580,7 +580,7 @@ def _external_url(endpoint: str, **values) -> str:
     if has_request_context():
         return url_for(endpoint, _external=True, **values)
     # Outside a request (jobs, `crm seed-demo`) url_for has no host to build from.
-    base = urlsplit(current_app.config["SERVER_NAME_FOR_LINKS"])
+    base = urlsplit(current_app.config["PUBLIC_URL"])
     adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/",
                                        url_scheme=base.scheme or "https")
     return adapter.build(endpoint, values, force_external=True)

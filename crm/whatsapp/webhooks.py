@@ -52,7 +52,7 @@ LIMIT_SCOPE = "whatsapp-webhook"
 def webhook_url(profile: WhatsAppProfile) -> str:
     """The absolute URL to paste into Meta's dashboard for this profile: built from PUBLIC_URL,
     never from the request (whose Host header anyone can set)."""
-    return f"{current_app.config['SERVER_NAME_FOR_LINKS'].rstrip('/')}{PATH}/{profile.id}"
+    return f"{current_app.config['PUBLIC_URL'].rstrip('/')}{PATH}/{profile.id}"
 
 
 # -- routes ----------------------------------------------------------------------------------
