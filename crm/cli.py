@@ -54,7 +54,10 @@ def prepare_environment(instance: Path | None = None) -> None:
 def _create_app() -> Flask:
     from crm import create_app
 
-    return create_app()
+    try:
+        return create_app()
+    except RuntimeError as exc:  # a setting or role the app refuses: say why, no traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=True,

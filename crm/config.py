@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
@@ -25,7 +26,17 @@ class Config:
     DATABASE_URL = os.environ.get("DATABASE_URL", "")
     MIGRATION_DATABASE_URL = os.environ.get("MIGRATION_DATABASE_URL", "")
     REDIS_URL = os.environ.get("REDIS_URL", "")
-    PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000")
+    # The address users reach: every emailed link is built from it, and the app answers only
+    # to its host (TRUSTED_HOSTS, set by create_app). `crm up --port N` makes it
+    # http://127.0.0.1:N when it is unset.
+    PUBLIC_URL = (os.environ.get("PUBLIC_URL")
+                  or f"http://127.0.0.1:{os.environ.get('PORT', '5000')}")
+    # How many reverse proxies stand in front of the app (0: none, so X-Forwarded-* headers
+    # are ignored, as anyone can send them).
+    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", 0))
+    # Checked at start: the app's role must not be one that Row Level Security does not bind.
+    # False only for an app that never connects (one built to read its URL map).
+    CHECK_DATABASE_ROLE = True
 
     # No server-side prepared statements: after five runs PostgreSQL would switch a statement
     # to one generic plan for every organization, which is wrong for tenants of very different
@@ -54,6 +65,11 @@ class Config:
 
     RATELIMIT_LOGIN_PER_IP = os.environ.get("RATELIMIT_LOGIN_PER_IP", "30 per minute")
     RATELIMIT_LOGIN_PER_ACCOUNT = os.environ.get("RATELIMIT_LOGIN_PER_ACCOUNT", "10 per 15 minutes")
+    # Register, forgot-password, reset-password and accept-invitation (pages and API alike).
+    RATELIMIT_PUBLIC_PER_IP = os.environ.get("RATELIMIT_PUBLIC_PER_IP", "20 per hour")
+    RATELIMIT_PUBLIC_PER_EMAIL = os.environ.get("RATELIMIT_PUBLIC_PER_EMAIL", "5 per hour")
+    # Every /api request of one organization, whoever of its people or tokens makes it.
+    RATELIMIT_API_PER_ORG = os.environ.get("RATELIMIT_API_PER_ORG", "1200 per minute")
     RATELIMIT_HEADERS_ENABLED = True
 
     SMTP_HOST = os.environ.get("SMTP_HOST", "")
@@ -87,3 +103,15 @@ class Config:
     # tests drain the queues in-process instead of running a worker.
     RQ_QUEUES = ("inbound", "whatsapp", "default", "mail")
     TESTING = False
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1")
+
+
+def trusted_hosts(public_url: str) -> list[str]:
+    """The host names to answer to: PUBLIC_URL's (any port), never one a caller made up.
+
+    A loopback address stands for both loopback names, since people type either.
+    """
+    host = urlsplit(public_url).hostname or ""
+    return list(LOOPBACK_NAMES) if host in LOOPBACK_NAMES else [host]

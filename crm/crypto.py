@@ -1,7 +1,8 @@
 """Secrets at rest (WhatsApp access tokens, app secrets, linked-device sessions).
 
 Encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under ENCRYPTION_KEY; when it is unset the
-key is derived from SECRET_KEY, so a laptop needs no extra setting. Rotating: put the new key
+key is derived from SECRET_KEY, so a laptop needs no extra setting (production refuses to start
+without a key of its own: crm/__init__.py). Rotating: put the new key
 first in ENCRYPTION_KEY, comma-separated, and old ones after it (MultiFernet decrypts with any).
 """
 

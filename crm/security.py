@@ -7,13 +7,16 @@ person), and a rotated nonce (logout, password change, removal) ends both at onc
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import jwt
 from flask import Flask, current_app, request, session
 from flask_login import current_user, login_user, logout_user
 
+from crm.config import trusted_hosts
 from crm.extensions import limiter, login_manager
 from crm.foundation.models import User
 from crm.foundation.services import load_session_user
@@ -21,12 +24,18 @@ from crm.tenancy import set_current_organization
 
 JWT_ALGORITHM = "HS256"
 
-# Only our own scripts and styles; no inline script anywhere (user content can never run).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "connect-src 'self' ws: wss:; font-src 'self'; object-src 'none'; base-uri 'self'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
+
+@functools.cache
+def content_security_policy(public_url: str) -> str:
+    """Only our own scripts and styles (no inline script: user content can never run), and
+    sockets only to the app's own origin, under each name it answers to."""
+    parts = urlsplit(public_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    port = f":{parts.port}" if parts.port else ""
+    sockets = " ".join(f"{scheme}://{host}{port}" for host in trusted_hosts(public_url))
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; "
+            f"img-src 'self' data: blob:; connect-src 'self' {sockets}; font-src 'self'; "
+            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
 
 def init_app(app: Flask) -> None:
@@ -137,7 +146,8 @@ def _user_from_bearer(req) -> User | None:
 
 def _security_headers(response):
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("Content-Security-Policy",
+                       content_security_policy(current_app.config["PUBLIC_URL"]))
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "same-origin")

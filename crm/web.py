@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, jsonify, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import text
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 
 from crm.errors import ServiceError
@@ -33,9 +34,31 @@ def init_app(app: Flask) -> None:
     app.after_request(_finish_transaction)
     app.teardown_request(_discard_transaction)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(SecurityError, _untrusted_host)
     app.register_error_handler(ServiceError, _service_error)
     app.jinja_env.globals.update(can=can)
     app.register_blueprint(health)
+    _probes_from_any_host(app)
+
+
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def _probes_from_any_host(app: Flask) -> None:
+    """Answer health probes whatever Host they name; every other path keeps TRUSTED_HOSTS.
+
+    Load balancers probe an instance by its IP address. The probes build no link and read
+    nothing a Host header could steer, so they are answered as if sent to PUBLIC_URL.
+    """
+    public_host = urlsplit(app.config["PUBLIC_URL"]).netloc
+    inner = app.wsgi_app
+
+    def wsgi(environ, start_response):
+        if environ.get("PATH_INFO") in HEALTH_PATHS:
+            environ["HTTP_HOST"] = public_host
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi
 
 
 def is_htmx() -> bool:
@@ -118,6 +141,15 @@ def _http_error(exc: HTTPException):
     if status >= 500:
         message = _("Something went wrong on our side. Please try again.")
     return render_template("errors/error.html", status=status, message=message), status
+
+
+def _untrusted_host(exc: SecurityError):
+    """Refuse a request for a host not in TRUSTED_HOSTS, in words only: a page's links would
+    need a host to be built on."""
+    message = _messages()[400]
+    if wants_json():
+        return jsonify(error_body(400, _CODES[400], message)), 400
+    return message, 400, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _service_error(exc: ServiceError):

@@ -7,6 +7,8 @@ from alembic import context
 from flask import current_app
 from sqlalchemy import create_engine, pool
 
+from crm.database_roles import migration_url
+
 config = context.config
 if config.config_file_name:
     # Keep the app's loggers: migrating inside a running process (the test harness) must not
@@ -18,8 +20,8 @@ target_metadata = current_app.extensions["migrate"].db.metadata
 
 
 def run_migrations_online() -> None:
-    url = current_app.config["MIGRATION_DATABASE_URL"] or current_app.config["DATABASE_URL"]
-    engine = create_engine(url, poolclass=pool.NullPool)
+    # Never the app's role: a RuntimeError here is what `crm db upgrade` prints, exiting 1.
+    engine = create_engine(migration_url(current_app.config), poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata,
                           compare_type=True)

@@ -68,6 +68,18 @@ def fresh_app(settings: dict) -> Iterator[Flask]:
             vars(extension).update(state)
 
 
+# What the test session's app is built from (tests/conftest.py `_settings`).
+_SESSION_SETTINGS = ("TESTING", "SECRET_KEY", "DATABASE_URL", "MIGRATION_DATABASE_URL",
+                     "REDIS_URL", "RATELIMIT_STORAGE_URI", "INSTANCE_PATH", "PUBLIC_URL")
+
+
+@contextmanager
+def app_like(app: Flask, **overrides: Any) -> Iterator[Flask]:
+    """Another app on `app`'s database and Redis, built with `overrides` (see fresh_app)."""
+    with fresh_app({key: app.config[key] for key in _SESSION_SETTINGS} | overrides) as built:
+        yield built
+
+
 @dataclass(frozen=True)
 class Account:
     """An organization's admin on the live server (plain values: its rows live elsewhere)."""

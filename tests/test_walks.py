@@ -93,7 +93,7 @@ def _collected_app() -> Flask:
     """An app built only to read its URL map at collection time; it never connects."""
     return create_app({"TESTING": True, "SECRET_KEY": "walks-" + "0" * 32,
                        "DATABASE_URL": "postgresql+psycopg://walks@127.0.0.1:9/walks",
-                       "REDIS_URL": "redis://127.0.0.1:9/0"})
+                       "REDIS_URL": "redis://127.0.0.1:9/0", "CHECK_DATABASE_ROLE": False})
 
 
 def _routes() -> list[Route]:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
-from flask import current_app, has_request_context, request, url_for
+from flask import current_app, has_request_context, request
 from flask_babel import gettext as _
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -577,9 +577,7 @@ def _language_of(user: User) -> str:
 
 
 def _external_url(endpoint: str, **values) -> str:
-    if has_request_context():
-        return url_for(endpoint, _external=True, **values)
-    # Outside a request (jobs, `crm seed-demo`) url_for has no host to build from.
+    """An absolute URL on PUBLIC_URL, never on the request's Host, which the caller chooses."""
     base = urlsplit(current_app.config["PUBLIC_URL"])
     adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/",
                                        url_scheme=base.scheme or "https")
