@@ -33,8 +33,7 @@ def prepare_environment(instance: Path | None = None) -> None:
         server = embedded.start_postgres(instance)
         os.environ["DATABASE_URL"] = server.url(embedded.APP_ROLE)
         os.environ["MIGRATION_DATABASE_URL"] = server.url(embedded.OWNER_ROLE)
-        if os.environ.get("CRM_EMBEDDED_OWNER") is None:
-            os.environ["CRM_EMBEDDED_OWNER"] = str(os.getpid())
+        if server.started:  # one found running belongs to another `crm` (say `crm up`)
             atexit.register(embedded.stop_postgres, server)
     if not os.environ.get("REDIS_URL"):
         redis_server = embedded.start_redis(instance)
@@ -77,6 +76,10 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1")
 def up(port: int, host: str) -> None:
     """Migrate, then run web, worker and the WhatsApp supervisor together until Ctrl-C."""
+    # Unless the operator named the public address, it is the one served here: emailed links
+    # and the trusted host follow --port.
+    served_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    public_url = os.environ.setdefault("PUBLIC_URL", f"http://{served_host}:{port}")
     subprocess.run([sys.executable, "-m", "crm", "db", "upgrade"], check=True)
     children = [
         subprocess.Popen([sys.executable, "-m", "crm", "run-web", "--host", host,
@@ -84,7 +87,7 @@ def up(port: int, host: str) -> None:
         subprocess.Popen([sys.executable, "-m", "crm", "worker"]),
         subprocess.Popen([sys.executable, "-m", "crm", "whatsapp", "supervise"]),
     ]
-    click.echo(f"Wasl is running on http://{host}:{port} — press Ctrl-C to stop.")
+    click.echo(f"Wasl is running on {public_url} — press Ctrl-C to stop.")
     _wait_for(children)
 
 

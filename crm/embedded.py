@@ -15,7 +15,7 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -31,6 +31,9 @@ APP_PASSWORD = "wasl_app"  # loopback-only server with trust auth; the password 
 class EmbeddedPostgres:
     data_dir: Path
     port: int
+    # Started by this process (so it stops it), rather than found running (another `crm`
+    # process, say `crm up`, owns that one).
+    started: bool = False
 
     def url(self, role: str = APP_ROLE, database: str = "wasl") -> str:
         return f"postgresql+psycopg://{role}:{APP_PASSWORD}@127.0.0.1:{self.port}/{database}"
@@ -103,7 +106,7 @@ def start_postgres(base: Path, port: int | None = None, fsync: bool = True) -> E
     pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(data_dir / "server.log"), "start"],
            pgdata=data_dir, timeout=90, **user)
     _bootstrap_roles(server)
-    return server
+    return replace(server, started=True)
 
 
 def stop_postgres(server: EmbeddedPostgres) -> None:
