@@ -8,6 +8,8 @@ person), and a rotated nonce (logout, password change, removal) ends both at onc
 from __future__ import annotations
 
 import functools
+import math
+import time
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -15,12 +17,14 @@ from urllib.parse import urlsplit
 import jwt
 from flask import Flask, current_app, request, session
 from flask_login import current_user, login_user, logout_user
+from limits import parse as parse_limit
+from werkzeug.exceptions import TooManyRequests
 
 from crm.config import trusted_hosts
 from crm.extensions import limiter, login_manager
 from crm.foundation.models import User
 from crm.foundation.services import load_session_user
-from crm.tenancy import set_current_organization
+from crm.tenancy import current_organization_id, set_current_organization
 
 JWT_ALGORITHM = "HS256"
 
@@ -48,6 +52,7 @@ def init_app(app: Flask) -> None:
     login_manager.localize_callback = _localize
     login_manager.login_message_category = "info"
     app.before_request(_identify_caller)
+    app.before_request(_limit_organization_api)  # after the caller, hence the organization
     app.after_request(_security_headers)
 
 
@@ -69,10 +74,19 @@ def _unauthorized():
     return redirect(target)
 
 
-def _login_account_key() -> str:
+def _posted_email() -> str:
+    """The email a form or JSON body names, as accounts are looked up by it."""
     data = request.get_json(silent=True) if request.is_json else request.form
     email = data.get("email") if isinstance(data, dict) or hasattr(data, "get") else None
-    return "login-account:" + (email.strip().lower() if isinstance(email, str) else "")
+    return email.strip().lower() if isinstance(email, str) else ""
+
+
+def _login_account_key() -> str:
+    return "login-account:" + _posted_email()
+
+
+def _failed(response) -> bool:
+    return response.status_code >= 400
 
 
 def login_rate_limited(view):
@@ -81,13 +95,49 @@ def login_rate_limited(view):
     The limits are shared by every login route (page and API), so switching between them buys
     an attacker no extra attempts.
     """
-    failed = {"methods": ["POST"], "deduct_when": lambda response: response.status_code >= 400}
+    failed = {"methods": ["POST"], "deduct_when": _failed}
     per_ip = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"],
                                   scope="login-ip", **failed)
     per_account = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
                                        scope="login-account", key_func=_login_account_key,
                                        **failed)
     return per_ip(per_account(view))
+
+
+def public_rate_limited(action: str, per_email: bool = False, failures_only: bool = False):
+    """Limit the POSTs of a public form per IP, and per email where one is given.
+
+    `action` names the allowance that the page and its API twin share. Forms that spend a
+    one-time token count only failures (guesses): a success uses the token up anyway.
+    """
+    options: dict = {"methods": ["POST"]}
+    if failures_only:
+        options["deduct_when"] = _failed
+
+    def decorate(view):
+        limited = limiter.shared_limit(lambda: current_app.config["RATELIMIT_PUBLIC_PER_IP"],
+                                       scope=f"{action}-ip", **options)(view)
+        if per_email:
+            limited = limiter.shared_limit(
+                lambda: current_app.config["RATELIMIT_PUBLIC_PER_EMAIL"],
+                scope=f"{action}-email", key_func=_posted_email, **options)(limited)
+        return limited
+
+    return decorate
+
+
+def _limit_organization_api() -> None:
+    """Hold an organization to RATELIMIT_API_PER_ORG requests on /api, however many people
+    and tokens it uses; past it, answer 429 with Retry-After."""
+    organization_id = current_organization_id()
+    if request.blueprint != "api" or organization_id is None or not limiter.enabled:
+        return
+    limit = parse_limit(current_app.config["RATELIMIT_API_PER_ORG"])
+    key = ("api-organization", str(organization_id))
+    if limiter.limiter.hit(limit, *key):
+        return
+    reset_at = limiter.limiter.get_window_stats(limit, *key).reset_time
+    raise TooManyRequests(retry_after=max(1, math.ceil(reset_at - time.time())))
 
 
 def _localize(message: str) -> str:

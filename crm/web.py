@@ -136,11 +136,13 @@ def _messages() -> dict[int, str]:
 def _http_error(exc: HTTPException):
     status = exc.code or 500
     message = _messages().get(status, exc.description or "")
+    # Keep the one header an error may carry that a client acts on (429's Retry-After).
+    headers = {key: value for key, value in exc.get_headers() if key == "Retry-After"}
     if wants_json():
-        return jsonify(error_body(status, _CODES.get(status, "error"), message)), status
+        return jsonify(error_body(status, _CODES.get(status, "error"), message)), status, headers
     if status >= 500:
         message = _("Something went wrong on our side. Please try again.")
-    return render_template("errors/error.html", status=status, message=message), status
+    return render_template("errors/error.html", status=status, message=message), status, headers
 
 
 def _untrusted_host(exc: SecurityError):

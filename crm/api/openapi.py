@@ -91,14 +91,14 @@ def operation(summary: str, *, tag: str, status: int, response: dict | None = No
               parameters: tuple[dict, ...] = (), errors: tuple[int, ...] = ()) -> dict:
     """Describe one operation; the errors that follow from its shape are added by themselves.
 
-    A JSON body can answer 400, 413 and 422; a bearer-only operation 401; one guarded by a
-    role 403; a path id 404.
+    A JSON body can answer 400, 413 and 422; a bearer-only operation 401, and 429 past its
+    organization's allowance; one guarded by a role 403; a path id 404.
     """
     implied = set(errors)
     if body is not None:
         implied |= {400, 413, 422}
     if not public:
-        implied.add(401)
+        implied |= {401, 429}
     if permission:
         implied.add(403)
     if any(p["in"] == "path" for p in parameters):

@@ -14,7 +14,7 @@ from crm.api.openapi import CURSOR_PARAMETERS, list_of, operation, path_id, ref
 from crm.foundation import services
 from crm.foundation.models import ROLES, Invitation, Organization, User
 from crm.permissions import require
-from crm.security import issue_token, login_rate_limited
+from crm.security import issue_token, login_rate_limited, public_rate_limited
 
 # -- serialization ------------------------------------------------------------------------
 
@@ -57,6 +57,7 @@ def _me() -> User:
 # -- auth ---------------------------------------------------------------------------------
 
 @api.post("/auth/register")
+@public_rate_limited("register", per_email=True)
 def register():
     data = json_body()
     registration = services.register_organization(
@@ -84,6 +85,7 @@ def logout():
 
 
 @api.post("/auth/forgot-password")
+@public_rate_limited("forgot-password", per_email=True)
 def forgot_password():
     data = json_body()
     # A malformed address is a 422 (it says nothing about accounts); a well-formed one is
@@ -93,6 +95,7 @@ def forgot_password():
 
 
 @api.post("/auth/reset-password")
+@public_rate_limited("reset-password", failures_only=True)
 def reset_password():
     data = json_body()
     services.reset_password(data.get("token"), data.get("password"))
@@ -100,6 +103,7 @@ def reset_password():
 
 
 @api.post("/auth/accept-invitation")
+@public_rate_limited("accept-invitation", failures_only=True)
 def accept_invitation():
     data = json_body()
     user = services.accept_invitation(data.get("token"), data.get("full_name"),
@@ -196,7 +200,7 @@ _USER_ID = (path_id("user_id"),)
 openapi.register({
     "/api/auth/register": {"post": operation(
         "Create an organization and its first admin", tag="auth", status=201, public=True,
-        response=ref("Registration"),
+        response=ref("Registration"), errors=(429,),
         body=_object({"organization_name": _TEXT, "full_name": _TEXT, "email": _EMAIL,
                       "password": _PASSWORD, "language": _OPTIONAL_LANGUAGE},
                      ("organization_name", "full_name", "email", "password")))},
@@ -213,14 +217,15 @@ openapi.register({
     "/api/auth/forgot-password": {"post": operation(
         "Email a password reset link if an account has this address", tag="auth", status=202,
         public=True, response=_object({"status": {"type": "string", "enum": ["accepted"]}}),
+        errors=(429,),
         body=_object({"email": _EMAIL}))},
     "/api/auth/reset-password": {"post": operation(
         "Set a new password with the emailed token", tag="auth", status=200, public=True,
-        response=_object({"status": {"type": "string", "enum": ["ok"]}}),
+        response=_object({"status": {"type": "string", "enum": ["ok"]}}), errors=(429,),
         body=_object({"token": {"type": "string"}, "password": _PASSWORD}))},
     "/api/auth/accept-invitation": {"post": operation(
         "Join an organization with the emailed invitation token", tag="auth", status=201,
-        public=True, response=ref("Token"), errors=(409,),
+        public=True, response=ref("Token"), errors=(409, 429),
         body=_object({"token": {"type": "string"}, "full_name": _TEXT,
                       "password": _PASSWORD}))},
     "/api/users": {"get": operation(

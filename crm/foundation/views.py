@@ -36,7 +36,7 @@ from crm.foundation import services
 from crm.foundation.models import MODULES, ROLES, Invitation, User
 from crm.i18n import current_language
 from crm.permissions import can, require
-from crm.security import end_session, login_rate_limited, start_session
+from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
 from crm.web import is_htmx
 
 blueprint = Blueprint("foundation", __name__)
@@ -157,6 +157,7 @@ def _link_refused(exc: ValidationError) -> bool:
 # -- account: register, login, logout --------------------------------------------------------
 
 @blueprint.route("/register", methods=["GET", "POST"])
+@public_rate_limited("register", per_email=True)
 def register():
     if current_user.is_authenticated:
         return _see_other("foundation.dashboard")
@@ -209,6 +210,7 @@ def logout():
 # -- passwords ----------------------------------------------------------------------------------
 
 @blueprint.route("/forgot-password", methods=["GET", "POST"])
+@public_rate_limited("forgot-password", per_email=True)
 def forgot_password():
     if request.method == "GET":
         return _page("foundation/forgot_password.html")
@@ -220,6 +222,7 @@ def forgot_password():
 
 
 @blueprint.route("/reset-password/<token>", methods=["GET", "POST"])
+@public_rate_limited("reset-password", failures_only=True)
 def reset_password(token: str):
     form = request.form
     try:
@@ -415,6 +418,7 @@ def _change_invitation(change: Callable[[User, Invitation], object], invitation:
 
 
 @blueprint.route("/invitations/accept/<token>", methods=["GET", "POST"])
+@public_rate_limited("accept-invitation", failures_only=True)
 def accept_invitation(token: str):
     try:
         invitation = services.pending_invitation(token)

@@ -11,9 +11,10 @@ carries a freshly minted token of the admin, so POST /api/auth/logout (which rev
 token of its caller) is exercised for real without disarming the calls after it. Schemathesis
 does not generate Authorization headers of its own (they would be overridden by ours, and
 the "invalid" data would be valid); the ignored-auth check still replays each successful
-authenticated call without a token and with a made-up one, and expects 401. The login rate
-limits are raised for the run: hundreds of made-up logins come from one address, and the
-negative-data check does not count a 429 as a rejection (test_auth.py tests the 429).
+authenticated call without a token and with a made-up one, and expects 401. The rate
+limits are raised for the run (login, the public forms and the organization's API allowance):
+hundreds of made-up requests come from one address and one organization, and the
+negative-data check does not count a 429 as a rejection (test_rate_limits.py tests the 429s).
 """
 
 import dataclasses
@@ -109,6 +110,9 @@ def admin(app, org, other_org, monkeypatch) -> Iterator[tuple[int, int]]:
     """(organization id, user id) of the admin whose tokens the run uses; targets for ids."""
     monkeypatch.setitem(app.config, "RATELIMIT_LOGIN_PER_IP", "10000 per minute")
     monkeypatch.setitem(app.config, "RATELIMIT_LOGIN_PER_ACCOUNT", "10000 per minute")
+    monkeypatch.setitem(app.config, "RATELIMIT_PUBLIC_PER_IP", "10000 per minute")
+    monkeypatch.setitem(app.config, "RATELIMIT_PUBLIC_PER_EMAIL", "10000 per minute")
+    monkeypatch.setitem(app.config, "RATELIMIT_API_PER_ORG", "100000 per minute")
     colleagues = [make_user(org, role) for role in ROLES]
     _TARGETS["user_id"] = [user.id for user in colleagues] + [other_org.admin.id, 2**63 - 1]
     _TARGETS.update(_whatsapp_targets(org, other_org))
