@@ -1,7 +1,8 @@
 """Email through an outbox: rendered and stored in the business transaction, sent by an RQ job.
 
 With SMTP_HOST unset (the embedded default) messages are written to `instance/mail/` and their
-links logged, so invitations and password resets work on a laptop with no mail server.
+links logged, so invitations and password resets work on a laptop with no mail server. The
+outbox row never holds a usable one-time token (see send_email).
 """
 
 from __future__ import annotations
@@ -14,23 +15,35 @@ from email.utils import make_msgid
 
 from flask import current_app, render_template
 from flask_babel import force_locale
+from markupsafe import escape
 from sqlalchemy import select
 
+from crm.crypto import decrypt_json, encrypt
 from crm.extensions import db
 from crm.foundation.models import OutboundEmail
 from crm.jobs import enqueue
 from crm.models import utcnow
 
 log = logging.getLogger("crm.mail")
+REDACTED = "…"  # what the stored copy shows in place of a link's one-time token
 
 
-def send_email(to: str, template: str, language: str, **context) -> OutboundEmail:
-    """Render `templates/email/<template>.{txt,html}` in `language` and queue it for delivery."""
+def send_email(to: str, template: str, language: str, link: str | None = None,
+               token: str | None = None, **context) -> OutboundEmail:
+    """Render `templates/email/<template>.{txt,html}` in `language` and queue it for delivery.
+
+    A `link` carrying a one-time `token` is stored apart, encrypted, until the email is sent;
+    the stored bodies show it with the token left out, so no row holds a usable token.
+    """
+    shown = link.replace(token, REDACTED) if link and token else link
     with force_locale(language):
-        subject = render_template(f"email/{template}.subject.txt", **context).strip()
-        text = render_template(f"email/{template}.txt", **context)
-        html = render_template(f"email/{template}.html", language=language, **context)
-    email = OutboundEmail(to_address=to, subject=subject, body_text=text, body_html=html)
+        subject = render_template(f"email/{template}.subject.txt", link=shown,
+                                  **context).strip()
+        text = render_template(f"email/{template}.txt", link=shown, **context)
+        html = render_template(f"email/{template}.html", language=language, link=shown,
+                               **context)
+    email = OutboundEmail(to_address=to, subject=subject, body_text=text, body_html=html,
+                          secrets=encrypt({"link": link, "shown": shown}) if token else None)
     db.session.add(email)
     db.session.flush()
     enqueue(deliver_email, email.id, queue="mail")
@@ -46,10 +59,13 @@ def deliver_email(email_id: int) -> None:
     ).scalar_one_or_none()
     if email is None:
         return
-    email.status = "sending"
-    db.session.commit()  # mark before the message leaves, so a crash cannot send it twice
+    secrets = decrypt_json(email.secrets)
+    # Mark before the message leaves, so a crash cannot send it twice; an email that left
+    # "queued" is never sent again, so its link is no longer kept either.
+    email.status, email.secrets = "sending", None
+    db.session.commit()
     try:
-        _transport(_build_message(email))
+        _transport(_build_message(email, secrets), email, secrets.get("link"))
     except (OSError, smtplib.SMTPException) as exc:
         email.status = "failed"
         email.error = str(exc)[:500]
@@ -59,21 +75,25 @@ def deliver_email(email_id: int) -> None:
     email.sent_at = utcnow()
 
 
-def _build_message(email: OutboundEmail) -> EmailMessage:
+def _build_message(email: OutboundEmail, secrets: dict) -> EmailMessage:
+    text, html = email.body_text, email.body_html
+    if secrets:  # put the token back into the link, in both bodies
+        text = text.replace(secrets["shown"], secrets["link"])
+        html = html.replace(str(escape(secrets["shown"])), str(escape(secrets["link"])))
     message = EmailMessage()
     message["From"] = current_app.config["MAIL_FROM"]
     message["To"] = email.to_address
     message["Subject"] = email.subject
     message["Message-ID"] = make_msgid(domain="wasl.local")
-    message.set_content(email.body_text)
-    message.add_alternative(email.body_html, subtype="html")
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
     return message
 
 
-def _transport(message: EmailMessage) -> None:
+def _transport(message: EmailMessage, email: OutboundEmail, link: str | None) -> None:
     config = current_app.config
     if not config["SMTP_HOST"]:
-        _write_to_folder(message)
+        _write_to_folder(message, email, link)
         return
     with smtplib.SMTP(config["SMTP_HOST"], config["SMTP_PORT"], timeout=30) as smtp:
         if config["SMTP_STARTTLS"]:
@@ -83,10 +103,12 @@ def _transport(message: EmailMessage) -> None:
         smtp.send_message(message)
 
 
-def _write_to_folder(message: EmailMessage) -> None:
+def _write_to_folder(message: EmailMessage, email: OutboundEmail, link: str | None) -> None:
+    """Write the message to instance/mail/email-<outbox id>.eml and log where, with its link
+    (the one thing a developer needs from it); the body stays out of the log."""
     folder = current_app.config["INSTANCE_PATH"] / "mail"
     folder.mkdir(parents=True, exist_ok=True)
-    name = message["Message-ID"].strip("<>").replace("@", "_")
-    (folder / f"{name}.eml").write_bytes(bytes(message))
-    log.info("email to %s written to %s: %s\n%s", message["To"], folder, message["Subject"],
-             message.get_body(("plain",)).get_content())
+    path = folder / f"email-{email.id}.eml"
+    path.write_bytes(bytes(message))
+    log.info("email %s to %s written to %s: %s%s", email.id, email.to_address, path,
+             email.subject, f"\n{link}" if link else "")

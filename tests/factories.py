@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 import pytest
+from flask import current_app
 from rq import SimpleWorker
+from sqlalchemy import inspect
 
 from crm.extensions import db
 from crm.foundation import services
-from crm.foundation.models import Organization, User
+from crm.foundation.models import Organization, OutboundEmail, User
 from crm.security import issue_token
 from crm.tenancy import organization_context, set_current_organization
 from crm.transaction import commit
@@ -58,6 +62,22 @@ def run_jobs(app, queues=("inbound", "default", "mail")) -> None:
     commit()
     worker = SimpleWorker(list(queues), connection=app.extensions["crm.redis"])
     worker.work(burst=True)
+
+
+def delivered(email: OutboundEmail) -> EmailMessage:
+    """An outbox email as the embedded mail writer delivered it (instance/mail/).
+
+    The outbox row keeps no usable token, so a link is read from what was delivered.
+    """
+    email_id = inspect(email).identity[0]  # without loading it: RLS may hide it here
+    path = current_app.config["INSTANCE_PATH"] / "mail" / f"email-{email_id}.eml"
+    assert path.exists(), f"email {email_id} was not delivered (run_jobs?)"
+    return message_from_bytes(path.read_bytes(), policy=policy.default)
+
+
+def delivered_text(email: OutboundEmail) -> str:
+    """The plain-text body of an outbox email as delivered, link and token included."""
+    return delivered(email).get_body(("plain",)).get_content()
 
 
 @pytest.fixture

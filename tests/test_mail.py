@@ -13,7 +13,7 @@ from email.message import EmailMessage
 import pytest
 from aiosmtpd.controller import Controller
 from flask_babel import force_locale, gettext
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from crm.extensions import db
 from crm.foundation import services
@@ -189,3 +189,64 @@ def test_an_unreachable_smtp_server_marks_the_email_failed(app, org, monkeypatch
     email = _outbox(sent["org_id"])
     assert email.status == "failed"
     assert "refused" in email.error.lower()
+
+
+def _row_text(org_id: int) -> str:
+    """Everything the outbox row of the invitation holds, as text."""
+    with organization_context(org_id):
+        return db.session.execute(text(
+            "SELECT e::text FROM outbound_emails e WHERE to_address = :to"),
+            {"to": INVITEE}).scalar_one()
+
+
+def test_no_stored_email_holds_a_usable_token(app, org, inbox):
+    """The outbox keeps the email without its link's token, before delivery and after; the
+    invitee still receives the working link."""
+    sent = _invite(org)
+    queued = _row_text(sent["org_id"])
+    run_jobs(app)
+
+    [message] = inbox.messages
+    link = _link(message)
+    assert _opens_the_invitation(link, sent["invitation_id"])
+    token = link.rsplit("/", 1)[1]
+    secret = token.split(".", 1)[1]
+    delivered = _row_text(sent["org_id"])
+    for row in (queued, delivered):
+        assert secret not in row
+    assert "http://localhost/invitations/accept/…" in _outbox(sent["org_id"]).body_text
+
+
+def test_the_embedded_mail_writer_logs_the_link_once_and_not_the_body(
+        app, org, monkeypatch, tmp_path, caplog):
+    """With no SMTP server the log shows where the email went and its link, once; the body
+    stays out of the log."""
+    monkeypatch.setitem(app.config, "SMTP_HOST", "")
+    monkeypatch.setitem(app.config, "INSTANCE_PATH", tmp_path)
+    caplog.set_level(logging.INFO, logger="crm.mail")
+    _invite(org)
+    run_jobs(app)
+
+    [path] = (tmp_path / "mail").glob("*.eml")
+    link = _link(message_from_bytes(path.read_bytes(), policy=policy.default))
+    assert caplog.text.count(link) == 1
+    assert "If you did not expect this invitation" not in caplog.text
+
+
+def test_the_email_has_a_real_button_and_a_link_that_wraps(app, org, inbox):
+    """The HTML email shows the action as a button, the fallback address wrapped so it stays on
+    a phone's screen, and its content's language and direction follow the email's."""
+    _invite(org, "ar")
+    run_jobs(app)
+
+    [message] = inbox.messages
+    html = message.get_body(("html",)).get_content()
+    link = re.escape(_link(message))
+    button = re.search(rf'<a href="{link}"[^>]*style="([^"]*)"', html)
+    assert button, html
+    assert "display:inline-block" in button.group(1)
+    assert "background-color:" in button.group(1)
+    shown = re.search(rf'<[^>]+style="([^"]*)"[^>]*>\s*{link}\s*<', html)
+    assert shown, html
+    assert "word-break:break-all" in shown.group(1)
+    assert re.search(r'<table[^>]* lang="ar" dir="rtl"', html), html

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, String, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -167,6 +176,9 @@ class OutboundEmail(TenantMixin, db.Model):
     subject: Mapped[str] = mapped_column(String(255), nullable=False)
     body_text: Mapped[str] = mapped_column(db.Text, nullable=False)
     body_html: Mapped[str] = mapped_column(db.Text, nullable=False)
+    # The bodies show a one-time link with its token left out; the link itself is kept here,
+    # encrypted (crm/crypto.py), until the email has been sent, then cleared.
+    secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
     # queued -> sending -> sent | failed; a send cut off mid-flight stays "sending" and is
     # never retried blindly.
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued",

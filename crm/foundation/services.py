@@ -337,7 +337,7 @@ def request_password_reset(email: object) -> None:
             user_id=user.id, token_hash=digest,
             expires_at=utcnow() + current_app.config["PASSWORD_RESET_LIFETIME"]))
         send_email(user.email, "password_reset", _language_of(user), user=user,
-                   link=_external_url("foundation.reset_password", token=token))
+                   link=_external_url("foundation.reset_password", token=token), token=token)
         audit("user.password_reset_requested", user, user)
         db.session.flush()
     set_current_organization(None)
@@ -471,7 +471,7 @@ def _send_invitation(invitation: Invitation, actor: User) -> None:
     db.session.flush()
     send_email(invitation.email, "invitation", invitation.language, invitation=invitation,
                inviter=actor, organization=actor.organization,
-               link=_external_url("foundation.accept_invitation", token=token))
+               link=_external_url("foundation.accept_invitation", token=token), token=token)
 
 
 def access_invitation(invitation_id: int) -> Invitation:

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from crm.extensions import db
 from crm.foundation.models import OutboundEmail
 from crm.tenancy import organization_context
+from tests.factories import delivered_text
 
 # The one-time tokens of emailed links: "<organization id>.<secret>".
 EMAILED_TOKEN = re.compile(r"\b(\d{1,18}\.[\w-]{20,100})\b")
@@ -30,13 +31,14 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 
 def emailed_token(org_id: int, to: str) -> str:
-    """The token in the link of the latest email sent to `to`."""
+    """The token in the link of the latest email sent to `to` (delivered: run_jobs first)."""
     with organization_context(org_id):
         email = db.session.scalars(db.select(OutboundEmail).where(OutboundEmail.to_address == to)
                                    .order_by(OutboundEmail.id.desc())).first()
     assert email is not None, f"no email to {to}"
-    match = EMAILED_TOKEN.search(email.body_text)
-    assert match, email.body_text
+    text = delivered_text(email)
+    match = EMAILED_TOKEN.search(text)
+    assert match, text
     return match.group(1)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import event, inspect, select
 from crm.extensions import db
 from crm.foundation.models import AuditEntry, Organization, OutboundEmail
 from crm.tenancy import organization_context
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, delivered_text
 
 HTMX = {"HX-Request": "true"}
 
@@ -43,9 +43,10 @@ def emails_to(org: Organization, address: str) -> list[OutboundEmail]:
 
 
 def link_in(email: OutboundEmail) -> str:
-    """The path of the first link in an email's text."""
-    match = re.search(r"https?://[^/\s]+(/\S+)", email.body_text)
-    assert match, email.body_text
+    """The path of the first link in an email's text, as delivered."""
+    text = delivered_text(email)
+    match = re.search(r"https?://[^/\s]+(/\S+)", text)
+    assert match, text
     return match.group(1)
 
 
