@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "5057a4a5852b"
-down_revision = "b0c4d3e8658e"
+down_revision = "d375e06fc218"
 branch_labels = None
 depends_on = None
 

@@ -289,7 +289,7 @@ def test_the_webhook_address_comes_from_public_url_never_from_the_request(app, c
                                                                          monkeypatch):
     """The address to paste into Meta's dashboard is PUBLIC_URL's, whatever host the request
     came to (here localhost): on the page and in the API."""
-    monkeypatch.setitem(app.config, "SERVER_NAME_FOR_LINKS", "https://wasl.example/")
+    monkeypatch.setitem(app.config, "PUBLIC_URL", "https://wasl.example/")
     profile = make_profile(org)
     login(client, org.admin)
     expected = f"https://wasl.example/webhooks/whatsapp/{profile.id}"
