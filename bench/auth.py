@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from bench.common import baseline_app, bench_app, check, measure, report, sign_in
+from bench.common import baseline_app, bench_app, check, credentials, measure, report, sign_in
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 2000))
 TEAM_SIZE = 60
@@ -17,12 +17,9 @@ TEAM_SIZE = 60
 def run() -> None:
     app = bench_app()
     with app.app_context():
-        admin = _seed_team()
+        headers, session = credentials(_seed_team())
         client = app.test_client()
-        sign_in(client, admin.get_id())
-        from crm.security import issue_token
-
-        headers = {"Authorization": f"Bearer {issue_token(admin)}"}
+        sign_in(client, session)
 
     baseline_client = baseline_app(app.config["DATABASE_URL"]).test_client()
     baseline = measure("bare Flask + 1 indexed SELECT",
@@ -48,7 +45,6 @@ def _seed_team():
     with organization_context(org_id):
         for n in range(TEAM_SIZE):
             db.session.add(User(email=f"agent{n}@wasl.example", full_name=f"وكيل {n}",
-                                password_hash=registration.user.password_hash, role="agent",
-                                session_nonce=f"{n:032d}"))
+                                password_hash=registration.user.password_hash, role="agent"))
         commit()
         return db.session.get(User, registration.user.id)

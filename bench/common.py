@@ -160,11 +160,25 @@ def report(title: str, results: list[Result], baseline: Result, tail: int = 99) 
     print(f"(median of the baseline: {statistics.median(baseline.latencies) * 1000:.2f} ms)")
 
 
-def sign_in(client, user_id: str) -> None:
-    """Give the test client the login session of the user whose `get_id()` is `user_id`, as
-    the login page would."""
+def credentials(user) -> tuple[dict[str, str], str]:
+    """A bearer header and a login session's credential for `user`, each a session of its
+    own, committed so that the measured requests find them."""
+    from crm.foundation.services import open_session
+    from crm.security import issue_token
+    from crm.tenancy import organization_context
+    from crm.transaction import commit
+
+    with organization_context(user.organization_id):
+        header = {"Authorization": f"Bearer {issue_token(user)}"}
+        credential = open_session(user, "browser").credential
+        commit()
+    return header, credential
+
+
+def sign_in(client, credential: str) -> None:
+    """Give the test client the login session `credential` names, as the login page would."""
     with client.session_transaction() as session:
-        session["_user_id"] = user_id
+        session["_user_id"] = credential
         session["_fresh"] = True
 
 
@@ -197,10 +211,9 @@ def pick(array: str, rand: str = "random()") -> str:
 # An organization with an admin, a manager and eight agents.
 ORGANIZATION_SQL = [
     "INSERT INTO organizations (id, name, slug) VALUES (%(org)s, %(name)s, %(slug)s)",
-    """INSERT INTO users (organization_id, email, full_name, password_hash, role, session_nonce)
+    """INSERT INTO users (organization_id, email, full_name, password_hash, role)
     SELECT %(org)s, 'user' || g || '@org' || %(org)s || '.example', {name}, %(hash)s,
-           CASE g WHEN 1 THEN 'admin' WHEN 2 THEN 'manager' ELSE 'agent' END,
-           md5(%(org)s || '.' || g)
+           CASE g WHEN 1 THEN 'admin' WHEN 2 THEN 'manager' ELSE 'agent' END
     FROM generate_series(1, 10) g""".format(name=pick("ar_first") + " || ' ' || "
                                             + pick("ar_last")),
 ]

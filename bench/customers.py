@@ -48,6 +48,7 @@ from bench.common import (
     check,
     check_plan,
     create_organizations,
+    credentials,
     measure_alternating,
     owner_dsn,
     pick,
@@ -250,14 +251,14 @@ def _tenant(org: int) -> Tenant:
     from crm.customers import services
     from crm.extensions import db
     from crm.foundation.models import User
-    from crm.security import issue_token
     from crm.tenancy import organization_context
 
     with organization_context(org):
         admin = db.session.scalar(select(User).where(User.role == "admin").limit(1))
         stages = {stage.name_en: stage.id for stage in services.list_stages()}
-        return Tenant({"Authorization": f"Bearer {issue_token(admin)}"}, admin.id,
-                      admin.get_id(), stages)
+        admin_id = admin.id
+    headers, session_id = credentials(admin)
+    return Tenant(headers, admin_id, session_id, stages)
 
 
 def _deep_cursor(client, headers: dict[str, str], pages: int, query: str = "") -> str:

@@ -44,6 +44,7 @@ from bench.common import (
     check,
     check_plan,
     create_organizations,
+    credentials,
     measure_alternating,
     one_line,
     owner_dsn,
@@ -508,7 +509,6 @@ def _tenant(org: int) -> tuple[dict[str, dict], list[int]]:
 
     from crm.extensions import db
     from crm.foundation.models import User
-    from crm.security import issue_token
     from crm.tenancy import organization_context
     from crm.whatsapp.models import Conversation
 
@@ -516,10 +516,8 @@ def _tenant(org: int) -> tuple[dict[str, dict], list[int]]:
         users = {role: db.session.scalar(select(User).where(User.role == role)
                                          .order_by(User.id).limit(1))
                  for role in ("admin", "agent")}
-        headers = {role: {"Authorization": f"Bearer {issue_token(user)}"}
-                   for role, user in users.items()}
         ids = list(db.session.scalars(select(Conversation.id).order_by(func.random()).limit(500)))
-    return headers, ids
+    return {role: credentials(user)[0] for role, user in users.items()}, ids
 
 
 def print_growth(small: dict[str, Figures], big: dict[str, Figures]) -> None:

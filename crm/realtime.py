@@ -7,9 +7,10 @@ carry server-rendered HTML fragments; the browser's glue script swaps them in wi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from flask import Flask, current_app, request
 from flask_login import current_user
@@ -83,7 +84,8 @@ def _connect(auth=None) -> bool:
     rooms = rooms_for(current_user)
     for room in rooms:
         join_room(room)
-    arrive(current_user.organization_id, current_user.id, request.sid, rooms)
+    arrive(current_user.organization_id, current_user.id, request.sid, rooms,
+           current_user.current_session.id)
     return True
 
 
@@ -115,11 +117,14 @@ def _redis():
     return current_app.extensions["crm.redis"]
 
 
-def arrive(org_id: int, user_id: int, sid: str, rooms: list[str]) -> None:
-    """Record that socket `sid` of the user is open and in `rooms`."""
+def arrive(org_id: int, user_id: int, sid: str, rooms: list[str],
+           session_id: int | None = None) -> None:
+    """Record that socket `sid` of the user (of their session `session_id`) is open and in
+    `rooms`."""
     pipe = _redis().pipeline()
     pipe.sadd(_presence_key(org_id), f"{user_id}:{sid}")
-    pipe.set(_socket_key(sid), json.dumps({"org": org_id, "user": user_id, "rooms": rooms}),
+    pipe.set(_socket_key(sid), json.dumps({"org": org_id, "user": user_id,
+                                           "session": session_id, "rooms": rooms}),
              ex=PRESENCE_TTL)
     for room in rooms:
         pipe.sadd(_room_key(room), sid)
@@ -171,14 +176,26 @@ def occupancy_snapshot() -> Iterator[None]:
         _occupancy.reset(token)
 
 
-def _sockets(org_id: int) -> list[tuple[int, str]]:
+@dataclass(frozen=True)
+class OpenSocket:
+    """An open socket, whose user and login session it belongs to."""
+
+    sid: str
+    user_id: int
+    session_id: int | None
+
+
+def _sockets(org_id: int) -> list[OpenSocket]:
+    """The organization's open sockets (in two Redis round trips); forgets closed ones."""
     redis = _redis()
     entries = [member.decode() for member in redis.smembers(_presence_key(org_id))]
+    sids = [entry.split(":", 1)[1] for entry in entries]
+    owners = redis.mget([_socket_key(sid) for sid in sids]) if sids else []
     alive = []
-    for entry in entries:
-        user_id, sid = entry.split(":", 1)
-        if redis.exists(_socket_key(sid)):
-            alive.append((int(user_id), sid))
+    for entry, sid, owner in zip(entries, sids, owners, strict=True):
+        if owner:
+            socket = json.loads(owner)
+            alive.append(OpenSocket(sid, socket["user"], socket.get("session")))
         else:
             redis.srem(_presence_key(org_id), entry)
     return alive
@@ -186,16 +203,19 @@ def _sockets(org_id: int) -> list[tuple[int, str]]:
 
 def online_user_ids(org_id: int) -> set[int]:
     """Users of the organization with at least one page open right now."""
-    return {user_id for user_id, _sid in _sockets(org_id)}
+    return {socket.user_id for socket in _sockets(org_id)}
 
 
-def disconnect_user(org_id: int, user_id: int) -> None:
-    """Close every open socket of a user (after commit), in whichever web process holds it."""
+def disconnect_user(org_id: int, user_id: int,
+                    session_ids: Collection[int] | None = None) -> None:
+    """Close the open sockets of a user (only those of `session_ids`, when given) after commit,
+    in whichever web process holds them."""
 
     def close() -> None:
-        for owner, sid in _sockets(org_id):
-            if owner == user_id:
-                socketio.server.disconnect(sid, namespace="/")
+        for socket in _sockets(org_id):
+            if socket.user_id == user_id and (session_ids is None
+                                              or socket.session_id in session_ids):
+                socketio.server.disconnect(socket.sid, namespace="/")
 
     on_commit(close)
 

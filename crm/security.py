@@ -1,8 +1,9 @@
 """Who is calling: login sessions, bearer tokens, rate limits, security headers.
 
-A login session stores "<org>.<user>.<nonce>"; a bearer token (JWT) carries the same string as
-its subject. Loading either sets the current organization (the only place it comes from for a
-person), and a rotated nonce (logout, password change, removal) ends both at once.
+Each way in is a session of its own (crm.foundation: UserSession): the browser's session cookie
+holds its credential, a bearer token (JWT) carries it as its subject, an API key is one. Loading
+any of them sets the current organization (the only place it comes from for a person) and
+fails once that session has ended, whatever happened to the user's other sessions.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -23,7 +23,12 @@ from werkzeug.exceptions import TooManyRequests
 from crm.config import trusted_hosts
 from crm.extensions import limiter, login_manager
 from crm.foundation.models import User
-from crm.foundation.services import load_session_user
+from crm.foundation.services import (
+    API_KEY_PREFIX,
+    load_api_key_user,
+    load_session_user,
+    open_session,
+)
 from crm.tenancy import current_organization_id, set_current_organization
 
 JWT_ALGORITHM = "HS256"
@@ -156,15 +161,16 @@ def _identify_caller() -> None:
         current_user._get_current_object()
 
 
-def _user_from_session(session_id: str) -> User | None:
+def _user_from_session(credential: str) -> User | None:
     if request.blueprint == "api":
         return None  # the API authenticates by bearer token only, so it needs no CSRF token
-    return load_session_user(session_id)
+    return load_session_user(credential, "browser")
 
 
 def start_session(user: User, remember: bool = False) -> None:
-    """Log the user in with a fresh session (the old one, and any fixation, is dropped)."""
+    """Log the user in with a new session (the old one, and any fixation, is dropped)."""
     session.clear()
+    user.current_session = open_session(user, "browser")
     login_user(user, remember=remember)
 
 
@@ -174,24 +180,30 @@ def end_session() -> None:
 
 
 def issue_token(user: User) -> str:
+    """A bearer token that is a session of its own (an API login), ended by its logout."""
     now = datetime.now(UTC)
-    claims = {"sub": user.get_id(), "iat": now, "exp": now + current_app.config["JWT_LIFETIME"],
-              "jti": uuid.uuid4().hex}
+    expires_at = now + current_app.config["JWT_LIFETIME"]
+    token_session = open_session(user, "api_token", expires_at=expires_at)
+    claims = {"sub": token_session.credential, "iat": now, "exp": expires_at}
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=JWT_ALGORITHM)
 
 
 def _user_from_bearer(req) -> User | None:
+    """The caller of an API request: a JWT from /api/auth/login, or an admin-made API key."""
     header = req.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
+    if token.startswith(API_KEY_PREFIX):
+        return load_api_key_user(token)
     try:
-        claims = jwt.decode(token.strip(), current_app.config["SECRET_KEY"],
+        claims = jwt.decode(token, current_app.config["SECRET_KEY"],
                             algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]})
     except jwt.PyJWTError:
         return None
     subject = claims.get("sub")
-    return load_session_user(subject) if isinstance(subject, str) else None
+    return load_session_user(subject, "api_token") if isinstance(subject, str) else None
 
 
 def _security_headers(response):

@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 
 from crm.extensions import db
 from crm.foundation import services
-from crm.foundation.models import Organization, OutboundEmail, User
+from crm.foundation.models import Organization, OutboundEmail, User, UserSession
 from crm.security import issue_token
 from crm.tenancy import organization_context, set_current_organization
 from crm.transaction import commit
@@ -40,21 +40,39 @@ def make_user(org: Organization, role: str = "agent", email: str | None = None,
     with organization_context(org.id):
         user = User(organization_id=org.id, email=email or f"user{n}@org{org.id}.example",
                     full_name=f"User {n}", password_hash=services.hash_password(PASSWORD),
-                    role=role, preferred_language=language, session_nonce=f"nonce{n:027d}")
+                    role=role, preferred_language=language)
         db.session.add(user)
         db.session.flush()
     return user
 
 
+def make_api_key(org: Organization, user: User | None = None, name: str = "Integration"
+                 ) -> UserSession:
+    """A live API key of `org` acting as `user` (the admin by default); `.credential` is it."""
+    with organization_context(org.id):
+        key = services.create_api_key(org.admin, name, (user or org.admin).id)
+        db.session.flush()
+    return key
+
+
+def make_session(user: User) -> UserSession:
+    """A live browser session of `user`, as logging in elsewhere makes."""
+    with organization_context(user.organization_id):
+        return services.open_session(user, "browser")
+
+
 def login(client, user: User) -> None:
-    """Give the client a logged-in session for `user` (as a real login would)."""
+    """Give the client a new logged-in session of `user` (as a real login would)."""
+    credential = make_session(user).credential
     with client.session_transaction() as session:
-        session["_user_id"] = user.get_id()
+        session["_user_id"] = credential
         session["_fresh"] = True
 
 
 def bearer(user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(user)}"}
+    """The Authorization header of a new API token of `user` (as an API login answers)."""
+    with organization_context(user.organization_id):
+        return {"Authorization": f"Bearer {issue_token(user)}"}
 
 
 def run_jobs(app, queues=("inbound", "default", "mail")) -> None:

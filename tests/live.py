@@ -134,6 +134,13 @@ class SocketProbe:
         self.client.eio.disconnect(abort=True)
 
 
+def csrf_token(page: str) -> str:
+    """The CSRF token of a page's forms."""
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token, "the page has no csrf_token field"
+    return token.group(1)
+
+
 class LiveServer:
     def __init__(self, app: Flask, url: str, settings: dict):
         self.app = app
@@ -153,16 +160,22 @@ class LiveServer:
             org = make_org()
             return Account(org.id, org.admin.id, org.admin.email)
 
-    def session_cookie(self, account: Account, password: str = PASSWORD) -> str:
-        """Log in through the login page, as a browser does; the session cookie it sets."""
+    def browser(self, account: Account, password: str = PASSWORD) -> requests.Session:
+        """An HTTP client logged in through the login page, as a browser does."""
         http = requests.Session()
         page = http.get(f"{self.url}/login", timeout=TIMEOUT)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-        assert token, "the login page has no csrf_token field"
         answer = http.post(f"{self.url}/login", allow_redirects=False, timeout=TIMEOUT,
                            data={"email": account.email, "password": password,
-                                 "csrf_token": token.group(1)})
+                                 "csrf_token": csrf_token(page.text)})
         assert answer.status_code in (302, 303), f"login answered {answer.status_code}"
+        return http
+
+    def session_cookie(self, account: Account, password: str = PASSWORD) -> str:
+        """Log in through the login page, as a browser does; the session cookie it sets."""
+        return self.cookie_of(self.browser(account, password))
+
+    def cookie_of(self, http: requests.Session) -> str:
+        """The session cookie a logged-in HTTP client holds, for a socket to send."""
         name = self.app.config["SESSION_COOKIE_NAME"]
         return f"{name}={http.cookies[name]}"
 

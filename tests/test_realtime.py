@@ -4,14 +4,16 @@ Also the health endpoints that load balancers probe."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import socketio as socketio_client
 
-from crm.extensions import db
+from crm.extensions import db, socketio
 from crm.foundation import services
 from crm.foundation.models import Organization, User
 from crm.jobs import enqueue
-from crm.realtime import emit_to_org, emit_to_user, message_channel
+from crm.realtime import emit_to_admins, emit_to_org, emit_to_user, message_channel
 from crm.transaction import rollback
 from tests.conftest import free_port
 from tests.factories import make_user
@@ -31,8 +33,8 @@ def test_a_socket_without_a_valid_session_is_refused(live_server, cookie):
 
 @pytest.mark.live
 def test_a_socket_of_a_signed_out_user_is_refused(live_server):
-    """Once the user's sessions end (logout, password change, removal), the old cookie no
-    longer opens a socket."""
+    """Once the user's sessions end (a password reset, removal), the old cookie no longer
+    opens a socket."""
     account = live_server.make_account()
     cookie = live_server.session_cookie(account)
     with live_server.socket(cookie):
@@ -59,6 +61,78 @@ def test_ending_a_users_sessions_closes_their_open_sockets(live_server):
         with live_server.app.app_context():
             wait_until(lambda: not online_user_ids(account.organization_id),
                        "the user leaving the presence set")
+
+
+def _member(live_server, account: Account, role: str) -> Account:
+    """A committed colleague of `account` with `role`."""
+    with live_server.transaction(account.organization_id):
+        user = make_user(db.session.get(Organization, account.organization_id), role)
+        return Account(account.organization_id, user.id, user.email)
+
+
+def _conversation_event(org_id: int) -> None:
+    """What the live inbox sends everyone who may see every conversation (Arabic, writable)."""
+    from crm.whatsapp.live import watch_room
+
+    socketio.emit("newMessage", {"org": org_id}, to=watch_room(org_id, "ar", "write"))
+
+
+def _pairing_code(org_id: int) -> None:
+    """What the WhatsApp supervisor sends the organization's admins while a number pairs."""
+    emit_to_admins("qrCode", {"org": org_id}, org_id)
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("role", "new_role", "send", "event"), [
+    ("manager", "agent", _conversation_event, "newMessage"),
+    ("admin", "manager", _pairing_code, "qrCode"),
+], ids=["demoted manager", "demoted admin"])
+def test_a_role_change_disconnects_the_old_rooms(live_server, role, new_role, send, event):
+    """A demoted manager stops hearing every conversation, a demoted admin the pairing codes:
+    their open page is disconnected at once, and the page they open next joins only the
+    rooms of the new role."""
+    from tests.live import wait_until
+
+    account = live_server.make_account()
+    person = _member(live_server, account, role)
+    org_id = account.organization_id
+    with live_server.socket(live_server.session_cookie(person)) as before:
+        with live_server.transaction(org_id):
+            send(org_id)
+        before.wait_for(event, {"org": org_id})
+        with live_server.transaction(org_id):
+            services.change_role(db.session.get(User, account.user_id),
+                                 db.session.get(User, person.user_id), new_role)
+        wait_until(lambda: not before.client.connected, "the socket closing")
+    with live_server.socket(live_server.session_cookie(person)) as after:
+        with live_server.transaction(org_id):
+            send(org_id)
+            emit_to_org("news", {"org": org_id})  # after it: had the first leaked, it came first
+        after.wait_for("news", {"org": org_id})
+    assert after.events == [("news", {"org": org_id})]
+
+
+@pytest.mark.live
+def test_signing_out_one_session_closes_only_its_sockets(live_server):
+    """Signing another session out (the profile's "sign out") closes that session's open
+    pages; the pages of the session that did it keep listening."""
+    from tests.live import TIMEOUT, csrf_token, wait_until
+
+    account = live_server.make_account()
+    here = live_server.browser(account)
+    with (live_server.socket(live_server.cookie_of(here)) as kept,
+          live_server.socket(live_server.session_cookie(account)) as ended):
+        page = here.get(f"{live_server.url}/profile", timeout=TIMEOUT).text
+        [other] = re.findall(r'action="/profile/sessions/(\d+)/end"', page)
+        answer = here.post(f"{live_server.url}/profile/sessions/{other}/end",
+                           data={"csrf_token": csrf_token(page)}, allow_redirects=False,
+                           timeout=TIMEOUT)
+        assert answer.status_code == 303
+        wait_until(lambda: not ended.client.connected, "the ended session's socket closing")
+        with live_server.transaction(account.organization_id):
+            emit_to_org("news", {"still": "here"})
+        kept.wait_for("news", {"still": "here"})
+        assert kept.client.connected
 
 
 @pytest.mark.live

@@ -30,7 +30,7 @@ from tests.customers.factories import (
     make_segment,
     make_stage,
 )
-from tests.factories import PASSWORD, make_user
+from tests.factories import PASSWORD, make_api_key, make_session, make_user
 from tests.whatsapp.factories import make_conversation, make_media_message, make_profile
 
 
@@ -49,6 +49,9 @@ def make_invitation(org: Organization) -> Invitation:
 
 OBJECTS: dict[str, Callable[[Organization], object]] = {
     "user_id": lambda org: make_user(org, "agent").id,
+    # The admin's: the permission walk's admin may end it, other roles get 404.
+    "session_id": lambda org: make_session(org.admin).id,
+    "key_id": lambda org: make_api_key(org).id,
     "invitation_id": lambda org: make_invitation(org).id,
     "customer_id": lambda org: make_customer(org).id,
     "stage_id": lambda org: make_stage(org).id,

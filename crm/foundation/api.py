@@ -12,7 +12,7 @@ from crm.api import openapi
 from crm.api.helpers import decode_cursor, json_body, page, page_limit
 from crm.api.openapi import CURSOR_PARAMETERS, list_of, operation, path_id, ref
 from crm.foundation import services
-from crm.foundation.models import ROLES, Invitation, Organization, User
+from crm.foundation.models import ROLES, Invitation, Organization, User, UserSession
 from crm.permissions import require
 from crm.security import issue_token, login_rate_limited, public_rate_limited
 
@@ -42,6 +42,11 @@ def invitation_json(invitation: Invitation) -> dict:
     return {"id": invitation.id, "email": invitation.email, "role": invitation.role,
             "language": invitation.language, "status": invitation.status,
             "expires_at": iso(invitation.expires_at), "created_at": iso(invitation.created_at)}
+
+
+def api_key_json(key: UserSession) -> dict:
+    return {"id": key.id, "name": key.name, "user_id": key.user_id,
+            "created_at": iso(key.created_at), "last_used_at": iso(key.last_seen_at)}
 
 
 def _token_body(user: User) -> dict:
@@ -155,6 +160,30 @@ def remove_user(user_id: int):
     return "", 204
 
 
+# -- API keys -----------------------------------------------------------------------------
+
+@api.get("/api-keys")
+@require("settings", "write")
+def list_api_keys():
+    return {"items": [api_key_json(key) for key in services.list_api_keys()],
+            "next_cursor": None}
+
+
+@api.post("/api-keys")
+@require("settings", "write")
+def create_api_key():
+    data = json_body()
+    key = services.create_api_key(_me(), data.get("name"), data.get("user_id"))
+    return {**api_key_json(key), "key": key.credential}, 201
+
+
+@api.delete("/api-keys/<int:key_id>")
+@require("settings", "write")
+def revoke_api_key(key_id: int):
+    services.revoke_api_key(_me(), services.access_api_key(key_id))
+    return "", 204
+
+
 # -- the document -------------------------------------------------------------------------
 
 def _object(properties: dict, required: tuple[str, ...] | None = None) -> dict:
@@ -172,6 +201,9 @@ _ROLE = {"type": "string", "enum": list(ROLES)}
 _TIME = {"type": "string", "format": "date-time"}
 _OPTIONAL_TIME = {**_TIME, "nullable": True}
 _ID = {"type": "integer", "format": "int64"}
+_API_KEY_PROPERTIES = {"id": _ID, "name": {"type": "string"},
+                       "user_id": {**_ID, "description": "The member the key acts as."},
+                       "created_at": _TIME, "last_used_at": _OPTIONAL_TIME}
 _TOKEN_PROPERTIES = {"access_token": {"type": "string"},
                      "token_type": {"type": "string", "enum": ["Bearer"]},
                      "expires_in": {"type": "integer", "description": "Seconds."},
@@ -193,6 +225,11 @@ SCHEMAS = {
                                       "enum": ["pending", "accepted", "revoked", "expired"]},
                            "expires_at": _TIME, "created_at": _TIME}),
     "Token": _object(_TOKEN_PROPERTIES),
+    "ApiKey": _object(_API_KEY_PROPERTIES),
+    "NewApiKey": _object({**_API_KEY_PROPERTIES,
+                          "key": {"type": "string", "pattern": "^wasl_",
+                                  "description": "The key itself, answered this once: send it "
+                                                 "as the bearer token."}}),
     "Registration": _object({**_TOKEN_PROPERTIES, "organization": ref("Organization")}),
 }
 
@@ -213,7 +250,8 @@ openapi.register({
                                                            "to several organizations."}},
                      ("email", "password")))},
     "/api/auth/logout": {"post": operation(
-        "Revoke every token and session of the caller", tag="auth", status=204)},
+        "End the caller's token; their other tokens and sessions go on", tag="auth",
+        status=204, errors=(409,))},
     "/api/auth/forgot-password": {"post": operation(
         "Email a password reset link if an account has this address", tag="auth", status=202,
         public=True, response=_object({"status": {"type": "string", "enum": ["accepted"]}}),
@@ -244,6 +282,16 @@ openapi.register({
         "Change a user's role", tag="users", status=200, permission=True,
         response=ref("User"), parameters=_USER_ID, errors=(409,),
         body=_object({"role": _ROLE}))},
+    "/api/api-keys": {
+        "get": operation("The organization's API keys (never the keys themselves)",
+                         tag="api-keys", status=200, permission=True, response=list_of("ApiKey")),
+        "post": operation("Create a key that acts as a member; the key is answered once",
+                          tag="api-keys", status=201, permission=True, response=ref("NewApiKey"),
+                          body=_object({"name": _TEXT, "user_id": _ID})),
+    },
+    "/api/api-keys/{key_id}": {"delete": operation(
+        "Revoke a key; it stops at once", tag="api-keys", status=204, permission=True,
+        parameters=(path_id("key_id"),))},
     "/api/users/invite": {"post": operation(
         "Invite someone by email with a role", tag="users", status=201, permission=True,
         response=ref("Invitation"), errors=(409,),

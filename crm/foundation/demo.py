@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import Organization, User
@@ -46,8 +44,7 @@ def seed() -> str:
 def _add_member(org: Organization, full_name: str, email: str, role: str) -> User:
     """Add a teammate directly: demo people have no inbox to accept an invitation from."""
     user = User(organization_id=org.id, email=email, full_name=full_name, role=role,
-                password_hash=services.hash_password(DEMO_PASSWORD), preferred_language="ar",
-                session_nonce=secrets.token_hex(16))
+                password_hash=services.hash_password(DEMO_PASSWORD), preferred_language="ar")
     db.session.add(user)
     return user
 

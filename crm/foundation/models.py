@@ -8,6 +8,7 @@ from flask_login import UserMixin
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -23,6 +24,8 @@ from crm.models import created_at_column, id_column, utcnow
 from crm.tenancy import TenantMixin
 
 ROLES = ("admin", "manager", "agent", "member")
+# A browser login, a bearer token from /api/auth/login, an integration's key made by an admin.
+SESSION_KINDS = ("browser", "api_token", "api_key")
 MODULES = ("whatsapp", "crm", "ticketing", "campaigns", "billing")
 
 
@@ -61,16 +64,18 @@ class User(TenantMixin, UserMixin, db.Model):
     preferred_language: Mapped[str | None] = mapped_column(String(5))
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
                                             server_default=text("true"))
-    # Rotated on logout, password change and removal: every session and token minted
-    # before the rotation stops working at once.
-    session_nonce: Mapped[str] = mapped_column(String(32), nullable=False)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
 
     organization: Mapped[Organization] = relationship(lazy="joined", innerjoin=True)
 
-    def get_id(self) -> str:
-        return f"{self.organization_id}.{self.id}.{self.session_nonce}"
+    # The session this request runs as, set by crm.security when it loads or starts one
+    # (None for a user loaded any other way). Not a column: it belongs to the request.
+    current_session = None
+
+    def get_id(self) -> str | None:
+        """What Flask-Login keeps in the session cookie: the credential of this session."""
+        return self.current_session.credential if self.current_session else None
 
     @property
     def is_admin(self) -> bool:
@@ -78,6 +83,51 @@ class User(TenantMixin, UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
+
+
+class UserSession(TenantMixin, db.Model):
+    """One way in for a user: a browser login, an API token or an integration's API key.
+
+    Its credential names the organization and carries a secret ("<org>.<secret>"; an API key
+    is "wasl_" and that); only the secret's SHA-256 is stored. Each session ends on its own
+    (logout, "sign out" on the profile, revoking a key), leaving the user's others alone.
+    """
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (
+        Index("uq_user_sessions_organization_id_token_hash", "organization_id", "token_hash",
+              unique=True),
+        # The live sessions of a user (the profile, ending them) and the live keys (settings).
+        Index("ix_user_sessions_organization_id_kind_user_id", "organization_id", "kind",
+              "user_id", postgresql_where=text("ended_at IS NULL")),
+        CheckConstraint("kind IN ('browser', 'api_token', 'api_key')", name="kind"),
+    )
+
+    id: Mapped[int] = id_column()
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"),
+                                         nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(120))  # an API key's, given by the admin
+    created_by_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = created_at_column()
+    # Refreshed at most once a minute (SESSION_SEEN_INTERVAL), not on every request; an API
+    # key's stays empty until it is first used.
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+    # The credential in clear: known only in the request that created or presented it.
+    credential = None
+
+    def __repr__(self) -> str:
+        return f"<UserSession {self.id} {self.kind}>"
 
 
 class Invitation(TenantMixin, db.Model):

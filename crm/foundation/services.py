@@ -12,6 +12,7 @@ import re
 import secrets
 import zoneinfo
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from operator import attrgetter
 from urllib.parse import urlsplit
 
@@ -20,9 +21,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_request_context, request
 from flask_babel import gettext as _
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from crm import events
 from crm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
@@ -30,12 +31,14 @@ from crm.extensions import db
 from crm.foundation.models import (
     MODULES,
     ROLES,
+    SESSION_KINDS,
     AuditEntry,
     Invitation,
     ModuleSetting,
     Organization,
     PasswordResetToken,
     User,
+    UserSession,
 )
 from crm.mail import send_email
 from crm.models import utcnow
@@ -116,10 +119,6 @@ def _password_matches(password_hash: str, password: str) -> bool:
         return False
 
 
-def _new_nonce() -> str:
-    return secrets.token_hex(16)
-
-
 # -- one-time tokens ----------------------------------------------------------------------
 # A token names its organization in clear ("<org>.<secret>") so it can be looked up under RLS;
 # only the secret's SHA-256 is stored, and the lookup inside that organization verifies it.
@@ -192,7 +191,7 @@ def register_organization(organization_name: object, full_name: object, email: o
     db.session.add(org)
     user = User(organization_id=org_id, email=address, full_name=name,
                 password_hash=hash_password(password), role="admin",
-                preferred_language=language, session_nonce=_new_nonce())
+                preferred_language=language)
     db.session.add(user)
     db.session.flush()
     audit("organization.registered", user, org)
@@ -262,7 +261,6 @@ def authenticate(email: object, password: object, organization_slug: object = No
                                     "enter the workspace address.")})
     user = matches[0]
     set_current_organization(user.organization_id)
-    user.last_login_at = utcnow()
     audit("user.login", user, user)
     return user
 
@@ -294,32 +292,201 @@ def _record_failed_login(address: str) -> None:
     set_current_organization(None)
 
 
-def load_session_user(session_id: str) -> User | None:
-    """Load the user a login session or bearer token names; None once it is revoked."""
-    try:
-        org_id, user_id, nonce = session_id.split(".")
-        org_id, user_id = int(org_id), int(user_id)
-    except ValueError:
-        return None
-    set_current_organization(org_id)
-    user = get_in_organization(User, user_id)
-    if user is None or not user.is_active or not secrets.compare_digest(user.session_nonce, nonce):
+# -- sessions ---------------------------------------------------------------------------------
+# Every way in is a UserSession, ended on its own. Its credential names the organization like
+# the emailed tokens ("<org>.<secret>"), so it is looked up under RLS; an API key is
+# "wasl_" + that, so people and secret scanners recognise it.
+
+API_KEY_PREFIX = "wasl_"
+# What logging in starts; API keys are made by admins and outlive their user's logouts.
+LOGIN_KINDS = ("browser", "api_token")
+# How stale last_seen_at may get: refreshing it on every request would write on every read.
+SESSION_SEEN_INTERVAL = timedelta(minutes=1)
+USER_AGENT_LENGTH = 255
+
+
+def _client() -> dict[str, str | None]:
+    """Where this request comes from: its address and browser (nothing outside a request)."""
+    if not has_request_context():
+        return {}
+    return {"ip_address": request.remote_addr,
+            "user_agent": request.user_agent.string[:USER_AGENT_LENGTH] or None}
+
+
+def _new_session(user: User, kind: str, **fields) -> UserSession:
+    """A session of `user`, its credential (never stored) set on it."""
+    credential, digest = _issue_token()
+    record = UserSession(organization_id=user.organization_id, user_id=user.id, kind=kind,
+                         token_hash=digest, **_client(), **fields)
+    db.session.add(record)
+    db.session.flush()
+    record.credential = credential
+    return record
+
+
+def open_session(user: User, kind: str, expires_at: datetime | None = None) -> UserSession:
+    """Sign the user in: a browser session or an API token, and the login recorded.
+
+    Every flow that signs someone in (login, registration, accepting an invitation) comes
+    here, so nobody who is signed in shows as never having logged in.
+    """
+    user.last_login_at = utcnow()
+    return _new_session(user, kind, expires_at=expires_at, last_seen_at=user.last_login_at)
+
+
+def _live() -> ColumnElement[bool]:
+    return (UserSession.ended_at.is_(None)
+            & or_(UserSession.expires_at.is_(None), UserSession.expires_at > func.now()))
+
+
+def load_session_user(credential: object, kind: str) -> User | None:
+    """The active user a live session of `kind` names, with it as their current session.
+
+    Sets the current organization to the session's: the only place a person's comes from.
+    """
+    digest = _open_token(credential)
+    found = digest and db.session.execute(
+        select(User, UserSession).join(UserSession, UserSession.user_id == User.id)
+        .where(UserSession.token_hash == digest, UserSession.kind == kind, _live(),
+               User.is_active)).first()
+    if not found:
         set_current_organization(None)
         return None
+    user, record = found
+    record.credential = credential
+    user.current_session = record
+    if record.last_seen_at is None or utcnow() - record.last_seen_at >= SESSION_SEEN_INTERVAL:
+        record.last_seen_at = utcnow()
+        record.ip_address = _client().get("ip_address", record.ip_address)
     return user
 
 
-def end_all_sessions(user: User) -> None:
-    """Sign the user out everywhere: every session cookie, bearer token and open socket."""
+def _end_sessions(user: User, kinds: tuple[str, ...], keep: UserSession | None = None
+                  ) -> list[int]:
+    """End the user's live sessions of `kinds`, but `keep`; the ids of those ended."""
+    query = update(UserSession).where(UserSession.user_id == user.id,
+                                      UserSession.kind.in_(kinds), UserSession.ended_at.is_(None))
+    if keep is not None:
+        query = query.where(UserSession.id != keep.id)
+    return list(db.session.scalars(query.values(ended_at=utcnow()).returning(UserSession.id)))
+
+
+def _end_other_sessions(user: User) -> list[int]:
+    """End every login of the user but the one this request runs as, and close their pages."""
     from crm.realtime import disconnect_user
 
-    user.session_nonce = _new_nonce()
+    ended = _end_sessions(user, LOGIN_KINDS, keep=user.current_session)
+    disconnect_user(user.organization_id, user.id, ended)
+    return ended
+
+
+def end_all_sessions(user: User, kinds: tuple[str, ...] = LOGIN_KINDS) -> None:
+    """Sign the user out everywhere: every browser session, API token and open socket.
+
+    API keys stay unless `kinds` names them: admins make and revoke them for integrations.
+    """
+    from crm.realtime import disconnect_user
+
+    _end_sessions(user, kinds)
     disconnect_user(user.organization_id, user.id)
 
 
 def logout(user: User) -> None:
-    end_all_sessions(user)
+    """End the session this request runs as (this browser, or this API token) only."""
+    current = user.current_session
+    if current.kind == "api_key":
+        raise ConflictError(_("An API key cannot log out; an admin revokes it in the settings."))
+    _end_one(current)
     audit("user.logout", user, user)
+
+
+def _end_one(record: UserSession) -> None:
+    from crm.realtime import disconnect_user
+
+    record.ended_at = utcnow()
+    disconnect_user(record.organization_id, record.user_id, [record.id])
+
+
+def list_sessions(user: User) -> list[UserSession]:
+    """The user's live browser sessions and API tokens, the most recently seen first."""
+    return list(db.session.scalars(
+        select(UserSession).where(UserSession.user_id == user.id,
+                                  UserSession.kind.in_(LOGIN_KINDS), _live())
+        .order_by(UserSession.last_seen_at.desc(), UserSession.id.desc()).limit(100)))
+
+
+def access_session(user: User, session_id: int) -> UserSession:
+    """One of the user's own live sessions, or 404 (a colleague's looks the same)."""
+    record = get_in_organization(UserSession, session_id)
+    if record is None:
+        raise NotFoundError(_("Not found."))
+    if record.user_id != user.id or record.kind not in LOGIN_KINDS:
+        raise NotFoundError(_("Not found."))
+    if record.ended_at is not None:
+        raise NotFoundError(_("Not found."))
+    return record
+
+
+def end_session(user: User, record: UserSession) -> None:
+    """Sign one of the user's sessions out (a lost phone, a shared computer)."""
+    _end_one(record)
+    audit("user.session_ended", user, user, session_id=record.id)
+
+
+def end_other_sessions(user: User) -> None:
+    """Sign the user out of every session but this one."""
+    ended = _end_other_sessions(user)
+    audit("user.other_sessions_ended", user, user, sessions=len(ended))
+
+
+# -- API keys ---------------------------------------------------------------------------------
+
+def _active_member(raw: object, field: str) -> User:
+    """The active member of the organization a form or JSON body names by id."""
+    if isinstance(raw, str) and raw.isdigit():
+        raw = int(raw)
+    user = (get_in_organization(User, raw)
+            if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < 2**63 else None)
+    if user is None or not user.is_active:
+        raise ValidationError({field: _("Choose a member of the team.")})
+    return user
+
+
+def create_api_key(actor: User, name: object, user_id: object) -> UserSession:
+    """Make a named key that acts as an active member; its credential is shown this once."""
+    name, user = _collect(lambda: _required_text(name, "name", 120),
+                          lambda: _active_member(user_id, "user_id"))
+    key = _new_session(user, "api_key", name=name, created_by_id=actor.id)
+    key.credential = API_KEY_PREFIX + key.credential
+    audit("api_key.created", actor, key, name=name, user_id=user.id)
+    return key
+
+
+def load_api_key_user(key: object) -> User | None:
+    """The user a live API key acts as (None for anything else); records that it was used."""
+    if not isinstance(key, str) or not key.startswith(API_KEY_PREFIX):
+        return None
+    return load_session_user(key.removeprefix(API_KEY_PREFIX), "api_key")
+
+
+def list_api_keys() -> list[UserSession]:
+    return list(db.session.scalars(
+        select(UserSession).options(joinedload(UserSession.user))
+        .where(UserSession.kind == "api_key", UserSession.ended_at.is_(None))
+        .order_by(UserSession.id.desc())))
+
+
+def access_api_key(key_id: int) -> UserSession:
+    """The organization's live API key with this id, or 404."""
+    key = get_in_organization(UserSession, key_id)
+    if key is None or key.kind != "api_key" or key.ended_at is not None:
+        raise NotFoundError(_("Not found."))
+    return key
+
+
+def revoke_api_key(actor: User, key: UserSession) -> None:
+    key.ended_at = utcnow()
+    audit("api_key.revoked", actor, key, name=key.name)
 
 
 # -- passwords ----------------------------------------------------------------------------
@@ -371,7 +538,7 @@ def change_password(user: User, current_password: object, new_password: object) 
                                                                       current_password):
         raise ValidationError({"current_password": _("The current password is incorrect.")})
     user.password_hash = hash_password(_check_password(new_password, "new_password"))
-    end_all_sessions(user)
+    _end_other_sessions(user)  # this one stays: the person who typed both passwords is here
     audit("user.password_changed", user, user)
 
 
@@ -415,16 +582,29 @@ def change_role(actor: User, user: User, role: object) -> User:
         _lock_admins()
         _ensure_not_last_admin(user)
     previous, user.role = user.role, role
+    _start_again(user, keep=actor.current_session if actor is user else None)
     audit("user.role_changed", actor, user, previous=previous, role=role)
     return user
 
 
+def _start_again(user: User, keep: UserSession | None) -> None:
+    """After a role change: end the user's logins but `keep`, and close every open page of
+    theirs, `keep`'s too, so that each reconnects (or logs in) into the new role's rooms."""
+    from crm.realtime import disconnect_user
+
+    _end_sessions(user, LOGIN_KINDS, keep)
+    disconnect_user(user.organization_id, user.id)
+
+
 def remove_user(actor: User, user: User) -> None:
-    """Deactivate a user: their sessions and tokens stop working at once; history stays."""
+    """Deactivate a user: their sessions, tokens and API keys stop at once; history stays.
+
+    The keys are revoked, not just refused, so inviting the person back revives none.
+    """
     _lock_admins()
     _ensure_not_last_admin(user)
     user.is_active = False
-    end_all_sessions(user)
+    end_all_sessions(user, SESSION_KINDS)
     audit("user.removed", actor, user, email=user.email)
 
 
@@ -528,7 +708,7 @@ def accept_invitation(token: object, full_name: object, password: object) -> Use
         raise ConflictError(_("This person is already a member of the team."))
     user = db.session.scalar(select(User).where(User.email == invitation.email))
     if user is None:  # a removed member who is invited back keeps their history
-        user = User(email=invitation.email, session_nonce=_new_nonce())
+        user = User(email=invitation.email)
         db.session.add(user)
     user.full_name, user.role, user.is_active = name, invitation.role, True
     user.password_hash = hash_password(password)

@@ -66,9 +66,21 @@ AUDIT_ACTIONS = {
     "invitation.resent": lazy_gettext("Invitation sent again"),
     "invitation.revoked": lazy_gettext("Invitation revoked"),
     "invitation.accepted": lazy_gettext("Invitation accepted"),
+    "user.session_ended": lazy_gettext("Signed out a session"),
+    "user.other_sessions_ended": lazy_gettext("Signed out of the other sessions"),
+    "api_key.created": lazy_gettext("API key created"),
+    "api_key.revoked": lazy_gettext("API key revoked"),
 }
 TARGET_LABELS = {"users": lazy_gettext("User"), "invitations": lazy_gettext("Invitation"),
-                 "organizations": lazy_gettext("Organization")}
+                 "organizations": lazy_gettext("Organization"),
+                 "user_sessions": lazy_gettext("API key")}
+# Words in a user agent that name a browser or a system, most specific first (Edge and Opera
+# say "Chrome" too, Chrome says "Safari", Android says "Linux", an iPhone "Mac OS X").
+_BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"),
+             ("Chrome/", "Chrome"), ("Safari/", "Safari"))
+_SYSTEMS = (("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iOS"), ("Windows", "Windows"),
+            ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+SHOWN_USER_AGENT = 60
 _TIMEZONE_REGIONS = ("Africa", "America", "Antarctica", "Asia", "Atlantic", "Australia",
                      "Europe", "Indian", "Pacific")
 LANGUAGE_COOKIE_AGE = timedelta(days=365)
@@ -255,7 +267,7 @@ def _profile_page(status: int = 200, **context) -> tuple[str, int]:
     context.setdefault("values", {"full_name": current_user.full_name,
                                   "preferred_language": current_language()})
     context.setdefault("password_errors", {})
-    return _page("foundation/profile.html", status, **context)
+    return _page("foundation/profile.html", status, **_sessions(), **context)
 
 
 @blueprint.route("/profile", methods=["GET", "POST"])
@@ -276,17 +288,53 @@ def profile():
 @require("users", "none")
 def change_password():
     form = request.form
-    user = _me()
     try:
         _check_confirmation(form.get("new_password"), form.get("new_password_confirmation"),
                             "new_password_confirmation")
-        services.change_password(user, form.get("current_password"), form.get("new_password"))
+        services.change_password(_me(), form.get("current_password"), form.get("new_password"))
     except ValidationError as exc:
         return _profile_page(422, password_errors=exc.fields)
-    # The password change signed the user out everywhere; this browser signs in again.
-    start_session(user)
     flash(_("Your password has been changed. Your other sessions were signed out."), "success")
     return _see_other("foundation.profile")
+
+
+def device_name(user_agent: str | None) -> str:
+    """A session's device in words ("Firefox on Windows"), or its user agent, cut short."""
+    if not user_agent:
+        return _("Unknown device")
+    browser = next((name for word, name in _BROWSERS if word in user_agent), None)
+    system = next((name for word, name in _SYSTEMS if word in user_agent), None)
+    if browser and system:
+        return _("%(browser)s on %(system)s", browser=browser, system=system)
+    return user_agent[:SHOWN_USER_AGENT]
+
+
+def _sessions_answer():
+    """Answer a change to the sessions: htmx gets the list, a plain post the profile."""
+    if is_htmx():
+        return _fragment("foundation/_sessions.html", **_sessions())
+    return _see_other("foundation.profile")
+
+
+def _sessions() -> dict:
+    return {"sessions": services.list_sessions(_me()), "device_name": device_name}
+
+
+@blueprint.post("/profile/sessions/<int:session_id>/end")
+@require("users", "none")
+def sign_out_session(session_id: int):
+    me = _me()
+    services.end_session(me, services.access_session(me, session_id))
+    flash(_("That session was signed out."), "success")
+    return _sessions_answer()
+
+
+@blueprint.post("/profile/sessions/end-others")
+@require("users", "none")
+def sign_out_other_sessions():
+    services.end_other_sessions(_me())
+    flash(_("Your other sessions were signed out."), "success")
+    return _sessions_answer()
 
 
 @blueprint.post("/language")
@@ -501,6 +549,42 @@ def update_modules():
         services.set_module_enabled(_me(), module, module in chosen)
     flash(_("Modules saved."), "success")
     return _see_other("foundation.settings")
+
+
+def _api_keys_page(status: int = 200, **context) -> tuple[str, int]:
+    members, _next = services.list_users(limit=500)
+    return _page("foundation/api_keys.html", status, keys=services.list_api_keys(),
+                 members=[(str(user.id), user.full_name) for user in members], **context)
+
+
+@blueprint.get("/settings/api-keys")
+@require("settings", "write")
+def api_keys():
+    return _api_keys_page()
+
+
+@blueprint.post("/settings/api-keys")
+@require("settings", "write")
+def create_api_key():
+    form = request.form
+    try:
+        key = services.create_api_key(_me(), form.get("name"), form.get("user_id"))
+    except ValidationError as exc:
+        return _api_keys_page(422, errors=exc.fields, values=form)
+    # Shown in this answer only: a redirect would have to carry the secret in the session
+    # cookie, which is signed, not encrypted.
+    return _api_keys_page(201, new_key=key)
+
+
+@blueprint.post("/settings/api-keys/<int:key_id>/revoke")
+@require("settings", "write")
+def revoke_api_key(key_id: int):
+    key = services.access_api_key(key_id)
+    services.revoke_api_key(_me(), key)
+    flash(_("The key %(name)s was revoked.", name=key.name), "success")
+    if is_htmx():
+        return _fragment("foundation/_api_keys.html", keys=services.list_api_keys())
+    return _see_other("foundation.api_keys")
 
 
 @blueprint.get("/settings/audit")

@@ -7,8 +7,8 @@ list, on a body or content type that breaks the document, on invalid data that i
 and on an authenticated operation that also answers without a valid token.
 
 The whole run is one test, inside the per-test transaction that is rolled back. Every call
-carries a freshly minted token of the admin, so POST /api/auth/logout (which revokes every
-token of its caller) is exercised for real without disarming the calls after it. Schemathesis
+carries a freshly minted token of the admin, so POST /api/auth/logout (which ends the token
+it is called with) is exercised for real without disarming the calls after it. Schemathesis
 does not generate Authorization headers of its own (they would be overridden by ours, and
 the "invalid" data would be valid); the ignored-auth check still replays each successful
 authenticated call without a token and with a made-up one, and expects 401. The rate
@@ -47,7 +47,7 @@ def api_schema(app):
 # 409) would go unchecked; and a user id might name the run's own admin.
 _TARGETS: dict[str, list[int]] = {}
 # Ids in bodies are aimed too, so that sends, forwards and edits are answered for real.
-_BODY_IDS = ("conversation_id", "message_id", "profile_id")
+_BODY_IDS = ("conversation_id", "message_id", "profile_id", "user_id")
 
 
 def _aimed(context, values: dict | None) -> dict | None:
@@ -121,7 +121,7 @@ def admin(app, org, other_org, monkeypatch) -> Iterator[tuple[int, int]]:
 
 
 def _fresh_token(admin: tuple[int, int]) -> dict[str, str]:
-    """A token for the admin as they are now (logout rotates the nonce a token carries)."""
+    """A new token of the admin, as they are now (a logout ends the token it is sent with)."""
     org_id, user_id = admin
     with organization_context(org_id):
         return bearer(db.session.get(User, user_id))

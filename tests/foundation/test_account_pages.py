@@ -8,7 +8,7 @@ from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import User
 from crm.tenancy import organization_context
-from tests.factories import PASSWORD, login, make_user
+from tests.factories import PASSWORD, bearer, login, make_user
 from tests.foundation import arabic, audit_actions, log_in, reload
 
 REGISTRATION = {"organization_name": "Acme Trading", "full_name": "Hala Admin",
@@ -31,6 +31,17 @@ def test_register_creates_the_organization_and_signs_in(client):
             "admin", "Hala Admin", "Acme Trading")
         assert user.organization.default_language == "en"
     assert audit_actions(user.organization) == ["organization.registered"]
+
+
+def test_registering_records_the_login(client):
+    """The new admin is signed in, so the team page shows when, not «never logged in»."""
+    client.post("/register", data={**REGISTRATION, "language": "ar"})
+    page = client.get("/team")
+    assert page.status_code == 200
+    assert arabic("Never") not in page.text
+    [(org_id, user_id)] = services.login_candidates("hala@acme.example")
+    with organization_context(org_id):
+        assert db.session.get(User, user_id).last_login_at is not None
 
 
 def test_register_with_bad_input_creates_nothing(client):
@@ -98,8 +109,9 @@ def test_login_asks_for_the_workspace_when_the_email_is_in_several(client, org, 
 
 
 def test_login_renews_the_session(client, org):
-    """Logging in starts a fresh session: what the old one held is dropped."""
-    session_id, email = org.admin.get_id(), org.admin.email
+    """Logging in starts a fresh session: what the old one held is dropped, and each login
+    gets a session id of its own."""
+    email = org.admin.email
     client.get("/login")
     with client.session_transaction() as session:
         session["planted"] = "by an attacker"
@@ -107,8 +119,12 @@ def test_login_renews_the_session(client, org):
     log_in(client, email)
     with client.session_transaction() as session:
         assert "planted" not in session
-        assert session["_user_id"] == session_id
+        first = session["_user_id"]
     assert client.get_cookie("session").value != before
+    client.post("/logout")
+    log_in(client, email)
+    with client.session_transaction() as session:
+        assert session["_user_id"] != first
 
 
 @pytest.mark.parametrize("target", ["//evil.example/steal", "/\\evil.example", "/\t/evil.example",
@@ -130,8 +146,12 @@ def test_a_signed_in_person_skips_login_and_register(client, org):
         assert response.headers["Location"] == "/"
 
 
-def test_logout_ends_the_session_everywhere(app, client, org):
-    """After logout the old session cookie no longer opens anything."""
+def test_logout_ends_this_session_only(app, client, org):
+    """After logout the old session cookie no longer opens anything; the user's other
+    browsers and API tokens stay signed in."""
+    other_browser = app.test_client()
+    log_in(other_browser, org.admin.email)
+    token = bearer(org.admin)
     log_in(client, org.admin.email)
     old_cookie = client.get_cookie("session").value
     response = client.post("/logout")
@@ -142,6 +162,8 @@ def test_logout_ends_the_session_everywhere(app, client, org):
     replay = app.test_client()
     replay.set_cookie("session", old_cookie)
     assert replay.get("/").status_code == 302
+    assert other_browser.get("/").status_code == 200
+    assert client.get("/api/users/me", headers=token).status_code == 200
     assert audit_actions(org)[-1] == "user.logout"
 
 

@@ -10,7 +10,7 @@ from crm.extensions import db
 from crm.foundation.models import PasswordResetToken
 from crm.models import utcnow
 from crm.tenancy import organization_context
-from tests.factories import PASSWORD, login, run_jobs
+from tests.factories import PASSWORD, bearer, login, run_jobs
 from tests.foundation import arabic, emails_to, ident, link_in, log_in
 
 NEW_PASSWORD = "a brand new password"
@@ -61,6 +61,21 @@ def test_password_reset_end_to_end(app, client, org):
                                    "password_confirmation": "yet another one"}).status_code == 400
 
 
+def test_a_password_reset_ends_every_session(app, client, org):
+    """Whoever reset the password (perhaps not the owner of the open sessions), every browser
+    session and API token of the account ends."""
+    email = org.admin.email
+    browser = app.test_client()
+    log_in(browser, email)
+    token = bearer(org.admin)
+    link = _reset_link(app, client, org, email)
+    done = client.post(link, data={"password": NEW_PASSWORD,
+                                   "password_confirmation": NEW_PASSWORD})
+    assert done.status_code == 303
+    assert browser.get("/profile").status_code == 302
+    assert client.get("/api/users/me", headers=token).status_code == 401
+
+
 def test_an_expired_reset_link_is_refused(app, client, org):
     """A reset link past its expiry shows a clear message and changes nothing."""
     email = org.admin.email
@@ -88,13 +103,19 @@ def test_changing_the_password_ends_the_other_sessions(app, client, org):
     email = org.admin.email
     other_browser = app.test_client()
     login(other_browser, org.admin)
+    token = bearer(org.admin)
     log_in(client, email)
+    with client.session_transaction() as session:
+        this_session = session["_user_id"]
     response = client.post("/profile/password", data={
         "current_password": PASSWORD, "new_password": NEW_PASSWORD,
         "new_password_confirmation": NEW_PASSWORD})
     assert response.status_code == 303
     assert client.get("/profile").status_code == 200
+    with client.session_transaction() as session:
+        assert session["_user_id"] == this_session  # the same session, not a new login
     assert other_browser.get("/profile").status_code == 302
+    assert client.get("/api/users/me", headers=token).status_code == 401
     client.post("/logout")
     assert log_in(client, email, NEW_PASSWORD).status_code == 303
 

@@ -11,7 +11,7 @@ from crm.extensions import db
 from crm.foundation.models import Invitation, User
 from crm.models import utcnow
 from crm.tenancy import organization_context
-from tests.factories import PASSWORD, login, make_user, run_jobs
+from tests.factories import PASSWORD, bearer, login, make_user, run_jobs
 from tests.foundation import (
     HTMX,
     arabic,
@@ -106,6 +106,34 @@ def test_an_admin_changes_a_role(client, org):
     assert row.text.lstrip().startswith(f'<tr id="member-{ident(agent)}"')
     assert 'hx-swap-oob="true"' in row.text  # the flash area, updated out of band
     assert reload(org, User, agent).role == "member"
+
+
+def test_a_role_change_signs_the_user_out_of_their_sessions(app, client, org):
+    """The user whose role changed starts again with the new rights: their browser sessions
+    and API tokens end (their open pages are disconnected by the same change)."""
+    manager = make_user(org, "manager")
+    browser = app.test_client()
+    login(browser, manager)
+    token = bearer(manager)
+    login(client, org.admin)
+    assert client.post(f"/team/{ident(manager)}/role", data={"role": "agent"}).status_code == 303
+    assert browser.get("/").status_code == 302
+    assert client.get("/api/users/me", headers=token).status_code == 401
+
+
+def test_an_admin_who_changes_their_own_role_stays_signed_in_here(app, client, org):
+    """Demoting oneself (another admin remains) keeps this browser signed in with the new
+    role; one's other sessions end."""
+    make_user(org, "admin")
+    elsewhere = app.test_client()
+    login(elsewhere, org.admin)
+    login(client, org.admin)
+    response = client.post(f"/team/{ident(org.admin)}/role", data={"role": "manager"})
+    assert response.status_code == 303
+    assert client.get("/team").status_code == 200
+    assert client.post("/team/invitations", data={"email": INVITEE,
+                                                  "role": "agent"}).status_code == 403
+    assert elsewhere.get("/").status_code == 302
 
 
 def test_the_last_admin_cannot_be_demoted(client, org):
@@ -240,6 +268,19 @@ def test_accepting_an_invitation_creates_the_member(app, client, org):
         user = db.session.scalars(select(User).where(User.email == INVITEE)).one()
         assert (user.full_name, user.role, user.is_active) == ("New Person", "manager", True)
     assert invitee.get(link).status_code == 400  # single use
+
+
+def test_accepting_an_invitation_records_the_login(app, client, org):
+    """The new member is signed in by accepting, so the team page shows when, not «never»."""
+    login(client, org.admin)
+    _invite(app, client)
+    link = link_in(emails_to(org, INVITEE)[0])
+    app.test_client().post(link, data={"full_name": "New Person", "password": PASSWORD})
+    with organization_context(ident(org)):
+        user = db.session.scalars(select(User).where(User.email == INVITEE)).one()
+        assert user.last_login_at is not None
+        row = client.get("/team").text.split(f'id="member-{user.id}"')[1].split("</tr>")[0]
+    assert arabic("Never") not in row
 
 
 def test_resending_replaces_the_link(app, client, org):
