@@ -22,6 +22,12 @@
       connectedOnce = true;
     });
 
+    socket.on("disconnect", function (reason) {
+      // The server closes the sockets of a user whose role changed (and of ended sessions):
+      // connect again, into the new role's rooms; a session that ended is refused, for good.
+      if (reason === "io server disconnect") socket.connect();
+    });
+
     socket.onAny(function (event, data) {
       data = data || {};
       (data.swaps || [data]).forEach(apply);

@@ -1,5 +1,5 @@
 """The foundation's flows in Chromium: sign up, log in and out, invite and join, switch language,
-and the shell's safety (escaped user content, the CSP, the live socket)."""
+sessions, and the shell's safety (escaped user content, the CSP, the live socket)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import uuid
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from crm.extensions import db
+from crm.foundation.models import Organization
 from tests.e2e.conftest import PHONE, link_in, receive_email, screenshot, translated
+from tests.factories import make_user
 from tests.live import LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
@@ -194,3 +197,50 @@ def test_pages_keep_to_the_csp_and_the_socket_connects(browsing, live_server):
             document.body.append(script);
         }""")
     assert page.evaluate("window.injected") is None
+
+
+def test_sign_out_of_the_other_sessions_from_the_profile(browsing, live_server):
+    """The profile marks this device among the sessions; "sign out of all other sessions"
+    asks first, then the other browser's open page stops listening and its next click lands
+    on the login page, while this browser stays signed in."""
+    account = live_server.make_account()
+    here, there = (browsing.new_page(account=account) for _ in range(2))
+    there.goto("/")
+    there.wait_for_function("() => window.waslSocket && window.waslSocket.connected")
+
+    here.goto("/profile")
+    sessions = here.locator("#sessions")
+    expect(sessions).to_contain_text(translated(live_server, "This device", "ar"))
+    expect(sessions.locator("tbody tr")).to_have_count(2)
+    here.remove_listener("dialog", browsing._dialog)  # this confirmation is expected: accept it
+    here.once("dialog", lambda dialog: dialog.accept())
+    submit(here, "/profile/sessions/end-others")
+    expect(sessions.locator("tbody tr")).to_have_count(1)
+
+    there.wait_for_function("() => !window.waslSocket.connected")
+    there.locator(".sidebar a[href='/team']").click()
+    expect(there).to_have_url(re.compile(r"/login"))
+    here.goto("/team")
+    expect(here).to_have_url(f"{live_server.url}/team")
+    assert browsing.dialogs == []
+
+
+def test_a_page_rejoins_after_its_users_role_changes(browsing, live_server):
+    """An admin who makes themself a manager (another admin remains) stays signed in; the
+    server closes their open page's socket and the page connects again, into the manager's
+    rooms."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        make_user(db.session.get(Organization, account.organization_id), "admin")
+    page = browsing.new_page(account=account)
+    page.goto("/team")
+    page.wait_for_function("() => window.waslSocket && window.waslSocket.connected")
+    page.evaluate("() => { window.connects = 0; "
+                  "window.waslSocket.on('connect', () => { window.connects += 1; }); }")
+
+    row = page.locator(f"#member-{account.user_id}")
+    row.locator("select[name='role']").select_option("manager")
+    row.locator("button[type='submit']").click()
+    expect(page.locator("#flashes .flash-success")).to_be_visible()
+    page.wait_for_function("() => window.connects === 1 && window.waslSocket.connected")
+    assert browsing.dialogs == []
