@@ -7,6 +7,7 @@ import re
 import uuid
 
 import pytest
+import requests
 from playwright.sync_api import Locator, Page, expect
 
 from crm.extensions import db
@@ -243,4 +244,32 @@ def test_a_page_rejoins_after_its_users_role_changes(browsing, live_server):
     row.locator("button[type='submit']").click()
     expect(page.locator("#flashes .flash-success")).to_be_visible()
     page.wait_for_function("() => window.connects === 1 && window.waslSocket.connected")
+    assert browsing.dialogs == []
+
+
+def test_create_and_revoke_an_api_key(browsing, live_server):
+    """From the settings an admin makes a key for an integration, sees it once, and revokes it
+    after confirming; the key works until then."""
+    page = browsing.new_page(account=live_server.make_account())
+    page.goto("/settings")
+    page.locator("a[href='/settings/api-keys']").click()
+    expect(page).to_have_url(f"{live_server.url}/settings/api-keys")
+    page.locator("input[name='name']").fill("مزامنة المتجر")
+    submit(page, "/settings/api-keys")
+    key = page.locator("code.secret").inner_text()
+    assert key.startswith("wasl_")
+
+    def me() -> int:
+        return requests.get(f"{live_server.url}/api/users/me", timeout=10,
+                            headers={"Authorization": f"Bearer {key}"}).status_code
+
+    assert me() == 200
+    page.goto("/settings/api-keys")
+    expect(page.locator("code.secret")).to_have_count(0)
+    expect(page.locator("#api-keys tbody")).to_contain_text("مزامنة المتجر")
+    page.remove_listener("dialog", browsing._dialog)  # this confirmation is expected: accept it
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#api-keys form[action$='/revoke'] button").click()
+    expect(page.locator("#api-keys tbody tr")).to_have_count(0)
+    assert me() == 401
     assert browsing.dialogs == []
