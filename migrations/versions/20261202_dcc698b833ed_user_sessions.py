@@ -15,7 +15,7 @@ from alembic import op
 from crm.schema import protect_tenant_tables
 
 revision = "dcc698b833ed"
-down_revision = "b0c4d3e8658e"
+down_revision = "5057a4a5852b"
 branch_labels = None
 depends_on = None
 
