@@ -80,12 +80,14 @@ def _check_rule(rule: object, prefix: str) -> dict[str, Any]:
     if kind not in RULE_KINDS:
         raise ValidationError({f"{prefix}kind": _("Choose one of the listed options.")})
     params = rule.get("params") if isinstance(rule.get("params"), Mapping) else {}
-    low = 0 if kind == "decay" else -1000  # decay's points are what each period takes away
-    return {"kind": kind, **collect({
-        "points": lambda: check_int(rule.get("points"), f"{prefix}points", low, 1000),
+    checked = {"kind": kind, **collect({
+        "points": lambda: check_int(rule.get("points"), f"{prefix}points", -1000, 1000),
         "is_active": lambda: check_bool(rule.get("is_active", True), f"{prefix}is_active"),
         "params": lambda: _rule_params(kind, params, prefix),
     })}
+    if kind == "decay":  # what each period takes away, typed as 5 or as -5
+        checked["points"] = abs(checked["points"])
+    return checked
 
 
 def _rule_params(kind: str, params: Mapping, prefix: str) -> dict[str, Any]:
@@ -207,10 +209,22 @@ def _apply_rule(rule: RuleSpec, customer: Customer, signals: Signals,
         return _stage_entry(entry, customer, context.stages)
     if rule.kind == "custom_field":
         return entry if customer.custom_fields.get(params["key"]) == params["value"] else None
-    since = customer.last_contacted_at or customer.created_at or now
-    periods = (now - since).days // params["every_days"]
-    loss = min(periods * rule.points, params["max"])
-    entry.update(points=-loss, detail={**params, "days": (now - since).days})
+    return _decay_entry(entry, abs(rule.points), customer.last_contacted_at, now)
+
+
+def _decay_entry(entry: dict, points: int, last_contact: datetime | None, now: datetime
+                 ) -> dict | None:
+    """What the time since the last contact takes away (a subtraction, never an addition).
+
+    A customer never contacted has no recency signal, so nothing. A contact after `now` (the
+    clock an import or the nightly run read before writing) is zero days old, not -1.
+    """
+    if last_contact is None:
+        return None
+    params = entry["detail"]
+    days = max(0, (now - last_contact).days)
+    loss = min(days // params["every_days"] * points, params["max"])
+    entry.update(points=-loss, detail={**params, "days": days})
     return entry
 
 
@@ -243,7 +257,7 @@ def rescore_customers(customer_ids: list[int], context: ScoringContext) -> int:
     """
     customers = db.session.execute(select(
         Customer.id, Customer.stage_id, Customer.custom_fields, Customer.last_contacted_at,
-        Customer.created_at, Customer.score, Customer.score_breakdown)
+        Customer.score, Customer.score_breakdown)
         .where(Customer.id.in_(customer_ids))).all()
     signals = signals_for(customer_ids)
     changed = []
@@ -295,7 +309,8 @@ def describe_rule(rule: ScoringRule) -> str:
     """An admin's reading of a rule ("+20 replied on WhatsApp in the last 7 days")."""
     if rule.kind == "decay":
         return _("-%(points)d every %(days)d days without contact (at most -%(max)d)",
-                 points=rule.points, days=rule.params["every_days"], max=rule.params["max"])
+                 points=abs(rule.points), days=rule.params["every_days"],
+                 max=rule.params["max"])
     language = str(get_locale() or "ar")
     detail = dict(rule.params)
     if rule.kind == "stage_reached":

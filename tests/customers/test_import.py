@@ -9,16 +9,18 @@ import csv
 import io
 import re
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from crm import events
-from crm.customers import imports, jobs
+from crm.customers import imports, jobs, scoring
 from crm.customers.models import Customer, CustomerActivity, CustomerImport, CustomFieldDefinition
 from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
+from crm.models import utcnow
 from crm.tenancy import organization_context
 from tests.customers.factories import csv_upload, make_customer, make_field, make_import
 from tests.factories import login, make_org, run_jobs
@@ -59,6 +61,20 @@ def _run(app, org, text: str, mapping: dict, on_duplicate: str = "skip", **uploa
 def _report(imp: CustomerImport) -> list[list[str]]:
     with open(imp.report_path, encoding="utf-8-sig", newline="") as handle:
         return list(csv.reader(handle))
+
+
+def test_imported_customers_get_no_points_for_a_contact_they_never_had(app, org,
+                                                                      monkeypatch):
+    """The import scores its rows with the clock read when it started (an hour before its
+    rows were written, here): customers never contacted get no "no contact for a while"
+    points (it added 5 for "-1 days" to every imported customer)."""
+    started = utcnow() - timedelta(hours=1)
+    monkeypatch.setattr(scoring, "utcnow", lambda: started)
+    _run(app, org, ARABIC_FILE, MAPPING)
+
+    customers = _customers(ident(org)).values()
+    assert len(customers) == 3
+    assert [(c.score, c.score_breakdown) for c in customers] == [(0, [])] * 3
 
 
 def test_an_excel_file_with_a_bom_and_arabic_names_is_imported(app, org):

@@ -989,6 +989,31 @@ def test_scoring_rules_are_edited_and_explained(client, org, admin):
     assert "+30" in page.text
 
 
+def test_scoring_days_must_be_positive_and_decay_says_it_takes_points(client, org, admin):
+    """A negative number of days is refused with a translated error beside the field; the
+    form says that decay's points are taken away and that other rules' may be negative."""
+    client.get("/customers/settings/scoring")  # the default rules
+    refused = client.post("/customers/settings/scoring", data={
+        "rules-0-kind": "replied_recently", "rules-0-points": "20", "rules-0-days": "-1",
+        "rules-0-is_active": "1",
+        "rules-1-kind": "decay", "rules-1-points": "5", "rules-1-every_days": "-7",
+        "rules-1-max": "30", "rules-1-is_active": "1"})
+
+    assert refused.status_code == 422
+    error = arabic("Enter a whole number from %(low)d to %(high)d.", low=1, high=365)
+    assert re.search(r'id="rules-0-days"[^>]*aria-invalid[^<]*>\s*<small class="error">'
+                     + re.escape(error), refused.text)
+    assert re.search(r'id="rules-1-every_days"[^>]*aria-invalid[^<]*>\s*<small class="error">'
+                     + re.escape(error), refused.text)
+    with organization_context(ident(org)):
+        assert [rule.kind for rule in db.session.scalars(select(ScoringRule))] == [
+            "replied_recently", "message_count", "stage_reached", "ticket_opened", "decay"]
+    assert re.search(r'<label for="rules-1-points">' + re.escape(arabic("Points taken away")),
+                     refused.text)
+    assert re.search(r'<label for="rules-0-points">'
+                     + re.escape(arabic("Points (negative to take away)")), refused.text)
+
+
 def test_crm_settings_are_for_admins_only(client, org):
     """A manager writes customers but cannot change the pipeline's settings."""
     login(client, make_user(org, "manager"))

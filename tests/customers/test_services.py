@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -713,6 +714,58 @@ def test_the_score_decays_without_contact_and_never_goes_below_zero(acting):
                                                     "+20 Vip is yes"]
 
 
+@pytest.mark.parametrize("typed", [5, -5, "-5"])
+def test_each_rule_counts_its_sign_and_decay_only_takes_away(acting, typed):
+    """A rule adds its points, a rule with negative points takes them away, and decay takes
+    away what an admin typed whether as 5 or -5 (saved as 5): 15 days without contact at 5
+    every 7 days cost 10."""
+    customer = make_customer(acting)
+    vip = make_field(acting, "vip", "choice", choices=["yes", "no"])
+    churned = make_field(acting, "churned", "choice", choices=["yes", "no"])
+    saved = scoring.save_rules(acting.admin, [
+        {"kind": "custom_field", "params": {"key": vip.key, "value": "yes"}, "points": 30},
+        {"kind": "custom_field", "params": {"key": churned.key, "value": "yes"}, "points": -10},
+        {"kind": "decay", "params": {"every_days": 7, "max": 30}, "points": typed}])
+    assert saved[2].points == 5
+    customer.custom_fields = {"vip": "yes", "churned": "yes"}
+    customer.last_contacted_at = utcnow() - timedelta(days=15)
+
+    score, breakdown = scoring.recompute_score(customer)
+
+    assert [(entry["reason"], entry["points"]) for entry in breakdown] == [
+        ("custom_field", 30), ("custom_field", -10), ("decay", -10)]
+    assert score == 10
+    with force_locale("en"):
+        assert scoring.describe_rule(saved[2]) == ("-5 every 7 days without contact "
+                                                   "(at most -30)")
+
+
+def test_a_customer_never_contacted_has_no_recency_signal(acting):
+    """No contact yet is not "no contact for a while": decay counts only from a contact, however
+    long ago the customer was created."""
+    customer = make_customer(acting)
+    scoring.save_rules(acting.admin, [
+        {"kind": "decay", "params": {"every_days": 7, "max": 30}, "points": 5}])
+    db.session.execute(update(Customer).where(Customer.id == customer.id).values(
+        created_at=utcnow() - timedelta(days=400)))
+    db.session.refresh(customer)
+
+    assert scoring.recompute_score(customer) == (0, [])
+
+
+def test_a_contact_after_the_scoring_clock_counts_no_days(acting):
+    """Scoring many customers reads the clock once, before they are written (an import, the
+    nightly run): a contact made after that moment is zero days old, never -1 (which made
+    decay add points)."""
+    customer = make_customer(acting)
+    scoring.save_rules(acting.admin, [
+        {"kind": "decay", "params": {"every_days": 7, "max": 30}, "points": 5}])
+    customer.last_contacted_at = utcnow()
+    context = replace(scoring.ScoringContext.load(), now=utcnow() - timedelta(hours=1))
+
+    assert scoring.recompute_score(customer, context) == (0, [])
+
+
 def test_bad_rules_are_refused_and_saving_enqueues_rescoring(app, acting):
     with pytest.raises(ValidationError) as caught:
         scoring.save_rules(acting.admin, [{"kind": "magic", "points": 1},
@@ -727,6 +780,25 @@ def test_bad_rules_are_refused_and_saving_enqueues_rescoring(app, acting):
     assert [rule.kind for rule in scoring.list_rules()] == ["message_count"]
     queued = [job.args[0] for job in get_queue().jobs]
     assert queued.count("crm.customers.jobs:rescore_all") == 1
+
+
+def test_the_nightly_run_lowers_only_the_scores_of_customers_once_contacted(app, acting):
+    """The nightly rescoring applies decay as a subtraction from the last contact, and leaves
+    a customer never contacted alone however old the record is."""
+    contacted, never = make_customer(acting), make_customer(acting)
+    ids = (contacted.id, never.id)
+    db.session.execute(update(Customer).where(Customer.id.in_(ids)).values(
+        created_at=utcnow() - timedelta(days=60)))
+    db.session.execute(update(Customer).where(Customer.id == contacted.id).values(
+        last_contacted_at=utcnow() - timedelta(days=15)))
+
+    jobs.rescore_all()
+
+    rows = {row.id: row.score_breakdown for row in db.session.execute(
+        select(Customer.id, Customer.score_breakdown).where(Customer.id.in_(ids)))}
+    assert rows[never.id] == []
+    assert [(entry["reason"], entry["points"], entry["detail"]["days"])
+            for entry in rows[contacted.id]] == [("decay", -10, 15)]
 
 
 def test_nightly_rescoring_is_scheduled_once_and_reschedules_itself(app, acting, monkeypatch):
