@@ -76,9 +76,12 @@ def like_pattern(term: str) -> str:
 
 
 def search_terms(term: str, region: str | None) -> tuple[str, list[str]]:
-    """The LIKE patterns a search runs: folded text, and the digits of a phone number both as
-    the country reads it (0501234567 → 966501234567) and as typed (a fragment)."""
-    digits = {phone_digits(term, region), phone_digits(term)}
+    """The LIKE patterns a search runs (the CRM's and the inbox's alike): folded text, and the
+    digits of a phone number as the country reads it (0501234567 → 966501234567), as typed (a
+    fragment) and, since stored numbers are E.164, as typed after a national 0 («٠٥٥١٢٣» →
+    55123, which 966551234567 holds)."""
+    typed = phone_digits(term)
+    digits = {phone_digits(term, region), typed, typed.lstrip("0")}
     return like_pattern(fold_text(term)), sorted(like_pattern(d) for d in digits if len(d) >= 3)
 
 

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import text
 
 from crm.extensions import db
-from crm.search import fold_text, like_pattern, normalize_phone, phone_digits
+from crm.search import fold_text, like_pattern, normalize_phone, phone_digits, search_terms
 
 SAMPLES = ["أحمد", "إيمان", "آمنة", "مدرسة", "مستشفى", "مُحَمَّد", "عـــلي", "ٱلله", "مؤمن", "هيئة",
            "Ahmed AL-Qahtani", "٠٥٠١٢٣٤٥٦٧", "شركة الرَّيان ٣"]
@@ -38,6 +38,14 @@ def test_partial_numbers_keep_their_digits():
     """A fragment of a number searches by the digits typed."""
     assert phone_digits("1234", "SA") == "1234"
     assert phone_digits("٥٦٧", "SA") == "567"
+
+
+@pytest.mark.parametrize(("term", "fragment"), [("٠٥٥١٢٣", "%55123%"), ("551 234", "%551234%"),
+                                              ("0551234", "%551234%")])
+def test_the_start_of_a_local_number_searches_without_its_leading_zero(term, fragment):
+    """Stored numbers are E.164 (966551234567): a fragment typed with the national 0 in front
+    («٠٥٥١٢٣») searches by its digits after the 0, for the CRM and the inbox alike."""
+    assert fragment in search_terms(term, "SA")[1]
 
 
 def test_normalize_phone_refuses_what_is_not_a_number():

@@ -77,7 +77,7 @@ from crm.foundation.services import audit, current_organization, normalize_email
 from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
-from crm.search import fold_text, like_pattern, normalize_phone, search_terms
+from crm.search import fold_text, normalize_phone, search_terms
 from crm.tenancy import current_organization_id, get_in_organization
 
 log = logging.getLogger("crm.customers")
@@ -906,9 +906,6 @@ def _matching(filters: CustomerFilters, page: tuple[list | None, int] | None):
     if filters.search:
         text_pattern, digit_patterns = search_terms(filters.search,
                                                     current_organization().country)
-        typed = re.sub(r"\D", "", fold_text(filters.search)).lstrip("0")  # 0501234 → …501234…
-        if len(typed) >= 3:
-            digit_patterns = sorted({*digit_patterns, like_pattern(typed)})
     key, rows = page or (None, None)
     after = dict(zip(_CURSOR_FIELDS[filters.sort], key or [], strict=False))
     return func.wasl_customer_page(

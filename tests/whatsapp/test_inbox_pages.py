@@ -145,6 +145,17 @@ def test_search_finds_a_phone_however_it_is_written(client, org, sandbox, term):
     assert _row_ids(_page(client, "/inbox", query_string={"q": term})) == [wanted.id]
 
 
+@pytest.mark.parametrize("term", ["٠٥٥١٢٣", "551 234", "0551234"])
+def test_search_finds_a_partial_number_as_the_crm_does(client, org, sandbox, term):
+    """The start of a local number (its leading 0 too, in Arabic-Indic digits or spaced) finds
+    +966551234567, by the rule the customers search uses (crm.search.search_terms)."""
+    wanted = make_conversation(sandbox, phone="+966551234567")
+    make_conversation(sandbox, phone="+966501234567")
+    login(client, org.admin)
+
+    assert _row_ids(_page(client, "/inbox", query_string={"q": term})) == [wanted.id]
+
+
 def test_search_finds_message_text_and_says_when_nothing_matches(client, org, sandbox):
     """A word from a message finds its conversation; a search list is marked as such."""
     wanted = make_conversation(sandbox)
