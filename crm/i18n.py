@@ -2,18 +2,26 @@
 
 Language: the user's preference, then the organization's default, then Accept-Language, then
 Arabic. `<html lang dir>` follows it.
+
+Dates name their month, day first ("2 Dec 2026", «2 ديسمبر 2026»), in the organization's time
+zone: a numeric date reads one way in the US and another everywhere else (12/2/26 is 2
+December to Babel's English and 12 February to a reader in Riyadh or London).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 
-from flask import Flask, has_request_context, request
-from flask_babel import format_datetime, format_decimal, get_locale
+from babel import Locale
+from babel.dates import format_date, format_time
+from flask import Flask, g, has_request_context, request
+from flask_babel import format_decimal, get_locale
 from flask_login import current_user
 
 from crm.config import ROOT
 from crm.extensions import babel
+from crm.tenancy import current_organization_id
 
 LANGUAGES = ("ar", "en")
 RTL_LANGUAGES = frozenset({"ar"})
@@ -53,5 +61,52 @@ def text_direction() -> str:
     return "rtl" if current_language() in RTL_LANGUAGES else "ltr"
 
 
+DATE_PATTERN = "d MMM y"  # 2 Dec 2026; Arabic names its months itself
+
+
+def organization_zone() -> tzinfo:
+    """The current organization's time zone (UTC outside one), looked up once per request,
+    job or live event (which render outside any request)."""
+    from crm.foundation.services import current_organization  # foundation builds on this
+
+    zones = g.setdefault("organization_zones", {})
+    key = current_organization_id()
+    if key not in zones:
+        organization = current_organization() if key is not None else None
+        zones[key] = ZoneInfo(organization.timezone if organization else "UTC")
+    return zones[key]
+
+
+def _locale() -> Locale:
+    return get_locale() or Locale.parse("ar")
+
+
+def format_day(value: datetime) -> str:
+    """The date of `value` in the organization's time zone: 2 Dec 2026."""
+    return format_date(value.astimezone(organization_zone()), DATE_PATTERN, locale=_locale())
+
+
+def format_clock(value: datetime) -> str:
+    """The time of day of `value` in the organization's time zone: 12:05 PM."""
+    return format_time(value, "short", tzinfo=organization_zone(), locale=_locale())
+
+
+def format_moment(value: datetime) -> str:
+    """Date and time, joined as the language joins them: 2 Dec 2026, 12:05 PM."""
+    return _locale().datetime_formats["medium"].format(format_clock(value), format_day(value))
+
+
+def format_recent(value: datetime) -> str:
+    """A list's date: the time of day for today, the date before and after."""
+    zone = organization_zone()
+    if value.astimezone(zone).date() == datetime.now(zone).date():
+        return format_clock(value)
+    return format_day(value)
+
+
+_STYLES = {"medium": format_moment, "short": format_recent}
+
+
 def _datetime_filter(value: datetime | None, style: str = "medium") -> str:
-    return format_datetime(value, style) if value else ""
+    """`|datetime`: date and time (details, logs); `|datetime("short")`: a list's date."""
+    return _STYLES[style](value) if value else ""

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
-from babel.dates import format_date, format_time
 from flask import (
     Blueprint,
     Response,
@@ -26,8 +24,8 @@ from flask import (
     send_file,
     url_for,
 )
-from flask_babel import get_locale, lazy_gettext, lazy_pgettext
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext, lazy_pgettext
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -37,10 +35,10 @@ from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_la
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import current_organization
+from crm.i18n import format_clock, format_recent
 from crm.navigation import NavItem, add
 from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone
-from crm.tenancy import current_organization_id
 from crm.web import allow_uploads, is_htmx
 from crm.whatsapp import live, media, sandbox, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
@@ -133,32 +131,15 @@ def _failure(profile: WhatsAppProfile) -> str | None:
 
 # -- formatting: times in the organization's time zone, for pages and live events alike ------
 
-def _organization_zone() -> tzinfo:
-    """The organization's time zone, looked up once per request or live event."""
-    zones = g.setdefault("wa_zones", {})
-    key = current_organization_id()
-    if key not in zones:
-        organization = current_organization()
-        zones[key] = ZoneInfo(organization.timezone if organization else "UTC")
-    return zones[key]
-
-
 @blueprint.app_template_filter("wa_time")
 def _time(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    return format_time(value, "short", tzinfo=_organization_zone(), locale=get_locale())
+    return format_clock(value) if value else ""
 
 
 @blueprint.app_template_filter("wa_when")
 def _when(value: datetime | None) -> str:
     """A list's time: the hour for today, the date before."""
-    if value is None:
-        return ""
-    zone = _organization_zone()
-    if value.astimezone(zone).date() == datetime.now(zone).date():
-        return _time(value)
-    return format_date(value.astimezone(zone), "short", locale=get_locale())
+    return format_recent(value) if value else ""
 
 
 @blueprint.app_template_filter("wa_size")
