@@ -3,6 +3,11 @@
 Language: the user's preference, then the organization's default, then Accept-Language, then
 Arabic. `<html lang dir>` follows it.
 
+Text people write (names, notes, messages) takes its own direction: templates put it in
+elements with dir="auto", in a <bdi> (`|bdi`) inside a sentence, and `isolate()` marks it
+inside sentences built as plain text (flashes, explanations, attributes), so an English name
+in an Arabic sentence keeps its full stop at its own end.
+
 Dates name their month, day first ("2 Dec 2026", «2 ديسمبر 2026»), in the organization's time
 zone: a numeric date reads one way in the US and another everywhere else (12/2/26 is 2
 December to Babel's English and 12 February to a reader in Riyadh or London).
@@ -18,6 +23,7 @@ from babel.dates import format_date, format_time
 from flask import Flask, g, has_request_context, request
 from flask_babel import format_decimal, get_locale
 from flask_login import current_user
+from markupsafe import Markup
 
 from crm.config import ROOT
 from crm.extensions import babel
@@ -32,6 +38,8 @@ def init_app(app: Flask) -> None:
                    default_translation_directories=str(ROOT / "translations"))
     app.jinja_env.globals.update(text_direction=text_direction, current_language=current_language)
     app.jinja_env.filters["datetime"] = _datetime_filter
+    app.jinja_env.filters["bdi"] = bdi
+    app.jinja_env.filters["isolate"] = isolate
     app.jinja_env.filters["number"] = format_decimal
 
 
@@ -59,6 +67,17 @@ def current_language() -> str:
 
 def text_direction() -> str:
     return "rtl" if current_language() in RTL_LANGUAGES else "ltr"
+
+
+def isolate(text: object) -> str:
+    """`text` between Unicode's first-strong isolate and pop directional isolate marks: the
+    plain-text <bdi>, for user text inside a sentence that is not markup."""
+    return f"\u2068{text}\u2069"
+
+
+def bdi(text: object) -> Markup:
+    """`text` (escaped) in a <bdi>, for user text inside a translated sentence of a page."""
+    return Markup("<bdi>{}</bdi>").format(text)
 
 
 DATE_PATTERN = "d MMM y"  # 2 Dec 2026; Arabic names its months itself

@@ -10,13 +10,26 @@ from babel.messages.pofile import read_po
 from bs4 import BeautifulSoup
 from sqlalchemy import update
 
+from crm.customers import scoring, services
 from crm.customers.models import Customer, CustomerActivity
 from crm.extensions import db
 from crm.foundation.models import User
+from crm.models import utcnow
 from crm.tenancy import organization_context
-from tests.customers.factories import make_activity, make_customer
-from tests.factories import login, make_user
-from tests.whatsapp.factories import make_conversation, make_profile
+from tests.customers.factories import (
+    make_activity,
+    make_customer,
+    make_field,
+    make_segment,
+    make_stage,
+)
+from tests.factories import login, make_org, make_user
+from tests.whatsapp.factories import (
+    make_conversation,
+    make_media_message,
+    make_message,
+    make_profile,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None,
@@ -116,3 +129,82 @@ def test_dates_read_alike_in_every_country(client, org, language, moment, next_d
     assert last_year in inbox
     for page in (shown, listed, team, inbox):
         assert not NUMERIC_DATE.search(page), NUMERIC_DATE.search(page)
+
+
+# Text people wrote, marked so the test finds it: Latin with a full stop, in the Arabic UI.
+MARK = "QX"
+ISOLATED = re.compile("\u2068[^\u2069]*\u2069")  # FSI ... PDI: a <bdi> inside plain text
+
+
+def _not_isolated(html: str) -> list[str]:
+    """User text (marked) that no element with dir="auto", <bdi> or Unicode isolate holds,
+    and text fields showing it with no direction of their own."""
+    soup = BeautifulSoup(html, "html.parser")
+    found = []
+    for node in soup.find_all(string=re.compile(MARK)):
+        if node.parent.name == "title" or MARK not in ISOLATED.sub("", node):
+            continue  # the browser's title bar has no markup
+        holder = next(p for p in node.parents if p.name == "bdi" or p.has_attr("dir"))
+        if holder.name != "bdi" and holder["dir"] != "auto":
+            found.append(f"<{node.parent.name} class={node.parent.get('class')}> {node.strip()}")
+    found += [f"<input name={field.get('name')}>" for field in soup.find_all(
+        "input", value=re.compile(MARK)) if field.get("type") != "hidden"
+        and not field.has_attr("dir")]
+    return found
+
+
+def test_text_people_write_takes_its_own_direction(client):
+    """An English note in the Arabic UI keeps its full stop at its end: every element holding
+    user-written text (names, notes, messages, tags, field values, stages, segments, the
+    organization, file names) has dir="auto", and user text inside a sentence is isolated."""
+    org = make_org("QX Org.")
+    agent = make_user(org, "agent")
+    stage = make_stage(org, name_ar="QX مرحلة.", name_en="QX Stage.")
+    make_field(org, "city", "text", label="QX City")
+    make_field(org, "size", "choice", label="QX Size", choices=["QX big.", "small"])
+    customer = make_customer(org, name="QX Customer.", company="QX Co.", notes="QX notes.",
+                             tags=["QX-tag."], owner_id=agent.id,
+                             custom_fields={"city": "QX Town.", "size": "QX big."})
+    make_activity(org, customer, "note", "QX note.")
+    segment = make_segment(org, "QX Segment.")
+    profile = make_profile(org, "sandbox", display_name="QX Number.")
+    conversation = make_conversation(profile, contact_name="QX Contact.",
+                                     assigned_user_id=agent.id,
+                                     last_message_preview="QX message.")
+    first = make_message(conversation, body="QX message.")
+    with organization_context(org.id):
+        db.session.execute(update(User).where(User.id.in_((org.admin.id, agent.id))).values(
+            full_name="QX Member."))
+        services.add_activity(org.admin, customer, "task", "QX task.",
+                              due_at=utcnow().isoformat(), assignee_id=org.admin.id)
+        services.update_customer(org.admin, customer, {"stage_id": stage.id})
+        scoring.save_rules(org.admin, [{"kind": "stage_reached", "points": 15,
+                                        "params": {"stage_id": stage.id}}])
+        scoring.recompute_score(customer)
+        db.session.flush()
+    make_message(conversation, "out", body="QX reply.", sender_user_id=org.admin.id,
+                 reply_to_id=first.id)
+    make_media_message(conversation, mime_type="application/pdf", data=b"%PDF-1.4",
+                       filename="QX report.pdf")
+    login(client, org.admin)
+
+    pages = ["/", "/team", "/settings", "/settings/audit", "/profile", "/customers/",
+             f"/customers/{customer.id}", f"/customers/{customer.id}/edit",
+             "/customers/board", "/customers/segments", "/customers/new",
+             "/customers/settings/stages", "/customers/settings/fields",
+             "/customers/settings/scoring", "/inbox", f"/inbox/conversations/{conversation.id}",
+             f"/inbox/messages/{first.id}/forward", "/whatsapp/numbers",
+             f"/whatsapp/numbers/{profile.id}", f"/customers/{customer.id}/merge?q=QX",
+             f"/whatsapp/sandbox?profile={profile.id}&phone=0501234567&name=QX Sandbox."]
+    found = {}
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        if problems := _not_isolated(response.get_data(as_text=True)):
+            found[url] = problems
+    flashed = client.post(f"/customers/segments/{segment.id}/delete", follow_redirects=True)
+    assert "QX Segment." in flashed.get_data(as_text=True)  # "The segment ... was deleted."
+    if problems := _not_isolated(flashed.get_data(as_text=True)):
+        found["a flash"] = problems
+    assert found == {}, "\n".join(f"{url}: {problem}" for url, problems in found.items()
+                                   for problem in problems)

@@ -32,6 +32,7 @@ from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
+from crm.i18n import isolate
 from crm.models import utcnow
 from crm.tenancy import current_organization_id, get_in_organization
 
@@ -297,9 +298,11 @@ def _reason(entry: dict, language: str) -> str:
     if reason == "ticket_opened":
         return _("opened a ticket in the last %(days)d days", days=detail["days"])
     if reason == "stage_reached":
-        return _("reached the stage %(stage)s", stage=detail.get(f"name_{language}", ""))
+        return _("reached the stage %(stage)s",
+                 stage=isolate(detail.get(f"name_{language}", "")))
     if reason == "custom_field":
-        return _("%(field)s is %(value)s", field=detail.get("label"), value=detail.get("value"))
+        return _("%(field)s is %(value)s", field=isolate(detail.get("label")),
+                 value=isolate(detail.get("value")))
     if reason == "decay":
         return _("no contact for %(days)d days", days=detail.get("days", 0))
     return str(reason)

@@ -74,6 +74,7 @@ from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit, current_organization, normalize_email
+from crm.i18n import isolate
 from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
@@ -114,7 +115,7 @@ class DuplicateCustomerError(ConflictError):
 
     def __init__(self, existing: Customer, fields: dict[str, str]):
         super().__init__(_("%(name)s (customer #%(id)d) already has this phone number or "
-                           "email.", name=existing.name, id=existing.id), fields)
+                           "email.", name=isolate(existing.name), id=existing.id), fields)
         self.existing_id = existing.id
         self.existing_name = existing.name
 
@@ -475,7 +476,8 @@ def _ensure_unique(phone: str | None, email: str | None, customer_id: int | None
         return
     fields = {}
     for other in existing:
-        message = _("%(name)s (customer #%(id)d) already has it.", name=other.name, id=other.id)
+        message = _("%(name)s (customer #%(id)d) already has it.", name=isolate(other.name),
+                    id=other.id)
         if phone and other.phone == phone:
             fields["phone"] = message
         if email and other.email == email:
@@ -1158,8 +1160,8 @@ def describe_activity(activity: CustomerActivity) -> str:
     data, language = activity.data, str(get_locale() or "ar")
     if activity.type == "stage_changed":
         return _("Moved from %(old)s to %(new)s",
-                 old=data.get(f"from_name_{language}") or _("no stage"),
-                 new=data.get(f"to_name_{language}") or _("no stage"))
+                 old=isolate(data.get(f"from_name_{language}") or _("no stage")),
+                 new=isolate(data.get(f"to_name_{language}") or _("no stage")))
     texts = {
         "created": lambda: _("Created (%(source)s)", source=source_label(data.get("source", ""))),
         "whatsapp_in": lambda: _("WhatsApp message received"),
@@ -1169,7 +1171,7 @@ def describe_activity(activity: CustomerActivity) -> str:
         "campaign_sent": lambda: _("Campaign message sent"),
         "campaign_replied": lambda: _("Replied to a campaign"),
         "imported": lambda: _("Imported from a CSV file"),
-        "merged": lambda: _("Merged with %(name)s", name=data.get("name", "")),
+        "merged": lambda: _("Merged with %(name)s", name=isolate(data.get("name", ""))),
     }
     return texts[activity.type]() if activity.type in texts else ""
 

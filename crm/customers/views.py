@@ -42,7 +42,7 @@ from crm.foundation.views import (
     _see_other,
     add_dashboard_card,
 )
-from crm.i18n import current_language
+from crm.i18n import current_language, isolate
 from crm.permissions import require
 from crm.web import allow_uploads, is_htmx
 
@@ -257,7 +257,7 @@ def new_customer():
     except (ValidationError, ConflictError) as exc:
         return _page("customers/form.html", exc.status, values=request.form, **_refused(exc),
                      **context)
-    flash(_("%(name)s was added.", name=customer.name), "success")
+    flash(_("%(name)s was added.", name=isolate(customer.name)), "success")
     return _see_other("customers.show_customer", customer_id=customer.id)
 
 
@@ -291,7 +291,7 @@ def edit_customer(customer_id: int):
     customer = services.access_customer(customer_id)
     definitions = services.list_field_definitions()
     template = "customers/_details_form.html" if is_htmx() else "customers/form.html"
-    context = {"customer": customer, "title": _("Edit %(name)s", name=customer.name),
+    context = {"customer": customer, "title": _("Edit %(name)s", name=isolate(customer.name)),
                "action": url_for("customers.edit_customer", customer_id=customer.id),
                "cancel_url": url_for("customers.show_customer", customer_id=customer.id),
                **_choices(definitions)}
@@ -301,7 +301,7 @@ def edit_customer(customer_id: int):
         services.update_customer(_me(), customer, _customer_data(request.form, definitions))
     except (ValidationError, ConflictError) as exc:
         return _page(template, exc.status, values=request.form, **_refused(exc), **context)
-    flash(_("%(name)s was saved.", name=customer.name), "success")
+    flash(_("%(name)s was saved.", name=isolate(customer.name)), "success")
     if is_htmx():
         return _fragment("customers/_details.html", customer=customer, definitions=definitions)
     return _see_other("customers.show_customer", customer_id=customer.id)
@@ -313,7 +313,7 @@ def delete_customer(customer_id: int):
     customer = services.access_customer(customer_id)
     name = customer.name
     services.delete_customer(_me(), customer)
-    flash(_("%(name)s was deleted.", name=name), "success")
+    flash(_("%(name)s was deleted.", name=isolate(name)), "success")
     return _see_other("customers.list_customers")
 
 
@@ -349,7 +349,8 @@ def merge_customer(customer_id: int):
     duplicate = services.access_customer(duplicate_id)
     name = duplicate.name
     services.merge_customers(_me(), survivor, duplicate)
-    flash(_("%(duplicate)s was merged into %(name)s.", duplicate=name, name=survivor.name),
+    flash(_("%(duplicate)s was merged into %(name)s.", duplicate=isolate(name),
+            name=isolate(survivor.name)),
           "success")
     return _see_other("customers.show_customer", customer_id=survivor.id)
 
@@ -581,7 +582,7 @@ def create_segment():
         segment = services.create_segment(_me(), form.get("name"), form)
     except ValidationError as exc:
         return _segment_page(422, values=form, errors=exc.fields)
-    flash(_("The segment %(name)s was saved.", name=segment.name), "success")
+    flash(_("The segment %(name)s was saved.", name=isolate(segment.name)), "success")
     return _see_other("customers.segments")
 
 
@@ -601,7 +602,7 @@ def delete_segment(segment_id: int):
     segment = services.access_segment(segment_id)
     name = segment.name
     services.delete_segment(_me(), segment)
-    flash(_("The segment %(name)s was deleted.", name=name), "success")
+    flash(_("The segment %(name)s was deleted.", name=isolate(name)), "success")
     return _see_other("customers.segments")
 
 
@@ -768,7 +769,8 @@ def create_stage():
     except ValidationError as exc:
         return _stage_page(422, new_errors=exc.fields, new_values=request.form,
                            new_error=exc.message)
-    flash(_("The stage %(name)s was added.", name=stage.name_in(current_language())), "success")
+    flash(_("The stage %(name)s was added.", name=isolate(stage.name_in(current_language()))),
+          "success")
     return _see_other("customers.stage_settings")
 
 
@@ -795,7 +797,8 @@ def update_stage(stage_id: int):
     except ValidationError as exc:
         return _stage_page(422, error_id=stage.id, row_errors=exc.fields,
                            row_values=request.form)
-    flash(_("The stage %(name)s was saved.", name=stage.name_in(current_language())), "success")
+    flash(_("The stage %(name)s was saved.", name=isolate(stage.name_in(current_language()))),
+          "success")
     return _see_other("customers.stage_settings")
 
 
@@ -809,7 +812,7 @@ def delete_stage(stage_id: int):
     except ConflictError as exc:
         flash(exc.message, "error")
         return _see_other("customers.stage_settings")
-    flash(_("The stage %(name)s was deleted.", name=name), "success")
+    flash(_("The stage %(name)s was deleted.", name=isolate(name)), "success")
     return _see_other("customers.stage_settings")
 
 
@@ -840,7 +843,7 @@ def create_field():
     except (ValidationError, ConflictError) as exc:
         return _field_page(exc.status, new_errors=exc.fields, new_values=form,
                            new_error=exc.message)
-    flash(_("The field %(label)s was added.", label=definition.label), "success")
+    flash(_("The field %(label)s was added.", label=isolate(definition.label)), "success")
     return _see_other("customers.field_settings")
 
 
@@ -856,7 +859,7 @@ def update_field(field_id: int):
         services.update_field_definition(_me(), definition, data)
     except ValidationError as exc:
         return _field_page(422, error_id=definition.id, row_errors=exc.fields, row_values=form)
-    flash(_("The field %(label)s was saved.", label=definition.label), "success")
+    flash(_("The field %(label)s was saved.", label=isolate(definition.label)), "success")
     return _see_other("customers.field_settings")
 
 
@@ -866,7 +869,7 @@ def delete_field(field_id: int):
     definition = services.access_field(field_id)
     label = definition.label
     services.delete_field_definition(_me(), definition)
-    flash(_("The field %(label)s was deleted.", label=label), "success")
+    flash(_("The field %(label)s was deleted.", label=isolate(label)), "success")
     return _see_other("customers.field_settings")
 
 

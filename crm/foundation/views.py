@@ -34,7 +34,7 @@ from flask_login import current_user
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
 from crm.foundation import services
 from crm.foundation.models import MODULES, ROLES, Invitation, User
-from crm.i18n import current_language
+from crm.i18n import current_language, isolate
 from crm.permissions import can, require
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
 from crm.web import is_htmx
@@ -403,7 +403,7 @@ def change_role(user_id: int):
     except ServiceError as exc:
         flash(exc.message, "error")
         return _team_answer("foundation/_member_row.html", exc.status, user=user)
-    flash(_("%(name)s is now %(role)s.", name=user.full_name, role=ROLE_LABELS[user.role]),
+    flash(_("%(name)s is now %(role)s.", name=isolate(user.full_name), role=ROLE_LABELS[user.role]),
           "success")
     return _team_answer("foundation/_member_row.html", user=user)
 
@@ -419,7 +419,7 @@ def remove_user(user_id: int):
     except ServiceError as exc:
         flash(exc.message, "error")
         return _team_answer("foundation/_member_row.html", exc.status, user=user)
-    flash(_("%(name)s was removed from the team.", name=user.full_name), "success")
+    flash(_("%(name)s was removed from the team.", name=isolate(user.full_name)), "success")
     return _team_answer(None)
 
 
@@ -481,7 +481,8 @@ def accept_invitation(token: str):
     except ConflictError as exc:
         return _accept_page(invitation, token, exc.status, error=exc.message)
     start_session(user)
-    flash(_("Welcome to %(organization)s!", organization=services.current_organization().name),
+    flash(_("Welcome to %(organization)s!",
+            organization=isolate(services.current_organization().name)),
           "success")
     return _see_other("foundation.dashboard")
 

@@ -35,7 +35,7 @@ from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_la
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import current_organization
-from crm.i18n import format_clock, format_recent
+from crm.i18n import format_clock, format_recent, isolate
 from crm.navigation import NavItem, add
 from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone
@@ -433,7 +433,7 @@ def assign(conversation_id: int):
     except ValidationError as exc:
         return _panel_answer(conversation, exc.status, exc.fields)
     assignee = conversation.assigned_user
-    flash(_("Assigned to %(name)s.", name=assignee.full_name) if assignee
+    flash(_("Assigned to %(name)s.", name=isolate(assignee.full_name)) if assignee
           else _("The conversation is unassigned."), "success")
     return _panel_answer(conversation)
 
@@ -551,7 +551,8 @@ def forward_message(message_id: int):
         return _forward_picker(message, exc.status, exc.fields)
     if not _wants_fragment():
         return redirect(url_for("whatsapp.conversation", conversation_id=target.id), 303)
-    flash(_("Forwarded to %(name)s.", name=target.contact_name or target.contact_phone or ""),
+    flash(_("Forwarded to %(name)s.",
+            name=isolate(target.contact_name or target.contact_phone or "")),
           "success")
     return _with_flashes(render_template("whatsapp/_forward_done.html", message=message)
                          + render_template("whatsapp/_row.html", conversation=target, oob=True))
@@ -612,7 +613,7 @@ def create_number():
                   if key not in ("access_token", "app_secret")}  # secrets are typed again
         return _numbers_page(exc.status, errors=exc.fields, values=values, error=exc.message,
                              form_provider=provider)
-    flash(_("%(name)s was added.", name=profile.display_name), "success")
+    flash(_("%(name)s was added.", name=isolate(profile.display_name)), "success")
     return redirect(url_for("whatsapp.number", profile_id=profile.id), 303)
 
 
@@ -671,7 +672,7 @@ def connect_number(profile_id: int):
 @require_numbers_admin
 def disconnect_number(profile_id: int):
     profile = services.disconnect_profile(_me(), services.access_profile(profile_id))
-    flash(_("%(name)s was disconnected.", name=profile.display_name), "success")
+    flash(_("%(name)s was disconnected.", name=isolate(profile.display_name)), "success")
     return _state_answer(profile)
 
 
@@ -681,7 +682,7 @@ def delete_number(profile_id: int):
     profile = services.access_profile(profile_id)
     services.delete_profile(_me(), profile)
     flash(_("%(name)s was removed. Its conversations stay in the inbox.",
-            name=profile.display_name), "success")
+            name=isolate(profile.display_name)), "success")
     return redirect(url_for("whatsapp.numbers"), 303)
 
 

@@ -693,7 +693,7 @@ def test_the_score_follows_the_rules_and_explains_itself(acting):
     with force_locale("en"):
         assert scoring.explain_score(customer)[0] == ("+20 replied on WhatsApp in the last 7 "
                                                        "days")
-        assert scoring.explain_score(customer)[2] == "+15 reached the stage Qualified"
+        assert scoring.explain_score(customer)[2] == "+15 reached the stage \u2068Qualified\u2069"
 
 
 def test_the_score_decays_without_contact_and_never_goes_below_zero(acting):
@@ -711,7 +711,7 @@ def test_the_score_decays_without_contact_and_never_goes_below_zero(acting):
     assert scoring.recompute_score(customer)[0] == 0
     with force_locale("en"):
         assert scoring.explain_score(customer) == ["-30 no contact for 400 days",
-                                                    "+20 Vip is yes"]
+                                                    "+20 \u2068Vip\u2069 is \u2068yes\u2069"]
 
 
 @pytest.mark.parametrize("typed", [5, -5, "-5"])

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from crm.extensions import db
 from crm.foundation.models import Invitation, User
+from crm.i18n import isolate
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from tests.factories import PASSWORD, bearer, login, make_user, run_jobs
@@ -55,7 +56,7 @@ def test_the_team_page_lists_the_organization_only(client, org, other_org):
     assert f'action="/team/{agent_id}/remove"' in page.text
     assert f'action="/team/{admin_id}/remove"' not in page.text  # not oneself
     confirmation = arabic("Remove %(name)s from the team? They will be signed out at once.",
-                          name=names[0])
+                          name=isolate(names[0]))
     assert f'hx-confirm="{confirmation}"' in page.text
 
 
@@ -192,7 +193,8 @@ def test_removal_through_htmx_drops_the_row(client, org):
     response = client.post(f"/team/{ident(agent)}/remove", headers=HTMX)
     assert response.status_code == 200
     assert "<tr" not in response.text
-    assert arabic("%(name)s was removed from the team.", name=agent_name) in response.text
+    assert arabic("%(name)s was removed from the team.",
+                  name=isolate(agent_name)) in response.text
 
 
 def test_an_admin_cannot_remove_themself(client, org):

@@ -651,13 +651,13 @@ def test_assigning_transferring_and_the_status(client, org, conversation, agent)
     url = f"/inbox/conversations/{conversation.id}"
 
     html = _page(client, url)
-    assert f'<option value="{agent.id}">' in html
-    assert f'<option value="{manager.id}">' in html
+    assert f'<option value="{agent.id}" dir="auto">' in html
+    assert f'<option value="{manager.id}" dir="auto">' in html
 
     response = client.post(f"{url}/assign", data={"assignee_id": agent.id}, headers=HTMX)
     assert response.status_code == 200
     panel = response.get_data(as_text=True)
-    assert f'<option value="{agent.id}" selected>' in panel
+    assert f'<option value="{agent.id}" dir="auto" selected>' in panel
     assert f'id="conversation-row-{conversation.id}"' in panel
     assert agent.full_name in panel
     assert _get(Conversation, org.id, conversation.id).assigned_user_id == agent.id

@@ -87,7 +87,7 @@ def test_a_sandbox_number_takes_one_click(client, org):
         "sandbox", "connected", "Sandbox")
     assert response.status_code == 303
     assert response.location.endswith(f"/whatsapp/numbers/{profile.id}")
-    assert "Sandbox was added." in _page(client, response.location)
+    assert "\u2068Sandbox\u2069 was added." in _page(client, response.location)
 
 
 def test_a_cloud_number_shows_the_webhook_and_never_its_secrets(client, org, caplog, graph):
