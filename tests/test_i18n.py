@@ -114,8 +114,9 @@ def test_dates_read_alike_in_every_country(client, org, language, moment, next_d
             created_at=MORNING, last_contacted_at=LATE))
         db.session.execute(update(CustomerActivity).where(CustomerActivity.id == note.id)
                            .values(created_at=MORNING))
+    login(client, user)  # records the login: the time shown is set afterwards
+    with organization_context(org.id):
         db.session.execute(update(User).where(User.id == user.id).values(last_login_at=MORNING))
-    login(client, user)
 
     shown = _text(client.get(f"/customers/{customer.id}"))
     listed = _text(client.get("/customers/"))

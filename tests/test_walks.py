@@ -147,16 +147,23 @@ def _url(app: Flask, route: Route, org: Organization) -> str:
 
 def _request(client, route: Route, url: str, user: User | None):
     """Send `route` as `user` (None: anonymous) the way its callers do, with a plausible body."""
-    kwargs: dict = {"method": route.method}
+    return _send(client, route, url, _sign_in(client, route, user))
+
+
+def _sign_in(client, route: Route, user: User | None) -> dict:
+    """Sign `user` in the way `route`'s callers do (a session, or a bearer token: either is a
+    row of its own); the headers its requests carry."""
     if route.is_api:
-        kwargs["headers"] = bearer(user) if user else {}
-        if route.method != "GET":
-            kwargs["json"] = BODY
-    else:
-        if user:
-            login(client, user)
-        if route.method != "GET":
-            kwargs["data"] = BODY
+        return bearer(user) if user else {}
+    if user:
+        login(client, user)
+    return {}
+
+
+def _send(client, route: Route, url: str, headers: dict):
+    kwargs: dict = {"method": route.method, "headers": headers}
+    if route.method != "GET":
+        kwargs["json" if route.is_api else "data"] = BODY
     return client.open(url, **kwargs)
 
 
@@ -227,9 +234,10 @@ def test_a_conversation_not_assigned_to_an_agent_answers_404_to_them(app, client
     agent = _user_with_role(org, "agent")
     url = _url(app, route, org)  # the factories' conversations are assigned to nobody
     org_id = org.id
+    headers = _sign_in(client, route, agent)  # the session it starts is no change
     before = _snapshot(org_id)
 
-    response = _request(client, route, url, agent)
+    response = _send(client, route, url, headers)
 
     assert response.status_code == _refused_status(app, route, "agent", 404), (
         f"{route} answered {response.status_code} to an agent for a conversation not "
