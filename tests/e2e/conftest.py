@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -17,7 +18,7 @@ from email.message import EmailMessage
 import pytest
 from aiosmtpd.controller import Controller
 from flask_babel import force_locale, gettext
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from tests.conftest import ROOT, free_port
 from tests.factories import run_jobs
@@ -134,6 +135,39 @@ def translated(live: LiveServer, message: str, language: str) -> str:
     """What the live app itself says for `message` in `language` (catalogs are still growing)."""
     with live.app.test_request_context(), force_locale(language):
         return gettext(message)
+
+
+# -- pages every flow goes through ---------------------------------------------------------
+
+def unique_email(who: str) -> str:
+    return f"{who}-{uuid.uuid4().hex[:10]}@e2e.example"
+
+
+def submit(page: Page, action: str) -> None:
+    """Press the submit button of the form posting to `action` (pages hold other forms too)."""
+    page.locator(f"form[action='{action}'] button[type='submit']").click()
+
+
+def expect_dashboard(page: Page, live: LiveServer, language: str) -> None:
+    expect(page).to_have_url(f"{live.url}/")
+    expect(page.locator("html")).to_have_attribute("lang", language)
+    expect(page.locator("h1")).to_have_text(translated(live, "Dashboard", language))
+
+
+def expect_direction(page: Page, language: str, direction: str) -> None:
+    html = page.locator("html")
+    expect(html).to_have_attribute("lang", language)
+    expect(html).to_have_attribute("dir", direction)
+
+
+def user_menu(page: Page) -> Locator:
+    return page.locator(".user-menu summary")
+
+
+def log_in(page: Page, email: str, password: str) -> None:
+    page.locator("input[name='email']").fill(email)
+    page.locator("input[name='password']").fill(password)
+    submit(page, "/login")
 
 
 # -- email ---------------------------------------------------------------------------------

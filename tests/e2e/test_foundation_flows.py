@@ -4,54 +4,33 @@ sessions, and the shell's safety (escaped user content, the CSP, the live socket
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 import requests
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 from crm.extensions import db
 from crm.foundation.models import Organization
-from tests.e2e.conftest import PHONE, link_in, receive_email, screenshot, translated
+from tests.e2e.conftest import (
+    PHONE,
+    expect_dashboard,
+    expect_direction,
+    link_in,
+    log_in,
+    receive_email,
+    screenshot,
+    submit,
+    translated,
+    unique_email,
+    user_menu,
+)
 from tests.factories import make_user
-from tests.live import LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
 
 
-def unique_email(who: str) -> str:
-    return f"{who}-{uuid.uuid4().hex[:10]}@e2e.example"
-
-
-def submit(page: Page, action: str) -> None:
-    """Press the submit button of the form posting to `action` (pages hold other forms too)."""
-    page.locator(f"form[action='{action}'] button[type='submit']").click()
-
-
-def expect_dashboard(page: Page, live: LiveServer, language: str) -> None:
-    expect(page).to_have_url(f"{live.url}/")
-    expect(page.locator("html")).to_have_attribute("lang", language)
-    expect(page.locator("h1")).to_have_text(translated(live, "Dashboard", language))
-
-
-def expect_direction(page: Page, language: str, direction: str) -> None:
-    html = page.locator("html")
-    expect(html).to_have_attribute("lang", language)
-    expect(html).to_have_attribute("dir", direction)
-
-
-def user_menu(page: Page) -> Locator:
-    return page.locator(".user-menu summary")
-
-
 def page_width(page: Page) -> int:
     return page.evaluate("document.documentElement.scrollWidth")
-
-
-def log_in(page: Page, email: str, password: str) -> None:
-    page.locator("input[name='email']").fill(email)
-    page.locator("input[name='password']").fill(password)
-    submit(page, "/login")
 
 
 def test_register_log_out_and_log_in_again(browsing, live_server):
