@@ -18,7 +18,15 @@ from email.message import EmailMessage
 import pytest
 from aiosmtpd.controller import Controller
 from flask_babel import force_locale, gettext
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    WebSocket,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import ROOT, free_port
 from tests.factories import run_jobs
@@ -72,7 +80,13 @@ class Browsing:
         if account is not None:
             name, _, value = self.live.session_cookie(account).partition("=")
             context.add_cookies([{"name": name, "value": value, "url": self.live.url}])
-        page = context.new_page()
+        return self._watch(context.new_page())
+
+    def new_tab(self, page: Page) -> Page:
+        """Another tab beside `page`: the same person, in the same session."""
+        return self._watch(page.context.new_page())
+
+    def _watch(self, page: Page) -> Page:
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.console_errors.append(f"pageerror: {error}"))
         page.on("dialog", self._dialog)
@@ -129,6 +143,34 @@ def screenshot(page: Page, name: str) -> None:
     """Save the whole page as `test-artifacts/<name>.png`."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def _socket_io_connected(payload: str | bytes) -> bool:
+    # Engine.IO's message ("4") carrying Socket.IO's CONNECT ("0") for the main namespace.
+    return isinstance(payload, str) and payload.startswith("40")
+
+
+def open_live(page: Page, path: str) -> None:
+    """Open `path` and wait until its Socket.IO connection has joined its rooms.
+
+    The server answers a connection only after its connect handler has put the socket in its
+    rooms, so what is emitted from then on reaches the page. The answer is read from the
+    websocket's frames: a script waiting in the page would need eval, which the CSP refuses.
+    """
+    connected: list[str | bytes] = []
+
+    def socket_io(websocket: WebSocket) -> bool:
+        if "/socket.io/" not in websocket.url:
+            return False
+        # Listening from the moment the socket opens: the answer may come before goto returns.
+        websocket.on("framereceived", lambda payload: connected.append(payload)
+                     if _socket_io_connected(payload) else None)
+        return True
+
+    with page.expect_websocket(socket_io) as opened:
+        page.goto(path)
+    if not connected:
+        opened.value.wait_for_event("framereceived", _socket_io_connected)
 
 
 def translated(live: LiveServer, message: str, language: str) -> str:
