@@ -6,6 +6,8 @@ import itertools
 import struct
 import zlib
 
+from sqlalchemy import select
+
 from crm.crypto import encrypt
 from crm.extensions import db
 from crm.foundation.models import Organization
@@ -102,3 +104,17 @@ def make_media_message(conversation: Conversation, direction: str = "in",
         message.content = {**message.content, "path": media.store(message, data, mime_type)}
         db.session.flush()
     return message
+
+
+def profiles_of(org_id: int) -> list[WhatsAppProfile]:
+    """The organization's numbers as stored now (read afresh, not from the identity map)."""
+    with organization_context(org_id):
+        return list(db.session.scalars(select(WhatsAppProfile).order_by(WhatsAppProfile.id)
+                                       .execution_options(populate_existing=True)))
+
+
+def page_text(client, url: str, **kwargs) -> str:
+    """The HTML of a page that must answer 200 (its start is shown when it does not)."""
+    response = client.get(url, **kwargs)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return response.get_data(as_text=True)

@@ -8,17 +8,14 @@ import json
 
 import pytest
 from markupsafe import escape
-from sqlalchemy import select
 
 from crm.config import Config
-from crm.extensions import db
 from crm.tenancy import organization_context
-from crm.whatsapp.models import WhatsAppProfile
 from tests.api import assert_error
 from tests.conftest import free_port
 from tests.factories import bearer, login, make_org, make_user
 from tests.foundation import HTMX
-from tests.whatsapp.factories import make_profile
+from tests.whatsapp.factories import make_profile, page_text, profiles_of
 from tests.whatsapp.test_cloud import (
     PLATFORM_SECRET,
     deliver,
@@ -45,16 +42,6 @@ def _cloud_body(**overrides) -> dict:
             "access_token": ACCESS_TOKEN, "app_secret": APP_SECRET, **overrides}
 
 
-def _profiles(org_id: int) -> list[WhatsAppProfile]:
-    with organization_context(org_id):
-        return list(db.session.scalars(select(WhatsAppProfile).order_by(WhatsAppProfile.id)
-                                       .execution_options(populate_existing=True)))
-
-
-def _page(client, url: str, **kwargs) -> str:
-    response = client.get(url, **kwargs)
-    assert response.status_code == 200, response.get_data(as_text=True)[:500]
-    return response.get_data(as_text=True)
 
 
 def _check(profile_id: int, name: str, done: bool) -> str:
@@ -109,7 +96,7 @@ def test_a_number_the_token_cannot_reach_is_refused_with_graphs_reason(client, o
     assert reason in error["message"]
     assert list(error["fields"]) == [field]
     assert reason in error["fields"][field]
-    assert _profiles(org.id) == []
+    assert profiles_of(org.id) == []
 
 
 def test_the_form_says_why_whatsapp_refused_the_number(client, org, graph):
@@ -125,7 +112,7 @@ def test_the_form_says_why_whatsapp_refused_the_number(client, org, graph):
     assert 'id="cloud-access_token-error"' in html
     assert f'value="{NUMBER_ID}"' in html
     assert APP_SECRET not in html
-    assert _profiles(org.id) == []
+    assert profiles_of(org.id) == []
 
 
 def test_graph_unreachable_refuses_the_number(app, client, org, monkeypatch):
@@ -136,7 +123,7 @@ def test_graph_unreachable_refuses_the_number(app, client, org, monkeypatch):
                            headers=bearer(org.admin))
 
     assert "WhatsApp could not be reached" in assert_error(response, 422)["message"]
-    assert _profiles(org.id) == []
+    assert profiles_of(org.id) == []
 
 
 def test_an_unproven_claim_on_a_number_does_not_block_its_owner(app, client, org, other_org,
@@ -180,26 +167,26 @@ def test_a_new_cloud_number_is_connected_only_once_meta_verified_its_webhook(cli
     graph.add_number(NUMBER_ID, token=ACCESS_TOKEN, verified_name="Wasl Shop")
     login(client, org.admin)
     client.post("/whatsapp/numbers", data=_cloud_body())
-    [profile] = _profiles(org.id)
+    [profile] = profiles_of(org.id)
     assert profile.state == "pending"
-    page = _page(client, f"/whatsapp/numbers/{profile.id}")
+    page = page_text(client, f"/whatsapp/numbers/{profile.id}")
     assert _check(profile.id, "token", done=True) in page
     assert "Wasl Shop" in page
     assert _check(profile.id, "webhook", done=False) in page
     assert f"http://localhost/webhooks/whatsapp/{profile.id}" in page
     assert profile.verify_token in page
-    assert "Awaiting verification" in _page(client, "/whatsapp/numbers")
+    assert "Awaiting verification" in page_text(client, "/whatsapp/numbers")
 
     assert _handshake(client, profile.id, profile.verify_token).status_code == 200
 
-    [profile] = _profiles(org.id)
+    [profile] = profiles_of(org.id)
     assert profile.state == "connected"
-    page = _page(client, f"/whatsapp/numbers/{profile.id}")
+    page = page_text(client, f"/whatsapp/numbers/{profile.id}")
     assert _check(profile.id, "webhook", done=True) in page
     with organization_context(org.id):
         org_ar = make_user(org, "admin", language="ar")
     login(client, org_ar)
-    assert "متصل" in _page(client, "/whatsapp/numbers")
+    assert "متصل" in page_text(client, "/whatsapp/numbers")
 
 
 def test_a_signed_delivery_on_its_webhook_also_proves_meta_verified_it(client, org):
@@ -212,7 +199,7 @@ def test_a_signed_delivery_on_its_webhook_also_proves_meta_verified_it(client, o
                 headers={"Content-Type": "application/json",
                          "X-Hub-Signature-256": signature(body, APP_SECRET)})
 
-    assert _profiles(org.id)[0].state == "connected"
+    assert profiles_of(org.id)[0].state == "connected"
 
 
 def test_a_failed_handshake_verifies_nothing(client, org):
@@ -221,7 +208,7 @@ def test_a_failed_handshake_verifies_nothing(client, org):
 
     assert _handshake(client, profile.id, "wrong").status_code == 403
 
-    [stored] = _profiles(org.id)
+    [stored] = profiles_of(org.id)
     assert (stored.state, stored.webhook_verified_at) == ("pending", None)
 
 
@@ -232,7 +219,7 @@ def test_check_again_asks_graph_and_shows_its_answer(client, org, graph):
                            verified_at=None, state="pending")
     graph.add_number("999999999999999", token=ACCESS_TOKEN)  # not yet this one
     login(client, org.admin)
-    page = _page(client, f"/whatsapp/numbers/{profile.id}")
+    page = page_text(client, f"/whatsapp/numbers/{profile.id}")
     assert "Check again" in page
     assert _check(profile.id, "token", done=False) in page
 
@@ -241,14 +228,14 @@ def test_check_again_asks_graph_and_shows_its_answer(client, org, graph):
     assert escape(NOT_YOURS) in refused.get_data(as_text=True)
     assert _check(profile.id, "token", done=False) in (
         refused.get_data(as_text=True))
-    assert _profiles(org.id)[0].state == "failed"
+    assert profiles_of(org.id)[0].state == "failed"
 
     graph.add_number(NUMBER_ID, token=ACCESS_TOKEN, verified_name="Wasl Shop")
     answered = client.post(f"/whatsapp/numbers/{profile.id}/connect", headers=HTMX)
     html = answered.get_data(as_text=True)
     assert _check(profile.id, "token", done=True) in html
     assert escape(NOT_YOURS) not in html
-    [stored] = _profiles(org.id)
+    [stored] = profiles_of(org.id)
     assert (stored.state, stored.verified_name) == ("connected", "Wasl Shop")
     assert [r.path for r in graph.requests] == [f"/{VERSION}/{NUMBER_ID}"] * 2
 
@@ -266,7 +253,7 @@ def test_checking_again_never_takes_a_number_another_workspace_proved(client, or
     response = client.post(f"/whatsapp/numbers/{profile.id}/connect", headers=HTMX)
 
     assert "This WhatsApp number is already connected." in response.get_data(as_text=True)
-    [stored] = _profiles(org.id)
+    [stored] = profiles_of(org.id)
     assert (stored.state, stored.verified_at) == ("failed", None)
 
 
@@ -281,7 +268,7 @@ def test_a_number_whose_token_is_now_refused_stops_being_routed(app, client, org
     client.post(f"/whatsapp/numbers/{profile.id}/connect")
     deliver(client, "/webhooks/whatsapp", payload("text"), secret=PLATFORM_SECRET)
 
-    assert _profiles(org.id)[0].verified_at is None
+    assert profiles_of(org.id)[0].verified_at is None
     assert messages(org.id) == []
 
 
@@ -294,7 +281,7 @@ def test_the_webhook_address_comes_from_public_url_never_from_the_request(app, c
     login(client, org.admin)
     expected = f"https://wasl.example/webhooks/whatsapp/{profile.id}"
 
-    page = _page(client, f"/whatsapp/numbers/{profile.id}")
+    page = page_text(client, f"/whatsapp/numbers/{profile.id}")
     api = client.get(f"/api/whatsapp/profiles/{profile.id}", headers=bearer(org.admin))
 
     assert expected in page

@@ -22,6 +22,7 @@ from tests.whatsapp.factories import (
     make_media_message,
     make_message,
     make_profile,
+    page_text,
     png,
 )
 
@@ -38,11 +39,6 @@ def _messages(org_id: int, conversation_id: int) -> list[Message]:
             Message.conversation_id == conversation_id).order_by(Message.id)
             .execution_options(populate_existing=True)))
 
-
-def _page(client, url: str, **kwargs) -> str:
-    response = client.get(url, **kwargs)
-    assert response.status_code == 200, response.get_data(as_text=True)[:500]
-    return response.get_data(as_text=True)
 
 
 def _row_ids(html: str) -> list[int]:
@@ -81,7 +77,7 @@ def test_the_list_shows_newest_first_with_preview_time_and_unread(client, org, s
                             last_message_preview="Where is my order?", unread_count=2)
     login(client, org.admin)
 
-    html = _page(client, "/inbox")
+    html = page_text(client, "/inbox")
 
     assert _row_ids(html) == [new.id, old.id]
     row = html[html.index(f'id="conversation-row-{new.id}"'):]
@@ -102,12 +98,14 @@ def test_filters_narrow_the_list_and_the_list_says_which_it_shows(client, org, s
     elsewhere = make_conversation(other_number, status="resolved")
     login(client, manager)
 
-    assert _row_ids(_page(client, "/inbox?scope=mine")) == [mine.id]
-    assert set(_row_ids(_page(client, "/inbox?scope=unassigned"))) == {unassigned.id, elsewhere.id}
-    assert _row_ids(_page(client, "/inbox?status=pending")) == [unassigned.id]
-    assert _row_ids(_page(client, f"/inbox?profile={other_number.id}")) == [elsewhere.id]
-    fragment = _page(client, f"/inbox?scope=unassigned&status=resolved&profile={other_number.id}",
-                     headers=HTMX)
+    assert _row_ids(page_text(client, "/inbox?scope=mine")) == [mine.id]
+    assert set(_row_ids(page_text(client, "/inbox?scope=unassigned"))) == {unassigned.id,
+                                                                          elsewhere.id}
+    assert _row_ids(page_text(client, "/inbox?status=pending")) == [unassigned.id]
+    assert _row_ids(page_text(client, f"/inbox?profile={other_number.id}")) == [elsewhere.id]
+    fragment = page_text(
+        client, f"/inbox?scope=unassigned&status=resolved&profile={other_number.id}",
+        headers=HTMX)
     assert fragment.lstrip().startswith("<section id=\"inbox-list\"")
     assert (f'data-scope="unassigned" data-viewer="{manager.id}"' in fragment)
     assert ('data-status="resolved"' in fragment)
@@ -115,7 +113,7 @@ def test_filters_narrow_the_list_and_the_list_says_which_it_shows(client, org, s
     assert ('data-search=""' in fragment)
     assert _row_ids(fragment) == [elsewhere.id]
     # Nonsense filters fall back to the whole list rather than failing.
-    assert len(_row_ids(_page(client, "/inbox?scope=everything&status=x&profile=abc"))) == 3
+    assert len(_row_ids(page_text(client, "/inbox?scope=everything&status=x&profile=abc"))) == 3
 
 
 @pytest.mark.parametrize("term", ["احمد", "أحمد", "اَحْمَد", "ahmad"])
@@ -126,7 +124,7 @@ def test_search_treats_arabic_letter_variants_alike(client, org, sandbox, term):
     make_conversation(sandbox, contact_name="منى")
     login(client, org.admin)
 
-    ids = _row_ids(_page(client, "/inbox", query_string={"q": term}))
+    ids = _row_ids(page_text(client, "/inbox", query_string={"q": term}))
 
     if term == "ahmad":
         assert ahmad.id not in ids
@@ -142,7 +140,7 @@ def test_search_finds_a_phone_however_it_is_written(client, org, sandbox, term):
     make_conversation(sandbox, phone="+966559998877")
     login(client, org.admin)
 
-    assert _row_ids(_page(client, "/inbox", query_string={"q": term})) == [wanted.id]
+    assert _row_ids(page_text(client, "/inbox", query_string={"q": term})) == [wanted.id]
 
 
 @pytest.mark.parametrize("term", ["٠٥٥١٢٣", "551 234", "0551234"])
@@ -153,7 +151,7 @@ def test_search_finds_a_partial_number_as_the_crm_does(client, org, sandbox, ter
     make_conversation(sandbox, phone="+966501234567")
     login(client, org.admin)
 
-    assert _row_ids(_page(client, "/inbox", query_string={"q": term})) == [wanted.id]
+    assert _row_ids(page_text(client, "/inbox", query_string={"q": term})) == [wanted.id]
 
 
 def test_search_finds_message_text_and_says_when_nothing_matches(client, org, sandbox):
@@ -163,10 +161,10 @@ def test_search_finds_message_text_and_says_when_nothing_matches(client, org, sa
     make_conversation(sandbox)
     login(client, org.admin)
 
-    html = _page(client, "/inbox?q=invoice")
+    html = page_text(client, "/inbox?q=invoice")
     assert _row_ids(html) == [wanted.id]
     assert 'data-search="1"' in html
-    assert "Nothing matches this search." in _page(client, "/inbox?q=nothing-like-this")
+    assert "Nothing matches this search." in page_text(client, "/inbox?q=nothing-like-this")
 
 
 def test_load_more_continues_where_the_page_ended(client, org, sandbox):
@@ -176,11 +174,11 @@ def test_load_more_continues_where_the_page_ended(client, org, sandbox):
             for n in range(33)]
     login(client, org.admin)
 
-    first = _page(client, "/inbox")
+    first = page_text(client, "/inbox")
     assert _row_ids(first) == [c.id for c in made[:30]]
     more = re.search(r'class="load-more">\s*<a class="button secondary" href="([^"]+)"', first)
     assert more
-    rest = _page(client, more.group(1).replace("&amp;", "&"), headers=HTMX)
+    rest = page_text(client, more.group(1).replace("&amp;", "&"), headers=HTMX)
     assert _row_ids(rest) == [c.id for c in made[30:]]
     assert "load-more" not in rest
     assert "<section" not in rest
@@ -199,8 +197,8 @@ def test_an_agent_sees_only_conversations_assigned_to_them(client, org, sandbox,
     login(client, agent)
 
     for query in ("", "?scope=all", "?scope=unassigned"):
-        assert _row_ids(_page(client, f"/inbox{query}")) == [mine.id]
-    assert "segmented" not in _page(client, "/inbox")  # no mine/unassigned/all to choose
+        assert _row_ids(page_text(client, f"/inbox{query}")) == [mine.id]
+    assert "segmented" not in page_text(client, "/inbox")  # no mine/unassigned/all to choose
     for url in (f"/inbox/conversations/{theirs.id}", f"/inbox/conversations/{unassigned.id}",
                 f"/inbox/conversations/{theirs.id}/messages",
                 f"/inbox/messages/{picture.id}", f"/inbox/messages/{picture.id}/media"):
@@ -221,7 +219,7 @@ def test_a_member_reads_conversations_but_cannot_answer(client, org, conversatio
     member = make_user(org, "member")
     login(client, member)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
 
     assert "You can read this conversation" in html
     assert 'name="text"' not in html
@@ -243,7 +241,7 @@ def test_opening_a_conversation_marks_it_read(client, org, conversation):
         db.session.flush()
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}", headers=HTMX)
+    html = page_text(client, f"/inbox/conversations/{conversation.id}", headers=HTMX)
 
     assert html.lstrip().startswith(f'<div id="conversation-{conversation.id}"')
     assert f'id="conversation-row-{conversation.id}" class="conversation-row" hx-swap-oob' in html
@@ -265,7 +263,7 @@ def test_a_thread_shows_bubbles_on_both_sides_with_ticks_quotes_and_states(clien
     deleted = make_message(conversation, "out", body="Secret", deleted_at=utcnow())
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
 
     def bubble(message: Message) -> str:
         start = html.index(f'<article id="message-{message.id}"')
@@ -293,14 +291,14 @@ def test_load_older_brings_the_page_before(client, org, conversation):
     made = [make_message(conversation, body=f"Line {n}") for n in range(55)]
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
     shown = [int(n) for n in re.findall(r'<article id="message-(\d+)"', html)]
     assert shown == [m.id for m in made[5:]]
     older = re.search(r'class="load-older">\s*<a class="button secondary" href="([^"]+)"', html)
     assert older
-    assert _page(client, f"/inbox/conversations/{conversation.id}/messages?before={'9' * 30}",
+    assert page_text(client, f"/inbox/conversations/{conversation.id}/messages?before={'9' * 30}",
                  headers=HTMX).count("<article") == 50  # a nonsense cursor: the newest page
-    page = _page(client, older.group(1).replace("&amp;", "&"), headers=HTMX)
+    page = page_text(client, older.group(1).replace("&amp;", "&"), headers=HTMX)
     assert [int(n) for n in re.findall(r'<article id="message-(\d+)"', page)] == [
         m.id for m in made[:5]]
     assert "load-older" not in page
@@ -315,7 +313,7 @@ def test_media_are_previewed_and_served_only_to_those_who_may_see_them(client, o
                                    data=b"<script>alert(1)</script>", filename="x.html")
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
     assert f'src="/inbox/messages/{picture.id}/media"' in html
     assert f'href="/inbox/messages/{page_like.id}/media" download' in html
 
@@ -339,7 +337,7 @@ def test_a_file_not_downloaded_yet_is_shown_as_loading(client, org, conversation
                            content={"media_id": "123", "mime_type": "image/jpeg"})
     login(client, org.admin)
 
-    assert "loading…" in _page(client, f"/inbox/conversations/{conversation.id}")
+    assert "loading…" in page_text(client, f"/inbox/conversations/{conversation.id}")
     assert client.get(f"/inbox/messages/{pending.id}/media").status_code == 404
 
 
@@ -369,7 +367,7 @@ def test_a_text_is_queued_then_sent_and_delivered_by_the_jobs(client, app, org, 
     assert sent.status == "delivered"
     assert sent.sent_at
     assert sent.provider_message_id
-    assert "ticks delivered" in _page(client, f"/inbox/conversations/{conversation.id}")
+    assert "ticks delivered" in page_text(client, f"/inbox/conversations/{conversation.id}")
 
 
 def test_a_plain_form_post_sends_and_redirects(client, org, conversation):
@@ -477,7 +475,7 @@ def test_a_reply_quotes_its_message(client, org, conversation, sandbox):
     elsewhere = make_message(make_conversation(sandbox))
     login(client, org.admin)
 
-    composer = _page(client, f"/inbox/conversations/{conversation.id}/composer",
+    composer = page_text(client, f"/inbox/conversations/{conversation.id}/composer",
                      query_string={"reply_to": question.id, "text": "Yes, we"}, headers=HTMX)
     assert f'name="reply_to_id" value="{question.id}"' in composer
     assert "Do you deliver to Jeddah?" in composer
@@ -509,11 +507,11 @@ def test_outside_the_window_the_composer_offers_only_a_template(client, org):
     open_ = make_conversation(cloud, last_inbound_at=utcnow() - timedelta(hours=1))
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{closed.id}")
+    html = page_text(client, f"/inbox/conversations/{closed.id}")
     assert "The 24-hour window has closed." in html
     assert 'name="template_name"' in html
     assert 'name="text"' not in html
-    assert 'name="text"' in _page(client, f"/inbox/conversations/{open_.id}")
+    assert 'name="text"' in page_text(client, f"/inbox/conversations/{open_.id}")
 
     refused = client.post(f"/inbox/conversations/{closed.id}/messages", data={"text": "Hi"},
                           headers=HTMX)
@@ -542,7 +540,7 @@ def test_a_failed_message_shows_the_reason_and_can_be_retried(client, app, org, 
                           error_message="Rate limit hit", provider_message_id=None)
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
     assert "rate limit was reached" in html
     assert "(130429)" in html
     assert f'action="/inbox/messages/{failed.id}/retry"' in html
@@ -568,10 +566,10 @@ def test_forwarding_copies_a_message_into_the_chosen_conversation(client, org, s
     target = make_conversation(sandbox, contact_name="Warehouse")
     login(client, org.admin)
 
-    picker = _page(client, f"/inbox/messages/{message.id}/forward", headers=HTMX)
+    picker = page_text(client, f"/inbox/messages/{message.id}/forward", headers=HTMX)
     assert "Warehouse" in picker
     assert "Fatima" in picker
-    searched = _page(client, f"/inbox/messages/{message.id}/forward?q=ware", headers=HTMX)
+    searched = page_text(client, f"/inbox/messages/{message.id}/forward?q=ware", headers=HTMX)
     assert "Warehouse" in searched
     assert "Fatima" not in searched
 
@@ -600,11 +598,11 @@ def test_edit_and_delete_where_the_channel_allows_them(client, org, conversation
     everyone. The bubble shows the new text or the deleted state."""
     sent = make_message(conversation, "out", body="Price is 100")
     login(client, org.admin)
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
     assert f"/inbox/messages/{sent.id}/edit" in html
     assert f"/inbox/messages/{sent.id}/delete" in html
 
-    form = _page(client, f"/inbox/messages/{sent.id}/edit", headers=HTMX)
+    form = page_text(client, f"/inbox/messages/{sent.id}/edit", headers=HTMX)
     assert "Price is 100</textarea>" in form
     empty = client.post(f"/inbox/messages/{sent.id}/edit", data={"text": " "}, headers=HTMX)
     assert empty.status_code == 422
@@ -627,7 +625,7 @@ def test_a_cloud_number_offers_no_edit_or_delete(client, org):
     sent = make_message(conversation, "out", body="Hello")
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
 
     assert f"/inbox/messages/{sent.id}/edit" not in html
     assert f"/inbox/messages/{sent.id}/delete" not in html
@@ -650,7 +648,7 @@ def test_assigning_transferring_and_the_status(client, org, conversation, agent)
     login(client, manager)
     url = f"/inbox/conversations/{conversation.id}"
 
-    html = _page(client, url)
+    html = page_text(client, url)
     assert f'<option value="{agent.id}" dir="auto">' in html
     assert f'<option value="{manager.id}" dir="auto">' in html
 
@@ -702,9 +700,10 @@ def test_the_inbox_follows_the_language_and_direction(client, org, conversation)
     english = make_user(org, "manager", language="en")
     arabic = make_user(org, "manager", language="ar")
     login(client, arabic)
-    assert '<html lang="ar" dir="rtl">' in _page(client, f"/inbox/conversations/{conversation.id}")
+    url = f"/inbox/conversations/{conversation.id}"
+    assert '<html lang="ar" dir="rtl">' in page_text(client, url)
     login(client, english)
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, url)
     assert '<html lang="en" dir="ltr">' in html
     assert 'class="inbox"' in html
 
@@ -713,7 +712,7 @@ def test_a_history_restore_gets_the_whole_page(client, org, conversation):
     """Back/forward in the browser asks htmx to restore a URL: that needs the full page."""
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}",
+    html = page_text(client, f"/inbox/conversations/{conversation.id}",
                  headers={**HTMX, "HX-History-Restore-Request": "true"})
 
     assert "<html" in html
@@ -722,7 +721,7 @@ def test_a_history_restore_gets_the_whole_page(client, org, conversation):
 
 def _count(client, url: str) -> int:
     with queries() as statements:
-        _page(client, url, headers=HTMX)
+        page_text(client, url, headers=HTMX)
     return len(statements)
 
 
@@ -761,7 +760,7 @@ def test_the_page_has_no_inline_script_or_style(client, org, conversation):
     make_media_message(conversation)
     login(client, org.admin)
 
-    html = _page(client, f"/inbox/conversations/{conversation.id}")
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
 
     assert "style=" not in html
     assert "<style" not in html
@@ -771,5 +770,5 @@ def test_the_page_has_no_inline_script_or_style(client, org, conversation):
 
 def test_an_empty_inbox_says_where_conversations_come_from(client, org):
     login(client, org.admin)
-    assert "Messages customers send to your WhatsApp numbers appear here." in _page(
+    assert "Messages customers send to your WhatsApp numbers appear here." in page_text(
         client, "/inbox")

@@ -17,7 +17,7 @@ from crm.whatsapp.channels.web import mark_supervisor_alive, qr_key
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 from tests.factories import login, make_org, make_user, run_jobs
 from tests.foundation import HTMX, arabic
-from tests.whatsapp.factories import make_conversation, make_profile, png
+from tests.whatsapp.factories import make_conversation, make_profile, page_text, png, profiles_of
 
 ACCESS_TOKEN = "EAAG-very-secret-access-token-9876"
 APP_SECRET = "an-app-secret-5432"
@@ -34,16 +34,6 @@ def _get(model, org_id: int, object_id: int):
         return db.session.get(model, object_id, populate_existing=True)
 
 
-def _profiles(org_id: int) -> list[WhatsAppProfile]:
-    with organization_context(org_id):
-        return list(db.session.scalars(select(WhatsAppProfile).order_by(WhatsAppProfile.id)
-                                       .execution_options(populate_existing=True)))
-
-
-def _page(client, url: str, **kwargs) -> str:
-    response = client.get(url, **kwargs)
-    assert response.status_code == 200, response.get_data(as_text=True)[:500]
-    return response.get_data(as_text=True)
 
 
 # -- numbers -------------------------------------------------------------------------------------
@@ -53,7 +43,7 @@ def test_numbers_are_for_admins(client, org):
     entry in the sidebar (everyone who works the inbox sees the Inbox entry)."""
     make_profile(org, "sandbox", display_name="Demo")
     login(client, org.admin)
-    html = _page(client, "/whatsapp/numbers")
+    html = page_text(client, "/whatsapp/numbers")
     assert "Demo" in html
     assert 'href="/whatsapp/numbers"' in html
     assert 'href="/inbox"' in html
@@ -61,7 +51,7 @@ def test_numbers_are_for_admins(client, org):
         login(client, make_user(org, role))
         assert client.get("/whatsapp/numbers").status_code == 403
         assert client.get("/whatsapp/sandbox").status_code == 403
-        assert 'href="/whatsapp/numbers"' not in _page(client, "/inbox")
+        assert 'href="/whatsapp/numbers"' not in page_text(client, "/inbox")
 
 
 def test_with_the_module_off_the_numbers_pages_are_gone(client, org):
@@ -82,12 +72,12 @@ def test_a_sandbox_number_takes_one_click(client, org):
 
     response = client.post("/whatsapp/numbers", data={"provider": "sandbox"})
 
-    [profile] = _profiles(org.id)
+    [profile] = profiles_of(org.id)
     assert (profile.provider, profile.state, profile.display_name) == (
         "sandbox", "connected", "Sandbox")
     assert response.status_code == 303
     assert response.location.endswith(f"/whatsapp/numbers/{profile.id}")
-    assert "\u2068Sandbox\u2069 was added." in _page(client, response.location)
+    assert "\u2068Sandbox\u2069 was added." in page_text(client, response.location)
 
 
 def test_a_cloud_number_shows_the_webhook_and_never_its_secrets(client, org, caplog, graph):
@@ -103,10 +93,10 @@ def test_a_cloud_number_shows_the_webhook_and_never_its_secrets(client, org, cap
         "access_token": ACCESS_TOKEN, "app_secret": APP_SECRET, "auto_assign": "on"})
 
     assert response.status_code == 303
-    [profile] = _profiles(org.id)
+    [profile] = profiles_of(org.id)
     assert profile.auto_assign
     assert profile.phone_number == "+966501234567"
-    html = _page(client, response.location)
+    html = page_text(client, response.location)
     assert f"http://localhost/webhooks/whatsapp/{profile.id}" in html
     assert profile.verify_token in html
     assert "•" * 8 + "9876" in html
@@ -131,7 +121,7 @@ def test_a_bad_cloud_number_is_shown_again_with_its_errors(client, org):
     assert 'id="cloud-phone_number-error"' in html
     assert 'value="106540352242922"' in html
     assert ACCESS_TOKEN not in html
-    assert _profiles(org.id) == []
+    assert profiles_of(org.id) == []
 
 
 def test_a_linked_device_pairs_by_qr_code_that_updates_live(client, app, org):
@@ -142,9 +132,9 @@ def test_a_linked_device_pairs_by_qr_code_that_updates_live(client, app, org):
     login(client, org.admin)
     response = client.post("/whatsapp/numbers", data={"provider": "web",
                                                       "display_name": "Front desk"})
-    [device] = _profiles(org.id)
+    [device] = profiles_of(org.id)
     assert device.state == "pairing"
-    page = _page(client, response.location)
+    page = page_text(client, response.location)
     assert "Waiting for the QR code" in page
     assert "realtime:qrCode from:body" in page
     assert "realtime:clientReady from:body" in page
@@ -155,7 +145,7 @@ def test_a_linked_device_pairs_by_qr_code_that_updates_live(client, app, org):
     assert _get(WhatsAppProfile, org.id, device.id).state == "pairing"
     assert "Waiting for the QR code" in response.get_data(as_text=True)
     app.extensions["crm.redis"].set(qr_key(device.id), QR)
-    state = _page(client, f"/whatsapp/numbers/{device.id}/state", headers=HTMX)
+    state = page_text(client, f"/whatsapp/numbers/{device.id}/state", headers=HTMX)
     assert f'<img class="qr-code" src="{QR}"' in state
     assert state.lstrip().startswith(f'<section id="number-{device.id}-state"')
 
@@ -167,7 +157,7 @@ def test_with_no_supervisor_running_the_page_says_so_and_keeps_asking(client, or
     device = make_profile(org, "web", state="pairing", phone_number=None)
     login(client, org.admin)
 
-    state = _page(client, f"/whatsapp/numbers/{device.id}/state", headers=HTMX)
+    state = page_text(client, f"/whatsapp/numbers/{device.id}/state", headers=HTMX)
 
     assert ("The WhatsApp service for linked devices is not running, so this number can "
             "neither pair nor send. Start it with “crm up” (or “crm whatsapp supervise”).") in state
@@ -189,7 +179,7 @@ def test_a_linked_device_failure_is_shown_in_arabic_not_go(client, sentence, las
     device = make_profile(org, "web", state="disconnected", last_error=last_error)
     login(client, org.admin)
 
-    page = _page(client, f"/whatsapp/numbers/{device.id}")
+    page = page_text(client, f"/whatsapp/numbers/{device.id}")
 
     assert arabic(sentence) in page
     assert last_error not in page
@@ -206,11 +196,11 @@ def test_linked_devices_come_with_a_warning_against_bulk_sending(client):
                      "campaigns.")
     login(client, org.admin)
 
-    form = _page(client, "/whatsapp/numbers")
+    form = page_text(client, "/whatsapp/numbers")
     assert form.count(warning) == 1
     assert form.index(warning) > form.index('name="provider" value="web"')
-    assert warning in _page(client, f"/whatsapp/numbers/{device.id}")
-    assert warning not in _page(client, f"/whatsapp/numbers/{cloud.id}")
+    assert warning in page_text(client, f"/whatsapp/numbers/{device.id}")
+    assert warning not in page_text(client, f"/whatsapp/numbers/{cloud.id}")
 
 
 def test_disconnect_and_remove_ask_first_and_keep_the_conversations(client, org):
@@ -219,7 +209,7 @@ def test_disconnect_and_remove_ask_first_and_keep_the_conversations(client, org)
     device = make_profile(org, "web", secrets={"session": "c2Vzc2lvbg=="})
     conversation = make_conversation(device, contact_name="Kept")
     login(client, org.admin)
-    page = _page(client, f"/whatsapp/numbers/{device.id}")
+    page = page_text(client, f"/whatsapp/numbers/{device.id}")
     assert page.count("hx-confirm=") == 2
 
     response = client.post(f"/whatsapp/numbers/{device.id}/disconnect", headers=HTMX)
@@ -231,7 +221,7 @@ def test_disconnect_and_remove_ask_first_and_keep_the_conversations(client, org)
     assert response.status_code == 303
     assert _get(WhatsAppProfile, org.id, device.id).is_deleted
     assert client.get(f"/whatsapp/numbers/{device.id}").status_code == 404
-    assert "Kept" in _page(client, "/inbox")
+    assert "Kept" in page_text(client, "/inbox")
     assert _get(Conversation, org.id, conversation.id) is not None
 
 
@@ -241,7 +231,7 @@ def test_without_a_sandbox_number_the_page_offers_to_create_one(client, org):
     make_profile(org, "cloud")
     login(client, org.admin)
 
-    html = _page(client, "/whatsapp/sandbox")
+    html = page_text(client, "/whatsapp/sandbox")
 
     assert "No sandbox number yet" in html
     assert 'name="provider" value="sandbox"' in html
@@ -252,7 +242,7 @@ def test_the_customer_writes_and_the_message_reaches_the_inbox(client, org):
     the inbox like any channel's: a new unread conversation with that name and number."""
     profile = make_profile(org, "sandbox", display_name="Demo")
     login(client, org.admin)
-    page = _page(client, "/whatsapp/sandbox?phone=0501234567&name=Sara")
+    page = page_text(client, "/whatsapp/sandbox?phone=0501234567&name=Sara")
     assert 'id="sandbox-form"' in page
     assert "realtime:newMessage from:body" in page
 
@@ -264,7 +254,7 @@ def test_the_customer_writes_and_the_message_reaches_the_inbox(client, org):
     html = response.get_data(as_text=True)
     assert "Do you have size 42?" in html
     assert 'id="sandbox-form" class="composer sandbox-form"' in html  # a fresh form, out of band
-    inbox = _page(client, "/inbox")
+    inbox = page_text(client, "/inbox")
     assert "Sara" in inbox
     assert "Do you have size 42?" in inbox
     with organization_context(org.id):
@@ -295,14 +285,14 @@ def test_the_customer_sees_the_agents_reply_with_ticks_and_reads_it(client, app,
         reply_id = reply.id
 
     login(client, org.admin)
-    chat = _page(client, f"/whatsapp/sandbox/{profile.id}/chat?phone=0501234567&name=Sara",
+    chat = page_text(client, f"/whatsapp/sandbox/{profile.id}/chat?phone=0501234567&name=Sara",
                  headers=HTMX)
     assert "Hi Sara!" in chat
     assert 'class="bubble bubble-in"' in chat  # the team's side, from the customer's view
     assert _get(Message, org.id, reply_id).status == "read"
 
     login(client, agent)
-    thread = _page(client, f"/inbox/conversations/{conversation_id}")
+    thread = page_text(client, f"/inbox/conversations/{conversation_id}")
     bubble = thread[thread.index(f'<article id="message-{reply_id}"'):]
     assert "ticks read" in bubble[:bubble.index("</article>")]
 
@@ -350,7 +340,7 @@ def test_an_invalid_phone_on_the_page_is_pointed_out(client, org):
     make_profile(org, "sandbox")
     login(client, org.admin)
 
-    html = _page(client, "/whatsapp/sandbox?phone=12")
+    html = page_text(client, "/whatsapp/sandbox?phone=12")
 
     assert "Enter a valid phone number." in html
     assert 'id="sandbox-form"' not in html
@@ -375,7 +365,7 @@ def test_the_customer_side_lists_only_that_customers_messages(client, org):
         client.post(f"/whatsapp/sandbox/{profile.id}/messages",
                     data={"phone": phone, "name": "", "text": text})
 
-    chat = _page(client, f"/whatsapp/sandbox/{profile.id}/chat?phone=0502222222")
+    chat = page_text(client, f"/whatsapp/sandbox/{profile.id}/chat?phone=0502222222")
 
     assert "From the second" in chat
     assert "From the first" not in chat
