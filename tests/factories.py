@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import pytest
 from flask import current_app
 from rq import SimpleWorker
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from crm.extensions import db
 from crm.foundation import services
@@ -96,6 +96,22 @@ def delivered(email: OutboundEmail) -> EmailMessage:
 def delivered_text(email: OutboundEmail) -> str:
     """The plain-text body of an outbox email as delivered, link and token included."""
     return delivered(email).get_body(("plain",)).get_content()
+
+
+def snapshot(org_id: int) -> dict[str, list[str]]:
+    """Every row the organization has, table by table, as text: equal before and after a
+    request that must change nothing."""
+    with organization_context(org_id):
+        return {table: list(db.session.execute(
+                    text(f"SELECT t::text FROM {table} t ORDER BY 1")).scalars())
+                for table in ["organizations", *_tenant_tables()]}
+
+
+def _tenant_tables() -> list[str]:
+    return list(db.session.execute(text("""
+        SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+        WHERE a.attname = 'organization_id' AND c.relkind = 'r' AND NOT a.attisdropped
+          AND c.relnamespace = 'public'::regnamespace ORDER BY 1""")).scalars())
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 from argon2 import PasswordHasher
 from flask import Flask
 from flask_login import login_user
-from sqlalchemy import text
 from werkzeug.exceptions import Forbidden, NotFound
 
 from crm import create_app
@@ -25,7 +24,7 @@ from crm.foundation import services
 from crm.foundation.models import ROLES, Organization, User
 from crm.permissions import MATRIX, SWITCHABLE, require, role_allows
 from crm.tenancy import organization_context, set_current_organization
-from tests.factories import bearer, login, make_org, make_user
+from tests.factories import bearer, login, make_org, make_user, snapshot
 from tests.walks_registry import BODY, OBJECTS, OTHER_PARAMETERS
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -167,21 +166,6 @@ def _send(client, route: Route, url: str, headers: dict):
     return client.open(url, **kwargs)
 
 
-def _tenant_tables() -> list[str]:
-    return list(db.session.execute(text("""
-        SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
-        WHERE a.attname = 'organization_id' AND c.relkind = 'r' AND NOT a.attisdropped
-          AND c.relnamespace = 'public'::regnamespace ORDER BY 1""")).scalars())
-
-
-def _snapshot(org_id: int) -> dict[str, list[str]]:
-    """Every row the organization has, table by table, as text."""
-    with organization_context(org_id):
-        return {table: list(db.session.execute(
-                    text(f"SELECT t::text FROM {table} t ORDER BY 1")).scalars())
-                for table in ["organizations", *_tenant_tables()]}
-
-
 def _user_with_role(org: Organization, role: str) -> User:
     return org.admin if role == "admin" else make_user(org, role)
 
@@ -210,14 +194,14 @@ def test_another_organizations_object_answers_404(app, client, route, role):
     user = _user_with_role(org_a, role)
     url = _url(app, route, org_b)
     org_b_id = org_b.id  # the request's commit expires loaded objects
-    before = _snapshot(org_b_id)
+    before = snapshot(org_b_id)
 
     response = _request(client, route, url, user)
 
     assert response.status_code == _refused_status(app, route, role, 404), (
         f"{route} with organization B's ids answered {response.status_code} to A's {role}; "
         "look the object up (404) before reading the body or checking anything else")
-    assert _snapshot(org_b_id) == before
+    assert snapshot(org_b_id) == before
 
 
 # Routes naming a conversation or one of its messages, which agents see only when assigned.
