@@ -13,6 +13,13 @@ class ServiceError(Exception):
         self.fields = fields or {}
 
 
+class BadRequestError(ServiceError):
+    """A request that cannot be read at all (its body, say); field mistakes are a 422."""
+
+    status = 400
+    code = "bad_request"
+
+
 class ValidationError(ServiceError):
     status = 422
     code = "validation_error"

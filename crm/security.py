@@ -30,6 +30,7 @@ from crm.foundation.services import (
     open_session,
 )
 from crm.tenancy import current_organization_id, set_current_organization
+from crm.text import clean_text
 
 JWT_ALGORITHM = "HS256"
 
@@ -83,7 +84,8 @@ def _posted_email() -> str:
     """The email a form or JSON body names, as accounts are looked up by it."""
     data = request.get_json(silent=True) if request.is_json else request.form
     email = data.get("email") if isinstance(data, dict) or hasattr(data, "get") else None
-    return email.strip().lower() if isinstance(email, str) else ""
+    # Redis keys are UTF-8: a lone surrogate (refused later, by the view) cannot be one.
+    return clean_text(email.strip().lower()) if isinstance(email, str) else ""
 
 
 def _login_account_key() -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 
+from crm import json_input
 from crm.errors import ServiceError
 from crm.extensions import db
 from crm.permissions import can
@@ -31,6 +32,8 @@ class IdConverter(IntegerConverter):
 
 def init_app(app: Flask) -> None:
     app.url_map.converters["int"] = IdConverter  # before any blueprint adds its rules
+    app.request_class = json_input.Request
+    app.json = json_input.JSONProvider(app)  # every JSON body is read with a depth limit
     app.after_request(_finish_transaction)
     app.teardown_request(_discard_transaction)
     app.register_error_handler(HTTPException, _http_error)

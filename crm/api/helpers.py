@@ -12,16 +12,18 @@ from flask import request
 from flask_babel import gettext as _
 from werkzeug.exceptions import BadRequest
 
-from crm.errors import ServiceError, ValidationError
-
-
-class BadRequestError(ServiceError):
-    status = 400
-    code = "bad_request"
+from crm.api import openapi
+from crm.errors import BadRequestError, ValidationError
+from crm.text import holds_unstorable, is_storable
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 400 that says what is wrong with it."""
+    """The request's JSON object, or a 400 or 422 that says what is wrong with it.
+
+    Read with the app's depth limit (crm/json_input.py). Each field must be one the
+    operation's OpenAPI document declares, so a typo is refused rather than ignored, and its
+    text one PostgreSQL can store: all such mistakes are named in one 422.
+    """
     if not request.is_json:
         raise BadRequestError(_("Send a JSON body with Content-Type: application/json."))
     try:
@@ -30,23 +32,15 @@ def json_body() -> dict[str, Any]:
         raise BadRequestError(_("The request body is not valid JSON.")) from None
     if not isinstance(data, dict):
         raise BadRequestError(_("The request body must be a JSON object."))
-    if field := next((key for key, value in data.items() if _holds_nul([key, value])), None):
-        raise ValidationError({field: _("Remove the control characters.")})
+    if not all(is_storable(key) for key in data):  # a name that cannot be sent back in `fields`
+        raise BadRequestError(_("A field name in the request body is not valid text."))
+    declared = openapi.body_fields(request.url_rule.rule, request.method)
+    fields = {key: _("Unknown field.") for key in data if key not in declared}
+    fields |= {key: _("Remove the control characters.")
+               for key, value in data.items() if key in declared and holds_unstorable(value)}
+    if fields:
+        raise ValidationError(fields)
     return data
-
-
-def _holds_nul(value: Any) -> bool:
-    """Does any text in `value` hold a NUL character? PostgreSQL can store none."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str) and "\x00" in item:
-            return True
-        if isinstance(item, dict):
-            pending += [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            pending += item
-    return False
 
 
 def encode_cursor(value: int | None) -> str | None:

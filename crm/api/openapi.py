@@ -8,24 +8,28 @@ checks every answer against it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import jsonify
 
 from crm.api import blueprint as api
+from crm.json_input import MAX_DEPTH
 
 OPENAPI_VERSION = "3.0.3"
 BIGINT_MAX = 2**63 - 1
 
 ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body is not a JSON object (malformed JSON, invalid UTF-8, "
-                        "wrong Content-Type)."),
+                        f"wrong Content-Type, nested more than {MAX_DEPTH} levels deep, a "
+                        "field name that is not text)."),
     401: ("Unauthorized", "No valid bearer token, or the credentials are wrong."),
     403: ("Forbidden", "The caller's role does not allow this."),
     404: ("NotFound", "No such object in the caller's organization."),
     409: ("Conflict", "The request conflicts with the current state."),
     413: ("TooLarge", "The body is larger than the server accepts."),
-    422: ("ValidationFailed", "Some fields are invalid; `fields` names each one."),
+    422: ("ValidationFailed", "Some fields are invalid, or not fields of this body; `fields` "
+                              "names each one."),
     429: ("RateLimited", "Too many attempts; try again later."),
 }
 
@@ -116,10 +120,34 @@ def operation(summary: str, *, tag: str, status: int, response: dict | None = No
     if parameters:
         op["parameters"] = list(parameters)
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": _closed(body)}}}
     if public:
         op["security"] = []
     return op
+
+
+def _closed(schema: dict) -> dict:
+    """A body schema that allows no field besides those it declares (json_body() refuses any
+    other): each alternative of a oneOf is closed, as the whole would allow nothing."""
+    if "oneOf" in schema:
+        return {**schema, "oneOf": [_closed(alternative) for alternative in schema["oneOf"]]}
+    return {**schema, "additionalProperties": False}
+
+
+def document_path(rule: str) -> str:
+    """The document's path of a Flask rule: /api/users/<int:user_id> is /api/users/{user_id}."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def body_fields(rule: str, method: str) -> frozenset[str]:
+    """The fields the JSON body of an operation declares, by its Flask `rule` and `method`;
+    none when it declares no JSON body."""
+    operation = _paths.get(document_path(rule), {}).get(method.lower(), {})
+    content = operation.get("requestBody", {}).get("content", {})
+    schema = content.get("application/json", {}).get("schema", {})
+    return frozenset(name for alternative in schema.get("oneOf", [schema])
+                     for name in alternative.get("properties", {}))
 
 
 def register(paths: dict[str, dict[str, dict]], schemas: dict[str, dict] | None = None) -> None:
