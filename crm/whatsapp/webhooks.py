@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from limits import parse
 from sqlalchemy import text
 
+from crm import json_input
 from crm.crypto import decrypt_json
 from crm.extensions import csrf, db, limiter
 from crm.tenancy import get_in_organization, organization_context, set_current_organization
@@ -149,7 +149,7 @@ def _signed(app_secret: str) -> bool:
 def _parsed() -> tuple[dict, list[ingest.Change]]:
     """The delivery and its changes; a 400 answer if it is not in Meta's shape."""
     try:
-        document = json.loads(request.get_data(cache=True))
+        document = json_input.loads(request.get_data(cache=True))
         return document, ingest.parse_delivery(document)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         log.warning("malformed WhatsApp webhook refused: %s", exc)

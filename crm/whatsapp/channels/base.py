@@ -1,16 +1,25 @@
 """What every channel speaks: inbound messages and status updates in, sends out.
 
 Channels translate between a provider's wire format and these plain values; everything else
-(storing, idempotency, the outbox, events) lives in crm/whatsapp/services.py, once.
+(storing, idempotency, the outbox, events) lives in crm/whatsapp/services.py, once. The values
+are storable as they are made: a provider's NUL or lone surrogate, which PostgreSQL refuses,
+becomes U+FFFD in every text they carry, whichever channel made them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import ClassVar, Protocol
 
+from crm.text import clean_strings
 from crm.whatsapp.models import Message, WhatsAppProfile
+
+
+def _clean(value: object) -> None:
+    """Replace what PostgreSQL cannot store in every text of a frozen dataclass, in place."""
+    for field_ in fields(value):
+        object.__setattr__(value, field_.name, clean_strings(getattr(value, field_.name)))
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,9 @@ class InboundMessage:
     reply_to_provider_id: str | None = None
     is_forwarded: bool = False
 
+    def __post_init__(self) -> None:
+        _clean(self)
+
 
 @dataclass(frozen=True)
 class StatusUpdate:
@@ -39,6 +51,9 @@ class StatusUpdate:
     our_message_id: int | None = None  # echoed back (cloud: biz_opaque_callback_data)
     error_code: str | None = None
     error_message: str | None = None
+
+    def __post_init__(self) -> None:
+        _clean(self)
 
 
 class ChannelError(Exception):
