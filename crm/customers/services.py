@@ -80,6 +80,7 @@ from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
 from crm.search import fold_text, normalize_phone, search_terms
 from crm.tenancy import current_organization_id, get_in_organization
+from crm.text import has_control_characters
 
 log = logging.getLogger("crm.customers")
 
@@ -91,9 +92,6 @@ SORTS = ("newest", "oldest", "name", "score", "last_contacted")
 # index scan), before it asks the GIN indexes for rarer matches (crm/search.py).
 PAGE_SCAN = 100
 BOARD_STEP = 1024.0
-# Text PostgreSQL cannot store (NUL) or that is not text at all (lone surrogates), and control
-# characters no one types; tabs and line breaks are fine.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 _FIELD_KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _TAG_SEPARATORS = re.compile("[,،\n]")
@@ -131,7 +129,7 @@ def check_text(raw: object, field_name: str, max_length: int, *, required: bool 
         raise ValidationError({field_name: _("Enter text.")})
     if len(raw) > max_length:
         raise ValidationError({field_name: _("Use at most %(n)d characters.", n=max_length)})
-    if _CONTROL.search(raw):
+    if has_control_characters(raw):
         raise ValidationError({field_name: _("Remove the control characters.")})
     value = " ".join(raw.split()) if single_line else raw.strip()
     if required and not value:
@@ -1008,7 +1006,7 @@ def _cursor_value(value: object, kind_of: type, bad: ValidationError) -> object:
     if kind_of is float and isinstance(value, int | float) and not isinstance(value, bool) \
             and math.isfinite(value):
         return float(value)
-    if kind_of is str and isinstance(value, str) and not _CONTROL.search(value):
+    if kind_of is str and isinstance(value, str) and not has_control_characters(value):
         return value
     if kind_of is datetime and value is None:
         return None

@@ -44,6 +44,7 @@ from crm.mail import send_email
 from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.tenancy import current_organization_id, get_in_organization, set_current_organization
+from crm.text import has_control_characters
 from crm.transaction import keep_on_error
 
 log = logging.getLogger("crm.foundation")
@@ -68,6 +69,8 @@ def normalize_email(raw: object, field: str = "email") -> str:
 def _required_text(raw: object, field: str, max_length: int) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise ValidationError({field: _("This field is required.")})
+    if has_control_characters(raw):  # a NUL, which PostgreSQL cannot store, among them
+        raise ValidationError({field: _("Remove the control characters.")})
     value = " ".join(raw.split())
     if len(value) > max_length:
         raise ValidationError({field: _("Use at most %(n)d characters.", n=max_length)})
