@@ -9,6 +9,8 @@ urlencoded body holding raw bytes that are not UTF-8 as an empty form.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from sqlalchemy import select
 
@@ -19,7 +21,7 @@ from crm.foundation.models import Organization
 from crm.tenancy import organization_context
 from crm.whatsapp.models import Message
 from tests.factories import PASSWORD, login, make_org, snapshot
-from tests.whatsapp.factories import make_conversation, make_profile
+from tests.whatsapp.factories import make_conversation, make_profile, png
 
 ENGLISH = {"Accept-Language": "en"}
 REGISTRATION = {"organization_name": "Acme", "full_name": "Amal Haddad",
@@ -119,3 +121,52 @@ def test_a_nul_in_the_send_message_form_is_422(client, org):
     assert "Remove the control characters." in response.get_data(as_text=True)
     with organization_context(org.id):
         assert db.session.scalars(select(Message)).all() == []
+
+
+def test_a_nul_in_the_organization_settings_is_422(client, org):
+    """The organization's name with a NUL shows the settings form again; nothing changes."""
+    login(client, org.admin)
+    before = snapshot(org.id)
+
+    response = client.post("/settings", headers=ENGLISH, data={
+        "name": "Ac\x00me", "default_language": "en", "timezone": "Asia/Riyadh",
+        "country": "SA"})
+
+    assert response.status_code == 422
+    assert "Remove the control characters." in response.get_data(as_text=True)
+    assert snapshot(org.id) == before
+
+
+@pytest.mark.parametrize("field", ["display_name", "phone_number_id", "business_account_id"])
+def test_a_nul_in_the_new_number_form_is_422(client, org, field):
+    """Connecting a cloud number with a NUL in a field shows the form again, the field
+    marked; no number is added."""
+    login(client, org.admin)
+    before = snapshot(org.id)
+    form = {"provider": "cloud", "display_name": "Sales", "phone_number_id": "106540352242922",
+            "business_account_id": "102290129340398", "access_token": "EAAG-token",
+            "app_secret": "secret"}
+
+    response = client.post("/whatsapp/numbers", headers=ENGLISH,
+                           data={**form, field: form[field][:3] + "\x00"})
+
+    assert response.status_code == 422
+    assert "Remove the control characters." in response.get_data(as_text=True)
+    assert snapshot(org.id) == before
+
+
+def test_a_nul_in_an_uploaded_file_name_is_replaced(client, org):
+    """A file sent from the inbox whose name holds a NUL (no file system allows one) is sent
+    with the NUL shown as U+FFFD, as werkzeug shows bytes that are not UTF-8."""
+    conversation = make_conversation(make_profile(org, "sandbox"))
+    login(client, org.admin)
+
+    response = client.post(f"/inbox/conversations/{conversation.id}/messages", headers=ENGLISH,
+                           content_type="multipart/form-data", data={
+                               "text": "The catalogue",
+                               "file": (io.BytesIO(png()), "cata\x00logue.png", "image/png")})
+
+    assert response.status_code in (200, 303), response.get_data(as_text=True)[:300]
+    with organization_context(org.id):
+        [message] = db.session.scalars(select(Message)).all()
+        assert message.content["filename"] == "cata\ufffdlogue.png"

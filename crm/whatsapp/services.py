@@ -43,6 +43,7 @@ from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
 from crm.tenancy import get_in_organization
+from crm.text import clean_text, has_control_characters
 from crm.transaction import commit
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import (
@@ -538,6 +539,11 @@ def create_profile(actor: User, provider: object, display_name: object, *,
             fields["business_account_id"] = _("Enter the WhatsApp Business Account id.")
         secrets_ = {"access_token": str(access_token).strip(),
                     "app_secret": str(app_secret).strip()}
+    for key, value in (("display_name", display_name), ("phone_number_id", phone_number_id),
+                       ("business_account_id", business_account_id),
+                       ("access_token", access_token), ("app_secret", app_secret)):
+        if isinstance(value, str) and has_control_characters(value):
+            fields[key] = _("Remove the control characters.")
     if fields:
         raise ValidationError(fields)
     profile = WhatsAppProfile(
@@ -858,7 +864,9 @@ def send_media(conversation: Conversation, sender: User, upload, caption: object
         raise ValidationError({"file": _("The file is empty.")})
     text_ = caption.strip()[:1024] if isinstance(caption, str) else ""
     message = queue_outbound(conversation, sender, type_=kind, body=text_, reply_to=reply_to,
-                             content={"mime_type": mime_type, "filename": upload.filename[:200],
+                             content={"mime_type": mime_type,
+                                      # as werkzeug does with bytes that are not UTF-8
+                                      "filename": clean_text(upload.filename)[:200],
                                       "size": len(data)})
     message.content = {**message.content, "path": media.store(message, data, mime_type)}
     return message
