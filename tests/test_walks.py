@@ -219,14 +219,14 @@ def test_a_conversation_not_assigned_to_an_agent_answers_404_to_them(app, client
     url = _url(app, route, org)  # the factories' conversations are assigned to nobody
     org_id = org.id
     headers = _sign_in(client, route, agent)  # the session it starts is no change
-    before = _snapshot(org_id)
+    before = snapshot(org_id)
 
     response = _send(client, route, url, headers)
 
     assert response.status_code == _refused_status(app, route, "agent", 404), (
         f"{route} answered {response.status_code} to an agent for a conversation not "
         "assigned to them; look it up with access_conversation (404)")
-    assert _snapshot(org_id) == before
+    assert snapshot(org_id) == before
     assert _request(client, route, url, org.admin).status_code != 404
 
 
