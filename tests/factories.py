@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
-from flask import current_app
+from flask import Flask, current_app
 from rq import SimpleWorker
 from sqlalchemy import inspect, text
 
@@ -122,3 +123,13 @@ def org():
 @pytest.fixture
 def other_org():
     return make_org()
+
+
+@functools.cache
+def url_map_app() -> Flask:
+    """An app built only to read its URL map at collection time; it never connects."""
+    from crm import create_app
+
+    return create_app({"TESTING": True, "SECRET_KEY": "url-map-" + "0" * 32,
+                       "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/nothing",
+                       "REDIS_URL": "redis://127.0.0.1:9/0", "CHECK_DATABASE_ROLE": False})

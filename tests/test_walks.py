@@ -8,7 +8,6 @@ names; a route whose parameter it does not know fails until the parameter is reg
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,13 +17,12 @@ from flask import Flask
 from flask_login import login_user
 from werkzeug.exceptions import Forbidden, NotFound
 
-from crm import create_app
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import ROLES, Organization, User
 from crm.permissions import MATRIX, SWITCHABLE, require, role_allows
 from crm.tenancy import organization_context, set_current_organization
-from tests.factories import bearer, login, make_org, make_user, snapshot
+from tests.factories import bearer, login, make_org, make_user, snapshot, url_map_app
 from tests.walks_registry import BODY, OBJECTS, OTHER_PARAMETERS
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -89,16 +87,9 @@ class Route:
         return f"{self.method} {self.rule}"
 
 
-@functools.cache
-def _collected_app() -> Flask:
-    """An app built only to read its URL map at collection time; it never connects."""
-    return create_app({"TESTING": True, "SECRET_KEY": "walks-" + "0" * 32,
-                       "DATABASE_URL": "postgresql+psycopg://walks@127.0.0.1:9/walks",
-                       "REDIS_URL": "redis://127.0.0.1:9/0", "CHECK_DATABASE_ROLE": False})
-
 
 def _routes() -> list[Route]:
-    app = _collected_app()
+    app = url_map_app()
     return sorted({Route(rule.endpoint, rule.rule, method, tuple(sorted(rule.arguments)))
                    for rule in app.url_map.iter_rules()
                    for method in rule.methods & set(METHODS)}, key=str)
@@ -112,9 +103,9 @@ ROUTES = [route for route in _routes() if route.endpoint not in SIGNED]
 ENDPOINTS = sorted({route.endpoint for route in ROUTES})
 # Routes that name an object of an organization (any parameter not listed as something else).
 PROBES = [route for route in ROUTES if set(route.arguments) - set(OTHER_PARAMETERS)]
-GUARDED = [route for route in ROUTES if _permission(_collected_app(), route.endpoint)]
+GUARDED = [route for route in ROUTES if _permission(url_map_app(), route.endpoint)]
 SWITCHABLE_ROUTES = [route for route in GUARDED
-                     if _permission(_collected_app(), route.endpoint)[0] in SWITCHABLE]
+                     if _permission(url_map_app(), route.endpoint)[0] in SWITCHABLE]
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -8,18 +8,16 @@ a route added tomorrow with a JSON body is covered the day it is added.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 
 import pytest
 
-from crm import create_app
 from crm.api import openapi
 from crm.foundation import services
 from tests.api import assert_error
 from tests.customers.factories import make_customer
-from tests.factories import bearer, make_org, snapshot
+from tests.factories import bearer, make_org, snapshot, url_map_app
 from tests.walks_registry import BODY, OBJECTS
 
 DEEP = 10_000
@@ -43,13 +41,6 @@ class BodyRoute:
         return f"{self.method} {self.rule}"
 
 
-@functools.cache
-def _collected_app():
-    """An app built only to read its URL map at collection time; it never connects."""
-    return create_app({"TESTING": True, "SECRET_KEY": "bodies-" + "0" * 32,
-                       "DATABASE_URL": "postgresql+psycopg://bodies@127.0.0.1:9/bodies",
-                       "REDIS_URL": "redis://127.0.0.1:9/0"})
-
 
 def _json_schema(path: str, method: str) -> dict | None:
     operation = openapi.document()["paths"].get(path, {}).get(method.lower(), {})
@@ -59,7 +50,7 @@ def _json_schema(path: str, method: str) -> dict | None:
 
 def _body_routes() -> list[BodyRoute]:
     routes = []
-    for rule in _collected_app().url_map.iter_rules():
+    for rule in url_map_app().url_map.iter_rules():
         path = openapi.document_path(rule.rule)
         for method in sorted(rule.methods & {"POST", "PUT", "PATCH", "DELETE"}):
             schema = _json_schema(path, method)
@@ -84,11 +75,16 @@ def _url(app, route: BodyRoute, org) -> str:
     return rule.build(values, append_unknown=False)[1]
 
 
-def _send(client, route: BodyRoute, url: str, org, raw: str):
-    """Send `raw` as the JSON body of `route`, as the organization's admin, in English."""
+def _as_admin(org) -> dict:
+    """The headers of the organization's admin asking in English (the token is a session of
+    its own: made before a test's snapshot, it is no change of the request's)."""
+    return {**bearer(org.admin), "Accept-Language": "en"}
+
+
+def _send(client, route: BodyRoute, url: str, headers: dict, raw: str):
+    """Send `raw` as the JSON body of `route` with `headers`."""
     return client.open(url, method=route.method, data=raw.encode(),
-                       content_type="application/json",
-                       headers={**bearer(org.admin), "Accept-Language": "en"})
+                       content_type="application/json", headers=headers)
 
 
 def _plausible(route: BodyRoute) -> dict:
@@ -116,11 +112,11 @@ def test_every_json_body_route_is_covered():
 @pytest.mark.parametrize("route", ROUTES, ids=[str(route) for route in ROUTES])
 def test_json_nested_ten_thousand_levels_deep_is_400(app, client, org, route):
     """A body nested 10,000 levels deep answers 400 saying so, not a RecursionError's 500."""
-    url = _url(app, route, org)
+    url, headers = _url(app, route, org), _as_admin(org)
     before = snapshot(org.id)
     raw = _with_raw(_plausible(route), route.text_field, _nested(DEEP))
 
-    error = assert_error(_send(client, route, url, org, raw), 400, "bad_request")
+    error = assert_error(_send(client, route, url, headers, raw), 400, "bad_request")
 
     assert error["message"] == "The JSON body is nested too deeply."
     assert snapshot(org.id) == before
@@ -130,12 +126,12 @@ def test_json_nested_ten_thousand_levels_deep_is_400(app, client, org, route):
 def test_a_lone_surrogate_is_422_on_its_field_and_writes_nothing(app, client, org, route):
     r"""A string holding "\ud800" (a lone surrogate, which no UTF-8 can encode) answers 422
     naming its field, and nothing is written."""
-    url = _url(app, route, org)
+    url, headers = _url(app, route, org), _as_admin(org)
     before = snapshot(org.id)
     raw = json.dumps({**_plausible(route), route.text_field: "Hi \ud800"})
     assert "\\ud800" in raw
 
-    error = assert_error(_send(client, route, url, org, raw), 422, "validation_error")
+    error = assert_error(_send(client, route, url, headers, raw), 422, "validation_error")
 
     assert route.text_field in error["fields"]
     assert snapshot(org.id) == before
@@ -146,11 +142,11 @@ def test_a_lone_surrogate_is_422_on_its_field_and_writes_nothing(app, client, or
 def test_an_unknown_field_is_422_naming_it(app, client, org, route):
     """A field the document does not declare (a typo, say) answers 422 naming it, never
     silently ignored; nothing is written."""
-    url = _url(app, route, org)
+    url, headers = _url(app, route, org), _as_admin(org)
     before = snapshot(org.id)
     raw = json.dumps({**_plausible(route), "no_such_field": "x"})
 
-    error = assert_error(_send(client, route, url, org, raw), 422, "validation_error")
+    error = assert_error(_send(client, route, url, headers, raw), 422, "validation_error")
 
     assert error["fields"]["no_such_field"] == "Unknown field."
     assert snapshot(org.id) == before
@@ -172,7 +168,7 @@ CUSTOMERS = "/api/crm/customers"
 
 def _post(client, org, raw: str):
     return client.post(CUSTOMERS, data=raw.encode(), content_type="application/json",
-                       headers={**bearer(org.admin), "Accept-Language": "en"})
+                       headers=_as_admin(org))
 
 
 def test_nesting_up_to_the_limit_is_parsed_and_one_level_more_is_400(client, org):
@@ -220,11 +216,11 @@ def test_the_whole_body_is_answered_at_once(client, org):
 
 def test_a_typo_in_a_patch_changes_nothing(client, org):
     """PATCH {"nmae": ...} is refused, not taken for an empty change that answers 200."""
-    customer_id = make_customer(org).id
+    customer_id, headers = make_customer(org).id, _as_admin(org)
     before = snapshot(org.id)
 
     response = client.patch(f"{CUSTOMERS}/{customer_id}", json={"nmae": "Other"},
-                            headers={**bearer(org.admin), "Accept-Language": "en"})
+                            headers=headers)
 
     assert assert_error(response, 422)["fields"] == {"nmae": "Unknown field."}
     assert snapshot(org.id) == before
