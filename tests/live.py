@@ -237,6 +237,23 @@ def _drop_database(name: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextmanager
+def serve(app: Flask, settings: dict) -> Iterator[LiveServer]:
+    """Serve `app` (built from `settings`) over HTTP and Socket.IO on a free port of loopback,
+    from a thread, as `crm up` serves it."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    live = LiveServer(app, f"http://127.0.0.1:{server.port}", settings)
+    app.config["PUBLIC_URL"] = live.url
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield live
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+
+
 @pytest.fixture(scope="module")
 def _live_server_for_module(request) -> Iterator[LiveServer]:
     number = worker_number(request)
@@ -244,18 +261,11 @@ def _live_server_for_module(request) -> Iterator[LiveServer]:
     create_database(database)
     settings = _settings(database, 2 + 2 * number)
     with fresh_app(settings) as app:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        live = LiveServer(app, f"http://127.0.0.1:{server.port}", settings)
-        app.config["PUBLIC_URL"] = live.url
-        thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-        thread.start()
         try:
-            live.wait_until_listening()
-            yield live
+            with serve(app, settings) as live:
+                live.wait_until_listening()
+                yield live
         finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(TIMEOUT)
             app.extensions["crm.redis"].flushdb()
             with app.app_context():
                 db.engine.dispose()
