@@ -44,6 +44,9 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10,
                                  "connect_args": {"prepare_threshold": None}}
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1 * 1024 * 1024))
+    # While PostgreSQL or Redis is down, requests that need it answer 503 with this
+    # Retry-After (seconds); a page asked for then reloads itself after as long.
+    UNAVAILABLE_RETRY_AFTER = int(os.environ.get("UNAVAILABLE_RETRY_AFTER", 5))
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

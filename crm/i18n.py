@@ -24,6 +24,7 @@ from flask import Flask, g, has_request_context, request
 from flask_babel import format_decimal, get_locale
 from flask_login import current_user
 from markupsafe import Markup
+from sqlalchemy import inspect
 
 from crm.config import ROOT
 from crm.extensions import babel
@@ -49,10 +50,36 @@ def select_language() -> str:
         return "ar"  # jobs and commands choose with force_locale where it matters
     if current_user.is_authenticated:
         return current_user.preferred_language or current_user.organization.default_language
+    return _request_language()
+
+
+def language_without_database() -> str:
+    """The request's language from what it knows already, never asking the database: for the
+    answers to an outage (the user cannot be loaded) or to a failed transaction.
+
+    The user's preference, or their organization's default, when this request loaded them;
+    else the request's own choice.
+    """
+    return _loaded_user_language() or _request_language()
+
+
+def _request_language() -> str:
+    """A visitor's choice (?lang=, the lang cookie), else the browser's Accept-Language."""
     for choice in (request.args.get("lang"), request.cookies.get("lang")):
         if choice in LANGUAGES:
             return choice
     return request.accept_languages.best_match(LANGUAGES, default="ar")
+
+
+def _loaded_user_language() -> str | None:
+    """The language of the user this request loaded, read from what is loaded (no query)."""
+    user = g.get("_login_user")  # where Flask-Login keeps the user once loaded
+    state = inspect(user, raiseerr=False)  # None for an anonymous user (or none loaded)
+    if state is None:
+        return None
+    organization = inspect(state.dict.get("organization"), raiseerr=False)
+    default = organization.dict.get("default_language") if organization is not None else None
+    return state.dict.get("preferred_language") or default
 
 
 def select_timezone() -> str | None:

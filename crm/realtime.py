@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, request
 from flask_login import current_user
+from flask_socketio import ConnectionRefusedError as SocketRefused
 from flask_socketio import join_room
 from redis.connection import parse_url
 
+from crm import outages
 from crm.extensions import socketio
 from crm.permissions import role_allows
 from crm.tenancy import current_organization_id
@@ -79,6 +81,19 @@ def rooms_for(user) -> list[str]:
 
 @socketio.on("connect")
 def _connect(auth=None) -> bool:
+    """Let in a socket with a live session, into its rooms.
+
+    While the database or Redis is down it is refused as "unavailable" (the page's script
+    tries again a little later), rather than left unanswered by an error.
+    """
+    try:
+        return _join_rooms()
+    except outages.ERRORS as exc:
+        outages.outage_of(exc, "opening a socket")
+        raise SocketRefused("unavailable") from None
+
+
+def _join_rooms() -> bool:
     if not current_user.is_authenticated:
         return False  # refused: no valid session
     rooms = rooms_for(current_user)
@@ -91,7 +106,11 @@ def _connect(auth=None) -> bool:
 
 @socketio.on("disconnect")
 def _disconnect(*_reason) -> None:
-    leave(request.sid)
+    try:
+        leave(request.sid)
+    except outages.ERRORS as exc:
+        # Redis is down: the socket's entries expire by themselves (PRESENCE_TTL).
+        outages.outage_of(exc, "closing a socket")
 
 
 # Presence: who has a page open, and which rooms have anyone in them (so that events nobody

@@ -93,7 +93,9 @@ def _login_account_key() -> str:
 
 
 def _failed(response) -> bool:
-    return response.status_code >= 400
+    """Did the caller fail (a wrong password)? Our own failures, as a 503 while the database
+    or Redis is down, are no guess and cost no attempt."""
+    return 400 <= response.status_code < 500
 
 
 def login_rate_limited(view):

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, jsonify, render_template, request
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+)
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import text
-from werkzeug.exceptions import HTTPException, SecurityError
+from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 from werkzeug.routing import IntegerConverter
 
-from crm import json_input
+from crm import json_input, outages
 from crm.errors import ServiceError
 from crm.extensions import db
+from crm.i18n import language_without_database
 from crm.permissions import can
 from crm.transaction import commit, kept_on_error, rollback
 
@@ -35,10 +46,16 @@ def init_app(app: Flask) -> None:
     app.request_class = json_input.Request
     app.json = json_input.JSONProvider(app)  # every JSON body is read with a depth limit
     app.after_request(_finish_transaction)
+    # Last of all, after Flask-Limiter's, which would stretch a 503's Retry-After to the reset
+    # of the limit the request was checked against.
+    app.after_request_funcs.setdefault(None, []).insert(0, _keep_retry_after)
     app.teardown_request(_discard_transaction)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(SecurityError, _untrusted_host)
     app.register_error_handler(ServiceError, _service_error)
+    app.register_error_handler(InternalServerError, _internal_error)
+    for error in outages.ERRORS:
+        app.register_error_handler(error, _unavailable)
     app.jinja_env.globals.update(can=can)
     app.register_blueprint(health)
     _probes_from_any_host(app)
@@ -161,6 +178,51 @@ def _service_error(exc: ServiceError):
     if wants_json():
         return jsonify(error_body(exc.status, exc.code, exc.message, exc.fields)), exc.status
     return render_template("errors/error.html", status=exc.status, message=exc.message), exc.status
+
+
+# -- our own failures: answered without the database --------------------------------------
+
+def _unavailable(exc: Exception):
+    """Answer 503 with Retry-After while PostgreSQL or Redis is down (an error of any other
+    kind is raised again, to be answered as a 500)."""
+    outages.outage_of(exc, f"{request.method} {request.path}")
+    retry_after = current_app.config["UNAVAILABLE_RETRY_AFTER"]
+    return _failure(503, "unavailable", lambda: _(
+        "The service is temporarily unavailable. Please try again in a few seconds."),
+        retry_after=retry_after)
+
+
+def _internal_error(exc: InternalServerError):
+    """Answer 500 for an error nothing else answered; an outage met at commit is a 503."""
+    original = exc.original_exception
+    if original is not None and outages.unavailable_service(original):
+        return _unavailable(original)
+    return _failure(500, "error", lambda: _("Something went wrong on our side. Please try again."))
+
+
+def _failure(status: int, code: str, message: Callable[[], str], retry_after: int | None = None):
+    """Answer a failure of ours in the language known without a query, with a page built from
+    nothing the database holds: it may be down, or the request's transaction unusable.
+
+    Machines get JSON: the API, and webhooks (Meta retries a delivery answered with an error).
+    """
+    headers = {}
+    if retry_after:
+        headers["Retry-After"] = g.retry_after = str(retry_after)
+    with force_locale(language_without_database()):
+        said = message()
+        if wants_json() or request.path.startswith("/webhooks/"):
+            return jsonify(error_body(status, code, said)), status, headers
+        # Without the context processors: Flask-Login's would load the user.
+        page = current_app.jinja_env.get_template("errors/failure.html").render(
+            request=request, status=status, message=said, retry_after=retry_after)
+    return page, status, headers
+
+
+def _keep_retry_after(response: Response) -> Response:
+    if retry_after := g.get("retry_after"):
+        response.headers["Retry-After"] = retry_after
+    return response
 
 
 @health.get("/healthz")

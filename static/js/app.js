@@ -11,6 +11,8 @@
     return Boolean(target);
   }
 
+  var UNAVAILABLE_RETRY_MS = 5000;
+
   function connect() {
     if (document.body.dataset.realtime !== "on" || typeof io === "undefined") return;
     var socket = io({ transports: ["websocket", "polling"] });
@@ -20,6 +22,14 @@
       // After a reconnect (a web process or Redis restarted) the page re-fetches what it shows.
       if (connectedOnce) htmx.trigger(document.body, "realtime:reconnected");
       connectedOnce = true;
+    });
+
+    socket.on("connect_error", function (error) {
+      // Refused while the database or Redis is down: try again a little later. Any other
+      // refusal (no valid session) is final.
+      if (!socket.active && error.message === "unavailable") {
+        setTimeout(function () { socket.connect(); }, UNAVAILABLE_RETRY_MS);
+      }
     });
 
     socket.on("disconnect", function (reason) {
