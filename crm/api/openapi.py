@@ -31,6 +31,8 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     422: ("ValidationFailed", "Some fields are invalid, or not fields of this body; `fields` "
                               "names each one."),
     429: ("RateLimited", "Too many attempts; try again later."),
+    503: ("Unavailable", "The database or Redis is briefly down; try again after the "
+                         "Retry-After header's seconds."),
 }
 
 _paths: dict[str, dict[str, dict]] = {}
@@ -96,9 +98,9 @@ def operation(summary: str, *, tag: str, status: int, response: dict | None = No
     """Describe one operation; the errors that follow from its shape are added by themselves.
 
     A JSON body can answer 400, 413 and 422; a bearer-only operation 401, and 429 past its
-    organization's allowance; one guarded by a role 403; a path id 404.
+    organization's allowance; one guarded by a role 403; a path id 404; any of them 503.
     """
-    implied = set(errors)
+    implied = set(errors) | {503}
     if body is not None:
         implied |= {400, 413, 422}
     if not public:

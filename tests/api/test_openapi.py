@@ -48,6 +48,14 @@ def test_path_parameters_are_declared(client):
             assert declared == names, (method, path)
 
 
+def test_every_operation_documents_503(client):
+    """Any operation can meet a database or Redis outage (tests/test_outages.py)."""
+    document = client.get("/api/openapi.json").get_json()
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            assert "503" in operation["responses"], (method, path)
+
+
 def test_operations_with_a_token_document_401(client):
     """Every operation that needs a bearer token says it can answer 401."""
     document = client.get("/api/openapi.json").get_json()
