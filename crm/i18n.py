@@ -15,13 +15,14 @@ December to Babel's English and 12 February to a reader in Riyadh or London).
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_time, format_timedelta
 from flask import Flask, g, has_request_context, request
 from flask_babel import format_decimal, get_locale
+from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import inspect
@@ -42,6 +43,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["bdi"] = bdi
     app.jinja_env.filters["isolate"] = isolate
     app.jinja_env.filters["number"] = format_decimal
+    app.jinja_env.filters["ago"] = format_ago
 
 
 def select_language() -> str:
@@ -148,6 +150,16 @@ def format_recent(value: datetime) -> str:
     if value.astimezone(zone).date() == datetime.now(zone).date():
         return format_clock(value)
     return format_day(value)
+
+
+def format_ago(value: datetime | None) -> str:
+    """How long ago `value` was, in words: "a moment ago", "5 minutes ago", "2 days ago"."""
+    if value is None:
+        return ""
+    elapsed = datetime.now(UTC) - value
+    if elapsed < timedelta(minutes=1):
+        return _("a moment ago")
+    return format_timedelta(-elapsed, add_direction=True, locale=_locale())
 
 
 _STYLES = {"medium": format_moment, "short": format_recent}

@@ -1,9 +1,9 @@
 """The OpenAPI document of /api, assembled from what each module's api.py registers.
 
-A module describes its operations next to its routes with `operation()` and hands them to
-`register()`; the document is built from the registry when /api/openapi.json is asked for. A
-test walks `app.url_map` and fails when a route and the document disagree, and schemathesis
-checks every answer against it.
+A module describes its operations next to its routes with `operation()` (and `versioned()` for
+objects with an ETag) and hands them to `register()`; the document is built from the registry
+when /api/openapi.json is asked for. A test walks `app.url_map` and fails when a route and the
+document disagree, and schemathesis checks every answer against it.
 """
 
 from __future__ import annotations
@@ -129,6 +129,36 @@ def operation(summary: str, *, tag: str, status: int, response: dict | None = No
     return op
 
 
+_ETAG = {"ETag": {
+    "required": True, "schema": {"type": "string", "example": '"3"'},
+    "description": "The object's version, strong and quoted. Send it back as If-Match to "
+                   "change the object only if nobody has changed it since."}}
+_IF_MATCH = {
+    "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+    "description": "The ETag this change starts from (\"3\"). If someone changed the object "
+                   "since, the answer is 412 with the object as it is now. Without it, or "
+                   "with *, the change is made whatever the version."}
+
+
+def versioned(op: dict, schema: str, *, writes: bool = False) -> dict:
+    """Document that `op` answers the ETag of the `schema` object it answers with; an edit
+    (`writes`) also takes If-Match and can answer 412 with the object as it is now
+    (crm/api/conditional.py)."""
+    success = next(code for code in op["responses"] if code.startswith("2"))
+    op["responses"][success]["headers"] = _ETAG
+    if writes:
+        op["parameters"] = [*op.get("parameters", []), _IF_MATCH]
+        op["responses"]["412"] = {
+            "description": "Someone changed the object since the If-Match version; "
+                           "`current` is what it is now, and the ETag its version.",
+            "headers": _ETAG,
+            "content": {"application/json": {"schema": {"allOf": [
+                ref("Error"),
+                {"type": "object", "required": ["current"],
+                 "properties": {"current": ref(schema)}}]}}}}
+    return op
+
+
 def _closed(schema: dict) -> dict:
     """A body schema that allows no field besides those it declares (json_body() refuses any
     other): each alternative of a oneOf is closed, as the whole would allow nothing."""
@@ -170,7 +200,10 @@ def document() -> dict:
         "openapi": OPENAPI_VERSION,
         "info": {"title": "Wasl API", "version": "1",
                  "description": "JSON bodies in snake_case; bearer tokens; errors as "
-                                "{\"error\": {\"code\", \"message\", \"fields\"}}."},
+                                "{\"error\": {\"code\", \"message\", \"fields\"}}. "
+                                "Objects people edit answer an ETag (their version); "
+                                "send it as If-Match so that a change made meanwhile by "
+                                "someone else is not overwritten (412 with `current`)."},
         "paths": {path: dict(methods) for path, methods in sorted(_paths.items())},
         "components": {
             "schemas": dict(_schemas),

@@ -25,6 +25,7 @@ from crm.foundation.models import User
 from crm.models import created_at_column, id_column, utcnow
 from crm.search import CONTACTED_ORDER
 from crm.tenancy import TenantMixin
+from crm.versions import VersionedMixin
 
 SOURCES = ("manual", "whatsapp", "import", "api")
 FIELD_TYPES = ("text", "number", "date", "choice")
@@ -59,7 +60,10 @@ class SalesStage(TenantMixin, db.Model):
         return f"<SalesStage {self.id} {self.name_en}>"
 
 
-class Customer(TenantMixin, db.Model):
+class Customer(VersionedMixin, TenantMixin, db.Model):
+    """A person or business the organization sells to; people's edits are versioned
+    (crm/versions.py)."""
+
     __tablename__ = "customers"
     __table_args__ = (
         Index("uq_customers_phone", "organization_id", "phone", unique=True,
@@ -123,7 +127,7 @@ class Customer(TenantMixin, db.Model):
                                                  default=utcnow, onupdate=utcnow,
                                                  server_default=text("now()"))
 
-    owner: Mapped[User | None] = relationship()
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
     stage: Mapped[SalesStage | None] = relationship()
 
     def __repr__(self) -> str:

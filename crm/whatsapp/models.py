@@ -24,6 +24,7 @@ from crm.extensions import db
 from crm.foundation.models import User
 from crm.models import created_at_column, id_column
 from crm.tenancy import TenantMixin
+from crm.versions import VersionedMixin
 
 PROVIDERS = ("cloud", "web", "sandbox")
 # pending: a cloud number whose token or webhook is not verified yet (missing_checks).
@@ -98,8 +99,9 @@ class WhatsAppProfile(TenantMixin, db.Model):
                                         ("webhook", self.webhook_verified_at)) if at is None]
 
 
-class Conversation(TenantMixin, db.Model):
-    """The thread between one of our numbers and one contact."""
+class Conversation(VersionedMixin, TenantMixin, db.Model):
+    """The thread between one of our numbers and one contact. Assigning it and changing its
+    status are versioned edits (crm/versions.py); new messages are not."""
 
     __tablename__ = "conversations"
     __table_args__ = (
@@ -143,7 +145,7 @@ class Conversation(TenantMixin, db.Model):
     created_at: Mapped[datetime] = created_at_column()
 
     profile: Mapped[WhatsAppProfile] = relationship()
-    assigned_user: Mapped[User | None] = relationship()
+    assigned_user: Mapped[User | None] = relationship(foreign_keys=[assigned_user_id])
 
     def __repr__(self) -> str:
         return f"<Conversation {self.id} {self.contact_phone or self.contact_user_id}>"
