@@ -15,8 +15,17 @@ from flask_login import current_user
 
 from crm.api import blueprint as api
 from crm.api import openapi
+from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import decode_cursor, json_body, page, page_limit
-from crm.api.openapi import BIGINT_MAX, CURSOR_PARAMETERS, list_of, operation, path_id, ref
+from crm.api.openapi import (
+    BIGINT_MAX,
+    CURSOR_PARAMETERS,
+    list_of,
+    operation,
+    path_id,
+    ref,
+    versioned,
+)
 from crm.customers import scoring, services
 from crm.customers.models import ACTIVITY_TYPES, SOURCES, CustomerActivity, SalesStage, Segment
 from crm.customers.models import Customer as CustomerModel
@@ -55,7 +64,8 @@ def _typed(data: dict, types: dict[str, tuple]) -> dict:
 _NULL = type(None)
 _CUSTOMER_TYPES = {"name": (str,), "phone": (str, _NULL), "email": (str, _NULL),
                    "company": (str,), "owner_id": (int, _NULL), "stage_id": (int, _NULL),
-                   "tags": (list,), "notes": (str,), "custom_fields": (dict,)}
+                   "tags": (list,), "notes": (str,), "custom_fields": (dict,),
+                   "add_tags": (list,), "remove_tags": (list,)}
 _FILTER_TYPES = {"search": (str,), "stage_id": (int,), "owner_id": (int,), "tag": (str,),
                  "source": (str,), "score_min": (int,), "score_max": (int,)}
 
@@ -70,7 +80,12 @@ def customer_json(customer: CustomerModel) -> dict:
             "custom_fields": customer.custom_fields, "notes": customer.notes,
             "score": customer.score, "score_explanation": scoring.explain_score(customer),
             "last_contacted_at": iso(customer.last_contacted_at),
-            "created_at": iso(customer.created_at), "updated_at": iso(customer.updated_at)}
+            "created_at": iso(customer.created_at), "updated_at": iso(customer.updated_at),
+            "version": customer.version, "edited_by_id": customer.edited_by_id,
+            "edited_at": iso(customer.edited_at)}
+
+
+answer_stale_with(CustomerModel, customer_json)
 
 
 def activity_json(activity: CustomerActivity, readable: frozenset[int] = frozenset()) -> dict:
@@ -118,7 +133,8 @@ def create_customer():
 @api.get("/crm/customers/<int:customer_id>")
 @require("crm", "read")
 def show_customer(customer_id: int):
-    return customer_json(services.access_customer(customer_id))
+    customer = services.access_customer(customer_id)
+    return tagged(customer_json(customer), customer)
 
 
 @api.patch("/crm/customers/<int:customer_id>")
@@ -126,7 +142,8 @@ def show_customer(customer_id: int):
 def update_customer(customer_id: int):
     customer = services.access_customer(customer_id)
     data = _typed(json_body(), _CUSTOMER_TYPES)
-    return customer_json(services.update_customer(_me(), customer, data))
+    services.update_customer(_me(), customer, data, expected_version=if_match())
+    return tagged(customer_json(customer), customer)
 
 
 @api.delete("/crm/customers/<int:customer_id>")
@@ -273,6 +290,18 @@ _CUSTOMER_BODY = {
                                                        "number, YYYY-MM-DD, or one of the "
                                                        "choices); null or empty removes it."},
 }
+_TAG_CHANGES = {
+    "add_tags": {"type": "array", "maxItems": services.MAX_TAGS,
+                 "items": {"type": "string", "maxLength": 40},
+                 "description": "Tags to add to those the customer has when the change is "
+                                "made (one already there is kept once); unlike `tags`, "
+                                "this never drops a tag someone else added meanwhile. Not "
+                                "with `tags`."},
+    "remove_tags": {"type": "array", "maxItems": services.MAX_TAGS,
+                    "items": {"type": "string", "maxLength": 40},
+                    "description": "Tags to take away from those the customer has when the "
+                                   "change is made. Not with `tags`."},
+}
 _FILTERS = {
     "search": {"type": "string", "maxLength": 200,
                "description": "Name (Arabic letter variants ignored), phone in any written "
@@ -303,7 +332,13 @@ SCHEMAS = {
         "score_explanation": {"type": "array", "items": _TEXT,
                               "description": "Why the score is what it is, one line per "
                                              "rule, in the caller's language."},
-        "last_contacted_at": _OPTIONAL_TIME, "created_at": _TIME, "updated_at": _TIME}),
+        "last_contacted_at": _OPTIONAL_TIME, "created_at": _TIME, "updated_at": _TIME,
+        "version": {"type": "integer", "minimum": 1,
+                    "description": "Counts the edits people made; the ETag."},
+        "edited_by_id": {**_ID, "nullable": True,
+                         "description": "Who made the last edit (null before any, or for an "
+                                        "edit of the system's)."},
+        "edited_at": {**_OPTIONAL_TIME, "description": "When the last edit was made."}}),
     "Activity": _object({
         "id": _ID, "customer_id": _ID, "type": _TEXT,
         "body": {"type": "string", "description": "Empty when there is none, or when "
@@ -344,11 +379,14 @@ openapi.register({
                           body=_object(_CUSTOMER_BODY, ("name",))),
     },
     "/api/crm/customers/{customer_id}": {
-        "get": operation("One customer", tag="crm", status=200, permission=True,
-                         response=ref("Customer"), parameters=_CUSTOMER_ID),
-        "patch": operation("Change a customer (only the fields sent)", tag="crm", status=200,
-                           permission=True, response=ref("Customer"), parameters=_CUSTOMER_ID,
-                           errors=(409,), body=_object(_CUSTOMER_BODY, ())),
+        "get": versioned(operation("One customer", tag="crm", status=200, permission=True,
+                                   response=ref("Customer"), parameters=_CUSTOMER_ID),
+                         "Customer"),
+        "patch": versioned(operation(
+            "Change a customer (only the fields sent)", tag="crm", status=200,
+            permission=True, response=ref("Customer"), parameters=_CUSTOMER_ID,
+            errors=(409,), body=_object({**_CUSTOMER_BODY, **_TAG_CHANGES}, ())),
+            "Customer", writes=True),
         "delete": operation("Delete a customer and their timeline", tag="crm", status=204,
                             permission=True, parameters=_CUSTOMER_ID),
     },

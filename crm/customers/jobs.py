@@ -439,7 +439,7 @@ def _write(plan: ImportPlan, entries: list[_Entry], report: RejectReport, counts
                 {f"cf_{key}": _("This field is required.") for key in missing})))
         else:
             inserts.append(entry)
-    return _insert(plan, inserts, counts), _update(updates)
+    return _insert(plan, inserts, counts), _update(plan, updates)
 
 
 # Probing the unique index once per value (a join from the batch's values) keeps each lookup
@@ -488,7 +488,8 @@ _UPDATE = text("""
                   ELSE ARRAY(SELECT jsonb_array_elements_text(r.tags)) END,
       notes = COALESCE(r.notes, c.notes), stage_id = COALESCE(r.stage_id, c.stage_id),
       owner_id = COALESCE(r.owner_id, c.owner_id),
-      custom_fields = c.custom_fields || COALESCE(r.custom_fields, '{}'), updated_at = now()
+      custom_fields = c.custom_fields || COALESCE(r.custom_fields, '{}'), updated_at = now(),
+      version = c.version + 1, edited_at = now(), edited_by_id = :actor
     FROM unnest(CAST(:id AS bigint[]), CAST(:name AS text[]), CAST(:phone AS text[]),
                 CAST(:email AS text[]), CAST(:company AS text[]), CAST(:tags AS jsonb[]),
                 CAST(:notes AS text[]), CAST(:custom_fields AS jsonb[]),
@@ -535,12 +536,14 @@ def _insert(plan: ImportPlan, entries: list[_Entry], counts: Counter) -> list[in
     return [row[0] for row in inserted]
 
 
-def _update(updates: list[tuple[int, _Entry]]) -> list[int]:
-    """Overwrite what the rows give (empty cells keep what the customer has)."""
+def _update(plan: ImportPlan, updates: list[tuple[int, _Entry]]) -> list[int]:
+    """Overwrite what the rows give (empty cells keep what the customer has): an edit by the
+    person who imported, so a form opened before it is told (crm/versions.py)."""
     if not updates:
         return []
     ids = [id_ for id_, _entry in updates]
     db.session.execute(_UPDATE, {"org": current_organization_id(), "id": ids,
+                                 "actor": plan.actor_id,
                                  **_arrays([entry.values for _id, entry in updates], {})})
     return ids
 

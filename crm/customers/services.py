@@ -81,6 +81,7 @@ from crm.permissions import sees_only_assigned
 from crm.search import fold_text, normalize_phone, search_terms
 from crm.tenancy import current_organization_id, get_in_organization
 from crm.text import has_control_characters
+from crm.versions import Expected, check_version, edit_values, lock_for_edit, record_edit
 
 log = logging.getLogger("crm.customers")
 
@@ -383,7 +384,8 @@ def delete_stage(actor: User, stage: SalesStage) -> SalesStage:
         {"data": json.dumps(data), "actor": actor.id if actor else None,
          "org": current_organization_id(), "stage": stage.id})
     db.session.execute(update(Customer).where(Customer.stage_id == stage.id)
-                       .values(stage_id=target.id).execution_options(synchronize_session=False))
+                       .values(stage_id=target.id, **edit_values(Customer, actor))
+                       .execution_options(synchronize_session=False))
     db.session.execute(delete(ScoringRule).where(
         ScoringRule.kind == "stage_reached",
         ScoringRule.params["stage_id"].as_integer() == stage.id))
@@ -453,8 +455,38 @@ def _customer_values(data: Mapping, customer: Customer | None) -> dict[str, Any]
             data.get("custom_fields"), customer.custom_fields if customer else {}),
     }
     always = ("name", "custom_fields") if customer is None else ()
-    return collect({key: check for key, check in checks.items()
-                     if key in data or key in always})
+    chosen = {key: check for key, check in checks.items() if key in data or key in always}
+    if customer is not None and ("add_tags" in data or "remove_tags" in data):
+        chosen["tags"] = lambda: _edited_tags(data, customer.tags)
+    return collect(chosen)
+
+
+def _edited_tags(data: Mapping, current: list[str]) -> list[str]:
+    """`current` with data's `remove_tags` taken out and its `add_tags` put in (a tag already
+    there, however written, is not added twice). Applied to the tags as saved now, they keep
+    what others added since the editor read them, as a whole list could not."""
+    if "tags" in data:
+        raise ValidationError({"tags": _("Send the whole list of tags, or tags to add and "
+                                         "remove, not both.")})
+    changes = collect({name: lambda name=name: check_tags(data.get(name), name)
+                       for name in ("add_tags", "remove_tags")})
+    removed = {fold_text(tag) for tag in changes["remove_tags"]}
+    tags = [tag for tag in current if fold_text(tag) not in removed]
+    present = {fold_text(tag) for tag in tags}
+    tags += [tag for tag in changes["add_tags"] if fold_text(tag) not in present]
+    if len(tags) > MAX_TAGS:
+        raise ValidationError({"add_tags": _("Use at most %(n)d tags.", n=MAX_TAGS)})
+    return tags
+
+
+def tag_changes(shown: object, typed: object) -> dict[str, list[str]]:
+    """The tags to add and remove that turn the tags a form showed into those typed in it, so
+    that saving the form keeps the tags someone else added meanwhile."""
+    values = collect({"shown": lambda: check_tags(shown), "typed": lambda: check_tags(typed)})
+    before = {fold_text(tag) for tag in values["shown"]}
+    after = {fold_text(tag) for tag in values["typed"]}
+    return {"add_tags": [tag for tag in values["typed"] if fold_text(tag) not in before],
+            "remove_tags": [tag for tag in values["shown"] if fold_text(tag) not in after]}
 
 
 def _ensure_unique(phone: str | None, email: str | None, customer_id: int | None = None) -> None:
@@ -535,9 +567,17 @@ def create_customer(actor: User | None, data: Mapping, source: str = "manual") -
     return customer
 
 
-def update_customer(actor: User | None, customer: Customer, data: Mapping) -> Customer:
-    """Change the keys present in `data`; a new stage_id moves the customer on the board."""
+def update_customer(actor: User | None, customer: Customer, data: Mapping,
+                    expected_version: Expected = None) -> Customer:
+    """Change the keys present in `data`; a new stage_id moves the customer on the board.
+    `add_tags` and `remove_tags` change the tags as saved now.
+
+    With `expected_version`, a customer someone edited since is refused (StaleVersionError);
+    the edit is checked and made on the customer as saved now, never on a copy read earlier.
+    """
+    lock_for_edit(customer)
     values = _customer_values(data, customer)
+    check_version(customer, expected_version)
     phone = values.get("phone", customer.phone)
     email = values.get("email", customer.email)
     if phone != customer.phone or email != customer.email:
@@ -551,6 +591,7 @@ def update_customer(actor: User | None, customer: Customer, data: Mapping) -> Cu
     elif "custom_fields" in changed:
         _rescore(customer)
     if changed:
+        record_edit(customer, actor)
         log.info("customer %s updated by %s: %s", customer.id, actor, ", ".join(changed))
         events.publish("customer.updated", {"customer_id": customer.id, "fields": changed})
     return customer
@@ -572,8 +613,10 @@ def merge_customers(actor: User, survivor: Customer, duplicate: Customer) -> Cus
     `customer.merged` tells the other modules to relink conversations and tickets."""
     if survivor.id == duplicate.id:
         raise ValidationError({"duplicate_id": _("Choose another customer to merge.")})
-    db.session.execute(select(Customer.id).where(Customer.id.in_((survivor.id, duplicate.id)))
-                       .order_by(Customer.id).with_for_update())
+    # Locked and read afresh: what is merged is what both hold now.
+    db.session.scalars(select(Customer).where(Customer.id.in_((survivor.id, duplicate.id)))
+                       .order_by(Customer.id).with_for_update()
+                       .execution_options(populate_existing=True)).all()
     phone, email = duplicate.phone, duplicate.email
     duplicate.phone = duplicate.email = None
     duplicate.merged_into_id = survivor.id
@@ -594,7 +637,7 @@ def merge_customers(actor: User, survivor: Customer, duplicate: Customer) -> Cus
     db.session.execute(update(Customer).where(Customer.merged_into_id == duplicate.id)
                        .values(merged_into_id=survivor.id)
                        .execution_options(synchronize_session=False))
-    db.session.flush()
+    record_edit(survivor, actor)
     log_automatic(survivor, "merged", duplicate.name,
                   {"merged_id": duplicate.id, "name": duplicate.name}, actor=actor)
     _rescore(survivor)
@@ -657,8 +700,9 @@ def move_customer(actor: User | None, customer: Customer, stage_id: object,
                            "after_id": lambda: check_id(after_id, "after_id")})
     position = _slot(stage.id, customer.id, neighbours["before_id"], neighbours["after_id"])
     previous = customer.stage_id
-    if previous != stage.id:
+    if previous != stage.id:  # another stage is an edit; a new place in the column is not
         _change_stage(actor, customer, stage, position)
+        record_edit(customer, actor)
     else:
         customer.board_position = position
     events.publish("customer.moved", {"customer_id": customer.id, "stage_id": stage.id,

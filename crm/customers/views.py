@@ -44,6 +44,7 @@ from crm.foundation.views import (
 )
 from crm.i18n import current_language, isolate
 from crm.permissions import require
+from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, is_htmx
 
 blueprint = Blueprint("customers", __name__, url_prefix="/customers")
@@ -218,9 +219,12 @@ def export_customers():
 
 def _customer_data(form: Mapping, definitions: list) -> dict[str, Any]:
     """What a customer form posted, as the services take it. A form always names a stage;
-    without one the service picks the first."""
+    without one the service picks the first. An edit form that showed tags sends the ones
+    added and removed, so that saving keeps the tags someone else added meanwhile."""
     data = {key: form.get(key, "") for key in ("name", "phone", "email", "company", "owner_id",
                                                "tags", "notes")}
+    if "shown_tags" in form:
+        data.update(services.tag_changes(form["shown_tags"], data.pop("tags")))
     if form.get("stage_id"):
         data["stage_id"] = form["stage_id"]
     data["custom_fields"] = {d.key: form.get(f"cf_{d.key}", "") for d in definitions}
@@ -228,10 +232,11 @@ def _customer_data(form: Mapping, definitions: list) -> dict[str, Any]:
 
 
 def _form_values(customer: Customer) -> dict[str, Any]:
+    tags = ", ".join(customer.tags)
     return {"name": customer.name, "phone": customer.phone or "", "email": customer.email or "",
             "company": customer.company, "owner_id": str(customer.owner_id or ""),
-            "stage_id": str(customer.stage_id or ""), "tags": ", ".join(customer.tags),
-            "notes": customer.notes,
+            "stage_id": str(customer.stage_id or ""), "tags": tags, "notes": customer.notes,
+            "version": str(customer.version), "shown_tags": tags,
             **{f"cf_{key}": value for key, value in customer.custom_fields.items()}}
 
 
@@ -298,7 +303,12 @@ def edit_customer(customer_id: int):
     if request.method == "GET":
         return _page(template, values=_form_values(customer), **context)
     try:
-        services.update_customer(_me(), customer, _customer_data(request.form, definitions))
+        services.update_customer(_me(), customer, _customer_data(request.form, definitions),
+                                 expected_version=form_version(request.form.get("version")))
+    except StaleVersionError:
+        # The form as typed, now at the current version: saving it again saves anyway.
+        values = request.form.to_dict() | {"version": str(customer.version)}
+        return _page(template, 409, values=values, stale=True, **context)
     except (ValidationError, ConflictError) as exc:
         return _page(template, exc.status, values=request.form, **_refused(exc), **context)
     flash(_("%(name)s was saved.", name=isolate(customer.name)), "success")

@@ -27,7 +27,8 @@ from tests.whatsapp.factories import make_conversation, make_profile
 
 CUSTOMER_FIELDS = {"id", "name", "phone", "email", "company", "owner_id", "stage_id", "tags",
                    "source", "custom_fields", "notes", "score", "score_explanation",
-                   "last_contacted_at", "created_at", "updated_at"}
+                   "last_contacted_at", "created_at", "updated_at", "version", "edited_by_id",
+                   "edited_at"}
 
 
 def _stages(org) -> list:
