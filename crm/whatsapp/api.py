@@ -11,6 +11,7 @@ from flask_login import current_user
 
 from crm.api import blueprint as api
 from crm.api import openapi
+from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import (
     body_id,
     decode_cursor,
@@ -23,7 +24,15 @@ from crm.api.helpers import (
     query_id,
     query_text,
 )
-from crm.api.openapi import CURSOR_PARAMETERS, list_of, object_schema, operation, path_id, ref
+from crm.api.openapi import (
+    CURSOR_PARAMETERS,
+    list_of,
+    object_schema,
+    operation,
+    path_id,
+    ref,
+    versioned,
+)
 from crm.crypto import decrypt_json, masked
 from crm.errors import ValidationError
 from crm.foundation.api import iso
@@ -84,7 +93,12 @@ def conversation_json(conversation: Conversation) -> dict:
             "last_message_preview": conversation.last_message_preview,
             "window_open": services.window_open(conversation),
             "customer_id": conversation.customer_id,
-            "created_at": iso(conversation.created_at)}
+            "created_at": iso(conversation.created_at), "version": conversation.version,
+            "edited_by_id": conversation.edited_by_id,
+            "edited_at": iso(conversation.edited_at)}
+
+
+answer_stale_with(Conversation, conversation_json)
 
 
 def message_json(message: Message) -> dict:
@@ -193,7 +207,8 @@ def list_conversations():
 @api.get("/whatsapp/conversations/<int:conversation_id>")
 @require("whatsapp", "read")
 def show_conversation(conversation_id: int):
-    return conversation_json(services.access_conversation(conversation_id, _me()))
+    conversation = services.access_conversation(conversation_id, _me())
+    return tagged(conversation_json(conversation), conversation)
 
 
 @api.get("/whatsapp/conversations/<int:conversation_id>/messages")
@@ -212,14 +227,17 @@ def assign_conversation(conversation_id: int):
     if "assignee_id" not in data:
         raise ValidationError({"assignee_id": _("This field is required.")})
     assignee_id = body_id(data, "assignee_id", required=False)
-    return conversation_json(services.assign_conversation(conversation, assignee_id, _me()))
+    services.assign_conversation(conversation, assignee_id, _me(), expected_version=if_match())
+    return tagged(conversation_json(conversation), conversation)
 
 
 @api.post("/whatsapp/conversations/<int:conversation_id>/status")
 @require("whatsapp", "write")
 def set_conversation_status(conversation_id: int):
     conversation = services.access_conversation(conversation_id, _me())
-    return conversation_json(services.set_status(conversation, json_body().get("status"), _me()))
+    services.set_status(conversation, json_body().get("status"), _me(),
+                        expected_version=if_match())
+    return tagged(conversation_json(conversation), conversation)
 
 
 @api.post("/whatsapp/conversations/<int:conversation_id>/read")
@@ -436,7 +454,13 @@ SCHEMAS = {
         "window_open": {"type": "boolean",
                         "description": "False when only a template can be sent (the Cloud "
                                        "API's 24-hour customer service window has closed)."},
-        "customer_id": _OPTIONAL_ID, "created_at": _TIME}),
+        "customer_id": _OPTIONAL_ID, "created_at": _TIME,
+        "version": {"type": "integer", "minimum": 1,
+                    "description": "Counts assignments and status changes (new messages "
+                                   "leave it alone); the ETag."},
+        "edited_by_id": {**_OPTIONAL_ID, "description": "Who assigned it or set its status "
+                                                        "last."},
+        "edited_at": {**_OPTIONAL_TIME, "description": "When that was."}}),
     "Message": object_schema({
         "id": _ID, "conversation_id": _ID,
         "direction": {"type": "string", "enum": ["in", "out"]},
@@ -566,19 +590,21 @@ openapi.register({
     "/api/whatsapp/conversations": {"get": operation(
         "Conversations, latest activity first", tag="whatsapp", status=200, permission=True,
         response=list_of("Conversation"), parameters=_CONVERSATION_FILTERS, errors=(422,))},
-    "/api/whatsapp/conversations/{conversation_id}": {"get": operation(
+    "/api/whatsapp/conversations/{conversation_id}": {"get": versioned(operation(
         "One conversation", tag="whatsapp", status=200, permission=True,
-        response=ref("Conversation"), parameters=_CONVERSATION_ID)},
+        response=ref("Conversation"), parameters=_CONVERSATION_ID), "Conversation")},
     "/api/whatsapp/conversations/{conversation_id}/messages": {"get": _MESSAGES},
-    "/api/whatsapp/conversations/{conversation_id}/assign": {"post": operation(
+    "/api/whatsapp/conversations/{conversation_id}/assign": {"post": versioned(operation(
         "Assign, transfer or unassign (null) a conversation", tag="whatsapp", status=200,
         permission=True, response=ref("Conversation"), parameters=_CONVERSATION_ID,
         body=object_schema({"assignee_id": {**_OPTIONAL_ID,
-                                            "description": "A user who answers WhatsApp."}}))},
-    "/api/whatsapp/conversations/{conversation_id}/status": {"post": operation(
+                                            "description": "A user who answers WhatsApp."}})),
+        "Conversation", writes=True)},
+    "/api/whatsapp/conversations/{conversation_id}/status": {"post": versioned(operation(
         "Set a conversation's status", tag="whatsapp", status=200, permission=True,
         response=ref("Conversation"), parameters=_CONVERSATION_ID,
-        body=object_schema({"status": {"type": "string", "enum": list(CONVERSATION_STATUSES)}}))},
+        body=object_schema({"status": {"type": "string", "enum": list(CONVERSATION_STATUSES)}})),
+        "Conversation", writes=True)},
     "/api/whatsapp/conversations/{conversation_id}/read": {"post": operation(
         "Mark a conversation read (sends the read receipt)", tag="whatsapp", status=200,
         permission=True, response=ref("Conversation"), parameters=_CONVERSATION_ID)},

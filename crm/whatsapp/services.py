@@ -45,6 +45,7 @@ from crm.permissions import sees_only_assigned
 from crm.tenancy import get_in_organization
 from crm.text import clean_text, has_control_characters
 from crm.transaction import commit
+from crm.versions import Expected, check_version, lock_for_edit, record_edit
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import (
     ChannelError,
@@ -785,19 +786,28 @@ def unread_total(user: User) -> int:
     return int(db.session.scalar(query))
 
 
-def set_status(conversation: Conversation, status: object, actor: User) -> Conversation:
+def set_status(conversation: Conversation, status: object, actor: User,
+               expected_version: Expected = None) -> Conversation:
+    """Open, set pending or resolve a conversation; with `expected_version`, one someone
+    assigned or set meanwhile is refused (StaleVersionError, crm/versions.py)."""
     from crm.whatsapp.models import CONVERSATION_STATUSES
 
     if status not in CONVERSATION_STATUSES:
         raise ValidationError({"status": _("Choose one of the listed options.")})
-    conversation.status = status
+    lock_for_edit(conversation)
+    check_version(conversation, expected_version)
+    if conversation.status != status:
+        conversation.status = status
+        record_edit(conversation, actor)
     events.publish("conversation.updated", {"conversation_id": conversation.id})
     return conversation
 
 
-def assign_conversation(conversation: Conversation, assignee_id: object, actor: User
-                        ) -> Conversation:
-    """Assign, transfer (another assignee) or unassign (None) a conversation."""
+def assign_conversation(conversation: Conversation, assignee_id: object, actor: User,
+                        expected_version: Expected = None) -> Conversation:
+    """Assign, transfer (another assignee) or unassign (None) a conversation; with
+    `expected_version`, one someone assigned or set meanwhile is refused (StaleVersionError,
+    crm/versions.py)."""
     from crm.foundation.services import audit
     from crm.permissions import role_allows
 
@@ -811,9 +821,12 @@ def assign_conversation(conversation: Conversation, assignee_id: object, actor: 
         if assignee is None or not assignee.is_active or not role_allows(
                 assignee.role, "whatsapp", "write"):
             raise ValidationError({"assignee_id": _("Choose a member who answers WhatsApp.")})
+    lock_for_edit(conversation)
+    check_version(conversation, expected_version)
     previous = conversation.assigned_user_id
     conversation.assigned_user_id = assignee.id if assignee else None
     if previous != conversation.assigned_user_id:
+        record_edit(conversation, actor)
         audit("whatsapp.conversation_assigned", actor, conversation,
               assignee_id=conversation.assigned_user_id, previous_id=previous)
         events.publish("conversation.assigned", {

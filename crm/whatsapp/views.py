@@ -27,6 +27,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext, lazy_pgettext
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy import select
 
 from crm.api.helpers import decode_keyset, encode_keyset
@@ -35,10 +36,11 @@ from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_la
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import current_organization
-from crm.i18n import format_clock, format_recent, isolate
+from crm.i18n import bdi, format_ago, format_clock, format_recent, isolate
 from crm.navigation import NavItem, add
 from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone
+from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, is_htmx
 from crm.whatsapp import live, media, sandbox, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
@@ -408,16 +410,46 @@ def send_template(conversation_id: int):
     return _sent(conversation, message)
 
 
-def _panel_answer(conversation: Conversation, status: int = 200, errors: dict | None = None):
+def _panel_answer(conversation: Conversation, status: int = 200, errors: dict | None = None,
+                  stale: Stale | None = None):
     if not _wants_fragment():
         if errors:
             flash(" ".join(errors.values()), "error")
+        if stale:
+            flash(stale.notice, "error")
         return redirect(url_for("whatsapp.conversation", conversation_id=conversation.id), 303)
     context = live.fragment_context(conversation, True)
     html = render_template("whatsapp/_panel.html", assignees=live.assignable_users(),
-                           errors=errors or {}, **context)
+                           errors=errors or {}, stale=stale, **context)
     return _with_flashes(html + render_template("whatsapp/_row.html", conversation=conversation,
                                                 oob=True), status)
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A panel form sent from a version someone changed since: what they did (`notice`), and
+    the choice it sent (`field`, `value`), to send again anyway."""
+
+    notice: Markup
+    field: str
+    value: str
+
+
+def _stale(conversation: Conversation, field: str, value: str) -> Stale:
+    """Who assigned the conversation or set its status since the panel was opened, and to
+    what; names are set apart in a <bdi>."""
+    values = {"name": bdi(conversation.edited_by.full_name if conversation.edited_by
+                          else _("someone")),
+              "ago": format_ago(conversation.edited_at)}
+    if field == "status":
+        message = _("Changed to %(status)s by %(name)s %(ago)s.")
+        values["status"] = STATUS_LABELS[conversation.status]
+    elif conversation.assigned_user is not None:
+        message = _("Already assigned to %(assignee)s by %(name)s %(ago)s.")
+        values["assignee"] = bdi(conversation.assigned_user.full_name)
+    else:
+        message = _("Already unassigned by %(name)s %(ago)s.")
+    return Stale(Markup(message) % values, field, value)
 
 
 @blueprint.post("/inbox/conversations/<int:conversation_id>/assign")
@@ -429,7 +461,11 @@ def assign(conversation_id: int):
     try:
         if raw is not None and _id_or_none(raw) is None:
             raise ValidationError({"assignee_id": _("Choose a member who answers WhatsApp.")})
-        services.assign_conversation(conversation, _id_or_none(raw), _me())
+        services.assign_conversation(conversation, _id_or_none(raw), _me(),
+                                     expected_version=form_version(request.form.get("version")))
+    except StaleVersionError:
+        return _panel_answer(conversation, 409,
+                             stale=_stale(conversation, "assignee_id", raw or ""))
     except ValidationError as exc:
         return _panel_answer(conversation, exc.status, exc.fields)
     assignee = conversation.assigned_user
@@ -442,8 +478,12 @@ def assign(conversation_id: int):
 @require("whatsapp", "write")
 def set_status(conversation_id: int):
     conversation = _conversation(conversation_id)
+    status = request.form.get("status")
     try:
-        services.set_status(conversation, request.form.get("status"), _me())
+        services.set_status(conversation, status, _me(),
+                            expected_version=form_version(request.form.get("version")))
+    except StaleVersionError:
+        return _panel_answer(conversation, 409, stale=_stale(conversation, "status", status))
     except ValidationError as exc:
         return _panel_answer(conversation, exc.status, exc.fields)
     return _panel_answer(conversation)

@@ -27,7 +27,8 @@ PROFILE_FIELDS = {"id", "display_name", "phone_number", "provider", "state", "ph
                   "webhook_verified_at", "last_error", "created_at"}
 CONVERSATION_FIELDS = {"id", "profile_id", "contact_phone", "contact_user_id", "contact_name",
                        "status", "assigned_user_id", "unread_count", "last_message_at",
-                       "last_message_preview", "window_open", "customer_id", "created_at"}
+                       "last_message_preview", "window_open", "customer_id", "created_at",
+                       "version", "edited_by_id", "edited_at"}
 MESSAGE_FIELDS = {"id", "conversation_id", "direction", "type", "body", "status", "error_code",
                   "error_message", "media", "reply_to_message_id", "is_forwarded", "edited_at",
                   "deleted_at", "sender_user_id", "sent_at", "delivered_at", "read_at",
