@@ -1,6 +1,6 @@
 """The CRM in Chromium: a customer created in Arabic, found by a phone number written another
 way, dragged to another stage on the board (seen live by a colleague), with the move on the
-customer's timeline."""
+customer's timeline; an edit someone saved meanwhile told, then saved anyway."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from crm.customers import services
+from crm.customers.models import Customer
 from crm.extensions import db
-from crm.foundation.models import User
+from crm.foundation.models import Organization, User
 from tests.e2e.conftest import PHONE, screenshot, translated
+from tests.factories import make_user
 from tests.live import LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
@@ -149,3 +151,40 @@ def test_import_a_windows_arabic_file_into_a_new_custom_field(browsing, live_ser
         assert [d.key for d in services.list_field_definitions()] == ["city"]
     assert browsing.csp_violations() == []
     assert [error for error in browsing.console_errors if error.startswith("htmx:")] == []
+
+
+def test_an_edit_saved_meanwhile_is_told_then_saved_anyway(browsing, live_server):
+    """An admin edits a customer in place while سارة saves a change to them: saving says who
+    changed it, in place, keeping what the admin typed; "Save anyway" saves it."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        customer_id = services.create_customer(db.session.get(User, account.user_id),
+                                               {"name": "أمل", "phone": "0501234567"}).id
+        sara = make_user(db.session.get(Organization, account.organization_id), "manager")
+        sara.full_name, sara_id = "سارة", sara.id
+    page = browsing.new_page(account=account)
+    page.goto(f"/customers/{customer_id}")
+    details = page.locator(f"#customer-{customer_id}-details")
+    details.locator(f"a[href='/customers/{customer_id}/edit']").click()
+    name = details.locator("input[name='name']")
+    expect(name).to_be_visible()
+
+    with live_server.transaction(account.organization_id):
+        services.update_customer(db.session.get(User, sara_id),
+                                 db.session.get(Customer, customer_id), {"company": "وصل"})
+    name.fill("أمل سالم")
+    details.locator("button[type='submit']").click()
+
+    notice = details.locator(".conflict")
+    expect(notice).to_contain_text("سارة")
+    expect(notice).to_contain_text(translated(live_server, "a moment ago", "ar"))
+    expect(name).to_have_value("أمل سالم")
+    screenshot(page, "customer-conflict-ar")
+    details.get_by_role("button", name=translated(live_server, "Save anyway", "ar")).click()
+    expect(details.locator(".conflict")).to_have_count(0)
+    expect(details.locator("input[name='name']")).to_have_count(0)  # the details again
+    with live_server.transaction(account.organization_id):
+        saved = db.session.get(Customer, customer_id)
+        assert (saved.name, saved.company, saved.version) == ("أمل سالم", "", 3)
+    assert browsing.csp_violations() == []
+    assert browsing.dialogs == []
