@@ -3,9 +3,16 @@ transaction of their own that commits on success and rolls back on failure."""
 
 from __future__ import annotations
 
-from rq.registry import FailedJobRegistry
-from sqlalchemy import select
+from datetime import UTC, datetime
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rq import Queue
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from crm import jobs
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import AuditEntry
@@ -109,3 +116,81 @@ def test_jobs_of_different_organizations_share_no_state(app, org, other_org):
         with organization_context(owner):
             entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "test.module"))
             assert entry.details == {"module": "crm", "enabled": enabled}
+
+
+# -- transient failures ----------------------------------------------------------------------
+
+_attempts: list[str] = []
+
+
+def lose_the_database(action: str) -> None:
+    """A job: write, then lose the connection to PostgreSQL."""
+    _attempts.append(action)
+    services.audit(action)
+    raise OperationalError("INSERT INTO audit_entries ...", {},
+                           Exception("server closed the connection unexpectedly"))
+
+
+def lose_redis(action: str) -> None:
+    """A job: write, then lose the connection to Redis."""
+    _attempts.append(action)
+    services.audit(action)
+    raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+@pytest.mark.parametrize("job", [lose_the_database, lose_redis], ids=["postgresql", "redis"])
+def test_a_job_failing_on_the_database_or_redis_runs_again_later(app, org, job):
+    """A database or Redis error rolls the job's writes back and schedules it again after the
+    first backoff interval; it does not land in the failed registry."""
+    org_id = org.id  # commits expire loaded objects
+    with organization_context(org_id):
+        enqueue(job, "test.partial")
+    before = datetime.now(UTC)
+
+    run_jobs(app)
+
+    assert _actions(org_id) == []
+    assert FailedJobRegistry(queue=get_queue()).get_job_ids() == []
+    scheduled = ScheduledJobRegistry(queue=get_queue())
+    [job_id] = [job_id for job_id in scheduled.get_job_ids()
+                if get_queue().fetch_job(job_id).args[0] == f"tests.test_jobs:{job.__name__}"]
+    delay = (scheduled.get_scheduled_time(job_id) - before).total_seconds()
+    assert jobs.RETRY_INTERVALS[0] - 1 <= delay <= jobs.RETRY_INTERVALS[0] + 5
+
+
+def test_a_job_still_failing_after_its_retries_lands_in_the_failed_registry(app, org,
+                                                                           monkeypatch):
+    """Each retry waits for its interval; after the last one the job fails with its error, for
+    someone to look at."""
+    monkeypatch.setattr(jobs, "RETRY_INTERVALS", (0, 0))  # no wait: the burst runs them all
+    _attempts.clear()
+    with organization_context(org.id):
+        enqueue(lose_the_database, "test.partial")
+
+    run_jobs(app)
+
+    assert _attempts == ["test.partial"] * 3
+    [job_id] = FailedJobRegistry(queue=get_queue()).get_job_ids()
+    assert "server closed the connection" in get_queue().fetch_job(
+        job_id).latest_result().exc_string
+
+
+def test_an_enqueue_that_fails_after_commit_is_tried_again(org, monkeypatch):
+    """Redis failing for a moment as the transaction commits does not lose the job: the
+    enqueue is tried again."""
+    real = Queue.enqueue
+    failures = [RedisConnectionError("Connection refused")] * 2
+
+    def flaky(self, *args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "enqueue", flaky)
+    with organization_context(org.id):
+        enqueue(write_audit, "test.ran")
+
+    commit()
+
+    queued = [job.args[0] for job in get_queue().jobs]
+    assert queued.count("tests.test_jobs:write_audit") == 1
