@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rq import SimpleWorker
 
-from crm import create_app
+from crm import create_app, recovery
 from crm.whatsapp import ingest
 
 
@@ -18,6 +18,7 @@ def run(queues: list[str], burst: bool = False) -> None:
         connection = app.extensions["crm.redis"]
         if ingest.QUEUE in queues:
             ingest.request_drain()  # what was kept while no worker ran
+        recovery.start(queues, burst)  # now, then every RECOVERY_INTERVAL while it runs
         SimpleWorker(queues, connection=connection).work(with_scheduler=True, burst=burst)
 
 

@@ -105,6 +105,10 @@ class Config:
     # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries);
     # tests drain the queues in-process instead of running a worker.
     RQ_QUEUES = ("inbound", "whatsapp", "default", "mail")
+    # The recovery job (crm/recovery.py) runs every RECOVERY_INTERVAL seconds and enqueues
+    # again what has waited RECOVERY_QUEUED_AFTER seconds in an outbox with its job lost.
+    RECOVERY_INTERVAL = float(os.environ.get("RECOVERY_INTERVAL", 30))
+    RECOVERY_QUEUED_AFTER = float(os.environ.get("RECOVERY_QUEUED_AFTER", 60))
     TESTING = False
 
 

@@ -3,6 +3,13 @@
 With SMTP_HOST unset (the embedded default) messages are written to `instance/mail/` and their
 links logged, so invitations and password resets work on a laptop with no mail server. The
 outbox row never holds a usable one-time token (see send_email).
+
+An email whose job was lost (Redis down as it was committed) is enqueued again by the recovery
+job (crm/recovery.py). One whose job died while handing it to SMTP is never sent again (it may
+have arrived, and its link is no longer kept anyway): once its lease is up it is `failed`,
+with a reason saying so, rather than left `sending`, which would look like a send still under
+way and hide it. Someone (the person who invited, an operator reading the failed emails) can
+then ask for a new one.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -18,14 +26,20 @@ from flask_babel import force_locale
 from markupsafe import escape
 from sqlalchemy import select
 
+from crm import recovery
 from crm.crypto import decrypt_json, encrypt
 from crm.extensions import db
 from crm.foundation.models import OutboundEmail
-from crm.jobs import enqueue
+from crm.jobs import JOB_TIMEOUT, enqueue
 from crm.models import utcnow
 
 log = logging.getLogger("crm.mail")
 REDACTED = "…"  # what the stored copy shows in place of a link's one-time token
+QUEUE = "mail"
+# Longer than any delivery job may run (RQ stops it at JOB_TIMEOUT): past it, it is dead.
+LEASE = timedelta(seconds=JOB_TIMEOUT) + timedelta(minutes=5)
+CUT_OFF = ("The worker sending this email stopped before the mail server answered: it may "
+           "have been delivered. It is not sent again.")
 
 
 def send_email(to: str, template: str, language: str, link: str | None = None,
@@ -46,8 +60,13 @@ def send_email(to: str, template: str, language: str, link: str | None = None,
                           secrets=encrypt({"link": link, "shown": shown}) if token else None)
     db.session.add(email)
     db.session.flush()
-    enqueue(deliver_email, email.id, queue="mail")
+    enqueue(deliver_email, email.id, queue=QUEUE, job_id=delivery_job_id(email.id))
     return email
+
+
+def delivery_job_id(email_id: int) -> str:
+    """The RQ job id of an email's delivery: the recovery job sees whether it waits or runs."""
+    return f"mail-deliver-{email_id}"
 
 
 def deliver_email(email_id: int) -> None:
@@ -63,6 +82,7 @@ def deliver_email(email_id: int) -> None:
     # Mark before the message leaves, so a crash cannot send it twice; an email that left
     # "queued" is never sent again, so its link is no longer kept either.
     email.status, email.secrets = "sending", None
+    email.claimed_until = utcnow() + LEASE
     db.session.commit()
     try:
         _transport(_build_message(email, secrets), email, secrets.get("link"))
@@ -73,6 +93,21 @@ def deliver_email(email_id: int) -> None:
         return
     email.status = "sent"
     email.sent_at = utcnow()
+
+
+def recover_outbox() -> None:
+    """Enqueue again the emails whose job was lost; fail those a dead job left `sending` past
+    their lease (a task of the recovery job)."""
+    recovery.enqueue_again(recovery.stuck("wasl_outbound_emails_unsent",
+                                          recovery.queued_before()),
+                           f"{__name__}:deliver_email", QUEUE, delivery_job_id)
+    recovery.settle_lease_over(OutboundEmail, "wasl_outbound_emails_lease_over", _cut_off)
+
+
+def _cut_off(email: OutboundEmail) -> None:
+    log.warning("email %s to %s: its delivery was cut off; marked failed", email.id,
+                email.to_address)
+    email.status, email.error = "failed", CUT_OFF
 
 
 def _build_message(email: OutboundEmail, secrets: dict) -> EmailMessage:

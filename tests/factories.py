@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
 from flask import Flask, current_app
-from rq import SimpleWorker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rq import Queue, SimpleWorker
 from sqlalchemy import inspect, text
 
 from crm.extensions import db
@@ -81,6 +84,27 @@ def run_jobs(app, queues=("inbound", "default", "mail")) -> None:
     commit()
     worker = SimpleWorker(list(queues), connection=app.extensions["crm.redis"])
     worker.work(burst=True)
+
+
+def run_recovery(app) -> None:
+    """Run the recovery job (crm/recovery.py) as its clock would, in this process."""
+    from crm import recovery
+
+    commit()
+    recovery.request_run()
+    run_jobs(app, queues=(recovery.QUEUE,))
+
+
+@contextmanager
+def enqueues_failing(monkeypatch) -> Iterator[None]:
+    """Redis refuses every enqueue inside the block, as when it is down."""
+    def refuse(*args, **kwargs):
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Queue, "enqueue", refuse)
+        patch.setattr(Queue, "enqueue_many", refuse)
+        yield
 
 
 def delivered(email: OutboundEmail) -> EmailMessage:

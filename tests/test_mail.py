@@ -7,22 +7,25 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
 from aiosmtpd.controller import Controller
 from flask_babel import force_locale, gettext
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import OutboundEmail
-from crm.jobs import enqueue
+from crm.jobs import enqueue, get_queue
 from crm.mail import deliver_email
+from crm.models import utcnow
 from crm.tenancy import organization_context, set_current_organization
+from crm.transaction import commit
 from tests.conftest import free_port
-from tests.factories import run_jobs
+from tests.factories import enqueues_failing, run_jobs, run_recovery
 
 INVITEE = "newcomer@example.com"
 
@@ -250,3 +253,58 @@ def test_the_email_has_a_real_button_and_a_link_that_wraps(app, org, inbox):
     assert shown, html
     assert "word-break:break-all" in shown.group(1)
     assert re.search(r'<table[^>]* lang="ar" dir="rtl"', html), html
+
+
+# -- recovery (crm/recovery.py) ----------------------------------------------------------------
+
+def _change_outbox(org_id: int, **values) -> None:
+    with organization_context(org_id):
+        db.session.execute(update(OutboundEmail).where(OutboundEmail.to_address == INVITEE)
+                           .values(**values))
+
+
+def test_an_email_whose_job_was_lost_is_sent_by_the_recovery_job_once(app, org, inbox,
+                                                                      monkeypatch):
+    """Redis refused the email's job: once the email has waited a minute, the recovery job
+    enqueues it again, once however often it runs, and it is delivered once."""
+    with enqueues_failing(monkeypatch):
+        sent = _invite(org)
+        commit()
+    run_jobs(app)
+    run_recovery(app)  # not a minute old: its job may still be on the way
+    run_jobs(app)
+    assert inbox.messages == []
+
+    _change_outbox(sent["org_id"], created_at=utcnow() - timedelta(minutes=2))
+    run_recovery(app)
+    run_recovery(app)
+    run_jobs(app)
+    run_recovery(app)
+    run_jobs(app)
+
+    [message] = inbox.messages
+    assert _opens_the_invitation(_link(message), sent["invitation_id"])
+    assert _outbox(sent["org_id"]).status == "sent"
+
+
+def test_an_email_left_sending_past_its_lease_is_failed_and_never_sent_again(app, org, inbox):
+    """A worker died while the email was being handed to SMTP: while its lease holds it is
+    left alone; then it is marked failed with a reason an operator can act on (it may have
+    arrived), and it is never sent again."""
+    sent = _invite(org)
+    commit()
+    get_queue("mail").empty()  # the job died with its worker
+    _change_outbox(sent["org_id"], status="sending", secrets=None,
+                   claimed_until=utcnow() + timedelta(minutes=1))
+
+    run_recovery(app)
+    assert _outbox(sent["org_id"]).status == "sending"
+
+    _change_outbox(sent["org_id"], claimed_until=utcnow() - timedelta(seconds=1))
+    run_recovery(app)
+    run_jobs(app)
+
+    email = _outbox(sent["org_id"])
+    assert email.status == "failed"
+    assert "may have been delivered" in email.error
+    assert inbox.messages == []

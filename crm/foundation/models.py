@@ -218,8 +218,12 @@ class OutboundEmail(TenantMixin, db.Model):
     """The email outbox: written in the business transaction, delivered by a job."""
 
     __tablename__ = "outbound_emails"
-    __table_args__ = (Index("ix_outbound_emails_organization_id_status", "organization_id",
-                            "status"),)
+    __table_args__ = (
+        Index("ix_outbound_emails_organization_id_status", "organization_id", "status"),
+        # The outbox in flight; the recovery job looks for what waits too long in it.
+        Index("ix_outbound_emails_outbox", "organization_id", "status", "created_at",
+              postgresql_where=text("status IN ('queued', 'sending')")),
+    )
 
     id: Mapped[int] = id_column()
     to_address: Mapped[str] = mapped_column(String(254), nullable=False)
@@ -229,10 +233,11 @@ class OutboundEmail(TenantMixin, db.Model):
     # The bodies show a one-time link with its token left out; the link itself is kept here,
     # encrypted (crm/crypto.py), until the email has been sent, then cleared.
     secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
-    # queued -> sending -> sent | failed; a send cut off mid-flight stays "sending" and is
-    # never retried blindly.
+    # queued -> sending -> sent | failed; a send cut off mid-flight is never retried blindly:
+    # once its lease is up it is failed, saying it may have arrived (crm/mail.py).
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued",
                                         server_default="queued")
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()

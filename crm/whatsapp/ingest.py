@@ -20,7 +20,9 @@ At most one drain waits in the queue: the webhook enqueues one only when none is
 Redis key that a drain deletes as it starts, so a delivery kept after that start enqueues the
 next drain). Each worker enqueues one as it starts, and a drain that leaves deliveries behind
 (claimed by a job that died, or failed) schedules the next for when their lease is up, and the
-purge for when the oldest dead delivery's retention is over.
+purge for when the oldest dead delivery's retention is over. Should a drain be lost with its
+mark left behind (a worker killed as it took it, Redis refusing it), the recovery job drains
+whatever the mark says (`recover`).
 
 The organizations' queue is read through SECURITY DEFINER functions that return only ids and
 times (the drain starts with no organization); everything else runs as one organization.
@@ -156,6 +158,15 @@ def request_drain() -> None:
     except Exception:
         redis().delete(PENDING_KEY)
         raise
+
+
+def recover() -> None:
+    """Enqueue a drain if deliveries wait for one, whatever the mark says: a stale mark must not
+    hold them back (a task of the recovery job)."""
+    if _organizations_due():
+        redis().set(PENDING_KEY, 1, ex=PENDING_TTL)
+        enqueue_now(f"{__name__}:drain", queue=QUEUE, org_id=None,
+                    description="whatsapp ingest (recovered)")
 
 
 # -- applying ----------------------------------------------------------------------------------

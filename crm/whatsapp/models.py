@@ -158,7 +158,8 @@ class Message(TenantMixin, db.Model):
         # Redelivered webhooks find the message they already stored.
         Index("uq_messages_provider_id", "organization_id", "profile_id", "provider_message_id",
               unique=True, postgresql_where=text("provider_message_id IS NOT NULL")),
-        Index("ix_messages_outbox", "organization_id", "status",
+        # The outbox in flight; the recovery job looks for what waits too long in it.
+        Index("ix_messages_outbox", "organization_id", "status", "created_at",
               postgresql_where=text("status IN ('queued', 'sending')")),
         Index("ix_messages_search_body", "organization_id", "search_body",
               postgresql_using="gin", postgresql_ops={"search_body": "gin_trgm_ops"}),
@@ -180,6 +181,9 @@ class Message(TenantMixin, db.Model):
                                           server_default=text("'{}'::jsonb"))
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # While `sending`: the send job's lease. Past it, the job is taken for dead and the
+    # recovery job makes the message `unknown` (crm/recovery.py).
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -3,9 +3,11 @@
 Inbound messages and status updates from any channel come through `receive_inbound` and
 `apply_status`, idempotent by the provider's message id, so a redelivered webhook changes
 nothing. Outbound messages are written `queued` (the outbox) and sent by the `send_message` job,
-which claims the row with FOR UPDATE SKIP LOCKED and marks it `sending` before the request
-leaves: a run cut off mid-send leaves `sending`, which the next run turns into `unknown` —
-never a second send. The provider's later status update settles it.
+which claims the row with FOR UPDATE SKIP LOCKED and marks it `sending`, with a lease, before
+the request leaves: a run cut off mid-send leaves `sending`, which becomes `unknown` once the
+lease is up (the recovery job, or a run of the job that finds it) — never a second send. The
+provider's later status update settles it. A send whose job was lost (Redis down as it was
+committed) is enqueued again by the recovery job (crm/recovery.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crm import events
+from crm import events, recovery
 from crm.errors import ConflictError, NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
@@ -59,6 +61,10 @@ log = logging.getLogger("crm.whatsapp")
 SERVICE_WINDOW = timedelta(hours=24)
 PREVIEW_LENGTH = 200
 QUEUE = "whatsapp"
+# How long a send job holds its message `sending`: far longer than a send takes (the Graph
+# API's timeouts, the linked device's command timeout). Should a slow send outlive it, the
+# answer still counts: a message made `unknown` meanwhile becomes sent, or failed.
+SEND_LEASE = timedelta(minutes=5)
 
 
 # -- access -------------------------------------------------------------------------------
@@ -371,8 +377,13 @@ def queue_outbound(conversation: Conversation, sender: User, *, type_: str = "te
     db.session.add(message)
     db.session.flush()
     _touch(conversation, message)
-    enqueue(send_message, message.id, queue=QUEUE)
+    enqueue(send_message, message.id, queue=QUEUE, job_id=send_job_id(message.id))
     return message
+
+
+def send_job_id(message_id: int) -> str:
+    """The RQ job id of a message's send: the recovery job sees whether it waits or runs."""
+    return f"whatsapp-send-{message_id}"
 
 
 def send_text(conversation: Conversation, sender: User, body: object,
@@ -393,11 +404,13 @@ def send_message(message_id: int) -> None:
     if message is None:
         return  # sent, settled, or being sent by another worker right now
     if message.status == "sending":
-        # A previous run was cut off after the request may have left: never send it again.
-        message.status = "unknown"
-        _announce_status(message)
+        # Another run is sending it (its lease holds), or was cut off after the request may
+        # have left: never send it again.
+        if _lease_over(message):
+            _give_up(message)
         return
     message.status = "sending"
+    message.claimed_until = utcnow() + SEND_LEASE
     commit()  # recorded before the request leaves, so a crash cannot cause a second send
     provider_id, refusal = None, None
     try:
@@ -411,7 +424,7 @@ def send_message(message_id: int) -> None:
     db.session.refresh(message, with_for_update=True)
     if provider_id:
         _record_sent(message, provider_id)
-    elif message.status == "sending" and refusal is not None:
+    elif message.status in ("sending", "unknown") and refusal is not None:
         message.status = "failed"
         message.failed_at = utcnow()
         message.error_code = refusal.code
@@ -419,6 +432,28 @@ def send_message(message_id: int) -> None:
     elif message.status == "sending":
         message.status = "unknown"
     _announce_status(message)
+
+
+def _lease_over(message: Message) -> bool:
+    """Is the send job that marked the message `sending` to be taken for dead?"""
+    return message.claimed_until is None or message.claimed_until < utcnow()
+
+
+def _give_up(message: Message) -> None:
+    """A send job died while the message was `sending`: it is `unknown` until the provider's
+    status update says what became of it."""
+    log.warning("message %s: its send was cut off; unknown until WhatsApp's status update",
+                message.id)
+    message.status = "unknown"
+    _announce_status(message)
+
+
+def recover_outbox() -> None:
+    """Enqueue again the sends whose job was lost; make `unknown` what a dead job left
+    `sending` past its lease (a task of the recovery job)."""
+    recovery.enqueue_again(recovery.stuck("wasl_messages_unsent", recovery.queued_before()),
+                           f"{__name__}:send_message", QUEUE, send_job_id)
+    recovery.settle_lease_over(Message, "wasl_messages_lease_over", _give_up)
 
 
 def _record_sent(message: Message, provider_id: str) -> None:
@@ -441,7 +476,7 @@ def retry_message(message: Message, actor: User) -> Message:
         raise ConflictError(_("Only a failed message can be sent again."))
     message.status = "queued"
     message.error_code = message.error_message = message.failed_at = None
-    enqueue(send_message, message.id, queue=QUEUE)
+    enqueue(send_message, message.id, queue=QUEUE, job_id=send_job_id(message.id))
     log.info("message %s retried by %s", message.id, actor)
     return message
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from crm.extensions import db
 from crm.models import utcnow
@@ -69,3 +69,39 @@ def test_an_echoed_id_of_another_message_is_not_applied(org):
                              timestamp=utcnow(), our_message_id=message.id)
         assert services.apply_status(profile, stray) is None
         assert message.status == "sent"
+
+
+class _Overtaken(_Channel):
+    """A channel during whose request another worker runs the same message's job (the
+    recovery job enqueued it again, or RQ ran it twice)."""
+
+    seen: list[str] = []
+    calls: list[int] = []
+
+    def send(self, message):
+        self.calls.append(message.id)
+        services.send_message(message.id)
+        self.seen.append(db.session.scalar(select(Message.status).where(
+            Message.id == message.id).execution_options(populate_existing=True)))
+        return "wamid.once"
+
+
+def test_a_second_run_during_the_send_neither_sends_nor_marks_it(monkeypatch, org):
+    """The job run again while the first run's request is in flight finds the message
+    `sending` within its lease: it sends nothing and leaves it `sending` (not `unknown`); the
+    first run records the provider's answer."""
+    monkeypatch.setattr(services, "channel_for", lambda profile: _Overtaken(profile))
+    monkeypatch.setattr(_Overtaken, "seen", [])
+    monkeypatch.setattr(_Overtaken, "calls", [])
+    conversation = make_conversation(make_profile(org, "sandbox"))
+    with organization_context(org.id):
+        message = services.send_text(conversation, org.admin, "مرة واحدة")
+        db.session.flush()
+
+        services.send_message(message.id)
+
+        db.session.flush()
+        db.session.refresh(message)
+    assert _Overtaken.calls == [message.id]
+    assert _Overtaken.seen == ["sending"]
+    assert (message.status, message.provider_message_id) == ("sent", "wamid.once")
