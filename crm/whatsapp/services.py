@@ -40,7 +40,7 @@ from crm import events, recovery
 from crm.errors import ConflictError, NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
-from crm.jobs import enqueue
+from crm.jobs import TransientError, attempts_left, enqueue
 from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
@@ -483,7 +483,9 @@ def retry_message(message: Message, actor: User) -> Message:
 
 def download_media(message_id: int) -> None:
     """Fetch an inbound message's media into storage, or record why it could not be (the
-    bubble says so). Idempotent: skips what is stored or failed, so a refusal is final."""
+    bubble says so). Idempotent: skips what is stored or failed, so a refusal is final. A
+    failure of a moment has the job run again later (TransientError), and is final only once
+    the job's retries are used up."""
     from crm.whatsapp import media
 
     message = get_in_organization(Message, message_id)
@@ -492,6 +494,8 @@ def download_media(message_id: int) -> None:
     try:
         data, mime_type = channel_for(message.conversation.profile).download_media(message)
     except ChannelError as exc:
+        if exc.transient and attempts_left():
+            raise TransientError(f"message {message.id}: media not downloaded yet: {exc}") from exc
         log.warning("message %s: media not downloaded: %s (%s)", message.id, exc.message,
                     exc.code)
         message.content = {**message.content, "media_error": exc.code}

@@ -5,7 +5,7 @@ message sends, read receipts, media upload, media URL retrieval and download, Gr
 objects — records every request it gets, and has switches for the failures the outbox must
 survive: a Graph error code, an answer slower than the client's timeout, a connection dropped
 after the request arrived; and for the media URLs a download must refuse: a URL of the test's
-choosing, a download that redirects.
+choosing, a download that redirects; and downloads failing for a moment (503).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class FakeGraph:
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     media_urls: dict[str, str] = field(default_factory=dict)  # media id → the URL answered
     redirect_downloads_to: str | None = None  # downloads answer 302 to this URL
+    download_failures: int = 0  # answer this many downloads 503 (a CDN failing a moment)
     numbers: dict[str, tuple[str, dict]] = field(default_factory=dict)  # id → (token, details)
     url: str = ""
 
@@ -185,6 +186,9 @@ class FakeGraph:
             return "", 404
         if self.redirect_downloads_to:
             return "", 302, {"Location": self.redirect_downloads_to}
+        if self.download_failures:
+            self.download_failures -= 1
+            return "<html><body>Service Unavailable</body></html>", 503
         data, mime_type = self.media[media_id]
         return data, 200, {"Content-Type": mime_type}
 

@@ -1,7 +1,9 @@
 """Media downloads of the `cloud` channel fetch only what Meta serves: a media id is digits, the
 URL the Graph API answers is https on a host of WHATSAPP_MEDIA_HOSTS that resolves to a public
 address, and no redirect is followed. A refused download leaves the message "could not be
-downloaded", never retried, and sends the access token nowhere."""
+downloaded", never retried, and sends the access token nowhere. A failure of a moment (the
+CDN, the network, the linked-device supervisor) is tried again with backoff, and final only
+once the retries are used up."""
 
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ import hashlib
 import socket
 
 import pytest
+from rq.registry import ScheduledJobRegistry
 
+from crm import jobs
 from crm.extensions import db
 from crm.foundation.models import User
-from crm.jobs import enqueue
+from crm.jobs import enqueue, get_queue
 from crm.tenancy import organization_context
 from crm.whatsapp import services
 from crm.whatsapp.models import Message
 from tests.factories import login, run_jobs
+from tests.whatsapp.factories import make_conversation, make_message, make_profile
 from tests.whatsapp.fake_graph import FakeGraph
-from tests.whatsapp.test_cloud import Number, deliver, messages, payload
+from tests.whatsapp.test_cloud import VERSION, Number, deliver, messages, payload
 from tests.whatsapp.test_provider_keys import delivery, message
 
 MEDIA_ID = "1003383421387255"
@@ -200,3 +205,73 @@ def test_a_refused_download_shows_on_the_message(app, client, graph, number):
     html = page.get_data(as_text=True)
     assert "could not be downloaded" in html
     assert "loading…" not in html
+
+
+# -- failures of a moment ----------------------------------------------------------------------
+
+def test_a_download_failing_for_a_moment_is_tried_again_after_a_wait(app, client, graph, number):
+    """Meta's CDN answering 503 is not the end of it: the message still waits for its file
+    (no error shown) and the job runs again after the first backoff interval."""
+    graph.download_failures = 1
+
+    image = image_arrives(app, client, number)
+
+    assert "media_error" not in image.content
+    assert "path" not in image.content
+    [job_id] = ScheduledJobRegistry(queue=get_queue(services.QUEUE)).get_job_ids()
+    assert get_queue(services.QUEUE).fetch_job(job_id).args[2] == (image.id,)
+
+
+def test_a_download_that_recovers_within_its_retries_is_stored(app, client, graph, number,
+                                                               monkeypatch):
+    """Two failed attempts, then the file: it is stored, with no error left on the message."""
+    monkeypatch.setattr(jobs, "RETRY_INTERVALS", (0, 0, 0))  # no wait: the burst runs them
+    graph.download_failures = 2
+
+    image = image_arrives(app, client, number)
+
+    assert image.content["path"]
+    assert "media_error" not in image.content
+    assert downloads(graph) == [f"/download/{MEDIA_ID}"] * 3
+
+
+def test_a_download_still_failing_after_its_retries_is_final(app, client, graph, number,
+                                                             monkeypatch):
+    """Once the retries are used up the failure is recorded, and the bubble says so."""
+    monkeypatch.setattr(jobs, "RETRY_INTERVALS", (0, 0))
+    graph.download_failures = 10
+
+    image = image_arrives(app, client, number)
+
+    assert image.content["media_error"] == "http_503"
+    assert downloads(graph) == [f"/download/{MEDIA_ID}"] * 3
+
+
+def test_a_refused_url_is_final_at_once(app, client, graph, number, monkeypatch):
+    """A refusal of the download checks is no failure of a moment: recorded on the first
+    attempt, never tried again."""
+    monkeypatch.setattr(jobs, "RETRY_INTERVALS", (0, 0))
+    graph.media_urls[MEDIA_ID] = "https://evil.example/steal"
+
+    image = image_arrives(app, client, number)
+
+    assert image.content["media_error"] == "refused_url"
+    assert [r.path for r in graph.requests].count(f"/{VERSION}/{MEDIA_ID}") == 1
+
+
+def test_a_linked_device_download_waits_for_the_supervisor(app, org, monkeypatch):
+    """The linked-device supervisor is not running (restarting, say): the download is tried
+    again later, not recorded as failed."""
+    monkeypatch.setitem(app.config, "WHATSAPP_WEB_COMMAND_TIMEOUT", 0.1)
+    org_id = org.id  # commits expire loaded objects
+    conversation = make_conversation(make_profile(org, "web"))
+    with organization_context(org_id):
+        voice_id = make_message(conversation, type="audio", body="", content={
+            "web_media": "eyJ1cmwiOiAieCJ9", "mime_type": "audio/ogg"}).id
+        enqueue(services.download_media, voice_id, queue=services.QUEUE)
+
+    run_jobs(app, queues=(services.QUEUE,))
+
+    with organization_context(org_id):
+        assert "media_error" not in db.session.get(Message, voice_id).content
+    assert ScheduledJobRegistry(queue=get_queue(services.QUEUE)).get_job_ids()

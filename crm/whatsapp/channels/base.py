@@ -57,12 +57,18 @@ class StatusUpdate:
 
 
 class ChannelError(Exception):
-    """The provider refused a request; `code` is its error code (e.g. 131047, 130429)."""
+    """The provider refused a request; `code` is its error code (e.g. 131047, 130429).
 
-    def __init__(self, code: str, message: str):
+    `transient`: a failure of a moment (the network, the provider's 5xx or rate limit, the
+    linked-device supervisor not answering), which may well pass if tried again later; a
+    download is (a send never is: a person decides).
+    """
+
+    def __init__(self, code: str, message: str, transient: bool = False):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.transient = transient
 
 
 class DeliveryUncertainError(Exception):

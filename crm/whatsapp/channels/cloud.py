@@ -196,7 +196,7 @@ class CloudChannel:
             if may_deliver and not _never_sent(exc):
                 raise DeliveryUncertainError(f"{method} {url}: {type(exc).__name__}") from exc
             raise ChannelError("network", f"WhatsApp could not be reached "
-                                          f"({type(exc).__name__}).") from exc
+                                          f"({type(exc).__name__}).", transient=True) from exc
 
     def _download(self, url: str) -> tuple[bytes, str]:
         # The URL (on Meta's CDN, valid for minutes) only answers with the same bearer token,
@@ -263,7 +263,7 @@ def _check_public(host: str, port: int) -> None:
         answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise ChannelError("network", f"the media host {host} does not resolve "
-                                      f"({type(exc).__name__})") from exc
+                                      f"({type(exc).__name__})", transient=True) from exc
     for *_rest, sockaddr in answers:
         address = ipaddress.ip_address(sockaddr[0].split("%")[0])
         address = getattr(address, "ipv4_mapped", None) or address
@@ -309,15 +309,17 @@ def _failure(response: requests.Response, may_deliver: bool) -> Exception:
     is failed and may be retried by a person. A 5xx without that body comes from whatever
     stands in front of or behind the API (a gateway timeout, a crashed backend) after the
     request arrived, so a message may have been accepted before the failure: uncertain.
+    A 5xx or a 429 is a failure of a moment (`transient`): a download tries again later.
     """
+    transient = response.status_code >= 500 or response.status_code == 429
     error = _graph_error(response)
     if error is not None:
         code, message = error
-        return ChannelError(code, message)
+        return ChannelError(code, message, transient)
     if may_deliver and response.status_code >= 500:
         return DeliveryUncertainError(f"HTTP {response.status_code} without a Graph error")
     return ChannelError(f"http_{response.status_code}",
-                        f"The Graph API answered HTTP {response.status_code}.")
+                        f"The Graph API answered HTTP {response.status_code}.", transient)
 
 
 def _graph_error(response: requests.Response) -> tuple[str, str] | None:

@@ -38,6 +38,8 @@ from crm.whatsapp.models import MEDIA_TYPES, Message, WhatsAppProfile
 USER_SERVER = "s.whatsapp.net"  # phone-number JIDs
 LID_SERVER = "lid"  # WhatsApp's hidden user ids (no phone number known)
 DEFAULT_TIMEOUT = 30.0  # seconds; WHATSAPP_WEB_COMMAND_TIMEOUT overrides
+# The supervisor's answers that mean "not now": the session is (re)connecting.
+TRANSIENT_CODES = {"not_connected"}
 REPLY_TTL = 60  # seconds an unread answer stays in Redis
 QR_TTL = 60  # seconds a QR code stays shown; WhatsApp rotates them every 20-60 s
 
@@ -127,13 +129,16 @@ class WebChannel:
         answer = connection.blpop([reply_key], timeout=timeout)
         if answer is None:
             if connection.lrem(commands_key(self.profile.id), 1, command):
-                raise ChannelError("not_connected", "the WhatsApp session is not running")
+                raise ChannelError("not_connected", "the WhatsApp session is not running",
+                                   transient=True)
             if uncertain:
                 raise DeliveryUncertainError(f"no answer from the session within {timeout:g}s")
-            raise ChannelError("timeout", f"no answer from the session within {timeout:g}s")
+            raise ChannelError("timeout", f"no answer from the session within {timeout:g}s",
+                               transient=True)
         reply = json.loads(answer[1])
         if not reply["ok"]:
-            raise ChannelError(reply["code"], reply["message"])
+            raise ChannelError(reply["code"], reply["message"],
+                               transient=reply["code"] in TRANSIENT_CODES)
         return reply["result"]
 
 
