@@ -1,5 +1,6 @@
-"""Jobs: enqueued only after commit, run as the organization that enqueued them, in a
-transaction of their own that commits on success and rolls back on failure."""
+"""Jobs: enqueued only after commit (tried again if Redis refuses), run as the organization
+that enqueued them, in a transaction of their own that commits on success and rolls back on
+failure; a failure of the database or Redis runs the job again later."""
 
 from __future__ import annotations
 
