@@ -40,7 +40,7 @@ from crm.extensions import db
 from crm.jobs import JobCall, enqueue_many_now, enqueue_now, in_flight, redis
 from crm.models import utcnow
 from crm.tenancy import organization_context
-from crm.transaction import commit
+from crm.transaction import commit, rollback
 
 log = logging.getLogger("crm.recovery")
 
@@ -60,7 +60,7 @@ def run() -> None:
         try:
             getattr(importlib.import_module(module), name)()
         except Exception:
-            db.session.rollback()
+            rollback()
             log.exception("recovery task %s failed", task)
 
 
@@ -85,18 +85,16 @@ def stuck(function: str, *arguments: object) -> dict[int, list[int]]:
 
 
 def enqueue_again(rows: dict[int, list[int]], path: str, queue: str,
-                  job_id: Callable[[int], str]) -> int:
-    """Enqueue `path(id)` as each row's organization, unless the row's job (`job_id(id)`) is
-    waiting or running. How many were enqueued."""
-    calls = []
-    for org_id, ids in rows.items():
-        waiting = in_flight(job_id(row_id) for row_id in ids)
-        calls += [JobCall(path, (row_id,), org_id, f"{path} (recovered)", job_id(row_id))
-                  for row_id in ids if job_id(row_id) not in waiting]
+                  job_id: Callable[[int], str]) -> None:
+    """Enqueue `path(id)` as each row's organization, unless the row's job (`job_id(id)`)
+    waits or runs."""
+    found = [(org_id, row_id) for org_id, ids in rows.items() for row_id in ids]
+    waiting = in_flight(job_id(row_id) for _org_id, row_id in found)
+    calls = [JobCall(path, (row_id,), org_id, f"{path} (recovered)", job_id(row_id))
+             for org_id, row_id in found if job_id(row_id) not in waiting]
     if calls:
         enqueue_many_now(calls, queue=queue)
         log.warning("%d jobs of %s had been lost; enqueued again", len(calls), path)
-    return len(calls)
 
 
 def settle_lease_over(model: type, function: str, settle: Callable[[object], None]) -> None:
