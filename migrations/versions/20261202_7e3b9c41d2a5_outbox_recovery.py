@@ -17,7 +17,7 @@ from alembic import op
 from crm.schema import allow_owner_lookups, grant_function
 
 revision = "7e3b9c41d2a5"
-down_revision = "dcc698b833ed"
+down_revision = "b476c704c726"
 branch_labels = None
 depends_on = None
 
