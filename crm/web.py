@@ -30,15 +30,21 @@ from crm.permissions import can
 from crm.transaction import commit, kept_on_error, rollback
 
 log = logging.getLogger("crm.web")
+BIGINT_MAX = 2**63 - 1
 health = Blueprint("health", __name__)
 
 
 class IdConverter(IntegerConverter):
-    """`<int:...>` matching only what a BIGINT id column holds: a bigger id is a 404, not a 500."""
+    """`<int:...>` for BIGINT ids. A number no BIGINT holds names no object, so it is read as
+    0, which names none either: a 404 like any missing object, never a 500.
 
-    def __init__(self, url_map, *args, **kwargs):
-        kwargs.setdefault("max", 2**63 - 1)
-        super().__init__(url_map, *args, **kwargs)
+    Refusing it here instead (IntegerConverter's `max`) would make werkzeug answer 405 when
+    another rule of the same path takes other methods (GET and DELETE /api/users/<id>).
+    """
+
+    def to_python(self, value: str) -> int:
+        number = super().to_python(value)
+        return number if number <= BIGINT_MAX else 0
 
 
 def init_app(app: Flask) -> None:

@@ -178,7 +178,12 @@ def test_another_organizations_user_answers_404_like_a_missing_one(client, org, 
     assert (victim.role, victim.is_active) == ("admin", True)
 
 
-def test_an_id_beyond_bigint_is_404(client, org):
-    """An id no database column can hold is simply not found (never a 500)."""
-    response = client.get(f"/api/users/{2**64}", headers=bearer(org.admin))
+@pytest.mark.parametrize(("method", "suffix", "body"), [
+    ("get", "", None), ("patch", "/role", {"role": "agent"}), ("delete", "", None)])
+@pytest.mark.parametrize("beyond", [2**63, 2**64])
+def test_an_id_beyond_bigint_is_404(client, org, method, suffix, body, beyond):
+    """An id no database column can hold is simply not found, whatever the method (never a
+    500, nor the 405 of another route of the same path)."""
+    response = getattr(client, method)(f"/api/users/{beyond}{suffix}", headers=bearer(org.admin),
+                                       json=body)
     assert_error(response, 404, "not_found")
