@@ -132,7 +132,7 @@ def run_web(port: int, host: str) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 def worker(queues: str, burst: bool) -> None:
     """Run an RQ worker (with the scheduler) with the app created once."""
-    from worker import run
+    from crm.worker import run
 
     run(queues.split(","), burst=burst)
 

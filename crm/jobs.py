@@ -2,7 +2,7 @@
 
 Jobs are enqueued after commit (`enqueue`), so a rolled-back request starts no work. RQ runs a
 job at least once, so every job must be idempotent. The job runs in its own transaction,
-committed here; the worker process creates the app once (see worker.py).
+committed here; the worker process creates the app once (see crm/worker.py).
 
 Nothing is lost to a moment of trouble: an enqueue that Redis refuses is tried again at once,
 briefly (what still fails is found again by the recovery job, crm/recovery.py), and a job that
