@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, SecurityErro
 from werkzeug.routing import IntegerConverter
 
 from crm import json_input, outages
-from crm.errors import ServiceError
+from crm.errors import ServiceError, file_too_large
 from crm.extensions import db
 from crm.i18n import language_without_database
 from crm.permissions import can
@@ -113,6 +113,7 @@ def allow_uploads(blueprint: Blueprint, endpoints: Collection[str], file_limit: 
     def allow() -> None:
         if request.endpoint in endpoints:
             request.max_content_length = body_limit
+            g.upload_file_limit = file_limit  # what a 413 names as the limit
 
     def install(state) -> None:
         state.app.before_request_funcs.setdefault(None, []).insert(0, allow)
@@ -154,14 +155,13 @@ def _messages() -> dict[int, str]:
         403: _("You do not have permission to do this."),
         404: _("The page you are looking for does not exist."),
         405: _("This action is not allowed here."),
-        413: _("The request is too large."),
         429: _("Too many attempts. Please wait a moment and try again."),
     }
 
 
 def _http_error(exc: HTTPException):
     status = exc.code or 500
-    message = _messages().get(status, exc.description or "")
+    message = _too_large() if status == 413 else _messages().get(status, exc.description or "")
     # Keep the one header an error may carry that a client acts on (429's Retry-After).
     headers = {key: value for key, value in exc.get_headers() if key == "Retry-After"}
     if wants_json():
@@ -169,6 +169,16 @@ def _http_error(exc: HTTPException):
     if status >= 500:
         message = _("Something went wrong on our side. Please try again.")
     return render_template("errors/error.html", status=status, message=message), status, headers
+
+
+def _too_large() -> str:
+    """What a 413 says: the file limit of an upload form, else the request's body limit."""
+    if (file_limit := g.get("upload_file_limit")) is not None:
+        return file_too_large(file_limit).fields["file"]
+    limit = request.max_content_length or 0
+    if limit >= 1024 * 1024:
+        return _("The request is too large: at most %(mb)d MB.", mb=limit // (1024 * 1024))
+    return _("The request is too large: at most %(kb)d KB.", kb=limit // 1024)
 
 
 def _untrusted_host(exc: SecurityError):

@@ -7,6 +7,7 @@ import pytest
 from crm.foundation import services
 from tests.api import assert_error
 from tests.factories import PASSWORD, bearer, make_user
+from tests.foundation import arabic
 
 ARABIC = re.compile(r"[\u0600-\u06FF]")
 REGISTRATION = {"organization_name": "Acme", "full_name": "Amal", "email": "amal@acme.example",
@@ -45,10 +46,12 @@ def test_invalid_utf8_is_400(client):
 
 @pytest.mark.parametrize("path", ["/api/auth/register", "/api/auth/login"])
 def test_an_oversized_body_is_413(app, client, path):
-    """A body above MAX_CONTENT_LENGTH answers 413 too_large with the error shape."""
+    """A body above MAX_CONTENT_LENGTH answers 413 too_large with the error shape, saying
+    what the limit is."""
     padding = "a" * (app.config["MAX_CONTENT_LENGTH"] + 1)
     response = client.post(path, json={**REGISTRATION, "full_name": padding})
-    assert_error(response, 413, "too_large")
+    error = assert_error(response, 413, "too_large")
+    assert error["message"] == arabic("The request is too large: at most %(mb)d MB.", mb=1)
     assert services.login_candidates(REGISTRATION["email"]) == []
 
 
