@@ -102,9 +102,13 @@ class Config:
                                                   "600 per minute")
     WHATSAPP_DELIVERY_RETENTION_DAYS = int(os.environ.get("WHATSAPP_DELIVERY_RETENTION_DAYS", 7))
 
-    # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries);
-    # tests drain the queues in-process instead of running a worker.
-    RQ_QUEUES = ("inbound", "whatsapp", "default", "mail")
+    # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries;
+    # bulk: imports and rescoring whole organizations, which run for minutes); tests drain the
+    # queues in-process instead of running a worker. `crm up` runs a worker per class, so a
+    # bulk job never holds a reply.
+    RQ_QUEUE_CLASSES = {"interactive": ("inbound", "whatsapp", "default", "mail"),
+                        "bulk": ("bulk",)}
+    RQ_QUEUES = tuple(queue for queues in RQ_QUEUE_CLASSES.values() for queue in queues)
     # The recovery job (crm/recovery.py) runs every RECOVERY_INTERVAL seconds and enqueues
     # again what has waited RECOVERY_QUEUED_AFTER seconds in an outbox with its job lost.
     RECOVERY_INTERVAL = float(os.environ.get("RECOVERY_INTERVAL", 30))

@@ -33,6 +33,10 @@ from crm.transaction import commit, on_commit, rollback
 log = logging.getLogger("crm.jobs")
 T = TypeVar("T")
 
+# Jobs that run for minutes (an import, rescoring a whole organization) wait here, for a worker
+# of their own (`crm up` runs one), so no reply, delivery or email waits behind them.
+BULK_QUEUE = "bulk"
+
 JOB_TIMEOUT = 600  # seconds: RQ stops a job that runs longer
 # Seconds before each new attempt of a job that failed for a moment (five, over ~45 minutes).
 RETRY_INTERVALS = (10, 30, 120, 600, 1800)

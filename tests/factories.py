@@ -79,7 +79,7 @@ def bearer(user: User) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(user)}"}
 
 
-def run_jobs(app, queues=("inbound", "default", "mail")) -> None:
+def run_jobs(app, queues=("inbound", "default", "mail", "bulk")) -> None:
     """Commit what the test wrote so far, then run every queued job in this process."""
     commit()
     worker = SimpleWorker(list(queues), connection=app.extensions["crm.redis"])

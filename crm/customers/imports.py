@@ -373,7 +373,7 @@ def configure_import(actor: User, imp: CustomerImport, mapping: object, on_dupli
     no field at all: the savepoint takes back those already made.
     """
     from crm.customers.jobs import run_import
-    from crm.jobs import enqueue
+    from crm.jobs import BULK_QUEUE, enqueue
 
     if imp.status != "uploaded":
         raise ConflictError(_("This import has already started."))
@@ -388,20 +388,20 @@ def configure_import(actor: User, imp: CustomerImport, mapping: object, on_dupli
     imp.encoding, imp.delimiter = reading.encoding, reading.delimiter
     imp.status = "queued"
     audit("customer_import.started", actor, imp, on_duplicate=imp.on_duplicate)
-    enqueue(run_import, imp.id)
+    enqueue(run_import, imp.id, queue=BULK_QUEUE)
     return imp
 
 
 def resume_import(actor: User, imp: CustomerImport) -> CustomerImport:
     """Run a failed import again: it continues after the last row it saved."""
     from crm.customers.jobs import run_import
-    from crm.jobs import enqueue
+    from crm.jobs import BULK_QUEUE, enqueue
 
     if imp.status != "failed":
         raise ConflictError(_("Only a failed import can be resumed."))
     imp.status, imp.error = "queued", None
     audit("customer_import.resumed", actor, imp)
-    enqueue(run_import, imp.id)
+    enqueue(run_import, imp.id, queue=BULK_QUEUE)
     return imp
 
 

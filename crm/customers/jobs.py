@@ -40,7 +40,7 @@ from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import current_organization
-from crm.jobs import get_queue, redis, run_job
+from crm.jobs import BULK_QUEUE, get_queue, redis, run_job
 from crm.models import utcnow
 from crm.search import fold_text
 from crm.tenancy import current_organization_id, get_in_organization
@@ -77,9 +77,9 @@ def keep_nightly_rescore() -> None:
 def _arm(org_id: int, when: datetime) -> None:
     ttl = int((when - utcnow()).total_seconds()) + 3600
     if redis().set(RESCORE_KEY.format(org=org_id), when.isoformat(), nx=True, ex=max(ttl, 60)):
-        get_queue().enqueue_at(when, run_job, f"{__name__}:rescore_all", org_id, (),
-                               {"scheduled_for": when.isoformat()},
-                               description="crm nightly rescore")
+        get_queue(BULK_QUEUE).enqueue_at(when, run_job, f"{__name__}:rescore_all", org_id, (),
+                                         {"scheduled_for": when.isoformat()},
+                                         description="crm nightly rescore")
         log.info("nightly rescoring of organization %s scheduled at %s", org_id, when)
     _armed[org_id] = when
 

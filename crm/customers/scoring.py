@@ -69,9 +69,9 @@ def save_rules(actor: User, rules: object) -> list[ScoringRule]:
     db.session.add_all(saved)
     db.session.flush()
     audit("scoring.rules_saved", actor, None, count=len(saved))
-    from crm.jobs import enqueue
+    from crm.jobs import BULK_QUEUE, enqueue
 
-    enqueue(rescore_all)
+    enqueue(rescore_all, queue=BULK_QUEUE)
     return saved
 
 

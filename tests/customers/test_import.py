@@ -16,12 +16,15 @@ import pytest
 from sqlalchemy import func, select
 
 from crm import events
+from crm.config import Config
 from crm.customers import imports, jobs, scoring
 from crm.customers.models import Customer, CustomerActivity, CustomerImport, CustomFieldDefinition
 from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
+from crm.jobs import BULK_QUEUE, get_queue
 from crm.models import utcnow
 from crm.tenancy import organization_context
+from crm.transaction import commit
 from tests.customers.factories import csv_upload, make_customer, make_field, make_import
 from tests.factories import login, make_org, run_jobs
 from tests.foundation import HTMX, arabic, audit_actions, ident
@@ -75,6 +78,29 @@ def test_imported_customers_get_no_points_for_a_contact_they_never_had(app, org,
     customers = _customers(ident(org)).values()
     assert len(customers) == 3
     assert [(c.score, c.score_breakdown) for c in customers] == [(0, [])] * 3
+
+
+def test_an_import_runs_on_the_bulk_queue_and_so_does_its_resumption(app, org):
+    """An import (and a resumed one) waits for a worker of the bulk queue: the workers of
+    replies, deliveries and mail never start one, so it never holds them."""
+    imp = make_import(org, ARABIC_FILE)
+    org_id, imp_id = ident(org), imp.id
+    with organization_context(org_id):
+        imports.configure_import(org.admin, imp, MAPPING, "skip")
+        db.session.flush()
+    run_jobs(app, queues=Config.RQ_QUEUE_CLASSES["interactive"])
+    assert _reload(org_id, imp_id).status == "queued"
+    run_jobs(app, queues=(BULK_QUEUE,))
+    assert _reload(org_id, imp_id).status == "done"
+
+    with organization_context(org_id):
+        imp = db.session.get(CustomerImport, imp_id)
+        imp.status = "failed"
+        imports.resume_import(org.admin, imp)
+        db.session.flush()
+    commit()
+    assert [job.args[0] for job in get_queue(BULK_QUEUE).jobs] == [
+        "crm.customers.jobs:run_import"]
 
 
 def test_an_excel_file_with_a_bom_and_arabic_names_is_imported(app, org):
@@ -136,6 +162,19 @@ def test_a_file_too_large_is_refused(org, monkeypatch):
     monkeypatch.setattr(imports, "IMPORT_MAX_BYTES", 10)
     with organization_context(org.id), pytest.raises(ValidationError):
         imports.start_import(org.admin, csv_upload("name\n" + "x" * 20))
+
+
+def test_a_body_over_the_import_limit_is_refused_saying_the_limit(client, org):
+    """A file over 50 MB is refused before it is read (413), and the page says the limit."""
+    login(client, org.admin)
+    claimed = imports.IMPORT_MAX_BYTES + 1024 * 1024  # the header is what is checked
+    response = client.post("/customers/imports", input_stream=io.BytesIO(b"--x--\r\n"),
+                           environ_overrides={"CONTENT_LENGTH": str(claimed)},
+                           content_type="multipart/form-data; boundary=x")
+
+    assert response.status_code == 413
+    assert arabic("The file is too large: at most %(mb)d MB.", mb=50) in response.get_data(
+        as_text=True)
 
 
 def test_the_mapping_must_make_sense(org):

@@ -19,7 +19,7 @@ from crm.customers import imports, jobs, scoring, services
 from crm.customers.models import Customer, CustomerActivity, SalesStage
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
-from crm.jobs import get_queue
+from crm.jobs import BULK_QUEUE, get_queue
 from crm.models import utcnow
 from crm.search import CUSTOMER_PAGE_SAMPLE_PAGES
 from crm.tenancy import organization_context
@@ -778,7 +778,7 @@ def test_bad_rules_are_refused_and_saving_enqueues_rescoring(app, acting):
                                         "points": 3}])
     commit()
     assert [rule.kind for rule in scoring.list_rules()] == ["message_count"]
-    queued = [job.args[0] for job in get_queue().jobs]
+    queued = [job.args[0] for job in get_queue(BULK_QUEUE).jobs]  # beside replies, not before
     assert queued.count("crm.customers.jobs:rescore_all") == 1
 
 
@@ -806,7 +806,7 @@ def test_nightly_rescoring_is_scheduled_once_and_reschedules_itself(app, acting,
     nightly run rescores everyone and schedules the next night's; a stale run (its chain
     replaced meanwhile) schedules nothing."""
     monkeypatch.setattr(jobs, "_armed", {})
-    registry = ScheduledJobRegistry(queue=get_queue())
+    registry = ScheduledJobRegistry(queue=get_queue(BULK_QUEUE))
     customer = make_customer(acting)
     customer_id = customer.id
     services.list_stages()
@@ -814,7 +814,7 @@ def test_nightly_rescoring_is_scheduled_once_and_reschedules_itself(app, acting,
     services.list_stages()
     commit()
     [job_id] = registry.get_job_ids()
-    scheduled_for = get_queue().fetch_job(job_id).args[3]["scheduled_for"]
+    scheduled_for = get_queue(BULK_QUEUE).fetch_job(job_id).args[3]["scheduled_for"]
     when = jobs.next_night(services.organization_timezone(), acting.id, utcnow())
     assert scheduled_for == when.isoformat()
     assert utcnow() < when <= utcnow() + timedelta(days=1)
