@@ -10,23 +10,26 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import FlaskGroup
 
+from crm import embedded
 from crm.config import Config
+from crm.processes import Child, KeepsDyingError, Supervisor
+
+# The embedded Redis this process started: `crm up` starts it again should it die.
+_started_redis: embedded.EmbeddedRedis | None = None
 
 
 def prepare_environment(instance: Path | None = None) -> None:
     """Fill DATABASE_URL, MIGRATION_DATABASE_URL, REDIS_URL and SECRET_KEY when unset."""
-    from crm import embedded
-
+    global _started_redis
     instance = instance or Path(Config.INSTANCE_PATH)
     instance.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("DATABASE_URL"):
@@ -39,6 +42,7 @@ def prepare_environment(instance: Path | None = None) -> None:
         redis_server = embedded.start_redis(instance)
         os.environ["REDIS_URL"] = redis_server.url
         if redis_server.process is not None:
+            _started_redis = redis_server
             atexit.register(embedded.stop_redis, redis_server)
     if not os.environ.get("SECRET_KEY"):
         key_file = instance / "secret_key"
@@ -75,41 +79,39 @@ def main() -> None:
 @click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)))
 @click.option("--host", default="127.0.0.1")
 def up(port: int, host: str) -> None:
-    """Migrate, then run web, worker and the WhatsApp supervisor together until Ctrl-C."""
+    """Migrate, then run web, workers and the WhatsApp supervisor together until Ctrl-C.
+
+    A process that dies is started again (so is the embedded Redis); one that keeps dying
+    stops everything (see crm/processes.py).
+    """
     # Unless the operator named the public address, it is the one served here: emailed links
     # and the trusted host follow --port.
     served_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     public_url = os.environ.setdefault("PUBLIC_URL", f"http://{served_host}:{port}")
     subprocess.run([sys.executable, "-m", "crm", "db", "upgrade"], check=True)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "crm", "run-web", "--host", host,
-                          "--port", str(port)]),
-        subprocess.Popen([sys.executable, "-m", "crm", "worker"]),
-        subprocess.Popen([sys.executable, "-m", "crm", "whatsapp", "supervise"]),
-    ]
+    supervisor = Supervisor(_up_children(host, port))
     click.echo(f"Wasl is running on {public_url} — press Ctrl-C to stop.")
-    _wait_for(children)
+    try:
+        supervisor.run()
+    except KeepsDyingError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
-def _wait_for(children: list[subprocess.Popen]) -> None:
-    stop = False
-
-    def request_stop(*_args) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    while not stop and all(child.poll() is None for child in children):
-        time.sleep(0.3)
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    for child in children:
-        try:
-            child.wait(15)
-        except subprocess.TimeoutExpired:
-            child.kill()
+def _up_children(host: str, port: int) -> list[Child]:
+    """Web, a worker per class of queues (so a bulk job never holds a reply), the WhatsApp
+    supervisor; and the embedded Redis when this process started it."""
+    crm = [sys.executable, "-m", "crm"]
+    children = [Child("web", partial(subprocess.Popen, [*crm, "run-web", "--host", host,
+                                                        "--port", str(port)]))]
+    children += [Child(f"worker ({name})", partial(subprocess.Popen, [
+        *crm, "worker", "--queues", ",".join(queues)]))
+        for name, queues in Config.RQ_QUEUE_CLASSES.items()]
+    children.append(Child("whatsapp supervisor", partial(subprocess.Popen,
+                                                         [*crm, "whatsapp", "supervise"])))
+    if _started_redis is not None:
+        children.append(Child("redis", partial(embedded.restart_redis, _started_redis),
+                              process=_started_redis.process, server=True))
+    return children
 
 
 @cli.command("run-web")

