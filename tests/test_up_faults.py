@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -45,9 +46,11 @@ def package_only(directory: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def elsewhere() -> Path:
+def elsewhere() -> Iterator[Path]:
     """A working directory outside the repository, whose path holds only the package."""
-    return Path(tempfile.mkdtemp(prefix="wasl-elsewhere-"))
+    directory = Path(tempfile.mkdtemp(prefix="wasl-elsewhere-"))
+    yield directory
+    shutil.rmtree(directory)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +129,7 @@ def replaced(up: Up, pid: int, *words: str) -> int | None:
     return now if now not in (None, pid) else None
 
 
-def test_crm_worker_runs_from_another_directory(stack, elsewhere):
+def test_crm_worker_runs_from_another_directory(stack):
     """`crm worker --burst`, run where the repository is not, works off the queues and ends."""
     result = stack.crm("worker", "--burst")
 
