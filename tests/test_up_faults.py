@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from redis import Redis
 
 from crm.embedded import _is_listening
 from crm.foundation.demo import DEMO_EMAIL, DEMO_PASSWORD
@@ -163,10 +164,12 @@ def test_a_killed_redis_is_started_again_with_its_data(stack, shop):
     """SIGKILL of the embedded Redis: it comes back on its port, with what it held, and
     replies are sent again."""
     port = int((stack.instance / "redis.port").read_text())
+    Redis(port=port).set("wasl:fault-test", "kept")
     pid = kill(stack, "redis-server")
 
     wait_until(lambda: replaced(stack, pid, "redis-server"), "Redis started again", RECOVERY)
     assert _is_listening(port)
+    assert Redis(port=port).get("wasl:fault-test") == b"kept"
     shop.send("sent after Redis was killed")
     wait_until(lambda: shop.delivered("sent after Redis was killed"),
                "the send reaching the Graph API", RECOVERY)
