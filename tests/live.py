@@ -30,6 +30,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from crm import create_app
+from crm.config import Config
 from crm.extensions import db, limiter, socketio
 from crm.realtime import emit_to_org, message_channel
 from crm.tenancy import organization_context
@@ -202,8 +203,10 @@ class LiveServer:
                 "CRM_INSTANCE_PATH": str(settings["INSTANCE_PATH"]), "PUBLIC_URL": self.url,
                 "WHATSAPP_MEDIA_HOSTS": settings["WHATSAPP_MEDIA_HOSTS"], "SMTP_HOST": ""}
 
-    def run_worker(self, queues: tuple[str, ...] = ("default",)) -> subprocess.CompletedProcess:
-        """Run `crm worker --burst` in a process of its own until the queues are empty."""
+    def run_worker(self, queues: tuple[str, ...] = Config.RQ_QUEUES
+                   ) -> subprocess.CompletedProcess:
+        """Run `crm worker --burst` in a process of its own until the queues are empty (all of
+        them, as a plain `crm worker` does, unless told which)."""
         return subprocess.run(
             [sys.executable, "-m", "crm", "worker", "--burst", "--queues", ",".join(queues)],
             cwd=ROOT, env=self.environment(), capture_output=True, text=True,
