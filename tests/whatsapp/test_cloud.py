@@ -644,6 +644,27 @@ def test_a_template_is_sent_in_metas_template_format(app, client, graph, number)
                                     {"type": "text", "text": "1024"}]}]}
 
 
+def test_a_template_sent_from_the_inbox_reaches_meta_with_its_parameters(app, client, graph,
+                                                                        number):
+    """The composer's template (name, language, a text per parameter) goes out as Meta's
+    template object, its parameters as the body's."""
+    deliver(client, number.url, payload("text"))
+    conversation_id = conversations(number.org_id)[0].id
+    with organization_context(number.org_id):
+        message_id = services.send_template(db.session.get(Conversation, conversation_id),
+                                            db.session.get(User, number.admin_id),
+                                            "order_update", "ar", ["1024", "الرياض"]).id
+
+    run_jobs(app, queues=("whatsapp",))
+
+    [sent] = graph.sends()
+    assert sent["template"] == {"name": "order_update", "language": {"code": "ar"},
+                                "components": [{"type": "body", "parameters": [
+                                    {"type": "text", "text": "1024"},
+                                    {"type": "text", "text": "الرياض"}]}]}
+    assert number.get(Message, message_id).status == "sent"
+
+
 def test_marking_a_conversation_read_sends_the_read_receipt(app, client, graph, number):
     """The agent opening the conversation sends Meta's read receipt for the last message."""
     conversation = customer_writes(client, number)

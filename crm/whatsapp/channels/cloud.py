@@ -273,17 +273,23 @@ def _check_public(host: str, port: int) -> None:
 
 
 def _template(content: dict) -> dict[str, Any]:
-    """Meta's template object from what the outbox stored: name, language, components."""
-    name = content.get("name")
+    """Meta's template object from what the outbox stored: the inbox's
+    `{"template": {name, language, parameters}}` (each parameter a body text) or Meta's own
+    name, language and components."""
+    spec = content.get("template") if isinstance(content.get("template"), dict) else content
+    name = spec.get("name")
     if not name:
         raise ChannelError("invalid_template", "The template has no name.")
-    language = content.get("language") or "en_US"
+    language = spec.get("language") or "en_US"
     template: dict[str, Any] = {
         "name": name,
         "language": language if isinstance(language, dict) else {"code": language},
     }
-    if content.get("components"):
-        template["components"] = content["components"]
+    components = spec.get("components") or ([{"type": "body", "parameters": [
+        {"type": "text", "text": text} for text in spec["parameters"]]}]
+        if spec.get("parameters") else None)
+    if components:
+        template["components"] = components
     return template
 
 
