@@ -121,7 +121,8 @@ def search_function_sql(signature: str) -> str:
             f"{SEARCH_FUNCTIONS[signature]}$body$")
 
 
-# The customer list's page, for lists that search or filter by tag (crm/customers/services.py).
+# The customer list's page, for lists that search or filter by tag
+# (crm/customers/services/search.py).
 # Returning every match, as the search functions above do, made a broad term («عبد», thousands of
 # customers) cost all its matches before the list kept 50. This function returns the page
 # itself, in the list's order after its cursor, with all the list's filters applied, in two

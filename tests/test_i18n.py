@@ -10,8 +10,9 @@ from babel.messages.pofile import read_po
 from bs4 import BeautifulSoup
 from sqlalchemy import update
 
-from crm.customers import scoring, services
+from crm.customers import services
 from crm.customers.models import Customer, CustomerActivity
+from crm.customers.services import scoring
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.models import utcnow

@@ -26,9 +26,10 @@ from crm.api.openapi import (
     ref,
     versioned,
 )
-from crm.customers import scoring, services
+from crm.customers import services
 from crm.customers.models import ACTIVITY_TYPES, SOURCES, CustomerActivity, SalesStage, Segment
 from crm.customers.models import Customer as CustomerModel
+from crm.customers.services import scoring
 from crm.errors import NotFoundError, ValidationError
 from crm.foundation.api import _object as _all_required
 from crm.foundation.api import iso

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 
-from crm.customers import scoring, services
+from crm.customers import services
 from crm.customers.models import Customer
+from crm.customers.services import scoring
 from crm.errors import ValidationError
 from crm.events import subscribe
 from crm.extensions import db

@@ -2,7 +2,7 @@
 the job that runs it, its report of rejected rows) and the export of a filtered list.
 
 The rows themselves are written by crm/customers/jobs.py `run_import`, in batches, through
-the validation of crm/customers/services.py.
+the validation of crm/customers/services/fields.py.
 
 Excel on Arabic Windows saves "CSV" in Windows-1256, "CSV UTF-8" with a BOM and "Unicode text"
 in UTF-16 with tabs. The upload detects the encoding and separator from the file's first bytes

@@ -6,13 +6,7 @@ CONFLICT DO NOTHING, updated with one executemany, and committed together with t
 counters. So a job cut off at any point reruns from `processed_rows` without writing a row
 twice; the report of rejected rows is trimmed back to that point too.
 
-Nightly rescoring (decay changes scores with nothing happening): an organization's data is
-visible only to a transaction that carries it, so there is no job over every organization;
-each organization has its own chain instead. `keep_nightly_rescore()` schedules the next run
-with RQ's scheduler (`enqueue_at`, run by `crm worker`, which starts the scheduler) at 02:00 in
-the organization's time zone, plus a few minutes that spread organizations over the night; each
-nightly run schedules the next. A Redis key makes scheduling idempotent, and the chain is armed
-again whenever the organization is used (`list_stages()`), so it survives a Redis flush.
+Nightly rescoring: `rescore_all`, on the schedule crm/customers/services/nightly.py keeps.
 """
 
 from __future__ import annotations
@@ -24,7 +18,6 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -34,55 +27,23 @@ from flask_babel import gettext as _
 from sqlalchemy import select, text
 
 from crm import events
-from crm.customers import imports, scoring, services
+from crm.customers import imports, services
 from crm.customers.models import Customer, CustomerImport
+from crm.customers.services import nightly, scoring
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import current_organization
-from crm.jobs import BULK_QUEUE, get_queue, redis, run_job
 from crm.models import utcnow
 from crm.search import fold_text
 from crm.tenancy import current_organization_id, get_in_organization
-from crm.transaction import commit, on_commit, rollback
+from crm.transaction import commit, rollback
 
 log = logging.getLogger("crm.customers")
 BATCH = 500
-RESCORE_KEY = "crm:customers:rescore-scheduled:{org}"
-_armed: dict[int, datetime] = {}  # organization → next run this process knows is scheduled
 
 
 # -- nightly rescoring ----------------------------------------------------------------------
-
-def next_night(zone: Any, org_id: int, now: datetime) -> datetime:
-    """02:00 in `zone` plus up to two hours by organization, the next time it comes."""
-    local = now.astimezone(zone)
-    night = datetime.combine(local.date(), time(2), zone) + timedelta(minutes=org_id % 120)
-    if night <= local:
-        night += timedelta(days=1)
-    return night.astimezone(UTC)
-
-
-def keep_nightly_rescore() -> None:
-    """Make sure the current organization's nightly rescoring is scheduled (after commit;
-    this process asks Redis at most once a night per organization)."""
-    org_id = current_organization_id()
-    now = utcnow()
-    if org_id is None or _armed.get(org_id, now) > now:
-        return
-    when = next_night(services.organization_timezone(), org_id, now)
-    on_commit(lambda: _arm(org_id, when))
-
-
-def _arm(org_id: int, when: datetime) -> None:
-    ttl = int((when - utcnow()).total_seconds()) + 3600
-    if redis().set(RESCORE_KEY.format(org=org_id), when.isoformat(), nx=True, ex=max(ttl, 60)):
-        get_queue(BULK_QUEUE).enqueue_at(when, run_job, f"{__name__}:rescore_all", org_id, (),
-                                         {"scheduled_for": when.isoformat()},
-                                         description="crm nightly rescore")
-        log.info("nightly rescoring of organization %s scheduled at %s", org_id, when)
-    _armed[org_id] = when
-
 
 def rescore_all(scheduled_for: str | None = None) -> int:
     """Rescore every customer of the organization in batches; return how many changed.
@@ -96,17 +57,7 @@ def rescore_all(scheduled_for: str | None = None) -> int:
         return _rescore_batches()
     finally:
         if scheduled_for is not None:
-            _continue_chain(org_id, scheduled_for)
-
-
-def _continue_chain(org_id: int, scheduled_for: str) -> None:
-    key = RESCORE_KEY.format(org=org_id)
-    armed = redis().get(key)
-    if armed is not None and armed.decode() != scheduled_for:
-        return
-    redis().delete(key)
-    _armed.pop(org_id, None)
-    _arm(org_id, next_night(services.organization_timezone(), org_id, utcnow()))
+            nightly.continue_chain(org_id, scheduled_for)
 
 
 def _rescore_batches() -> int:

@@ -30,8 +30,9 @@ from flask_babel import format_decimal, lazy_gettext
 from flask_babel import gettext as _
 
 from crm import navigation
-from crm.customers import imports, live, scoring, services
+from crm.customers import imports, live, services
 from crm.customers.models import ACTIVITY_TYPES, SOURCES, Customer, SalesStage
+from crm.customers.services import scoring
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import services as foundation
 from crm.foundation.views import (

@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 
 from crm import events
 from crm.config import Config
-from crm.customers import imports, jobs, scoring
+from crm.customers import imports, jobs
 from crm.customers.models import Customer, CustomerActivity, CustomerImport, CustomFieldDefinition
+from crm.customers.services import scoring
 from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
 from crm.jobs import BULK_QUEUE, get_queue

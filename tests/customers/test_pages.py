@@ -23,6 +23,7 @@ from crm.customers.models import (
     Segment,
 )
 from crm.customers.views import Card, find_move, read_board
+from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation import services as foundation_services
 from crm.foundation.models import AuditEntry
@@ -661,7 +662,7 @@ def test_a_board_order_that_makes_no_sense_is_refused():
     """Cards before any column, or values that are not numbers, are a 422."""
     for values in (["1:2:3.0"], ["stage:x"], ["stage:1", "1:2"], ["stage:1", "1:1:nan"],
                    [f"stage:{2**63}"], ["stage:1", f"{2**64}:1:0"]):
-        with pytest.raises(services.ValidationError):
+        with pytest.raises(ValidationError):
             read_board(values)
 
 

@@ -15,8 +15,9 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select, text, update
 
 from crm import events
-from crm.customers import imports, jobs, scoring, services
+from crm.customers import imports, jobs, services
 from crm.customers.models import Customer, CustomerActivity, SalesStage
+from crm.customers.services import nightly, scoring, search
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.jobs import BULK_QUEUE, get_queue
@@ -284,7 +285,7 @@ def test_searches_and_tag_filters_page_through_every_match_once_in_order(acting,
     by reading the list in order (a broad term) or through its GIN indexes (rare matches: a
     scan of one row per row of the page sends almost every page there); with the other
     filters applied, and counted alike."""
-    monkeypatch.setattr(services, "PAGE_SCAN", scan)
+    monkeypatch.setattr(search, "PAGE_SCAN", scan)
     made = _crowd(acting)
     stage_id = services.list_stages()[0].id
     in_order = [c.id for c in db.session.scalars(services.filtered_query(
@@ -336,7 +337,7 @@ def test_a_search_by_name_pages_matches_that_cluster_far_down_the_order(
     match, so the name order is read there without the GIN index; 133 rows for 10 matches is
     not, nor are 2 matches a page, and the GIN step sorts them. Either way every match comes
     once, in order, and the names the term does not match never do."""
-    monkeypatch.setattr(services, "PAGE_SCAN", 1)
+    monkeypatch.setattr(search, "PAGE_SCAN", 1)
     assert db.session.scalar(text("SELECT pg_relation_size('customers')")) <= (
         CUSTOMER_PAGE_SAMPLE_PAGES * 8192), "the sample must cover the table for this test"
     matching = [make_customer(acting, name=f"عبدالله {n:02}") for n in range(matches)]
@@ -805,7 +806,7 @@ def test_nightly_rescoring_is_scheduled_once_and_reschedules_itself(app, acting,
     """However often the organization is used, one run is scheduled for the night; the
     nightly run rescores everyone and schedules the next night's; a stale run (its chain
     replaced meanwhile) schedules nothing."""
-    monkeypatch.setattr(jobs, "_armed", {})
+    monkeypatch.setattr(nightly, "_armed", {})
     registry = ScheduledJobRegistry(queue=get_queue(BULK_QUEUE))
     customer = make_customer(acting)
     customer_id = customer.id
@@ -815,7 +816,7 @@ def test_nightly_rescoring_is_scheduled_once_and_reschedules_itself(app, acting,
     commit()
     [job_id] = registry.get_job_ids()
     scheduled_for = get_queue(BULK_QUEUE).fetch_job(job_id).args[3]["scheduled_for"]
-    when = jobs.next_night(services.organization_timezone(), acting.id, utcnow())
+    when = nightly.next_night(services.organization_timezone(), acting.id, utcnow())
     assert scheduled_for == when.isoformat()
     assert utcnow() < when <= utcnow() + timedelta(days=1)
 

@@ -2,7 +2,7 @@
 and why ("+20 replied on WhatsApp in the last 7 days").
 
 Customers are rescored when something they did reaches the CRM (crm/customers/events.py), on
-a change of stage or custom field (crm/customers/services.py), after the rules change, and
+a change of stage or custom field (customers.py, board.py), after the rules change, and
 nightly for the decay (crm/customers/jobs.py).
 """
 
@@ -19,20 +19,21 @@ from flask_babel import gettext as _
 from sqlalchemy import delete, func, select, text
 
 from crm.customers.models import Customer, CustomerActivity, SalesStage, ScoringRule
-from crm.customers.services import (
+from crm.customers.services.fields import (
     check_bool,
     check_custom_value,
     check_int,
-    check_stage,
     collect,
-    ensure_default_stages,
     field_definitions_by_key,
 )
+from crm.customers.services.nightly import RESCORE_JOB
+from crm.customers.services.stages import check_stage, ensure_default_stages
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
 from crm.i18n import isolate
+from crm.jobs import BULK_QUEUE, enqueue
 from crm.models import utcnow
 from crm.tenancy import current_organization_id, get_in_organization
 
@@ -52,8 +53,6 @@ def list_rules() -> list[ScoringRule]:
 
 def save_rules(actor: User, rules: object) -> list[ScoringRule]:
     """Replace the scoring rules; every customer is rescored by a job."""
-    from crm.customers.jobs import rescore_all
-
     if not isinstance(rules, list | tuple) or len(rules) > 50:
         raise ValidationError({"rules": _("Send at most %(n)d rules.", n=50)})
     checked, errors = [], {}
@@ -69,9 +68,7 @@ def save_rules(actor: User, rules: object) -> list[ScoringRule]:
     db.session.add_all(saved)
     db.session.flush()
     audit("scoring.rules_saved", actor, None, count=len(saved))
-    from crm.jobs import BULK_QUEUE, enqueue
-
-    enqueue(rescore_all, queue=BULK_QUEUE)
+    enqueue(RESCORE_JOB, queue=BULK_QUEUE)
     return saved
 
 
