@@ -62,8 +62,23 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=redis(), default_timeout=JOB_TIMEOUT)
 
 
+def resolve(path: str) -> Callable:
+    """The function a job's path ("module:function", the name RQ stores) names."""
+    module_name, _, attr = path.partition(":")
+    func = importlib.import_module(module_name)
+    for part in attr.split("."):
+        func = getattr(func, part)
+    return func
+
+
 def _path(target: str | Callable) -> str:
-    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    """A job's path. One given as text is resolved at once, so that a misspelt path fails
+    where it is enqueued rather than in a worker; services name their module's jobs so
+    (jobs.py builds on services, not the other way round)."""
+    if isinstance(target, str):
+        resolve(target)
+        return target
+    return f"{target.__module__}:{target.__qualname__}"
 
 
 def enqueue(target: str | Callable, *args: Any, queue: str = "default",
@@ -139,10 +154,7 @@ def run_job(path: str, org_id: int | None, args: tuple, kwargs: dict) -> Any:
     in one process, and `g` (enabled modules, locale) or the session's identity map must not
     carry one organization's state into the next job.
     """
-    module_name, _, attr = path.partition(":")
-    func = importlib.import_module(module_name)
-    for part in attr.split("."):
-        func = getattr(func, part)
+    func = resolve(path)
     with current_app.app_context(), organization_context(org_id):
         try:
             result = func(*args, **kwargs)

@@ -46,6 +46,23 @@ def _actions(org_id: int) -> list[str]:
             AuditEntry.action.like("test.%")).order_by(AuditEntry.id)))
 
 
+def test_a_job_named_by_its_path_runs_and_a_misspelt_path_is_refused_at_once(app, org):
+    """A service names its module's jobs by path (the name RQ stores); a path that names no
+    function fails where it is enqueued, not later in a worker."""
+    with organization_context(org.id):
+        enqueue("tests.test_jobs:write_audit", "test.by_path")
+        with pytest.raises(AttributeError):
+            enqueue("tests.test_jobs:no_such_job")
+        with pytest.raises(ImportError):
+            enqueue("tests.no_such_module:write_audit")
+    org_id = org.id
+    commit()
+
+    run_jobs(app)
+
+    assert _actions(org_id) == ["test.by_path"]
+
+
 def test_a_job_is_enqueued_only_when_the_transaction_commits(org):
     """Until commit the queue is empty; the commit enqueues the job once."""
     with organization_context(org.id):

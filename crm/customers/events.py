@@ -27,6 +27,7 @@ from crm.events import subscribe
 from crm.extensions import db
 from crm.foundation.services import enabled_modules
 from crm.search import normalize_phone
+from crm.whatsapp.services import link_customer
 
 log = logging.getLogger("crm.customers")
 
@@ -70,7 +71,7 @@ def _customer_for(payload: dict, *, create: bool) -> Customer | None:
     if customer is None and create:
         customer = _create_from_whatsapp(payload, phone)
     if customer is not None and customer.id != payload.get("customer_id"):
-        _link(payload["conversation_id"], customer.id)
+        link_customer(payload["conversation_id"], customer.id)
     return customer
 
 
@@ -92,12 +93,6 @@ def _profile_name(payload: dict) -> str:
         return services.check_text((payload.get("contact_name") or "")[:160], "name", 160)
     except ValidationError:  # control characters in a profile name
         return ""
-
-
-def _link(conversation_id: int, customer_id: int) -> None:
-    from crm.whatsapp.services import link_customer
-
-    link_customer(conversation_id, customer_id)
 
 
 def _log_message(customer: Customer, payload: dict, type_: str) -> None:

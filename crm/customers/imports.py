@@ -47,9 +47,11 @@ from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
 from crm.i18n import current_language
+from crm.jobs import BULK_QUEUE, enqueue
 from crm.search import fold_text
 from crm.tenancy import current_organization_id, get_in_organization, organization_context
 
+IMPORT_JOB = "crm.customers.jobs:run_import"  # jobs.py builds on this module
 IMPORT_MAX_BYTES = 50 * 1024 * 1024
 IMPORT_PREVIEW_ROWS = 5
 EXPORT_PAGE = 500
@@ -372,9 +374,6 @@ def configure_import(actor: User, imp: CustomerImport, mapping: object, on_dupli
     (label, key, type, choices), created here through the field service. Any error creates
     no field at all: the savepoint takes back those already made.
     """
-    from crm.customers.jobs import run_import
-    from crm.jobs import BULK_QUEUE, enqueue
-
     if imp.status != "uploaded":
         raise ConflictError(_("This import has already started."))
     reading = reading or Reading.of(imp)
@@ -388,20 +387,17 @@ def configure_import(actor: User, imp: CustomerImport, mapping: object, on_dupli
     imp.encoding, imp.delimiter = reading.encoding, reading.delimiter
     imp.status = "queued"
     audit("customer_import.started", actor, imp, on_duplicate=imp.on_duplicate)
-    enqueue(run_import, imp.id, queue=BULK_QUEUE)
+    enqueue(IMPORT_JOB, imp.id, queue=BULK_QUEUE)
     return imp
 
 
 def resume_import(actor: User, imp: CustomerImport) -> CustomerImport:
     """Run a failed import again: it continues after the last row it saved."""
-    from crm.customers.jobs import run_import
-    from crm.jobs import BULK_QUEUE, enqueue
-
     if imp.status != "failed":
         raise ConflictError(_("Only a failed import can be resumed."))
     imp.status, imp.error = "queued", None
     audit("customer_import.resumed", actor, imp)
-    enqueue(run_import, imp.id, queue=BULK_QUEUE)
+    enqueue(IMPORT_JOB, imp.id, queue=BULK_QUEUE)
     return imp
 
 
