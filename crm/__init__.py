@@ -46,6 +46,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     navigation.init_app(app)
 
     from crm.api import blueprint as api_blueprint
+    from crm.customers import settings_views  # noqa: F401 - routes of the customers blueprint
     from crm.customers.views import blueprint as customers_blueprint
     from crm.foundation.views import blueprint as foundation_blueprint
     from crm.whatsapp.views import blueprint as whatsapp_blueprint
