@@ -9,11 +9,10 @@ fragment instead of the page (STYLE.md "one template, two entry points").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
 import phonenumbers
 from flask import (
@@ -437,81 +436,6 @@ def board_column(stage_id: int):
                            customers=customers, next_cursor=next_cursor)
 
 
-class Card(NamedTuple):
-    """A card as the board drew it: the stage it was in and its position then."""
-
-    id: int
-    stage_id: int
-    position: float
-
-
-class Move(NamedTuple):
-    card: Card
-    stage_id: int
-    after_id: int | None  # the card just above where it was dropped
-    before_id: int | None  # the card just below
-
-
-def read_board(values: list[str]) -> dict[int, list[Card]]:
-    """The board's posted order: each column's marker ("stage:<id>"), then its cards
-    ("<id>:<stage id>:<position>"), top to bottom."""
-    columns: dict[int, list[Card]] = {}
-    cards: list[Card] | None = None
-    try:
-        for value in values:
-            if value.startswith("stage:"):
-                cards = columns.setdefault(_posted_id(value.removeprefix("stage:")), [])
-            elif cards is not None:
-                card_id, stage_id, position = value.split(":")
-                cards.append(Card(_posted_id(card_id), _posted_id(stage_id),
-                                  _posted_position(position)))
-            else:
-                raise ValueError(value)
-    except (ValueError, ValidationError):
-        raise ValidationError({"order": _("The board sent an order that makes no sense. "
-                                          "Reload the page.")}) from None
-    return columns
-
-
-def _posted_id(raw: str) -> int:
-    value = services.check_id(raw, "order")
-    if value is None:
-        raise ValueError(raw)
-    return value
-
-
-def _posted_position(raw: str) -> float:
-    position = float(raw)
-    if not math.isfinite(position):
-        raise ValueError(raw)
-    return position
-
-
-def find_move(columns: dict[int, list[Card]]) -> Move | None:
-    """The card a drag moved: one drawn in another column than it now sits in, else the one
-    whose place in its column changed (None when nothing moved)."""
-    for stage_id, cards in columns.items():
-        for index, card in enumerate(cards):
-            if card.stage_id != stage_id:
-                return _move(stage_id, cards, index)
-    for stage_id, cards in columns.items():
-        drawn = sorted(cards, key=lambda card: (card.position, card.id))
-        changed = [index for index, (now, before) in enumerate(zip(cards, drawn, strict=True))
-                   if now != before]
-        if changed:
-            first, last = changed[0], changed[-1]
-            # A card dragged up lands first in the changed stretch; one dragged down, last.
-            moved = drawn[last] if cards[first] == drawn[last] else drawn[first]
-            return _move(stage_id, cards, cards.index(moved))
-    return None
-
-
-def _move(stage_id: int, cards: list[Card], index: int) -> Move:
-    above = cards[index - 1].id if index > 0 else None
-    below = cards[index + 1].id if index + 1 < len(cards) else None
-    return Move(cards[index], stage_id, above, below)
-
-
 def board_refused(message: str, status: int) -> Response:
     """The move was not saved: say why and reload the board, which shows what is saved."""
     flash(message, "error")
@@ -524,7 +448,7 @@ def board_refused(message: str, status: int) -> Response:
 @require("crm", "write")
 def move_card():
     try:
-        move = find_move(read_board(request.form.getlist("order")))
+        move = services.find_move(services.read_board(request.form.getlist("order")))
         if move is None:
             return "", 204
         customer = services.access_customer(move.card.id)

@@ -22,7 +22,7 @@ from crm.customers.models import (
     ScoringRule,
     Segment,
 )
-from crm.customers.views import Card, find_move, read_board
+from crm.customers.services import Card, find_move, read_board
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation import services as foundation_services

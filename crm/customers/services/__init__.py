@@ -36,9 +36,13 @@ from crm.customers.services.activities import (
 )
 from crm.customers.services.board import (
     BOARD_STEP,
+    Card,
+    Move,
     board_column,
     board_columns,
+    find_move,
     move_customer,
+    read_board,
     stage_counts,
 )
 from crm.customers.services.customers import (
@@ -115,8 +119,10 @@ __all__ = [
     "PAGE_SCAN",
     "SCORE_LIMIT",
     "SORTS",
+    "Card",
     "CustomerFilters",
     "DuplicateCustomerError",
+    "Move",
     "access_activity",
     "access_customer",
     "access_field",
@@ -152,6 +158,7 @@ __all__ = [
     "ensure_default_stages",
     "field_definitions_by_key",
     "filtered_query",
+    "find_move",
     "list_activities",
     "list_customers",
     "list_field_definitions",
@@ -163,6 +170,7 @@ __all__ = [
     "not_found",
     "organization_timezone",
     "parse_filters",
+    "read_board",
     "readable_messages",
     "reorder_stages",
     "resolve_customer",
