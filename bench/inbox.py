@@ -154,10 +154,10 @@ def _drain(app: Flask) -> Result:
     'latency' per message applied, so that req/s reads as messages applied and broadcast per
     second."""
     from crm.jobs import run_job
-    from crm.whatsapp import ingest
+    from crm.whatsapp.ingest import DRAIN_JOB
 
     def drain() -> int:
-        return run_job(f"{ingest.__name__}:drain", None, (), {})
+        return run_job(DRAIN_JOB, None, (), {})
 
     with app.app_context():
         start = time.perf_counter()

@@ -49,7 +49,7 @@ JOB_ID = "crm-recovery"
 CLOCK_KEY = "crm:recovery:clock"
 BATCH = 1000  # rows of each kind looked at per run (the oldest first)
 # What each run does, in order: functions without arguments, each in its own transactions.
-TASKS = ("crm.whatsapp.ingest:recover", "crm.whatsapp.services:recover_outbox",
+TASKS = ("crm.whatsapp.jobs:recover_ingest", "crm.whatsapp.jobs:recover_outbox",
          "crm.mail:recover_outbox")
 
 

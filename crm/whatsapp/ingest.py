@@ -1,31 +1,15 @@
-"""Cloud API webhook deliveries: what they say, keeping them, and applying them.
+"""Cloud API webhook deliveries: what they say, and keeping them to be applied.
 
 The webhook verifies a delivery's signature, checks its shape with `parse_delivery`, keeps the
 raw body for its organization (`accept`; the platform's webhook first routes it by phone number
 id, `platform_routes` and `accept_platform`) and answers Meta at once. Deliveries are tenant
-rows like any other, behind both walls. The `drain` job applies what was kept, in the
-non-forking worker (`crm worker`), where rendering the live fragments costs Meta's request
-nothing.
-
-The drain goes round the organizations that have deliveries waiting, oldest first, and takes
-at most BATCH of each per round, so one organization's backlog (a flood, a slow moment) never
-delays another's deliveries by more than one batch. Deliveries are claimed with a lease
-(`claimed_until`): a job that dies lets its batch go when the lease is up and the next drain
-applies it. Applying is idempotent (messages by provider id, statuses never move backwards),
-so a delivery applied twice — Meta retrying, a job cut off after a commit — changes nothing the
-second time. An applied delivery is deleted at once; one that used up its attempts stays, with
-its last error, for WHATSAPP_DELIVERY_RETENTION_DAYS, then the `purge` job deletes it.
+rows like any other, behind both walls. The `drain` job (crm/whatsapp/jobs.py) applies what was
+kept, in the non-forking worker (`crm worker`), where rendering the live fragments costs Meta's
+request nothing.
 
 At most one drain waits in the queue: the webhook enqueues one only when none is waiting (a
 Redis key that a drain deletes as it starts, so a delivery kept after that start enqueues the
-next drain). Each worker enqueues one as it starts, and a drain that leaves deliveries behind
-(claimed by a job that died, or failed) schedules the next for when their lease is up, and the
-purge for when the oldest dead delivery's retention is over. Should a drain be lost with its
-mark left behind (a worker killed as it took it, Redis refusing it), the recovery job drains
-whatever the mark says (`recover`).
-
-The organizations' queue is read through SECURITY DEFINER functions that return only ids and
-times (the drain starts with no organization); everything else runs as one organization.
+next drain). Each worker enqueues one as it starts (`request_drain`).
 
 Payload shapes follow Meta's "messages" webhook reference (incoming messages, statuses,
 business-scoped user ids).
@@ -38,33 +22,26 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from itertools import groupby
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import insert, text
 
 from crm.extensions import db
-from crm.jobs import enqueue_now, get_queue, redis, run_job
-from crm.models import utcnow
-from crm.tenancy import get_in_organization, organization_context
-from crm.transaction import commit, on_commit, rollback
-from crm.whatsapp import live, services
+from crm.jobs import enqueue_now, redis
+from crm.tenancy import organization_context
+from crm.transaction import on_commit
 from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
 from crm.whatsapp.channels.cloud import MEDIA_ID
-from crm.whatsapp.models import Message, WebhookDelivery, WhatsAppProfile
+from crm.whatsapp.models import WebhookDelivery
 
 log = logging.getLogger("crm.whatsapp.ingest")
 
 QUEUE = "inbound"  # first in the workers' order: what customers write comes before the rest
-BATCH = 100  # deliveries of one organization per round of the drain
-LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 5  # then a delivery stays, with its last error, for someone to look at
+DRAIN_JOB = "crm.whatsapp.jobs:drain"  # jobs.py builds on this module
 PENDING_KEY = "whatsapp:ingest:pending"
 PENDING_TTL = 60  # seconds; should the enqueue after the key be lost, a later delivery retries
-SCHEDULED_KEY = "whatsapp:ingest:scheduled"
-PURGE_KEY = "whatsapp:ingest:purge-scheduled"
 MEDIA = {"image", "video", "audio", "document", "sticker"}
 STATUSES = {"sent", "delivered", "read", "failed"}
 
@@ -153,250 +130,12 @@ def request_drain() -> None:
     if not redis().set(PENDING_KEY, 1, nx=True, ex=PENDING_TTL):
         return
     try:
-        enqueue_now(f"{__name__}:drain", queue=QUEUE, org_id=None,
-                    description="whatsapp ingest")
+        enqueue_now(DRAIN_JOB, queue=QUEUE, org_id=None, description="whatsapp ingest")
     except Exception:
         redis().delete(PENDING_KEY)
         raise
 
 
-def recover() -> None:
-    """Enqueue a drain if deliveries wait for one, whatever the mark says: a stale mark must not
-    hold them back (a task of the recovery job)."""
-    if _organizations_due():
-        redis().set(PENDING_KEY, 1, ex=PENDING_TTL)
-        enqueue_now(f"{__name__}:drain", queue=QUEUE, org_id=None,
-                    description="whatsapp ingest (recovered)")
-
-
-# -- applying ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    profile_id: int | None
-    body: bytes
-
-
-def drain() -> int:
-    """Apply every delivery kept and not claimed by another job, a batch of each organization
-    in turn (the job). How many."""
-    redis().delete(PENDING_KEY)
-    # What a batch writes is what its broadcasts show: keep it loaded across the commit rather
-    # than read each row back, and start every batch from rows read afresh.
-    session = db.session()
-    session.expire_on_commit = False
-    applied, claimed = 0, True
-    while claimed:
-        claimed = False
-        for org_id in _organizations_due():
-            with organization_context(org_id):
-                if batch := _claim():
-                    claimed = True
-                    session.expire_all()
-                    with live.broadcasting_many():
-                        applied += _apply_batch(org_id, batch)
-    _schedule_leftovers()
-    _schedule_purge()
-    return applied
-
-
-def _organizations_due() -> list[int]:
-    """The organizations with deliveries nobody holds, the one waiting longest first."""
-    return list(db.session.scalars(text("SELECT organization_id FROM "
-                                        "wasl_whatsapp_deliveries_due(:max_attempts)"),
-                                   {"max_attempts": MAX_ATTEMPTS}))
-
-
-def _claim() -> list[Claimed]:
-    """The current organization's oldest deliveries nobody holds, at most BATCH, held by this
-    job for LEASE (committed at once, so the hold outlives the transactions that apply them)."""
-    free = (select(WebhookDelivery.id)
-            .where(WebhookDelivery.attempts < MAX_ATTEMPTS,
-                   (WebhookDelivery.claimed_until.is_(None))
-                   | (WebhookDelivery.claimed_until < func.now()))
-            .order_by(WebhookDelivery.id).limit(BATCH).with_for_update(skip_locked=True))
-    rows = db.session.execute(
-        update(WebhookDelivery).where(WebhookDelivery.id.in_(free.scalar_subquery()))
-        .values(claimed_until=func.now() + LEASE, attempts=WebhookDelivery.attempts + 1)
-        .returning(WebhookDelivery.id, WebhookDelivery.profile_id, WebhookDelivery.body)
-        .execution_options(synchronize_session=False)).all()
-    commit()
-    return sorted((Claimed(*row) for row in rows), key=lambda claimed: claimed.id)
-
-
-@dataclass(frozen=True)
-class Routed:
-    """One change of one delivery, with the organization's number it is for."""
-
-    delivery_id: int
-    profile_id: int
-    change: Change
-
-
-def _apply_batch(org_id: int, batch: list[Claimed]) -> int:
-    """Apply a batch of organization `org_id` in one transaction; if it fails, its deliveries
-    are retried one by one, so one bad delivery holds back only itself. How many were
-    applied."""
-    items: list[Routed] = []
-    errors: dict[int, str] = {}
-    routes = _Routes()
-    for claimed in batch:
-        try:
-            changes = parse_delivery(json.loads(claimed.body))
-        except (ValueError, UnicodeDecodeError) as exc:  # kept by an older, laxer parser
-            errors[claimed.id] = f"malformed: {exc}"
-            continue
-        items += routes.route(claimed, changes)
-    if items and _apply_in(org_id, items) is not None:
-        for delivery_id, group in groupby(items, key=lambda item: item.delivery_id):
-            error = _apply_in(org_id, list(group))
-            if error is not None:
-                errors[delivery_id] = error
-    _finish([claimed.id for claimed in batch if claimed.id not in errors], errors)
-    return len(batch) - len(errors)
-
-
-class _Routes:
-    """Which of the current organization's numbers each change is for, looked up once per
-    batch. Under the organization's walls: a delivery never writes into another one's."""
-
-    def __init__(self) -> None:
-        self._profile_of: dict[str, int | None] = {}
-
-    def route(self, claimed: Claimed, changes: list[Change]) -> list[Routed]:
-        self._look_up({change.phone_number_id for change in changes} - self._profile_of.keys())
-        routed = []
-        for change in changes:
-            profile_id = self._profile_of[change.phone_number_id]
-            if profile_id is None:
-                log.warning("WhatsApp change for phone number id %s skipped: no such number "
-                            "here", change.phone_number_id)
-                continue
-            routed.append(Routed(claimed.id, profile_id, change))
-        return routed
-
-    def _look_up(self, phone_number_ids: set[str]) -> None:
-        if not phone_number_ids:
-            return
-        found: dict[str, int] = {}
-        for phone_number_id, profile_id in db.session.execute(
-                select(WhatsAppProfile.phone_number_id, WhatsAppProfile.id)
-                .where(WhatsAppProfile.phone_number_id.in_(phone_number_ids),
-                       WhatsAppProfile.provider == "cloud", ~WhatsAppProfile.is_deleted)
-                .order_by(WhatsAppProfile.verified_at.is_(None), WhatsAppProfile.id)):
-            found.setdefault(phone_number_id, profile_id)  # a proven number first
-        self._profile_of.update({key: found.get(key) for key in phone_number_ids})
-
-
-def _apply_in(org_id: int, items: list[Routed]) -> str | None:
-    """Apply `items` as organization `org_id` in one transaction; the error, if it failed.
-
-    The commit delivers the events (the live inbox, the CRM's job).
-    """
-    with organization_context(org_id):
-        try:
-            touched = _apply(items)  # held through the commit's broadcasts (weak identity map)
-            touched += [message.conversation for message in touched]
-            commit()
-        except Exception as exc:
-            rollback()
-            log.exception("WhatsApp deliveries %s of organization %s failed",
-                          sorted({item.delivery_id for item in items}), org_id)
-            return f"{type(exc).__name__}: {exc}"[:500]
-    return None
-
-
-def _apply(items: list[Routed]) -> list[Message]:
-    """Apply one organization's changes: each number's messages together, in order, then the
-    statuses. The messages stored or moved on."""
-    inbound: dict[int, list[InboundMessage]] = defaultdict(list)
-    statuses: dict[int, list[StatusUpdate]] = defaultdict(list)
-    for item in items:
-        inbound[item.profile_id] += item.change.messages
-        statuses[item.profile_id] += item.change.statuses
-    applied: list[Message | None] = []
-    for profile_id in inbound:
-        profile = get_in_organization(WhatsAppProfile, profile_id)
-        if profile is None or profile.provider != "cloud":
-            log.warning("WhatsApp changes for profile %s, not a cloud profile, skipped",
-                        profile_id)
-            continue
-        applied += services.receive_many(profile, inbound[profile_id])
-        applied += [services.apply_status(profile, update_) for update_ in statuses[profile_id]]
-    return [message for message in applied if message is not None]
-
-
-def _finish(done: list[int], errors: dict[int, str]) -> None:
-    """Forget what was applied; keep what failed, with its error, for the lease to run out."""
-    if done:
-        db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(done)))
-    for delivery_id, error in errors.items():
-        db.session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                           .values(last_error=error))
-    commit()
-
-
-def _schedule_leftovers() -> None:
-    """Have a drain run when the earliest lease still held runs out (a job died holding it, or
-    its deliveries failed and wait to be retried)."""
-    due = db.session.scalar(text("SELECT wasl_whatsapp_deliveries_next_lease(:max_attempts)"),
-                            {"max_attempts": MAX_ATTEMPTS})
-    if due is None or not redis().set(SCHEDULED_KEY, 1, nx=True, px=_until(due)):
-        return
-    get_queue(QUEUE).enqueue_at(due, run_job, f"{__name__}:drain", None, (), {},
-                                description="whatsapp ingest (retry)")
-
-
-def _until(due: datetime) -> int:
-    return max(1, int((due - datetime.now(UTC)).total_seconds() * 1000))
-
-
-# -- purging -----------------------------------------------------------------------------------
-
-def purge() -> int:
-    """Delete the deliveries that used up their attempts once their retention is over, in each
-    organization, then schedule the next purge (the job). How many."""
-    redis().delete(PURGE_KEY)
-    cutoff = utcnow() - _retention()
-    purged = 0
-    for org_id, oldest in _dead_deliveries():
-        if oldest >= cutoff:
-            continue
-        with organization_context(org_id):
-            purged += db.session.execute(
-                delete(WebhookDelivery).where(WebhookDelivery.attempts >= MAX_ATTEMPTS,
-                                              WebhookDelivery.received_at < cutoff)
-                .execution_options(synchronize_session=False)).rowcount
-            commit()
-    if purged:
-        log.info("%s dead WhatsApp deliveries purged", purged)
-    _schedule_purge()
-    return purged
-
-
-def _schedule_purge() -> None:
-    """Have the purge run when the oldest dead delivery's retention is over (at the latest:
-    a delivery received earlier that dies later is purged by that run too)."""
-    oldest = min((received for _org, received in _dead_deliveries()), default=None)
-    if oldest is None:
-        return
-    due = oldest + _retention()
-    if not redis().set(PURGE_KEY, 1, nx=True, px=_until(due)):
-        return
-    get_queue(QUEUE).enqueue_at(due, run_job, f"{__name__}:purge", None, (), {},
-                                description="whatsapp ingest purge")
-
-
-def _dead_deliveries() -> list[tuple[int, datetime]]:
-    """Each organization with deliveries that used up their attempts, and the oldest's time."""
-    return [tuple(row) for row in db.session.execute(
-        text("SELECT organization_id, oldest FROM wasl_whatsapp_deliveries_dead(:max_attempts)"),
-        {"max_attempts": MAX_ATTEMPTS})]
-
-
-def _retention() -> timedelta:
-    return timedelta(days=current_app.config["WHATSAPP_DELIVERY_RETENTION_DAYS"])
 
 
 # -- parsing -----------------------------------------------------------------------------------

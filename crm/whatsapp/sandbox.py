@@ -11,7 +11,6 @@ from crm.errors import ValidationError, file_too_large
 from crm.extensions import db
 from crm.models import utcnow
 from crm.search import normalize_phone
-from crm.tenancy import get_in_organization
 from crm.whatsapp import media, services
 from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
@@ -57,15 +56,6 @@ def _image(upload) -> tuple[str, dict, bytes]:
         raise file_too_large(limit)
     return "image", {"mime_type": mime_type, "filename": upload.filename[:200],
                      "size": len(data)}, data
-
-
-def deliver(message_id: int) -> None:
-    """The job the sandbox channel enqueues: the simulated phone received the message."""
-    message = get_in_organization(Message, message_id)
-    if message is not None and message.provider_message_id:
-        services.apply_status(message.conversation.profile, StatusUpdate(
-            provider_message_id=message.provider_message_id, status="delivered",
-            timestamp=utcnow(), our_message_id=message.id))
 
 
 def customer_reads(conversation: Conversation) -> None:

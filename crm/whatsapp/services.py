@@ -1,13 +1,10 @@
-"""Every write of the WhatsApp module: numbers, inbound ingest, the outbox, conversations.
+"""Every write of the WhatsApp module: inbound messages, the outbox, conversations. Numbers
+(profiles) are in profiles.py, the jobs in jobs.py.
 
 Inbound messages and status updates from any channel come through `receive_inbound` and
 `apply_status`, idempotent by the provider's message id, so a redelivered webhook changes
-nothing. Outbound messages are written `queued` (the outbox) and sent by the `send_message` job,
-which claims the row with FOR UPDATE SKIP LOCKED and marks it `sending`, with a lease, before
-the request leaves: a run cut off mid-send leaves `sending`, which becomes `unknown` once the
-lease is up (the recovery job, or a run of the job that finds it) — never a second send. The
-provider's later status update settles it. A send whose job was lost (Redis down as it was
-committed) is enqueued again by the recovery job (crm/recovery.py).
+nothing. Outbound messages are written `queued` (the outbox) and sent at most once by the
+`send_message` job (crm/whatsapp/jobs.py says how).
 """
 
 from __future__ import annotations
@@ -36,17 +33,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crm import events, recovery
+from crm import events
 from crm.errors import ConflictError, NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
-from crm.jobs import TransientError, attempts_left, enqueue
+from crm.jobs import enqueue
 from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
 from crm.tenancy import get_in_organization
 from crm.text import clean_text, has_control_characters
-from crm.transaction import commit
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import (
@@ -61,10 +57,10 @@ log = logging.getLogger("crm.whatsapp")
 SERVICE_WINDOW = timedelta(hours=24)
 PREVIEW_LENGTH = 200
 QUEUE = "whatsapp"
-# How long a send job holds its message `sending`: far longer than a send takes (the Graph
-# API's timeouts, the linked device's command timeout). Should a slow send outlive it, the
-# answer still counts: a message made `unknown` meanwhile becomes sent, or failed.
-SEND_LEASE = timedelta(minutes=5)
+# The jobs this module enqueues (crm/whatsapp/jobs.py, which builds on this module).
+SEND_JOB = "crm.whatsapp.jobs:send_message"
+MEDIA_JOB = "crm.whatsapp.jobs:download_media"
+RECEIPT_JOB = "crm.whatsapp.jobs:send_read_receipt"
 
 
 # -- access -------------------------------------------------------------------------------
@@ -278,8 +274,8 @@ def _after_receiving(profile: WhatsAppProfile, inbound: InboundMessage, message:
     if inbound.contact_name and conversation.contact_name != inbound.contact_name[:120]:
         conversation.contact_name = inbound.contact_name[:120]
     if inbound.content.get("media_id"):
-        enqueue(download_media, message.id, queue=QUEUE)
-    events.publish("message.received", _message_payload(message, conversation))
+        enqueue(MEDIA_JOB, message.id, queue=QUEUE)
+    events.publish("message.received", message_payload(message, conversation))
 
 
 def _apply_reaction(profile: WhatsAppProfile, inbound: InboundMessage) -> None:
@@ -377,7 +373,7 @@ def queue_outbound(conversation: Conversation, sender: User, *, type_: str = "te
     db.session.add(message)
     db.session.flush()
     _touch(conversation, message)
-    enqueue(send_message, message.id, queue=QUEUE, job_id=send_job_id(message.id))
+    enqueue(SEND_JOB, message.id, queue=QUEUE, job_id=send_job_id(message.id))
     return message
 
 
@@ -395,116 +391,15 @@ def send_text(conversation: Conversation, sender: User, body: object,
     return queue_outbound(conversation, sender, body=body.strip(), reply_to=reply_to)
 
 
-def send_message(message_id: int) -> None:
-    """The outbox job: send one queued message at most once."""
-    message = db.session.execute(
-        select(Message).where(Message.id == message_id, Message.direction == "out",
-                              Message.status.in_(("queued", "sending")))
-        .with_for_update(skip_locked=True)).scalar_one_or_none()
-    if message is None:
-        return  # sent, settled, or being sent by another worker right now
-    if message.status == "sending":
-        # Another run is sending it (its lease holds), or was cut off after the request may
-        # have left: never send it again.
-        if _lease_over(message):
-            _give_up(message)
-        return
-    message.status = "sending"
-    message.claimed_until = utcnow() + SEND_LEASE
-    commit()  # recorded before the request leaves, so a crash cannot cause a second send
-    provider_id, refusal = None, None
-    try:
-        provider_id = channel_for(message.conversation.profile).send(message)
-    except DeliveryUncertainError as exc:
-        log.warning("message %s: delivery uncertain (%s); waiting for the status webhook",
-                    message.id, exc)
-    except ChannelError as exc:
-        refusal = exc
-    # A status webhook may have arrived while the request was in flight: it wins.
-    db.session.refresh(message, with_for_update=True)
-    if provider_id:
-        _record_sent(message, provider_id)
-    elif message.status in ("sending", "unknown") and refusal is not None:
-        message.status = "failed"
-        message.failed_at = utcnow()
-        message.error_code = refusal.code
-        message.error_message = refusal.message[:500]
-    elif message.status == "sending":
-        message.status = "unknown"
-    _announce_status(message)
-
-
-def _lease_over(message: Message) -> bool:
-    """Is the send job that marked the message `sending` to be taken for dead?"""
-    return message.claimed_until is None or message.claimed_until < utcnow()
-
-
-def _give_up(message: Message) -> None:
-    """A send job died while the message was `sending`: it is `unknown` until the provider's
-    status update says what became of it."""
-    log.warning("message %s: its send was cut off; unknown until WhatsApp's status update",
-                message.id)
-    message.status = "unknown"
-    _announce_status(message)
-
-
-def recover_outbox() -> None:
-    """Enqueue again the sends whose job was lost; make `unknown` what a dead job left
-    `sending` past its lease (a task of the recovery job)."""
-    recovery.enqueue_again(recovery.stuck("wasl_messages_unsent", recovery.queued_before()),
-                           f"{__name__}:send_message", QUEUE, send_job_id)
-    recovery.settle_lease_over(Message, "wasl_messages_lease_over", _give_up)
-
-
-def _record_sent(message: Message, provider_id: str) -> None:
-    message.provider_message_id = message.provider_message_id or provider_id
-    if STATUS_RANK[message.status] < STATUS_RANK["sent"]:
-        message.status = "sent"
-        message.sent_at = message.sent_at or utcnow()
-    events.publish("message.sent", _message_payload(message, message.conversation))
-
-
-def _announce_status(message: Message) -> None:
-    events.publish("message.status", {"message_id": message.id,
-                                      "conversation_id": message.conversation_id,
-                                      "status": message.status})
-
-
 def retry_message(message: Message, actor: User) -> Message:
     """Send a failed message again (a person decided to; `unknown` ones are never retried)."""
     if message.direction != "out" or message.status != "failed":
         raise ConflictError(_("Only a failed message can be sent again."))
     message.status = "queued"
     message.error_code = message.error_message = message.failed_at = None
-    enqueue(send_message, message.id, queue=QUEUE, job_id=send_job_id(message.id))
+    enqueue(SEND_JOB, message.id, queue=QUEUE, job_id=send_job_id(message.id))
     log.info("message %s retried by %s", message.id, actor)
     return message
-
-
-def download_media(message_id: int) -> None:
-    """Fetch an inbound message's media into storage, or record why it could not be (the
-    bubble says so). Idempotent: skips what is stored or failed, so a refusal is final. A
-    failure of a moment has the job run again later (TransientError), and is final only once
-    the job's retries are used up."""
-    from crm.whatsapp import media
-
-    message = get_in_organization(Message, message_id)
-    if message is None or message.content.get("path") or message.content.get("media_error"):
-        return
-    try:
-        data, mime_type = channel_for(message.conversation.profile).download_media(message)
-    except ChannelError as exc:
-        if exc.transient and attempts_left():
-            raise TransientError(f"message {message.id}: media not downloaded yet: {exc}") from exc
-        log.warning("message %s: media not downloaded: %s (%s)", message.id, exc.message,
-                    exc.code)
-        message.content = {**message.content, "media_error": exc.code}
-    else:
-        path = media.store(message, data, mime_type)
-        message.content = {**message.content, "path": path, "mime_type": mime_type,
-                           "size": len(data)}
-    events.publish("message.updated", {"message_id": message.id,
-                                       "conversation_id": message.conversation_id})
 
 
 def mark_conversation_read(conversation: Conversation, actor: User) -> None:
@@ -520,20 +415,11 @@ def mark_conversation_read(conversation: Conversation, actor: User) -> None:
         Message.conversation_id == conversation.id, Message.direction == "in",
         Message.read_at.is_(None)).values(read_at=utcnow()))
     if latest is not None:
-        enqueue(send_read_receipt, latest, queue=QUEUE)
+        enqueue(RECEIPT_JOB, latest, queue=QUEUE)
     events.publish("conversation.updated", {"conversation_id": conversation.id})
 
 
-def send_read_receipt(message_id: int) -> None:
-    message = get_in_organization(Message, message_id)
-    if message is not None:
-        try:
-            channel_for(message.conversation.profile).mark_read(message)
-        except (ChannelError, DeliveryUncertainError) as exc:
-            log.info("read receipt for message %s not sent: %s", message_id, exc)
-
-
-def _message_payload(message: Message, conversation: Conversation) -> dict:
+def message_payload(message: Message, conversation: Conversation) -> dict:
     return {"message_id": message.id, "conversation_id": conversation.id,
             "profile_id": conversation.profile_id, "direction": message.direction,
             "contact_phone": conversation.contact_phone,

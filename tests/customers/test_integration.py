@@ -107,7 +107,7 @@ def test_a_redelivered_event_logs_nothing_twice(org, profile):
     org_id, profile_id = ident(org), ident(profile)
     message, conversation_id = _customer_sends(org_id, profile_id, "0501112222", "Nada", "hi")
     with organization_context(org_id):
-        payload = whatsapp._message_payload(message, _conversation(org_id, conversation_id))
+        payload = whatsapp.message_payload(message, _conversation(org_id, conversation_id))
         events.publish("message.received", payload)
     _delivered()
 
@@ -165,7 +165,7 @@ def test_a_message_naming_a_merged_customer_reaches_the_survivor(org, profile):
         services.merge_customers(org.admin, services.access_customer(survivor_id),
                                  services.access_customer(duplicate.id))
         db.session.flush()
-        payload = {**whatsapp._message_payload(message, db.session.get(Conversation,
+        payload = {**whatsapp.message_payload(message, db.session.get(Conversation,
                                                                        conversation_id)),
                    "message_id": message.id + 10_000, "customer_id": duplicate.id}
         events.publish("message.received", payload)

@@ -573,7 +573,7 @@ def test_a_send_cut_off_is_unknown_never_resent_and_settled_by_the_status_webhoo
 
     message_id = reply(app, number, conversation.id, "On its way")
     unknown = number.get(Message, message_id).status
-    enqueue_now("crm.whatsapp.services:send_message", message_id, queue="whatsapp",
+    enqueue_now("crm.whatsapp.jobs:send_message", message_id, queue="whatsapp",
                 org_id=number.org_id)
     run_jobs(app, queues=("whatsapp",))
     send_status(client, number, "wamid.LATE.ANSWER", "delivered", message_id)

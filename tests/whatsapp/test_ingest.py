@@ -15,7 +15,7 @@ from crm.extensions import db
 from crm.jobs import run_job
 from crm.models import utcnow
 from crm.tenancy import organization_context
-from crm.whatsapp import ingest, services
+from crm.whatsapp import ingest, jobs, services
 from crm.whatsapp.models import WebhookDelivery
 from tests.factories import run_jobs
 from tests.whatsapp.test_cloud import (
@@ -95,7 +95,7 @@ def test_a_delivery_held_by_a_job_that_died_waits_for_its_lease_then_is_applied_
     """A job killed mid-batch leaves its deliveries claimed: no other drain takes them while
     the lease runs, a retry is scheduled for when it ends, and then they are applied once."""
     deliver(client, number.url, text_delivery(1), apply=False)
-    change_kept(number.org_id, claimed_until=utcnow() + ingest.LEASE, attempts=1)
+    change_kept(number.org_id, claimed_until=utcnow() + jobs.LEASE, attempts=1)
     deliver(client, number.url, text_delivery(2))  # a later delivery's drain runs now
 
     assert [m.body for m in messages(number.org_id)] == ["message 2"]
@@ -236,7 +236,7 @@ def test_two_workers_draining_at_once_apply_each_delivery_once(live_server):
     from tests.whatsapp.factories import make_profile
     from tests.whatsapp.test_cloud import APP_SECRET, signature
 
-    count, number_id = 2 * ingest.BATCH + 50, "106540352249999"  # the live database is shared
+    count, number_id = 2 * jobs.BATCH + 50, "106540352249999"  # the live database is shared
     with live_server.transaction():
         org = make_org()
         org_id = org.id
@@ -251,7 +251,7 @@ def test_two_workers_draining_at_once_apply_each_delivery_once(live_server):
     with live_server.app.app_context():
         live_server.app.extensions["crm.redis"].flushdb()
         for _drain in range(2):
-            enqueue_now(f"{ingest.__name__}:drain", queue=ingest.QUEUE, org_id=None)
+            enqueue_now(f"{jobs.__name__}:drain", queue=ingest.QUEUE, org_id=None)
 
     with ThreadPoolExecutor(2) as pool:
         workers = list(pool.map(lambda _n: live_server.run_worker(queues=(ingest.QUEUE,)),
@@ -376,7 +376,7 @@ def test_a_backlog_of_one_organization_does_not_delay_anothers(app, client, numb
     a_ids = sorted(message.id for message in messages(number.org_id))
     [b_message] = messages(b.org_id)
     assert len(a_ids) == 1000
-    assert b_message.id < a_ids[ingest.BATCH]
+    assert b_message.id < a_ids[jobs.BATCH]
 
 
 # -- purging -------------------------------------------------------------------------------------
@@ -393,13 +393,13 @@ def test_dead_deliveries_are_purged_once_the_retention_is_over(app, client, numb
     change_kept(number.org_id, expired, received_at=utcnow() - retention - timedelta(hours=1))
     change_kept(number.org_id, recent, waiting,
                 received_at=utcnow() - retention + timedelta(hours=1))
-    change_kept(number.org_id, waiting, claimed_until=utcnow() + ingest.LEASE, attempts=1)
+    change_kept(number.org_id, waiting, claimed_until=utcnow() + jobs.LEASE, attempts=1)
 
     run_jobs(app, queues=(ingest.QUEUE,))  # the drain: nothing to apply, a purge to schedule
     scheduled = ScheduledJobRegistry(queue=inbound_queue(app))
     purges = [job_id for job_id in scheduled.get_job_ids()
               if "purge" in inbound_queue(app).fetch_job(job_id).args[0]]
     assert len(purges) == 1
-    run_job(f"{ingest.__name__}:purge", None, (), {})
+    run_job(f"{jobs.__name__}:purge", None, (), {})
 
     assert [delivery.id for delivery in kept(number.org_id)] == [recent, waiting]

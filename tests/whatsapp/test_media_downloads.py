@@ -18,6 +18,7 @@ from crm.extensions import db
 from crm.foundation.models import User
 from crm.jobs import enqueue, get_queue
 from crm.tenancy import organization_context
+from crm.whatsapp import jobs as whatsapp_jobs
 from crm.whatsapp import services
 from crm.whatsapp.models import Message
 from tests.factories import login, run_jobs
@@ -108,7 +109,7 @@ def test_a_stored_media_id_that_is_not_digits_is_never_sent_to_the_graph_api(
     [image] = messages(number.org_id)
     with organization_context(number.org_id):
         db.session.get(Message, image.id).content = {"media_id": "../../me", "mime_type": "x"}
-        enqueue(services.download_media, image.id, queue="whatsapp")
+        enqueue(whatsapp_jobs.download_media, image.id, queue="whatsapp")
     graph.requests.clear()
     run_jobs(app, queues=("whatsapp",))
 
@@ -182,7 +183,7 @@ def test_a_redirect_is_not_followed_and_the_download_is_not_retried(app, client,
 
     image = image_arrives(app, client, number)
     with organization_context(number.org_id):
-        enqueue(services.download_media, image.id, queue="whatsapp")
+        enqueue(whatsapp_jobs.download_media, image.id, queue="whatsapp")
     run_jobs(app, queues=("whatsapp",))
 
     assert downloads(graph) == [f"/download/{MEDIA_ID}"]
@@ -268,7 +269,7 @@ def test_a_linked_device_download_waits_for_the_supervisor(app, org, monkeypatch
     with organization_context(org_id):
         voice_id = make_message(conversation, type="audio", body="", content={
             "web_media": "eyJ1cmwiOiAieCJ9", "mime_type": "audio/ogg"}).id
-        enqueue(services.download_media, voice_id, queue=services.QUEUE)
+        enqueue(whatsapp_jobs.download_media, voice_id, queue=services.QUEUE)
 
     run_jobs(app, queues=(services.QUEUE,))
 

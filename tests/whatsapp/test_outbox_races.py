@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from crm.extensions import db
 from crm.models import utcnow
 from crm.tenancy import organization_context
-from crm.whatsapp import services
+from crm.whatsapp import jobs, services
 from crm.whatsapp.channels.base import ChannelError, DeliveryUncertainError, StatusUpdate
 from crm.whatsapp.models import Message
 from tests.whatsapp.factories import make_conversation, make_profile
@@ -34,7 +34,7 @@ class _Channel:
 
 @pytest.fixture
 def raced(monkeypatch, org):
-    monkeypatch.setattr(services, "channel_for", lambda profile: _Channel(profile))
+    monkeypatch.setattr(jobs, "channel_for", lambda profile: _Channel(profile))
     profile = make_profile(org, "sandbox")
     conversation = make_conversation(profile)
     with organization_context(org.id):
@@ -50,7 +50,7 @@ def test_a_status_that_arrived_during_the_send_is_kept(raced, outcome, monkeypat
     """A send that times out, fails or succeeds after the webhook said delivered stays
     delivered: never knocked back to unknown, failed or sent."""
     monkeypatch.setattr(_Channel, "outcome", outcome)
-    services.send_message(raced.id)
+    jobs.send_message(raced.id)
     db.session.refresh(raced)
     assert raced.status == "delivered"
     assert raced.provider_message_id == "wamid.raced"
@@ -80,7 +80,7 @@ class _Overtaken(_Channel):
 
     def send(self, message):
         self.calls.append(message.id)
-        services.send_message(message.id)
+        jobs.send_message(message.id)
         self.seen.append(db.session.scalar(select(Message.status).where(
             Message.id == message.id).execution_options(populate_existing=True)))
         return "wamid.once"
@@ -90,7 +90,7 @@ def test_a_second_run_during_the_send_neither_sends_nor_marks_it(monkeypatch, or
     """The job run again while the first run's request is in flight finds the message
     `sending` within its lease: it sends nothing and leaves it `sending` (not `unknown`); the
     first run records the provider's answer."""
-    monkeypatch.setattr(services, "channel_for", lambda profile: _Overtaken(profile))
+    monkeypatch.setattr(jobs, "channel_for", lambda profile: _Overtaken(profile))
     monkeypatch.setattr(_Overtaken, "seen", [])
     monkeypatch.setattr(_Overtaken, "calls", [])
     conversation = make_conversation(make_profile(org, "sandbox"))
@@ -98,7 +98,7 @@ def test_a_second_run_during_the_send_neither_sends_nor_marks_it(monkeypatch, or
         message = services.send_text(conversation, org.admin, "مرة واحدة")
         db.session.flush()
 
-        services.send_message(message.id)
+        jobs.send_message(message.id)
 
         db.session.flush()
         db.session.refresh(message)

@@ -26,7 +26,7 @@ from crm.jobs import get_queue
 from crm.models import utcnow
 from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit
-from crm.whatsapp import media, sandbox, services
+from crm.whatsapp import jobs, media, sandbox, services
 from crm.whatsapp.channels.base import (
     ChannelError,
     DeliveryUncertainError,
@@ -313,8 +313,8 @@ def test_the_send_job_sends_once_and_records_the_provider_id(number, sends, publ
     message = services.send_text(make_conversation(number), number_admin(number), "مرحبا")
     assert message.status == "queued"
 
-    services.send_message(message.id)
-    services.send_message(message.id)
+    jobs.send_message(message.id)
+    jobs.send_message(message.id)
 
     _reload(message)
     assert message.status == "sent"
@@ -331,12 +331,12 @@ def test_a_send_cut_off_mid_request_becomes_unknown_and_is_never_resent(number, 
     message.status = "sending"
     db.session.flush()
 
-    services.send_message(message.id)
+    jobs.send_message(message.id)
 
     _reload(message)
     assert message.status == "unknown"
     assert sends == []
-    services.send_message(message.id)  # and unknown is never picked up again
+    jobs.send_message(message.id)  # and unknown is never picked up again
     assert sends == []
 
 
@@ -346,7 +346,7 @@ def test_a_delivery_in_doubt_is_unknown(number, monkeypatch):
 
     monkeypatch.setattr(SandboxChannel, "send", uncertain)
     message = services.send_text(make_conversation(number), number_admin(number), "hello")
-    services.send_message(message.id)
+    jobs.send_message(message.id)
     _reload(message)
     assert message.status == "unknown"
 
@@ -360,7 +360,7 @@ def test_a_refused_send_fails_with_the_reason_and_a_retry_queues_it_again(app, n
 
     monkeypatch.setattr(SandboxChannel, "send", refuse)
     message = services.send_text(make_conversation(number), number_admin(number), "hello")
-    services.send_message(message.id)
+    jobs.send_message(message.id)
     _reload(message)
     assert (message.status, message.error_code, message.error_message) == (
         "failed", "130429", "Rate limit hit")

@@ -9,8 +9,11 @@ from __future__ import annotations
 import uuid
 from typing import ClassVar
 
+from crm.jobs import enqueue
 from crm.whatsapp.channels.base import ChannelError
 from crm.whatsapp.models import Message, WhatsAppProfile
+
+DELIVER_JOB = "crm.whatsapp.jobs:deliver_sandbox"  # the simulated phone received it
 
 
 class SandboxChannel:
@@ -21,11 +24,8 @@ class SandboxChannel:
         self.profile = profile
 
     def send(self, message: Message) -> str:
-        from crm.jobs import enqueue
-        from crm.whatsapp import sandbox
-
         provider_id = f"sandbox.{uuid.uuid4().hex}"
-        enqueue(sandbox.deliver, message.id, queue="whatsapp")
+        enqueue(DELIVER_JOB, message.id, queue="whatsapp")
         return provider_id
 
     def mark_read(self, message: Message) -> None:
