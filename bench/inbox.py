@@ -261,7 +261,7 @@ def _cloud_profile() -> tuple[int, int]:
     from crm.models import utcnow
     from crm.tenancy import organization_context
     from crm.transaction import commit
-    from crm.whatsapp import services
+    from crm.whatsapp import profiles
     from crm.whatsapp.models import WhatsAppProfile
 
     registration = foundation.register_organization("متجر وصل", "مدير المتجر",
@@ -273,7 +273,7 @@ def _cloud_profile() -> tuple[int, int]:
         # answered for the number, and Meta's handshake has reached its webhook.
         db.session.add(WhatsAppProfile(
             display_name="خدمة العملاء", provider="cloud", state="connected",
-            phone_number_id=PHONE_NUMBER_ID, verify_token=services.new_verify_token(),
+            phone_number_id=PHONE_NUMBER_ID, verify_token=profiles.new_verify_token(),
             secrets=encrypt({"access_token": "bench-token", "app_secret": APP_SECRET}),
             verified_at=utcnow(), webhook_verified_at=utcnow(), connected_at=utcnow()))
         commit()

@@ -40,7 +40,7 @@ from crm.foundation.models import User
 from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone
 from crm.web import upload_body_limit
-from crm.whatsapp import media, services
+from crm.whatsapp import media, profiles, services
 from crm.whatsapp.channels.web import current_qr
 from crm.whatsapp.models import (
     CONVERSATION_STATUSES,
@@ -138,7 +138,7 @@ def _me() -> User:
 @api.get("/whatsapp/profiles")
 @require("whatsapp", "read")
 def list_whatsapp_profiles():
-    return page(services.list_profiles(), None, profile_json)
+    return page(profiles.list_profiles(), None, profile_json)
 
 
 @api.post("/whatsapp/profiles")
@@ -150,7 +150,7 @@ def create_whatsapp_profile():
         _optional_text(data, name, longest)
     if not isinstance(data.get("auto_assign", False), bool):
         raise ValidationError({"auto_assign": _("Choose yes or no.")})
-    profile = services.create_profile(
+    profile = profiles.create_profile(
         _me(), data.get("provider"), data.get("display_name"),
         phone_number=data.get("phone_number"), phone_number_id=data.get("phone_number_id"),
         business_account_id=data.get("business_account_id"),
@@ -162,14 +162,14 @@ def create_whatsapp_profile():
 @api.get("/whatsapp/profiles/<int:profile_id>")
 @require("whatsapp", "read")
 def show_whatsapp_profile(profile_id: int):
-    return profile_json(services.access_profile(profile_id))
+    return profile_json(profiles.access_profile(profile_id))
 
 
 @api.delete("/whatsapp/profiles/<int:profile_id>")
 @require("settings", "write")
 @require("whatsapp", "write")
 def delete_whatsapp_profile(profile_id: int):
-    services.delete_profile(_me(), services.access_profile(profile_id))
+    profiles.delete_profile(_me(), profiles.access_profile(profile_id))
     return "", 204
 
 
@@ -177,15 +177,15 @@ def delete_whatsapp_profile(profile_id: int):
 @require("settings", "write")
 @require("whatsapp", "write")
 def disconnect_whatsapp_profile(profile_id: int):
-    return profile_json(services.disconnect_profile(_me(), services.access_profile(profile_id)))
+    return profile_json(profiles.disconnect_profile(_me(), profiles.access_profile(profile_id)))
 
 
 @api.post("/whatsapp/connect")
 @require("settings", "write")
 @require("whatsapp", "write")
 def connect_whatsapp_profile():
-    profile = services.access_profile(body_id(json_body(), "profile_id"))
-    services.connect_profile(_me(), profile)
+    profile = profiles.access_profile(body_id(json_body(), "profile_id"))
+    profiles.connect_profile(_me(), profile)
     # The supervisor publishes the QR code once it has started pairing (after this commit),
     # and again each time WhatsApp rotates it; the page also hears it as `qrCode`.
     qr = current_qr(profile.id) if profile.provider == "web" else None
@@ -328,7 +328,7 @@ def _send_target(data: dict[str, Any], me: User) -> Conversation:
         return services.access_conversation(body_id(data, "conversation_id"), me)
     if not by_phone:
         raise ValidationError({"conversation_id": _("This field is required.")})
-    profile = services.access_profile(body_id(data, "profile_id"))
+    profile = profiles.access_profile(body_id(data, "profile_id"))
     return _conversation_with(profile, _phone(data), me)
 
 

@@ -42,7 +42,7 @@ from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, is_htmx
-from crm.whatsapp import live, media, sandbox, services
+from crm.whatsapp import live, media, profiles, sandbox, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
 
 blueprint = Blueprint("whatsapp", __name__)
@@ -246,7 +246,7 @@ def _list_context(filters: InboxFilters) -> dict:
 
 def _profiles() -> list[WhatsAppProfile]:
     if "wa_profiles" not in g:
-        g.wa_profiles = services.list_profiles()
+        g.wa_profiles = profiles.list_profiles()
     return g.wa_profiles
 
 
@@ -624,7 +624,7 @@ def _numbers_page(status: int = 200, **context):
     context.setdefault("errors", {})
     context.setdefault("values", {})
     context.setdefault("form_provider", None)
-    return render_template("whatsapp/numbers.html", profiles=services.list_profiles(),
+    return render_template("whatsapp/numbers.html", profiles=profiles.list_profiles(),
                            **context), status
 
 
@@ -641,7 +641,7 @@ def create_number():
     form = request.form
     provider = form.get("provider")
     try:
-        profile = services.create_profile(
+        profile = profiles.create_profile(
             _me(), provider, _form_text("display_name") or _default_name(provider),
             phone_number=form.get("phone_number") or None,
             phone_number_id=form.get("phone_number_id"),
@@ -683,7 +683,7 @@ def _number_context(profile: WhatsAppProfile) -> dict:
 @require_numbers_admin
 def number(profile_id: int):
     return render_template("whatsapp/number.html",
-                           **_number_context(services.access_profile(profile_id)))
+                           **_number_context(profiles.access_profile(profile_id)))
 
 
 @blueprint.get("/whatsapp/numbers/<int:profile_id>/state")
@@ -691,7 +691,7 @@ def number(profile_id: int):
 def number_state(profile_id: int):
     """The connection state (and QR code while pairing); refreshed on the supervisor's events."""
     return render_template("whatsapp/_number_state.html",
-                           **_number_context(services.access_profile(profile_id)))
+                           **_number_context(profiles.access_profile(profile_id)))
 
 
 def _state_answer(profile: WhatsAppProfile):
@@ -704,14 +704,14 @@ def _state_answer(profile: WhatsAppProfile):
 @blueprint.post("/whatsapp/numbers/<int:profile_id>/connect")
 @require_numbers_admin
 def connect_number(profile_id: int):
-    profile = services.connect_profile(_me(), services.access_profile(profile_id))
+    profile = profiles.connect_profile(_me(), profiles.access_profile(profile_id))
     return _state_answer(profile)
 
 
 @blueprint.post("/whatsapp/numbers/<int:profile_id>/disconnect")
 @require_numbers_admin
 def disconnect_number(profile_id: int):
-    profile = services.disconnect_profile(_me(), services.access_profile(profile_id))
+    profile = profiles.disconnect_profile(_me(), profiles.access_profile(profile_id))
     flash(_("%(name)s was disconnected.", name=isolate(profile.display_name)), "success")
     return _state_answer(profile)
 
@@ -719,8 +719,8 @@ def disconnect_number(profile_id: int):
 @blueprint.post("/whatsapp/numbers/<int:profile_id>/delete")
 @require_numbers_admin
 def delete_number(profile_id: int):
-    profile = services.access_profile(profile_id)
-    services.delete_profile(_me(), profile)
+    profile = profiles.access_profile(profile_id)
+    profiles.delete_profile(_me(), profile)
     flash(_("%(name)s was removed. Its conversations stay in the inbox.",
             name=isolate(profile.display_name)), "success")
     return redirect(url_for("whatsapp.numbers"), 303)
@@ -729,7 +729,7 @@ def delete_number(profile_id: int):
 # -- the sandbox (admins): play the customer -----------------------------------------------------
 
 def _sandbox_profile(profile_id: int) -> WhatsAppProfile:
-    profile = services.access_profile(profile_id)
+    profile = profiles.access_profile(profile_id)
     if profile.provider != "sandbox":
         raise NotFoundError(_("Not found."))
     return profile
@@ -779,10 +779,10 @@ def _sandbox_page(customer: Customer | None, profiles: list[WhatsAppProfile],
 @blueprint.get("/whatsapp/sandbox")
 @require_numbers_admin
 def sandbox_page():
-    profiles = [p for p in services.list_profiles() if p.provider == "sandbox"]
-    chosen = next((p for p in profiles if str(p.id) == request.args.get("profile")),
-                  profiles[0] if profiles else None)
-    return _sandbox_page(Customer.from_values(chosen) if chosen else None, profiles)
+    sandboxes = [p for p in profiles.list_profiles() if p.provider == "sandbox"]
+    chosen = next((p for p in sandboxes if str(p.id) == request.args.get("profile")),
+                  sandboxes[0] if sandboxes else None)
+    return _sandbox_page(Customer.from_values(chosen) if chosen else None, sandboxes)
 
 
 @blueprint.get("/whatsapp/sandbox/<int:profile_id>/chat")

@@ -36,7 +36,7 @@ from crm.crypto import decrypt_json
 from crm.extensions import csrf, db, limiter
 from crm.tenancy import get_in_organization, organization_context, set_current_organization
 from crm.web import error_body
-from crm.whatsapp import ingest, services
+from crm.whatsapp import ingest, profiles
 from crm.whatsapp.models import WhatsAppProfile
 
 log = logging.getLogger("crm.whatsapp.webhooks")
@@ -65,7 +65,7 @@ def verify_profile(profile_id: int):
         return _refuse(404, "not_found", "No such webhook.")
     answer = _verify(profile.verify_token)
     if answer.status_code == 200:
-        services.webhook_reached(profile)
+        profiles.webhook_reached(profile)
     return answer
 
 
@@ -80,7 +80,7 @@ def receive_for_profile(profile_id: int):
     _document, changes = _parsed()
     if not _within_limit({profile.organization_id: [profile.id]}):
         return _too_many()
-    services.webhook_reached(profile)
+    profiles.webhook_reached(profile)
     if changes:
         ingest.accept(profile.organization_id, request.get_data(cache=True), profile.id)
     return _ok()
@@ -105,7 +105,7 @@ def receive_for_platform():
     for route in routes.values():
         if not route.webhook_verified:
             with organization_context(route.organization_id):
-                services.webhook_reached(get_in_organization(WhatsAppProfile, route.profile_id))
+                profiles.webhook_reached(get_in_organization(WhatsAppProfile, route.profile_id))
     if routes:
         ingest.accept_platform(request.get_data(cache=True), document, routes)
     return _ok()

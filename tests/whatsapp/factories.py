@@ -15,7 +15,7 @@ from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.whatsapp import media
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
-from crm.whatsapp.services import new_verify_token
+from crm.whatsapp.profiles import new_verify_token
 
 _sequence = itertools.count(1)
 

@@ -21,7 +21,7 @@ from crm.models import utcnow
 from crm.realtime import emit_to_org, user_room
 from crm.tenancy import organization_context
 from crm.transaction import commit, rollback
-from crm.whatsapp import live, sandbox, services
+from crm.whatsapp import live, profiles, sandbox, services
 from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
 from crm.whatsapp.models import Conversation, Message
 from tests.factories import login, make_org, make_user, run_jobs
@@ -483,7 +483,7 @@ def test_sockets_hear_only_conversations_they_may_see(live_server):
 
     def customer_writes(text: str) -> int:
         with live_server.transaction(admin.organization_id):
-            profile = services.access_profile(profile_id)
+            profile = profiles.access_profile(profile_id)
             return sandbox.customer_sends(profile, "+966501112233", "Sara", text).conversation_id
 
     with (live_server.socket(live_server.session_cookie(manager_account)) as manager_socket,

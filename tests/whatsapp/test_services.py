@@ -26,7 +26,7 @@ from crm.jobs import get_queue
 from crm.models import utcnow
 from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit
-from crm.whatsapp import jobs, media, sandbox, services
+from crm.whatsapp import jobs, media, profiles, sandbox, services
 from crm.whatsapp.channels.base import (
     ChannelError,
     DeliveryUncertainError,
@@ -797,7 +797,7 @@ def test_a_cloud_number_is_proven_then_kept_with_encrypted_secrets(number, graph
 
     graph.add_number("106540352242922", token="EAAG-token")
     admin = number_admin(number)
-    profile = services.create_profile(admin, "cloud", "Support", **_cloud_fields())
+    profile = profiles.create_profile(admin, "cloud", "Support", **_cloud_fields())
     assert (profile.state, profile.phone_number) == ("pending", "+966501234567")
     assert profile.verified_at is not None
     assert b"EAAG-token" not in profile.secrets
@@ -813,7 +813,7 @@ def test_cloud_ids_longer_than_metas_are_refused(number, overrides, field):
     """Meta's ids are short numbers; anything else is a ValidationError, not a database
     error."""
     with pytest.raises(ValidationError) as refused:
-        services.create_profile(number_admin(number), "cloud", "Support",
+        profiles.create_profile(number_admin(number), "cloud", "Support",
                                 **_cloud_fields(**overrides))
     assert refused.value.fields.keys() == {field}
 
@@ -825,19 +825,19 @@ def test_a_phone_number_id_already_connected_is_a_conflict_and_the_transaction_l
     graph.add_number("106540352242922", token="EAAG-token")
     make_profile(other_org, phone_number_id="106540352242922")
     with pytest.raises(ConflictError):
-        services.create_profile(number_admin(number), "cloud", "Support", **_cloud_fields())
+        profiles.create_profile(number_admin(number), "cloud", "Support", **_cloud_fields())
     assert db.session.scalar(select(func.count()).select_from(WhatsAppProfile)) == 1
 
 
 def test_deleting_a_number_frees_its_meta_id_and_keeps_its_conversations(number, cloud):
     conversation = make_conversation(cloud)
-    services.delete_profile(number_admin(cloud), cloud)
+    profiles.delete_profile(number_admin(cloud), cloud)
     assert (cloud.is_deleted, cloud.phone_number_id, cloud.state) == (True, None, "disconnected")
     with pytest.raises(NotFoundError):
-        services.access_profile(cloud.id)
+        profiles.access_profile(cloud.id)
     assert services.access_conversation(conversation.id, number_admin(cloud)) == conversation
-    assert number.id in [p.id for p in services.list_profiles()]
-    assert cloud.id not in [p.id for p in services.list_profiles()]
+    assert number.id in [p.id for p in profiles.list_profiles()]
+    assert cloud.id not in [p.id for p in profiles.list_profiles()]
 
 
 # -- the sandbox -----------------------------------------------------------------------------

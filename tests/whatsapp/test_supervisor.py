@@ -31,7 +31,7 @@ from sqlalchemy import select
 from crm.crypto import decrypt_json, encrypt
 from crm.extensions import db
 from crm.foundation.models import Organization, User
-from crm.whatsapp import media, services
+from crm.whatsapp import media, profiles, services
 from crm.whatsapp.channels.base import ChannelError, DeliveryUncertainError
 from crm.whatsapp.channels.web import (
     WebChannel,
@@ -582,7 +582,7 @@ def test_logging_out_through_the_channel_unlinks_and_forgets(live_server, connec
 
 
 @pytest.mark.live
-@pytest.mark.parametrize("action", [services.disconnect_profile, services.delete_profile],
+@pytest.mark.parametrize("action", [profiles.disconnect_profile, profiles.delete_profile],
                          ids=["disconnected", "deleted"])
 def test_a_number_disconnected_or_deleted_in_wasl_is_unlinked(live_server, connected, action):
     """Disconnecting or deleting the number stops its session at the next scan, unlinks the
