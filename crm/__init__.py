@@ -49,6 +49,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     from crm.customers import settings_views  # noqa: F401 - routes of the customers blueprint
     from crm.customers.views import blueprint as customers_blueprint
     from crm.foundation.views import blueprint as foundation_blueprint
+    from crm.whatsapp import numbers_views, sandbox_views  # noqa: F401 - whatsapp's routes too
     from crm.whatsapp.views import blueprint as whatsapp_blueprint
     from crm.whatsapp.webhooks import blueprint as whatsapp_webhooks_blueprint
 

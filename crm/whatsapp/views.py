@@ -1,4 +1,5 @@
-"""Pages of the WhatsApp module: the team inbox, the numbers, and the sandbox.
+"""Pages of the WhatsApp module: the team inbox. The numbers' pages (numbers_views.py) and the
+sandbox's (sandbox_views.py) are on the same blueprint.
 
 Thin like every view: each reads the request, calls one service (crm/whatsapp/services.py,
 which also decides what an agent may see: 404 otherwise) and picks the answer. A page works as
@@ -28,21 +29,16 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext, lazy_pgettext
 from flask_login import current_user
 from markupsafe import Markup
-from sqlalchemy import select
 
 from crm.api.helpers import decode_keyset, encode_keyset
-from crm.crypto import decrypt_json, masked
 from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_large
-from crm.extensions import db
 from crm.foundation.models import User
-from crm.foundation.services import current_organization
 from crm.i18n import bdi, format_ago, format_clock, format_recent, isolate
 from crm.navigation import NavItem, add
 from crm.permissions import can, require, sees_only_assigned
-from crm.search import normalize_phone
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, is_htmx
-from crm.whatsapp import live, media, profiles, sandbox, services
+from crm.whatsapp import live, media, profiles, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
 
 blueprint = Blueprint("whatsapp", __name__)
@@ -118,17 +114,6 @@ def _labels() -> dict:
             "wa_provider_labels": PROVIDER_LABELS, "wa_state_labels": STATE_LABELS,
             "wa_type_labels": TYPE_LABELS, "wa_error_reasons": ERROR_REASONS,
             "wa_check_labels": CHECK_LABELS}
-
-
-@blueprint.app_template_filter("wa_failure")
-def _failure(profile: WhatsAppProfile) -> str | None:
-    """Why the number failed, for its page: a linked device's in plain words (whatsmeow's text
-    is for the log), another's as recorded."""
-    if profile.provider != "web":
-        return profile.last_error
-    from crm.whatsapp.channels.web import failure_sentence
-
-    return str(failure_sentence(profile.last_error))
 
 
 # -- formatting: times in the organization's time zone, for pages and live events alike ------
@@ -616,201 +601,3 @@ def _forward_picker(message: Message, status: int = 200, errors: dict | None = N
     if not _wants_fragment():
         return render_template("whatsapp/forward_page.html", **context), status
     return _with_flashes(render_template("whatsapp/_forward.html", **context), status)
-
-
-# -- numbers (admins) --------------------------------------------------------------------------
-
-def _numbers_page(status: int = 200, **context):
-    context.setdefault("errors", {})
-    context.setdefault("values", {})
-    context.setdefault("form_provider", None)
-    return render_template("whatsapp/numbers.html", profiles=profiles.list_profiles(),
-                           **context), status
-
-
-@blueprint.get("/whatsapp/numbers")
-@require_numbers_admin
-def numbers():
-    return _numbers_page()
-
-
-@blueprint.post("/whatsapp/numbers")
-@require_numbers_admin
-def create_number():
-    """Connect a number: cloud with Meta's ids and secrets, web to pair, or a sandbox."""
-    form = request.form
-    provider = form.get("provider")
-    try:
-        profile = profiles.create_profile(
-            _me(), provider, _form_text("display_name") or _default_name(provider),
-            phone_number=form.get("phone_number") or None,
-            phone_number_id=form.get("phone_number_id"),
-            business_account_id=form.get("business_account_id"),
-            access_token=form.get("access_token"), app_secret=form.get("app_secret"),
-            auto_assign=form.get("auto_assign") == "on")
-    except ServiceError as exc:
-        values = {key: value for key, value in form.items()
-                  if key not in ("access_token", "app_secret")}  # secrets are typed again
-        return _numbers_page(exc.status, errors=exc.fields, values=values, error=exc.message,
-                             form_provider=provider)
-    flash(_("%(name)s was added.", name=isolate(profile.display_name)), "success")
-    return redirect(url_for("whatsapp.number", profile_id=profile.id), 303)
-
-
-def _default_name(provider: object) -> str:
-    return _("Sandbox") if provider == "sandbox" else ""
-
-
-def _number_context(profile: WhatsAppProfile) -> dict:
-    context: dict = {"profile": profile, "qr": None, "webhook_url": None, "secrets": {},
-                     "supervisor_running": True}
-    if profile.provider == "cloud":
-        from crm.whatsapp.webhooks import webhook_url
-
-        context["webhook_url"] = webhook_url(profile)
-        context["secrets"] = {key: masked(value)
-                              for key, value in decrypt_json(profile.secrets).items()}
-    if profile.provider == "web":
-        from crm.whatsapp.channels.web import current_qr, supervisor_running
-
-        context["supervisor_running"] = supervisor_running()
-        if profile.state == "pairing":
-            context["qr"] = current_qr(profile.id)
-    return context
-
-
-@blueprint.get("/whatsapp/numbers/<int:profile_id>")
-@require_numbers_admin
-def number(profile_id: int):
-    return render_template("whatsapp/number.html",
-                           **_number_context(profiles.access_profile(profile_id)))
-
-
-@blueprint.get("/whatsapp/numbers/<int:profile_id>/state")
-@require_numbers_admin
-def number_state(profile_id: int):
-    """The connection state (and QR code while pairing); refreshed on the supervisor's events."""
-    return render_template("whatsapp/_number_state.html",
-                           **_number_context(profiles.access_profile(profile_id)))
-
-
-def _state_answer(profile: WhatsAppProfile):
-    if not _wants_fragment():
-        return redirect(url_for("whatsapp.number", profile_id=profile.id), 303)
-    return _with_flashes(render_template("whatsapp/_number_state.html",
-                                         **_number_context(profile)))
-
-
-@blueprint.post("/whatsapp/numbers/<int:profile_id>/connect")
-@require_numbers_admin
-def connect_number(profile_id: int):
-    profile = profiles.connect_profile(_me(), profiles.access_profile(profile_id))
-    return _state_answer(profile)
-
-
-@blueprint.post("/whatsapp/numbers/<int:profile_id>/disconnect")
-@require_numbers_admin
-def disconnect_number(profile_id: int):
-    profile = profiles.disconnect_profile(_me(), profiles.access_profile(profile_id))
-    flash(_("%(name)s was disconnected.", name=isolate(profile.display_name)), "success")
-    return _state_answer(profile)
-
-
-@blueprint.post("/whatsapp/numbers/<int:profile_id>/delete")
-@require_numbers_admin
-def delete_number(profile_id: int):
-    profile = profiles.access_profile(profile_id)
-    profiles.delete_profile(_me(), profile)
-    flash(_("%(name)s was removed. Its conversations stay in the inbox.",
-            name=isolate(profile.display_name)), "success")
-    return redirect(url_for("whatsapp.numbers"), 303)
-
-
-# -- the sandbox (admins): play the customer -----------------------------------------------------
-
-def _sandbox_profile(profile_id: int) -> WhatsAppProfile:
-    profile = profiles.access_profile(profile_id)
-    if profile.provider != "sandbox":
-        raise NotFoundError(_("Not found."))
-    return profile
-
-
-@dataclass(frozen=True)
-class Customer:
-    """Who the admin plays: a sandbox number and a customer's phone (E.164 once valid)."""
-
-    profile: WhatsAppProfile
-    raw_phone: str
-    phone: str | None
-    name: str
-
-    @classmethod
-    def from_values(cls, profile: WhatsAppProfile) -> Customer:
-        raw = request.values.get("phone", "").replace("\x00", "").strip()[:40]
-        phone = normalize_phone(raw, current_organization().country) if raw else None
-        return cls(profile, raw, phone, request.values.get("name", "").replace("\x00", "")[:120])
-
-    def conversation(self) -> Conversation | None:
-        """The customer's conversation, if they wrote already (never created here)."""
-        if self.phone is None:
-            return None
-        return db.session.scalar(select(Conversation).where(
-            Conversation.profile_id == self.profile.id, Conversation.contact_phone == self.phone))
-
-
-def _chat_context(customer: Customer) -> dict:
-    """The customer's side of the chat; looking at it reads what the team sent (blue ticks)."""
-    conversation = customer.conversation()
-    messages: list[Message] = []
-    if conversation is not None:
-        sandbox.customer_reads(conversation)
-        messages, _older = services.list_messages(conversation)
-    return {"customer": customer, "chat": conversation, "messages": messages,
-            "form_errors": {}, "form_text": ""}
-
-
-def _sandbox_page(customer: Customer | None, profiles: list[WhatsAppProfile],
-                  status: int = 200, **extra):
-    context = _chat_context(customer) if customer is not None else {"customer": None}
-    return render_template("whatsapp/sandbox.html", profiles=profiles, **{**context, **extra}
-                           ), status
-
-
-@blueprint.get("/whatsapp/sandbox")
-@require_numbers_admin
-def sandbox_page():
-    sandboxes = [p for p in profiles.list_profiles() if p.provider == "sandbox"]
-    chosen = next((p for p in sandboxes if str(p.id) == request.args.get("profile")),
-                  sandboxes[0] if sandboxes else None)
-    return _sandbox_page(Customer.from_values(chosen) if chosen else None, sandboxes)
-
-
-@blueprint.get("/whatsapp/sandbox/<int:profile_id>/chat")
-@require_numbers_admin
-def sandbox_chat(profile_id: int):
-    """The customer's side of the chat (refreshed when the team answers or ticks move)."""
-    customer = Customer.from_values(_sandbox_profile(profile_id))
-    return render_template("whatsapp/_sandbox_chat.html", **_chat_context(customer))
-
-
-@blueprint.post("/whatsapp/sandbox/<int:profile_id>/messages")
-@require_numbers_admin
-def sandbox_send(profile_id: int):
-    """The customer sends text or an image to the sandbox number."""
-    customer = Customer.from_values(_sandbox_profile(profile_id))
-    try:
-        sandbox.customer_sends(customer.profile, customer.raw_phone, customer.name,
-                               _form_text("text"), request.files.get("file"))
-    except ValidationError as exc:
-        refused = {"form_errors": exc.fields, "form_text": request.form.get("text", "")}
-        if not _wants_fragment():
-            return _sandbox_page(customer, [customer.profile], exc.status, **refused)
-        return make_response(
-            render_template("whatsapp/_sandbox_form.html", customer=customer, **refused),
-            exc.status, {"HX-Retarget": "#sandbox-form", "HX-Reswap": "outerHTML"})
-    if not _wants_fragment():
-        return redirect(url_for("whatsapp.sandbox_page", profile=customer.profile.id,
-                                phone=customer.phone, name=customer.name), 303)
-    return (render_template("whatsapp/_sandbox_chat.html", **_chat_context(customer))
-            + render_template("whatsapp/_sandbox_form.html", customer=customer, oob=True,
-                              form_errors={}, form_text=""))

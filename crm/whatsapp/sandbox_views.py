@@ -1,0 +1,108 @@
+"""The sandbox page (admins): play the customer of a sandbox number, through the real ingest
+path (crm/whatsapp/sandbox.py). On the WhatsApp blueprint of crm/whatsapp/views.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from crm.errors import NotFoundError, ValidationError
+from crm.extensions import db
+from crm.foundation.services import current_organization
+from crm.search import normalize_phone
+from crm.whatsapp import profiles, sandbox, services
+from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
+from crm.whatsapp.views import _form_text, _wants_fragment, blueprint, require_numbers_admin
+
+
+def _sandbox_profile(profile_id: int) -> WhatsAppProfile:
+    profile = profiles.access_profile(profile_id)
+    if profile.provider != "sandbox":
+        raise NotFoundError(_("Not found."))
+    return profile
+
+
+@dataclass(frozen=True)
+class Customer:
+    """Who the admin plays: a sandbox number and a customer's phone (E.164 once valid)."""
+
+    profile: WhatsAppProfile
+    raw_phone: str
+    phone: str | None
+    name: str
+
+    @classmethod
+    def from_values(cls, profile: WhatsAppProfile) -> Customer:
+        raw = request.values.get("phone", "").replace("\x00", "").strip()[:40]
+        phone = normalize_phone(raw, current_organization().country) if raw else None
+        return cls(profile, raw, phone, request.values.get("name", "").replace("\x00", "")[:120])
+
+    def conversation(self) -> Conversation | None:
+        """The customer's conversation, if they wrote already (never created here)."""
+        if self.phone is None:
+            return None
+        return db.session.scalar(select(Conversation).where(
+            Conversation.profile_id == self.profile.id, Conversation.contact_phone == self.phone))
+
+
+def _chat_context(customer: Customer) -> dict:
+    """The customer's side of the chat; looking at it reads what the team sent (blue ticks)."""
+    conversation = customer.conversation()
+    messages: list[Message] = []
+    if conversation is not None:
+        sandbox.customer_reads(conversation)
+        messages, _older = services.list_messages(conversation)
+    return {"customer": customer, "chat": conversation, "messages": messages,
+            "form_errors": {}, "form_text": ""}
+
+
+def _sandbox_page(customer: Customer | None, profiles: list[WhatsAppProfile],
+                  status: int = 200, **extra):
+    context = _chat_context(customer) if customer is not None else {"customer": None}
+    return render_template("whatsapp/sandbox.html", profiles=profiles, **{**context, **extra}
+                           ), status
+
+
+@blueprint.get("/whatsapp/sandbox")
+@require_numbers_admin
+def sandbox_page():
+    sandboxes = [p for p in profiles.list_profiles() if p.provider == "sandbox"]
+    chosen = next((p for p in sandboxes if str(p.id) == request.args.get("profile")),
+                  sandboxes[0] if sandboxes else None)
+    return _sandbox_page(Customer.from_values(chosen) if chosen else None, sandboxes)
+
+
+@blueprint.get("/whatsapp/sandbox/<int:profile_id>/chat")
+@require_numbers_admin
+def sandbox_chat(profile_id: int):
+    """The customer's side of the chat (refreshed when the team answers or ticks move)."""
+    customer = Customer.from_values(_sandbox_profile(profile_id))
+    return render_template("whatsapp/_sandbox_chat.html", **_chat_context(customer))
+
+
+@blueprint.post("/whatsapp/sandbox/<int:profile_id>/messages")
+@require_numbers_admin
+def sandbox_send(profile_id: int):
+    """The customer sends text or an image to the sandbox number."""
+    customer = Customer.from_values(_sandbox_profile(profile_id))
+    try:
+        sandbox.customer_sends(customer.profile, customer.raw_phone, customer.name,
+                               _form_text("text"), request.files.get("file"))
+    except ValidationError as exc:
+        refused = {"form_errors": exc.fields, "form_text": request.form.get("text", "")}
+        if not _wants_fragment():
+            return _sandbox_page(customer, [customer.profile], exc.status, **refused)
+        return make_response(
+            render_template("whatsapp/_sandbox_form.html", customer=customer, **refused),
+            exc.status, {"HX-Retarget": "#sandbox-form", "HX-Reswap": "outerHTML"})
+    if not _wants_fragment():
+        return redirect(url_for("whatsapp.sandbox_page", profile=customer.profile.id,
+                                phone=customer.phone, name=customer.name), 303)
+    return (render_template("whatsapp/_sandbox_chat.html", **_chat_context(customer))
+            + render_template("whatsapp/_sandbox_form.html", customer=customer, oob=True,
+                              form_errors={}, form_text=""))
+
