@@ -28,9 +28,9 @@ from crm.extensions import db
 from crm.i18n import language_without_database
 from crm.permissions import can
 from crm.transaction import commit, kept_on_error, rollback
+from crm.validation import BIGINT_MAX
 
 log = logging.getLogger("crm.web")
-BIGINT_MAX = 2**63 - 1
 health = Blueprint("health", __name__)
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import request
 from flask_babel import gettext as _
 from werkzeug.exceptions import BadRequest
 
+from crm import pagination
 from crm.api import openapi
 from crm.errors import BadRequestError, ValidationError
 from crm.text import holds_unstorable, is_storable
+from crm.validation import BIGINT_MAX, parse_id
 
 
 def json_body() -> dict[str, Any]:
@@ -44,66 +44,28 @@ def json_body() -> dict[str, Any]:
 
 
 def encode_cursor(value: int | None) -> str | None:
-    if value is None:
-        return None
-    return _encode(str(value))
+    """The cursor after id `value`, for lists ordered by id (crm/pagination.py's codec)."""
+    return pagination.encode_cursor("id", None if value is None else (value,))
 
 
 def decode_cursor(raw: str | None = None) -> int | None:
     """Read the `cursor` query parameter (or `raw`); a bad one is a 422 on `cursor`."""
-    value = _decode(raw)
-    return None if value is None else _cursor_id(value)
+    key = pagination.decode_cursor(_cursor(raw), "id", (int,))
+    return None if key is None else key[0]
 
 
 def encode_keyset(key: tuple[datetime, int] | None) -> str | None:
     """A cursor for lists ordered by (timestamp, id), such as newest conversations first."""
-    if key is None:
-        return None
-    moment, id_ = key
-    return _encode(f"{moment.astimezone(UTC).isoformat()}|{id_}")
+    return pagination.encode_cursor("keyset", key)
 
 
 def decode_keyset(raw: str | None = None) -> tuple[datetime, int] | None:
     """Read a cursor made by encode_keyset(); a bad one is a 422 on `cursor`."""
-    value = _decode(raw)
-    if value is None:
-        return None
-    moment, _separator, id_ = value.rpartition("|")
-    try:
-        parsed = datetime.fromisoformat(moment)
-    except ValueError:
-        raise _bad_cursor() from None
-    if parsed.tzinfo is None:
-        raise _bad_cursor()
-    return parsed, _cursor_id(id_)
+    return pagination.decode_cursor(_cursor(raw), "keyset", (datetime, int))
 
 
-def _encode(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode(raw: str | None) -> str | None:
-    raw = raw if raw is not None else request.args.get("cursor")
-    if not raw:
-        return None
-    try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise _bad_cursor() from None
-
-
-def _cursor_id(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise _bad_cursor() from None
-    if number < 0 or number > 2**63 - 1:
-        raise _bad_cursor()
-    return number
-
-
-def _bad_cursor() -> ValidationError:
-    return ValidationError({"cursor": _("This cursor is not valid.")})
+def _cursor(raw: str | None) -> str | None:
+    return raw if raw is not None else request.args.get("cursor")
 
 
 def page_limit(default: int = 50, maximum: int = 200) -> int:
@@ -139,9 +101,10 @@ def query_id(name: str) -> int | None:
     value = request.args.get(name)
     if value is None:
         return None
-    if not (value.isascii() and value.isdigit()) or int(value) > 2**63 - 1:
+    number = parse_id(value)
+    if number is None:
         raise ValidationError({name: _("This id is not valid.")})
-    return int(value)
+    return number
 
 
 def body_id(data: dict[str, Any], name: str, *, required: bool = True) -> int | None:
@@ -151,7 +114,7 @@ def body_id(data: dict[str, Any], name: str, *, required: bool = True) -> int | 
         if required:
             raise ValidationError({name: _("This field is required.")})
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**63 - 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BIGINT_MAX:
         raise ValidationError({name: _("This id is not valid.")})
     return value
 

@@ -15,9 +15,9 @@ from flask import jsonify
 
 from crm.api import blueprint as api
 from crm.json_input import MAX_DEPTH
+from crm.validation import BIGINT_MAX
 
 OPENAPI_VERSION = "3.0.3"
-BIGINT_MAX = 2**63 - 1
 
 ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body is not a JSON object (malformed JSON, invalid UTF-8, "

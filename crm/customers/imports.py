@@ -34,7 +34,6 @@ from crm.customers.models import CustomerImport
 from crm.customers.services import (
     CustomerFilters,
     check_text,
-    collect,
     count_customers,
     create_field_definition,
     list_customers,
@@ -50,6 +49,7 @@ from crm.i18n import current_language
 from crm.jobs import BULK_QUEUE, enqueue
 from crm.search import fold_text
 from crm.tenancy import current_organization_id, get_in_organization, organization_context
+from crm.validation import collect
 
 IMPORT_JOB = "crm.customers.jobs:run_import"  # jobs.py builds on this module
 IMPORT_MAX_BYTES = 50 * 1024 * 1024

@@ -45,6 +45,7 @@ from crm.foundation.views import (
 )
 from crm.i18n import current_language, isolate
 from crm.permissions import require
+from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, is_htmx
 
@@ -348,7 +349,7 @@ def merge_customer(customer_id: int):
 @require("crm", "read")
 def timeline(customer_id: int):
     customer = services.access_customer(customer_id)
-    before = request.args.get("before", type=int)
+    before = parse_id(request.args.get("before"))
     if not is_htmx():
         return _customer_page(customer, before=before)
     return render_template("customers/_timeline_items.html", customer=customer,

@@ -46,6 +46,7 @@ from crm.pagination import keyset_page
 from crm.tenancy import current_organization_id, get_in_organization, set_current_organization
 from crm.text import has_control_characters
 from crm.transaction import keep_on_error
+from crm.validation import collect, parse_id
 
 log = logging.getLogger("crm.foundation")
 _hasher = PasswordHasher()
@@ -95,20 +96,6 @@ def _check_choice(raw: object, field: str, choices: tuple[str, ...]) -> str:
 def _blank_as(raw: object, default: str) -> object:
     """An optional choice left out (None, or "" from a form) is the default; [] or 0 is not."""
     return default if raw is None or raw == "" else raw
-
-
-def _collect(*checks) -> list:
-    """Run every field check and report all failures together, not just the first."""
-    values, fields = [], {}
-    for check in checks:
-        try:
-            values.append(check())
-        except ValidationError as exc:
-            fields.update(exc.fields)
-            values.append(None)
-    if fields:
-        raise ValidationError(fields)
-    return values
 
 
 def hash_password(password: str) -> str:
@@ -177,13 +164,13 @@ class Registration:
 def register_organization(organization_name: object, full_name: object, email: object,
                           password: object, language: object = "ar") -> Registration:
     """Create an organization and its first admin in one transaction."""
-    org_name, name, address, password, language = _collect(
-        lambda: _required_text(organization_name, "organization_name", 120),
-        lambda: _required_text(full_name, "full_name", 120),
-        lambda: normalize_email(email),
-        lambda: _check_password(password),
-        lambda: _check_choice(_blank_as(language, "ar"), "language", LANGUAGES),
-    )
+    org_name, name, address, password, language = collect({
+        "organization_name": lambda: _required_text(organization_name, "organization_name", 120),
+        "full_name": lambda: _required_text(full_name, "full_name", 120),
+        "email": lambda: normalize_email(email),
+        "password": lambda: _check_password(password),
+        "language": lambda: _check_choice(_blank_as(language, "ar"), "language", LANGUAGES),
+    }).values()
     # RLS shows a transaction only its own organization, so the new id is taken first and the
     # transaction switched to it before the row is written.
     org_id = db.session.execute(
@@ -219,12 +206,13 @@ def update_organization(actor: User, name: object, default_language: object, tim
             raise ValidationError({"country": _("Choose a valid country.")})
         return code
 
-    org.name, org.default_language, org.timezone, org.country = _collect(
-        lambda: _required_text(name, "name", 120),
-        lambda: _check_choice(default_language, "default_language", LANGUAGES),
-        check_timezone,
-        check_country,
-    )
+    org.name, org.default_language, org.timezone, org.country = collect({
+        "name": lambda: _required_text(name, "name", 120),
+        "default_language": lambda: _check_choice(default_language, "default_language",
+                                                  LANGUAGES),
+        "timezone": check_timezone,
+        "country": check_country,
+    }).values()
     audit("organization.updated", actor, org, name=org.name, default_language=org.default_language,
           timezone=org.timezone, country=org.country)
     return org
@@ -446,10 +434,8 @@ def end_other_sessions(user: User) -> None:
 
 def _active_member(raw: object, field: str) -> User:
     """The active member of the organization a form or JSON body names by id."""
-    if isinstance(raw, str) and raw.isdigit():
-        raw = int(raw)
-    user = (get_in_organization(User, raw)
-            if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < 2**63 else None)
+    user_id = parse_id(raw)
+    user = get_in_organization(User, user_id) if user_id else None
     if user is None or not user.is_active:
         raise ValidationError({field: _("Choose a member of the team.")})
     return user
@@ -457,8 +443,8 @@ def _active_member(raw: object, field: str) -> User:
 
 def create_api_key(actor: User, name: object, user_id: object) -> UserSession:
     """Make a named key that acts as an active member; its credential is shown this once."""
-    name, user = _collect(lambda: _required_text(name, "name", 120),
-                          lambda: _active_member(user_id, "user_id"))
+    name, user = collect({"name": lambda: _required_text(name, "name", 120),
+                          "user_id": lambda: _active_member(user_id, "user_id")}).values()
     key = _new_session(user, "api_key", name=name, created_by_id=actor.id)
     key.credential = API_KEY_PREFIX + key.credential
     audit("api_key.created", actor, key, name=name, user_id=user.id)
@@ -546,10 +532,11 @@ def change_password(user: User, current_password: object, new_password: object) 
 
 
 def update_profile(user: User, full_name: object, preferred_language: object) -> User:
-    user.full_name, user.preferred_language = _collect(
-        lambda: _required_text(full_name, "full_name", 120),
-        lambda: _check_choice(preferred_language, "preferred_language", LANGUAGES),
-    )
+    user.full_name, user.preferred_language = collect({
+        "full_name": lambda: _required_text(full_name, "full_name", 120),
+        "preferred_language": lambda: _check_choice(preferred_language, "preferred_language",
+                                                    LANGUAGES),
+    }).values()
     return user
 
 
@@ -626,12 +613,12 @@ def list_users(after_id: int | None = None, limit: int = 50) -> tuple[list[User]
 # -- invitations ---------------------------------------------------------------------------
 
 def invite_user(actor: User, email: object, role: object, language: object = None) -> Invitation:
-    address, role, language = _collect(
-        lambda: normalize_email(email),
-        lambda: _check_choice(role, "role", ROLES),
-        lambda: _check_choice(_blank_as(language, actor.organization.default_language), "language",
-                              LANGUAGES),
-    )
+    address, role, language = collect({
+        "email": lambda: normalize_email(email),
+        "role": lambda: _check_choice(role, "role", ROLES),
+        "language": lambda: _check_choice(
+            _blank_as(language, actor.organization.default_language), "language", LANGUAGES),
+    }).values()
     if db.session.scalar(select(User.id).where(User.email == address, User.is_active)):
         raise ConflictError(_("This person is already a member of the team."),
                             {"email": _("Already a member.")})
@@ -705,8 +692,8 @@ def current_organization() -> Organization | None:
 
 def accept_invitation(token: object, full_name: object, password: object) -> User:
     invitation = pending_invitation(token)
-    name, password = _collect(lambda: _required_text(full_name, "full_name", 120),
-                              lambda: _check_password(password))
+    name, password = collect({"full_name": lambda: _required_text(full_name, "full_name", 120),
+                              "password": lambda: _check_password(password)}).values()
     if db.session.scalar(select(User.id).where(User.email == invitation.email, User.is_active)):
         raise ConflictError(_("This person is already a member of the team."))
     user = db.session.scalar(select(User).where(User.email == invitation.email))

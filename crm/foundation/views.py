@@ -37,6 +37,7 @@ from crm.foundation.models import MODULES, ROLES, Invitation, User
 from crm.i18n import current_language, isolate
 from crm.permissions import can, require
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
+from crm.validation import parse_id
 from crm.web import is_htmx
 
 blueprint = Blueprint("foundation", __name__)
@@ -364,7 +365,7 @@ def _with_invitations(context: dict) -> dict:
 
 def _members() -> dict:
     """One page of the team, from the `after` cursor on."""
-    users, next_cursor = services.list_users(request.args.get("after", type=int))
+    users, next_cursor = services.list_users(parse_id(request.args.get("after")))
     return {"users": users, "next_cursor": next_cursor}
 
 
@@ -591,7 +592,7 @@ def revoke_api_key(key_id: int):
 @blueprint.get("/settings/audit")
 @require("settings", "write")
 def audit_log():
-    entries, next_cursor = services.list_audit(request.args.get("before", type=int))
+    entries, next_cursor = services.list_audit(parse_id(request.args.get("before")))
     template = "foundation/_audit_rows.html" if is_htmx() else "foundation/audit_log.html"
     return render_template(template, entries=entries, next_cursor=next_cursor,
                            action_labels=AUDIT_ACTIONS, target_labels=TARGET_LABELS)

@@ -31,6 +31,7 @@ from crm.extensions import db
 from crm.jobs import enqueue_now, redis
 from crm.tenancy import organization_context
 from crm.transaction import on_commit
+from crm.validation import parse_id
 from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
 from crm.whatsapp.channels.cloud import MEDIA_ID
 from crm.whatsapp.models import WebhookDelivery
@@ -333,11 +334,7 @@ def _error_of(error: dict) -> tuple[str | None, str | None]:
 
 def _our_id(value: Any) -> int | None:
     """Our message id, echoed back in biz_opaque_callback_data (set by CloudChannel.send)."""
-    try:
-        number = int(str(value))
-    except ValueError:
-        return None
-    return number if 0 < number < 2**63 else None
+    return parse_id(str(value)) or None
 
 
 def _timestamp(obj: dict) -> datetime:

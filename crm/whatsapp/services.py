@@ -41,6 +41,7 @@ from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
 from crm.tenancy import get_in_organization
 from crm.text import clean_text
+from crm.validation import parse_id
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import (
@@ -519,11 +520,8 @@ def assign_conversation(conversation: Conversation, assignee_id: object, actor: 
 
     assignee = None
     if assignee_id not in (None, ""):
-        try:
-            number = int(assignee_id)
-        except (TypeError, ValueError):
-            number = 0
-        assignee = get_in_organization(User, number) if 0 < number < 2**63 else None
+        number = parse_id(assignee_id)
+        assignee = get_in_organization(User, number) if number else None
         if assignee is None or not assignee.is_active or not role_allows(
                 assignee.role, "whatsapp", "write"):
             raise ValidationError({"assignee_id": _("Choose a member who answers WhatsApp.")})

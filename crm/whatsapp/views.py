@@ -30,12 +30,13 @@ from flask_babel import lazy_gettext, lazy_pgettext
 from flask_login import current_user
 from markupsafe import Markup
 
-from crm.api.helpers import decode_keyset, encode_keyset
 from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_large
 from crm.foundation.models import User
 from crm.i18n import bdi, format_ago, format_clock, format_recent, isolate
 from crm.navigation import NavItem, add
+from crm.pagination import decode_cursor, encode_cursor
 from crm.permissions import can, require, sees_only_assigned
+from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, is_htmx
 from crm.whatsapp import live, media, profiles, services
@@ -168,13 +169,6 @@ def _flash_error(exc: ServiceError) -> None:
     flash(" ".join(exc.fields.values()) or exc.message, "error")
 
 
-def _id_or_none(raw: str | None) -> int | None:
-    """An id typed in a form or query: digits that fit the id columns, else None."""
-    if raw and raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) > 0:
-        return int(raw)
-    return None
-
-
 def _writable() -> bool:
     return can("whatsapp", "write")
 
@@ -209,8 +203,7 @@ class InboxFilters:
         status = args.get("status", "")
         profile = args.get("profile", "")
         return cls(scope=scope, status=status if status in CONVERSATION_STATUSES else "",
-                   profile_id=int(profile) if profile.isascii() and profile.isdigit()
-                   and len(profile) < 19 else None,
+                   profile_id=parse_id(profile),
                    search=args.get("q", "").replace("\x00", "").strip()[:100])
 
     def args(self) -> dict[str, str | int]:
@@ -221,11 +214,11 @@ class InboxFilters:
 
 
 def _list_context(filters: InboxFilters) -> dict:
-    after = decode_keyset(request.args.get("after")) if request.args.get("after") else None
+    after = decode_cursor(request.args.get("after"), "keyset", (datetime, int))
     rows, next_key = services.list_conversations(
         _me(), scope=filters.scope, status=filters.status or None,
         profile_id=filters.profile_id, search=filters.search, after=after, limit=PAGE_SIZE)
-    return {"filters": filters, "rows": rows, "next_cursor": encode_keyset(next_key),
+    return {"filters": filters, "rows": rows, "next_cursor": encode_cursor("keyset", next_key),
             "agent_view": sees_only_assigned()}
 
 
@@ -292,7 +285,7 @@ def thread_messages(conversation_id: int):
     """The newest messages, or the page before `before` ("load older")."""
     conversation = _conversation(conversation_id)
     messages, older = services.list_messages(
-        conversation, before_id=_id_or_none(request.args.get("before")))
+        conversation, before_id=parse_id(request.args.get("before")))
     return render_template("whatsapp/_messages.html", messages=messages, older=older,
                            **live.fragment_context(conversation, _writable()))
 
@@ -325,7 +318,7 @@ def _reply_target(conversation: Conversation, raw: str | None) -> Message | None
     if not raw:
         return None
     refused = ValidationError({"reply_to_id": _("This message cannot be replied to.")})
-    message_id = _id_or_none(raw)
+    message_id = parse_id(raw)
     if message_id is None:
         raise refused
     try:
@@ -444,9 +437,9 @@ def assign(conversation_id: int):
     conversation = _conversation(conversation_id)
     raw = request.form.get("assignee_id") or None
     try:
-        if raw is not None and _id_or_none(raw) is None:
+        if raw is not None and parse_id(raw) is None:
             raise ValidationError({"assignee_id": _("Choose a member who answers WhatsApp.")})
-        services.assign_conversation(conversation, _id_or_none(raw), _me(),
+        services.assign_conversation(conversation, parse_id(raw), _me(),
                                      expected_version=form_version(request.form.get("version")))
     except StaleVersionError:
         return _panel_answer(conversation, 409,
@@ -585,7 +578,7 @@ def forward_message(message_id: int):
 
 def _forward_target(raw: str | None) -> Conversation:
     refused = ValidationError({"target_id": _("Choose a conversation to forward to.")})
-    target_id = _id_or_none(raw)
+    target_id = parse_id(raw)
     if target_id is None:
         raise refused
     try:

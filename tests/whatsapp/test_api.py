@@ -316,7 +316,8 @@ def test_search_finds_names_phones_and_message_text(client, org, sandbox):
 
 @pytest.mark.parametrize(("query", "field"), [
     ("scope=everyone", "scope"), ("status=closed", "status"), ("profile_id=x", "profile_id"),
-    ("profile_id=-3", "profile_id"), ("cursor=bm90LWEtY3Vyc29y", "cursor"), ("limit=0", "limit"),
+    ("profile_id=-3", "profile_id"), ("profile_id=" + "9" * 5000, "profile_id"),
+    ("cursor=bm90LWEtY3Vyc29y", "cursor"), ("limit=0", "limit"),
     ("search=" + "a" * 201, "search"), ("search=a%00b", "search")])
 def test_bad_list_parameters_are_422(client, org, query, field):
     """Each bad parameter answers 422 naming it (a NUL could not even reach PostgreSQL)."""

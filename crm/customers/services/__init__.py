@@ -58,7 +58,6 @@ from crm.customers.services.customers import (
     whatsapp_conversation_id,
 )
 from crm.customers.services.fields import (
-    BIGINT_MAX,
     MAX_TAGS,
     access_field,
     check_bool,
@@ -71,7 +70,6 @@ from crm.customers.services.fields import (
     check_phone,
     check_tags,
     check_text,
-    collect,
     create_field_definition,
     delete_field_definition,
     field_definitions_by_key,
@@ -112,7 +110,6 @@ from crm.customers.services.stages import (
 )
 
 __all__ = [
-    "BIGINT_MAX",
     "BOARD_STEP",
     "DEFAULT_STAGES",
     "MAX_TAGS",
@@ -142,7 +139,6 @@ __all__ = [
     "check_stage",
     "check_tags",
     "check_text",
-    "collect",
     "complete_task",
     "count_customers",
     "create_customer",

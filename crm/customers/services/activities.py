@@ -22,7 +22,6 @@ from crm.customers.services.fields import (
     check_datetime,
     check_owner,
     check_text,
-    collect,
     not_found,
     organization_timezone,
 )
@@ -34,6 +33,7 @@ from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
 from crm.tenancy import get_in_organization
+from crm.validation import collect
 from crm.whatsapp.models import Conversation
 
 

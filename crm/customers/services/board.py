@@ -18,13 +18,14 @@ from crm import events
 from crm.customers.models import Customer, SalesStage
 from crm.customers.services import scoring
 from crm.customers.services.activities import log_automatic
-from crm.customers.services.fields import check_id, collect
-from crm.customers.services.search import decode_cursor, encode_cursor
+from crm.customers.services.fields import check_id
 from crm.customers.services.stages import check_stage
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
+from crm.pagination import decode_cursor, encode_cursor
 from crm.tenancy import current_organization_id
+from crm.validation import collect
 from crm.versions import record_edit
 
 BOARD_STEP = 1024.0
@@ -154,8 +155,7 @@ def _board_page(rows: list[Customer], limit: int) -> tuple[list[Customer], str |
     """A column's page from `limit` + 1 rows in board order, and the cursor after it."""
     rows.sort(key=lambda c: (c.board_position, c.id))
     last = rows[limit - 1] if len(rows) > limit else None
-    return rows[:limit], (encode_cursor("board", [last.board_position, last.id])
-                          if last else None)
+    return rows[:limit], encode_cursor("board", (last.board_position, last.id) if last else None)
 
 
 def board_column(stage_id: int | None, after: str | None = None, limit: int = 50
@@ -163,9 +163,8 @@ def board_column(stage_id: int | None, after: str | None = None, limit: int = 50
     """One column of the board, top to bottom, keyset-paginated on (position, id)."""
     query = (select(Customer).options(joinedload(Customer.owner))
              .where(in_stage(stage_id), Customer.merged_into_id.is_(None)))
-    if after:
-        position, last_id = decode_cursor(after, "board", (float, int))
-        query = query.where(tuple_(Customer.board_position, Customer.id) > (position, last_id))
+    if key := decode_cursor(after, "board", (float, int)):
+        query = query.where(tuple_(Customer.board_position, Customer.id) > key)
     return _board_page(list(db.session.scalars(
         query.order_by(Customer.board_position, Customer.id).limit(limit + 1))), limit)
 

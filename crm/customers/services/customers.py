@@ -29,7 +29,6 @@ from crm.customers.services.fields import (
     check_phone,
     check_tags,
     check_text,
-    collect,
     not_found,
 )
 from crm.customers.services.stages import check_stage, list_stages
@@ -41,6 +40,7 @@ from crm.i18n import isolate
 from crm.permissions import module_enabled
 from crm.search import fold_text
 from crm.tenancy import get_in_organization
+from crm.validation import collect
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
 from crm.whatsapp.models import Conversation
 

@@ -25,8 +25,8 @@ from crm.foundation.services import audit, current_organization, normalize_email
 from crm.search import fold_text, normalize_phone
 from crm.tenancy import get_in_organization
 from crm.text import has_control_characters
+from crm.validation import collect, parse_id
 
-BIGINT_MAX = 2**63 - 1
 MAX_TAGS = 20
 _FIELD_KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _TAG_SEPARATORS = re.compile("[,،\n]")
@@ -77,11 +77,10 @@ def check_id(raw: object, field_name: str) -> int | None:
     """An id from a form (digits) or JSON (an integer, never a boolean); absent is None."""
     if raw is None or raw == "":
         return None
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
-        raw = int(raw)
-    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= BIGINT_MAX:
+    value = parse_id(raw)
+    if value is None:
         raise ValidationError({field_name: _("This id is not valid.")})
-    return raw
+    return value
 
 
 def check_bool(raw: object, field_name: str) -> bool:
@@ -121,19 +120,6 @@ def check_tags(raw: object, field_name: str = "tags") -> list[str]:
     if len(tags) > MAX_TAGS:
         raise ValidationError({field_name: _("Use at most %(n)d tags.", n=MAX_TAGS)})
     return tags
-
-
-def collect(checks: Mapping[str, Any]) -> dict[str, Any]:
-    """Run each named check; report every failing field together, not just the first."""
-    values, errors = {}, {}
-    for name, check in checks.items():
-        try:
-            values[name] = check()
-        except ValidationError as exc:
-            errors.update(exc.fields)
-    if errors:
-        raise ValidationError(errors)
-    return values
 
 
 def not_found() -> NotFoundError:

@@ -23,7 +23,6 @@ from crm.customers.services.fields import (
     check_bool,
     check_custom_value,
     check_int,
-    collect,
     field_definitions_by_key,
 )
 from crm.customers.services.nightly import RESCORE_JOB
@@ -36,6 +35,7 @@ from crm.i18n import isolate
 from crm.jobs import BULK_QUEUE, enqueue
 from crm.models import utcnow
 from crm.tenancy import current_organization_id, get_in_organization
+from crm.validation import collect
 
 RULE_KINDS = ("replied_recently", "message_count", "stage_reached", "ticket_opened",
               "custom_field", "decay")

@@ -4,10 +4,6 @@ exports and campaigns share them).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,20 +27,18 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from crm.customers.models import SOURCES, Customer
 from crm.customers.services.fields import (
-    BIGINT_MAX,
     check_custom_value,
     check_id,
     check_int,
     check_text,
-    collect,
     field_definitions_by_key,
 )
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.services import current_organization
-from crm.pagination import keyset_page
+from crm.pagination import CursorType, decode_cursor, encode_cursor, keyset_page
 from crm.search import search_terms
-from crm.text import has_control_characters
+from crm.validation import collect
 
 SCORE_LIMIT = 1_000_000
 SORTS = ("newest", "oldest", "name", "score", "last_contacted")
@@ -200,9 +194,9 @@ _ORDER = {
     "score": (Customer.score.desc(), Customer.id.desc()),
     "last_contacted": (_CONTACTED.desc(), Customer.id.desc()),
 }
-_CURSOR_TYPES: dict[str, tuple[type, ...]] = {
+_CURSOR_TYPES: dict[str, tuple[CursorType, ...]] = {
     "newest": (int,), "oldest": (int,), "name": (str, int), "score": (int, int),
-    "last_contacted": (datetime, int),
+    "last_contacted": ((datetime, type(None)), int),
 }
 # What the search function takes from a cursor, besides the id (crm/search.py).
 _CURSOR_FIELDS = {"newest": (), "oldest": (), "name": ("name",), "score": ("score",),
@@ -217,7 +211,7 @@ def filtered_query(filters: CustomerFilters) -> Select:
 def list_customers(filters: CustomerFilters, after: str | None = None, limit: int = 50
                    ) -> tuple[list[Customer], str | None]:
     """A page of customers and the opaque cursor of the next page (None on the last)."""
-    key = decode_cursor(after, filters.sort, _CURSOR_TYPES[filters.sort]) if after else None
+    key = decode_cursor(after, filters.sort, _CURSOR_TYPES[filters.sort])
     query = (select(Customer).where(*_conditions(filters, (key, limit + 1)))
              .order_by(*_ORDER[filters.sort])
              .options(joinedload(Customer.owner), joinedload(Customer.stage)))
@@ -226,7 +220,7 @@ def list_customers(filters: CustomerFilters, after: str | None = None, limit: in
     return keyset_page(query, limit, lambda last: _cursor_for(filters.sort, last))
 
 
-def _after(sort: str, key: list) -> ColumnElement[bool]:
+def _after(sort: str, key: tuple) -> ColumnElement[bool]:
     if sort == "newest":
         return Customer.id < key[0]
     if sort == "oldest":
@@ -241,53 +235,9 @@ def _after(sort: str, key: list) -> ColumnElement[bool]:
 
 
 def _cursor_for(sort: str, customer: Customer) -> str:
-    key = {"newest": [], "oldest": [], "name": [customer.name], "score": [customer.score],
-           "last_contacted": [customer.last_contacted_at.isoformat()
-                              if customer.last_contacted_at else None]}[sort]
-    return encode_cursor(sort, [*key, customer.id])
-
-
-def encode_cursor(kind: str, values: list) -> str:
-    raw = json.dumps([kind, *values], ensure_ascii=False, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: object, kind: str, types: tuple[type, ...]) -> list:
-    """Read a cursor of this kind of list; anything else is a 422 on `cursor`."""
-    bad = ValidationError({"cursor": _("This cursor is not valid.")})
-    if not isinstance(raw, str) or len(raw) > 1000:
-        raise bad
-    try:
-        values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise bad from None
-    if not isinstance(values, list) or len(values) != len(types) + 1 or values[0] != kind:
-        raise bad
-    key = []
-    for value, kind_of in zip(values[1:], types, strict=True):
-        key.append(_cursor_value(value, kind_of, bad))
-    return key
-
-
-def _cursor_value(value: object, kind_of: type, bad: ValidationError) -> object:
-    if kind_of is int and not isinstance(value, bool) and isinstance(value, int) \
-            and -BIGINT_MAX <= value <= BIGINT_MAX:
-        return value
-    if kind_of is float and isinstance(value, int | float) and not isinstance(value, bool) \
-            and math.isfinite(value):
-        return float(value)
-    if kind_of is str and isinstance(value, str) and not has_control_characters(value):
-        return value
-    if kind_of is datetime and value is None:
-        return None
-    if kind_of is datetime and isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise bad from None
-        if moment.tzinfo is not None:
-            return moment
-    raise bad
+    key = {"newest": (), "oldest": (), "name": (customer.name,), "score": (customer.score,),
+           "last_contacted": (customer.last_contacted_at,)}[sort]
+    return encode_cursor(sort, (*key, customer.id))
 
 
 def count_customers(filters: CustomerFilters) -> int:

@@ -10,13 +10,14 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from crm.customers.models import Customer, Segment
-from crm.customers.services.fields import check_text, collect, not_found
+from crm.customers.services.fields import check_text, not_found
 from crm.customers.services.search import CustomerFilters, list_customers, parse_filters
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
 from crm.tenancy import get_in_organization
+from crm.validation import collect
 
 
 def list_segments() -> list[Segment]:

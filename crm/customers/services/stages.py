@@ -16,13 +16,14 @@ from sqlalchemy import delete, func, select, text, update
 
 from crm import events
 from crm.customers.models import Customer, SalesStage, ScoringRule
-from crm.customers.services.fields import check_bool, check_id, check_text, collect, not_found
+from crm.customers.services.fields import check_bool, check_id, check_text, not_found
 from crm.customers.services.nightly import keep_nightly_rescore
 from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
 from crm.tenancy import current_organization_id, get_in_organization
+from crm.validation import collect
 from crm.versions import edit_values
 
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
