@@ -1,9 +1,14 @@
-"""The request around every view: one transaction, HTMX-aware responses, errors, health checks."""
+"""The request around every view: one transaction, HTMX-aware responses, errors, health checks,
+and the page kit every module's views answer with (`me`, `see_other`, `page`, `fragment`,
+`htmx_response`, `form_text`).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -13,22 +18,29 @@ from flask import (
     current_app,
     g,
     jsonify,
+    make_response,
+    redirect,
     render_template,
     request,
+    url_for,
 )
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_login import current_user
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 from werkzeug.routing import IntegerConverter
 
 from crm import json_input, outages
-from crm.errors import ServiceError, file_too_large
+from crm.errors import ServiceError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.i18n import language_without_database
 from crm.permissions import can
 from crm.transaction import commit, kept_on_error, rollback
 from crm.validation import BIGINT_MAX
+
+if TYPE_CHECKING:
+    from crm.foundation.models import User
 
 log = logging.getLogger("crm.web")
 health = Blueprint("health", __name__)
@@ -92,6 +104,71 @@ def is_htmx() -> bool:
     return (request.headers.get("HX-Request") == "true"
             and request.headers.get("HX-Boosted") != "true"
             and request.headers.get("HX-History-Restore-Request") != "true")
+
+
+# -- the page kit ---------------------------------------------------------------------------
+
+def me() -> User:
+    """The logged-in user itself (services need the object, not Flask-Login's proxy)."""
+    return current_user._get_current_object()
+
+
+def see_other(endpoint: str, **values: Any) -> Response:
+    """Answer a form that worked: 303 to the page `url_for(endpoint, **values)` builds."""
+    return redirect(url_for(endpoint, **values), 303)
+
+
+def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    """Render a page with a form; `errors` and `values` default to empty."""
+    context.setdefault("errors", {})
+    context.setdefault("values", {})
+    return render_template(template, **context), status
+
+
+def fragment(template: str | None, status: int = 200, **context: Any) -> Response:
+    """An htmx answer: `template` rendered (nothing for None), and the flashes."""
+    return htmx_response(render_template(template, **context) if template else "", status)
+
+
+def flashes() -> str:
+    """The flash area, to swap in out of band: the messages flashed since the last page."""
+    return render_template("_flashes.html", oob=True)
+
+
+def htmx_response(body: str = "", status: int = 200, *,
+                  trigger: str | list[str] | dict[str, Any] | None = None,
+                  retarget: str | None = None, reswap: str | None = None,
+                  refresh: bool = False, with_flashes: bool = True) -> Response:
+    """An htmx answer: `body`, the flash area out of band, and the headers that steer htmx.
+
+    `trigger` (an event name, several, or names with their details) sets HX-Trigger: the
+    browser fires those events on <body>, and whatever depends on the change refreshes
+    itself (`hx-trigger="customersChanged from:body"`) without the server knowing its id.
+    `retarget` and `reswap` send the body elsewhere, or nowhere ("none"); `refresh` reloads
+    the page, which shows the flashes itself.
+    """
+    headers = {}
+    if trigger:
+        headers["HX-Trigger"] = (json.dumps(trigger) if isinstance(trigger, dict)
+                                 else trigger if isinstance(trigger, str) else ", ".join(trigger))
+    if retarget:
+        headers["HX-Retarget"] = retarget
+    if reswap:
+        headers["HX-Reswap"] = reswap
+    if refresh:
+        headers["HX-Refresh"] = "true"
+    if with_flashes and not refresh:
+        body += flashes()
+    return make_response(body, status, headers)
+
+
+def form_text(name: str) -> str:
+    """A text field of the posted form ("" when absent); a NUL, which PostgreSQL cannot
+    store, is a 422 on the field."""
+    value = request.form.get(name, "")
+    if "\x00" in value:
+        raise ValidationError({name: _("Remove the control characters.")})
+    return value
 
 
 # What a form adds to the file it carries: its other fields and the multipart framing.

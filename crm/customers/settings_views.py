@@ -17,10 +17,9 @@ from crm.customers import services
 from crm.customers.services import scoring
 from crm.customers.views import FIELD_TYPE_LABELS, blueprint, board_refused, stage_choices
 from crm.errors import ConflictError, ValidationError
-from crm.foundation.views import _me, _see_other
 from crm.i18n import current_language, isolate
 from crm.permissions import require
-from crm.web import is_htmx
+from crm.web import is_htmx, me, see_other
 
 RULE_LABELS = {"replied_recently": lazy_gettext("Replied on WhatsApp recently"),
                "message_count": lazy_gettext("Sent many WhatsApp messages"),
@@ -73,27 +72,27 @@ def stage_settings():
 @crm_setting
 def create_stage():
     try:
-        stage = services.create_stage(_me(), _stage_data(request.form))
+        stage = services.create_stage(me(), _stage_data(request.form))
     except ValidationError as exc:
         return _stage_page(422, new_errors=exc.fields, new_values=request.form,
                            new_error=exc.message)
     flash(_("The stage %(name)s was added.", name=isolate(stage.name_in(current_language()))),
           "success")
-    return _see_other("customers.stage_settings")
+    return see_other("customers.stage_settings")
 
 
 @blueprint.post("/settings/stages/order")
 @crm_setting
 def reorder_stages():
     try:
-        services.reorder_stages(_me(), request.form.getlist("stage_ids"))
+        services.reorder_stages(me(), request.form.getlist("stage_ids"))
     except ValidationError as exc:
         if is_htmx():
             return board_refused(exc.message, exc.status)
         raise
     if is_htmx():
         return "", 204
-    return _see_other("customers.stage_settings")
+    return see_other("customers.stage_settings")
 
 
 @blueprint.post("/settings/stages/<int:stage_id>")
@@ -101,13 +100,13 @@ def reorder_stages():
 def update_stage(stage_id: int):
     stage = services.access_stage(stage_id)
     try:
-        services.update_stage(_me(), stage, _stage_data(request.form))
+        services.update_stage(me(), stage, _stage_data(request.form))
     except ValidationError as exc:
         return _stage_page(422, error_id=stage.id, row_errors=exc.fields,
                            row_values=request.form)
     flash(_("The stage %(name)s was saved.", name=isolate(stage.name_in(current_language()))),
           "success")
-    return _see_other("customers.stage_settings")
+    return see_other("customers.stage_settings")
 
 
 @blueprint.post("/settings/stages/<int:stage_id>/delete")
@@ -116,12 +115,12 @@ def delete_stage(stage_id: int):
     stage = services.access_stage(stage_id)
     name = stage.name_in(current_language())
     try:
-        services.delete_stage(_me(), stage)
+        services.delete_stage(me(), stage)
     except ConflictError as exc:
         flash(exc.message, "error")
-        return _see_other("customers.stage_settings")
+        return see_other("customers.stage_settings")
     flash(_("The stage %(name)s was deleted.", name=isolate(name)), "success")
-    return _see_other("customers.stage_settings")
+    return see_other("customers.stage_settings")
 
 
 # -- settings: custom fields ------------------------------------------------------------------
@@ -147,12 +146,12 @@ def create_field():
     form = request.form
     data = {key: form.get(key, "") for key in ("key", "label", "type", "choices", "is_required")}
     try:
-        definition = services.create_field_definition(_me(), data)
+        definition = services.create_field_definition(me(), data)
     except (ValidationError, ConflictError) as exc:
         return _field_page(exc.status, new_errors=exc.fields, new_values=form,
                            new_error=exc.message)
     flash(_("The field %(label)s was added.", label=isolate(definition.label)), "success")
-    return _see_other("customers.field_settings")
+    return see_other("customers.field_settings")
 
 
 @blueprint.post("/settings/fields/<int:field_id>")
@@ -164,11 +163,11 @@ def update_field(field_id: int):
     if definition.type == "choice":
         data["choices"] = form.get("choices", "")
     try:
-        services.update_field_definition(_me(), definition, data)
+        services.update_field_definition(me(), definition, data)
     except ValidationError as exc:
         return _field_page(422, error_id=definition.id, row_errors=exc.fields, row_values=form)
     flash(_("The field %(label)s was saved.", label=isolate(definition.label)), "success")
-    return _see_other("customers.field_settings")
+    return see_other("customers.field_settings")
 
 
 @blueprint.post("/settings/fields/<int:field_id>/delete")
@@ -176,9 +175,9 @@ def update_field(field_id: int):
 def delete_field(field_id: int):
     definition = services.access_field(field_id)
     label = definition.label
-    services.delete_field_definition(_me(), definition)
+    services.delete_field_definition(me(), definition)
     flash(_("The field %(label)s was deleted.", label=isolate(label)), "success")
-    return _see_other("customers.field_settings")
+    return see_other("customers.field_settings")
 
 
 # -- settings: lead scoring -------------------------------------------------------------------
@@ -244,9 +243,9 @@ def scoring_settings():
 def save_scoring():
     rows, rules, numbers = _posted_rules(request.form)
     try:
-        scoring.save_rules(_me(), rules)
+        scoring.save_rules(me(), rules)
     except ValidationError as exc:
         return _scoring_page(rows, 422, errors=_renumbered(exc.fields, numbers),
                              error=exc.message)
     flash(_("The scoring rules were saved. Scores are being recomputed."), "success")
-    return _see_other("customers.scoring_settings")
+    return see_other("customers.scoring_settings")

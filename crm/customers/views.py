@@ -19,7 +19,6 @@ from flask import (
     Blueprint,
     Response,
     flash,
-    make_response,
     redirect,
     render_template,
     request,
@@ -35,19 +34,12 @@ from crm.customers.models import ACTIVITY_TYPES, SOURCES, Customer, SalesStage
 from crm.customers.services import scoring
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import services as foundation
-from crm.foundation.views import (
-    DashboardCard,
-    _fragment,
-    _me,
-    _page,
-    _see_other,
-    add_dashboard_card,
-)
+from crm.foundation.views import DashboardCard, add_dashboard_card
 from crm.i18n import current_language, isolate
 from crm.permissions import require
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
-from crm.web import allow_uploads, is_htmx
+from crm.web import allow_uploads, fragment, htmx_response, is_htmx, me, page, see_other
 
 blueprint = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -91,7 +83,7 @@ allow_uploads(blueprint, {"customers.start_import"}, imports.IMPORT_MAX_BYTES)
 
 
 def _tasks_due_today() -> dict:
-    return {"tasks": services.tasks_due_today(_me())}
+    return {"tasks": services.tasks_due_today(me())}
 
 
 add_dashboard_card(DashboardCard("customers/_tasks_card.html", "crm", "read", _tasks_due_today))
@@ -181,14 +173,14 @@ def list_customers():
                "filter_args": filters.as_params() if filters else {}, "errors": errors}
     status = 422 if errors else 200
     if is_htmx():
-        return _fragment("customers/_rows.html", status, oob=True, **context)
-    return _page("customers/list.html", status, values=request.args, **_choices(), **context)
+        return fragment("customers/_rows.html", status, oob=True, **context)
+    return page("customers/list.html", status, values=request.args, **_choices(), **context)
 
 
 @blueprint.get("/export.csv")
 @require("crm", "write")
 def export_customers():
-    lines = imports.export_csv(_me(), services.parse_filters(request.args))
+    lines = imports.export_csv(me(), services.parse_filters(request.args))
     return Response(lines, mimetype="text/csv", headers={
         "Content-Disposition": "attachment; filename=customers.csv"})
 
@@ -233,15 +225,15 @@ def new_customer():
                "cancel_url": url_for("customers.list_customers"), **_choices(definitions)}
     if request.method == "GET":  # owned by its creator, in the first stage, unless changed
         first_stage = context["stage_choices"][0][0]
-        return _page("customers/form.html", values={
-            "owner_id": str(_me().id), "stage_id": first_stage}, **context)
+        return page("customers/form.html", values={
+            "owner_id": str(me().id), "stage_id": first_stage}, **context)
     try:
-        customer = services.create_customer(_me(), _customer_data(request.form, definitions))
+        customer = services.create_customer(me(), _customer_data(request.form, definitions))
     except (ValidationError, ConflictError) as exc:
-        return _page("customers/form.html", exc.status, values=request.form, **_refused(exc),
+        return page("customers/form.html", exc.status, values=request.form, **_refused(exc),
                      **context)
     flash(_("%(name)s was added.", name=isolate(customer.name)), "success")
-    return _see_other("customers.show_customer", customer_id=customer.id)
+    return see_other("customers.show_customer", customer_id=customer.id)
 
 
 def _customer_page(customer: Customer, status: int = 200, **context) -> tuple[str, int]:
@@ -279,20 +271,20 @@ def edit_customer(customer_id: int):
                "cancel_url": url_for("customers.show_customer", customer_id=customer.id),
                **_choices(definitions)}
     if request.method == "GET":
-        return _page(template, values=_form_values(customer), **context)
+        return page(template, values=_form_values(customer), **context)
     try:
-        services.update_customer(_me(), customer, _customer_data(request.form, definitions),
+        services.update_customer(me(), customer, _customer_data(request.form, definitions),
                                  expected_version=form_version(request.form.get("version")))
     except StaleVersionError:
         # The form as typed, now at the current version: saving it again saves anyway.
         values = request.form.to_dict() | {"version": str(customer.version)}
-        return _page(template, 409, values=values, stale=True, **context)
+        return page(template, 409, values=values, stale=True, **context)
     except (ValidationError, ConflictError) as exc:
-        return _page(template, exc.status, values=request.form, **_refused(exc), **context)
+        return page(template, exc.status, values=request.form, **_refused(exc), **context)
     flash(_("%(name)s was saved.", name=isolate(customer.name)), "success")
     if is_htmx():
-        return _fragment("customers/_details.html", customer=customer, definitions=definitions)
-    return _see_other("customers.show_customer", customer_id=customer.id)
+        return fragment("customers/_details.html", customer=customer, definitions=definitions)
+    return see_other("customers.show_customer", customer_id=customer.id)
 
 
 @blueprint.post("/<int:customer_id>/delete")
@@ -300,9 +292,9 @@ def edit_customer(customer_id: int):
 def delete_customer(customer_id: int):
     customer = services.access_customer(customer_id)
     name = customer.name
-    services.delete_customer(_me(), customer)
+    services.delete_customer(me(), customer)
     flash(_("%(name)s was deleted.", name=isolate(name)), "success")
-    return _see_other("customers.list_customers")
+    return see_other("customers.list_customers")
 
 
 def _merge_candidates(customer: Customer, query: str) -> list[Customer]:
@@ -336,11 +328,11 @@ def merge_customer(customer_id: int):
         raise ValidationError({"duplicate_id": _("Choose the duplicate to merge.")})
     duplicate = services.access_customer(duplicate_id)
     name = duplicate.name
-    services.merge_customers(_me(), survivor, duplicate)
+    services.merge_customers(me(), survivor, duplicate)
     flash(_("%(duplicate)s was merged into %(name)s.", duplicate=isolate(name),
             name=isolate(survivor.name)),
           "success")
-    return _see_other("customers.show_customer", customer_id=survivor.id)
+    return see_other("customers.show_customer", customer_id=survivor.id)
 
 
 # -- the timeline -----------------------------------------------------------------------------
@@ -360,7 +352,7 @@ def _timeline_page(customer: Customer, before: int | None) -> dict[str, Any]:
     """A page of the timeline, with the messages whose text the reader may see."""
     activities, next_cursor = services.list_activities(customer, before, TIMELINE_PAGE)
     return {"activities": activities, "next_cursor": next_cursor, "before": before,
-            "readable_messages": services.readable_messages(activities, _me())}
+            "readable_messages": services.readable_messages(activities, me())}
 
 
 @blueprint.post("/<int:customer_id>/activities")
@@ -369,7 +361,7 @@ def add_activity(customer_id: int):
     customer = services.access_customer(customer_id)
     form = request.form
     try:
-        activity = services.add_activity(_me(), customer, form.get("type"), form.get("body"),
+        activity = services.add_activity(me(), customer, form.get("type"), form.get("body"),
                                          form.get("due_at"), form.get("assignee_id"))
     except ValidationError as exc:
         if not is_htmx():
@@ -386,7 +378,7 @@ def _activity_form(customer: Customer, status: int = 200, **context) -> Response
     """The activity form again (empty, or with its errors), and the entry it added."""
     context.setdefault("activity_values", {})
     context.setdefault("activity_errors", {})
-    return _fragment("customers/_activity_form.html", status, customer=customer,
+    return fragment("customers/_activity_form.html", status, customer=customer,
                      owner_choices=_owner_choices(), activity_types=ACTIVITY_TYPES, **context)
 
 
@@ -396,13 +388,13 @@ def complete_task(activity_id: int):
     activity = services.access_activity(activity_id)
     status = 200
     try:
-        services.complete_task(_me(), activity)
+        services.complete_task(me(), activity)
     except ConflictError as exc:
         flash(exc.message, "error")
         status = exc.status
     if is_htmx():
-        return _fragment("customers/_activity.html", status, activity=activity)
-    return _see_other("customers.show_customer", customer_id=activity.customer_id)
+        return fragment("customers/_activity.html", status, activity=activity)
+    return see_other("customers.show_customer", customer_id=activity.customer_id)
 
 
 # -- the pipeline board -----------------------------------------------------------------------
@@ -430,7 +422,7 @@ def board():
 def board_column(stage_id: int):
     stage = services.access_stage(stage_id)
     if not is_htmx():  # the "Load more" link without JavaScript: the list of that stage
-        return _see_other("customers.list_customers", stage_id=stage.id)
+        return see_other("customers.list_customers", stage_id=stage.id)
     customers, next_cursor = services.board_column(stage.id, request.args.get("after"),
                                                    live.BOARD_PAGE)
     return render_template("customers/_board_column.html", stage_id=stage.id,
@@ -440,9 +432,7 @@ def board_column(stage_id: int):
 def board_refused(message: str, status: int) -> Response:
     """The move was not saved: say why and reload the board, which shows what is saved."""
     flash(message, "error")
-    response = make_response("", status)
-    response.headers["HX-Refresh"] = "true"
-    return response
+    return htmx_response("", status, refresh=True)
 
 
 @blueprint.post("/board/move")
@@ -453,14 +443,14 @@ def move_card():
         if move is None:
             return "", 204
         customer = services.access_customer(move.card.id)
-        services.move_customer(_me(), customer, move.stage_id, before_id=move.before_id,
+        services.move_customer(me(), customer, move.stage_id, before_id=move.before_id,
                                after_id=move.after_id)
     except ServiceError as exc:
         if not is_htmx():
             raise
         return board_refused(exc.message, exc.status)
     if not is_htmx():
-        return _see_other("customers.board")
+        return see_other("customers.board")
     return render_template("customers/_board_moved.html", moved=customer,
                            counts=services.stage_counts(),
                            changed_stages=sorted({move.card.stage_id, move.stage_id}))
@@ -478,7 +468,7 @@ def _segment_page(status: int = 200, **context) -> tuple[str, int]:
     filters, errors = _filters(context.get("values", {}))
     context.setdefault("errors", errors)
     context["count"] = services.count_customers(filters) if filters else 0
-    return _page("customers/segment_new.html", status, **_choices(), **context)
+    return page("customers/segment_new.html", status, **_choices(), **context)
 
 
 @blueprint.get("/segments/new")
@@ -492,11 +482,11 @@ def new_segment():
 def create_segment():
     form = request.form
     try:
-        segment = services.create_segment(_me(), form.get("name"), form)
+        segment = services.create_segment(me(), form.get("name"), form)
     except ValidationError as exc:
         return _segment_page(422, values=form, errors=exc.fields)
     flash(_("The segment %(name)s was saved.", name=isolate(segment.name)), "success")
-    return _see_other("customers.segments")
+    return see_other("customers.segments")
 
 
 @blueprint.get("/segments/count")
@@ -514,9 +504,9 @@ def count_segment():
 def delete_segment(segment_id: int):
     segment = services.access_segment(segment_id)
     name = segment.name
-    services.delete_segment(_me(), segment)
+    services.delete_segment(me(), segment)
     flash(_("The segment %(name)s was deleted.", name=isolate(name)), "success")
-    return _see_other("customers.segments")
+    return see_other("customers.segments")
 
 
 # -- CSV import -------------------------------------------------------------------------------
@@ -524,17 +514,17 @@ def delete_segment(segment_id: int):
 @blueprint.get("/imports/new")
 @require("crm", "write")
 def new_import():
-    return _page("customers/import_new.html")
+    return page("customers/import_new.html")
 
 
 @blueprint.post("/imports")
 @require("crm", "write")
 def start_import():
     try:
-        imp = imports.start_import(_me(), request.files.get("file"))
+        imp = imports.start_import(me(), request.files.get("file"))
     except ValidationError as exc:
-        return _page("customers/import_new.html", 422, errors=exc.fields)
-    return _see_other("customers.show_import", import_id=imp.id)
+        return page("customers/import_new.html", 422, errors=exc.fields)
+    return see_other("customers.show_import", import_id=imp.id)
 
 
 def _reading_choice(values: Mapping) -> dict[str, str]:
@@ -576,7 +566,7 @@ def _import_page(imp, status: int = 200, choice: Mapping | None = None,
                             (imports.NEW_FIELD, _("New custom field…"))],
             field_type_choices=list(FIELD_TYPE_LABELS.items()),
             field_keys=[imports.suggest_field_key(c, i) for i, c in enumerate(columns)])
-    return _page(template, status, imp=imp, **context)
+    return page(template, status, imp=imp, **context)
 
 
 @blueprint.get("/imports/<int:import_id>")
@@ -594,7 +584,7 @@ def preview_import(import_id: int):
     """The preview and mapping read with another encoding or separator (nothing is saved)."""
     imp = imports.access_import(import_id)
     if imp.status != "uploaded":
-        return _see_other("customers.show_import", import_id=imp.id)
+        return see_other("customers.show_import", import_id=imp.id)
     template = "customers/_import_mapping.html" if is_htmx() else "customers/import.html"
     return _import_page(imp, choice=_reading_choice(request.args), template=template)
 
@@ -608,7 +598,7 @@ def configure_import(import_id: int):
     imp = imports.access_import(import_id)
     if imp.status != "uploaded":
         flash(_("This import has already started."), "error")
-        return _see_other("customers.show_import", import_id=imp.id)
+        return see_other("customers.show_import", import_id=imp.id)
     form, choice = request.form, _reading_choice(request.form)
     reading, columns, _rows, problems = _preview(imp, choice)
     if problems:
@@ -620,11 +610,11 @@ def configure_import(import_id: int):
                   if mapping[column] == imports.NEW_FIELD}
     on_duplicate = form.get("on_duplicate")
     try:
-        imports.configure_import(_me(), imp, mapping, on_duplicate, reading, new_fields)
+        imports.configure_import(me(), imp, mapping, on_duplicate, reading, new_fields)
     except ValidationError as exc:
         return _import_page(imp, 422, choice, errors=exc.fields, mapping=mapping,
                             new_fields=new_fields, on_duplicate=on_duplicate)
-    return _see_other("customers.show_import", import_id=imp.id)
+    return see_other("customers.show_import", import_id=imp.id)
 
 
 @blueprint.post("/imports/<int:import_id>/resume")
@@ -632,10 +622,10 @@ def configure_import(import_id: int):
 def resume_import(import_id: int):
     imp = imports.access_import(import_id)
     try:
-        imports.resume_import(_me(), imp)
+        imports.resume_import(me(), imp)
     except ConflictError as exc:
         flash(exc.message, "error")
-    return _see_other("customers.show_import", import_id=imp.id)
+    return see_other("customers.show_import", import_id=imp.id)
 
 
 @blueprint.get("/imports/<int:import_id>/report.csv")
@@ -646,6 +636,6 @@ def import_report(import_id: int):
     if path is None:
         flash(_("This import has no report: no row was rejected, or it is not finished."),
               "info")
-        return _see_other("customers.show_import", import_id=imp.id)
+        return see_other("customers.show_import", import_id=imp.id)
     return send_file(path, mimetype="text/csv", as_attachment=True,
                      download_name=f"rejected-rows-{imp.id}.csv")

@@ -18,10 +18,8 @@ import phonenumbers
 from babel import Locale
 from flask import (
     Blueprint,
-    Response,
     abort,
     flash,
-    make_response,
     redirect,
     render_template,
     request,
@@ -38,7 +36,7 @@ from crm.i18n import current_language, isolate
 from crm.permissions import can, require
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
 from crm.validation import parse_id
-from crm.web import is_htmx
+from crm.web import fragment, is_htmx, me, page, see_other
 
 blueprint = Blueprint("foundation", __name__)
 
@@ -117,15 +115,6 @@ def add_dashboard_card(card: DashboardCard) -> None:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _me() -> User:
-    """The logged-in user itself (services need the object, not Flask-Login's proxy)."""
-    return current_user._get_current_object()
-
-
-def _see_other(endpoint: str, **values) -> Response:
-    return redirect(url_for(endpoint, **values), 303)
-
-
 def _safe_next(target: str | None) -> str:
     """Where to go after a form: a path on this site, never another site (open redirect).
 
@@ -138,19 +127,6 @@ def _safe_next(target: str | None) -> str:
         if not parts.scheme and not parts.netloc:
             return target
     return url_for("foundation.dashboard")
-
-
-def _page(template: str, status: int = 200, **context) -> tuple[str, int]:
-    """Render a page with a form; `errors` and `values` default to empty."""
-    context.setdefault("errors", {})
-    context.setdefault("values", {})
-    return render_template(template, **context), status
-
-
-def _fragment(template: str | None, status: int = 200, **context) -> Response:
-    """An htmx answer: the changed fragment, plus the flash area swapped out of band."""
-    body = render_template(template, **context) if template else ""
-    return make_response(body + render_template("_flashes.html", oob=True), status)
 
 
 def _check_confirmation(password: str | None, confirmation: str | None, field: str) -> None:
@@ -173,39 +149,39 @@ def _link_refused(exc: ValidationError) -> bool:
 @public_rate_limited("register", per_email=True)
 def register():
     if current_user.is_authenticated:
-        return _see_other("foundation.dashboard")
+        return see_other("foundation.dashboard")
     if request.method == "GET":
-        return _page("foundation/register.html", values={"language": current_language()})
+        return page("foundation/register.html", values={"language": current_language()})
     form = request.form
     try:
         registration = services.register_organization(
             form.get("organization_name"), form.get("full_name"), form.get("email"),
             form.get("password"), form.get("language"))
     except ValidationError as exc:
-        return _page("foundation/register.html", 422, errors=exc.fields, values=form,
+        return page("foundation/register.html", 422, errors=exc.fields, values=form,
                      error=exc.message)
     start_session(registration.user)
     flash(_("Welcome to Wasl! Your workspace is ready."), "success")
-    return _see_other("foundation.dashboard")
+    return see_other("foundation.dashboard")
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
 @login_rate_limited
 def login():
     if current_user.is_authenticated:
-        return _see_other("foundation.dashboard")
+        return see_other("foundation.dashboard")
     next_url = request.values.get("next", "")
     if request.method == "GET":
-        return _page("foundation/login.html", next_url=next_url)
+        return page("foundation/login.html", next_url=next_url)
     form = request.form
     try:
         user = services.authenticate(form.get("email"), form.get("password"),
                                      form.get("organization_slug") or None)
     except AuthenticationError as exc:
-        return _page("foundation/login.html", 422, values=form, error=exc.message,
+        return page("foundation/login.html", 422, values=form, error=exc.message,
                      next_url=next_url, show_workspace=bool(form.get("organization_slug")))
     except ValidationError as exc:
-        return _page("foundation/login.html", 422, values=form, errors=exc.fields,
+        return page("foundation/login.html", 422, values=form, errors=exc.fields,
                      error=exc.message, next_url=next_url, show_workspace=True)
     start_session(user, remember=bool(form.get("remember")))
     return redirect(_safe_next(next_url), 303)
@@ -214,10 +190,10 @@ def login():
 @blueprint.post("/logout")
 def logout():
     if current_user.is_authenticated:
-        services.logout(_me())
+        services.logout(me())
     end_session()
     flash(_("You have been logged out."), "info")
-    return _see_other("foundation.login")
+    return see_other("foundation.login")
 
 
 # -- passwords ----------------------------------------------------------------------------------
@@ -226,12 +202,12 @@ def logout():
 @public_rate_limited("forgot-password", per_email=True)
 def forgot_password():
     if request.method == "GET":
-        return _page("foundation/forgot_password.html")
+        return page("foundation/forgot_password.html")
     services.request_password_reset(request.form.get("email"))
     # The same answer whether or not the account exists, so the page reveals no one.
     flash(_("If an account exists for this email, we sent a link to reset the password."),
           "success")
-    return _see_other("foundation.forgot_password")
+    return see_other("foundation.forgot_password")
 
 
 @blueprint.route("/reset-password/<token>", methods=["GET", "POST"])
@@ -241,16 +217,16 @@ def reset_password(token: str):
     try:
         if request.method == "GET":
             services.pending_password_reset(token)
-            return _page("foundation/reset_password.html", token=token)
+            return page("foundation/reset_password.html", token=token)
         _check_confirmation(form.get("password"), form.get("password_confirmation"),
                             "password_confirmation")
         services.reset_password(token, form.get("password"))
     except ValidationError as exc:
         if _link_refused(exc):
             return _invalid_link(exc.fields["token"])
-        return _page("foundation/reset_password.html", 422, errors=exc.fields, token=token)
+        return page("foundation/reset_password.html", 422, errors=exc.fields, token=token)
     flash(_("Your password has been changed. Log in with the new one."), "success")
-    return _see_other("foundation.login")
+    return see_other("foundation.login")
 
 
 # -- dashboard and profile -------------------------------------------------------------------
@@ -268,7 +244,7 @@ def _profile_page(status: int = 200, **context) -> tuple[str, int]:
     context.setdefault("values", {"full_name": current_user.full_name,
                                   "preferred_language": current_language()})
     context.setdefault("password_errors", {})
-    return _page("foundation/profile.html", status, **_sessions(), **context)
+    return page("foundation/profile.html", status, **_sessions(), **context)
 
 
 @blueprint.route("/profile", methods=["GET", "POST"])
@@ -278,11 +254,11 @@ def profile():
         return _profile_page()
     form = request.form
     try:
-        services.update_profile(_me(), form.get("full_name"), form.get("preferred_language"))
+        services.update_profile(me(), form.get("full_name"), form.get("preferred_language"))
     except ValidationError as exc:
         return _profile_page(422, errors=exc.fields, values=form)
     flash(_("Your profile has been saved."), "success")
-    return _see_other("foundation.profile")
+    return see_other("foundation.profile")
 
 
 @blueprint.post("/profile/password")
@@ -292,11 +268,11 @@ def change_password():
     try:
         _check_confirmation(form.get("new_password"), form.get("new_password_confirmation"),
                             "new_password_confirmation")
-        services.change_password(_me(), form.get("current_password"), form.get("new_password"))
+        services.change_password(me(), form.get("current_password"), form.get("new_password"))
     except ValidationError as exc:
         return _profile_page(422, password_errors=exc.fields)
     flash(_("Your password has been changed. Your other sessions were signed out."), "success")
-    return _see_other("foundation.profile")
+    return see_other("foundation.profile")
 
 
 def device_name(user_agent: str | None) -> str:
@@ -313,19 +289,19 @@ def device_name(user_agent: str | None) -> str:
 def _sessions_answer():
     """Answer a change to the sessions: htmx gets the list, a plain post the profile."""
     if is_htmx():
-        return _fragment("foundation/_sessions.html", **_sessions())
-    return _see_other("foundation.profile")
+        return fragment("foundation/_sessions.html", **_sessions())
+    return see_other("foundation.profile")
 
 
 def _sessions() -> dict:
-    return {"sessions": services.list_sessions(_me()), "device_name": device_name}
+    return {"sessions": services.list_sessions(me()), "device_name": device_name}
 
 
 @blueprint.post("/profile/sessions/<int:session_id>/end")
 @require("users", "none")
 def sign_out_session(session_id: int):
-    me = _me()
-    services.end_session(me, services.access_session(me, session_id))
+    user = me()
+    services.end_session(user, services.access_session(user, session_id))
     flash(_("That session was signed out."), "success")
     return _sessions_answer()
 
@@ -333,7 +309,7 @@ def sign_out_session(session_id: int):
 @blueprint.post("/profile/sessions/end-others")
 @require("users", "none")
 def sign_out_other_sessions():
-    services.end_other_sessions(_me())
+    services.end_other_sessions(me())
     flash(_("Your other sessions were signed out."), "success")
     return _sessions_answer()
 
@@ -343,7 +319,7 @@ def set_language():
     language = request.form.get("language")
     response = redirect(_safe_next(request.form.get("next")), 303)
     if current_user.is_authenticated:
-        services.set_language(_me(), language)
+        services.set_language(me(), language)
     elif language in services.LANGUAGES:
         response.set_cookie("lang", language, max_age=LANGUAGE_COOKIE_AGE, httponly=True,
                             samesite="Lax", secure=request.is_secure)
@@ -359,7 +335,7 @@ def _with_invitations(context: dict) -> dict:
     if "invitations" not in context:
         context["invitations"] = services.list_invitations()
     context.setdefault("invite_errors", {})
-    context.setdefault("invite_values", {"language": _me().organization.default_language})
+    context.setdefault("invite_values", {"language": me().organization.default_language})
     return context
 
 
@@ -374,12 +350,12 @@ def _team_page(status: int = 200, **context) -> tuple[str, int]:
                            **_with_invitations(context)), status
 
 
-def _team_answer(fragment: str | None, status: int = 200, **context):
+def _team_answer(template: str | None, status: int = 200, **context):
     """Answer a team change: htmx gets the changed fragment, a plain post the page."""
     if is_htmx():
-        return _fragment(fragment, status, **context)
+        return fragment(template, status, **context)
     if status < 400:
-        return _see_other("foundation.team")
+        return see_other("foundation.team")
     return _team_page(status, **context)
 
 
@@ -400,7 +376,7 @@ def team():
 def change_role(user_id: int):
     user = services.access_user(user_id)
     try:
-        services.change_role(_me(), user, request.form.get("role"))
+        services.change_role(me(), user, request.form.get("role"))
     except ServiceError as exc:
         flash(exc.message, "error")
         return _team_answer("foundation/_member_row.html", exc.status, user=user)
@@ -416,7 +392,7 @@ def remove_user(user_id: int):
     try:
         if user.id == current_user.id:
             raise ConflictError(_("You cannot remove yourself from the team."))
-        services.remove_user(_me(), user)
+        services.remove_user(me(), user)
     except ServiceError as exc:
         flash(exc.message, "error")
         return _team_answer("foundation/_member_row.html", exc.status, user=user)
@@ -429,7 +405,7 @@ def remove_user(user_id: int):
 def invite_user():
     form = request.form
     try:
-        invitation = services.invite_user(_me(), form.get("email"), form.get("role"),
+        invitation = services.invite_user(me(), form.get("email"), form.get("role"),
                                           form.get("language"))
     except ServiceError as exc:
         return _invitations_answer(exc.status, invite_errors=exc.fields, invite_values=form,
@@ -458,7 +434,7 @@ def _change_invitation(change: Callable[[User, Invitation], object], invitation:
                        done: str):
     """Run `change` on a pending invitation, flash `done` or the refusal, answer the list."""
     try:
-        change(_me(), invitation)
+        change(me(), invitation)
     except ServiceError as exc:
         flash(exc.message, "error")
         return _invitations_answer(exc.status)
@@ -485,11 +461,11 @@ def accept_invitation(token: str):
     flash(_("Welcome to %(organization)s!",
             organization=isolate(services.current_organization().name)),
           "success")
-    return _see_other("foundation.dashboard")
+    return see_other("foundation.dashboard")
 
 
 def _accept_page(invitation, token: str, status: int = 200, **context) -> tuple[str, int]:
-    return _page("foundation/accept_invitation.html", status, invitation=invitation, token=token,
+    return page("foundation/accept_invitation.html", status, invitation=invitation, token=token,
                  organization=services.current_organization(), **context)
 
 
@@ -511,14 +487,14 @@ def _country_choices(language: str) -> tuple[tuple[str, str], ...]:
 
 
 def _settings_page(status: int = 200, **context) -> tuple[str, int]:
-    org = _me().organization
+    org = me().organization
     context.setdefault("values", {"name": org.name, "default_language": org.default_language,
                                   "timezone": org.timezone, "country": org.country})
     zones = _timezone_names()
     current_zone = context["values"].get("timezone")
     if current_zone and current_zone not in zones:
         zones = (current_zone, *zones)
-    return _page("foundation/settings.html", status, organization=org,
+    return page("foundation/settings.html", status, organization=org,
                  timezone_choices=[(zone, zone) for zone in zones],
                  country_choices=_country_choices(current_language()),
                  enabled_modules=services.enabled_modules(), modules=MODULES, **context)
@@ -535,12 +511,12 @@ def settings():
 def update_settings():
     form = request.form
     try:
-        services.update_organization(_me(), form.get("name"), form.get("default_language"),
+        services.update_organization(me(), form.get("name"), form.get("default_language"),
                                      form.get("timezone"), form.get("country"))
     except ValidationError as exc:
         return _settings_page(422, errors=exc.fields, values=form, error=exc.message)
     flash(_("Settings saved."), "success")
-    return _see_other("foundation.settings")
+    return see_other("foundation.settings")
 
 
 @blueprint.post("/settings/modules")
@@ -548,14 +524,14 @@ def update_settings():
 def update_modules():
     chosen = set(request.form.getlist("modules"))
     for module in MODULES:
-        services.set_module_enabled(_me(), module, module in chosen)
+        services.set_module_enabled(me(), module, module in chosen)
     flash(_("Modules saved."), "success")
-    return _see_other("foundation.settings")
+    return see_other("foundation.settings")
 
 
 def _api_keys_page(status: int = 200, **context) -> tuple[str, int]:
     members, _next = services.list_users(limit=500)
-    return _page("foundation/api_keys.html", status, keys=services.list_api_keys(),
+    return page("foundation/api_keys.html", status, keys=services.list_api_keys(),
                  members=[(str(user.id), user.full_name) for user in members], **context)
 
 
@@ -570,7 +546,7 @@ def api_keys():
 def create_api_key():
     form = request.form
     try:
-        key = services.create_api_key(_me(), form.get("name"), form.get("user_id"))
+        key = services.create_api_key(me(), form.get("name"), form.get("user_id"))
     except ValidationError as exc:
         return _api_keys_page(422, errors=exc.fields, values=form)
     # Shown in this answer only: a redirect would have to carry the secret in the session
@@ -582,11 +558,11 @@ def create_api_key():
 @require("settings", "write")
 def revoke_api_key(key_id: int):
     key = services.access_api_key(key_id)
-    services.revoke_api_key(_me(), key)
+    services.revoke_api_key(me(), key)
     flash(_("The key %(name)s was revoked.", name=key.name), "success")
     if is_htmx():
-        return _fragment("foundation/_api_keys.html", keys=services.list_api_keys())
-    return _see_other("foundation.api_keys")
+        return fragment("foundation/_api_keys.html", keys=services.list_api_keys())
+    return see_other("foundation.api_keys")
 
 
 @blueprint.get("/settings/audit")

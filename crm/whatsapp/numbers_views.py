@@ -5,22 +5,16 @@ blueprint of crm/whatsapp/views.py.
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, render_template, request
 from flask_babel import gettext as _
 
 from crm.crypto import decrypt_json, masked
 from crm.errors import ServiceError
 from crm.i18n import isolate
+from crm.web import form_text, htmx_response, is_htmx, me, see_other
 from crm.whatsapp import profiles
 from crm.whatsapp.models import WhatsAppProfile
-from crm.whatsapp.views import (
-    _form_text,
-    _me,
-    _wants_fragment,
-    _with_flashes,
-    blueprint,
-    require_numbers_admin,
-)
+from crm.whatsapp.views import blueprint, require_numbers_admin
 
 
 @blueprint.app_template_filter("wa_failure")
@@ -57,7 +51,7 @@ def create_number():
     provider = form.get("provider")
     try:
         profile = profiles.create_profile(
-            _me(), provider, _form_text("display_name") or _default_name(provider),
+            me(), provider, form_text("display_name") or _default_name(provider),
             phone_number=form.get("phone_number") or None,
             phone_number_id=form.get("phone_number_id"),
             business_account_id=form.get("business_account_id"),
@@ -69,7 +63,7 @@ def create_number():
         return _numbers_page(exc.status, errors=exc.fields, values=values, error=exc.message,
                              form_provider=provider)
     flash(_("%(name)s was added.", name=isolate(profile.display_name)), "success")
-    return redirect(url_for("whatsapp.number", profile_id=profile.id), 303)
+    return see_other("whatsapp.number", profile_id=profile.id)
 
 
 def _default_name(provider: object) -> str:
@@ -110,23 +104,23 @@ def number_state(profile_id: int):
 
 
 def _state_answer(profile: WhatsAppProfile):
-    if not _wants_fragment():
-        return redirect(url_for("whatsapp.number", profile_id=profile.id), 303)
-    return _with_flashes(render_template("whatsapp/_number_state.html",
+    if not is_htmx():
+        return see_other("whatsapp.number", profile_id=profile.id)
+    return htmx_response(render_template("whatsapp/_number_state.html",
                                          **_number_context(profile)))
 
 
 @blueprint.post("/whatsapp/numbers/<int:profile_id>/connect")
 @require_numbers_admin
 def connect_number(profile_id: int):
-    profile = profiles.connect_profile(_me(), profiles.access_profile(profile_id))
+    profile = profiles.connect_profile(me(), profiles.access_profile(profile_id))
     return _state_answer(profile)
 
 
 @blueprint.post("/whatsapp/numbers/<int:profile_id>/disconnect")
 @require_numbers_admin
 def disconnect_number(profile_id: int):
-    profile = profiles.disconnect_profile(_me(), profiles.access_profile(profile_id))
+    profile = profiles.disconnect_profile(me(), profiles.access_profile(profile_id))
     flash(_("%(name)s was disconnected.", name=isolate(profile.display_name)), "success")
     return _state_answer(profile)
 
@@ -135,8 +129,8 @@ def disconnect_number(profile_id: int):
 @require_numbers_admin
 def delete_number(profile_id: int):
     profile = profiles.access_profile(profile_id)
-    profiles.delete_profile(_me(), profile)
+    profiles.delete_profile(me(), profile)
     flash(_("%(name)s was removed. Its conversations stay in the inbox.",
             name=isolate(profile.display_name)), "success")
-    return redirect(url_for("whatsapp.numbers"), 303)
+    return see_other("whatsapp.numbers")
 

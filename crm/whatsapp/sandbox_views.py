@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import make_response, redirect, render_template, request, url_for
+from flask import render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -14,9 +14,10 @@ from crm.errors import NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.services import current_organization
 from crm.search import normalize_phone
+from crm.web import form_text, htmx_response, is_htmx, see_other
 from crm.whatsapp import profiles, sandbox, services
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
-from crm.whatsapp.views import _form_text, _wants_fragment, blueprint, require_numbers_admin
+from crm.whatsapp.views import blueprint, require_numbers_admin
 
 
 def _sandbox_profile(profile_id: int) -> WhatsAppProfile:
@@ -91,17 +92,17 @@ def sandbox_send(profile_id: int):
     customer = Customer.from_values(_sandbox_profile(profile_id))
     try:
         sandbox.customer_sends(customer.profile, customer.raw_phone, customer.name,
-                               _form_text("text"), request.files.get("file"))
+                               form_text("text"), request.files.get("file"))
     except ValidationError as exc:
         refused = {"form_errors": exc.fields, "form_text": request.form.get("text", "")}
-        if not _wants_fragment():
+        if not is_htmx():
             return _sandbox_page(customer, [customer.profile], exc.status, **refused)
-        return make_response(
+        return htmx_response(
             render_template("whatsapp/_sandbox_form.html", customer=customer, **refused),
-            exc.status, {"HX-Retarget": "#sandbox-form", "HX-Reswap": "outerHTML"})
-    if not _wants_fragment():
-        return redirect(url_for("whatsapp.sandbox_page", profile=customer.profile.id,
-                                phone=customer.phone, name=customer.name), 303)
+            exc.status, retarget="#sandbox-form", reswap="outerHTML", with_flashes=False)
+    if not is_htmx():
+        return see_other("whatsapp.sandbox_page", profile=customer.profile.id,
+                         phone=customer.phone, name=customer.name)
     return (render_template("whatsapp/_sandbox_chat.html", **_chat_context(customer))
             + render_template("whatsapp/_sandbox_form.html", customer=customer, oob=True,
                               form_errors={}, form_text=""))

@@ -18,16 +18,12 @@ from flask import (
     Response,
     flash,
     g,
-    make_response,
-    redirect,
     render_template,
     request,
     send_file,
-    url_for,
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext, lazy_pgettext
-from flask_login import current_user
 from markupsafe import Markup
 
 from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_large
@@ -38,7 +34,7 @@ from crm.pagination import decode_cursor, encode_cursor
 from crm.permissions import can, require, sees_only_assigned
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
-from crm.web import allow_uploads, is_htmx
+from crm.web import allow_uploads, form_text, htmx_response, is_htmx, me, see_other
 from crm.whatsapp import live, media, profiles, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
 
@@ -92,10 +88,10 @@ def _too_large(_exc):
     """A body over even the upload limit is refused before any view runs: say why, and leave
     the page (and what was typed) as it is."""
     message = file_too_large(media.MAX_UPLOAD_BYTES).fields["file"]
-    if not _wants_fragment():
+    if not is_htmx():
         return render_template("errors/error.html", status=413, message=message), 413
     flash(message, "error")
-    return _with_flashes("", 413, {"HX-Reswap": "none"})
+    return htmx_response("", 413, reswap="none")
 
 
 @blueprint.record
@@ -141,29 +137,6 @@ def _size(value: int | None) -> str:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def _me() -> User:
-    return current_user._get_current_object()
-
-
-def _wants_fragment() -> bool:
-    """htmx asks for a fragment; a boosted page or a history restore wants the whole page."""
-    return is_htmx() and request.headers.get("HX-History-Restore-Request") != "true"
-
-
-def _with_flashes(html: str, status: int = 200, headers: dict | None = None) -> Response:
-    """A fragment, plus the flash area swapped out of band."""
-    body = html + render_template("_flashes.html", oob=True)
-    return make_response(body, status, headers or {})
-
-
-def _form_text(name: str) -> str:
-    """A text field of the form; NUL characters (which PostgreSQL cannot store) are refused."""
-    value = request.form.get(name, "")
-    if "\x00" in value:
-        raise ValidationError({name: _("Remove the control characters.")})
-    return value
-
-
 def _flash_error(exc: ServiceError) -> None:
     """Say what went wrong where no field shows it: the field errors, else the message."""
     flash(" ".join(exc.fields.values()) or exc.message, "error")
@@ -174,11 +147,11 @@ def _writable() -> bool:
 
 
 def _conversation(conversation_id: int) -> Conversation:
-    return services.access_conversation(conversation_id, _me())
+    return services.access_conversation(conversation_id, me())
 
 
 def _message(message_id: int) -> Message:
-    return services.access_message(message_id, _me())
+    return services.access_message(message_id, me())
 
 
 # -- the inbox: the conversation list ----------------------------------------------------------
@@ -216,7 +189,7 @@ class InboxFilters:
 def _list_context(filters: InboxFilters) -> dict:
     after = decode_cursor(request.args.get("after"), "keyset", (datetime, int))
     rows, next_key = services.list_conversations(
-        _me(), scope=filters.scope, status=filters.status or None,
+        me(), scope=filters.scope, status=filters.status or None,
         profile_id=filters.profile_id, search=filters.search, after=after, limit=PAGE_SIZE)
     return {"filters": filters, "rows": rows, "next_cursor": encode_cursor("keyset", next_key),
             "agent_view": sees_only_assigned()}
@@ -233,9 +206,9 @@ def _profiles() -> list[WhatsAppProfile]:
 def inbox():
     filters = InboxFilters.from_request()
     context = _list_context(filters)
-    if _wants_fragment() and request.args.get("after"):
+    if is_htmx() and request.args.get("after"):
         return render_template("whatsapp/_rows.html", **context)  # "load more"
-    if _wants_fragment():
+    if is_htmx():
         return render_template("whatsapp/_list.html", profiles=_profiles(), **context)
     return render_template("whatsapp/inbox.html", profiles=_profiles(), conversation=None,
                            **context)
@@ -272,8 +245,8 @@ def conversation(conversation_id: int):
     """Open a conversation; opening it reads it (for those who answer it)."""
     conversation = _conversation(conversation_id)
     if _writable():
-        services.mark_conversation_read(conversation, _me())
-    if not _wants_fragment():
+        services.mark_conversation_read(conversation, me())
+    if not is_htmx():
         return _conversation_page(conversation)
     return (render_template("whatsapp/_conversation.html", **_conversation_context(conversation))
             + render_template("whatsapp/_row.html", conversation=conversation, oob=True))
@@ -322,7 +295,7 @@ def _reply_target(conversation: Conversation, raw: str | None) -> Message | None
     if message_id is None:
         raise refused
     try:
-        message = services.access_message(message_id, _me())
+        message = services.access_message(message_id, me())
     except NotFoundError:
         raise refused from None
     if message.conversation_id != conversation.id:
@@ -332,10 +305,10 @@ def _reply_target(conversation: Conversation, raw: str | None) -> Message | None
 
 def _sent(conversation: Conversation, message: Message) -> Response:
     """The new bubble for the thread, a fresh composer and the updated row."""
-    if not _wants_fragment():
-        return redirect(url_for("whatsapp.conversation", conversation_id=conversation.id), 303)
+    if not is_htmx():
+        return see_other("whatsapp.conversation", conversation_id=conversation.id)
     context = live.fragment_context(conversation, True)
-    return _with_flashes(
+    return htmx_response(
         live.render_bubble(message, context)
         + render_template("whatsapp/_composer.html", conversation=conversation, oob=True,
                           **_composer_context(conversation))
@@ -346,12 +319,12 @@ def _composer_refused(conversation: Conversation, exc: ServiceError, reply_to=No
     """Show the composer again with what went wrong (422), what was typed kept."""
     composer = {"errors": exc.fields or {"text": exc.message}, "values": request.form,
                 "reply_to": reply_to}
-    if not _wants_fragment():
+    if not is_htmx():
         return _conversation_page(conversation, exc.status, **composer)
     html = render_template("whatsapp/_composer.html", conversation=conversation,
                            **_composer_context(conversation, **composer))
-    return make_response(html, exc.status, {"HX-Retarget": f"#composer-{conversation.id}",
-                                            "HX-Reswap": "outerHTML"})
+    return htmx_response(html, exc.status, retarget=f"#composer-{conversation.id}",
+                         reswap="outerHTML", with_flashes=False)
 
 
 @blueprint.post("/inbox/conversations/<int:conversation_id>/messages")
@@ -362,12 +335,12 @@ def send_message(conversation_id: int):
     reply_to = None
     try:
         reply_to = _reply_target(conversation, request.form.get("reply_to_id"))
-        text = _form_text("text")
+        text = form_text("text")
         upload = request.files.get("file")
         if upload is not None and upload.filename:
-            message = services.send_media(conversation, _me(), upload, text, reply_to)
+            message = services.send_media(conversation, me(), upload, text, reply_to)
         else:
-            message = services.send_text(conversation, _me(), text, reply_to)
+            message = services.send_text(conversation, me(), text, reply_to)
     except ValidationError as exc:
         return _composer_refused(conversation, exc, reply_to)
     return _sent(conversation, message)
@@ -379,10 +352,10 @@ def send_template(conversation_id: int):
     """Send an approved template: the only message allowed once the 24-hour window closed."""
     conversation = _conversation(conversation_id)
     try:
-        parameters = [line.strip() for line in _form_text("template_parameters").splitlines()
+        parameters = [line.strip() for line in form_text("template_parameters").splitlines()
                       if line.strip()]
-        message = services.send_template(conversation, _me(), _form_text("template_name").strip(),
-                                         _form_text("template_language").strip(), parameters)
+        message = services.send_template(conversation, me(), form_text("template_name").strip(),
+                                         form_text("template_language").strip(), parameters)
     except ValidationError as exc:
         return _composer_refused(conversation, exc)
     return _sent(conversation, message)
@@ -390,16 +363,16 @@ def send_template(conversation_id: int):
 
 def _panel_answer(conversation: Conversation, status: int = 200, errors: dict | None = None,
                   stale: Stale | None = None):
-    if not _wants_fragment():
+    if not is_htmx():
         if errors:
             flash(" ".join(errors.values()), "error")
         if stale:
             flash(stale.notice, "error")
-        return redirect(url_for("whatsapp.conversation", conversation_id=conversation.id), 303)
+        return see_other("whatsapp.conversation", conversation_id=conversation.id)
     context = live.fragment_context(conversation, True)
     html = render_template("whatsapp/_panel.html", assignees=live.assignable_users(),
                            errors=errors or {}, stale=stale, **context)
-    return _with_flashes(html + render_template("whatsapp/_row.html", conversation=conversation,
+    return htmx_response(html + render_template("whatsapp/_row.html", conversation=conversation,
                                                 oob=True), status)
 
 
@@ -439,7 +412,7 @@ def assign(conversation_id: int):
     try:
         if raw is not None and parse_id(raw) is None:
             raise ValidationError({"assignee_id": _("Choose a member who answers WhatsApp.")})
-        services.assign_conversation(conversation, parse_id(raw), _me(),
+        services.assign_conversation(conversation, parse_id(raw), me(),
                                      expected_version=form_version(request.form.get("version")))
     except StaleVersionError:
         return _panel_answer(conversation, 409,
@@ -458,7 +431,7 @@ def set_status(conversation_id: int):
     conversation = _conversation(conversation_id)
     status = request.form.get("status")
     try:
-        services.set_status(conversation, status, _me(),
+        services.set_status(conversation, status, me(),
                             expected_version=form_version(request.form.get("version")))
     except StaleVersionError:
         return _panel_answer(conversation, 409, stale=_stale(conversation, "status", status))
@@ -471,18 +444,17 @@ def set_status(conversation_id: int):
 
 def _bubble(message: Message, status: int = 200, template: str = "whatsapp/_message.html",
             **extra) -> Response:
-    if not _wants_fragment():
-        return redirect(url_for("whatsapp.conversation",
-                                conversation_id=message.conversation_id), 303)
+    if not is_htmx():
+        return see_other("whatsapp.conversation", conversation_id=message.conversation_id)
     context = live.fragment_context(message.conversation, _writable())
-    return _with_flashes(render_template(template, message=message, **context, **extra), status)
+    return htmx_response(render_template(template, message=message, **context, **extra), status)
 
 
 def _act_on_message(message_id: int, action: Callable[[Message, User], object]) -> Response:
     """Run one service action on a message and answer with its bubble; a refusal is flashed."""
     message = _message(message_id)
     try:
-        action(message, _me())
+        action(message, me())
     except ServiceError as exc:
         _flash_error(exc)
         return _bubble(message, exc.status)
@@ -539,7 +511,7 @@ def edit_message(message_id: int):
         return _bubble(message, template="whatsapp/_edit_message.html", errors={},
                        value=message.body)
     try:
-        services.edit_message(message, _form_text("text"), _me())
+        services.edit_message(message, form_text("text"), me())
     except ValidationError as exc:
         return _bubble(message, exc.status, template="whatsapp/_edit_message.html",
                        errors=exc.fields, value=request.form.get("text", ""))
@@ -564,15 +536,15 @@ def forward_message(message_id: int):
         return _forward_picker(message)
     try:
         target = _forward_target(request.form.get("target_id"))
-        services.forward_message(message, target, _me())
+        services.forward_message(message, target, me())
     except ValidationError as exc:
         return _forward_picker(message, exc.status, exc.fields)
-    if not _wants_fragment():
-        return redirect(url_for("whatsapp.conversation", conversation_id=target.id), 303)
+    if not is_htmx():
+        return see_other("whatsapp.conversation", conversation_id=target.id)
     flash(_("Forwarded to %(name)s.",
             name=isolate(target.contact_name or target.contact_phone or "")),
           "success")
-    return _with_flashes(render_template("whatsapp/_forward_done.html", message=message)
+    return htmx_response(render_template("whatsapp/_forward_done.html", message=message)
                          + render_template("whatsapp/_row.html", conversation=target, oob=True))
 
 
@@ -582,15 +554,15 @@ def _forward_target(raw: str | None) -> Conversation:
     if target_id is None:
         raise refused
     try:
-        return services.access_conversation(target_id, _me())
+        return services.access_conversation(target_id, me())
     except NotFoundError:
         raise refused from None
 
 
 def _forward_picker(message: Message, status: int = 200, errors: dict | None = None):
     search = request.values.get("q", "").replace("\x00", "").strip()[:100]
-    rows, _next = services.list_conversations(_me(), search=search, limit=10)
+    rows, _next = services.list_conversations(me(), search=search, limit=10)
     context = {"message": message, "rows": rows, "search": search, "errors": errors or {}}
-    if not _wants_fragment():
+    if not is_htmx():
         return render_template("whatsapp/forward_page.html", **context), status
-    return _with_flashes(render_template("whatsapp/_forward.html", **context), status)
+    return htmx_response(render_template("whatsapp/_forward.html", **context), status)
