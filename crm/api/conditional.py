@@ -10,22 +10,20 @@ never read an ETag keep working.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from flask import Response, jsonify, request
 from werkzeug.http import parse_etags
 
 from crm.api import blueprint as api
+from crm.api.kit import Answer
 from crm.versions import Expected, StaleVersionError, VersionedMixin
 from crm.web import error_body
 
-_CURRENT: dict[type, Callable[[Any], dict]] = {}
+_CURRENT: dict[type[VersionedMixin], type[Answer]] = {}
 
 
-def answer_stale_with(model: type[VersionedMixin], serialize: Callable[[Any], dict]) -> None:
-    """Say how a 412 shows a `model` as it is now (each module's own JSON)."""
-    _CURRENT[model] = serialize
+def answer_stale_with(row: type[VersionedMixin], model: type[Answer]) -> None:
+    """Say how a 412 shows a `row` as it is now: as the `model` its edits answer with."""
+    _CURRENT[row] = model
 
 
 def if_match() -> Expected:
@@ -42,10 +40,11 @@ def if_match() -> Expected:
                      if tag.isascii() and tag.isdigit() and len(tag) <= 9)
 
 
-def tagged(body: dict, row: VersionedMixin, status: int = 200) -> Response:
-    """`body` as JSON with the ETag of `row`."""
-    response = jsonify(body)
-    response.status_code = status
+def tagged(response: Response | dict, row: VersionedMixin, status: int = 200) -> Response:
+    """`response` with the ETag of `row`."""
+    if isinstance(response, dict):  # until every module answers with the kit
+        response = jsonify(response)
+        response.status_code = status
     response.set_etag(str(row.version))
     return response
 
@@ -53,6 +52,9 @@ def tagged(body: dict, row: VersionedMixin, status: int = 200) -> Response:
 @api.errorhandler(StaleVersionError)
 def _stale(exc: StaleVersionError) -> Response:
     current = exc.current
-    body = error_body(exc.status, exc.code, exc.message) | {
-        "current": _CURRENT[type(current)](current)}
-    return tagged(body, current, exc.status)
+    model = _CURRENT[type(current)]
+    shown = (model.model_validate(current, from_attributes=True).model_dump(mode="json")
+             if isinstance(model, type) else model(current))  # until every module uses the kit
+    response = jsonify(error_body(exc.status, exc.code, exc.message) | {"current": shown})
+    response.status_code = exc.status
+    return tagged(response, current)

@@ -8,6 +8,7 @@ JSON client must send 12); what the values mean is checked by the services, as f
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from flask import request
 from flask_babel import gettext as _
@@ -31,13 +32,23 @@ from crm.customers.models import ACTIVITY_TYPES, SOURCES, CustomerActivity, Sale
 from crm.customers.models import Customer as CustomerModel
 from crm.customers.services import scoring
 from crm.errors import NotFoundError, ValidationError
-from crm.foundation.api import _object as _all_required
-from crm.foundation.api import iso
 from crm.foundation.models import User
 from crm.i18n import current_language
 from crm.permissions import require
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+
+
+def iso(value: datetime | None) -> str | None:
+    """An ISO 8601 UTC timestamp ("...Z"), or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _all_required(properties: dict, required: tuple[str, ...] | None = None) -> dict:
+    return {"type": "object", "properties": properties,
+            "required": list(properties if required is None else required)}
 
 
 def _me() -> User:

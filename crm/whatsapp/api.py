@@ -34,8 +34,8 @@ from crm.api.openapi import (
     versioned,
 )
 from crm.crypto import decrypt_json, masked
+from crm.customers.api import iso
 from crm.errors import ValidationError
-from crm.foundation.api import iso
 from crm.foundation.models import User
 from crm.permissions import can, require, sees_only_assigned
 from crm.search import normalize_phone

@@ -4,6 +4,9 @@ import re
 
 import schemathesis
 
+# The document is OpenAPI 3.1 (its schemas are JSON Schema 2020-12, as pydantic writes them).
+schemathesis.experimental.OPEN_API_3_1.enable()
+
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 

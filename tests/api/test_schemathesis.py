@@ -30,6 +30,9 @@ from crm.foundation.models import ROLES, User
 from crm.tenancy import organization_context
 from tests.factories import bearer, make_user
 
+# The document is OpenAPI 3.1 (its schemas are JSON Schema 2020-12, as pydantic writes them).
+schemathesis.experimental.OPEN_API_3_1.enable()
+
 schema = schemathesis.from_pytest_fixture(
     "api_schema",
     data_generation_methods=[DataGenerationMethod.positive, DataGenerationMethod.negative],
