@@ -144,10 +144,17 @@ def document_path(rule: str) -> str:
 # -- the document ---------------------------------------------------------------------------
 
 class _Schema(GenerateJsonSchema):
-    """pydantic's JSON Schema without a title on every field (the name says it)."""
+    """pydantic's JSON Schema without a title on every field (the name says it), nor a null
+    default (a field left out is just not given)."""
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
+
+    def default_schema(self, schema: Any) -> dict:
+        described = super().default_schema(schema)
+        if "default" in described and described["default"] is None:
+            del described["default"]
+        return described
 
 
 class _Components:
@@ -237,13 +244,12 @@ def _query_parameters(model: type[BaseModel] | None, components: _Components) ->
     schema = components.inline(model, "validation")
     parameters = []
     for name, prop in schema["properties"].items():
+        alternatives = [p for p in prop.get("anyOf", []) if p != {"type": "null"}]
+        if len(alternatives) == 1:
+            prop = {key: value for key, value in prop.items() if key != "anyOf"} \
+                | alternatives[0]
         prop = dict(prop)
         described = prop.pop("description", None)
-        alternatives = [p for p in prop.pop("anyOf", []) if p != {"type": "null"}]
-        if len(alternatives) == 1:
-            prop |= alternatives[0]
-        if prop.get("default", ...) is None:
-            del prop["default"]
         parameters.append({"name": name, "in": "query",
                            "required": name in schema.get("required", ()), "schema": prop}
                           | ({"description": described} if described else {}))

@@ -3,6 +3,7 @@ service (crm/whatsapp/services.py), which also decides what an agent may see (40
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import request, url_for
@@ -34,7 +35,6 @@ from crm.api.openapi import (
     versioned,
 )
 from crm.crypto import decrypt_json, masked
-from crm.customers.api import iso
 from crm.errors import ValidationError
 from crm.foundation.models import User
 from crm.permissions import can, require, sees_only_assigned
@@ -125,6 +125,13 @@ def _media_json(message: Message) -> dict | None:
            else None)
     return {"mime_type": content.get("mime_type"), "filename": content.get("filename"),
             "size": content.get("size"), "url": url}
+
+
+def iso(value: datetime | None) -> str | None:
+    """An ISO 8601 UTC timestamp ("...Z"), or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _me() -> User:

@@ -280,9 +280,13 @@ def rescore_customers(customer_ids: list[int], context: ScoringContext) -> int:
 
 def explain_score(customer: Customer) -> list[str]:
     """Why the score is what it is, one line per rule: "+20 replied in the last 7 days"."""
+    return explain_breakdown(customer.score_breakdown)
+
+
+def explain_breakdown(breakdown: list[dict]) -> list[str]:
+    """The lines of explain_score() for a score's stored breakdown."""
     language = str(get_locale() or "ar")
-    return [f"{entry['points']:+d} {_reason(entry, language)}"
-            for entry in customer.score_breakdown]
+    return [f"{entry['points']:+d} {_reason(entry, language)}" for entry in breakdown]
 
 
 def _reason(entry: dict, language: str) -> str:
