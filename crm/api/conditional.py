@@ -40,11 +40,8 @@ def if_match() -> Expected:
                      if tag.isascii() and tag.isdigit() and len(tag) <= 9)
 
 
-def tagged(response: Response | dict, row: VersionedMixin, status: int = 200) -> Response:
+def tagged(response: Response, row: VersionedMixin) -> Response:
     """`response` with the ETag of `row`."""
-    if isinstance(response, dict):  # until every module answers with the kit
-        response = jsonify(response)
-        response.status_code = status
     response.set_etag(str(row.version))
     return response
 
@@ -52,9 +49,8 @@ def tagged(response: Response | dict, row: VersionedMixin, status: int = 200) ->
 @api.errorhandler(StaleVersionError)
 def _stale(exc: StaleVersionError) -> Response:
     current = exc.current
-    model = _CURRENT[type(current)]
-    shown = (model.model_validate(current, from_attributes=True).model_dump(mode="json")
-             if isinstance(model, type) else model(current))  # until every module uses the kit
-    response = jsonify(error_body(exc.status, exc.code, exc.message) | {"current": shown})
+    shown = _CURRENT[type(current)].model_validate(current, from_attributes=True)
+    response = jsonify(error_body(exc.status, exc.code, exc.message)
+                       | {"current": shown.model_dump(mode="json")})
     response.status_code = exc.status
     return tagged(response, current)

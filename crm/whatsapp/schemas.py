@@ -87,21 +87,21 @@ class Send(Body):
         (("profile_id", "to", "text", "reply_to_message_id"), ("profile_id", "to", "text")),
         (("profile_id", "to", "template"), ("profile_id", "to", "template"))))
 
-    conversation_id: Id | None = None
-    profile_id: Id | None = Field(None, description="The number to write from.")
+    conversation_id: Id = None
+    profile_id: Id = Field(None, description="The number to write from.")
     to: Phone = None
     text: Text = None
     reply_to_message_id: Id | None = Field(
         None, description="A message of the same conversation.")
-    template: Template | None = Field(None, description=(
+    template: Template = Field(None, description=(
         "The only kind allowed once the 24-hour window of a cloud number has closed."))
 
 
 class SendFile(Body):
     """A file (multipart/form-data), to a conversation or to a phone number on a number."""
 
-    conversation_id: Id | None = None
-    profile_id: Id | None = Field(None, description="The number to write from.")
+    conversation_id: Id = None
+    profile_id: Id = Field(None, description="The number to write from.")
     to: Phone = None
     file: Upload
     caption: Annotated[str, Field(max_length=MAX_CAPTION_LENGTH)] = ""

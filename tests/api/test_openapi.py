@@ -4,10 +4,19 @@ import re
 
 import schemathesis
 
+from crm.api.kit import DECLARED
+
 # The document is OpenAPI 3.1 (its schemas are JSON Schema 2020-12, as pydantic writes them).
 schemathesis.experimental.OPEN_API_3_1.enable()
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
+# Writes that take no body: the URL says everything (the caller's own token, one object).
+WITHOUT_BODY = {
+    "api.logout": "ends the token it is sent with",
+    "api.disconnect_whatsapp_profile": "the number is in the URL",
+    "api.mark_conversation_read": "the conversation is in the URL",
+    "api.retry_whatsapp_message": "the message is in the URL",
+}
 
 
 def _app_operations(app) -> set[tuple[str, str]]:
@@ -39,6 +48,31 @@ def test_every_api_route_is_documented_and_nothing_else(app, client):
     actual = _app_operations(app)
     assert actual - documented == set(), "routes missing from the OpenAPI document"
     assert documented - actual == set(), "documented operations the app does not have"
+
+
+def test_every_api_route_declares_its_body_and_answers(app):
+    """Each /api route is declared with the API kit (crm/api/openapi.py Endpoints): a model
+    for each success answer but a 204's, and a body model for each POST, PUT or PATCH unless
+    it is listed as taking none; so the document is generated for every route."""
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        declared = DECLARED.get(rule.endpoint)
+        assert declared is not None, f"{rule.rule}: route it with crm.api.openapi.Endpoints"
+        answers = {status: model for status, model in declared.items()
+                   if isinstance(status, int) and 200 <= status < 300}
+        assert answers, f"{rule.endpoint} declares no success answer"
+        for status, model in answers.items():
+            assert (model is None) == (status == 204), f"{rule.endpoint} answers {status}"
+        if rule.methods & {"POST", "PUT", "PATCH"} and rule.endpoint not in WITHOUT_BODY:
+            assert {"body", "form"} & declared.keys(), f"{rule.endpoint} declares no body"
+
+
+def test_bodiless_writes_name_existing_routes(app):
+    """WITHOUT_BODY names only endpoints that exist and indeed declare no body."""
+    for endpoint in WITHOUT_BODY:
+        assert endpoint in app.view_functions
+        assert not {"body", "form"} & DECLARED[endpoint].keys()
 
 
 def test_path_parameters_are_declared(client):
