@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask import g
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import delete, func, select, text
@@ -284,9 +285,20 @@ def explain_score(customer: Customer) -> list[str]:
 
 
 def explain_breakdown(breakdown: list[dict]) -> list[str]:
-    """The lines of explain_score() for a score's stored breakdown."""
+    """The lines of explain_score() for a score's stored breakdown.
+
+    Each distinct line is written once per request: a page of customers repeats the same few
+    ("-5 no contact for 14 days"), and translating each anew cost more than the page's SQL.
+    """
     language = str(get_locale() or "ar")
-    return [f"{entry['points']:+d} {_reason(entry, language)}" for entry in breakdown]
+    written = g.setdefault("score_lines", {})
+    lines = []
+    for entry in breakdown:
+        key = (language, repr(entry))
+        if key not in written:
+            written[key] = f"{entry['points']:+d} {_reason(entry, language)}"
+        lines.append(written[key])
+    return lines
 
 
 def _reason(entry: dict, language: str) -> str:
