@@ -22,10 +22,9 @@ from crm.api.kit import (
     between,
     computed,
 )
-from crm.customers import scoring
 from crm.customers.models import ACTIVITY_TYPES, SOURCES
 from crm.customers.models import CustomerActivity as ActivityRow
-from crm.customers.services import MAX_TAGS, SCORE_LIMIT, SORTS, text_hidden
+from crm.customers.services import MAX_TAGS, SCORE_LIMIT, SORTS, scoring, text_hidden
 from crm.i18n import current_language
 
 Tag = Annotated[str, Field(max_length=40)]

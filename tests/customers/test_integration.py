@@ -17,7 +17,7 @@ from crm.customers.models import Customer, CustomerActivity
 from crm.extensions import db
 from crm.foundation import services as foundation
 from crm.tenancy import organization_context
-from crm.whatsapp import sandbox
+from crm.whatsapp import profiles, sandbox
 from crm.whatsapp import services as whatsapp
 from crm.whatsapp.models import Conversation, Message
 from tests.customers.factories import make_customer
@@ -34,7 +34,7 @@ def profile(org):
 def _customer_sends(org_id: int, profile_id: int, phone: str, name: str, text: str) -> Message:
     """The simulated customer writes; the commit delivers message.received."""
     with organization_context(org_id):
-        message = sandbox.customer_sends(whatsapp.access_profile(profile_id), phone, name, text)
+        message = sandbox.customer_sends(profiles.access_profile(profile_id), phone, name, text)
         message_id, conversation_id = message.id, message.conversation_id
         db.session.flush()
     _delivered()
