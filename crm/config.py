@@ -102,6 +102,16 @@ class Config:
                                                   "600 per minute")
     WHATSAPP_DELIVERY_RETENTION_DAYS = int(os.environ.get("WHATSAPP_DELIVERY_RETENTION_DAYS", 7))
 
+    # Billing (docs/billing.md). Without STRIPE_SECRET_KEY Wasl is self-hosted: every module and
+    # limit unlocked. STRIPE_API_BASE points the client elsewhere (tests: a local fake).
+    STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+    STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+    STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
+    # A new organization's trial of Pro, and how long a payment may stay overdue before the
+    # organization becomes read-only.
+    BILLING_TRIAL_DAYS = int(os.environ.get("BILLING_TRIAL_DAYS", 14))
+    BILLING_GRACE_DAYS = int(os.environ.get("BILLING_GRACE_DAYS", 7))
+
     # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries;
     # bulk: imports and rescoring whole organizations, which run for minutes); tests drain the
     # queues in-process instead of running a worker. `crm up` runs a worker per class, so a

@@ -2,8 +2,10 @@
 
 `@require("crm", "write")` guards a route, `can("crm", "write")` answers the same question in
 code and templates. A module switched off for the organization answers 404 everywhere, as if
-its routes did not exist. Agents reach only what is assigned to them: later modules narrow
-their queries with `sees_only_assigned()`.
+its routes did not exist. A module its plan does not include (crm/billing/gate.py) answers 403
+on pages and 402 on the API, saying to upgrade; so does every write of a read-only organization
+(a payment overdue past its grace), billing's own excepted, so it can pay. Agents reach only
+what is assigned to them: later modules narrow their queries with `sees_only_assigned()`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Literal
 
-from flask import abort, g
+from flask import abort, g, request
 from flask_login import current_user
+
+from crm.billing import gate
+from crm.errors import ServiceError
 
 Level = Literal["none", "read", "write"]
 AREAS = ("users", "crm", "ticketing", "whatsapp", "campaigns", "billing", "settings")
@@ -47,11 +52,18 @@ def module_enabled(area: str) -> bool:
     return area in g.enabled_modules
 
 
+def in_plan(area: str) -> bool:
+    """Does the organization's plan include `area` (always, for what is not a module)?"""
+    return area not in SWITCHABLE or gate.allows(area)
+
+
 def can(area: str, level: Level = "read") -> bool:
-    """May the current user act on `area` at `level` (and is the module switched on)?"""
+    """May the current user act on `area` at `level` (and is the module switched on and in
+    the plan)?"""
     if not current_user.is_authenticated:
         return False
-    return module_enabled(area) and role_allows(current_user.role, area, level)
+    return (module_enabled(area) and role_allows(current_user.role, area, level)
+            and in_plan(area))
 
 
 def sees_only_assigned() -> bool:
@@ -60,7 +72,9 @@ def sees_only_assigned() -> bool:
 
 
 def require(area: str, level: Level = "read") -> Callable:
-    """Guard a view: 401 when anonymous, 404 when the module is off, 403 when the role is short."""
+    """Guard a view: 401 when anonymous, 404 when the module is off, 403 when the role is short;
+    then the plan: a module not in it, or a write while read-only, is refused (402 on the API,
+    403 on pages)."""
     if area not in AREAS or level not in _RANK:
         raise ValueError(f"unknown permission {area}:{level}")
 
@@ -75,9 +89,31 @@ def require(area: str, level: Level = "read") -> Callable:
                 abort(404)
             if not role_allows(current_user.role, area, level):
                 abort(403)
+            _check_plan(area, level)
             return view(*args, **kwargs)
 
         wrapped.required_permission = (area, level)
         return wrapped
 
     return decorator
+
+
+def _check_plan(area: str, level: Level) -> None:
+    if not in_plan(area):
+        _refuse(gate.ModuleNotInPlanError(area))
+    if (level == "write" and area != "billing" and request.method not in _SAFE_METHODS
+            and gate.read_only()):
+        _refuse(gate.ReadOnlyError())
+
+
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _refuse(error: ServiceError) -> None:
+    """Raise a plan refusal: the API's 402 as it is; a page's as 403, which is what a page
+    answers for what the user may not do here (its message says to upgrade)."""
+    from crm.web import wants_json
+
+    if not wants_json():
+        error.status = 403
+    raise error

@@ -136,12 +136,15 @@ def public_rate_limited(action: str, per_email: bool = False, failures_only: boo
 
 
 def _limit_organization_api() -> None:
-    """Hold an organization to RATELIMIT_API_PER_ORG requests on /api, however many people
-    and tokens it uses; past it, answer 429 with Retry-After."""
+    """Hold an organization to its plan's API requests per minute (RATELIMIT_API_PER_ORG when
+    the plan sets none) on /api, however many people and tokens it uses; past it, answer 429
+    with Retry-After."""
+    from crm.billing import gate
+
     organization_id = current_organization_id()
     if request.blueprint != "api" or organization_id is None or not limiter.enabled:
         return
-    limit = parse_limit(current_app.config["RATELIMIT_API_PER_ORG"])
+    limit = parse_limit(gate.api_rate_limit() or current_app.config["RATELIMIT_API_PER_ORG"])
     key = ("api-organization", str(organization_id))
     if limiter.limiter.hit(limit, *key):
         return

@@ -70,6 +70,11 @@ def _settings(database: str, redis_db: int) -> dict:
         # Never Meta: nothing listens here, so a test that forgot the fake Graph API
         # (tests/whatsapp/fake_graph.py) fails with "could not be reached".
         "WHATSAPP_GRAPH_URL": "http://127.0.0.1:9",
+        # Self-hosted (everything unlocked) unless a test connects the fake Stripe
+        # (tests/billing/fake_stripe.py); never Stripe itself.
+        "STRIPE_SECRET_KEY": "",
+        "STRIPE_WEBHOOK_SECRET": "",
+        "STRIPE_API_BASE": "http://127.0.0.1:9",
     }
 
 

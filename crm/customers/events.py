@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+from crm.billing.gate import PlanLimitError
 from crm.customers import services
 from crm.customers.models import Customer
 from crm.customers.services import scoring
@@ -85,6 +86,9 @@ def _create_from_whatsapp(payload: dict, phone: str | None) -> Customer | None:
         return services.resolve_customer(exc.existing_id)
     except ValidationError as exc:  # a required custom field, say
         log.warning("WhatsApp contact %s not added as a customer: %s", phone, exc.fields)
+        return None
+    except PlanLimitError:  # the plan's customers are all taken: the conversation stays
+        log.info("WhatsApp contact %s not added as a customer: over the plan's limit", phone)
         return None
 
 

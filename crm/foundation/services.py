@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
 from crm import events
+from crm.billing import gate
 from crm.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import (
@@ -622,6 +623,7 @@ def invite_user(actor: User, email: object, role: object, language: object = Non
     if db.session.scalar(select(User.id).where(User.email == address, User.is_active)):
         raise ConflictError(_("This person is already a member of the team."),
                             {"email": _("Already a member.")})
+    gate.ensure_within("users")  # told now, though the seat is taken on acceptance
     for pending in db.session.scalars(select(Invitation).where(
             Invitation.email == address, Invitation.accepted_at.is_(None),
             Invitation.revoked_at.is_(None))):
@@ -696,6 +698,7 @@ def accept_invitation(token: object, full_name: object, password: object) -> Use
                               "password": lambda: _check_password(password)}).values()
     if db.session.scalar(select(User.id).where(User.email == invitation.email, User.is_active)):
         raise ConflictError(_("This person is already a member of the team."))
+    gate.ensure_within("users")
     user = db.session.scalar(select(User).where(User.email == invitation.email))
     if user is None:  # a removed member who is invited back keeps their history
         user = User(email=invitation.email)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from crm import events
+from crm.billing import gate
 from crm.crypto import encrypt
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
@@ -76,6 +77,7 @@ def create_profile(actor: User, provider: object, display_name: object, *,
             fields[key] = _("Remove the control characters.")
     if fields:
         raise ValidationError(fields)
+    gate.ensure_within("whatsapp_numbers")
     profile = WhatsAppProfile(
         display_name=name, provider=provider, phone_number=phone,
         phone_number_id=phone_number_id.strip() if provider == "cloud" else None,

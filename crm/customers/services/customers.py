@@ -17,6 +17,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crm import events
+from crm.billing import gate
 from crm.customers.models import SOURCES, Customer, CustomerActivity
 from crm.customers.services import scoring
 from crm.customers.services.activities import log_automatic
@@ -167,6 +168,7 @@ def create_customer(actor: User | None, data: Mapping, source: str = "manual") -
         raise ValueError(f"unknown source {source}")
     values = _customer_values(data, None)
     _ensure_unique(values.get("phone"), values.get("email"))
+    gate.ensure_within("customers")
     stage = values.pop("stage_id", None)
     if "stage_id" not in data:
         stage = list_stages()[0]

@@ -1,0 +1,45 @@
+"""The Stripe client: stripe-python's StripeClient, built from the settings.
+
+STRIPE_SECRET_KEY authenticates; STRIPE_API_BASE is where every call goes (Stripe itself, or
+a local fake in tests). Each client keeps a short timeout and retries network failures twice,
+sending the same idempotency key, so a retried create never makes two objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import stripe
+from flask import current_app
+
+# stripe-python logs each response body at DEBUG: Checkout and portal session URLs (which
+# open the organization's billing to whoever holds them) must never reach a log.
+logging.getLogger("stripe").setLevel(logging.WARNING)
+
+TIMEOUT = 20  # seconds: a page waits on Checkout and portal sessions
+NETWORK_RETRIES = 2
+# A failure of the moment (Stripe unreachable, overloaded, 5xx): try again later. Any other
+# StripeError is a request Stripe refused, which trying again would not change.
+TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+
+
+def client() -> stripe.StripeClient:
+    """The app's Stripe client (one per secret key and base address)."""
+    config = current_app.config
+    key, base = config["STRIPE_SECRET_KEY"], config["STRIPE_API_BASE"].rstrip("/")
+    clients = current_app.extensions.setdefault("crm.stripe", {})
+    if (key, base) not in clients:
+        clients[(key, base)] = stripe.StripeClient(
+            key, base_addresses={"api": base, "meter_events": base},
+            max_network_retries=NETWORK_RETRIES,
+            http_client=stripe.RequestsClient(timeout=TIMEOUT))
+    return clients[(key, base)]
+
+
+def idempotency_key(action: str, params: dict) -> dict:
+    """Request options with an idempotency key naming `action` and its parameters: a retry of
+    the same call is answered as the first was, a call with other parameters is a new one."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    return {"idempotency_key": f"wasl-{action}-{digest.hexdigest()[:24]}"}
