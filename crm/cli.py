@@ -154,6 +154,41 @@ def supervise() -> None:
     Supervisor(current_app._get_current_object()).run_until_signalled()
 
 
+@cli.group()
+def billing() -> None:
+    """Stripe billing: the catalog, and an organization's own limits (docs/billing.md)."""
+
+
+@billing.command("sync")
+def billing_sync() -> None:
+    """Create the products, prices and meters the Stripe account lacks (safe to run again)."""
+    from crm.billing.services import sync_catalog
+
+    created = sync_catalog()
+    click.echo(f"Created: {', '.join(created)}" if created else "Stripe already had everything.")
+
+
+def _limit_options(command):
+    """--plan, and an option per limit: a whole number, or `unlimited`."""
+    from crm.billing.plans import LIMITS, PLANS
+
+    for limit in reversed(LIMITS):
+        command = click.option(f"--{limit.replace('_', '-')}", limit, metavar="N|unlimited",
+                               help=f"{limit.replace('_', ' ')}")(command)
+    return click.option("--plan", type=click.Choice(list(PLANS)), help=(
+        "Put the organization on this plan outside Stripe (a contract)."))(command)
+
+
+@billing.command("set-limits")
+@click.argument("organization")
+@_limit_options
+def billing_set_limits(organization: str, plan: str | None, **limits: str | None) -> None:
+    """Set ORGANIZATION's (its id or workspace slug) own limits over its plan's."""
+    from crm.billing.cli import set_limits
+
+    click.echo(set_limits(organization, plan, limits))
+
+
 @cli.command("seed-demo")
 def seed_demo() -> None:
     """Create a demo organization to look around in."""

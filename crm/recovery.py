@@ -13,9 +13,10 @@ was killed. So every RECOVERY_INTERVAL seconds one job asks each outbox for what
   fails, saying it may have arrived); never sent again;
 - webhook deliveries kept and not applied are drained, whatever the drain mark says.
 
-Each outbox registers its part in TASKS (campaign recipients and Stripe events join as they
-land). The job starts with no organization: SECURITY DEFINER functions return only
-(organization, id) pairs, and each organization's rows are then handled as that organization.
+Each outbox registers its part in TASKS (campaign recipients join as they land); billing's
+hourly usage report runs from here too, this clock being the one every worker keeps. The job
+starts with no organization: SECURITY DEFINER functions return only (organization, id) pairs,
+and each organization's rows are then handled as that organization.
 
 The clock: every worker serving QUEUE enqueues a run as it starts, then keeps a thread that
 ticks every interval; a Redis key taken with NX lets only the first tick of each interval, of
@@ -50,7 +51,8 @@ CLOCK_KEY = "crm:recovery:clock"
 BATCH = 1000  # rows of each kind looked at per run (the oldest first)
 # What each run does, in order: functions without arguments, each in its own transactions.
 TASKS = ("crm.whatsapp.jobs:recover_ingest", "crm.whatsapp.jobs:recover_outbox",
-         "crm.mail:recover_outbox")
+         "crm.mail:recover_outbox", "crm.billing.jobs:recover_events",
+         "crm.billing.usage:report_usage")
 
 
 def run() -> None:

@@ -33,7 +33,7 @@ from crm.billing.plans import (
     Plan,
     plan_for_lookup_key,
 )
-from crm.billing.stripe_api import TRANSIENT, client, idempotency_key
+from crm.billing.stripe_api import TRANSIENT, client, field, idempotency_key
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import Organization, User
@@ -231,7 +231,7 @@ def _schedule_downgrade(remote, price_id: str, interval: str):
     """The current price until the period's end, then `price_id` (a schedule that releases
     the subscription once there)."""
     item = remote["items"].data[0]
-    if remote.get("schedule"):
+    if field(remote, "schedule"):
         schedule = client().v1.subscription_schedules.retrieve(remote["schedule"])
     else:
         schedule = client().v1.subscription_schedules.create(
@@ -252,7 +252,7 @@ def _schedule_downgrade(remote, price_id: str, interval: str):
 
 def _release_schedule(remote) -> None:
     """Drop a downgrade that waits (the subscription stays as it is now)."""
-    if remote.get("schedule"):
+    if field(remote, "schedule"):
         client().v1.subscription_schedules.release(
             remote["schedule"], options=idempotency_key("release", {"id": remote["schedule"]}))
 
@@ -396,7 +396,7 @@ def apply_subscription(subscription: Subscription, remote) -> bool:
                  subscription.stripe_subscription_id)
         return False
     item = remote["items"].data[0]
-    found = plan_for_lookup_key(item.price.get("lookup_key"))
+    found = plan_for_lookup_key(field(item.price, "lookup_key"))
     if found is None:
         log.error("subscription %s has a price of no plan (%s): plan unchanged", remote.id,
                   item.price.id)
@@ -404,17 +404,17 @@ def apply_subscription(subscription: Subscription, remote) -> bool:
         subscription.plan, subscription.interval = found[0].code, found[1]
     subscription.stripe_subscription_id = remote.id
     subscription.status = remote["status"]
-    subscription.current_period_end = _moment(item.get("current_period_end"))
-    subscription.cancel_at_period_end = bool(remote.get("cancel_at_period_end"))
-    if remote.get("trial_end"):
+    subscription.current_period_end = _moment(field(item, "current_period_end"))
+    subscription.cancel_at_period_end = bool(field(remote, "cancel_at_period_end"))
+    if field(remote, "trial_end"):
         subscription.trial_ends_at = _moment(remote["trial_end"])
     if remote["status"] in ("past_due", "unpaid"):
         subscription.past_due_since = subscription.past_due_since or utcnow()
     else:
         subscription.past_due_since = None
-    if not remote.get("schedule"):
+    if not field(remote, "schedule"):
         subscription.scheduled_plan = subscription.scheduled_interval = None
-    _keep_card(remote.get("default_payment_method"))
+    _keep_card(field(remote, "default_payment_method"))
     _changed(subscription)
     return True
 
@@ -422,11 +422,11 @@ def apply_subscription(subscription: Subscription, remote) -> bool:
 def _keep_card(method) -> None:
     """Keep the brand, last four digits and expiry of the subscription's card (an expanded
     payment method; an id alone tells nothing)."""
-    if not isinstance(method, stripe.StripeObject) or method.get("type") != "card":
+    if not isinstance(method, stripe.StripeObject) or field(method, "type") != "card":
         return
     card = method["card"]
-    values = {"brand": card.get("brand"), "last4": card.get("last4"),
-              "exp_month": card.get("exp_month"), "exp_year": card.get("exp_year"),
+    values = {"brand": field(card, "brand"), "last4": field(card, "last4"),
+              "exp_month": field(card, "exp_month"), "exp_year": field(card, "exp_year"),
               "is_default": True}
     db.session.execute(update(PaymentMethod).where(
         PaymentMethod.stripe_payment_method_id != method.id).values(is_default=False))
@@ -438,10 +438,11 @@ def _keep_card(method) -> None:
 
 def keep_invoice(remote) -> None:
     """Insert or update the organization's copy of a Stripe invoice."""
-    values = {"number": remote.get("number"), "issued_at": _moment(remote["created"]),
+    values = {"number": field(remote, "number"), "issued_at": _moment(remote["created"]),
               "amount": remote["amount_due"], "currency": remote["currency"],
-              "status": remote["status"], "hosted_invoice_url": remote.get("hosted_invoice_url"),
-              "invoice_pdf": remote.get("invoice_pdf")}
+              "status": remote["status"],
+              "hosted_invoice_url": field(remote, "hosted_invoice_url"),
+              "invoice_pdf": field(remote, "invoice_pdf")}
     db.session.execute(insert(Invoice).values(
         organization_id=current_organization_id(), stripe_invoice_id=remote.id,
         **values).on_conflict_do_update(

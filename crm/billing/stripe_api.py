@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 
 import stripe
 from flask import current_app
@@ -18,6 +19,7 @@ from flask import current_app
 # open the organization's billing to whoever holds them) must never reach a log.
 logging.getLogger("stripe").setLevel(logging.WARNING)
 
+IDEMPOTENCY_WINDOW = 600  # seconds
 TIMEOUT = 20  # seconds: a page waits on Checkout and portal sessions
 NETWORK_RETRIES = 2
 # A failure of the moment (Stripe unreachable, overloaded, 5xx): try again later. Any other
@@ -39,7 +41,15 @@ def client() -> stripe.StripeClient:
 
 
 def idempotency_key(action: str, params: dict) -> dict:
-    """Request options with an idempotency key naming `action` and its parameters: a retry of
-    the same call is answered as the first was, a call with other parameters is a new one."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    """Request options with an idempotency key naming `action`, its parameters and the
+    current IDEMPOTENCY_WINDOW: a retry of the same call (a network retry, a double click) is
+    answered as the first was; the same call made again later (cancel, resume in the portal,
+    cancel again) is a new one, which a key kept for Stripe's 24 hours would swallow."""
+    window = int(time.time() // IDEMPOTENCY_WINDOW)
+    digest = hashlib.sha256(json.dumps([params, window], sort_keys=True, default=str).encode())
     return {"idempotency_key": f"wasl-{action}-{digest.hexdigest()[:24]}"}
+
+
+def field(obj: stripe.StripeObject | dict | None, key: str) -> object:
+    """`obj[key]`, or None when Stripe left the key out (Stripe objects are not dicts)."""
+    return obj[key] if obj is not None and key in obj else None

@@ -135,7 +135,7 @@ def test_a_module_not_in_the_plan_answers_402_on_the_api_and_403_on_pages(app, b
     assert (api.value.status, api.value.code) == (402, "plan_module")
     assert api.value.fields == {"module": "campaigns"}
     assert page.value.status == 403
-    assert "Upgrade" in page.value.message
+    assert "رقِّ باقتك" in page.value.message  # "Upgrade your plan", in Arabic (the default)
     put_on_plan(org, "pro")
     assert _call(app, _read_campaigns, org.admin, "/api/campaigns") == "campaigns"
 

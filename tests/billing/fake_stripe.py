@@ -1,0 +1,451 @@
+"""A local stand-in for Stripe's API, served on a loopback port, and the webhooks it would send.
+
+It speaks what stripe-python sends (form-encoded bodies with bracketed keys, bearer key,
+Idempotency-Key) and answers in Stripe's object shapes for what Wasl calls: customers,
+products, prices (listed by lookup key), billing meters and meter events, Checkout and portal
+sessions, subscriptions (retrieve, update, cancel) and their schedules, invoices; errors in
+Stripe's error shape. Objects follow the API versions since 2025 (a subscription's period on
+its items, an invoice's subscription under `parent`).
+
+What Stripe does on its own side, a test does with a helper: `complete_checkout` (the customer
+paid), `fail_payment` / `pay_invoice` (a renewal failed, then went through), `renew` (a period
+ends: a scheduled downgrade or a cancellation takes effect). Each returns the events Stripe
+would send; `signed(event)` gives the body and headers of its webhook, signed with
+`stripe.WebhookSignature.generate_signature_header` as Stripe signs them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import stripe
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+API_KEY = "sk_test_wasl_fake"
+WEBHOOK_SECRET = "whsec_wasl_fake"
+MONTH = 30 * 24 * 3600
+YEAR = 365 * 24 * 3600
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    params: dict
+    idempotency_key: str | None
+
+
+def decode(pairs: list[tuple[str, str]]) -> dict:
+    """Stripe's bracketed form keys (`items[0][price]=x`) as nested dicts and lists."""
+    root: dict = {}
+    for key, value in pairs:
+        parts = re.findall(r"[^\[\]]+", key)
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return _lists(root)
+
+
+def _lists(node):
+    if not isinstance(node, dict):
+        return node
+    if node and all(key.isdigit() for key in node):
+        return [_lists(node[key]) for key in sorted(node, key=int)]
+    return {key: _lists(value) for key, value in node.items()}
+
+
+@dataclass
+class FakeStripe:
+    api_key: str = API_KEY
+    webhook_secret: str = WEBHOOK_SECRET
+    requests: list[Recorded] = field(default_factory=list)
+    objects: dict[str, dict] = field(default_factory=dict)  # id → object, of every kind
+    meter_events: list[dict] = field(default_factory=list)
+    fail_with: int | None = None  # answer every call with this status (a Stripe outage)
+    clock: float | None = None  # now, for created timestamps (None: the real time)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self._numbers = itertools.count(1)
+        self._answered: dict[str, tuple[dict, object]] = {}  # idempotency key → first answer
+        self._lock = threading.Lock()
+        self._server = make_server("127.0.0.1", 0, self._app(), threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- what tests read --------------------------------------------------------------------
+
+    def now(self) -> int:
+        return int(self.clock if self.clock is not None else time.time())
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [obj for obj in self.objects.values() if obj["object"] == kind]
+
+    def calls(self, method: str, path_prefix: str) -> list[Recorded]:
+        return [call for call in self.requests
+                if call.method == method and call.path.startswith(path_prefix)]
+
+    def counted_meter_events(self) -> dict[str, dict]:
+        """The meter events as Stripe counts them: one per identifier."""
+        return {event["identifier"]: event for event in self.meter_events}
+
+    # -- what Stripe does on its side (each returns the events it would send) ----------------
+
+    def complete_checkout(self, session_id: str, card_last4: str = "4242") -> list[dict]:
+        """The customer paid on the Checkout page: a subscription starts, its first invoice is
+        paid."""
+        session = self.objects[session_id]
+        price = self.objects[session["line_items"][0]["price"]]
+        method = self._create("pm", "payment_method", type="card", card={
+            "brand": "visa", "last4": card_last4, "exp_month": 12, "exp_year": 2030})
+        subscription = self._create(
+            "sub", "subscription", customer=session["customer"], status="active",
+            cancel_at_period_end=False, canceled_at=None, schedule=None, trial_end=None,
+            default_payment_method=method["id"],
+            metadata=session.get("subscription_data", {}).get("metadata", {}),
+            items={"object": "list", "data": [self._item(price)]})
+        session.update(status="complete", subscription=subscription["id"])
+        invoice = self._invoice(subscription, price["unit_amount"], "paid")
+        return [self.event("checkout.session.completed", session),
+                self.event("customer.subscription.created", subscription),
+                self.event("invoice.paid", invoice)]
+
+    def fail_payment(self, subscription_id: str) -> list[dict]:
+        """A renewal's payment failed: the invoice stays open, the subscription is past due."""
+        subscription = self.objects[subscription_id]
+        price = subscription["items"]["data"][0]["price"]
+        invoice = self._invoice(subscription, price["unit_amount"], "open")
+        subscription["status"] = "past_due"
+        return [self.event("invoice.payment_failed", invoice),
+                self.event("customer.subscription.updated", subscription)]
+
+    def pay_invoice(self, invoice_id: str) -> list[dict]:
+        invoice = self.objects[invoice_id]
+        invoice["status"] = "paid"
+        subscription = self.objects[invoice["parent"]["subscription_details"]["subscription"]]
+        subscription["status"] = "active"
+        return [self.event("invoice.paid", invoice),
+                self.event("customer.subscription.updated", subscription)]
+
+    def renew(self, subscription_id: str) -> list[dict]:
+        """The period ends: a cancellation waiting takes effect, else a new period starts (on
+        the next phase's price when a schedule waits, which then releases the subscription)."""
+        subscription = self.objects[subscription_id]
+        if subscription["cancel_at_period_end"]:
+            subscription.update(status="canceled", canceled_at=self.now())
+            return [self.event("customer.subscription.deleted", subscription)]
+        item = subscription["items"]["data"][0]
+        if subscription["schedule"]:
+            schedule = self.objects[subscription["schedule"]]
+            item["price"] = self.objects[schedule["phases"][1]["items"][0]["price"]]
+            schedule.update(status="released", released_subscription=subscription_id)
+            subscription["schedule"] = None
+        self._new_period(item)
+        invoice = self._invoice(subscription, item["price"]["unit_amount"], "paid")
+        return [self.event("customer.subscription.updated", subscription),
+                self.event("invoice.paid", invoice)]
+
+    def event(self, kind: str, obj: dict) -> dict:
+        """A Stripe event of `kind` whose data is a snapshot of `obj` now."""
+        return {"id": f"evt_{secrets.token_hex(12)}", "object": "event",
+                "api_version": stripe._api_version._ApiVersion.CURRENT,
+                "created": self.now(), "livemode": False, "pending_webhooks": 1,
+                "request": {"id": None, "idempotency_key": None}, "type": kind,
+                "data": {"object": json.loads(json.dumps(obj))}}
+
+    def signed(self, event: dict, secret: str | None = None, timestamp: int | None = None
+               ) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of `event`'s webhook delivery, signed as Stripe signs."""
+        body = json.dumps(event)
+        header = stripe.WebhookSignature.generate_signature_header(
+            body, secret or self.webhook_secret, timestamp=timestamp)
+        return body.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+    # -- the objects ------------------------------------------------------------------------
+
+    def _create(self, prefix: str, kind: str, object_id: str | None = None, **values) -> dict:
+        with self._lock:
+            number = next(self._numbers)
+        obj = {"id": object_id or f"{prefix}_{number:06d}{secrets.token_hex(4)}",
+               "object": kind, "created": self.now(), "livemode": False, **values}
+        self.objects[obj["id"]] = obj
+        return obj
+
+    def _item(self, price: dict) -> dict:
+        item = {"id": f"si_{secrets.token_hex(6)}", "object": "subscription_item",
+                "price": price, "quantity": 1}
+        self._new_period(item)
+        return item
+
+    def _new_period(self, item: dict) -> None:
+        start = self.now()
+        length = YEAR if item["price"]["recurring"]["interval"] == "year" else MONTH
+        item.update(current_period_start=start, current_period_end=start + length)
+
+    def _invoice(self, subscription: dict, amount: int, status: str) -> dict:
+        with self._lock:
+            number = next(self._numbers)
+        invoice_id = f"in_{secrets.token_hex(8)}"
+        return self._create(
+            "in", "invoice", object_id=invoice_id, customer=subscription["customer"],
+            number=f"WASL-{number:04d}", amount_due=amount, amount_paid=amount
+            if status == "paid" else 0, currency="sar", status=status,
+            hosted_invoice_url=f"https://invoice.stripe.test/i/{invoice_id}",
+            invoice_pdf=f"https://pay.stripe.test/invoice/{invoice_id}/pdf",
+            parent={"type": "subscription_details",
+                    "subscription_details": {"subscription": subscription["id"]}})
+
+    def _subscription_view(self, subscription: dict, expand: list[str]) -> dict:
+        view = json.loads(json.dumps(subscription))
+        if "default_payment_method" in expand and view["default_payment_method"]:
+            view["default_payment_method"] = self.objects[view["default_payment_method"]]
+        return view
+
+    # -- the HTTP API -----------------------------------------------------------------------
+
+    def _app(self) -> Flask:
+        app = Flask("fake_stripe")
+        routes: dict[tuple[str, str], callable] = {}
+
+        def route(method: str, pattern: str):
+            def register(handler):
+                routes[(method, pattern)] = handler
+                return handler
+            return register
+
+        @app.route("/<path:path>", methods=["GET", "POST", "DELETE"])
+        def dispatch(path: str):
+            pairs = (parse_qsl(request.query_string.decode(), keep_blank_values=True)
+                     + parse_qsl(request.get_data(as_text=True), keep_blank_values=True))
+            params = decode(pairs)
+            self.requests.append(Recorded(request.method, f"/{path}", params,
+                                          request.headers.get("Idempotency-Key")))
+            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return _error(401, "Invalid API Key provided.", None)
+            if self.fail_with:
+                response = _error(self.fail_with, "Stripe is having a moment.", None,
+                                  "api_error")
+                response.headers["Stripe-Should-Retry"] = "false"  # fail fast in tests
+                return response
+            key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+            if key in self._answered:  # Stripe answers a retried request as it did the first
+                first_params, first_answer = self._answered[key]
+                if first_params != params:
+                    return _error(400, "Keys for idempotent requests can only be used with the "
+                                  "same parameters they were first used with.", None,
+                                  "idempotency_error")
+                return first_answer
+            for (method, pattern), handler in routes.items():
+                found = re.fullmatch(pattern, f"/{path}")
+                if method == request.method and found:
+                    answer = handler(params, *found.groups())
+                    if key:
+                        self._answered[key] = (params, answer)
+                    return answer
+            return _error(404, f"Unrecognized request URL ({request.method}: /{path}).",
+                          None)
+
+        def get(object_id: str, kind: str):
+            obj = self.objects.get(object_id)
+            if obj is None or obj["object"] != kind:
+                return None, _error(404, f"No such {kind}: '{object_id}'", "resource_missing")
+            return obj, None
+
+        def listing(items: list[dict], path: str):
+            return jsonify({"object": "list", "data": items, "has_more": False, "url": path})
+
+        @route("POST", r"/v1/customers")
+        def create_customer(params):
+            return jsonify(self._create("cus", "customer", name=params.get("name"),
+                                        email=params.get("email"),
+                                        metadata=params.get("metadata", {})))
+
+        @route("GET", r"/v1/products/([^/]+)")
+        def retrieve_product(params, product_id):
+            product, error = get(product_id, "product")
+            return error or jsonify(product)
+
+        @route("POST", r"/v1/products")
+        def create_product(params):
+            return jsonify(self._create("prod", "product", object_id=params.get("id"),
+                                        name=params["name"], active=True,
+                                        metadata=params.get("metadata", {})))
+
+        @route("GET", r"/v1/prices")
+        def list_prices(params):
+            keys = params.get("lookup_keys", [])
+            found = [price for price in self.of_kind("price")
+                     if price["lookup_key"] in keys and price["active"]]
+            return listing(found[:int(params.get("limit", 10))], "/v1/prices")
+
+        @route("POST", r"/v1/prices")
+        def create_price(params):
+            key = params.get("lookup_key")
+            if key and params.get("transfer_lookup_key") == "true":
+                for price in self.of_kind("price"):
+                    if price["lookup_key"] == key:
+                        price["lookup_key"] = None
+            return jsonify(self._create(
+                "price", "price", product=params["product"], currency=params["currency"],
+                unit_amount=int(params["unit_amount"]), lookup_key=key, active=True,
+                type="recurring", recurring={"interval": params["recurring"]["interval"],
+                                             "interval_count": 1},
+                metadata=params.get("metadata", {})))
+
+        @route("GET", r"/v1/billing/meters")
+        def list_meters(params):
+            return listing(self.of_kind("billing.meter"), "/v1/billing/meters")
+
+        @route("POST", r"/v1/billing/meters")
+        def create_meter(params):
+            return jsonify(self._create(
+                "mtr", "billing.meter", display_name=params["display_name"],
+                event_name=params["event_name"], status="active",
+                default_aggregation=params["default_aggregation"],
+                customer_mapping=params["customer_mapping"],
+                value_settings=params["value_settings"]))
+
+        @route("POST", r"/v1/billing/meter_events")
+        def create_meter_event(params):
+            event = {"object": "billing.meter_event", "created": self.now(),
+                     "event_name": params["event_name"], "identifier": params["identifier"],
+                     "payload": params["payload"], "timestamp": int(params["timestamp"]),
+                     "livemode": False}
+            self.meter_events.append(event)
+            return jsonify(event)
+
+        @route("POST", r"/v1/checkout/sessions")
+        def create_checkout_session(params):
+            if params.get("mode") != "subscription":
+                return _error(400, "mode must be subscription here", "parameter_invalid")
+            _price, error = get(params["line_items"][0]["price"], "price")
+            if error:
+                return error
+            session = self._create(
+                "cs_test", "checkout.session", mode="subscription", status="open",
+                customer=params["customer"],
+                client_reference_id=params.get("client_reference_id"),
+                line_items=params["line_items"], metadata=params.get("metadata", {}),
+                subscription_data=params.get("subscription_data", {}),
+                success_url=params["success_url"], cancel_url=params["cancel_url"],
+                subscription=None)
+            session["url"] = f"https://checkout.stripe.test/c/pay/{session['id']}"
+            return jsonify(session)
+
+        @route("POST", r"/v1/billing_portal/sessions")
+        def create_portal_session(params):
+            session = self._create("bps", "billing_portal.session",
+                                   customer=params["customer"], return_url=params["return_url"])
+            session["url"] = f"https://billing.stripe.test/p/session/{session['id']}"
+            return jsonify(session)
+
+        @route("GET", r"/v1/subscriptions/([^/]+)")
+        def retrieve_subscription(params, subscription_id):
+            subscription, error = get(subscription_id, "subscription")
+            return error or jsonify(self._subscription_view(subscription,
+                                                            params.get("expand", [])))
+
+        @route("POST", r"/v1/subscriptions/([^/]+)")
+        def update_subscription(params, subscription_id):
+            subscription, error = get(subscription_id, "subscription")
+            if error:
+                return error
+            if subscription["schedule"] and "cancel_at_period_end" in params:
+                return _error(400, "The subscription is managed by the subscription schedule",
+                              "subscription_schedule_managed")
+            if "cancel_at_period_end" in params:
+                subscription["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
+            for change in params.get("items", []):
+                item = subscription["items"]["data"][0]
+                if change["id"] != item["id"]:
+                    return _error(400, "No such subscription item", "resource_missing")
+                item["price"] = self.objects[change["price"]]
+                self._invoice(subscription, item["price"]["unit_amount"], "paid")
+            return jsonify(self._subscription_view(subscription, []))
+
+        @route("DELETE", r"/v1/subscriptions/([^/]+)")
+        def cancel_subscription(params, subscription_id):
+            subscription, error = get(subscription_id, "subscription")
+            if error:
+                return error
+            subscription.update(status="canceled", canceled_at=self.now())
+            return jsonify(self._subscription_view(subscription, []))
+
+        @route("POST", r"/v1/subscription_schedules")
+        def create_schedule(params):
+            subscription, error = get(params["from_subscription"], "subscription")
+            if error:
+                return error
+            item = subscription["items"]["data"][0]
+            schedule = self._create(
+                "sub_sched", "subscription_schedule", subscription=subscription["id"],
+                status="active", end_behavior="release", released_subscription=None,
+                phases=[{"start_date": item["current_period_start"],
+                         "end_date": item["current_period_end"],
+                         "items": [{"price": item["price"]["id"], "quantity": 1}]}])
+            subscription["schedule"] = schedule["id"]
+            return jsonify(schedule)
+
+        @route("GET", r"/v1/subscription_schedules/([^/]+)")
+        def retrieve_schedule(params, schedule_id):
+            schedule, error = get(schedule_id, "subscription_schedule")
+            return error or jsonify(schedule)
+
+        @route("POST", r"/v1/subscription_schedules/([^/]+)/release")
+        def release_schedule(params, schedule_id):
+            schedule, error = get(schedule_id, "subscription_schedule")
+            if error:
+                return error
+            schedule.update(status="released", released_subscription=schedule["subscription"])
+            self.objects[schedule["subscription"]]["schedule"] = None
+            return jsonify(schedule)
+
+        @route("POST", r"/v1/subscription_schedules/([^/]+)")
+        def update_schedule(params, schedule_id):
+            schedule, error = get(schedule_id, "subscription_schedule")
+            if error:
+                return error
+            phases = params["phases"]
+            if str(schedule["phases"][0]["start_date"]) != phases[0]["start_date"]:
+                return _error(400, "You can not modify the start date of the current phase.",
+                              "parameter_invalid")
+            schedule["phases"] = [
+                {"start_date": int(phase["start_date"]) if "start_date" in phase else None,
+                 "end_date": int(phase["end_date"]) if "end_date" in phase else None,
+                 "items": [{"price": item["price"], "quantity": int(item["quantity"])}
+                           for item in phase["items"]]} for phase in phases]
+            schedule["end_behavior"] = params.get("end_behavior", schedule["end_behavior"])
+            return jsonify(schedule)
+
+        @route("GET", r"/v1/invoices/([^/]+)")
+        def retrieve_invoice(params, invoice_id):
+            invoice, error = get(invoice_id, "invoice")
+            return error or jsonify(invoice)
+
+        return app
+
+
+def _error(status: int, message: str, code: str | None,
+           kind: str = "invalid_request_error"):
+    body = {"error": {"type": kind, "message": message}}
+    if code:
+        body["error"]["code"] = code
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
