@@ -8,7 +8,7 @@ names; a route whose parameter it does not know fails until the parameter is reg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,11 +17,14 @@ from flask import Flask
 from flask_login import login_user
 from werkzeug.exceptions import Forbidden, NotFound
 
+from crm.billing import gate
+from crm.billing.plans import PLANS
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import ROLES, Organization, User
 from crm.permissions import MATRIX, SWITCHABLE, require, role_allows
 from crm.tenancy import organization_context, set_current_organization
+from tests.billing.factories import put_on_plan
 from tests.factories import bearer, login, make_org, make_user, snapshot, url_map_app
 from tests.walks_registry import BODY, OBJECTS, OTHER_PARAMETERS
 
@@ -304,6 +307,31 @@ def test_a_switched_off_module_answers_404(app, client, route):
         services.set_module_enabled(org.admin, _permission(app, route.endpoint)[0], False)
         db.session.flush()
     assert _request(client, route, url, org.admin).status_code == 404
+
+
+@pytest.mark.parametrize("route", SWITCHABLE_ROUTES, ids=_ids(SWITCHABLE_ROUTES))
+def test_a_module_not_in_the_plan_answers_403_on_pages_and_402_on_the_api(
+        app, client, route, monkeypatch):
+    """On a plan without the route's module, even the admin is refused: a page with 403, the
+    API with 402 plan_module (crm/billing/gate.py); nothing changes."""
+    module = _permission(app, route.endpoint)[0]
+    monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "sk_test_walk")
+    monkeypatch.setattr(gate, "PLANS", {**PLANS, "free": replace(
+        PLANS["free"], modules=PLANS["free"].modules - {module})})
+    org = make_org()
+    put_on_plan(org, "free")
+    url = _url(app, route, org)
+    org_id = org.id
+    headers = _sign_in(client, route, org.admin)
+    before = snapshot(org_id)
+
+    response = _send(client, route, url, headers)
+
+    if route.is_api:
+        assert (response.status_code, response.json["error"]["code"]) == (402, "plan_module")
+    else:
+        assert response.status_code == 403
+    assert snapshot(org_id) == before
 
 
 @require("crm", "write")
