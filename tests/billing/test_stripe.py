@@ -135,6 +135,10 @@ def test_subscribing_goes_through_checkout_and_is_granted_by_the_webhooks(app, c
     assert invoice.hosted_invoice_url.startswith("https://invoice.stripe.test/")
     assert (card.brand, card.last4, card.exp_month, card.exp_year, card.is_default) == (
         "visa", "4242", 12, 2030, True)
+    with organization_context(oid(org)):
+        assert services.list_invoices() == ([invoice], None)
+        assert services.default_payment_method() == card
+        assert services.usage_against_limits()["users"] == {"used": 1, "allowed": 5}
 
 
 def test_a_subscribed_organization_changes_plan_instead_of_buying_again(app, client, synced):
@@ -414,6 +418,27 @@ def test_a_failed_payment_emails_the_owner_then_read_only_after_the_grace_then_p
     assert state(org).past_due_since is None
     assert client.post("/api/crm/customers", json={"name": "Reem"},
                        headers=headers).status_code == 201
+
+
+def test_a_payment_the_bank_must_confirm_asks_the_owner_to_confirm_it(app, client, synced):
+    """`invoice.payment_action_required` (3-D Secure): the owner is emailed the invoice's
+    page to confirm the payment; once paid, a late copy of the event emails nobody."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "pro")
+    invoice = synced.fail_payment(stripe_id)[0]["data"]["object"]
+    asking = synced.event("invoice.payment_action_required", invoice)
+
+    deliver(app, client, synced, [asking])
+    synced.pay_invoice(invoice["id"])
+    late = synced.event("invoice.payment_action_required", invoice)
+    deliver(app, client, synced, [late])
+
+    with organization_context(oid(org)):
+        emails = db.session.scalars(select(OutboundEmail).where(
+            OutboundEmail.subject.contains("دفعة"))).all()
+    assert len(emails) == 1
+    assert emails[0].subject.startswith("أكّد")
+    assert invoice["hosted_invoice_url"] in delivered_text(emails[0])
 
 
 def test_an_event_whose_processing_fails_is_tried_again(app, client, synced):
