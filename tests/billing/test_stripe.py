@@ -456,7 +456,6 @@ def test_an_event_whose_processing_fails_is_tried_again(app, client, synced):
         assert (kept.attempts, kept.processed_at) == (1, None)
         assert "APIError" in kept.last_error
     synced.fail_with = None
-    app.config["RECOVERY_QUEUED_AFTER"] = 0
     with organization_context(oid(org)):
         from crm.billing.jobs import process_event
 
