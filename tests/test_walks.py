@@ -73,7 +73,7 @@ SIGNED = {
     "whatsapp_webhooks.receive_for_platform": "Meta's deliveries: signed with "
                                               "WHATSAPP_APP_SECRET (tests/whatsapp/test_cloud.py)",
     "billing_webhooks.receive_stripe": "Stripe's events: signed with STRIPE_WEBHOOK_SECRET "
-                                       "(tests/billing/test_webhooks.py)",
+                                       "(tests/billing/test_stripe.py)",
 }
 
 
