@@ -42,6 +42,7 @@ log = logging.getLogger("crm.billing")
 ENTITLEMENTS_KEY = "wasl:billing:entitlements:{org_id}"
 CACHE_SECONDS = 300
 _MEMO = "billing_entitlements"
+_CHANGED = "billing_changed"  # organizations whose billing this request or job changed
 # Statuses whose subscription still grants its plan (past due: until the grace ends, then
 # read-only; unpaid: read-only at once). Any other leaves the organization on Free.
 _GRANTING = ("active", "trialing", "past_due", "unpaid")
@@ -235,15 +236,21 @@ def entitlements() -> Entitlements:
     memo = g.get(_MEMO)
     if memo is not None and memo[0] == org_id:
         return memo[1]
-    found = _cached(org_id) or _cache(org_id, compute(org_id))
+    if org_id in g.get(_CHANGED, ()):  # Redis holds what was true before this transaction
+        found = compute(org_id)
+    else:
+        found = _cached(org_id) or _cache(org_id, compute(org_id))
     setattr(g, _MEMO, (org_id, found))
     return found
 
 
 def invalidate(org_id: int) -> None:
     """Forget the organization's entitlements once this transaction commits (a billing change
-    was written), and at once in this request or job."""
+    was written), and at once in this request or job, which reads them from the database
+    from now on (what it wrote is not committed, so not cached)."""
     _forget_memo()
+    if has_app_context():
+        setattr(g, _CHANGED, g.get(_CHANGED, frozenset()) | {org_id})
     on_commit(lambda: _delete(org_id))
 
 
@@ -254,6 +261,8 @@ def _forget_memo() -> None:
 
 def _delete(org_id: int) -> None:
     _forget_memo()
+    if has_app_context():
+        setattr(g, _CHANGED, g.get(_CHANGED, frozenset()) - {org_id})
     try:
         redis().delete(ENTITLEMENTS_KEY.format(org_id=org_id))
     except REDIS_DOWN as exc:  # what it held expires within CACHE_SECONDS anyway
@@ -285,8 +294,7 @@ def compute(org_id: int) -> Entitlements:
     subscription = db.session.scalar(select(Subscription))
     if subscription is None:
         subscription = _builtin_trial(org_id)
-    return evaluate(subscription, utcnow(), timedelta(days=current_app.config[
-        "BILLING_GRACE_DAYS"]))
+    return evaluate(subscription, utcnow(), grace_period())
 
 
 def _builtin_trial(org_id: int) -> Subscription:
@@ -298,6 +306,11 @@ def _builtin_trial(org_id: int) -> Subscription:
     return Subscription(plan=TRIAL_PLAN, status="trialing", custom_limits={},
                         cancel_at_period_end=False,
                         trial_ends_at=created_at + trial_length())
+
+
+def grace_period() -> timedelta:
+    """How long a payment may stay overdue before the organization becomes read-only."""
+    return timedelta(days=current_app.config["BILLING_GRACE_DAYS"])
 
 
 def trial_length() -> timedelta:
