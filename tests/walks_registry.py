@@ -91,4 +91,6 @@ BODY: dict[str, object] = {
     "country": "SA",
     "modules": list(MODULES),
     "next": "/",
+    "plan": "starter",
+    "interval": "month",
 }

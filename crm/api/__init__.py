@@ -17,6 +17,7 @@ csrf.exempt(blueprint)
 
 # Route modules register on the blueprint (and in the OpenAPI document) when imported.
 from crm.api import openapi  # noqa: E402, F401
+from crm.billing import api as billing_api  # noqa: E402, F401
 from crm.customers import api as customers_api  # noqa: E402, F401
 from crm.foundation import api as foundation_api  # noqa: E402, F401
 from crm.whatsapp import api as whatsapp_api  # noqa: E402, F401

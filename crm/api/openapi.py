@@ -33,6 +33,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
                         f"wrong Content-Type, nested more than {MAX_DEPTH} levels deep, a "
                         "field name that is not text)."),
     401: ("Unauthorized", "No valid bearer token, or the credentials are wrong."),
+    402: ("PlanRefused", "The organization's plan refuses it: a module the plan does not "
+                         "include (`plan_module`), a limit reached (`plan_limit`, whose "
+                         "`fields` are the `limit`, what is `used` and what is `allowed`), "
+                         "or a write while the organization is read-only, a payment overdue "
+                         "past its grace (`read_only`). The billing page offers the upgrade."),
     403: ("Forbidden", "The caller's role does not allow this."),
     404: ("NotFound", "No such object in the caller's organization."),
     409: ("Conflict", "The request conflicts with the current state."),
@@ -71,6 +76,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     public: bool = False
     guarded: bool = False  # by a role (@require): 403
+    plan_refusable: bool = False  # by the plan (crm/permissions.py): 402
     etag: bool = False
     description: str | None = None
     path_ids: tuple[str, ...] = field(default=())
@@ -115,13 +121,24 @@ class Endpoints:
             operation = Operation(
                 method, blueprint.url_prefix + rule, endpoint, summary, self.tag, answers,
                 body, form, query, errors, public,
-                guarded=hasattr(view, "required_permission"), etag=etag,
+                guarded=hasattr(view, "required_permission"),
+                plan_refusable=_plan_can_refuse(method, view), etag=etag,
                 description=description, path_ids=tuple(re.findall(r"<int:(\w+)>", rule)))
             _register(operation)
             blueprint.add_url_rule(rule, view.__name__, view, methods=[method])
             return view
 
         return decorate
+
+
+def _plan_can_refuse(method: str, view: Callable) -> bool:
+    """Can the plan refuse this route (crm/permissions.py)? A module's, which a plan may
+    leave out; a write, which a read-only organization may not make (billing's own
+    excepted, so that it can pay). Services that count a limit name 402 in `errors`."""
+    from crm.permissions import SWITCHABLE
+
+    area, level = getattr(view, "required_permission", (None, None))
+    return area in SWITCHABLE or (level == "write" and method != "GET")
 
 
 def _register(operation: Operation) -> None:
@@ -201,6 +218,8 @@ def _describe(op: Operation, components: _Components) -> dict:
         implied |= {401, 429}
     if op.guarded:
         implied.add(403)
+    if op.plan_refusable:
+        implied.add(402)
     if op.path_ids:
         implied.add(404)
     responses: dict[str, dict] = {}

@@ -36,7 +36,7 @@ from crm.billing.plans import (
 from crm.billing.stripe_api import TRANSIENT, client, field, idempotency_key
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.extensions import db
-from crm.foundation.models import Organization, User
+from crm.foundation.models import MODULES, Organization, User
 from crm.foundation.services import audit
 from crm.models import utcnow
 from crm.pagination import keyset_page
@@ -52,10 +52,18 @@ RUNNING = ("active", "trialing", "past_due", "unpaid")
 
 
 class BillingUnavailableError(ServiceError):
-    """Stripe is not connected, not set up (`crm billing sync`), or not answering."""
+    """Stripe is not set up (`crm billing sync`), or not answering: try again later."""
 
     status = 503
     code = "billing_unavailable"
+
+
+class BillingNotConnectedError(ServiceError):
+    """No Stripe at all: this Wasl is self-hosted, with nothing to buy (no later will change
+    that, so no 503)."""
+
+    status = 409
+    code = "billing_not_connected"
 
 
 # -- the subscription row -----------------------------------------------------------------------
@@ -82,7 +90,7 @@ def _changed(subscription: Subscription) -> None:
 
 def _require_billing() -> None:
     if not gate.billing_enabled():
-        raise BillingUnavailableError(_(
+        raise BillingNotConnectedError(_(
             "Billing is not connected: this Wasl is self-hosted, with every module and limit "
             "unlocked."))
 
@@ -277,14 +285,17 @@ def cancel(actor: User, now: bool = False) -> Subscription:
     return subscription
 
 
-def portal_url(actor: User) -> str:
-    """A Customer Portal session for the organization's card, invoices and cancellation."""
+def portal_url(actor: User, card: bool = False) -> str:
+    """A Customer Portal session for the organization's card, invoices and cancellation;
+    with `card`, opened on updating the card (the payment method)."""
     _require_billing()
     subscription = locked_subscription()
     if not subscription.stripe_customer_id:
         raise ConflictError(_("The organization has no subscription yet: choose a plan "
                               "first."))
     params = {"customer": subscription.stripe_customer_id, "return_url": billing_url()}
+    if card:
+        params["flow_data"] = {"type": "payment_method_update"}
     with _calling_stripe():
         session = client().v1.billing_portal.sessions.create(
             params=params, options=idempotency_key("portal", params))
@@ -460,12 +471,45 @@ def list_invoices(after: tuple[datetime, int] | None = None, limit: int = 50
     return keyset_page(query, limit, attrgetter("issued_at", "id"))
 
 
+def open_invoice() -> Invoice | None:
+    """The newest invoice still to be paid (the past-due banner links its payment page)."""
+    return db.session.scalar(select(Invoice).where(Invoice.status == "open")
+                             .order_by(Invoice.issued_at.desc(), Invoice.id.desc()).limit(1))
+
+
+def has_running_subscription() -> bool:
+    """Has the organization a Stripe subscription that runs (so it changes plan, not buys)?"""
+    return bool(db.session.scalar(select(Subscription.id).where(
+        Subscription.stripe_subscription_id.is_not(None), Subscription.status.in_(RUNNING))))
+
+
 def default_payment_method() -> PaymentMethod | None:
     return db.session.scalar(select(PaymentMethod).where(PaymentMethod.is_default))
+
+
+COUNTED = tuple(limit for limit in LIMITS if limit != "api_requests_per_minute")
 
 
 def usage_against_limits() -> dict[str, dict[str, int | None]]:
     """Each counted limit: what is used and what the plan allows (None: unlimited)."""
     limits = gate.entitlements().limits
-    return {limit: {"used": gate.usage(limit), "allowed": limits[limit]}
-            for limit in LIMITS if limit != "api_requests_per_minute"}
+    return {limit: {"used": gate.usage(limit), "allowed": limits[limit]} for limit in COUNTED}
+
+
+def subscription_summary() -> dict:
+    """The organization's subscription as the API and the billing page show it: its
+    entitlements, with what it uses of each counted limit."""
+    found = gate.entitlements()
+    return {**{name: getattr(found, name) for name in (
+        "plan", "status", "interval", "trial_ends_at", "current_period_end",
+        "cancel_at_period_end", "scheduled_plan", "read_only", "self_hosted", "limits")},
+        "usage": {limit: gate.usage(limit) for limit in COUNTED}}
+
+
+def plan_catalog() -> list[dict]:
+    """The plans, smallest first, as the API and the billing page list them."""
+    return [{"code": plan.code, "name": str(plan.name), "currency": plan.currency,
+             "prices": dict(plan.prices),
+             "modules": [module for module in MODULES if module in plan.modules],
+             "limits": dict(plan.limits)}
+            for plan in sorted(PLANS.values(), key=attrgetter("rank"))]

@@ -82,7 +82,7 @@ def reset_password() -> Response:
 
 @auth.post("/auth/accept-invitation", "Join an organization with the emailed invitation "
            "token", public=True, body=schemas.InvitationAcceptance,
-           answers={201: schemas.Token}, errors=(409, 429))
+           answers={201: schemas.Token}, errors=(402, 409, 429))
 @public_rate_limited("accept-invitation", failures_only=True)
 def accept_invitation() -> Response:
     body = parse(schemas.InvitationAcceptance)

@@ -487,7 +487,7 @@ def test_stripe_down_when_subscribing_is_a_503_that_keeps_the_customer(app, sync
 def test_self_hosted_has_nothing_to_buy(app, client):
     """Without a key: subscribing says billing is not connected; the webhook refuses all."""
     org = make_org()
-    with organization_context(oid(org)), pytest.raises(services.BillingUnavailableError):
+    with organization_context(oid(org)), pytest.raises(services.BillingNotConnectedError):
         services.start_checkout(org.admin, "pro", "month")
     assert client.post(PATH, data=b"{}", headers={"Stripe-Signature": "t=1,v1=x"}
                        ).status_code == 400
