@@ -7,6 +7,7 @@ Security is what the tests see. Jobs go to real Redis; `run_jobs()` drains them 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -70,12 +71,21 @@ def _settings(database: str, redis_db: int) -> dict:
         # Never Meta: nothing listens here, so a test that forgot the fake Graph API
         # (tests/whatsapp/fake_graph.py) fails with "could not be reached".
         "WHATSAPP_GRAPH_URL": "http://127.0.0.1:9",
-        # Self-hosted (everything unlocked) unless a test connects the fake Stripe
-        # (tests/billing/fake_stripe.py); never Stripe itself.
+        # Self-hosted (everything unlocked) unless a test sets a key (the `stripe_api`
+        # fixture); and then only ever the run's local fake, never Stripe itself.
         "STRIPE_SECRET_KEY": "",
         "STRIPE_WEBHOOK_SECRET": "",
-        "STRIPE_API_BASE": "http://127.0.0.1:9",
+        "STRIPE_API_BASE": fake_stripe().url,
     }
+
+
+@functools.cache
+def fake_stripe():
+    """The local fake of Stripe's API (tests/billing/fake_stripe.py) that every app of this
+    process talks to, started once."""
+    from tests.billing.fake_stripe import FakeStripe
+
+    return FakeStripe()
 
 
 def _build_template_database(pg: embedded.EmbeddedPostgres) -> None:

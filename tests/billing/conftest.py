@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.billing.fake_stripe import FakeStripe
+from tests.conftest import fake_stripe
 
 
 @pytest.fixture
 def stripe_api(app, monkeypatch):
-    """The local fake of Stripe's API, connected: billing is on (not self-hosted)."""
-    fake = FakeStripe()
+    """The run's local fake of Stripe's API, as new, connected: billing is on (not
+    self-hosted). STRIPE_API_BASE points at it for every test already."""
+    fake = fake_stripe()
+    fake.reset()
+    assert app.config["STRIPE_API_BASE"] == fake.url
     monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", fake.api_key)
     monkeypatch.setitem(app.config, "STRIPE_WEBHOOK_SECRET", fake.webhook_secret)
-    monkeypatch.setitem(app.config, "STRIPE_API_BASE", fake.url)
     yield fake
-    fake.stop()
+    fake.reset()
 
 
 @pytest.fixture

@@ -12,6 +12,14 @@ paid), `fail_payment` / `pay_invoice` (a renewal failed, then went through), `re
 ends: a scheduled downgrade or a cancellation takes effect). Each returns the events Stripe
 would send; `signed(event)` gives the body and headers of its webhook, signed with
 `stripe.WebhookSignature.generate_signature_header` as Stripe signs them.
+
+It also serves the pages Stripe hosts, for browsers: a Checkout session's URL opens a page
+whose "Pay" button completes the checkout, sends its signed webhooks to `webhook_url` (when a
+test sets it: a live server's) and returns the browser to the session's success URL; a portal
+session's URL opens a page that links back to its return URL.
+
+One fake serves the whole test run (tests/conftest.py points STRIPE_API_BASE at it, so no test
+can reach Stripe); the `stripe_api` fixture `reset()`s it for each test that uses it.
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+import requests
 import stripe
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, redirect, request
 from werkzeug.serving import make_server
 
 API_KEY = "sk_test_wasl_fake"
@@ -72,6 +81,7 @@ class FakeStripe:
     meter_events: list[dict] = field(default_factory=list)
     fail_with: int | None = None  # answer every call with this status (a Stripe outage)
     clock: float | None = None  # now, for created timestamps (None: the real time)
+    webhook_url: str | None = None  # where the Checkout page sends its events (None: nowhere)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -87,6 +97,15 @@ class FakeStripe:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def reset(self) -> None:
+        """Forget every object, call and setting: an account as new, for the next test."""
+        with self._lock:
+            self.requests.clear()
+            self.objects.clear()
+            self.meter_events.clear()
+            self._answered.clear()
+            self.fail_with = self.clock = self.webhook_url = None
 
     # -- what tests read --------------------------------------------------------------------
 
@@ -176,6 +195,14 @@ class FakeStripe:
             body, secret or self.webhook_secret, timestamp=timestamp)
         return body.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
 
+    def send(self, event: dict) -> None:
+        """Deliver `event` to `webhook_url` as Stripe does: a signed POST (nothing without one)."""
+        if self.webhook_url is None:
+            return
+        body, headers = self.signed(event)
+        answer = requests.post(self.webhook_url, data=body, headers=headers, timeout=10)
+        answer.raise_for_status()
+
     # -- the objects ------------------------------------------------------------------------
 
     def _create(self, prefix: str, kind: str, object_id: str | None = None, **values) -> dict:
@@ -227,6 +254,34 @@ class FakeStripe:
                 routes[(method, pattern)] = handler
                 return handler
             return register
+
+        @app.get("/c/pay/<session_id>")
+        def checkout_page(session_id: str):
+            session = self.objects.get(session_id)
+            if session is None or session["object"] != "checkout.session":
+                return "No such Checkout session", 404
+            price = self.objects[session["line_items"][0]["price"]]
+            return (f'<!doctype html><html lang="en"><title>Stripe Checkout (fake)</title>'
+                    f'<h1>Pay {price["unit_amount"] / 100:.2f} {price["currency"].upper()}'
+                    f'</h1><form method="post"><button type="submit">Pay</button></form>'
+                    f'<a href="{session["cancel_url"]}">Back</a></html>')
+
+        @app.post("/c/pay/<session_id>")
+        def pay(session_id: str):
+            session = self.objects.get(session_id)
+            if session is None or session["status"] != "open":
+                return "This Checkout session is not open", 409
+            for event in self.complete_checkout(session_id):
+                self.send(event)
+            return redirect(session["success_url"], 303)
+
+        @app.get("/p/session/<session_id>")
+        def portal_page(session_id: str):
+            session = self.objects.get(session_id)
+            if session is None or session["object"] != "billing_portal.session":
+                return "No such portal session", 404
+            return (f'<!doctype html><html lang="en"><title>Customer Portal (fake)</title>'
+                    f'<a href="{session["return_url"]}">Return</a></html>')
 
         @app.route("/<path:path>", methods=["GET", "POST", "DELETE"])
         def dispatch(path: str):
@@ -344,14 +399,14 @@ class FakeStripe:
                 subscription_data=params.get("subscription_data", {}),
                 success_url=params["success_url"], cancel_url=params["cancel_url"],
                 subscription=None)
-            session["url"] = f"https://checkout.stripe.test/c/pay/{session['id']}"
+            session["url"] = f"{self.url}/c/pay/{session['id']}"
             return jsonify(session)
 
         @route("POST", r"/v1/billing_portal/sessions")
         def create_portal_session(params):
             session = self._create("bps", "billing_portal.session",
                                    customer=params["customer"], return_url=params["return_url"])
-            session["url"] = f"https://billing.stripe.test/p/session/{session['id']}"
+            session["url"] = f"{self.url}/p/session/{session['id']}"
             return jsonify(session)
 
         @route("GET", r"/v1/subscriptions/([^/]+)")
