@@ -46,6 +46,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     navigation.init_app(app)
 
     from crm.api import blueprint as api_blueprint
+    from crm.billing.views import blueprint as billing_blueprint
     from crm.billing.webhooks import blueprint as billing_webhooks_blueprint
     from crm.customers import settings_views  # noqa: F401 - routes of the customers blueprint
     from crm.customers.views import blueprint as customers_blueprint
@@ -59,6 +60,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     app.register_blueprint(api_blueprint)
     app.register_blueprint(whatsapp_webhooks_blueprint)
     app.register_blueprint(billing_webhooks_blueprint)
+    app.register_blueprint(billing_blueprint)
     app.register_blueprint(whatsapp_blueprint)
     if proxies := app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)

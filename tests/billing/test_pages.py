@@ -1,0 +1,234 @@
+"""The billing page, the plan's banners on every page, and the pages that explain a refusal of
+the plan."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from babel.numbers import format_currency
+
+from crm.billing import gate, services
+from crm.billing.models import Invoice
+from crm.extensions import db
+from crm.tenancy import organization_context
+from tests.billing.factories import age, oid, overdue, put_on_plan
+from tests.billing.test_stripe import deliver
+from tests.customers.factories import make_customer
+from tests.factories import login, make_org, make_user
+
+
+@pytest.fixture
+def synced(stripe_api):
+    services.sync_catalog()
+    return stripe_api
+
+
+def _page(client, user, path: str = "/billing") -> str:
+    login(client, user)
+    response = client.get(path)
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+def test_the_trial_shows_its_plan_days_left_usage_and_the_plans_in_arabic(
+        app, client, billing_on):
+    """An admin on the trial reads Pro, the days left, a bar per counted limit, and the four
+    plans with their prices formatted in riyals for Arabic."""
+    org = make_org(language="ar")
+    make_customer(org)
+
+    html = _page(client, org.admin)
+
+    assert "الاحترافية" in html
+    assert "14 يومًا متبقية" in html
+    for limit in ("users", "whatsapp_numbers", "customers", "campaign_messages_per_month"):
+        assert f'data-limit="{limit}"' in html
+    assert '<progress id="usage-customers" value="1" max="100000"' in html
+    assert html.count('class="plan') >= 4
+    assert format_currency(Decimal("299.00"), "SAR", locale="ar") in html
+    assert format_currency(Decimal("2990.00"), "SAR", locale="ar") in html
+    assert 'action="/billing/subscribe"' in html
+
+
+def test_prices_are_formatted_by_babel_in_english(app, client, billing_on):
+    """In English the same prices read as Babel writes riyals in English (SAR299.00)."""
+    org = make_org(language="en")
+
+    html = _page(client, org.admin)
+
+    assert format_currency(Decimal("299.00"), "SAR", locale="en") == "SAR299.00"
+    assert "SAR299.00" in html
+    assert "SAR2,990.00" in html
+    assert "14 days left" in html
+
+
+def test_self_hosted_the_page_says_everything_is_unlocked_and_how_to_connect_stripe(
+        app, client):
+    """Without a key: no plans to buy, the settings and the command to connect Stripe."""
+    org = make_org(language="en")
+
+    html = _page(client, org.admin)
+
+    assert "everything is unlocked" in html
+    assert "STRIPE_SECRET_KEY" in html
+    assert "crm billing sync" in html
+    assert "/api/billing/webhooks/stripe" in html
+    assert "billing/subscribe" not in html
+    assert "billing-banner" not in html
+
+
+def test_managers_read_the_page_without_its_forms_agents_do_not_see_it(app, client, billing_on):
+    """The seed's matrix: a manager reads the plan and usage and cannot buy; an agent has no
+    billing page and no Billing entry in the navigation."""
+    org = make_org(language="en")
+    manager, agent = make_user(org, "manager"), make_user(org, "agent")
+
+    html = _page(client, manager)
+    assert "Your plan" in html
+    assert 'href="/billing"' in html
+    assert "billing/subscribe" not in html
+    login(client, agent)
+    assert client.get("/billing").status_code == 403
+    assert 'href="/billing"' not in client.get("/").get_data(as_text=True)
+
+
+def test_choosing_a_plan_sends_the_browser_to_checkout(app, client, synced):
+    """A plain post is answered 303 to Stripe's Checkout; htmx's (boosted) post HX-Redirect,
+    because its request could not follow a redirect to another site."""
+    org = make_org()
+    login(client, org.admin)
+
+    plain = client.post("/billing/subscribe", data={"plan": "pro", "interval": "month"})
+    boosted = client.post("/billing/subscribe", data={"plan": "pro", "interval": "year"},
+                          headers={"HX-Request": "true", "HX-Boosted": "true"})
+
+    sessions = synced.of_kind("checkout.session")
+    assert (plain.status_code, plain.location) == (303, sessions[0]["url"])
+    assert (boosted.status_code, boosted.headers["HX-Redirect"]) == (204, sessions[1]["url"])
+
+
+def test_a_refused_choice_is_flashed_on_the_page(app, client, synced):
+    """A plan that is not sold comes back to the page saying why; Stripe is not asked."""
+    org = make_org(language="en")
+    login(client, org.admin)
+
+    response = client.post("/billing/subscribe", data={"plan": "enterprise",
+                                                       "interval": "month"})
+
+    assert (response.status_code, response.location) == (303, "/billing")
+    assert "Choose one of the plans that can be bought." in client.get("/billing").get_data(
+        as_text=True)
+    assert synced.calls("POST", "/v1/checkout/sessions") == []
+
+
+def test_back_from_checkout_the_page_waits_for_the_webhook_then_shows_the_plan(
+        app, client, synced):
+    """Back from Checkout before the webhook: the summary polls itself; once the webhook's
+    job applied the subscription, the poll reloads the page, which shows Starter, active,
+    the card and the invoice."""
+    org = make_org(language="en")
+    age(org, 20)
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+
+    waiting = client.get("/billing?checkout=done").get_data(as_text=True)
+    assert 'hx-trigger="every 2s"' in waiting
+    poll = client.get("/billing?checkout=done", headers={"HX-Request": "true"})
+    assert poll.get_data(as_text=True).startswith('<section id="billing-summary"')
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    login(client, org.admin)
+    done = client.get("/billing?checkout=done", headers={"HX-Request": "true"})
+
+    assert done.headers["HX-Refresh"] == "true"
+    html = client.get("/billing?checkout=done").get_data(as_text=True)
+    assert "every 2s" not in html
+    assert 'class="billing-plan">Starter' in html
+    assert "Active" in html
+    assert "VISA •••• 4242" in html
+    assert "WASL-" in html
+    assert "Card, invoices and cancellation" in html
+
+
+def test_the_portal_button_sends_the_admin_to_stripe(app, client, synced):
+    """The portal (card, invoices, cancellation) is a session of the organization's customer."""
+    org = make_org()
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    login(client, org.admin)
+
+    response = client.post("/billing/portal")
+
+    assert (response.status_code, response.location) == (
+        303, synced.of_kind("billing_portal.session")[-1]["url"])
+
+
+def test_the_trial_banner_shows_on_every_page_to_those_who_read_billing(app, client, billing_on):
+    """The dashboard says how many days of the trial are left, with the way to the plans; an
+    agent, who has nothing to do with billing, sees no banner."""
+    org = make_org(language="en")
+    age(org, 10)
+
+    html = _page(client, org.admin, "/")
+    assert "4 days left in your trial" in html
+    assert 'href="/billing">Choose a plan' in html
+    assert "billing-banner" not in _page(client, make_user(org, "agent"), "/")
+
+
+def test_a_failed_payment_shows_admins_the_invoice_to_pay(app, client, billing_on):
+    """Past due, within the grace: admins read the banner with the hosted invoice's link and
+    the day the organization becomes read-only; agents keep working undisturbed."""
+    org = make_org(language="en")
+    overdue(org, 2)
+    with organization_context(oid(org)):
+        db.session.add(Invoice(stripe_invoice_id="in_open", number="WASL-0009",
+                               issued_at=services.utcnow(), amount=29_900, currency="sar",
+                               status="open", hosted_invoice_url="https://invoice.stripe.test/i/x"))
+        db.session.flush()
+
+    html = _page(client, org.admin, "/")
+    assert "A payment failed." in html
+    assert 'href="https://invoice.stripe.test/i/x"' in html
+    assert "becomes read-only" in html
+    assert "billing-banner" not in _page(client, make_user(org, "agent"), "/")
+
+
+def test_read_only_is_shown_to_everyone_with_what_is_disabled(app, client, billing_on):
+    """Past the grace, every page says the organization is read-only and what that disables;
+    a write on a page is refused with the same explanation and the way to pay."""
+    org = make_org(language="en")
+    overdue(org, 8)
+    agent = make_user(org, "manager")
+
+    html = _page(client, agent, "/")
+    assert "read-only" in html
+    assert "reading and exporting still work" in html
+    response = client.post("/customers/new", data={"name": "Huda"})
+    assert response.status_code == 403
+    refused = response.get_data(as_text=True)
+    assert "Read-only" in refused
+    assert "Ask an admin" in refused
+
+
+def test_over_a_limit_the_page_says_what_the_plan_allows_and_offers_the_upgrade(
+        app, client, billing_on):
+    """Adding a customer past Free's limit: the page says the limit, what is used, everything
+    Free allows, and links the admin to the upgrade; nothing is added."""
+    org = make_org(language="en")
+    put_on_plan(org, "free", customers=1)
+    make_customer(org)
+    login(client, org.admin)
+
+    response = client.post("/customers/new", data={"name": "Huda"})
+
+    assert response.status_code == 402
+    html = response.get_data(as_text=True)
+    assert "Your plan&#39;s limit is reached" in html or "Your plan's limit is reached" in html
+    assert "Customers: 1 of 1 used" in html
+    assert "What the Free plan allows" in html
+    assert 'href="/billing">Upgrade your plan' in html
+    with organization_context(oid(org)):
+        assert gate.usage("customers") == 1
