@@ -156,7 +156,7 @@ def _plans(summary: dict) -> list[dict]:
         rank = PLANS[plan["code"]].rank
         plan["shown_prices"] = {interval: money(amount, plan["currency"])
                                 for interval, amount in plan["prices"].items()
-                                if amount is not None}
+                                if amount}  # Free's nothing is said in words
         plan["is_current"] = plan["code"] == current.code
         plan["move"] = "upgrade" if rank > current.rank else "downgrade"
         plan["is_paid"] = PLANS[plan["code"]].is_paid

@@ -1,0 +1,94 @@
+"""Billing in Chromium, in Arabic: the trial's banner, an upgrade through (the fake) Stripe
+Checkout, the plan shown once Stripe's signed webhook has been processed, and the usage bars."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from crm.billing import services
+from crm.billing.models import Subscription
+from crm.billing.webhooks import PATH
+from crm.extensions import db
+from tests.billing.fake_stripe import FakeStripe
+from tests.conftest import fake_stripe
+from tests.e2e.conftest import screenshot, translated
+from tests.factories import run_jobs
+from tests.live import LiveServer, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
+
+_STRIPE_SETTINGS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE")
+
+
+@pytest.fixture
+def stripe_connected(live_server) -> Iterator[FakeStripe]:
+    """The live server connected to the fake Stripe, its plans synced, and the fake's
+    Checkout page sending its signed webhooks to the live server."""
+    fake = fake_stripe()
+    fake.reset()
+    config = live_server.app.config
+    saved = {key: config[key] for key in _STRIPE_SETTINGS}
+    config.update(STRIPE_SECRET_KEY=fake.api_key, STRIPE_WEBHOOK_SECRET=fake.webhook_secret,
+                  STRIPE_API_BASE=fake.url)
+    fake.webhook_url = f"{live_server.url}{PATH}"
+    with live_server.app.app_context():
+        services.sync_catalog()
+    try:
+        yield fake
+    finally:
+        config.update(saved)
+        fake.reset()
+
+
+def _subscription_status(live: LiveServer, org_id: int) -> str | None:
+    """Run the queued jobs (the webhook's), then the organization's Stripe status."""
+    with live.app.app_context():
+        run_jobs(live.app, ("default",))
+    with live.transaction(org_id):
+        subscription = db.session.scalar(select(Subscription))
+        return subscription.status if subscription and subscription.stripe_subscription_id \
+            else None
+
+
+def test_an_admin_upgrades_from_the_trial_through_checkout(browsing, live_server,
+                                                           stripe_connected):
+    """A new organization's admin reads the trial's banner, chooses Starter by the month,
+    pays on Stripe's Checkout page, and is back on the billing page, which shows Starter as
+    soon as the webhook is processed, with a bar per limit of Starter."""
+    account = live_server.make_account()
+    page = browsing.new_page(account=account)
+
+    page.goto("/")
+    banner = page.locator(".billing-banner-trial")
+    expect(banner).to_contain_text(translated(live_server, "Choose a plan", "ar"))
+    expect(banner).to_contain_text("14")
+    screenshot(page, "billing-trial-banner-ar")
+    banner.get_by_role("link").click()
+    expect(page).to_have_url(f"{live_server.url}/billing")
+    expect(page.locator(".billing-plan")).to_contain_text(translated(live_server, "Pro", "ar"))
+    expect(page.locator("article[data-plan='starter'] .plan-price")).to_contain_text("ر.س")
+
+    page.locator("article[data-plan='starter'] button[value='month']").click()
+    expect(page).to_have_url(re.compile(re.escape(f"{stripe_connected.url}/c/pay/")))
+    expect(page.locator("h1")).to_have_text("Pay 99.00 SAR")
+    page.get_by_role("button", name="Pay").click()
+
+    expect(page).to_have_url(f"{live_server.url}/billing?checkout=done")
+    wait_until(lambda: _subscription_status(live_server, account.organization_id) == "active",
+               "the checkout's webhook being processed")
+    summary = page.locator("#billing-summary")
+    expect(summary.locator(".billing-plan")).to_contain_text(
+        translated(live_server, "Starter", "ar"))
+    expect(summary).to_contain_text(translated(live_server, "Active", "ar"))
+    users = page.locator("#usage-users")
+    expect(users).to_have_attribute("value", "1")
+    expect(users).to_have_attribute("max", "5")
+    expect(page.locator("#usage-customers")).to_have_attribute("max", "10000")
+    expect(page.locator(".billing-banner-trial")).to_have_count(0)
+    screenshot(page, "billing-starter-ar")
+    assert browsing.csp_violations() == []
