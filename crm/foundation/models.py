@@ -241,3 +241,70 @@ class OutboundEmail(TenantMixin, db.Model):
     error: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
+
+
+class Team(TenantMixin, db.Model):
+    """A named group of people (Support, Sales) with an optional manager: tickets route to a
+    team, escalations notify its managers; the inbox may route to teams later."""
+
+    __tablename__ = "teams"
+    __table_args__ = (Index("uq_teams_organization_id_name", "organization_id", "name",
+                            unique=True),)
+
+    id: Mapped[int] = id_column()
+    name: Mapped[str] = mapped_column(String(80), nullable=False)
+    manager_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"))
+    # Round-robin assignment takes the next member after this one.
+    last_assigned_user_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at_column()
+
+    manager: Mapped[User | None] = relationship(foreign_keys=[manager_id])
+
+    def __repr__(self) -> str:
+        return f"<Team {self.id} {self.name}>"
+
+
+class TeamMember(TenantMixin, db.Model):
+    __tablename__ = "team_members"
+    __table_args__ = (
+        Index("uq_team_members_organization_id_team_id_user_id", "organization_id", "team_id",
+              "user_id", unique=True),
+        Index("ix_team_members_organization_id_user_id", "organization_id", "user_id"),
+    )
+
+    id: Mapped[int] = id_column()
+    team_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("teams.id", ondelete="CASCADE"),
+                                         nullable=False)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"),
+                                         nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+    user: Mapped[User] = relationship()
+
+
+class Notification(TenantMixin, db.Model):
+    """An in-app notification of one user. Its text is rendered when shown, in the reader's
+    language, from its `kind` and `params` (crm/foundation/notifications.py)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_organization_id_user_id_id", "organization_id", "user_id",
+              text("id DESC")),
+        Index("ix_notifications_unread", "organization_id", "user_id",
+              postgresql_where=text("read_at IS NULL")),
+    )
+
+    id: Mapped[int] = id_column()
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"),
+                                         nullable=False)
+    kind: Mapped[str] = mapped_column(String(40), nullable=False)
+    params: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict,
+                                         server_default=text("'{}'::jsonb"))
+    link: Mapped[str | None] = mapped_column(String(300))  # a path of the app: /tickets/12
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at_column()
+
+    def __repr__(self) -> str:
+        return f"<Notification {self.id} {self.kind}>"

@@ -1,0 +1,1 @@
+"""Module 3: tickets, comments, attachments, assignment, and SLA clocks on a business calendar."""
