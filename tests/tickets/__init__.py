@@ -1,0 +1,1 @@
+"""Tests of ticketing: the business calendar, SLA clocks, services, events and timers."""
