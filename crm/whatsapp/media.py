@@ -1,4 +1,4 @@
-"""Media files of messages, stored under the instance folder by organization.
+"""Media files of messages, stored under the instance folder by organization (crm/storage.py).
 
 Paths carry the organization (`media/<org>/<yyyy-mm>/<message>.<ext>`), and are only ever
 served through a view that checks the message belongs to the caller's organization, and only
@@ -7,11 +7,10 @@ when they lead inside that organization's folder (`path_of`).
 
 from __future__ import annotations
 
-import mimetypes
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from flask import current_app
-
+from crm import storage
+from crm.storage import root  # noqa: F401 - where media lives, for callers of this module
 from crm.whatsapp.models import Message
 
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
@@ -31,21 +30,11 @@ ALLOWED_UPLOADS = {
 }
 
 
-def root() -> Path:
-    return Path(current_app.config["INSTANCE_PATH"]) / "media"
-
-
 def store(message: Message, data: bytes, mime_type: str) -> str:
     """Write `data` for `message` and return its path relative to the media root."""
-    extension = mimetypes.guess_extension(mime_type.split(";")[0].strip()) or ".bin"
     month = message.created_at.strftime("%Y-%m")
-    relative = Path(str(message.organization_id)) / month / f"{message.id}{extension}"
-    target = root() / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(target.suffix + ".part")
-    temporary.write_bytes(data)
-    temporary.replace(target)  # never a half-written file under the final name
-    return str(relative)
+    return storage.store(message.organization_id, PurePosixPath(month) /
+                         f"{message.id}{storage.extension_for(mime_type)}", data)
 
 
 def kind_of(mime_type: str) -> str | None:
@@ -57,16 +46,5 @@ def kind_of(mime_type: str) -> str | None:
 
 
 def path_of(message: Message) -> Path | None:
-    """The stored file of `message`, if its path leads inside its organization's folder.
-
-    Resolved first, so `..`, an absolute path or a symbolic link cannot lead out of it: a
-    path, however it came to be stored, never reaches another organization's files.
-    """
-    relative = message.content.get("path")
-    if not isinstance(relative, str) or not relative:
-        return None
-    folder = (root() / str(message.organization_id)).resolve()
-    path = (root() / relative).resolve()
-    if not path.is_relative_to(folder) or path == folder:
-        return None
-    return path
+    """The stored file of `message`, if its path leads inside its organization's folder."""
+    return storage.path_of(message.organization_id, message.content.get("path"))
