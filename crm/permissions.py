@@ -66,9 +66,13 @@ def can(area: str, level: Level = "read") -> bool:
             and in_plan(area))
 
 
-def sees_only_assigned() -> bool:
-    """Agents work on what is assigned to them; everyone else sees the whole organization."""
-    return current_user.is_authenticated and current_user.role == "agent"
+def sees_only_assigned(user=None) -> bool:
+    """Agents work on what is assigned to them; everyone else sees the whole organization.
+
+    Of `user` when given (a service told who acts), else of the signed-in user.
+    """
+    user = current_user if user is None else user
+    return user.is_authenticated and user.role == "agent"
 
 
 def require(area: str, level: Level = "read") -> Callable:

@@ -207,6 +207,8 @@ def update_organization(actor: User, name: object, default_language: object, tim
             raise ValidationError({"country": _("Choose a valid country.")})
         return code
 
+    fields = ("name", "default_language", "timezone", "country")
+    before = {field: getattr(org, field) for field in fields}
     org.name, org.default_language, org.timezone, org.country = collect({
         "name": lambda: _required_text(name, "name", 120),
         "default_language": lambda: _check_choice(default_language, "default_language",
@@ -216,6 +218,10 @@ def update_organization(actor: User, name: object, default_language: object, tim
     }).values()
     audit("organization.updated", actor, org, name=org.name, default_language=org.default_language,
           timezone=org.timezone, country=org.country)
+    # Modules follow the organization's clock and country (ticketing's business calendar).
+    changed = [field for field in fields if getattr(org, field) != before[field]]
+    if changed:
+        events.publish("organization.updated", {"organization_id": org.id, "fields": changed})
     return org
 
 

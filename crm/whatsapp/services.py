@@ -69,7 +69,7 @@ def access_conversation(conversation_id: int, user: User) -> Conversation:
     conversation = get_in_organization(Conversation, conversation_id)
     if conversation is None:
         raise NotFoundError(_("Not found."))
-    if sees_only_assigned() and conversation.assigned_user_id != user.id:
+    if sees_only_assigned(user) and conversation.assigned_user_id != user.id:
         raise NotFoundError(_("Not found."))
     return conversation
 
