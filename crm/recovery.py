@@ -11,7 +11,9 @@ was killed. So every RECOVERY_INTERVAL seconds one job asks each outbox for what
 - rows `sending` past their lease, whose job died mid-send, are settled as each outbox
   decides (a WhatsApp message becomes `unknown`, for the status webhook to settle; an email
   fails, saying it may have arrived); never sent again;
-- webhook deliveries kept and not applied are drained, whatever the drain mark says.
+- webhook deliveries kept and not applied are drained, whatever the drain mark says;
+- SLA deadlines that came due are handled, even when no timer job woke for them (RQ's
+  scheduler lost with a restarted worker), so a breach is seen within an interval.
 
 Each outbox registers its part in TASKS (campaign recipients join as they land); billing's
 hourly usage report runs from here too, this clock being the one every worker keeps. The job
@@ -52,7 +54,7 @@ BATCH = 1000  # rows of each kind looked at per run (the oldest first)
 # What each run does, in order: functions without arguments, each in its own transactions.
 TASKS = ("crm.whatsapp.jobs:recover_ingest", "crm.whatsapp.jobs:recover_outbox",
          "crm.mail:recover_outbox", "crm.billing.jobs:recover_events",
-         "crm.billing.usage:report_usage")
+         "crm.billing.usage:report_usage", "crm.tickets.jobs:sweep")
 
 
 def run() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
@@ -13,8 +13,9 @@ from werkzeug.datastructures import FileStorage
 from crm.extensions import db
 from crm.foundation import teams
 from crm.foundation.models import Organization, Team, User
+from crm.models import utcnow
 from crm.tenancy import organization_context
-from crm.tickets import services
+from crm.tickets import services, sla
 from crm.tickets.models import Ticket
 from tests.foundation import ident
 
@@ -59,3 +60,14 @@ def set_deadline(org: Organization, ticket: Ticket, moment: datetime) -> None:
     with organization_context(ident(org)):
         db.session.get(Ticket, ident(ticket)).next_deadline_at = moment
         db.session.flush()
+
+
+def backdate(org: Organization, ticket: Ticket, by: timedelta) -> Ticket:
+    """Make the ticket as old as if it had been opened `by` earlier, its clocks computed
+    again (so what was due in hours may be overdue now)."""
+    with organization_context(ident(org)):
+        row = db.session.get(Ticket, ident(ticket))
+        row.created_at -= by
+        sla.recompute(row, services.load_context(), utcnow())
+        db.session.flush()
+    return row
