@@ -271,6 +271,25 @@ def test_round_robin_among_the_team(acting):
     assert assignees == [first.id, second.id, first.id]
 
 
+def test_round_robin_prefers_who_is_online_and_survives_redis_trouble(acting, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    import crm.realtime
+
+    org = acting
+    first, second = make_user(org, "agent"), make_user(org, "agent")
+    team = make_team(org, members=[first, second])
+    services.update_settings(org.admin, {"round_robin": True})
+    monkeypatch.setattr(crm.realtime, "online_user_ids", lambda org_id: {second.id})
+    assert [make_ticket(org, team_id=team.id).assignee_id for _ in range(2)] == [second.id] * 2
+
+    def down(org_id):
+        raise RedisConnectionError("Connection refused.")
+
+    monkeypatch.setattr(crm.realtime, "online_user_ids", down)
+    assert make_ticket(org, team_id=team.id).assignee_id == first.id
+
+
 # -- comments and attachments ---------------------------------------------------------------
 
 def test_an_internal_note_does_not_count_as_a_response(acting):
@@ -284,6 +303,8 @@ def test_an_internal_note_does_not_count_as_a_response(acting):
     assert ticket.first_responded_at is not None
     assert _timeline(ticket) == ["created", "note", "reply"]
     assert [c.id for c in services.list_comments(ticket)] == [note.id, reply.id]
+    assert [_count(AuditEntry, AuditEntry.action == action)
+            for action in ("ticket.noted", "ticket.replied")] == [1, 1]
 
 
 def test_a_public_reply_goes_out_on_whatsapp_through_the_outbox(app, org):

@@ -44,6 +44,7 @@ from crm.extensions import db
 from crm.foundation import notifications
 from crm.foundation.models import Team, TeamMember, User
 from crm.foundation.services import audit, enabled_modules
+from crm.jobs import REDIS_DOWN
 from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.permissions import MATRIX, role_allows, sees_only_assigned
@@ -409,7 +410,10 @@ def _round_robin(team_id: int) -> int | None:
         select(User.id).join(TeamMember, TeamMember.user_id == User.id)
         .where(TeamMember.team_id == team_id, User.is_active, User.role.in_(WORKER_ROLES))
         .order_by(User.id)))
-    online = sorted(online_user_ids(current_organization_id()) & set(candidates))
+    try:
+        online = sorted(online_user_ids(current_organization_id()) & set(candidates))
+    except REDIS_DOWN:  # who is online is not known for a moment: anyone of the team will do
+        online = []
     pool = online or candidates
     if not pool:
         return None
@@ -487,6 +491,8 @@ def add_comment(actor: User, ticket: Ticket, body: object, public: object,
         sla.responded(ticket, load_context(), utcnow())
         jobs.watch(ticket.next_deadline_at)
     record(ticket, "reply" if values["public"] else "note", actor, comment_id=comment.id)
+    audit("ticket.replied" if values["public"] else "ticket.noted", actor, ticket,
+          comment_id=comment.id, attachments=len(values["files"]))
     events.publish("ticket.comment_added", {**ticket_payload(ticket), "comment_id": comment.id,
                                             "public": comment.is_public})
     return comment
