@@ -38,12 +38,13 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
 
-from crm import events, storage
-from crm.errors import ConflictError, ValidationError, file_too_large
+from crm import events, realtime, storage
+from crm.errors import ConflictError, NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation import notifications
 from crm.foundation.models import Team, TeamMember, User
 from crm.foundation.services import audit, enabled_modules
+from crm.foundation.teams import manager_ids
 from crm.jobs import REDIS_DOWN
 from crm.models import utcnow
 from crm.pagination import keyset_page
@@ -63,6 +64,7 @@ from crm.tickets.models import (
     TicketAttachment,
     TicketComment,
     TicketEvent,
+    TicketSettings,
     TicketType,
 )
 from crm.tickets.services.common import (
@@ -205,8 +207,6 @@ def create_ticket(actor: User, data: Mapping, source: str = "manual") -> Ticket:
 
 def _next_number() -> int:
     """The organization's next ticket number; the counter row stays locked until commit."""
-    from crm.tickets.models import TicketSettings
-
     return db.session.execute(
         update(TicketSettings).values(last_number=TicketSettings.last_number + 1)
         .returning(TicketSettings.last_number)).scalar_one()
@@ -217,7 +217,6 @@ def _conversation(raw: object, actor: User):
     conversation_id = check_id(raw, "conversation_id")
     if conversation_id is None:
         return None
-    from crm.errors import NotFoundError
     from crm.whatsapp.services import access_conversation
 
     if "whatsapp" not in enabled_modules():
@@ -403,15 +402,13 @@ def _route_to_team(ticket: Ticket, actor: User | None) -> None:
 def _round_robin(team_id: int) -> int | None:
     """The team's next member in turn (the team row locked, so two tickets created at once
     go to two people)."""
-    from crm.realtime import online_user_ids
-
     team = db.session.scalar(select(Team).where(Team.id == team_id).with_for_update())
     candidates = list(db.session.scalars(
         select(User.id).join(TeamMember, TeamMember.user_id == User.id)
         .where(TeamMember.team_id == team_id, User.is_active, User.role.in_(WORKER_ROLES))
         .order_by(User.id)))
     try:
-        online = sorted(online_user_ids(current_organization_id()) & set(candidates))
+        online = sorted(realtime.online_user_ids(current_organization_id()) & set(candidates))
     except REDIS_DOWN:  # who is online is not known for a moment: anyone of the team will do
         online = []
     pool = online or candidates
@@ -810,8 +807,6 @@ def _params(ticket: Ticket) -> dict:
 def _breach_recipients(ticket: Ticket) -> set[int]:
     """The assignee and the team's managers; with neither, the organization's admins and
     managers, so that a breach is never heard by nobody."""
-    from crm.foundation.teams import manager_ids
-
     recipients = {ticket.assignee_id} | manager_ids([ticket.team_id])
     recipients.discard(None)
     return recipients or set(db.session.scalars(select(User.id).where(
@@ -841,8 +836,6 @@ def _escalate(ticket: Ticket, happening: sla.Happening, ctx: sla.SlaContext,
         _route_to_team(ticket, None)
     record(ticket, "escalated", rule_id=rule.id, clock=happening.clock, changes=changes)
     if rule.notify:
-        from crm.foundation.teams import manager_ids
-
         notifications.notify({ticket.assignee_id} | manager_ids([ticket.team_id]),
                              "ticket_escalated", {**_params(ticket), "clock": happening.clock},
                              ticket_link(ticket))
