@@ -18,8 +18,9 @@ from crm import events
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import Team, TeamMember, User
-from crm.foundation.services import _active_member, _collect, _required_text, audit
+from crm.foundation.services import _active_member, _required_text, audit
 from crm.tenancy import get_in_organization
+from crm.validation import collect
 
 log = logging.getLogger("crm.foundation")
 MAX_MEMBERS = 500
@@ -54,11 +55,11 @@ def manager_ids(team_ids: Iterable[int]) -> set[int]:
 
 def create_team(actor: User, data: Mapping) -> Team:
     """A new team: `name`, and optionally `manager_id` and `member_ids`."""
-    name, manager, members = _collect(
-        lambda: _required_text(data.get("name"), "name", 80),
-        lambda: _manager(data.get("manager_id")),
-        lambda: _members(data.get("member_ids") or []),
-    )
+    name, manager, members = collect({
+        "name": lambda: _required_text(data.get("name"), "name", 80),
+        "manager_id": lambda: _manager(data.get("manager_id")),
+        "member_ids": lambda: _members(data.get("member_ids") or []),
+    }).values()
     team = Team(name=name, manager_id=manager.id if manager else None)
     _save(team)
     _set_members(team, members)
@@ -69,14 +70,14 @@ def create_team(actor: User, data: Mapping) -> Team:
 
 def update_team(actor: User, team: Team, data: Mapping) -> Team:
     """Rename the team, change its manager, replace its members (each only when given)."""
-    checks = []
+    checks = {}
     if "name" in data:
-        checks.append(lambda: ("name", _required_text(data["name"], "name", 80)))
+        checks["name"] = lambda: _required_text(data["name"], "name", 80)
     if "manager_id" in data:
-        checks.append(lambda: ("manager", _manager(data["manager_id"])))
+        checks["manager"] = lambda: _manager(data["manager_id"])
     if "member_ids" in data:
-        checks.append(lambda: ("members", _members(data["member_ids"] or [])))
-    values = dict(_collect(*checks))
+        checks["members"] = lambda: _members(data["member_ids"] or [])
+    values = collect(checks)
     if "name" in values:
         team.name = values["name"]
     if "manager" in values:

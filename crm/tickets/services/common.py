@@ -13,7 +13,6 @@ from crm.customers.services import (  # the field checks every module's forms an
     check_int,
     check_tags,
     check_text,
-    collect,
     not_found,
 )
 from crm.errors import ValidationError
@@ -22,6 +21,7 @@ from crm.foundation.models import User
 from crm.permissions import role_allows
 from crm.tenancy import get_in_organization
 from crm.tickets.models import Ticket, TicketEvent
+from crm.validation import collect
 
 __all__ = ["check_bool", "check_datetime", "check_id", "check_int", "check_tags", "check_text",
            "collect", "not_found"]
