@@ -61,6 +61,7 @@ OWN_ACCOUNT_WRITES = {
     "foundation.change_password": "one's own password",
     "foundation.sign_out_session": "one's own sessions",
     "foundation.sign_out_other_sessions": "one's own sessions",
+    "foundation.mark_notifications_read": "one's own notifications",
 }
 # Routes that another service calls with a credential of its own, never a session: whoever is
 # logged in, a request without that credential is refused with 403, so the walks (which vary the

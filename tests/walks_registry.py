@@ -31,6 +31,16 @@ from tests.customers.factories import (
     make_stage,
 )
 from tests.factories import PASSWORD, make_api_key, make_session, make_user
+from tests.tickets.factories import (
+    make_attachment,
+    make_escalation_rule,
+    make_holiday,
+    make_keyword,
+    make_suggestion,
+    make_team,
+    make_ticket,
+    make_type,
+)
 from tests.whatsapp.factories import make_conversation, make_media_message, make_profile
 
 
@@ -63,6 +73,15 @@ OBJECTS: dict[str, Callable[[Organization], object]] = {
     "conversation_id": lambda org: make_conversation(make_profile(org)).id,
     # With its file stored, so the media view has something to serve.
     "message_id": lambda org: make_media_message(make_conversation(make_profile(org))).id,
+    # Unassigned: agents get 404 for it, like for another organization's.
+    "ticket_id": lambda org: make_ticket(org).id,
+    "attachment_id": lambda org: make_attachment(make_ticket(org)).id,
+    "suggestion_id": lambda org: make_suggestion(make_conversation(make_profile(org))).id,
+    "rule_id": lambda org: make_escalation_rule(org).id,
+    "holiday_id": lambda org: make_holiday(org).id,
+    "type_id": lambda org: make_type(org).id,
+    "keyword_id": lambda org: make_keyword(org).id,
+    "team_id": lambda org: make_team(org).id,
 }
 
 OTHER_PARAMETERS: dict[str, tuple[str, str]] = {

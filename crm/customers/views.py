@@ -78,6 +78,16 @@ navigation.add(navigation.NavItem("customers.board", lazy_gettext("Pipeline"), "
                                   "columns"))
 
 
+# Sections other modules add to a customer's page (ticketing's tickets): each template is
+# included in the side column with the page's variables (`customer`).
+CUSTOMER_SECTIONS: list[str] = []
+
+
+def add_customer_section(template: str) -> None:
+    """Show `template` on every customer's page, in the side column."""
+    CUSTOMER_SECTIONS.append(template)
+
+
 # A CSV import may be far larger than the app's default body limit.
 allow_uploads(blueprint, {"customers.start_import"}, imports.IMPORT_MAX_BYTES)
 
@@ -247,7 +257,7 @@ def _customer_page(customer: Customer, status: int = 200, **context) -> tuple[st
         conversation_url=url_for("whatsapp.conversation", conversation_id=conversation_id)
         if conversation_id else None, score_lines=scoring.explain_score(customer),
         definitions=services.list_field_definitions(), owner_choices=_owner_choices(),
-        activity_types=ACTIVITY_TYPES, **context), status
+        activity_types=ACTIVITY_TYPES, customer_sections=CUSTOMER_SECTIONS, **context), status
 
 
 @blueprint.get("/<int:customer_id>")

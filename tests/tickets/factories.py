@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
@@ -16,7 +16,7 @@ from crm.foundation.models import Organization, Team, User
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.tickets import services, sla
-from crm.tickets.models import Ticket
+from crm.tickets.models import Ticket, TicketAttachment
 from tests.foundation import ident
 
 _sequence = itertools.count(1)
@@ -71,3 +71,56 @@ def backdate(org: Organization, ticket: Ticket, by: timedelta) -> Ticket:
         sla.recompute(row, services.load_context(), utcnow())
         db.session.flush()
     return row
+
+
+def make_attachment(ticket: Ticket, data: bytes = b"%PDF-1.4 test"):
+    """An internal note on the ticket with one file attached; the attachment."""
+    with organization_context(ticket.organization_id):
+        ticket = db.session.get(Ticket, ident(ticket))
+        admin = db.session.scalar(select(User).where(User.role == "admin").order_by(User.id))
+        comment = services.add_comment(admin, ticket, "", False, [upload(data)])
+        db.session.flush()
+        return comment.attachments[0] if comment.attachments else db.session.scalars(
+            select(TicketAttachment).where(TicketAttachment.comment_id == comment.id)).one()
+
+
+def make_suggestion(conversation, body: str = "عندي مشكلة في الطلب"):
+    """A "create a ticket?" suggestion for the conversation, as a customer's message makes."""
+    from crm.tickets.services.suggestions import suggest
+
+    with organization_context(conversation.organization_id):
+        suggestion = suggest(ident(conversation), 1, body, None)
+        db.session.flush()
+    return suggestion
+
+
+def make_escalation_rule(org: Organization, **data):
+    with organization_context(ident(org)):
+        rule = services.create_escalation_rule(org.admin, {
+            "metric": "resolution", "minutes_after": 30, "raise_priority": True,
+            "notify": True, **data})
+        db.session.flush()
+    return rule
+
+
+def make_holiday(org: Organization, day: date | None = None, name: str = "Company day"):
+    with organization_context(ident(org)):
+        holiday = services.add_holiday(org.admin, {
+            "day": (day or date(2030, 1, 1 + next(_sequence) % 28)).isoformat(), "name": name})
+        db.session.flush()
+    return holiday
+
+
+def make_type(org: Organization, name_en: str | None = None):
+    with organization_context(ident(org)):
+        ticket_type = services.create_type(org.admin, {
+            "name_ar": "تركيب", "name_en": name_en or f"Installation {next(_sequence)}"})
+        db.session.flush()
+    return ticket_type
+
+
+def make_keyword(org: Organization, word: str | None = None):
+    with organization_context(ident(org)):
+        keyword = services.add_keyword(org.admin, word or f"fault{next(_sequence)}")
+        db.session.flush()
+    return keyword
