@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from flask import Blueprint, flash, render_template, request, send_file, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext
+from flask_babel import lazy_gettext, ngettext
 from sqlalchemy import select
 
 from crm import navigation
@@ -219,7 +219,8 @@ def bulk_update():
     except ValidationError as exc:
         flash(" ".join(exc.fields.values()) or exc.message, "error")
         return _after_bulk(422)
-    flash(_("%(n)s tickets changed.", n=len(changed)), "success")
+    flash(ngettext("%(num)d ticket changed.", "%(num)d tickets changed.", len(changed)),
+          "success")
     return _after_bulk(200)
 
 
