@@ -161,7 +161,7 @@ def _broadcast(event: str, ticket: Ticket, moved: bool, extra=None) -> None:
                     shared = views.shared_choices()
                 context = {**views.template_context(), **shared,
                            **views.ticket_context(ticket, audience.writable), "errors": {}}
-                row = render_template("tickets/_row.html", ticket=ticket, **context)
+                row = render_template("tickets/_row.html", **context)
                 rendered[key] = [*_row_swaps(ticket, row, audience.viewer_id, moved),
                                  *_page_swaps(ticket, context), *_section_swaps(ticket),
                                  *(extra(context) if extra else [])]

@@ -500,3 +500,10 @@ def test_the_bell_counts_unread_notifications_and_the_list_marks_them_read(clien
     with organization_context(ident(org)):
         assert notifications.unread_count(agent) == 0
     assert "unread-badge" not in text_of(client.get("/notifications/bell"))
+
+
+def test_a_holiday_without_a_day_is_refused(client, org, admin):
+    """A holiday form with no day answers 422 with the field's error, never a 500."""
+    response = client.post("/tickets/settings/holidays", data={"name": "Founders' day"})
+    assert response.status_code == 422
+    assert arabic("Enter a date.") in text_of(response)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -421,10 +422,9 @@ def remove_holiday(actor: User, holiday: Holiday) -> None:
 def _day(raw: object) -> date:
     if isinstance(raw, date) and not isinstance(raw, datetime):
         return raw
-    try:
-        return date.fromisoformat(raw) if isinstance(raw, str) and len(raw) <= 10 else None
-    except ValueError:
-        pass
+    if isinstance(raw, str) and len(raw) <= 10:
+        with suppress(ValueError):
+            return date.fromisoformat(raw)
     raise ValidationError({"day": _("Enter a date.")})
 
 

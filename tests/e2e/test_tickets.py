@@ -1,0 +1,113 @@
+"""Ticketing in Chromium, in Arabic: a customer writes «عندي مشكلة في الطلب» in the sandbox;
+the agent sees the suggestion in the conversation, creates the ticket in one click, replies
+publicly (the customer receives it), adds an internal note (the customer does not), and solves
+it; the SLA badges count down on screen meanwhile."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from crm.extensions import db
+from crm.foundation.models import Organization, User
+from crm.tickets import services as tickets
+from crm.whatsapp import services as whatsapp
+from crm.whatsapp.models import Conversation
+from tests.e2e.conftest import PHONE, screenshot
+from tests.factories import make_user, run_jobs
+from tests.live import Account
+from tests.whatsapp.factories import make_profile
+
+pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
+
+PROBLEM = "عندي مشكلة في الطلب"
+REPLY = "نعتذر، نراجع طلبك الآن"
+NOTE = "ملاحظة للفريق: تحقق من المستودع"
+
+
+def _business_all_week(live_server, org_id: int) -> None:
+    """Work round the clock with a 30-minute first response, so the clocks run whenever the
+    test does and the badges show seconds."""
+    with live_server.transaction(org_id):
+        admin = db.session.scalar(db.select(User).where(User.role == "admin"))
+        tickets.set_business_hours(admin, [{"weekday": day, "start": "00:00", "end": "24:00"}
+                                           for day in range(7)])
+        tickets.set_policies(admin, [{"priority": priority, "first_response_minutes": 30,
+                                      "next_response_minutes": 30, "resolution_minutes": 120}
+                                     for priority in ("low", "normal", "high", "urgent")])
+
+
+def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsing,
+                                                                         live_server):
+    admin = live_server.make_account()
+    org_id = admin.organization_id
+    with live_server.transaction(org_id):
+        org = db.session.get(Organization, org_id)
+        profile_id = make_profile(org, "sandbox", display_name="متجر وصل").id
+        agent_user = make_user(org, "agent")
+        agent_account = Account(org_id, agent_user.id, agent_user.email)
+    _business_all_week(live_server, org_id)
+
+    customer = browsing.new_page(account=admin)
+    customer.goto(f"/whatsapp/sandbox?profile={profile_id}&phone=0501234567&name=سارة")
+    customer.locator("#sandbox-text").fill(PROBLEM)
+    customer.locator("#sandbox-form button[type=submit]").click()
+    expect(customer.locator("#sandbox-chat")).to_contain_text(PROBLEM)
+
+    with live_server.transaction(org_id):  # the team lead gives the conversation to the agent
+        conversation = db.session.scalar(db.select(Conversation))
+        conversation_id = conversation.id
+        whatsapp.assign_conversation(conversation, agent_user.id,
+                                     db.session.get(User, admin.user_id))
+    with live_server.app.app_context():
+        run_jobs(live_server.app)  # message.received: the keyword makes a suggestion
+
+    agent = browsing.new_page(account=agent_account)
+    agent.goto(f"/inbox/conversations/{conversation_id}")
+    section = agent.locator(f"#conversation-{conversation_id}-tickets")
+    expect(section).to_contain_text("إنشاء تذكرة؟")
+    expect(section.locator("input[name=subject]")).to_have_value(PROBLEM)
+    section.get_by_role("button", name="إنشاء التذكرة").click()
+    ticket_link = section.locator("a.ticket-subject")
+    expect(ticket_link).to_contain_text(PROBLEM)
+    ticket_link.click()
+    expect(agent.locator("h1")).to_contain_text(PROBLEM)
+
+    badge = agent.locator(".sla-badge[data-clock=first_response] .sla-text")
+    expect(badge).to_contain_text("متبقٍ")
+    shown = badge.inner_text()
+    assert any("٠" <= char <= "٩" for char in shown), shown  # Arabic-Indic digits in ar_SA
+    expect(badge).not_to_have_text(shown, timeout=15_000)  # it counts down on screen
+    screenshot(agent, "ticket-badges-ar")
+
+    agent.locator("textarea[name=body]").fill(REPLY)
+    agent.get_by_role("button", name="الرد على العميل").click()
+    expect(agent.locator(".comment-public")).to_contain_text(REPLY)
+    expect(agent.locator(".sla-badge[data-clock=first_response]")).to_have_count(0)
+
+    agent.locator("textarea[name=body]").fill(NOTE)
+    agent.get_by_role("button", name="إضافة ملاحظة داخلية").click()
+    expect(agent.locator(".comment-note")).to_contain_text(NOTE)
+    expect(agent.locator(".comment-note .comment-kind")).to_have_text("ملاحظة داخلية")
+
+    with live_server.app.app_context():
+        run_jobs(live_server.app, ("whatsapp",))  # the outbox sends; the sandbox delivers
+    expect(customer.locator("#sandbox-chat")).to_contain_text(REPLY)
+    customer.reload()
+    expect(customer.locator("#sandbox-chat")).to_contain_text(REPLY)
+    expect(customer.locator("#sandbox-chat")).not_to_contain_text(NOTE)
+
+    agent.locator("select[name=status]").select_option("solved")
+    expect(agent.locator(".ticket-fields")).to_contain_text("محلولة")
+    expect(agent.locator(".sla-card")).to_contain_text(
+        "لا يعمل أي مؤقت لاتفاقية مستوى الخدمة.")
+    expect(agent.locator(".ticket-event-updated").first).to_contain_text("محلولة")
+
+    agent.set_viewport_size(PHONE)  # a phone's width: nothing scrolls sideways
+    for url in ("/tickets/", agent.url):
+        agent.goto(url)
+        width = agent.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{url} is {width}px wide"
+    screenshot(agent, "ticket-solved-phone-ar")
+    assert browsing.csp_violations() == []
+    assert browsing.dialogs == []
