@@ -403,7 +403,8 @@ def add_comment(ticket_id: int):
     if is_htmx():
         body = render_template("tickets/_composer.html", **ticket_context(ticket, True),
                                errors={})
-        body += render_template("tickets/_comment_append.html", ticket=ticket, comment=comment)
+        body += render_template("tickets/_comments.html", ticket=ticket, oob=True,
+                                comments=services.list_comments(ticket))
         body += render_template("tickets/_sla.html", ticket=ticket, oob=True)
         return htmx_response(body, trigger=TRIGGER)
     return see_other("tickets.show_ticket", ticket_id=ticket.id, _anchor=f"comment-{comment.id}")

@@ -45,7 +45,8 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
         org = db.session.get(Organization, org_id)
         profile_id = make_profile(org, "sandbox", display_name="متجر وصل").id
         agent_user = make_user(org, "agent")
-        agent_account = Account(org_id, agent_user.id, agent_user.email)
+        agent_id = agent_user.id
+        agent_account = Account(org_id, agent_id, agent_user.email)
     _business_all_week(live_server, org_id)
 
     customer = browsing.new_page(account=admin)
@@ -57,7 +58,7 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
     with live_server.transaction(org_id):  # the team lead gives the conversation to the agent
         conversation = db.session.scalar(db.select(Conversation))
         conversation_id = conversation.id
-        whatsapp.assign_conversation(conversation, agent_user.id,
+        whatsapp.assign_conversation(conversation, agent_id,
                                      db.session.get(User, admin.user_id))
     with live_server.app.app_context():
         run_jobs(live_server.app)  # message.received: the keyword makes a suggestion

@@ -217,7 +217,7 @@ def test_a_comment_by_htmx_answers_a_fresh_composer_and_the_comment(client, org,
                            data={"body": "Noted", "public": "0"})
     body = text_of(response)
     assert response.status_code == 200
-    assert f'hx-swap-oob="beforeend:#ticket-{ident(ticket)}-comments"' in body
+    assert f'id="ticket-{ident(ticket)}-comments" class="comments" hx-swap-oob="true"' in body
     assert "Noted" in body
 
 
