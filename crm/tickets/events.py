@@ -3,8 +3,9 @@
 Published by the services (payload: ticket_id, number, subject, status, priority, customer_id,
 conversation_id, assignee_id, team_id, source): ticket.opened, ticket.updated (+ `changes`,
 the fields that changed), ticket.solved and ticket.closed (+ `changes`), ticket.assigned
-(+ previous_assignee_id, actor_id), ticket.comment_added (+ comment_id, public). The CRM puts
-ticket.opened and ticket.closed on the customer's timeline.
+(+ previous_assignee_id, actor_id), ticket.comment_added (+ comment_id, public);
+ticket.suggested (conversation_id, suggestion_id: a conversation now offers "create a
+ticket?"). The CRM puts ticket.opened and ticket.closed on the customer's timeline.
 
 Listened to, each doing nothing for an organization that switched ticketing off, and each
 working with the CRM and WhatsApp switched off (a ticket needs neither):

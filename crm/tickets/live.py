@@ -27,7 +27,7 @@ from crm import events
 from crm.extensions import db, socketio
 from crm.foundation.models import User
 from crm.i18n import LANGUAGES
-from crm.permissions import MATRIX, role_allows
+from crm.permissions import MATRIX, module_enabled, role_allows
 from crm.realtime import add_rooms, occupied, user_room
 from crm.tenancy import get_in_organization
 from crm.tickets import views
@@ -210,6 +210,27 @@ def _withdraw(ticket: Ticket, user_id: int) -> None:
     socketio.emit("ticketAssigned", {"ticket_id": ticket.id, "swaps": [
         swap(f"#ticket-row-{ticket.id}", "", "delete"),
         swap(f"#ticket-{ticket.id}-page", notice)]}, to=audience.room)
+
+
+@events.subscribe("ticket.suggested")
+def on_ticket_suggested(payload: dict) -> None:
+    """A keyword suggested a ticket: the conversation's open panels reload their tickets
+    section (through the inbox's own audiences: only those who may see the conversation)."""
+    if not module_enabled("whatsapp"):
+        return
+    from crm.whatsapp.live import broadcast
+    from crm.whatsapp.models import Conversation
+
+    conversation = get_in_organization(Conversation, payload["conversation_id"])
+    if conversation is None:
+        return
+    section = f"conversation-{conversation.id}-tickets"
+
+    def build(_context: dict) -> list[dict]:  # rendered where links can be built (jobs too)
+        return [swap(f"#{section}", _reloading(section, url_for(
+            "tickets.conversation_tickets", conversation_id=conversation.id)))]
+
+    broadcast("ticketSuggested", conversation, build)
 
 
 @events.subscribe("ticket.comment_added")

@@ -60,12 +60,12 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
         conversation_id = conversation.id
         whatsapp.assign_conversation(conversation, agent_id,
                                      db.session.get(User, admin.user_id))
-    with live_server.app.app_context():
-        run_jobs(live_server.app)  # message.received: the keyword makes a suggestion
-
     agent = browsing.new_page(account=agent_account)
     agent.goto(f"/inbox/conversations/{conversation_id}")
     section = agent.locator(f"#conversation-{conversation_id}-tickets")
+    expect(section).to_contain_text("لا تذاكر لهذه المحادثة.")
+    with live_server.app.app_context():
+        run_jobs(live_server.app)  # message.received: the keyword makes a suggestion, live
     expect(section).to_contain_text("إنشاء تذكرة؟")
     expect(section.locator("input[name=subject]")).to_have_value(PROBLEM)
     section.get_by_role("button", name="إنشاء التذكرة").click()

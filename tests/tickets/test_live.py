@@ -144,3 +144,26 @@ def test_swaps_land_on_open_pages(client, org, org_id, emitted):
     apply_swaps(ticket_page, added["swaps"])
     apply_swaps(ticket_page, added["swaps"])
     assert len(ticket_page.select(f"#ticket-{first_id}-comments > .comment")) == 1
+
+
+def test_a_suggestion_reloads_the_conversations_open_panels(org, org_id, emitted, monkeypatch):
+    """A customer's keyword makes the conversation's panels, and only those who may see the
+    conversation, load their tickets section again (which now offers the ticket)."""
+    from crm.tickets.services.suggestions import suggest
+    from crm.whatsapp import live as whatsapp_live
+    from tests.whatsapp.factories import make_conversation, make_profile
+
+    monkeypatch.setattr(whatsapp_live, "occupied", lambda rooms: set(rooms))
+    agent_id = make_user(org, "agent").id
+    conversation_id = make_conversation(make_profile(org)).id
+    with committed(org_id):
+        suggest(conversation_id, 1, "عندي مشكلة في الطلب", None)
+
+    rooms = rooms_of(emitted, "ticketSuggested")
+    assert set(rooms) == {whatsapp_live.watch_room(org_id, language, level)
+                          for language in ("ar", "en") for level in ("read", "write")}
+    assert user_room(agent_id) not in rooms
+    swap = rooms[whatsapp_live.watch_room(org_id, "ar", "write")]["swaps"][0]
+    assert swap["target"] == f"#conversation-{conversation_id}-tickets"
+    assert f'hx-get="/tickets/conversations/{conversation_id}"' in swap["html"]
+    assert "مشكلة" not in swap["html"]  # the text itself is fetched by each reader

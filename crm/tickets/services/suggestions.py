@@ -13,6 +13,7 @@ import re
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
+from crm import events
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
@@ -52,13 +53,16 @@ def suggest(conversation_id: int, message_id: int, body: str, customer_id: int |
               "subject": subject, "description": description,
               "type_id": ticket_type.id if ticket_type else None, "dismissed_at": None,
               "updated_at": utcnow()}
-    return db.session.scalars(
+    suggestion = db.session.scalars(
         insert(TicketSuggestion)
         .values(organization_id=current_organization_id(), conversation_id=conversation_id,
                 **values)
         .on_conflict_do_update(index_elements=["organization_id", "conversation_id"],
                                set_=values)
         .returning(TicketSuggestion), execution_options={"populate_existing": True}).one()
+    events.publish("ticket.suggested", {"conversation_id": conversation_id,
+                                        "suggestion_id": suggestion.id})
+    return suggestion
 
 
 def suggestion_for(conversation_id: int) -> TicketSuggestion | None:
