@@ -194,7 +194,7 @@ def list_tickets():
         cursor = None
         tickets, next_cursor = services.list_tickets(me(), filters, None, PAGE)
     context = {"tickets": tickets, "next_cursor": next_cursor, "cursor": cursor,
-               "filters": filters, "params": params,
+               "filters": filters, "params": params, "writable": can("ticketing", "write"),
                "filtered": any(key != "view" for key in params)}
     if is_htmx():
         return fragment("tickets/_rows.html", **context)
@@ -347,6 +347,8 @@ def _fields_answer(ticket: Ticket, change):
         flash(_("Ticket #%(number)s was saved.", number=ticket.number), "success")
         if sees_only_assigned() and ticket.assignee_id != me().id:
             return _gone_to_list()  # given to someone else: the agent sees it no more
+        if ticket.status == "closed" and is_htmx():
+            return htmx_response(refresh=True)  # every form of the page goes
     if not is_htmx():
         if status == 200:
             return see_other("tickets.show_ticket", ticket_id=ticket.id)

@@ -83,6 +83,9 @@ def test_a_new_ticket_reaches_the_ticket_rooms_and_no_agent(org, org_id, emitted
     targets = [swap["target"] for swap in data["swaps"]]
     assert any('data-view="all"' in target for target in targets)
     assert any('data-view="unassigned"' in target for target in targets)
+    # Fragments follow each room's access, never the person whose change sent them.
+    assert 'name="ticket_ids"' in html_of(data)
+    assert 'name="ticket_ids"' not in html_of(rooms[live.watch_room(org_id, "en", "read")])
 
 
 def test_an_agent_hears_only_their_own_tickets(org, org_id, emitted):

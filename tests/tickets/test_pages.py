@@ -507,3 +507,19 @@ def test_a_holiday_without_a_day_is_refused(client, org, admin):
     response = client.post("/tickets/settings/holidays", data={"name": "Founders' day"})
     assert response.status_code == 422
     assert arabic("Enter a date.") in text_of(response)
+
+
+def test_closing_a_ticket_asks_first_and_is_final(client, org, admin):
+    """The status list offers no "closed"; the close button asks, and a closed ticket shows
+    no form any more."""
+    ticket = make_ticket(org)
+    page = text_of(client.get(f"/tickets/{ident(ticket)}"))
+    fields = re.search(r'name="status">(.*?)</select>', page, re.S).group(1)
+    assert 'value="closed"' not in fields
+    assert arabic("Close ticket #%(number)s? A closed ticket cannot be changed again.",
+                  number=reload_ticket(org, ticket).number) in page
+
+    client.post(f"/tickets/{ident(ticket)}", data={
+        "status": "closed", "version": reload_ticket(org, ticket).version})
+    assert reload_ticket(org, ticket).status == "closed"
+    assert "ticket-composer" not in text_of(client.get(f"/tickets/{ident(ticket)}"))
