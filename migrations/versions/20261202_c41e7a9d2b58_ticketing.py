@@ -8,7 +8,7 @@ holidays. Ticket search runs in a SECURITY DEFINER function too, as the CRM's an
 do (crm/search.py explains why).
 
 Revision ID: c41e7a9d2b58
-Revises: 7e3b9c41d2a5
+Revises: 770be53f0229
 Create Date: 2026-12-02 15:00:00
 """
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from crm.schema import allow_owner_lookups, grant_function, protect_tenant_table
 from crm.tenancy import current_organization_sql
 
 revision = "c41e7a9d2b58"
-down_revision = "7e3b9c41d2a5"
+down_revision = "770be53f0229"
 branch_labels = None
 depends_on = None
 
