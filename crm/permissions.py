@@ -32,7 +32,7 @@ MATRIX: dict[str, dict[str, Level]] = {
     "agent": {"users": "none", "crm": "read", "ticketing": "write", "whatsapp": "write",
               "campaigns": "none", "billing": "none", "settings": "none"},
     "member": {"users": "none", "crm": "read", "ticketing": "read", "whatsapp": "read",
-               "campaigns": "read", "billing": "none", "settings": "none"},
+               "campaigns": "none", "billing": "none", "settings": "none"},
 }
 # Areas that are modules an admin can switch off; users and settings always exist.
 SWITCHABLE = ("whatsapp", "crm", "ticketing", "campaigns", "billing")
