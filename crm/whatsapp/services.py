@@ -347,21 +347,25 @@ def window_open(conversation: Conversation, now: datetime | None = None) -> bool
     return last is not None and (now or utcnow()) - last < SERVICE_WINDOW
 
 
-def queue_outbound(conversation: Conversation, sender: User, *, type_: str = "text",
+def queue_outbound(conversation: Conversation, sender: User | None, *, type_: str = "text",
                    body: str = "", content: dict | None = None, reply_to: Message | None = None,
-                   is_forwarded: bool = False) -> Message:
-    """Write an outbound message to the outbox; the `send_message` job sends it."""
+                   is_forwarded: bool = False, send_now: bool = True) -> Message:
+    """Write an outbound message to the outbox; the `send_message` job sends it. `sender`
+    None: Wasl sends it by itself (a campaign, a confirmation). `send_now` False: the caller
+    runs `send_message` itself once this is committed (a campaign paces its sends); should
+    it die first, the recovery job sends the message."""
     if type_ != "template" and not window_open(conversation):
         raise ValidationError({"text": _("The 24-hour window has closed: only an approved "
                                          "template can be sent until the customer writes.")})
     message = Message(conversation_id=conversation.id, profile_id=conversation.profile_id,
                       direction="out", type=type_, body=body, content=content or {},
-                      status="queued", sender_user_id=sender.id,
+                      status="queued", sender_user_id=sender.id if sender else None,
                       reply_to_id=reply_to.id if reply_to else None, is_forwarded=is_forwarded)
     db.session.add(message)
     db.session.flush()
     _touch(conversation, message)
-    enqueue(SEND_JOB, message.id, queue=QUEUE, job_id=send_job_id(message.id))
+    if send_now:
+        enqueue(SEND_JOB, message.id, queue=QUEUE, job_id=send_job_id(message.id))
     return message
 
 

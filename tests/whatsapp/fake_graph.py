@@ -1,15 +1,18 @@
 """A local stand-in for Meta's Graph API (WhatsApp Cloud API), served on a loopback port.
 
 It answers like Meta's reference does — a phone number's details (GET /{phone_number_id}),
-message sends, read receipts, media upload, media URL retrieval and download, Graph error
-objects — records every request it gets, and has switches for the failures the outbox must
-survive: a Graph error code, an answer slower than the client's timeout, a connection dropped
-after the request arrived; and for the media URLs a download must refuse: a URL of the test's
-choosing, a download that redirects; and downloads failing for a moment (503).
+message sends, read receipts, media upload, media URL retrieval and download, a business
+account's message templates page by page (GET /{business_account_id}/message_templates), Graph
+error objects — records every request it gets, and has switches for the failures the outbox
+must survive: a Graph error code (for every send, the next sends, or the sends to one
+number), an answer slower than the client's timeout, a connection dropped after the request
+arrived; and for the media URLs a download must refuse: a URL of the test's choosing, a
+download that redirects; and downloads failing for a moment (503).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import socket
@@ -30,6 +33,16 @@ ERRORS = {
     131026: (400, "(#131026) Message Undeliverable", "Unable to deliver message."),
     131000: (500, "(#131000) Something went wrong", "Message failed to send due to an "
              "unknown error."),
+    131056: (400, "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+             "Too many messages sent from the sender phone number to the same recipient phone "
+             "number in a short period of time."),
+    131048: (400, "(#131048) Spam rate limit hit", "Message failed to send because there are "
+             "restrictions on how many messages can be sent from this phone number."),
+    131031: (400, "(#131031) Business Account locked", "Business Account is restricted from "
+             "messaging users."),
+    368: (400, "Temporarily blocked for policies violations", None),
+    132001: (404, "(#132001) Template name does not exist in the translation",
+             "template name (order_update) does not exist in ar"),
     190: (401, "Invalid OAuth access token - Cannot parse access token", None),
     100: (400, "(#100) Invalid parameter", None),
 }
@@ -55,6 +68,8 @@ class FakeGraph:
     token: str = TOKEN
     requests: list[Recorded] = field(default_factory=list)
     error_code: int | None = None  # answer sends with this Graph error
+    next_errors: list[int] = field(default_factory=list)  # the next sends, one code each
+    errors_for: dict[str, int] = field(default_factory=dict)  # `to` → code for its sends
     delay: float = 0.0  # seconds before answering a send
     drop_connection: bool = False  # close the connection of a send without answering
     raw_status: int | None = None  # answer sends with this status and a non-Graph body
@@ -63,6 +78,7 @@ class FakeGraph:
     redirect_downloads_to: str | None = None  # downloads answer 302 to this URL
     download_failures: int = 0  # answer this many downloads 503 (a CDN failing a moment)
     numbers: dict[str, tuple[str, dict]] = field(default_factory=dict)  # id → (token, details)
+    templates: dict[str, list[dict]] = field(default_factory=dict)  # account id → templates
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -89,6 +105,18 @@ class FakeGraph:
             "verified_name": verified_name, "display_phone_number": display_phone_number,
             "quality_rating": "GREEN", "id": phone_number_id})
 
+    def add_template(self, account_id: str, name: str, language: str = "ar",
+                     body: str = "مرحبا {{1}}", status: str = "APPROVED",
+                     category: str = "MARKETING", **extra) -> dict:
+        """Give business account `account_id` a message template, as Meta lists it."""
+        template = {"name": name, "parameter_format": "POSITIONAL", "components": [
+            {"type": "BODY", "text": body},
+            {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "STOP"}]}],
+            "language": language, "status": status, "category": category,
+            "id": str(1_200_000 + sum(map(len, self.templates.values()))), **extra}
+        self.templates.setdefault(account_id, []).append(template)
+        return template
+
     def sends(self) -> list[dict]:
         """The JSON bodies of message sends (read receipts excluded)."""
         return [r.json for r in self.requests
@@ -102,6 +130,8 @@ class FakeGraph:
                          methods=["POST"])
         app.add_url_rule("/<version>/<phone_number_id>/media", view_func=self._upload,
                          methods=["POST"])
+        app.add_url_rule("/<version>/<account_id>/message_templates",
+                         view_func=self._message_templates)
         app.add_url_rule("/<version>/<object_id>", view_func=self._object)
         app.add_url_rule("/download/<media_id>", view_func=self._download)
         return app
@@ -142,11 +172,15 @@ class FakeGraph:
             return ""
         if self.delay:
             time.sleep(self.delay)
-        if self.error_code:
-            return _error(self.error_code)
+        body = request.get_json(silent=True) or {}
+        code = self.error_code
+        if body.get("status") != "read":  # a send
+            code = (self.next_errors.pop(0) if self.next_errors
+                    else self.errors_for.get(str(body.get("to"))) or code)
+        if code:
+            return _error(code)
         if self.raw_status:
             return "<html><body>upstream error</body></html>", self.raw_status
-        body = request.get_json(silent=True) or {}
         if body.get("messaging_product") != "whatsapp":
             return _error(100)
         if body.get("status") == "read":
@@ -157,6 +191,29 @@ class FakeGraph:
                    else {"input": body["recipient"], "user_id": body["recipient"]})
         return jsonify({"messaging_product": "whatsapp", "contacts": [contact],
                         "messages": [{"id": f"wamid.FAKE{next(self._ids):06d}"}]})
+
+    def _message_templates(self, version: str, account_id: str):
+        """Meta's paged list: `data`, and `paging` with cursors, `next` only before the last
+        page."""
+        self._record()
+        tokens = {self.token} | {token for token, _details in self.numbers.values()}
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") not in tokens:
+            return _error(190)
+        if account_id not in self.templates:
+            return jsonify({"error": {"message": NO_SUCH_OBJECT % account_id,
+                                      "type": "OAuthException", "code": 100,
+                                      "error_subcode": 33, "fbtrace_id": "AbCdEfGhIjK"}}), 400
+        templates = self.templates[account_id]
+        limit = int(request.args.get("limit", 25))
+        start = int(base64.b64decode(request.args["after"])) if "after" in request.args else 0
+        page = templates[start:start + limit]
+        paging = {"cursors": {"before": base64.b64encode(str(start).encode()).decode(),
+                              "after": base64.b64encode(str(start + limit).encode()).decode()}}
+        if start + limit < len(templates):
+            paging["next"] = (f"https://graph.facebook.com/{version}/{account_id}/"
+                              f"message_templates?limit={limit}&after="
+                              f"{paging['cursors']['after']}")
+        return jsonify({"data": page, "paging": paging})
 
     def _upload(self, version: str, phone_number_id: str):
         self._record()

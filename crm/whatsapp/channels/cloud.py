@@ -40,6 +40,9 @@ MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 CAPTIONED = {"image", "video", "document"}  # audio and stickers take no caption
 UPLOADED = {"image", "video", "audio", "document", "sticker"}
 MEDIA_ID = re.compile(r"[0-9]+")  # Meta's media ids; anything else could name another object
+GRAPH_ID = MEDIA_ID  # and its other ids (a business account's)
+TEMPLATE_PAGE = 100  # templates asked for per page
+MAX_TEMPLATE_PAGES = 50  # Meta allows a few hundred templates per account
 
 
 class CloudChannel:
@@ -110,6 +113,31 @@ class CloudChannel:
             raise ChannelError("wrong_number", "The Graph API answered for another number.")
         return {key: str(answer[key])[:200] for key in ("verified_name", "display_phone_number")
                 if answer.get(key)}
+
+    def list_templates(self) -> list[dict[str, Any]]:
+        """The message templates of the number's WhatsApp Business Account, every page of
+        GET /{business_account_id}/message_templates: of each, only its id, name, language,
+        category, status and components (their known keys)."""
+        account = self.profile.business_account_id or ""
+        if not GRAPH_ID.fullmatch(account):
+            # It becomes the Graph API path: /{business_account_id}/message_templates.
+            raise ChannelError("not_configured",
+                               "The number has no WhatsApp Business Account id.")
+        templates: list[dict[str, Any]] = []
+        after = None
+        for _page in range(MAX_TEMPLATE_PAGES):
+            params = {"fields": "id,name,language,category,status,components",
+                      "limit": TEMPLATE_PAGE, **({"after": after} if after else {})}
+            answer = self._graph("GET", f"{account}/message_templates", params=params,
+                                 may_deliver=False)
+            data = answer.get("data")
+            templates += [template for template in map(_known_template,
+                                                        data if isinstance(data, list) else [])
+                          if template is not None]
+            after = _next_cursor(answer.get("paging"))
+            if after is None:
+                break
+        return templates
 
     def _number(self) -> str:
         """Meta's id of our number, which every send and upload is addressed to."""
@@ -291,6 +319,45 @@ def _template(content: dict) -> dict[str, Any]:
     if components:
         template["components"] = components
     return template
+
+
+_TEMPLATE_TEXTS = {"name": 512, "language": 16, "category": 32, "status": 32, "id": 64}
+_COMPONENT_TEXTS = {"type": 16, "format": 16, "text": 4096}
+_BUTTON_TEXTS = {"type": 32, "text": 200, "url": 2000, "phone_number": 32}
+
+
+def _texts(obj: object, lengths: dict[str, int]) -> dict[str, str]:
+    """The keys of `lengths` that `obj` (a provider's JSON object) has as text or number, each
+    cut to its length; nothing else."""
+    if not isinstance(obj, dict):
+        return {}
+    return {key: str(obj[key])[:length] for key, length in lengths.items()
+            if isinstance(obj.get(key), str | int) and not isinstance(obj.get(key), bool)}
+
+
+def _known_template(template: object) -> dict[str, Any] | None:
+    """A template as Wasl keeps it (Meta's keys it knows, cut to size); None without a name
+    and language."""
+    known: dict[str, Any] = _texts(template, _TEMPLATE_TEXTS)
+    if not known.get("name") or not known.get("language"):
+        return None
+    components = template.get("components")
+    known["components"] = [
+        {**_texts(component, _COMPONENT_TEXTS),
+         **({"buttons": [_texts(button, _BUTTON_TEXTS) for button in component["buttons"]]}
+            if isinstance(component.get("buttons"), list) else {})}
+        for component in (components if isinstance(components, list) else [])
+        if isinstance(component, dict)]
+    return known
+
+
+def _next_cursor(paging: object) -> str | None:
+    """The cursor of the next page of a Graph API list; None on the last page."""
+    if not isinstance(paging, dict) or not paging.get("next"):
+        return None
+    cursors = paging.get("cursors")
+    after = cursors.get("after") if isinstance(cursors, dict) else None
+    return after if isinstance(after, str) and after else None
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
