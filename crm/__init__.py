@@ -45,6 +45,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     web.init_app(app)
     navigation.init_app(app)
 
+    import crm.campaigns  # noqa: F401 - its event subscribers register on import
     from crm.api import blueprint as api_blueprint
     from crm.billing.views import blueprint as billing_blueprint
     from crm.billing.webhooks import blueprint as billing_webhooks_blueprint

@@ -113,16 +113,21 @@ class Config:
     BILLING_GRACE_DAYS = int(os.environ.get("BILLING_GRACE_DAYS", 7))
 
     # Jobs run on RQ, queues in priority order (inbound: applying WhatsApp webhook deliveries;
-    # bulk: imports and rescoring whole organizations, which run for minutes); tests drain the
-    # queues in-process instead of running a worker. `crm up` runs a worker per class, so a
-    # bulk job never holds a reply.
+    # campaigns: the campaign runners' slices, docs/campaigns.md; bulk: imports and rescoring
+    # whole organizations, which run for minutes); tests drain the queues in-process instead
+    # of running a worker. `crm up` runs a worker per class, so neither a campaign nor a bulk
+    # job ever holds a reply.
     RQ_QUEUE_CLASSES = {"interactive": ("inbound", "whatsapp", "default", "mail"),
-                        "bulk": ("bulk",)}
+                        "campaigns": ("campaigns",), "bulk": ("bulk",)}
     RQ_QUEUES = tuple(queue for queues in RQ_QUEUE_CLASSES.values() for queue in queues)
     # The recovery job (crm/recovery.py) runs every RECOVERY_INTERVAL seconds and enqueues
     # again what has waited RECOVERY_QUEUED_AFTER seconds in an outbox with its job lost.
     RECOVERY_INTERVAL = float(os.environ.get("RECOVERY_INTERVAL", 30))
     RECOVERY_QUEUED_AFTER = float(os.environ.get("RECOVERY_QUEUED_AFTER", 60))
+    # Seconds a campaign runner holds its campaign without a word (it renews this before
+    # each send): a runner killed mid-campaign is replaced this long after, at the recovery
+    # job's next run.
+    CAMPAIGN_RUNNER_LEASE = float(os.environ.get("CAMPAIGN_RUNNER_LEASE", 30))
     TESTING = False
 
 

@@ -15,10 +15,9 @@ was killed. So every RECOVERY_INTERVAL seconds one job asks each outbox for what
 - SLA deadlines that came due are handled, even when no timer job woke for them (RQ's
   scheduler lost with a restarted worker), so a breach is seen within an interval.
 
-Each outbox registers its part in TASKS (campaign recipients join as they land); billing's
-hourly usage report runs from here too, this clock being the one every worker keeps. The job
-starts with no organization: SECURITY DEFINER functions return only (organization, id) pairs,
-and each organization's rows are then handled as that organization.
+         "crm.mail:recover_outbox", "crm.billing.jobs:recover_events",
+         "crm.billing.usage:report_usage", "crm.tickets.jobs:sweep",
+         "crm.campaigns.jobs:keep_running")
 
 The clock: every worker serving QUEUE enqueues a run as it starts, then keeps a thread that
 ticks every interval; a Redis key taken with NX lets only the first tick of each interval, of
@@ -53,8 +52,12 @@ CLOCK_KEY = "crm:recovery:clock"
 BATCH = 1000  # rows of each kind looked at per run (the oldest first)
 # What each run does, in order: functions without arguments, each in its own transactions.
 TASKS = ("crm.whatsapp.jobs:recover_ingest", "crm.whatsapp.jobs:recover_outbox",
+<<<<<<< HEAD
          "crm.mail:recover_outbox", "crm.billing.jobs:recover_events",
          "crm.billing.usage:report_usage", "crm.tickets.jobs:sweep")
+=======
+         "crm.mail:recover_outbox", "crm.campaigns.jobs:keep_running")
+>>>>>>> 3c971ba (campaigns: The core: drafts, frozen audiences, consent, templates, and a paced send engine.)
 
 
 def run() -> None:

@@ -1,0 +1,72 @@
+"""What campaigns listen to. They publish nothing (pages hear them through live.py).
+
+- message.sent, message.status (WhatsApp; in-process, right after the commit that moved the
+  message): a campaign message's recipient follows its message (sent, delivered, read,
+  failed, unknown), and its counts with it.
+- message.received (WhatsApp; a job): a message that is an opt-out or opt-in word changes the
+  person's consent, and they are told so in their language; a message within three days of a
+  campaign message counts as its reply. Nothing happens while the organization has campaigns
+  switched off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from crm.campaigns import consent, services
+from crm.errors import ValidationError
+from crm.events import subscribe
+from crm.foundation.services import enabled_modules
+from crm.tenancy import get_in_organization
+from crm.whatsapp.models import Conversation, Message
+
+log = logging.getLogger("crm.campaigns")
+
+
+@subscribe("message.sent")
+def message_sent(payload: dict) -> None:
+    services.follow_message(payload["message_id"])
+
+
+@subscribe("message.status")
+def message_status(payload: dict) -> None:
+    services.follow_message(payload["message_id"])
+
+
+@subscribe("message.received", job=True)
+def message_received(payload: dict) -> None:
+    phone = payload.get("contact_phone")
+    if not phone or "campaigns" not in enabled_modules():
+        return
+    text = payload.get("body") or ""
+    action, method = consent.match_keyword(text), "keyword"
+    if action is None and payload.get("type") in ("button", "interactive"):
+        action, method = consent.match_keyword(_button_payload(payload["message_id"])), "button"
+    if action is not None and consent.record(
+            action, phone, method=method, customer_id=payload.get("customer_id"),
+            message_id=payload["message_id"], text=text) is not None:
+        _confirm(payload["conversation_id"], action, text)
+    services.note_reply(phone, payload.get("customer_id"), text)
+
+
+def _button_payload(message_id: int) -> str:
+    """What a tapped button says under its label: a template quick reply's payload, an
+    interactive reply's id."""
+    message = get_in_organization(Message, message_id)
+    if message is None:
+        return ""
+    found = message.content.get("payload") or message.content.get("id")
+    return found if isinstance(found, str) else ""
+
+
+def _confirm(conversation_id: int, action: str, written: str) -> None:
+    from crm.whatsapp.services import queue_outbound
+
+    conversation = get_in_organization(Conversation, conversation_id)
+    if conversation is None:
+        return
+    try:
+        queue_outbound(conversation, None, body=consent.confirmation(action, written))
+    except ValidationError as exc:  # the 24-hour window closed (an event delivered late)
+        log.info("consent confirmation not sent to conversation %s: %s", conversation_id,
+                 exc.fields)

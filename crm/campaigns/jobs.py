@@ -1,0 +1,565 @@
+"""The send engine: a runner per running campaign, in short slices on the `campaigns` queue.
+
+A slice (`run_campaign`) sends for at most SLICE_SECONDS, then hands over to the next slice
+(enqueued now, or at the time the pace allows: a linked device's next turn, the end of quiet
+hours, the messaging limit's window moving). So a worker is never held for long, several
+campaigns take turns, and a pause, a deploy or a crash costs at most a slice.
+
+Which runner runs a campaign is a Redis key holding its token (the job id), with a lease of
+CAMPAIGN_RUNNER_LEASE seconds that the runner renews before each send; whoever starts a runner
+(start, resume, the previous slice, the recovery job) writes the new token first, so an older
+runner still at it stops at its next send. A campaign `running` whose key is gone (its worker
+was killed, Redis came back empty) gets a new runner from the recovery job (`keep_running`).
+Two runners at once would still send each person once; the key only keeps the work tidy.
+
+For each recipient, in order:
+1. the pace: a token of the number's and the campaign's buckets (cloud, sandbox) or the
+   linked device's turn (web), crm/campaigns/pacing.py; a short wait is slept, a longer one
+   ends the slice;
+2. under a share lock on the campaign's row (so a pause waits for this to commit, and no send
+   starts after a pause returns) and the recipient's row lock: still running, still queued,
+   not opted out (consent is checked now, not when the list was built), within the messaging
+   limit (cloud) or the daily cap (web), and no campaign message to the person in the last
+   6 seconds; then the message is written to the WhatsApp outbox and the recipient marked
+   `sending` — one commit;
+3. the outbox's own send (crm/whatsapp/services.py `send_message`): `sending` is committed
+   before the request leaves, so a crash never sends twice; a cut-off send is `unknown` until
+   WhatsApp's status webhook settles it, never resent. Should the runner die before this, the
+   recovery job sends the queued message once;
+4. the answer: the recipient follows its message (sent, failed, unknown); a refusal of a
+   moment puts it back in the queue (130429 slows the whole number down, 131056 waits 4^n
+   seconds for that person only), a refusal that blames the number (131048, 368, 131031, 190,
+   a linked device not connected) pauses the campaign and tells the admins why, and so does
+   a failure rate above 20% of the last 50 sends.
+
+Statuses arriving later (delivered, read, failed) move the recipient through the
+`message.status` event (crm/campaigns/events.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from sqlalchemy import func, or_, select, update
+
+from crm import recovery
+from crm.campaigns import audience, consent, live, pacing, services, templates
+from crm.campaigns.models import Campaign, CampaignRecipient, CampaignResult
+from crm.campaigns.rendering import outbound
+from crm.campaigns.settings import number_settings
+from crm.extensions import db
+from crm.foundation.services import current_organization, enabled_modules
+from crm.jobs import REDIS_DOWN, enqueue_now, get_queue, redis, run_job
+from crm.models import utcnow
+from crm.tenancy import current_organization_id, get_in_organization, organization_context
+from crm.transaction import commit, on_commit, rollback
+from crm.whatsapp.models import Message, WhatsAppProfile
+
+log = logging.getLogger("crm.campaigns")
+
+QUEUE = "campaigns"
+SLICE_SECONDS = 10.0
+INLINE_WAIT = 1.0  # a pace wait up to this is slept; a longer one ends the slice
+BATCH = 50  # recipients claimed at once (fewer when the pace is slow)
+MAX_ATTEMPTS = 5  # of one recipient refused for a moment
+SLOW_DOWN_CODES = ("130429", "http_429")
+# Refusals of a moment for one recipient: tried again after 4^n seconds.
+LATER_CODES = ("131056", "131000", "network", "timeout")
+# Refusals that mean the number cannot send now: the campaign pauses.
+NUMBER_CODES = (*services.PAUSE_CODES, "not_connected", "not_configured")
+# How long after the last look the runner comes back when only sends of others are left.
+RECHECK_SECONDS = 5.0
+TEMPLATE_SYNC_RETRY = 3600  # seconds between two attempts of a daily sync that failed
+
+
+def lease() -> float:
+    return float(current_app.config["CAMPAIGN_RUNNER_LEASE"])
+
+
+# -- who runs a campaign ------------------------------------------------------------------------
+
+_STILL_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _runner_key(org_id: int, campaign_id: int) -> str:
+    return f"crm:campaigns:{org_id}:runner:{campaign_id}"
+
+
+def runner_alive(org_id: int, campaign_id: int) -> bool:
+    """Does a runner hold the campaign (running, or waiting for its next slice)?"""
+    return bool(redis().exists(_runner_key(org_id, campaign_id)))
+
+
+def hand_over(campaign: Campaign) -> None:
+    """Have a new runner take the campaign once the transaction commits."""
+    org_id, campaign_id = campaign.organization_id, campaign.id
+    on_commit(lambda: start_runner(org_id, campaign_id))
+
+
+def start_runner(org_id: int, campaign_id: int, delay: float = 0.0) -> None:
+    """Give the campaign to a new runner (now, or in `delay` seconds); an older one stops at
+    its next send. Redis refusing leaves it to the recovery job."""
+    token = f"campaign-{campaign_id}-{uuid.uuid4().hex[:12]}"
+    path = f"{__name__}:run_campaign"
+    try:
+        redis().set(_runner_key(org_id, campaign_id), token,
+                    px=int((delay + lease()) * 1000))
+        if delay > 0:
+            get_queue(QUEUE).enqueue_at(pacing.now() + timedelta(seconds=delay), run_job, path,
+                                        org_id, (campaign_id, token), {}, job_id=token,
+                                        description=f"campaign {campaign_id}")
+        else:
+            enqueue_now(path, campaign_id, token, queue=QUEUE, org_id=org_id, job_id=token,
+                        description=f"campaign {campaign_id}")
+    except REDIS_DOWN as exc:
+        log.warning("campaign %s: no runner started (%s); the recovery job starts one",
+                    campaign_id, exc)
+
+
+def _still_mine(org_id: int, campaign_id: int, token: str) -> bool:
+    """Does the runner of `token` still hold the campaign? Renews its lease if so."""
+    return bool(pacing.run_script(_STILL_MINE, [_runner_key(org_id, campaign_id)],
+                                  [token, int(lease() * 1000)]))
+
+
+def _let_go(org_id: int, campaign_id: int, token: str) -> None:
+    pacing.run_script(_LET_GO, [_runner_key(org_id, campaign_id)], [token])
+
+
+# -- scheduled starts -------------------------------------------------------------------------
+
+def schedule_start(campaign: Campaign) -> None:
+    """Have the campaign start at its `scheduled_at` (after commit). Should Redis lose the
+    job, the recovery job starts it when its time has come."""
+    org_id, campaign_id, at = campaign.organization_id, campaign.id, campaign.scheduled_at
+
+    def schedule() -> None:
+        get_queue(QUEUE).enqueue_at(at, run_job, f"{__name__}:start_scheduled", org_id,
+                                    (campaign_id,), {}, description=f"campaign {campaign_id}")
+
+    on_commit(schedule)
+
+
+def start_scheduled(campaign_id: int) -> None:
+    """The scheduled time came (the job): run the campaign, unless it was paused or cancelled
+    meanwhile, or the recovery job started it already."""
+    campaign = db.session.scalar(select(Campaign).where(Campaign.id == campaign_id)
+                                 .with_for_update())
+    if campaign is not None and campaign.status == "scheduled":
+        services.run(campaign)
+        live.status_changed(campaign)
+
+
+# -- the runner ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """What a slice needs of its campaign and number, read once (commits expire the rows)."""
+
+    org_id: int
+    campaign_id: int
+    name: str
+    profile_id: int
+    provider: str
+    message: dict
+    components: list
+    number_rate: float
+    campaign_rate: float | None
+    messaging_limit: int | None
+    web_delay: tuple[int, int]
+    daily_cap: int
+    quiet: tuple[time, time] | None
+    zone: ZoneInfo
+
+    @property
+    def batch(self) -> int:
+        if self.provider == "web":
+            return 1
+        rate = min(self.number_rate, self.campaign_rate or self.number_rate)
+        return max(1, min(BATCH, int(rate * SLICE_SECONDS)))
+
+
+def run_campaign(campaign_id: int, token: str) -> None:
+    """One slice of a campaign's runner (the job)."""
+    Runner(current_organization_id(), campaign_id, token).run()
+
+
+class Runner:
+    def __init__(self, org_id: int, campaign_id: int, token: str) -> None:
+        self.org_id, self.campaign_id, self.token = org_id, campaign_id, token
+        self.claimed: list[int] = []
+
+    def run(self) -> None:
+        if not _still_mine(self.org_id, self.campaign_id, self.token):
+            return  # a newer runner has the campaign
+        plan = self._prepare()
+        if plan is None:
+            _let_go(self.org_id, self.campaign_id, self.token)
+            return
+        try:
+            wait = self._send_until(plan, pacing.clock.now() + SLICE_SECONDS)
+        finally:
+            self._release()
+        if wait is None:
+            _let_go(self.org_id, self.campaign_id, self.token)
+        elif _still_mine(self.org_id, self.campaign_id, self.token):
+            start_runner(self.org_id, self.campaign_id, wait)
+
+    def _prepare(self) -> Plan | None:
+        """The plan of a running campaign (frozen first, on its first run); None when it is
+        not running, or was paused because the module is off."""
+        campaign = _fresh(self.campaign_id)
+        if campaign is None or campaign.status != "running":
+            return None
+        if "campaigns" not in enabled_modules():
+            services.pause_by_itself(campaign.id, "module_off", None)
+            commit()
+            return None
+        if campaign.frozen_at is None:
+            _freeze(campaign.id)
+            campaign = _fresh(self.campaign_id)
+        settings = number_settings(campaign.profile)
+        template = campaign.message.get("template")
+        row = templates.find_template(campaign.profile_id, template["name"], template["language"]) \
+            if template else None
+        plan = Plan(
+            org_id=self.org_id, campaign_id=campaign.id, name=campaign.name,
+            profile_id=campaign.profile_id, provider=campaign.profile.provider,
+            message=dict(campaign.message), components=list(row.components) if row else [],
+            number_rate=float(settings.throughput_per_second),
+            campaign_rate=campaign.rate_per_minute / 60 if campaign.rate_per_minute else None,
+            messaging_limit=settings.messaging_limit,
+            web_delay=(campaign.delay_min_seconds or settings.web_delay_min_seconds,
+                       campaign.delay_max_seconds or settings.web_delay_max_seconds),
+            daily_cap=settings.web_daily_cap,
+            quiet=(campaign.quiet_start, campaign.quiet_end) if campaign.quiet_start else None,
+            zone=ZoneInfo(current_organization().timezone))
+        rollback()  # nothing written: end the read's transaction
+        return plan
+
+    def _send_until(self, plan: Plan, deadline: float) -> float | None:
+        """Send until `deadline`; the seconds after which the next slice should run, or None
+        when this runner is done (paused, completed, taken over)."""
+        while pacing.clock.now() < deadline:
+            wait = quiet_wait(plan, pacing.now())
+            if wait:
+                return wait
+            if not self.claimed:
+                self.claimed = _claim(plan)
+                if not self.claimed:
+                    return _nothing_to_claim(plan)
+            wait = _pace(plan)
+            if wait and (wait > INLINE_WAIT or pacing.clock.now() + wait >= deadline):
+                return wait
+            if wait:
+                pacing.clock.sleep(wait)
+                continue
+            if not _still_mine(self.org_id, self.campaign_id, self.token):
+                return None
+            outcome = _send(plan, self.claimed[0])
+            if outcome is None or outcome > 0:
+                return outcome  # the recipient stays claimed until released
+            self.claimed.pop(0)
+        return 0.0
+
+    def _release(self) -> None:
+        """Let go of the recipients claimed and not sent (for the next slice)."""
+        rollback()
+        if self.claimed:
+            db.session.execute(update(CampaignRecipient)
+                               .where(CampaignRecipient.id.in_(self.claimed),
+                                      CampaignRecipient.state == "queued")
+                               .values(claimed_until=None)
+                               .execution_options(synchronize_session=False))
+            commit()
+            self.claimed = []
+
+
+def _fresh(campaign_id: int, lock: bool = False) -> Campaign | None:
+    """The campaign as stored now (never a copy the session kept), row-locked if asked."""
+    query = select(Campaign).where(Campaign.id == campaign_id)
+    return db.session.scalar((query.with_for_update() if lock else query)
+                             .execution_options(populate_existing=True))
+
+
+def _freeze(campaign_id: int) -> None:
+    """Write the recipients, once (under the campaign's row lock), and their first counts."""
+    campaign = _fresh(campaign_id, lock=True)
+    if campaign.frozen_at is not None:
+        return
+    counts = audience.freeze(campaign)
+    db.session.execute(update(CampaignResult).where(CampaignResult.campaign_id == campaign_id)
+                       .values(total=sum(counts.values()), queued=counts.get("queued", 0),
+                               skipped=counts.get("skipped", 0))
+                       .execution_options(synchronize_session=False))
+    campaign.frozen_at = utcnow()
+    log.info("campaign %s frozen: %s", campaign_id, counts)
+    live.progress(campaign.organization_id, campaign_id, services.campaign_results(campaign))
+    commit()
+
+
+def quiet_wait(plan: Plan, moment: datetime) -> float:
+    """Seconds until the campaign's quiet hours end, if `moment` falls in them."""
+    if plan.quiet is None:
+        return 0.0
+    start, end = plan.quiet
+    local = moment.astimezone(plan.zone)
+    now = local.time()
+    inside = start <= now < end if start < end else (now >= start or now < end)
+    if not inside:
+        return 0.0
+    until = datetime.combine(local.date(), end, plan.zone)
+    if until <= local:
+        until += timedelta(days=1)
+    return (until - local).total_seconds()
+
+
+def _pace(plan: Plan) -> float:
+    if plan.provider == "web":
+        return pacing.take_web_turn(plan.org_id, plan.profile_id, plan.web_delay)
+    return pacing.take_token(plan.org_id, plan.profile_id, plan.campaign_id, plan.number_rate,
+                             plan.campaign_rate)
+
+
+def _claim(plan: Plan) -> list[int]:
+    """Claim the next recipients due, in order, with FOR UPDATE SKIP LOCKED and a lease."""
+    now = pacing.now()
+    ids = list(db.session.scalars(
+        select(CampaignRecipient.id)
+        .where(CampaignRecipient.campaign_id == plan.campaign_id,
+               CampaignRecipient.state == "queued",
+               or_(CampaignRecipient.next_attempt_at.is_(None),
+                   CampaignRecipient.next_attempt_at <= now),
+               or_(CampaignRecipient.claimed_until.is_(None),
+                   CampaignRecipient.claimed_until < now))
+        .order_by(CampaignRecipient.id).limit(plan.batch).with_for_update(skip_locked=True)))
+    if ids:
+        db.session.execute(update(CampaignRecipient).where(CampaignRecipient.id.in_(ids))
+                           .values(claimed_until=now + timedelta(seconds=lease()))
+                           .execution_options(synchronize_session=False))
+    commit()
+    return ids
+
+
+def _nothing_to_claim(plan: Plan) -> float | None:
+    """No recipient is due: wait for those that will be (a retry's time, another runner's
+    claim, a send in flight), or complete the campaign when none is left."""
+    now = pacing.now()
+    sending = CampaignRecipient.state == "sending"
+    queued_at, sending_until, in_flight = db.session.execute(
+        select(func.min(func.coalesce(func.greatest(CampaignRecipient.next_attempt_at,
+                                                    CampaignRecipient.claimed_until), now))
+               .filter(CampaignRecipient.state == "queued"),
+               func.max(CampaignRecipient.claimed_until).filter(sending),
+               func.count().filter(sending))
+        .where(CampaignRecipient.campaign_id == plan.campaign_id,
+               CampaignRecipient.state.in_(("queued", "sending")))).one()
+    if queued_at is not None:
+        return max(0.05, (queued_at - now).total_seconds())
+    if in_flight:
+        return max(RECHECK_SECONDS, ((sending_until or now) - now).total_seconds())
+    campaign = _fresh(plan.campaign_id, lock=True)
+    if campaign.status == "running":
+        services.complete(campaign)
+    commit()
+    return None
+
+
+def _send(plan: Plan, recipient_id: int) -> float | None:
+    """Send one claimed recipient its message: 0 when done with them (sent, skipped, or put
+    back to wait), the seconds the whole campaign must wait, or None when it stopped
+    running."""
+    status = db.session.scalar(select(Campaign.status).where(Campaign.id == plan.campaign_id)
+                               .with_for_update(read=True))
+    if status != "running":
+        rollback()
+        return None
+    recipient = db.session.scalar(select(CampaignRecipient)
+                                  .where(CampaignRecipient.id == recipient_id)
+                                  .with_for_update())
+    if recipient is None or recipient.state != "queued":
+        commit()
+        return 0.0
+    wait = _hold_back(plan, recipient)
+    if wait is not None:
+        return wait
+    message_id = _write(plan, recipient)
+    commit()  # the outbox row and `sending` together, before anything leaves
+    from crm.whatsapp.services import send_message
+
+    send_message(message_id)
+    _settle(plan, recipient_id, message_id)
+    return 0.0
+
+
+def _hold_back(plan: Plan, recipient: CampaignRecipient) -> float | None:
+    """Why this recipient is not sent now, if they are not: 0 (skipped, or waiting alone),
+    the seconds the whole campaign waits (its limits), or None to send."""
+    if consent.is_opted_out(recipient.phone):
+        services.advance(recipient, "skipped", error_code="opted_out")
+        _progress(plan)
+        commit()
+        return 0.0
+    wait = _limit_wait(plan, recipient.phone)
+    if wait:
+        rollback()
+        return wait
+    wait = pacing.keep_gap(plan.org_id, recipient.phone)
+    if wait:
+        recipient.next_attempt_at = pacing.now() + timedelta(seconds=wait)
+        recipient.claimed_until = None
+        commit()
+        return 0.0
+    return None
+
+
+def _limit_wait(plan: Plan, phone: str) -> float:
+    """The number's limit: unique people in 24 hours (cloud), sends a day (web)."""
+    if plan.provider == "cloud" and plan.messaging_limit:
+        return pacing.enter_window(plan.org_id, plan.profile_id, phone, plan.messaging_limit,
+                                   lambda: _recent_sends(plan))
+    if plan.provider == "web":
+        local = pacing.now().astimezone(plan.zone)
+        midnight = datetime.combine(local.date() + timedelta(days=1), time(), plan.zone)
+        return pacing.count_for_today(plan.org_id, plan.profile_id, local.date().isoformat(),
+                                      plan.daily_cap, (midnight - local).total_seconds(),
+                                      lambda: _sent_since(plan, midnight - timedelta(days=1)))
+    return 0.0
+
+
+def _sends_of_number(plan: Plan, since: datetime):
+    return (select(CampaignRecipient.phone, func.max(CampaignRecipient.attempted_at))
+            .join(Campaign, Campaign.id == CampaignRecipient.campaign_id)
+            .where(Campaign.profile_id == plan.profile_id,
+                   CampaignRecipient.attempted_at > since,
+                   CampaignRecipient.state.not_in(("queued", "skipped")))
+            .group_by(CampaignRecipient.phone))
+
+
+def _recent_sends(plan: Plan) -> list[tuple[str, datetime]]:
+    """(phone, last send) of the number's campaign messages in the messaging limit's window."""
+    since = pacing.now() - timedelta(seconds=pacing.WINDOW_SECONDS)
+    return [tuple(row) for row in db.session.execute(_sends_of_number(plan, since))]
+
+
+def _sent_since(plan: Plan, since: datetime) -> int:
+    return db.session.scalar(select(func.count()).select_from(
+        _sends_of_number(plan, since).subquery()))
+
+
+def _write(plan: Plan, recipient: CampaignRecipient) -> int:
+    """The recipient's message, written to the outbox (not sent yet); `sending` with a lease."""
+    from crm.whatsapp.services import conversation_for, queue_outbound
+
+    profile = db.session.get(WhatsAppProfile, plan.profile_id)
+    conversation, _created = conversation_for(profile, recipient.phone, None,
+                                              recipient.variables.get("name") or "")
+    content = outbound(plan.message, recipient.variables, plan.components)
+    message = queue_outbound(conversation, None, type_=content.type, body=content.body,
+                             content=content.content, send_now=False)
+    now = pacing.now()
+    services.advance(recipient, "sending")
+    recipient.message_id, recipient.attempted_at = message.id, now
+    recipient.attempts += 1
+    recipient.claimed_until = now + timedelta(seconds=lease())
+    return message.id
+
+
+def _settle(plan: Plan, recipient_id: int, message_id: int) -> None:
+    """What the send answered, for the recipient (see the module's docstring)."""
+    recipient = db.session.scalar(select(CampaignRecipient)
+                                  .where(CampaignRecipient.id == recipient_id)
+                                  .with_for_update())
+    message = db.session.get(Message, message_id)
+    code = message.error_code or ""
+    if message.status != "failed" or recipient.message_id != message_id:
+        services.follow_message(message_id)
+    elif code in SLOW_DOWN_CODES:
+        pause = pacing.slow_down(plan.org_id, plan.profile_id)
+        log.warning("campaign %s: WhatsApp asks number %s to slow down; %.1fs", plan.campaign_id,
+                    plan.profile_id, pause)
+        recipient.attempts -= 1  # the number's fault, not the person's
+        services.requeue(recipient, None)
+    elif code in NUMBER_CODES:
+        recipient.attempts -= 1
+        services.requeue(recipient, None)
+        services.pause_by_itself(plan.campaign_id, code, message.error_message)
+    elif (code in LATER_CODES or code.startswith("http_5")) and \
+            recipient.attempts < MAX_ATTEMPTS:
+        services.requeue(recipient, pacing.now() + timedelta(
+            seconds=pacing.backoff(recipient.attempts)))
+    else:
+        services.follow_message(message_id)
+    _progress(plan)
+    commit()
+
+
+def _progress(plan: Plan) -> None:
+    results = db.session.execute(select(CampaignResult.total, CampaignResult.queued)
+                                 .where(CampaignResult.campaign_id == plan.campaign_id)).one()
+    live.progress(plan.org_id, plan.campaign_id, {"total": results[0], "queued": results[1]})
+
+
+# -- the recovery job's part --------------------------------------------------------------------
+
+def keep_running() -> None:
+    """A task of the recovery job (crm/recovery.py): start scheduled campaigns whose time has
+    come, give a runner to running campaigns that lost theirs, bring recipients a dead runner
+    left `sending` to their message's status (the outbox settles the message itself: sends it
+    if it never left, or makes it `unknown`), and sync templates due for their daily sync."""
+    for org_id, ids in recovery.stuck("wasl_campaigns_due").items():
+        with organization_context(org_id):
+            for campaign in db.session.scalars(select(Campaign).where(Campaign.id.in_(ids))
+                                               .with_for_update(skip_locked=True)):
+                if campaign.status == "scheduled":
+                    services.run(campaign)
+                    live.status_changed(campaign)
+                elif not runner_alive(org_id, campaign.id):
+                    log.warning("campaign %s had lost its runner; starting one", campaign.id)
+                    hand_over(campaign)
+            commit()
+    for org_id, ids in recovery.stuck("wasl_campaign_recipients_lease_over").items():
+        with organization_context(org_id):
+            for message_id in db.session.scalars(
+                    select(CampaignRecipient.message_id)
+                    .where(CampaignRecipient.id.in_(ids), CampaignRecipient.state == "sending",
+                           CampaignRecipient.message_id.is_not(None))):
+                services.follow_message(message_id)
+            commit()
+    _sync_templates_due()
+
+
+def _sync_templates_due() -> None:
+    since = utcnow() - timedelta(days=1)
+    for org_id, profile_ids in recovery.stuck("wasl_template_syncs_due", since).items():
+        for profile_id in profile_ids:
+            key = f"crm:campaigns:{org_id}:templates-sync:{profile_id}"
+            if redis().set(key, 1, nx=True, ex=TEMPLATE_SYNC_RETRY):
+                enqueue_now(f"{__name__}:sync_templates", profile_id, queue="default",
+                            org_id=org_id, description="whatsapp templates sync")
+
+
+def sync_templates(profile_id: int) -> None:
+    """The daily sync of a cloud number's templates (the job); a refusal is kept on the
+    number."""
+    profile = get_in_organization(WhatsAppProfile, profile_id)
+    if profile is None or profile.is_deleted:
+        return
+    with contextlib.suppress(templates.TemplateSyncError):  # kept on the number, for a day
+        templates.sync_templates(profile)

@@ -1,0 +1,65 @@
+"""What campaigns push to open pages: progress, completion and status changes.
+
+Only people who may see campaigns (admins and managers, crm/permissions.py) hear them: their
+sockets join the organization's campaigns room on connect. Events carry data for now
+({campaignId, current, total}, {campaignId, results}, {campaignId, status, reason}); the
+campaign page will render fragments from them. Progress is sent at most every
+PROGRESS_INTERVAL seconds per campaign, whichever worker sends (a Redis key taken with NX);
+completion and status changes always.
+"""
+
+from __future__ import annotations
+
+from crm.campaigns.models import Campaign
+from crm.extensions import socketio
+from crm.jobs import redis
+from crm.permissions import role_allows
+from crm.realtime import add_rooms
+from crm.transaction import on_commit
+
+PROGRESS_INTERVAL = 0.5  # seconds: at most two progress events a second
+
+
+def campaigns_room(org_id: int) -> str:
+    return f"org:{org_id}:campaigns"
+
+
+add_rooms(lambda user: [campaigns_room(user.organization_id)]
+          if role_allows(user.role, "campaigns", "read") else [])
+
+
+def _emit(org_id: int, event: str, data: dict, throttle_key: str | None = None) -> None:
+    """Emit to the organization's campaigns room once the transaction commits; with a
+    `throttle_key`, only if no event of that key went out in the last PROGRESS_INTERVAL."""
+    room = campaigns_room(org_id)
+
+    def send() -> None:
+        if throttle_key and not redis().set(throttle_key, 1, nx=True,
+                                            px=int(PROGRESS_INTERVAL * 1000)):
+            return
+        socketio.emit(event, data, to=room)
+
+    on_commit(send)
+
+
+def progress(org_id: int, campaign_id: int, results: dict[str, int]) -> None:
+    """campaignProgress {campaignId, current, total}: how many have had their turn."""
+    _emit(org_id, "campaignProgress", {
+        "campaignId": campaign_id, "current": results["total"] - results["queued"],
+        "total": results["total"]}, throttle_key=f"crm:campaigns:{org_id}:progress:{campaign_id}")
+
+
+def completed(campaign: Campaign, results: dict[str, int]) -> None:
+    """campaignCompleted {campaignId, results}."""
+    _emit(campaign.organization_id, "campaignCompleted",
+          {"campaignId": campaign.id, "results": results})
+
+
+def status_changed(campaign: Campaign, results: dict[str, int] | None = None) -> None:
+    """campaignStatus {campaignId, status, reason}: started, paused (by whom or why),
+    resumed, cancelled; with the counts when they matter."""
+    data = {"campaignId": campaign.id, "status": campaign.status,
+            "reason": campaign.pause_reason}
+    if results is not None:
+        data["results"] = results
+    _emit(campaign.organization_id, "campaignStatus", data)
