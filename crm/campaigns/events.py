@@ -25,12 +25,12 @@ log = logging.getLogger("crm.campaigns")
 
 @subscribe("message.sent")
 def message_sent(payload: dict) -> None:
-    services.follow_message(payload["message_id"])
+    services.follow_message(payload["message_id"], "sent")
 
 
 @subscribe("message.status")
 def message_status(payload: dict) -> None:
-    services.follow_message(payload["message_id"])
+    services.follow_message(payload["message_id"], payload.get("status"))
 
 
 @subscribe("message.received", job=True)

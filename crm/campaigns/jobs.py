@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app
@@ -121,8 +122,8 @@ def start_runner(org_id: int, campaign_id: int, delay: float = 0.0) -> None:
         redis().set(_runner_key(org_id, campaign_id), token,
                     px=int((delay + lease()) * 1000))
         if delay > 0:
-            get_queue(QUEUE).enqueue_at(pacing.now() + timedelta(seconds=delay), run_job, path,
-                                        org_id, (campaign_id, token), {}, job_id=token,
+            get_queue(QUEUE).enqueue_at(_whole_second_after(delay), run_job, path, org_id,
+                                        (campaign_id, token), {}, job_id=token,
                                         description=f"campaign {campaign_id}")
         else:
             enqueue_now(path, campaign_id, token, queue=QUEUE, org_id=org_id, job_id=token,
@@ -130,6 +131,12 @@ def start_runner(org_id: int, campaign_id: int, delay: float = 0.0) -> None:
     except REDIS_DOWN as exc:
         log.warning("campaign %s: no runner started (%s); the recovery job starts one",
                     campaign_id, exc)
+
+
+def _whole_second_after(delay: float) -> datetime:
+    """The first whole second at least `delay` seconds from now: RQ's scheduler keeps times
+    in whole seconds, and one rounded down would run before the wait is over."""
+    return datetime.fromtimestamp(math.ceil(pacing.clock.now() + delay), UTC)
 
 
 def _still_mine(org_id: int, campaign_id: int, token: str) -> bool:
@@ -488,8 +495,10 @@ def _settle(plan: Plan, recipient_id: int, message_id: int) -> None:
                                   .with_for_update())
     message = db.session.get(Message, message_id)
     code = message.error_code or ""
-    if message.status != "failed" or recipient.message_id != message_id:
-        services.follow_message(message_id)
+    if recipient.message_id != message_id:
+        pass  # settled meanwhile by a status webhook (a requeue clears the link)
+    elif message.status != "failed":
+        services.apply_message(recipient, message, plan.name)
     elif code in SLOW_DOWN_CODES:
         pause = pacing.slow_down(plan.org_id, plan.profile_id)
         log.warning("campaign %s: WhatsApp asks number %s to slow down; %.1fs", plan.campaign_id,
@@ -505,15 +514,18 @@ def _settle(plan: Plan, recipient_id: int, message_id: int) -> None:
         services.requeue(recipient, pacing.now() + timedelta(
             seconds=pacing.backoff(recipient.attempts)))
     else:
-        services.follow_message(message_id)
+        services.apply_message(recipient, message, plan.name)
     _progress(plan)
     commit()
 
 
 def _progress(plan: Plan) -> None:
-    results = db.session.execute(select(CampaignResult.total, CampaignResult.queued)
-                                 .where(CampaignResult.campaign_id == plan.campaign_id)).one()
-    live.progress(plan.org_id, plan.campaign_id, {"total": results[0], "queued": results[1]})
+    """Tell the open pages how far the campaign is, unless they were told a moment ago."""
+    if live.progress_due(plan.org_id, plan.campaign_id):
+        results = db.session.execute(select(CampaignResult.total, CampaignResult.queued).where(
+            CampaignResult.campaign_id == plan.campaign_id)).one()
+        live.progress(plan.org_id, plan.campaign_id, {"total": results[0],
+                                                      "queued": results[1]})
 
 
 # -- the recovery job's part --------------------------------------------------------------------

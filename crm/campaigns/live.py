@@ -42,11 +42,21 @@ def _emit(org_id: int, event: str, data: dict, throttle_key: str | None = None) 
     on_commit(send)
 
 
+def _progress_key(org_id: int, campaign_id: int) -> str:
+    return f"crm:campaigns:{org_id}:progress:{campaign_id}"
+
+
+def progress_due(org_id: int, campaign_id: int) -> bool:
+    """Would a progress event go out now (none in the last PROGRESS_INTERVAL)? Spares
+    reading the counts when it would not."""
+    return not redis().exists(_progress_key(org_id, campaign_id))
+
+
 def progress(org_id: int, campaign_id: int, results: dict[str, int]) -> None:
     """campaignProgress {campaignId, current, total}: how many have had their turn."""
     _emit(org_id, "campaignProgress", {
         "campaignId": campaign_id, "current": results["total"] - results["queued"],
-        "total": results["total"]}, throttle_key=f"crm:campaigns:{org_id}:progress:{campaign_id}")
+        "total": results["total"]}, throttle_key=_progress_key(org_id, campaign_id))
 
 
 def completed(campaign: Campaign, results: dict[str, int]) -> None:

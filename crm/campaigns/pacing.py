@@ -4,7 +4,9 @@ number shares it.
 Each limit is one Lua script, so that checking and taking are one step for all workers:
 
 - `take_token`: a token bucket per number (Meta's throughput, messages a second) and one per
-  campaign (its own rate), a second's worth of burst each; a send needs a token of both. A
+  campaign (its own rate), each holding at most BURST_SECONDS' worth of tokens (one at
+  least); a send needs a token of both. So no second ever sees more than the rate and a tenth,
+  and a runner that stalled a moment catches up that little, not more. A
   number WhatsApp told to slow down (130429) takes none until its penalty is over
   (`slow_down`: doubling with each refusal, with jitter, forgotten after a quiet while).
 - `take_web_turn`: a linked device waits a random delay between two messages.
@@ -17,7 +19,7 @@ Each returns the seconds to wait (0: go ahead, and it is counted). Times come fr
 which the tests replace with a fake one whose sleep moves time on; the scripts take "now" as an
 argument, so a fake clock drives them through real Redis.
 
-Redis coming back empty loses nothing that matters: a bucket starts full (a second's burst),
+Redis coming back empty loses nothing that matters: a bucket starts full (its small burst),
 and the counts that must outlive it (the 24-hour window, the day's sends) are loaded again from
 the database when their key is missing.
 """
@@ -37,6 +39,7 @@ PENALTY_FIRST = 1.0  # seconds a number waits after its first 130429
 PENALTY_LONGEST = 300.0
 PENALTY_MEMORY = 600  # seconds without a 130429 after which a number starts again at FIRST
 BUCKET_TTL_MS = 60_000
+BURST_SECONDS = 0.1  # a bucket holds this many seconds' worth of tokens
 
 
 class Clock:
@@ -91,7 +94,7 @@ local levels, stamps, wait = {}, {}, 0
 for i = 1, 2 do
   if rates[i] > 0 then
     local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
-    local capacity = math.max(1, rates[i])
+    local capacity = math.max(1, rates[i] * tonumber(ARGV[5]))
     local tokens = tonumber(state[1]) or capacity
     local stamp = tonumber(state[2]) or now
     if now > stamp then
@@ -124,7 +127,7 @@ def take_token(org_id: int, profile_id: int, campaign_id: int, number_rate: floa
             _key(org_id, "campaign", campaign_id, "bucket"),
             _key(org_id, "number", profile_id, "penalty")]
     return _seconds(run_script(_TAKE_TOKEN, keys, [_ms(), number_rate, campaign_rate or 0,
-                                             BUCKET_TTL_MS]))
+                                                   BUCKET_TTL_MS, BURST_SECONDS]))
 
 
 def slow_down(org_id: int, profile_id: int) -> float:

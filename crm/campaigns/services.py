@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from datetime import time as time_of_day
 from typing import Any
 
+from flask import g
 from flask_babel import gettext as _
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -61,7 +62,7 @@ from crm.foundation.models import User
 from crm.foundation.services import audit, enabled_modules
 from crm.models import utcnow
 from crm.pagination import keyset_page
-from crm.tenancy import get_in_organization
+from crm.tenancy import current_organization_id, get_in_organization
 from crm.transaction import on_commit
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
 from crm.whatsapp.models import Message, WhatsAppProfile
@@ -554,13 +555,19 @@ def _count_move(campaign_id: int, old: str, new: str) -> None:
     add_counts(campaign_id, deltas)
 
 
-def advance(recipient: CampaignRecipient, state: str, campaign_name: str = "",
+def moves_forward(old: str, new: str) -> bool:
+    """Is `new` a step forward from `old` (sending may turn out `unknown`, same rank)?"""
+    return STATE_RANK[new] > STATE_RANK[old] or (old == "sending" and new == "unknown")
+
+
+def advance(recipient: CampaignRecipient, state: str, campaign_name: str | None = None,
             **fields: Any) -> bool:
     """Move a recipient forward to `state` (never back: a late "delivered" after "read"
-    changes nothing), with its counts; False when it was not a step forward. Reaching `sent`
-    logs `campaign_sent` on the customer's timeline."""
+    changes nothing), with its counts; False when it was not a step forward. Stamps in
+    `fields` are kept when already set. Reaching `sent` logs `campaign_sent` on the customer's
+    timeline (the campaign's name as its text)."""
     old = recipient.state
-    if STATE_RANK[state] <= STATE_RANK[old] and not (old == "sending" and state == "unknown"):
+    if not moves_forward(old, state):
         return False
     for name, value in fields.items():
         if getattr(recipient, name) is None or name in ("error_code", "error_reason"):
@@ -581,14 +588,28 @@ def requeue(recipient: CampaignRecipient, at: datetime | None) -> None:
     recipient.next_attempt_at, recipient.claimed_until = at, None
 
 
-def _log_on_timeline(recipient: CampaignRecipient, kind: str, body: str) -> None:
-    if recipient.customer_id is None or "crm" not in enabled_modules():
+def _log_on_timeline(recipient: CampaignRecipient, kind: str, body: str | None) -> None:
+    if recipient.customer_id is None or not _crm_on():
         return
     customer = customers.resolve_customer(recipient.customer_id)
-    if customer is not None:
-        customers.log_automatic(customer, kind, body, {
-            "campaign_id": recipient.campaign_id, "recipient_id": recipient.id,
-            "message_id": recipient.message_id}, source_key=f"{kind}:{recipient.id}")
+    if customer is None:
+        return
+    if body is None:
+        body = db.session.scalar(select(Campaign.name).where(
+            Campaign.id == recipient.campaign_id)) or ""
+    customers.log_automatic(customer, kind, body, {
+        "campaign_id": recipient.campaign_id, "recipient_id": recipient.id,
+        "message_id": recipient.message_id}, source_key=f"{kind}:{recipient.id}")
+
+
+def _crm_on() -> bool:
+    """Is the CRM on for the current organization? Asked once per request or job and
+    organization (a job may act for several)."""
+    known = g.setdefault("campaigns_crm_on", {})
+    org_id = current_organization_id()
+    if org_id not in known:
+        known[org_id] = "crm" in enabled_modules()
+    return known[org_id]
 
 
 def list_recipients(campaign: Campaign, state: str | None = None, after_id: int | None = None,
@@ -666,15 +687,31 @@ _STAMP = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at",
           "failed": "failed_at"}
 
 
-def follow_message(message_id: int) -> CampaignRecipient | None:
+def follow_message(message_id: int, status: str | None = None) -> CampaignRecipient | None:
     """Bring the recipient of an outbox message (if it is a campaign's) to the message's
-    status: what the send answered, or WhatsApp's status webhook later. Idempotent."""
+    status: what the send answered, or WhatsApp's status webhook later. Idempotent. `status`,
+    the message's status as an event told it, spares loading what has nothing to change
+    (the recipient of the runner's own send is there already)."""
     recipient = db.session.scalar(select(CampaignRecipient)
-                                  .where(CampaignRecipient.message_id == message_id)
-                                  .with_for_update())
-    message = get_in_organization(Message, message_id) if recipient is not None else None
-    if message is None or message.status not in _STATE_OF:
-        return None
+                                  .where(CampaignRecipient.message_id == message_id))
+    if recipient is None or (status in _STATE_OF and not moves_forward(recipient.state,
+                                                                       _STATE_OF[status])):
+        return recipient
+    recipient = db.session.scalar(select(CampaignRecipient)
+                                  .where(CampaignRecipient.id == recipient.id)
+                                  .with_for_update().execution_options(populate_existing=True))
+    message = get_in_organization(Message, message_id)
+    if message is not None and recipient.message_id == message_id:
+        apply_message(recipient, message)
+    return recipient
+
+
+def apply_message(recipient: CampaignRecipient, message: Message,
+                  campaign_name: str | None = None) -> None:
+    """Move a (locked) recipient to its message's status, with the message's stamps and, for
+    a failure, its error; a failure may pause the campaign (`after_failure`)."""
+    if message.status not in _STATE_OF:
+        return  # queued or sending: nothing to say yet
     state = _STATE_OF[message.status]
     fields: dict[str, Any] = {"provider_message_id": message.provider_message_id}
     if state in _STAMP:
@@ -683,10 +720,8 @@ def follow_message(message_id: int) -> CampaignRecipient | None:
         fields["sent_at"] = message.sent_at or utcnow()
     if state == "failed":
         fields.update(error_code=message.error_code, error_reason=message.error_message)
-    campaign = db.session.get(Campaign, recipient.campaign_id)
-    if advance(recipient, state, campaign.name, **fields) and state == "failed":
+    if advance(recipient, state, campaign_name, **fields) and state == "failed":
         after_failure(recipient)
-    return recipient
 
 
 # WhatsApp's codes that say the number or account cannot send now: the campaign pauses.
