@@ -28,6 +28,7 @@ from crm.foundation.services import audit
 from crm.search import fold_text
 from crm.tenancy import current_organization_id
 from crm.text import has_control_characters
+from crm.validation import collect
 
 log = logging.getLogger("crm.campaigns")
 
@@ -152,7 +153,7 @@ def record(action: str, phone: str, *, method: str, customer_id: int | None = No
 def record_by_hand(actor: User, action: object, phone: object,
                    customer_id: int | None = None) -> ConsentEvent:
     """An admin records a person's word given elsewhere (a call, a signed form)."""
-    from crm.customers.services import check_phone, collect
+    from crm.customers.services import check_phone
 
     def check_action() -> str:
         if action not in ("opt_out", "opt_in"):

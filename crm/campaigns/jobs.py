@@ -408,7 +408,7 @@ def _send(plan: Plan, recipient_id: int) -> float | None:
         return wait
     message_id = _write(plan, recipient)
     commit()  # the outbox row and `sending` together, before anything leaves
-    from crm.whatsapp.services import send_message
+    from crm.whatsapp.jobs import send_message
 
     send_message(message_id)
     _settle(plan, recipient_id, message_id)

@@ -64,6 +64,7 @@ from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.tenancy import current_organization_id, get_in_organization
 from crm.transaction import on_commit
+from crm.validation import collect
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
 from crm.whatsapp.models import Message, WhatsAppProfile
 
@@ -164,7 +165,7 @@ def _checked(data: Mapping, campaign: Campaign | None, required: tuple[str, ...]
         "quiet_hours": lambda: _check_quiet_hours(data.get("quiet_hours")),
     }
     given = [name for name in checks if name in data or name in required]
-    values = customers.collect({name: checks[name] for name in given})
+    values = collect({name: checks[name] for name in given})
     profile = values.get("profile_id") or (campaign.profile if campaign else None)
     message = data.get("message") if "message" in data else (
         campaign.message if campaign and "profile_id" in values else None)
@@ -186,7 +187,7 @@ def _apply(campaign: Campaign, values: dict[str, Any]) -> None:
 
 
 def _check_profile(raw: object) -> WhatsAppProfile:
-    from crm.whatsapp.services import access_profile
+    from crm.whatsapp.profiles import access_profile
 
     try:
         return access_profile(customers.check_id(raw, "profile_id") or 0)

@@ -15,6 +15,7 @@ from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit
+from crm.validation import collect
 from crm.whatsapp.models import WhatsAppProfile
 
 MAX_THROUGHPUT = 1000  # Meta's highest throughput, messages a second
@@ -41,7 +42,7 @@ def update_number_settings(actor: User, profile: WhatsAppProfile, data: Mapping
                            ) -> NumberSettings:
     """Change what `data` names of throughput_per_second, messaging_limit (one of Meta's tiers,
     None for unlimited), web_delay_seconds ([min, max]) and web_daily_cap."""
-    from crm.customers.services import check_int, collect
+    from crm.customers.services import check_int
 
     checks = {}
     if "throughput_per_second" in data:
