@@ -52,12 +52,9 @@ CLOCK_KEY = "crm:recovery:clock"
 BATCH = 1000  # rows of each kind looked at per run (the oldest first)
 # What each run does, in order: functions without arguments, each in its own transactions.
 TASKS = ("crm.whatsapp.jobs:recover_ingest", "crm.whatsapp.jobs:recover_outbox",
-<<<<<<< HEAD
          "crm.mail:recover_outbox", "crm.billing.jobs:recover_events",
-         "crm.billing.usage:report_usage", "crm.tickets.jobs:sweep")
-=======
-         "crm.mail:recover_outbox", "crm.campaigns.jobs:keep_running")
->>>>>>> 3c971ba (campaigns: The core: drafts, frozen audiences, consent, templates, and a paced send engine.)
+         "crm.billing.usage:report_usage", "crm.tickets.jobs:sweep",
+         "crm.campaigns.jobs:keep_running")
 
 
 def run() -> None:

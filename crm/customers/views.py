@@ -9,7 +9,7 @@ fragment instead of the page (STYLE.md "one template, two entry points").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -36,7 +36,7 @@ from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import services as foundation
 from crm.foundation.views import DashboardCard, add_dashboard_card
 from crm.i18n import current_language, isolate
-from crm.permissions import require
+from crm.permissions import can, require
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, fragment, htmx_response, is_htmx, me, page, see_other
@@ -78,14 +78,23 @@ navigation.add(navigation.NavItem("customers.board", lazy_gettext("Pipeline"), "
                                   "columns"))
 
 
-# Sections other modules add to a customer's page (ticketing's tickets): each template is
-# included in the side column with the page's variables (`customer`).
-CUSTOMER_SECTIONS: list[str] = []
+@dataclass(frozen=True)
+class CustomerPanel:
+    """A card another module adds to the customer page: its template, who may see it, and
+    the data it shows of the customer."""
+
+    template: str
+    area: str
+    level: str = "read"
+    data: Callable[[Customer], dict] = lambda customer: {}
 
 
-def add_customer_section(template: str) -> None:
-    """Show `template` on every customer's page, in the side column."""
-    CUSTOMER_SECTIONS.append(template)
+_customer_panels: list[CustomerPanel] = []
+
+
+def add_customer_panel(panel: CustomerPanel) -> None:
+    """Show `panel` on customer pages to everyone whose role reaches its area and level."""
+    _customer_panels.append(panel)
 
 
 # A CSV import may be far larger than the app's default body limit.
@@ -257,7 +266,9 @@ def _customer_page(customer: Customer, status: int = 200, **context) -> tuple[st
         conversation_url=url_for("whatsapp.conversation", conversation_id=conversation_id)
         if conversation_id else None, score_lines=scoring.explain_score(customer),
         definitions=services.list_field_definitions(), owner_choices=_owner_choices(),
-        activity_types=ACTIVITY_TYPES, customer_sections=CUSTOMER_SECTIONS, **context), status
+        activity_types=ACTIVITY_TYPES,
+        panels=[(panel, panel.data(customer)) for panel in _customer_panels
+                if can(panel.area, panel.level)], **context), status
 
 
 @blueprint.get("/<int:customer_id>")

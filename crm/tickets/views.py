@@ -18,7 +18,7 @@ from flask_babel import lazy_gettext, ngettext
 from sqlalchemy import select
 
 from crm import navigation
-from crm.customers.views import add_customer_section
+from crm.customers.views import CustomerPanel, add_customer_panel
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
@@ -69,7 +69,7 @@ navigation.add(navigation.NavItem("tickets.list_tickets", lazy_gettext("Tickets"
 allow_uploads(blueprint, {"tickets.add_comment"}, MAX_ATTACHMENTS * MAX_ATTACHMENT_BYTES)
 # The sections other pages show load themselves from the routes below, so neither the CRM nor
 # the inbox reads a ticket; each shows nothing while ticketing is off.
-add_customer_section("tickets/_customer_tickets.html")
+add_customer_panel(CustomerPanel("tickets/_customer_tickets.html", "ticketing"))
 add_contact_section("tickets/_conversation_tickets.html")
 
 
