@@ -49,6 +49,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     from crm.api import blueprint as api_blueprint
     from crm.billing.views import blueprint as billing_blueprint
     from crm.billing.webhooks import blueprint as billing_webhooks_blueprint
+    from crm.campaigns.views import blueprint as campaigns_blueprint
     from crm.customers import settings_views  # noqa: F401 - routes of the customers blueprint
     from crm.customers.views import blueprint as customers_blueprint
     from crm.foundation import notification_views  # noqa: F401 - foundation's routes too
@@ -68,6 +69,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     app.register_blueprint(billing_webhooks_blueprint)
     app.register_blueprint(billing_blueprint)
     app.register_blueprint(whatsapp_blueprint)
+    app.register_blueprint(campaigns_blueprint)
     if proxies := app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app

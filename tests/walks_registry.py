@@ -22,6 +22,7 @@ from crm.extensions import db
 from crm.foundation.models import MODULES, Invitation, Organization
 from crm.models import utcnow
 from crm.tenancy import organization_context
+from tests.campaigns.factories import make_campaign
 from tests.customers.factories import (
     make_activity,
     make_customer,
@@ -82,6 +83,8 @@ OBJECTS: dict[str, Callable[[Organization], object]] = {
     "type_id": lambda org: make_type(org).id,
     "keyword_id": lambda org: make_keyword(org).id,
     "team_id": lambda org: make_team(org).id,
+    # A draft on a sandbox number: every page and action of a campaign applies to one.
+    "campaign_id": lambda org: make_campaign(org, make_profile(org, "sandbox")).id,
 }
 
 OTHER_PARAMETERS: dict[str, tuple[str, str]] = {

@@ -173,6 +173,25 @@ def customers_query(audience: Mapping[str, Any]) -> Select | None:
     return None
 
 
+def sample(audience: Mapping[str, Any], limit: int) -> list[Customer]:
+    """The audience's first customers now (none for a CSV file, or a deleted segment): whom
+    a page offers to preview the message for."""
+    try:
+        query = customers_query(audience) if audience else None
+    except NotFoundError:
+        return []
+    return list(db.session.scalars(query.limit(limit))) if query is not None else []
+
+
+def chosen_customers(ids: list[int]) -> list[Customer]:
+    """The hand-picked customers of an audience, in the order picked (those still there)."""
+    if not ids:
+        return []
+    found = {customer.id: customer for customer in db.session.scalars(
+        select(Customer).where(Customer.id.in_(ids), Customer.merged_into_id.is_(None)))}
+    return [found[customer_id] for customer_id in ids if customer_id in found]
+
+
 def count(audience: Mapping[str, Any]) -> int:
     """How many people an audience names now (before duplicates and invalid numbers)."""
     if "csv" in audience:

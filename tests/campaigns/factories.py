@@ -177,3 +177,8 @@ def whatsapp_says(client, org: Organization, profile: WhatsAppProfile,
                                 "error_data": {"details": "Unable to deliver message."}}]
         value["statuses"].append(entry)
     deliver(client, f"/webhooks/whatsapp/{ident(profile)}", json.dumps(delivery).encode())
+
+
+def without_swaps(data: dict) -> dict:
+    """A campaign event's data without the rendered fragments it carries for the pages."""
+    return {key: value for key, value in data.items() if key != "swaps"}

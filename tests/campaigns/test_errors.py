@@ -21,6 +21,7 @@ from tests.campaigns.factories import (
     sent_to,
     start,
     whatsapp_says,
+    without_swaps,
 )
 from tests.campaigns.test_pacing import csv_campaign
 from tests.factories import run_jobs
@@ -38,9 +39,11 @@ def number(org):
 
 @pytest.fixture
 def emitted(monkeypatch) -> list[tuple[str, dict, str]]:
-    """What was emitted to Socket.IO rooms: (event, data, room)."""
+    """What was emitted to Socket.IO rooms: (event, data, room); the data without the
+    fragments the pages swap in (tests/campaigns/test_pages.py checks those)."""
     seen: list[tuple[str, dict, str]] = []
-    monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append((event, data, to)))
+    monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append(
+        (event, without_swaps(data), to)))
     return seen
 
 

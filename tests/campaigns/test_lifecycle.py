@@ -28,6 +28,7 @@ from tests.campaigns.factories import (
     make_template,
     recipients,
     start,
+    without_swaps,
 )
 from tests.campaigns.test_pacing import csv_campaign
 from tests.factories import make_user, run_jobs, run_recovery
@@ -43,10 +44,11 @@ def number(org):
 
 @pytest.fixture
 def emitted(monkeypatch) -> list[tuple[str, dict, str, float]]:
-    """What was emitted to Socket.IO rooms: (event, data, room, when: monotonic seconds)."""
+    """What was emitted to Socket.IO rooms: (event, data, room, when: monotonic seconds); the
+    data without the fragments the pages swap in (tests/campaigns/test_pages.py checks those)."""
     seen: list[tuple[str, dict, str, float]] = []
     monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append(
-        (event, data, to, time.monotonic())))
+        (event, without_swaps(data), to, time.monotonic())))
     return seen
 
 

@@ -1,0 +1,508 @@
+"""Campaign pages as browsers (plain and htmx) use them: the list, the draft's steps with its
+preview, starting and stopping, the live results with their charts and recipients, consent on
+the customer page, the consent and sending settings; who may see them, and cross-organization
+probes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from flask_babel import force_locale, pgettext
+from markupsafe import escape
+from sqlalchemy import select
+
+from crm.campaigns import consent
+from crm.campaigns.models import Campaign, NumberSettings
+from crm.extensions import db, socketio
+from crm.tenancy import organization_context
+from tests.campaigns.factories import (
+    ACCOUNT_ID,
+    cloud_number,
+    customer_says,
+    drive,
+    fresh,
+    make_campaign,
+    start,
+)
+from tests.customers.factories import make_customer, make_segment
+from tests.factories import login, make_user
+from tests.foundation import HTMX, arabic, audit_actions, ident, queries
+from tests.whatsapp.factories import make_profile
+
+
+@pytest.fixture
+def admin(client, org):
+    """The organization's admin, logged in."""
+    login(client, org.admin)
+    return org.admin
+
+
+@pytest.fixture
+def sandbox(org):
+    return make_profile(org, "sandbox", display_name="متجر التجربة")
+
+
+def text_campaign(org, profile, *, customers=(), **data):
+    """A sandbox draft to the given customers with a text."""
+    data.setdefault("message", {"text": "مرحبا {first_name}"})
+    if customers:
+        data.setdefault("audience", {"customer_ids": [ident(c) for c in customers]})
+    return make_campaign(org, profile, **data)
+
+
+def in_arabic(context: str, message: str) -> str:
+    """A label with a context (pgettext) as an Arabic page shows it."""
+    with force_locale("ar"):
+        return str(escape(pgettext(context, message)))
+
+
+def row_ids(html: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<tr id="campaign-(\d+)"', html)]
+
+
+def recipient_ids(html: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<tr id="recipient-(\d+)"', html)]
+
+
+def sent_by_sandbox(app, clock) -> None:
+    """Run the campaigns' jobs until none waits (the sandbox sends at once)."""
+    drive(app, clock)
+
+
+# -- the list ---------------------------------------------------------------------------------
+
+def test_the_list_shows_the_organizations_campaigns_with_status_and_progress(
+        client, org, other_org, admin, sandbox):
+    """Each campaign shows its status and a progress bar of who has had their turn; another
+    organization's campaigns never appear; the sidebar has the entry."""
+    mine = text_campaign(org, sandbox, name="عروض رمضان")
+    theirs = make_campaign(other_org, make_profile(other_org, "sandbox"), name="Stranger")
+    page = client.get("/campaigns/")
+    assert page.status_code == 200
+    assert row_ids(page.text) == [ident(mine)]
+    assert "عروض رمضان" in page.text
+    assert "Stranger" not in page.text
+    assert f'id="campaign-{ident(mine)}-status"' in page.text
+    assert '<progress max="1" value="0"' in page.text
+    assert in_arabic("campaign status", "Draft") in page.text
+    assert 'href="/campaigns/"' in page.text
+    assert arabic("Campaigns") in page.text
+    assert client.get(f"/campaigns/{ident(theirs)}").status_code == 404
+
+
+def test_an_empty_list_invites_to_create_the_first_campaign(client, org, admin):
+    page = client.get("/campaigns/")
+    assert arabic("No campaigns yet.") in page.text
+    assert 'href="/campaigns/new"' in page.text
+
+
+def test_search_ignores_arabic_letter_variants_and_status_filters(client, org, admin, sandbox):
+    """Typing swaps the rows in: «احمد» finds «أحمد»; the status filter narrows the list."""
+    ahmad = text_campaign(org, sandbox, name="تخفيضات أحمد")
+    other = text_campaign(org, sandbox, name="Other")
+    rows = client.get("/campaigns/", query_string={"q": "احمد"}, headers=HTMX)
+    assert "<html" not in rows.text
+    assert row_ids(rows.text) == [ident(ahmad)]
+    rows = client.get("/campaigns/", query_string={"status": "running"}, headers=HTMX)
+    assert row_ids(rows.text) == []
+    assert arabic("No campaign matches these filters.") in rows.text
+    assert row_ids(client.get("/campaigns/").text) == [ident(other), ident(ahmad)]
+
+
+def test_the_list_pages_with_a_constant_number_of_queries(client, org, admin, sandbox):
+    """25 campaigns a page, with their numbers and progress, in the same queries as 1."""
+    for n in range(30):
+        text_campaign(org, sandbox, name=f"Campaign {n}")
+    client.get("/campaigns/")  # warm: the session, the organization
+    with queries() as many:
+        page = client.get("/campaigns/", headers=HTMX)
+    assert len(row_ids(page.text)) == 25
+    after = re.search(r"after=(\d+)", page.text).group(1)
+    rest = client.get(f"/campaigns/?after={after}", headers=HTMX)
+    assert len(row_ids(rest.text)) == 5
+    assert len(many) <= 8, many
+
+
+@pytest.mark.parametrize("role", ["agent", "member"])
+def test_agents_and_members_see_nothing_of_campaigns(client, org, sandbox, role):
+    """No sidebar entry, 403 on every page, no consent card on the customer page."""
+    campaign = text_campaign(org, sandbox)
+    customer = make_customer(org, name="سارة", phone="0501234567")
+    login(client, make_user(org, role))
+    assert client.get("/campaigns/").status_code == 403
+    assert client.get(f"/campaigns/{ident(campaign)}").status_code == 403
+    assert client.post(f"/campaigns/{ident(campaign)}/start").status_code == 403
+    dashboard = client.get("/")
+    assert 'href="/campaigns/"' not in dashboard.text
+    page = client.get(f"/customers/{ident(customer)}")
+    assert page.status_code == 200
+    assert 'id="consent"' not in page.text
+
+
+def test_a_manager_runs_campaigns_but_not_the_admins_settings(client, org, sandbox):
+    login(client, make_user(org, "manager"))
+    assert client.get("/campaigns/").status_code == 200
+    assert client.get("/campaigns/new").status_code == 200
+    assert client.get("/campaigns/settings").status_code == 403
+    assert client.get("/campaigns/consent.csv").status_code == 403
+
+
+# -- a draft, step by step --------------------------------------------------------------------
+
+def test_a_draft_is_built_step_by_step_previewed_and_started(app, client, org, admin, sandbox,
+                                                              clock):
+    """Name and number, then a tag audience, a text with variables, a preview for a chosen
+    customer as a bubble, and the start: the campaign runs and the page shows its results."""
+    sara = make_customer(org, name="سارة العتيبي", phone="0501234567", tags=["vip"],
+                         company="مخبز النور")
+    make_customer(org, name="Omar Said", phone="0501234568", tags=["vip"])
+    make_customer(org, name="Not tagged", phone="0501234569")
+
+    created = client.post("/campaigns/new", data={"name": "عرض الجمعة",
+                                                  "profile_id": ident(sandbox)})
+    assert created.status_code == 303
+    campaign_id = int(re.search(r"/campaigns/(\d+)/edit", created.location).group(1))
+    edit = client.get(f"/campaigns/{campaign_id}/edit")
+    assert edit.status_code == 200
+    version = re.search(r'name="version" value="(\d+)"', edit.text).group(1)
+
+    saved = client.post(f"/campaigns/{campaign_id}/edit", data={
+        "step": "audience", "version": version, "audience_kind": "tag", "tag": "vip"})
+    assert saved.status_code == 303
+    assert saved.location.endswith("#message")
+    version = str(int(version) + 1)
+    saved = client.post(f"/campaigns/{campaign_id}/edit", data={
+        "step": "message", "version": version,
+        "text": "مرحبا {first_name} من *{company}*"})
+    assert saved.status_code == 303
+
+    page = client.get(f"/campaigns/{campaign_id}/edit")
+    assert "2 " in page.text
+    assert arabic("A tag") in page.text
+    preview = client.get(f"/campaigns/{campaign_id}/preview",
+                         query_string={"customer_id": ident(sara)}, headers=HTMX)
+    assert preview.status_code == 200
+    assert 'class="bubble bubble-in preview-bubble"' in preview.text
+    assert "مرحبا سارة من <strong>مخبز النور</strong>" in preview.text
+
+    started = client.post(f"/campaigns/{campaign_id}/start")
+    assert started.status_code == 303
+    assert started.location.endswith(f"/campaigns/{campaign_id}")
+    assert fresh(org, db.session.get(Campaign, campaign_id)).status == "running"
+    sent_by_sandbox(app, clock)
+
+    results = client.get(f"/campaigns/{campaign_id}")
+    assert results.status_code == 200
+    assert in_arabic("campaign status", "Completed") in results.text
+    assert '<progress max="2" value="2"' in results.text
+    assert len(recipient_ids(results.text)) == 2
+    assert "campaign.started" in audit_actions(org)
+
+
+def test_a_mistake_in_a_step_is_shown_beside_its_field_and_changes_nothing(client, org, admin,
+                                                                          sandbox):
+    campaign = text_campaign(org, sandbox)
+    answer = client.post(f"/campaigns/{ident(campaign)}/edit", data={
+        "step": "message", "text": "مرحبا {nom}"})
+    assert answer.status_code == 422
+    assert 'aria-invalid="true" aria-describedby="error-message"' in answer.text
+    assert "{nom}" in answer.text
+    assert fresh(org, campaign).message == {"text": "مرحبا {first_name}"}
+
+
+def test_starting_an_unfinished_draft_says_what_is_missing(client, org, admin, sandbox):
+    campaign = make_campaign(org, sandbox)
+    answer = client.post(f"/campaigns/{ident(campaign)}/start")
+    assert answer.status_code == 422
+    assert arabic("Finish the steps marked below before starting.") in answer.text
+    assert arabic("Choose a segment, a tag or customers.") in answer.text
+    assert fresh(org, campaign).status == "draft"
+
+
+def test_a_segment_or_hand_picked_customers_make_the_audience(client, org, admin, sandbox):
+    """The segment select lists the organization's segments; the customer search ticks
+    customers in, found by any spelling of their name."""
+    segment = make_segment(org, name="كبار العملاء", tag="vip")
+    ahmad = make_customer(org, name="أحمد", phone="0501234567")
+    campaign = make_campaign(org, sandbox)
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert "كبار العملاء" in page.text
+    found = client.get(f"/campaigns/{ident(campaign)}/customers", query_string={"q": "احمد"},
+                       headers=HTMX)
+    assert f'name="customer_ids" value="{ident(ahmad)}"' in found.text
+    client.post(f"/campaigns/{ident(campaign)}/edit", data={
+        "step": "audience", "audience_kind": "customer_ids",
+        "customer_ids": [str(ident(ahmad))]})
+    assert fresh(org, campaign).audience == {"customer_ids": [ident(ahmad)]}
+    client.post(f"/campaigns/{ident(campaign)}/edit", data={
+        "step": "audience", "audience_kind": "segment_id", "segment_id": str(ident(segment))})
+    assert fresh(org, campaign).audience == {"segment_id": ident(segment)}
+
+
+def test_a_csv_file_of_numbers_is_the_audience(client, org, admin, sandbox):
+    campaign = make_campaign(org, sandbox)
+    data = "phone,name\n0501234567,سارة\n0501234568,عمر\nnot a number,x\n".encode()
+    answer = client.post(f"/campaigns/{ident(campaign)}/audience",
+                         data={"file": (io.BytesIO(data), "numbers.csv")},
+                         content_type="multipart/form-data")
+    assert answer.status_code == 303
+    assert fresh(org, campaign).audience["csv"]["rows"] == 3
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert "numbers.csv" in page.text
+    refused = client.post(f"/campaigns/{ident(campaign)}/audience",
+                          data={"file": (io.BytesIO(b"x"), "numbers.xlsx")},
+                          content_type="multipart/form-data")
+    assert refused.status_code == 422
+    assert arabic("Upload a CSV file (in Excel: Save as, CSV UTF-8).") in refused.text
+
+
+def test_a_cloud_number_picks_a_template_synced_from_whatsapp(client, org, admin, graph):
+    """The sync button reads the templates (fake Graph API); the table shows each one's
+    language, category and status; picking one shows a field per parameter, which takes a
+    variable or fixed text; the preview fills the body in."""
+    number = cloud_number(org)
+    graph.add_template(ACCOUNT_ID, "ramadan_offer", "ar")
+    graph.add_template(ACCOUNT_ID, "old_offer", "en_US", status="REJECTED")
+    customer = make_customer(org, name="سارة العتيبي", phone="0501234567")
+    campaign = make_campaign(org, number, audience={"customer_ids": [ident(customer)]})
+
+    synced = client.post(f"/campaigns/{ident(campaign)}/templates/sync")
+    assert synced.status_code == 303
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert "ramadan_offer" in page.text
+    assert "old_offer" in page.text
+    assert "MARKETING" in page.text
+    assert "REJECTED" in page.text
+    assert "en_US" in page.text
+    options = re.findall(r'<option value="(\d+)" dir="ltr"[^>]*>([^<]+)</option>', page.text)
+    assert [label for _id, label in options] == ["ramadan_offer · ar"]  # approved ones only
+    template_id = options[0][0]
+
+    fields = client.get(f"/campaigns/{ident(campaign)}/template-fields",
+                        query_string={"template_id": template_id}, headers=HTMX)
+    assert fields.text.count('name="parameters"') == 1
+    saved = client.post(f"/campaigns/{ident(campaign)}/edit", data={
+        "step": "message", "template_id": template_id, "parameters": ["{first_name}"]})
+    assert saved.status_code == 303
+    assert fresh(org, campaign).message == {"template": {
+        "name": "ramadan_offer", "language": "ar", "parameters": ["{first_name}"]}}
+    preview = client.get(f"/campaigns/{ident(campaign)}/preview", headers=HTMX)
+    assert "مرحبا سارة" in preview.text
+    assert "ramadan_offer · ar" in preview.text
+
+
+def test_a_started_campaign_is_no_longer_edited(app, client, org, admin, sandbox, clock):
+    customer = make_customer(org, name="سارة", phone="0501234567")
+    campaign = text_campaign(org, sandbox, customers=[customer])
+    start(org, campaign)
+    answer = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert answer.status_code == 303
+    refused = client.post(f"/campaigns/{ident(campaign)}/edit",
+                          data={"step": "details", "name": "Changed"})
+    assert refused.status_code == 303
+    assert fresh(org, campaign).name != "Changed"
+
+
+# -- start, pause, resume, cancel; the results -------------------------------------------------
+
+def test_pause_resume_and_cancel_from_the_page(app, client, org, admin, sandbox, clock):
+    customers = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
+    campaign = text_campaign(org, sandbox, customers=customers, rate_per_minute=1)
+    start(org, campaign)
+    page = client.get(f"/campaigns/{ident(campaign)}")
+    assert f'action="/campaigns/{ident(campaign)}/pause"' in page.text
+    assert "hx-confirm=" in page.text
+    assert client.post(f"/campaigns/{ident(campaign)}/pause").status_code == 303
+    page = client.get(f"/campaigns/{ident(campaign)}")
+    assert fresh(org, campaign).status == "paused"
+    assert arabic("Paused by a person.") in page.text
+    assert f'action="/campaigns/{ident(campaign)}/resume"' in page.text
+    client.post(f"/campaigns/{ident(campaign)}/resume")
+    assert fresh(org, campaign).status == "running"
+    client.post(f"/campaigns/{ident(campaign)}/cancel")
+    assert fresh(org, campaign).status == "cancelled"
+    again = client.post(f"/campaigns/{ident(campaign)}/cancel", follow_redirects=True)
+    assert arabic("Only a scheduled, running or paused campaign can be cancelled.") in again.text
+
+
+def test_the_engine_pausing_itself_says_why(client, org, admin, sandbox):
+    from crm.campaigns import services
+
+    customer = make_customer(org, name="سارة", phone="0501234567")
+    campaign = text_campaign(org, sandbox, customers=[customer])
+    start(org, campaign)
+    with organization_context(ident(org)):
+        services.pause_by_itself(ident(campaign), "131048", "Spam rate limit hit")
+        db.session.flush()
+    page = client.get(f"/campaigns/{ident(campaign)}")
+    with force_locale("ar"):
+        expected = services.pause_reason_text(fresh(org, campaign))
+    assert expected in page.text
+
+
+def test_results_show_the_funnel_sends_over_time_failures_and_recipients(
+        app, client, org, admin, sandbox, clock):
+    """After a run: the funnel as SVG bars, sends over time as an SVG chart, the skipped
+    grouped by reason, and the recipients list filtered by state, paged."""
+    people = [make_customer(org, name=f"عميل {n}", phone=f"05012345{n:02d}") for n in range(3)]
+    nobody = make_customer(org, name="بلا رقم", phone="")
+    campaign = text_campaign(org, sandbox, customers=[*people, nobody])
+    with organization_context(ident(org)):
+        consent.record("opt_out", "+966501234501", method="manual")
+        db.session.flush()
+    start(org, campaign)
+    sent_by_sandbox(app, clock)
+
+    page = client.get(f"/campaigns/{ident(campaign)}")
+    assert page.status_code == 200
+    assert page.text.count('class="funnel-bar"') == 4
+    assert '<svg class="time-chart"' in page.text
+    assert 'class="bar-sent"' in page.text
+    assert "<script" not in page.text.split("</head>")[1]
+    assert arabic("Opted out of campaigns") in page.text
+    assert arabic("No phone number") in page.text
+    assert len(recipient_ids(page.text)) == 4
+
+    skipped = client.get(f"/campaigns/{ident(campaign)}/recipients",
+                         query_string={"state": "skipped"}, headers=HTMX)
+    assert len(recipient_ids(skipped.text)) == 2
+    assert "<html" not in skipped.text
+    full = client.get(f"/campaigns/{ident(campaign)}/recipients?state=skipped")
+    assert "<html" in full.text
+    assert len(recipient_ids(full.text)) == 2
+
+
+def test_the_recipients_list_pages_in_constant_queries(app, client, org, admin, sandbox,
+                                                      clock):
+    data = "phone\n" + "".join(f"05012{n:05d}\n" for n in range(60))
+    campaign = make_campaign(org, sandbox, message={"text": "hi"})
+    client.post(f"/campaigns/{ident(campaign)}/audience",
+                data={"file": (io.BytesIO(data.encode()), "n.csv")},
+                content_type="multipart/form-data")
+    start(org, campaign)
+    sent_by_sandbox(app, clock)
+    client.get(f"/campaigns/{ident(campaign)}/recipients", headers=HTMX)
+    with queries() as seen:
+        rows = client.get(f"/campaigns/{ident(campaign)}/recipients", headers=HTMX)
+    assert len(recipient_ids(rows.text)) == 50
+    assert len(seen) <= 6, seen
+    after = re.search(r"after=(\d+)", rows.text).group(1)
+    more = client.get(f"/campaigns/{ident(campaign)}/recipients?after={after}", headers=HTMX)
+    assert len(recipient_ids(more.text)) == 10
+
+
+def test_the_recipients_export_defuses_formulas(app, client, org, admin, sandbox, clock):
+    """A CSV row per recipient; a name that Excel would run as a formula gets an apostrophe;
+    the export is audited."""
+    data = "phone,name\n0501234567,=HYPERLINK(\"http://evil\")\n0501234568,عمر\n"
+    campaign = make_campaign(org, sandbox, message={"text": "hi {name}"})
+    client.post(f"/campaigns/{ident(campaign)}/audience",
+                data={"file": (io.BytesIO(data.encode()), "n.csv")},
+                content_type="multipart/form-data")
+    start(org, campaign)
+    sent_by_sandbox(app, clock)
+    answer = client.get(f"/campaigns/{ident(campaign)}/recipients.csv")
+    assert answer.status_code == 200
+    assert answer.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(answer.text.lstrip("\ufeff"))))
+    assert len(rows) == 3
+    assert rows[1][1] == "'=HYPERLINK(\"http://evil\")"
+    assert rows[2][1] == "عمر"
+    assert "campaign.exported" in audit_actions(org)
+
+
+def test_the_pages_hear_progress_and_status_as_fragments_in_every_language(
+        app, org, sandbox, clock, monkeypatch):
+    """Each event carries the spec's data and the progress bar and status badge rendered for
+    Arabic and English pages alike."""
+    seen = []
+    monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append((event, data)))
+    customer = make_customer(org, name="سارة", phone="0501234567")
+    campaign = text_campaign(org, sandbox, customers=[customer])
+    start(org, campaign)
+    sent_by_sandbox(app, clock)
+    [completed] = [data for event, data in seen if event == "campaignCompleted"]
+    targets = {swap["target"]: swap["html"] for swap in completed["swaps"]}
+    cid = ident(campaign)
+    assert set(targets) == {f'html[lang="{lang}"] #campaign-{cid}-{part}'
+                            for lang in ("ar", "en") for part in ("status", "progress")}
+    completed_ar = in_arabic("campaign status", "Completed")
+    assert completed_ar in targets[f'html[lang="ar"] #campaign-{cid}-status']
+    assert ">Completed<" in targets[f'html[lang="en"] #campaign-{cid}-status']
+    assert 'value="1"' in targets[f'html[lang="ar"] #campaign-{cid}-progress']
+    progress = [data for event, data in seen if event == "campaignProgress"]
+    assert progress
+    assert {"campaignId", "current", "total", "swaps"} == set(progress[0])
+
+
+# -- consent ----------------------------------------------------------------------------------
+
+def test_the_customer_page_shows_consent_and_its_history(client, org, admin):
+    """After «إيقاف» the customer page says they are opted out, with the words and when; an
+    admin may record that they opted back in."""
+    customer = make_customer(org, name="سارة", phone="0501234567")
+    page = client.get(f"/customers/{ident(customer)}")
+    assert arabic("Receives campaigns") in page.text
+    customer_says(client, org, cloud_number(org), "+966501234567", "إيقاف")
+    page = client.get(f"/customers/{ident(customer)}")
+    assert ('<span class="badge off consent-state">'
+            + in_arabic("consent", "Opted out")) in page.text
+    assert "«<bdi>إيقاف</bdi>»" in page.text
+    assert in_arabic("consent", "Wrote a keyword") in page.text
+    back = client.post(f"/campaigns/consent/{ident(customer)}", data={"action": "opt_in"})
+    assert back.status_code == 303
+    page = client.get(f"/customers/{ident(customer)}")
+    assert '<span class="badge on consent-state">' + arabic("Receives campaigns") in page.text
+    assert in_arabic("consent", "Recorded by hand") in page.text
+
+
+def test_admins_export_the_consent_ledger_with_formulas_defused(client, org, other_org, admin):
+    with organization_context(ident(org)):
+        consent.record("opt_out", "+966501234567", method="keyword", text="=cmd|' /C calc'!A0")
+        db.session.flush()
+    with organization_context(ident(other_org)):
+        consent.record("opt_out", "+966509999999", method="keyword", text="STOP")
+        db.session.flush()
+    answer = client.get("/campaigns/consent.csv")
+    assert answer.status_code == 200
+    rows = list(csv.reader(io.StringIO(answer.text.lstrip("\ufeff"))))
+    assert len(rows) == 2
+    assert rows[1][1] == "'+966501234567"
+    assert rows[1][5] == "'=cmd|' /C calc'!A0"
+    assert rows[1][3] == in_arabic("consent", "Opted out")
+    assert "consent.exported" in audit_actions(org)
+
+
+def test_admins_edit_the_consent_words_and_the_numbers_pace(client, org, admin, sandbox):
+    web = make_profile(org, "web", display_name="الجوال")
+    cloud = cloud_number(org)
+    page = client.get("/campaigns/settings")
+    assert page.status_code == 200
+    assert "إيقاف" in page.text
+    assert "STOP" in page.text
+    saved = client.post("/campaigns/settings/keywords",
+                        data={"opt_out": "قف\nSTOP", "opt_in": "ابدأ"})
+    assert saved.status_code == 303
+    with organization_context(ident(org)):
+        assert consent.match_keyword("قف") == "opt_out"
+        assert consent.match_keyword("إيقاف") is None
+    both = client.post("/campaigns/settings/keywords", data={"opt_out": "قف", "opt_in": "قف"})
+    assert both.status_code == 422
+    assert arabic("A word cannot both stop and restart messages.") in both.text
+
+    assert client.post(f"/campaigns/settings/numbers/{ident(web)}", data={
+        "web_delay_min": "10", "web_delay_max": "30", "web_daily_cap": "150"}).status_code == 303
+    assert client.post(f"/campaigns/settings/numbers/{ident(cloud)}", data={
+        "throughput_per_second": "40", "messaging_limit": "2000"}).status_code == 303
+    bad = client.post(f"/campaigns/settings/numbers/{ident(web)}", data={
+        "web_delay_min": "30", "web_delay_max": "10", "web_daily_cap": "150"})
+    assert bad.status_code == 422
+    with organization_context(ident(org)):
+        rows = {row.profile_id: row for row in db.session.scalars(select(NumberSettings))}
+    assert (rows[ident(web)].web_delay_min_seconds, rows[ident(web)].web_delay_max_seconds,
+            rows[ident(web)].web_daily_cap) == (10, 30, 150)
+    assert (rows[ident(cloud)].throughput_per_second, rows[ident(cloud)].messaging_limit) == (
+        40, 2000)
