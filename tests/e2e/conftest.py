@@ -67,6 +67,7 @@ class Browsing:
         self.contexts: list[BrowserContext] = []
         self.console_errors: list[str] = []
         self.dialogs: list[str] = []
+        self.confirmed: list[str] = []
 
     def new_page(self, locale: str = "ar-SA", account: Account | None = None) -> Page:
         """A page in a fresh context: another person, logged in as `account` if given.
@@ -91,6 +92,18 @@ class Browsing:
         page.on("pageerror", lambda error: self.console_errors.append(f"pageerror: {error}"))
         page.on("dialog", self._dialog)
         return page
+
+    def confirm_next(self, page: Page) -> None:
+        """Accept the next confirm() of `page` (a button that asks first), recorded in
+        `confirmed`; later dialogs are dismissed again."""
+        page.remove_listener("dialog", self._dialog)
+
+        def accept(dialog) -> None:
+            self.confirmed.append(dialog.message)
+            dialog.accept()
+            page.on("dialog", self._dialog)
+
+        page.once("dialog", accept)
 
     def csp_violations(self) -> list[str]:
         return [text for text in self.console_errors if "Content Security Policy" in text]
