@@ -264,6 +264,7 @@ def _csv_rows(campaign_id: int, path: Path, spec: Mapping[str, Any]
         next(rows, None)
     batch: list[dict[str, Any]] = []
     for row in rows:
+        row = [cell.replace("\x00", "") for cell in row]  # PostgreSQL cannot store a NUL
         raw = row[spec["phone_column"]].strip() if len(row) > spec["phone_column"] else ""
         name_column = spec.get("name_column")
         name = (" ".join(row[name_column].split())[:160]

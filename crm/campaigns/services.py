@@ -65,6 +65,7 @@ from crm.models import utcnow
 from crm.pagination import keyset_page
 from crm.search import fold_text
 from crm.tenancy import current_organization_id, get_in_organization
+from crm.text import has_control_characters
 from crm.transaction import on_commit
 from crm.validation import collect
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
@@ -269,6 +270,8 @@ def _check_template(raw: object, profile: WhatsAppProfile, custom_keys: set[str]
         raise ValidationError({"template": _("This template takes %(n)d parameters.",
                                              n=wanted)})
     for parameter in parameters:
+        if has_control_characters(parameter):  # a NUL, which JSONB cannot store, among them
+            raise ValidationError({"template": _("Remove the control characters.")})
         check_variables(parameter, "template", custom_keys)
     return {"name": name, "language": language, "parameters": list(parameters)}
 

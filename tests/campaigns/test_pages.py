@@ -25,6 +25,8 @@ from tests.campaigns.factories import (
     drive,
     fresh,
     make_campaign,
+    make_template,
+    recipients,
     start,
 )
 from tests.customers.factories import make_customer, make_segment
@@ -506,3 +508,29 @@ def test_admins_edit_the_consent_words_and_the_numbers_pace(client, org, admin, 
             rows[ident(web)].web_daily_cap) == (10, 30, 150)
     assert (rows[ident(cloud)].throughput_per_second, rows[ident(cloud)].messaging_limit) == (
         40, 2000)
+
+
+def test_a_nul_in_a_template_parameter_is_422_and_changes_nothing(client, org, admin):
+    """PostgreSQL cannot store a NUL in JSON: the parameter is refused beside its field."""
+    number = cloud_number(org)
+    template = make_template(org, number, body="مرحبا {{1}}")
+    campaign = make_campaign(org, number)
+    answer = client.post(f"/campaigns/{ident(campaign)}/edit", data={
+        "step": "message", "template_id": str(ident(template)), "parameters": ["a\x00b"]})
+    assert answer.status_code == 422
+    assert 'id="error-template"' in answer.text
+    assert fresh(org, campaign).message == {}
+
+
+def test_a_nul_in_an_uploaded_file_does_not_stop_the_campaign(app, client, org, admin, sandbox,
+                                                             clock):
+    """A CSV cell holding a NUL (which PostgreSQL cannot store) is read without it."""
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    data = "phone,name\n0501234567,سا\x00رة\n05012\x0034568,عمر\n".encode()
+    client.post(f"/campaigns/{ident(campaign)}/audience",
+                data={"file": (io.BytesIO(data), "n.csv")}, content_type="multipart/form-data")
+    start(org, campaign)
+    sent_by_sandbox(app, clock)
+    assert [(r.variables["name"], r.phone) for r in recipients(org, campaign)] == [
+        ("سارة", "+966501234567"), ("عمر", "+966501234568")]
+    assert fresh(org, campaign).status == "completed"
