@@ -177,11 +177,16 @@ def test_a_campaign_goes_out_live_and_an_opt_out_is_skipped_next_time(browsing, 
     expect(page.locator("#consent .consent-state")).to_have_text(
         translated_p(live_server, "consent", "Opted out"))
 
-    # The campaign page fits a phone without scrolling sideways.
-    page.goto(f"/campaigns/{campaign_id}")
+    # The list, a draft's steps and the results fit a phone without scrolling sideways.
+    with live_server.transaction(org_id):
+        draft_id = services.create_campaign(db.session.get(User, account.user_id), {
+            "name": "مسودة", "profile_id": profile_id}).id
     page.set_viewport_size(PHONE)
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    screenshot(page, "campaign-results-phone-ar")
+    for path, name in (("/campaigns/", "list"), (f"/campaigns/{draft_id}/edit", "draft"),
+                       (f"/campaigns/{campaign_id}", "results")):
+        page.goto(path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+        screenshot(page, f"campaign-{name}-phone-ar")
     assert browsing.confirmed  # the start asked first
     assert browsing.csp_violations() == []
     assert browsing.dialogs == []
