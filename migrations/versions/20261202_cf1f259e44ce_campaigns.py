@@ -7,7 +7,7 @@ pairs only, which campaigns should be running or starting, which recipients a de
 `sending` past their lease, and which cloud numbers' templates are due for their daily sync.
 
 Revision ID: cf1f259e44ce
-Revises: 7e3b9c41d2a5
+Revises: c41e7a9d2b58
 Create Date: 2026-12-02 15:00:00
 """
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 from crm.schema import allow_owner_lookups, grant_function, protect_tenant_tables
 
 revision = "cf1f259e44ce"
-down_revision = "7e3b9c41d2a5"
+down_revision = "c41e7a9d2b58"
 branch_labels = None
 depends_on = None
 
