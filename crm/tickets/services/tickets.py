@@ -23,8 +23,6 @@ publishes what happened; none commits. Decisions the design left open, made here
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
@@ -47,7 +45,7 @@ from crm.foundation.services import audit, enabled_modules
 from crm.foundation.teams import manager_ids
 from crm.jobs import REDIS_DOWN
 from crm.models import utcnow
-from crm.pagination import keyset_page
+from crm.pagination import decode_cursor, encode_cursor, keyset_page
 from crm.permissions import MATRIX, role_allows, sees_only_assigned
 from crm.search import fold_text, like_pattern
 from crm.tenancy import current_organization_id, get_in_organization
@@ -641,17 +639,17 @@ def list_tickets(user: User, filters: TicketFilters, after: str | None = None, l
     if filters.search.strip():
         query = query.where(Ticket.id.in_(_search_ids(filters.search.strip())))
     if filters.view == "breaching":
-        key = _decode(after, datetime)
+        key = decode_cursor(after, "due", (datetime, int))
         if key:
             query = query.where(tuple_(Ticket.sla_due_at, Ticket.id) > tuple_(*key))
         rows, last = keyset_page(query.order_by(Ticket.sla_due_at, Ticket.id), limit,
                                  lambda t: (t.sla_due_at, t.id))
-    else:
-        key = _decode(after, None)
-        if key:
-            query = query.where(Ticket.id < key[0])
-        rows, last = keyset_page(query.order_by(Ticket.id.desc()), limit, lambda t: (t.id,))
-    return rows, _encode(last)
+        return rows, encode_cursor("due", last)
+    key = decode_cursor(after, "id", (int,))
+    if key:
+        query = query.where(Ticket.id < key[0])
+    rows, last = keyset_page(query.order_by(Ticket.id.desc()), limit, lambda t: (t.id,))
+    return rows, encode_cursor("id", last)
 
 
 def _view(query, filters: TicketFilters, user: User):
@@ -677,32 +675,6 @@ def _search_ids(term: str):
     digits = folded.lstrip("#").strip()
     number = int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 10 else None
     return select(func.wasl_matching_tickets(like_pattern(folded), number).column_valued())
-
-
-def _encode(key: tuple | None) -> str | None:
-    if key is None:
-        return None
-    text = "|".join(part.isoformat() if isinstance(part, datetime) else str(part)
-                    for part in key)
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode(raw: str | None, moment: type | None) -> tuple | None:
-    """A cursor made by _encode: (id,), or (moment, id) when `moment` is given."""
-    if not raw:
-        return None
-    try:
-        parts = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().split("|")
-        if moment is None:
-            (id_,) = parts
-            return (int(id_),)
-        stamp, id_ = parts
-        parsed = datetime.fromisoformat(stamp)
-        if parsed.tzinfo is None:
-            raise ValueError(stamp)
-        return parsed, int(id_)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationError({"cursor": _("This cursor is not valid.")}) from None
 
 
 # -- what comes from elsewhere ----------------------------------------------------------------
