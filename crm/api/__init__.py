@@ -20,4 +20,5 @@ from crm.api import openapi  # noqa: E402, F401
 from crm.billing import api as billing_api  # noqa: E402, F401
 from crm.customers import api as customers_api  # noqa: E402, F401
 from crm.foundation import api as foundation_api  # noqa: E402, F401
+from crm.tickets import api as tickets_api  # noqa: E402, F401
 from crm.whatsapp import api as whatsapp_api  # noqa: E402, F401
