@@ -108,6 +108,20 @@ def _whatsapp_targets(org, other_org) -> dict[str, list[int]]:
             "message_id": [m.id for m in messages] + [foreign.id, 2**63 - 1]}
 
 
+def _ticket_targets(org, other_org) -> dict[str, list[int]]:
+    """Tickets open and closed, holidays; and another organization's of each."""
+    from crm.tenancy import organization_context as acting
+    from crm.tickets import services
+    from tests.tickets.factories import make_holiday, make_ticket
+
+    tickets = [make_ticket(org), make_ticket(org, priority="urgent"), make_ticket(org)]
+    with acting(org.id):
+        services.update_ticket(org.admin, tickets[2], {"status": "closed"})
+    holidays = [make_holiday(org, "2027-01-07"), make_holiday(org, "2027-01-08")]
+    return {"ticket_id": [t.id for t in tickets] + [make_ticket(other_org).id, 2**63 - 1],
+            "holiday_id": [h.id for h in holidays] + [make_holiday(other_org).id, 2**63 - 1]}
+
+
 @pytest.fixture
 def admin(app, org, other_org, monkeypatch) -> Iterator[tuple[int, int]]:
     """(organization id, user id) of the admin whose tokens the run uses; targets for ids."""
@@ -119,6 +133,7 @@ def admin(app, org, other_org, monkeypatch) -> Iterator[tuple[int, int]]:
     colleagues = [make_user(org, role) for role in ROLES]
     _TARGETS["user_id"] = [user.id for user in colleagues] + [other_org.admin.id, 2**63 - 1]
     _TARGETS.update(_whatsapp_targets(org, other_org))
+    _TARGETS.update(_ticket_targets(org, other_org))
     yield org.id, org.admin.id
     _TARGETS.clear()
 

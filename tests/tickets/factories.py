@@ -16,7 +16,7 @@ from crm.foundation.models import Organization, Team, User
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.tickets import services, sla
-from crm.tickets.models import Ticket, TicketAttachment
+from crm.tickets.models import Holiday, Ticket, TicketAttachment
 from tests.foundation import ident
 
 _sequence = itertools.count(1)
@@ -103,7 +103,9 @@ def make_escalation_rule(org: Organization, **data):
     return rule
 
 
-def make_holiday(org: Organization, day: date | None = None, name: str = "Company day"):
+def make_holiday(org: Organization, day: date | None = None, name: str = "Company day"
+                 ) -> Holiday:
+    """A day off of the organization's own (its defaults made too), on a day of its own."""
     with organization_context(ident(org)):
         holiday = services.add_holiday(org.admin, {
             "day": (day or date(2030, 1, 1 + next(_sequence) % 28)).isoformat(), "name": name})
