@@ -233,3 +233,25 @@ def test_a_closed_ticket_has_no_deadline(status):
     ticket.status = status
     sla.refresh(ticket, ctx, THURSDAY_4PM)
     assert (ticket.next_deadline_at, ticket.sla_status, ticket.sla_due_at) == (None, None, None)
+
+
+def test_a_european_ticket_paused_across_the_daylight_saving_change():
+    """Berlin, Monday to Friday, German holidays: opened Thursday 25 March 2027 16:00 CET,
+    pending from 16:30 until Tuesday 30 March 10:00 CEST — across Good Friday, the weekend
+    of the change and Easter Monday — pauses 1.5 business hours: half an hour on Thursday and
+    the hour on Tuesday (the short Sunday night counts for nothing). Every due moment moves
+    by that much, in the new offset."""
+    berlin = ZoneInfo("Europe/Berlin")
+    ctx = sla.SlaContext(Calendar(berlin, default_hours(country_weekend("DE")),
+                                  frozenset(country_holidays("DE", [2027], "en"))),
+                         {}, (), timedelta(days=4))
+    ticket = opened(ctx, datetime(2027, 3, 25, 16, tzinfo=berlin))
+    assert ticket.first_response_due_at == datetime(2027, 3, 30, 12, tzinfo=berlin)
+    ticket.status = "pending"
+    sla.pause(ticket, ctx, datetime(2027, 3, 25, 16, 30, tzinfo=berlin))
+    ticket.status = "open"
+    sla.resume(ticket, ctx, datetime(2027, 3, 30, 10, tzinfo=berlin))
+    assert ticket.sla_paused_seconds == 90 * 60
+    assert ticket.first_response_due_at == datetime(2027, 3, 30, 13, 30, tzinfo=berlin)
+    assert ticket.resolution_due_at == datetime(2027, 4, 1, 9, 30, tzinfo=berlin)
+    assert ticket.first_response_due_at.utcoffset() == timedelta(hours=2)  # CEST by then
