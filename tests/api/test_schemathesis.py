@@ -19,6 +19,7 @@ negative-data check does not count a 429 as a rejection (test_rate_limits.py tes
 
 import dataclasses
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 import schemathesis
@@ -117,7 +118,7 @@ def _ticket_targets(org, other_org) -> dict[str, list[int]]:
     tickets = [make_ticket(org), make_ticket(org, priority="urgent"), make_ticket(org)]
     with acting(org.id):
         services.update_ticket(org.admin, tickets[2], {"status": "closed"})
-    holidays = [make_holiday(org, "2027-01-07"), make_holiday(org, "2027-01-08")]
+    holidays = [make_holiday(org, date(2027, 1, 7)), make_holiday(org, date(2027, 1, 8))]
     return {"ticket_id": [t.id for t in tickets] + [make_ticket(other_org).id, 2**63 - 1],
             "holiday_id": [h.id for h in holidays] + [make_holiday(other_org).id, 2**63 - 1]}
 
