@@ -50,14 +50,21 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     from crm.billing.views import blueprint as billing_blueprint
     from crm.billing.webhooks import blueprint as billing_webhooks_blueprint
     from crm.campaigns.views import blueprint as campaigns_blueprint
-    from crm.customers import settings_views  # noqa: F401 - routes of the customers blueprint
+    from crm.customers import (  # noqa: F401 - routes of the customers blueprint
+        conversation_views,
+        settings_views,
+    )
     from crm.customers.views import blueprint as customers_blueprint
     from crm.foundation import notification_views  # noqa: F401 - foundation's routes too
     from crm.foundation.views import blueprint as foundation_blueprint
     from crm.tickets import live as tickets_live  # noqa: F401 - its live events
     from crm.tickets import settings_views as tickets_settings  # noqa: F401 - its routes too
     from crm.tickets.views import blueprint as tickets_blueprint
-    from crm.whatsapp import numbers_views, sandbox_views  # noqa: F401 - whatsapp's routes too
+    from crm.whatsapp import (  # noqa: F401 - whatsapp's routes too
+        inbox_views,
+        numbers_views,
+        sandbox_views,
+    )
     from crm.whatsapp.views import blueprint as whatsapp_blueprint
     from crm.whatsapp.webhooks import blueprint as whatsapp_webhooks_blueprint
 

@@ -104,10 +104,22 @@ def _join_rooms() -> bool:
     return True
 
 
+# Modules that keep something per socket (the inbox: which conversation it shows) forget it
+# when the socket closes.
+_leave_hooks: list[Callable[[str], None]] = []
+
+
+def on_leave(forget: Callable[[str], None]) -> None:
+    """Call `forget(sid)` whenever a socket closes."""
+    _leave_hooks.append(forget)
+
+
 @socketio.on("disconnect")
 def _disconnect(*_reason) -> None:
     try:
         leave(request.sid)
+        for forget in _leave_hooks:
+            forget(request.sid)
     except outages.ERRORS as exc:
         # Redis is down: the socket's entries expire by themselves (PRESENCE_TTL).
         outages.outage_of(exc, "closing a socket")

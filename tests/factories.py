@@ -39,11 +39,12 @@ def make_org(name: str | None = None, language: str = "ar") -> Organization:
 
 
 def make_user(org: Organization, role: str = "agent", email: str | None = None,
-              language: str | None = None) -> User:
+              language: str | None = None, full_name: str | None = None) -> User:
     n = next(_sequence)
     with organization_context(org.id):
         user = User(organization_id=org.id, email=email or f"user{n}@org{org.id}.example",
-                    full_name=f"User {n}", password_hash=services.hash_password(PASSWORD),
+                    full_name=full_name or f"User {n}",
+                    password_hash=services.hash_password(PASSWORD),
                     role=role, preferred_language=language)
         db.session.add(user)
         db.session.flush()

@@ -7,6 +7,8 @@ customer_import.progress (see services.py and jobs.py).
   number, with the name of its WhatsApp profile, source whatsapp) and the conversation is linked
   to them; each message is an activity, logged once however often the event is delivered, and
   counts as contact.
+- conversation.started (WhatsApp: someone opened a chat): the conversation is linked to the
+  customer with its number, if there is one.
 - ticket.opened / ticket.closed (ticketing): an activity; an opened ticket scores.
 
 Reactions to WhatsApp messages and the set-up of a new organization run as RQ jobs (they log,
@@ -109,6 +111,17 @@ def _log_message(customer: Customer, payload: dict, type_: str) -> None:
         return  # a redelivered event: logged the first time
     services.touch_contact(customer, activity.created_at)
     scoring.recompute_score(customer)
+
+
+@subscribe("conversation.started")
+def whatsapp_conversation_started(payload: dict) -> None:
+    """Someone opened a chat with a number: link it to the customer who has that number,
+    at once (in-process), so the inbox shows who they talk to from the first moment."""
+    if not _crm_on() or payload.get("customer_id"):
+        return
+    customer = services.customer_by_phone(payload.get("contact_phone"))
+    if customer is not None:
+        link_customer(payload["conversation_id"], customer.id)
 
 
 @subscribe("ticket.opened")

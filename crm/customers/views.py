@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -25,12 +26,19 @@ from flask import (
     send_file,
     url_for,
 )
-from flask_babel import format_decimal, lazy_gettext
+from flask_babel import format_date, format_decimal, lazy_gettext
 from flask_babel import gettext as _
 
 from crm import navigation
 from crm.customers import imports, live, services
-from crm.customers.models import ACTIVITY_TYPES, SOURCES, Customer, SalesStage
+from crm.customers.models import (
+    ACTIVITY_TYPES,
+    MESSAGE_ACTIVITY_TYPES,
+    SOURCES,
+    Customer,
+    CustomerActivity,
+    SalesStage,
+)
 from crm.customers.services import scoring
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import services as foundation
@@ -264,11 +272,22 @@ def _customer_page(customer: Customer, status: int = 200, **context) -> tuple[st
     return render_template(
         "customers/show.html", customer=customer, **_timeline_page(customer, before),
         conversation_url=url_for("whatsapp.conversation", conversation_id=conversation_id)
-        if conversation_id else None, score_lines=scoring.explain_score(customer),
+        if conversation_id else None, whatsapp_numbers=_whatsapp_numbers(),
+        score_lines=scoring.explain_score(customer),
         definitions=services.list_field_definitions(), owner_choices=_owner_choices(),
         activity_types=ACTIVITY_TYPES,
         panels=[(panel, panel.data(customer)) for panel in _customer_panels
                 if can(panel.area, panel.level)], **context), status
+
+
+def _whatsapp_numbers() -> list:
+    """The numbers a chat with the customer may start from: none unless the reader answers
+    WhatsApp (the WhatsApp module on)."""
+    if not can("whatsapp", "write"):
+        return []
+    from crm.whatsapp.profiles import list_profiles
+
+    return list_profiles()
 
 
 @blueprint.get("/<int:customer_id>")
@@ -370,10 +389,55 @@ def timeline(customer_id: int):
 
 
 def _timeline_page(customer: Customer, before: int | None) -> dict[str, Any]:
-    """A page of the timeline, with the messages whose text the reader may see."""
+    """A page of the timeline, with the messages whose text the reader may see; a
+    conversation's WhatsApp messages of one day are one entry, opened on demand."""
     activities, next_cursor = services.list_activities(customer, before, TIMELINE_PAGE)
-    return {"activities": activities, "next_cursor": next_cursor, "before": before,
+    return {"activities": activities, "entries": group_messages(activities),
+            "next_cursor": next_cursor, "before": before,
             "readable_messages": services.readable_messages(activities, me())}
+
+
+@dataclass(frozen=True)
+class MessageGroup:
+    """Consecutive WhatsApp messages of one conversation on one day of the organization."""
+
+    day: date
+    activities: list[CustomerActivity]
+
+    @property
+    def day_label(self) -> str:
+        return format_date(self.day, "medium")
+
+
+def group_messages(activities: list[CustomerActivity]) -> list[CustomerActivity | MessageGroup]:
+    """The timeline's entries: runs of two or more WhatsApp messages of the same conversation
+    and day become one group; everything else stays as it is. A run cut by the page's end
+    continues as another group on the next page."""
+    zone = services.organization_timezone()
+    entries: list[CustomerActivity | MessageGroup] = []
+    run: list[CustomerActivity] = []
+
+    def key(activity: CustomerActivity) -> tuple | None:
+        if activity.type not in MESSAGE_ACTIVITY_TYPES:
+            return None
+        return (activity.data.get("conversation_id"), activity.created_at.astimezone(zone).date())
+
+    def close_run() -> None:
+        if len(run) > 1:
+            entries.append(MessageGroup(key(run[0])[1], list(run)))
+        else:
+            entries.extend(run)
+        run.clear()
+
+    for activity in activities:
+        if run and key(activity) != key(run[0]):
+            close_run()
+        if key(activity) is None:
+            entries.append(activity)
+        else:
+            run.append(activity)
+    close_run()
+    return entries
 
 
 @blueprint.post("/<int:customer_id>/activities")

@@ -36,11 +36,11 @@ from crm.extensions import db, socketio
 from crm.foundation.models import User
 from crm.i18n import LANGUAGES, current_language
 from crm.models import utcnow
-from crm.permissions import MATRIX, can, role_allows
+from crm.permissions import MATRIX, can, module_enabled, role_allows
 from crm.realtime import add_rooms, occupancy_snapshot, occupied, user_room
 from crm.tenancy import get_in_organization, organization_context, set_current_organization
 from crm.transaction import commit, rollback
-from crm.whatsapp import services
+from crm.whatsapp import inbox, services
 from crm.whatsapp.channels import channel_class
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 
@@ -54,12 +54,23 @@ def watch_room(org_id: int, language: str, level: str) -> str:
     return f"whatsapp:{org_id}:{language}:{level}"
 
 
+def queue_room(org_id: int, language: str) -> str:
+    """Agents who may take from the unassigned queue: they hear its conversations."""
+    return f"whatsapp:{org_id}:{language}:queue"
+
+
 def inbox_rooms(user: User) -> list[str]:
-    """The inbox room a connecting socket joins: none for agents (they hear only what is
-    assigned to them, in their user room) or for roles without access to WhatsApp."""
+    """The inbox room a connecting socket joins: for agents the queue's (they hear what is
+    assigned to them in their user room), none for roles without access to WhatsApp.
+
+    An agent keeps the queue's room until their socket closes even if the organization stops
+    letting agents take from the queue; the queue's events go to it only while it does.
+    """
     level = MATRIX[user.role]["whatsapp"]
-    if _sees_only_assigned(user) or level not in LEVELS:
+    if level not in LEVELS:
         return []
+    if _sees_only_assigned(user):
+        return [queue_room(user.organization_id, current_language())]
     return [watch_room(user.organization_id, current_language(), level)]
 
 
@@ -93,8 +104,14 @@ def _audiences(conversation: Conversation) -> list[Audience]:
     assignee = conversation.assigned_user
     if assignee is not None and _sees_only_assigned(assignee) and assignee.is_active:
         audiences.append(_personal(assignee))
+    if assignee is None and services.agents_take_unassigned():
+        audiences.extend(_queue(org_id))
     listening = occupied(audience.room for audience in audiences)
     return [audience for audience in audiences if audience.room in listening]
+
+
+def _queue(org_id: int) -> list[Audience]:
+    return [Audience(queue_room(org_id, language), language, True) for language in LANGUAGES]
 
 
 def _personal(user: User) -> Audience:
@@ -165,17 +182,37 @@ def fragment_context(conversation: Conversation, writable: bool) -> dict:
     now = utcnow()
     return {"conversation": conversation, "writable": writable,
             "actions_for": lambda message: message_actions(message, caps, writable, now),
-            "contact_sections": CONTACT_SECTIONS}
+            "contact_sections": contact_sections, "notes_of": inbox.list_notes}
 
 
-# Templates other modules add to the contact panel (the CRM's customer card, for one); each is
-# included with the panel's variables (`conversation`, `writable`).
-CONTACT_SECTIONS: list[str] = []
+@dataclass(frozen=True)
+class ContactSection:
+    """A section another module adds to the contact panel (the CRM's customer card; open
+    tickets later), shown while `module` is switched on.
+
+    The panel is rendered once for many readers (live events), so a section that depends on
+    who reads it renders a placeholder that loads its content with the reader's own request
+    (`hx-get`, `hx-trigger="load"`); the template gets the panel's variables
+    (`conversation`, `writable`).
+    """
+
+    template: str
+    module: str
 
 
-def add_contact_section(template: str) -> None:
-    """Show `template` in the inbox's contact panel, below the conversation's details."""
-    CONTACT_SECTIONS.append(template)
+CONTACT_SECTIONS: list[ContactSection] = []
+
+
+def add_contact_section(template: str, module: str) -> None:
+    """Show `template` in the inbox's contact panel, below the conversation's details, while
+    `module` is on."""
+    if all(section.template != template for section in CONTACT_SECTIONS):
+        CONTACT_SECTIONS.append(ContactSection(template, module))
+
+
+def contact_sections() -> list[str]:
+    """The templates of the sections to show now (their modules are on)."""
+    return [section.template for section in CONTACT_SECTIONS if module_enabled(section.module)]
 
 
 def assignable_users() -> list[User]:
@@ -200,6 +237,14 @@ def render_panel(context: dict, assignees: list[User] | None = None) -> str:
     elif assignees is None:
         assignees = assignable_users()
     return render_template("whatsapp/_panel.html", assignees=assignees, errors={}, **context)
+
+
+def panel_swaps(context: dict, assignees: list[User]) -> list[dict]:
+    """The contact panel and the header's resolve button, which show the status."""
+    conversation_id = context["conversation"].id
+    return [swap(f"#conversation-{conversation_id}-panel", render_panel(context, assignees)),
+            swap(f"#conversation-{conversation_id}-resolve",
+                 render_template("whatsapp/_resolve.html", **context))]
 
 
 # -- swaps -----------------------------------------------------------------------------------
@@ -297,7 +342,10 @@ def on_message_received(payload: dict) -> None:
 
     broadcast("newMessage", conversation, build, message_id=message.id,
               markAsRead={"selector": thread(conversation.id),
-                          "conversation_id": conversation.id})
+                          "conversation_id": conversation.id},
+              # For the browser's notification while the page is hidden: text, not markup.
+              notify={"title": conversation.contact_name or conversation.contact_phone or "",
+                      "body": conversation.last_message_preview})
 
 
 @events.subscribe("message.sent")
@@ -369,7 +417,7 @@ def on_conversation_updated(payload: dict) -> None:
 
     def build(context: dict) -> list[dict]:
         return [*row_swaps(conversation, render_row(conversation), moved=False),
-                swap(f"#conversation-{conversation.id}-panel", render_panel(context, assignees))]
+                *panel_swaps(context, assignees)]
 
     broadcast("conversationUpdated", conversation, build)
 
@@ -385,13 +433,33 @@ def on_conversation_assigned(payload: dict) -> None:
 
     def build(context: dict) -> list[dict]:
         return [*row_swaps(conversation, render_row(conversation), moved=True),
-                swap(f"#conversation-{conversation.id}-panel", render_panel(context, assignees))]
+                *panel_swaps(context, assignees)]
 
     broadcast("conversationAssigned", conversation, build,
               assignee_id=conversation.assigned_user_id)
     previous = payload.get("previous_assignee_id")
     if previous and previous != conversation.assigned_user_id:
         _withdraw(conversation, previous)
+    if previous is None and conversation.assigned_user_id is not None:
+        _leave_queue(conversation)
+
+
+def _leave_queue(conversation: Conversation) -> None:
+    """Someone took a conversation from the queue: it leaves the agents' unassigned lists,
+    and the page of every other agent who had it open."""
+    rooms = occupied(audience.room for audience in _queue(conversation.organization_id))
+    for room in rooms:
+        language = room.split(":")[2]
+        with rendering_for(language):
+            notice = render_template("whatsapp/_withdrawn.html",
+                                     conversation_id=conversation.id)
+        socketio.emit("conversationAssigned", {
+            "conversation_id": conversation.id,
+            "swaps": [swap(f'#conversation-rows[data-scope="unassigned"] > '
+                           f"#conversation-row-{conversation.id}", "", "delete"),
+                      swap(f"#conversation-{conversation.id}"
+                           f':not([data-viewer="{conversation.assigned_user_id}"])', notice)]},
+            to=room)
 
 
 def _withdraw(conversation: Conversation, user_id: int) -> None:

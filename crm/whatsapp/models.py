@@ -17,7 +17,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.extensions import db
@@ -75,9 +75,10 @@ class WhatsAppProfile(TenantMixin, db.Model):
     verify_token: Mapped[str] = mapped_column(String(64), nullable=False)
     # Fernet-encrypted JSON: cloud {access_token, app_secret}; web {session} (crm/crypto.py).
     secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
-    # New conversations go to the online agent with the fewest open ones (round-robin).
-    auto_assign: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
-                                              server_default=text("false"))
+    # New conversations go to the online agent with the fewest open ones (round-robin): on
+    # unless the admin says otherwise, so that nobody waits for an assignment.
+    auto_assign: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
+                                              server_default=text("true"))
     last_error: Mapped[str | None] = mapped_column(String(500))  # cloud: Graph's refusal
     connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # cloud
@@ -142,6 +143,9 @@ class Conversation(VersionedMixin, TenantMixin, db.Model):
                                                       server_default="")
     last_inbound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     customer_id: Mapped[int | None] = mapped_column(BigInteger)  # set by the CRM module
+    # The team's own words for it ("VIP", "refund"), never sent to the contact.
+    labels: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, default=list,
+                                              server_default=text("'{}'::text[]"))
     created_at: Mapped[datetime] = created_at_column()
 
     profile: Mapped[WhatsAppProfile] = relationship()
@@ -237,3 +241,76 @@ class WebhookDelivery(TenantMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<WebhookDelivery {self.id} attempts={self.attempts}>"
+
+
+class ConversationNote(TenantMixin, db.Model):
+    """A private note the team leaves in a conversation: shown beside it, never sent."""
+
+    __tablename__ = "conversation_notes"
+    __table_args__ = (
+        Index("ix_conversation_notes_conversation", "organization_id", "conversation_id",
+              text("id DESC")),
+    )
+
+    id: Mapped[int] = id_column()
+    conversation_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False)
+    author_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+    author: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<ConversationNote {self.id} conversation={self.conversation_id}>"
+
+
+CANNED_LANGUAGES = ("ar", "en")
+
+
+class CannedReply(TenantMixin, db.Model):
+    """A saved reply of the organization, inserted by typing `/` and its shortcut in the
+    composer; `{name}` in its text becomes the contact's name."""
+
+    __tablename__ = "canned_replies"
+    __table_args__ = (
+        Index("uq_canned_replies_shortcut", "organization_id", "shortcut", "language",
+              unique=True),
+    )
+
+    id: Mapped[int] = id_column()
+    shortcut: Mapped[str] = mapped_column(String(40), nullable=False)
+    language: Mapped[str] = mapped_column(String(2), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+    def __repr__(self) -> str:
+        return f"<CannedReply {self.id} /{self.shortcut} {self.language}>"
+
+
+class InboxSettings(TenantMixin, db.Model):
+    """The organization's inbox rules (one row, made on first change; absent: the defaults)."""
+
+    __tablename__ = "inbox_settings"
+    __table_args__ = (Index("uq_inbox_settings_organization", "organization_id", unique=True),)
+
+    id: Mapped[int] = id_column()
+    # Agents see the unassigned queue and take conversations from it.
+    agents_take_unassigned: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
+                                                         server_default=text("true"))
+
+
+class InboxPreference(TenantMixin, db.Model):
+    """How one member likes the composer (one row, made on first change)."""
+
+    __tablename__ = "inbox_preferences"
+    __table_args__ = (Index("uq_inbox_preferences_user", "organization_id", "user_id",
+                            unique=True),)
+
+    id: Mapped[int] = id_column()
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    # Enter sends and Shift+Enter adds a line; False: the other way round.
+    enter_sends: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
+                                              server_default=text("true"))

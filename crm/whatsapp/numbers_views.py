@@ -56,7 +56,9 @@ def create_number():
             phone_number_id=form.get("phone_number_id"),
             business_account_id=form.get("business_account_id"),
             access_token=form.get("access_token"), app_secret=form.get("app_secret"),
-            auto_assign=form.get("auto_assign") == "on")
+            # A form without the checkbox (the sandbox's) takes the default: on.
+            auto_assign=form.get("auto_assign") == "on" if "auto_assign_shown" in form
+            else True)
     except ServiceError as exc:
         values = {key: value for key, value in form.items()
                   if key not in ("access_token", "app_secret")}  # secrets are typed again

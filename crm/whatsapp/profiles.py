@@ -46,7 +46,7 @@ def list_profiles() -> list[WhatsAppProfile]:
 def create_profile(actor: User, provider: object, display_name: object, *,
                    phone_number: object = None, phone_number_id: object = None,
                    business_account_id: object = None, access_token: object = None,
-                   app_secret: object = None, auto_assign: bool = False) -> WhatsAppProfile:
+                   app_secret: object = None, auto_assign: bool = True) -> WhatsAppProfile:
     """Connect a number: `cloud` with Meta's ids and secrets (refused unless the Graph API
     answers for the number with the token given), `web` pairing by QR code at once, `sandbox`
     to try Wasl with a simulated customer."""

@@ -52,7 +52,8 @@ class NewProfile(Body):
     business_account_id: _optional(64, "Cloud.") = None
     access_token: _optional(512, "Cloud: required; never shown back in full.") = None
     app_secret: _optional(512, "Cloud: required; never shown back in full.") = None
-    auto_assign: bool = False
+    auto_assign: bool = Field(True, description=(
+        "New conversations go to the online agent with the fewest open ones (default on)."))
 
 
 class Connection(Body):

@@ -65,13 +65,30 @@ RECEIPT_JOB = "crm.whatsapp.jobs:send_read_receipt"
 # -- access -------------------------------------------------------------------------------
 
 def access_conversation(conversation_id: int, user: User) -> Conversation:
-    """The conversation if `user` may see it: agents only what is assigned to them."""
+    """The conversation if `user` may see it: agents what is assigned to them, and what is
+    unassigned while the organization lets agents take from the queue."""
     conversation = get_in_organization(Conversation, conversation_id)
     if conversation is None:
         raise NotFoundError(_("Not found."))
-    if sees_only_assigned(user) and conversation.assigned_user_id != user.id:
+    if sees_only_assigned(user) and not agent_sees(conversation, user):
         raise NotFoundError(_("Not found."))
     return conversation
+
+
+def agent_sees(conversation: Conversation, agent: User) -> bool:
+    """May an agent see the conversation: theirs, or in the queue agents take from?"""
+    if conversation.assigned_user_id == agent.id:
+        return True
+    return conversation.assigned_user_id is None and agents_take_unassigned()
+
+
+def agents_take_unassigned() -> bool:
+    """Does the organization let agents see the unassigned queue and take from it (the
+    default)?"""
+    from crm.whatsapp.models import InboxSettings
+
+    value = db.session.scalar(select(InboxSettings.agents_take_unassigned))
+    return True if value is None else value
 
 
 def access_message(message_id: int, user: User) -> Message:
@@ -429,14 +446,15 @@ def list_conversations(user: User, *, scope: str = "all", status: str | None = N
                        profile_id: int | None = None, search: str = "",
                        after: tuple[datetime, int] | None = None, limit: int = 30
                        ) -> tuple[list[Conversation], tuple[datetime, int] | None]:
-    """Conversations newest first, keyset-paginated on (last_message_at, id)."""
+    """Conversations newest first, keyset-paginated on (last_message_at, id). Agents get
+    theirs, or the unassigned queue when the organization lets them take from it."""
     query = (select(Conversation).options(selectinload(Conversation.assigned_user),
                                           selectinload(Conversation.profile))
              .where(Conversation.last_message_at.is_not(None)))
-    if sees_only_assigned() or scope == "mine":
-        query = query.where(Conversation.assigned_user_id == user.id)
-    elif scope == "unassigned":
+    if scope == "unassigned" and (not sees_only_assigned() or agents_take_unassigned()):
         query = query.where(Conversation.assigned_user_id.is_(None))
+    elif sees_only_assigned() or scope == "mine":
+        query = query.where(Conversation.assigned_user_id == user.id)
     if status:
         query = query.where(Conversation.status == status)
     if profile_id:

@@ -26,7 +26,13 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext, lazy_pgettext
 from markupsafe import Markup
 
-from crm.errors import NotFoundError, ServiceError, ValidationError, file_too_large
+from crm.errors import (
+    ConflictError,
+    NotFoundError,
+    ServiceError,
+    ValidationError,
+    file_too_large,
+)
 from crm.foundation.models import User
 from crm.i18n import bdi, format_ago, format_clock, format_recent, isolate
 from crm.navigation import NavItem, add
@@ -35,7 +41,8 @@ from crm.permissions import can, require, sees_only_assigned
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, form_text, htmx_response, is_htmx, me, see_other
-from crm.whatsapp import live, media, profiles, services
+from crm.whatsapp import inbox as inbox_services
+from crm.whatsapp import live, media, presence, profiles, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
 
 blueprint = Blueprint("whatsapp", __name__)
@@ -97,6 +104,7 @@ def _too_large(_exc):
 @blueprint.record
 def _listen_to_pages(_state) -> None:
     live.listen()
+    presence.listen()
 
 
 def require_numbers_admin(view):
@@ -170,7 +178,8 @@ class InboxFilters:
         args = request.args
         scope = args.get("scope", "all")
         if sees_only_assigned():
-            scope = "mine"  # agents see only their own, whatever they ask
+            # Agents see their own, and the unassigned queue when they may take from it.
+            scope = scope if scope in agent_scopes() else "mine"
         elif scope not in SCOPES:
             scope = "all"
         status = args.get("status", "")
@@ -186,13 +195,18 @@ class InboxFilters:
         return {key: value for key, value in values.items() if value}
 
 
+def agent_scopes() -> tuple[str, ...]:
+    """The lists an agent may choose between."""
+    return ("mine", "unassigned") if services.agents_take_unassigned() else ("mine",)
+
+
 def _list_context(filters: InboxFilters) -> dict:
     after = decode_cursor(request.args.get("after"), "keyset", (datetime, int))
     rows, next_key = services.list_conversations(
         me(), scope=filters.scope, status=filters.status or None,
         profile_id=filters.profile_id, search=filters.search, after=after, limit=PAGE_SIZE)
     return {"filters": filters, "rows": rows, "next_cursor": encode_cursor("keyset", next_key),
-            "agent_view": sees_only_assigned()}
+            "scopes": agent_scopes() if sees_only_assigned() else SCOPES}
 
 
 def _profiles() -> list[WhatsAppProfile]:
@@ -217,9 +231,12 @@ def inbox():
 # -- the inbox: one conversation ---------------------------------------------------------------
 
 def _composer_context(conversation: Conversation, errors: dict | None = None,
-                      values: object = None, reply_to: Message | None = None) -> dict:
+                      values: object = None, reply_to: Message | None = None,
+                      replied: Message | None = None) -> dict:
     return {"window_open": services.window_open(conversation), "composer_errors": errors or {},
-            "composer_values": values or {}, "reply_to": reply_to,
+            "composer_values": values or {}, "reply_to": reply_to, "replied": replied,
+            "seen_id": inbox_services.latest_message_id(conversation),
+            "enter_sends": inbox_services.enter_sends(me()),
             "upload_types": sorted(t for types, _limit in media.ALLOWED_UPLOADS.values()
                                    for t in types)}
 
@@ -315,10 +332,13 @@ def _sent(conversation: Conversation, message: Message) -> Response:
         + render_template("whatsapp/_row.html", conversation=conversation, oob=True))
 
 
-def _composer_refused(conversation: Conversation, exc: ServiceError, reply_to=None):
+def _composer_refused(conversation: Conversation, exc: ServiceError, reply_to=None,
+                      replied: Message | None = None):
     """Show the composer again with what went wrong (422), what was typed kept."""
-    composer = {"errors": exc.fields or {"text": exc.message}, "values": request.form,
-                "reply_to": reply_to}
+    composer = {"errors": exc.fields, "values": request.form, "reply_to": reply_to,
+                "replied": replied}
+    if not exc.fields and replied is None:
+        composer["errors"] = {"text": exc.message}
     if not is_htmx():
         return _conversation_page(conversation, exc.status, **composer)
     html = render_template("whatsapp/_composer.html", conversation=conversation,
@@ -335,6 +355,13 @@ def send_message(conversation_id: int):
     reply_to = None
     try:
         reply_to = _reply_target(conversation, request.form.get("reply_to_id"))
+        replied = (None if request.form.get("confirm_send")
+                   else inbox_services.replied_since(conversation, request.form.get("seen_id"),
+                                                     me()))
+        if replied is not None:
+            # A teammate answered while this one typed: ask before sending on top of it.
+            return _composer_refused(conversation, ConflictError(
+                _("Someone replied while you were typing.")), reply_to, replied)
         text = form_text("text")
         upload = request.files.get("file")
         if upload is not None and upload.filename:
@@ -361,7 +388,7 @@ def send_template(conversation_id: int):
     return _sent(conversation, message)
 
 
-def _panel_answer(conversation: Conversation, status: int = 200, errors: dict | None = None,
+def panel_answer(conversation: Conversation, status: int = 200, errors: dict | None = None,
                   stale: Stale | None = None):
     if not is_htmx():
         if errors:
@@ -373,7 +400,9 @@ def _panel_answer(conversation: Conversation, status: int = 200, errors: dict | 
     html = render_template("whatsapp/_panel.html", assignees=live.assignable_users(),
                            errors=errors or {}, stale=stale, **context)
     return htmx_response(html + render_template("whatsapp/_row.html", conversation=conversation,
-                                                oob=True), status)
+                                                oob=True)
+                         + render_template("whatsapp/_resolve.html", oob=True, **context),
+                         status)
 
 
 @dataclass(frozen=True)
@@ -415,14 +444,14 @@ def assign(conversation_id: int):
         services.assign_conversation(conversation, parse_id(raw), me(),
                                      expected_version=form_version(request.form.get("version")))
     except StaleVersionError:
-        return _panel_answer(conversation, 409,
+        return panel_answer(conversation, 409,
                              stale=_stale(conversation, "assignee_id", raw or ""))
     except ValidationError as exc:
-        return _panel_answer(conversation, exc.status, exc.fields)
+        return panel_answer(conversation, exc.status, exc.fields)
     assignee = conversation.assigned_user
     flash(_("Assigned to %(name)s.", name=isolate(assignee.full_name)) if assignee
           else _("The conversation is unassigned."), "success")
-    return _panel_answer(conversation)
+    return panel_answer(conversation)
 
 
 @blueprint.post("/inbox/conversations/<int:conversation_id>/status")
@@ -434,10 +463,10 @@ def set_status(conversation_id: int):
         services.set_status(conversation, status, me(),
                             expected_version=form_version(request.form.get("version")))
     except StaleVersionError:
-        return _panel_answer(conversation, 409, stale=_stale(conversation, "status", status))
+        return panel_answer(conversation, 409, stale=_stale(conversation, "status", status))
     except ValidationError as exc:
-        return _panel_answer(conversation, exc.status, exc.fields)
-    return _panel_answer(conversation)
+        return panel_answer(conversation, exc.status, exc.fields)
+    return panel_answer(conversation)
 
 
 # -- the inbox: one message --------------------------------------------------------------------

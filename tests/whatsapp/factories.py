@@ -14,7 +14,7 @@ from crm.foundation.models import Organization
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.whatsapp import media
-from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
+from crm.whatsapp.models import Conversation, InboxSettings, Message, WhatsAppProfile
 from crm.whatsapp.profiles import new_verify_token
 
 _sequence = itertools.count(1)
@@ -118,3 +118,10 @@ def page_text(client, url: str, **kwargs) -> str:
     response = client.get(url, **kwargs)
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     return response.get_data(as_text=True)
+
+
+def close_queue(org: Organization) -> None:
+    """Keep `org`'s agents out of the unassigned queue (it is open to them by default)."""
+    with organization_context(org.id):
+        db.session.add(InboxSettings(agents_take_unassigned=False))
+        db.session.flush()

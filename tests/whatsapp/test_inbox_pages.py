@@ -18,6 +18,7 @@ from crm.whatsapp.models import Conversation, Message
 from tests.factories import login, make_org, make_user, run_jobs
 from tests.foundation import HTMX, queries
 from tests.whatsapp.factories import (
+    close_queue,
     make_conversation,
     make_media_message,
     make_message,
@@ -187,8 +188,10 @@ def test_load_more_continues_where_the_page_ended(client, org, sandbox):
 # -- who sees what -------------------------------------------------------------------------------
 
 def test_an_agent_sees_only_conversations_assigned_to_them(client, org, sandbox, agent):
-    """The list holds only the agent's conversations whatever they ask for; another's
-    conversation, its messages and its files answer 404."""
+    """With the unassigned queue closed to agents, the list holds only the agent's
+    conversations whatever they ask for; another's conversation, an unassigned one, their
+    messages and their files answer 404."""
+    close_queue(org)
     mine = make_conversation(sandbox, assigned_user_id=agent.id)
     colleague = make_user(org, "agent")
     theirs = make_conversation(sandbox, assigned_user_id=colleague.id)

@@ -1,0 +1,289 @@
+"""An agent's day in the inbox, through the pages: starting chats, the unassigned queue, private
+notes, labels, one-click status, saved replies, the composer's keys, and a teammate's reply
+while one types."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from crm.extensions import db
+from crm.tenancy import organization_context
+from crm.whatsapp.models import CannedReply, Conversation, ConversationNote, Message
+from tests.factories import login, make_org, make_user
+from tests.foundation import HTMX
+from tests.whatsapp.factories import (
+    make_conversation,
+    make_message,
+    make_profile,
+    page_text,
+)
+
+
+@pytest.fixture
+def org():
+    return make_org(language="en")
+
+
+@pytest.fixture
+def sandbox(org):
+    return make_profile(org, "sandbox", display_name="Demo number")
+
+
+@pytest.fixture
+def agent(org):
+    return make_user(org, "agent")
+
+
+def _get(model, org_id: int, object_id: int):
+    with organization_context(org_id):
+        return db.session.get(model, object_id, populate_existing=True)
+
+
+def _conversations(org_id: int) -> list[Conversation]:
+    with organization_context(org_id):
+        return list(db.session.scalars(select(Conversation).order_by(Conversation.id)
+                                       .execution_options(populate_existing=True)))
+
+
+def _count(org_id: int, model) -> int:
+    with organization_context(org_id):
+        return db.session.scalar(select(func.count()).select_from(model))
+
+
+def _row_ids(html: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<li id="conversation-row-(\d+)"', html)]
+
+
+# -- starting a chat ---------------------------------------------------------------------------
+
+def test_a_new_chat_reads_any_written_phone_with_the_organizations_country(client, org, sandbox,
+                                                                             agent):
+    """A local number typed with spaces opens a conversation with its E.164 form, listed at
+    the top and given to whoever started it; the same number again opens the same one."""
+    login(client, agent)
+    assert "New chat" in page_text(client, "/inbox")
+    assert 'name="phone"' in page_text(client, "/inbox/new")
+
+    response = client.post("/inbox/conversations", data={
+        "profile_id": str(sandbox.id), "phone": "050 123 4567", "name": "Huda"})
+
+    assert response.status_code == 303
+    [conversation] = _conversations(org.id)
+    assert response.headers["Location"] == f"/inbox/conversations/{conversation.id}"
+    assert conversation.contact_phone == "+966501234567"
+    assert conversation.contact_name == "Huda"
+    assert conversation.assigned_user_id == agent.id
+    assert _row_ids(page_text(client, "/inbox")) == [conversation.id]
+    again = client.post("/inbox/conversations", data={"profile_id": str(sandbox.id),
+                                                       "phone": "+966501234567"})
+    assert again.headers["Location"] == f"/inbox/conversations/{conversation.id}"
+    assert len(_conversations(org.id)) == 1
+
+
+def test_a_new_chat_refuses_a_bad_number_and_another_agents_conversation(client, org, sandbox,
+                                                                           agent):
+    """A number that is no phone number, or a number of another organization, is a 422 on
+    its field; an agent is told who already answers a number, and sees nothing of it."""
+    colleague = make_user(org, "agent", full_name="Sara Q")
+    theirs = make_conversation(sandbox, phone="+966501112233", assigned_user_id=colleague.id,
+                               contact_name="Secret name")
+    other_number_id = make_profile(make_org(), "sandbox").id
+    login(client, agent)
+
+    bad = client.post("/inbox/conversations", data={"profile_id": str(sandbox.id),
+                                                     "phone": "12"}, headers=HTMX)
+    assert bad.status_code == 422
+    assert "Enter a valid phone number." in bad.get_data(as_text=True)
+    foreign = client.post("/inbox/conversations", data={"profile_id": str(other_number_id),
+                                                         "phone": "0501234567"}, headers=HTMX)
+    assert foreign.status_code == 422
+    assert "Choose one of your WhatsApp numbers." in foreign.get_data(as_text=True)
+    taken = client.post("/inbox/conversations", data={"profile_id": str(sandbox.id),
+                                                       "phone": "0501112233"}, headers=HTMX)
+    assert taken.status_code == 409
+    assert "Sara Q" in taken.get_data(as_text=True)
+    assert "Secret name" not in taken.get_data(as_text=True)
+    assert _get(Conversation, org.id, theirs.id).assigned_user_id == colleague.id
+
+
+# -- the unassigned queue --------------------------------------------------------------------
+
+def test_an_agent_takes_a_conversation_from_the_queue(client, org, sandbox, agent):
+    """By default agents see the unassigned list and take a conversation in one click; a
+    colleague who tries a moment later is told who took it."""
+    waiting = make_conversation(sandbox, contact_name="Waiting")
+    colleague = make_user(org, "agent")
+    agent_id = agent.id
+    login(client, agent)
+
+    assert _row_ids(page_text(client, "/inbox?scope=unassigned")) == [waiting.id]
+    assert "Take it" in page_text(client, f"/inbox/conversations/{waiting.id}")
+    taken = client.post(f"/inbox/conversations/{waiting.id}/take", headers=HTMX)
+
+    assert taken.status_code == 200
+    assert _get(Conversation, org.id, waiting.id).assigned_user_id == agent_id
+    assert _row_ids(page_text(client, "/inbox?scope=unassigned")) == []
+    assert _row_ids(page_text(client, "/inbox")) == [waiting.id]
+    login(client, colleague)
+    assert client.get(f"/inbox/conversations/{waiting.id}").status_code == 404
+    refused = client.post(f"/inbox/conversations/{waiting.id}/take", headers=HTMX)
+    assert refused.status_code == 404  # it is not in the queue any more
+
+
+def test_the_queue_is_closed_to_agents_when_the_admin_says_so(client, org, sandbox, agent):
+    """An admin turns the queue off on the inbox settings: agents then see and take nothing
+    unassigned; managers can read the settings but not change them."""
+    waiting = make_conversation(sandbox)
+    manager = make_user(org, "manager")
+    login(client, manager)
+    assert "Agents see the unassigned conversations" in page_text(client, "/inbox/settings")
+    assert client.post("/inbox/settings", data={}).status_code == 403
+    login(client, org.admin)
+
+    assert client.post("/inbox/settings", data={}).status_code == 303
+
+    login(client, agent)
+    assert _row_ids(page_text(client, "/inbox?scope=unassigned")) == []
+    assert client.post(f"/inbox/conversations/{waiting.id}/take").status_code == 404
+    assert "segmented" not in page_text(client, "/inbox")
+
+
+def test_new_numbers_give_conversations_to_online_agents_by_default(client, org):
+    """A number added without saying otherwise auto-assigns; the checkbox turns it off."""
+    login(client, org.admin)
+    form = {"provider": "web", "display_name": "Front desk", "auto_assign_shown": "1"}
+    client.post("/whatsapp/numbers", data={**form, "auto_assign": "on"})
+    client.post("/whatsapp/numbers", data={**form, "display_name": "Back office"})
+    client.post("/whatsapp/numbers", data={"provider": "sandbox"})
+
+    from tests.whatsapp.factories import profiles_of
+
+    numbers = {profile.display_name: profile.auto_assign for profile in profiles_of(org.id)}
+    assert numbers == {"Front desk": True, "Back office": False, "Sandbox": True}
+    assert 'id="web-auto_assign" name="auto_assign" type="checkbox" checked' in page_text(
+        client, "/whatsapp/numbers")
+
+
+# -- inbox basics ----------------------------------------------------------------------------
+
+def test_a_private_note_stays_with_the_team(client, org, sandbox, agent):
+    """A note shows in the panel with its author and is never a message to the contact."""
+    conversation = make_conversation(sandbox, assigned_user_id=agent.id)
+    login(client, agent)
+
+    response = client.post(f"/inbox/conversations/{conversation.id}/notes",
+                           data={"note": "Asked for a refund twice"}, headers=HTMX)
+
+    assert response.status_code == 200
+    assert "Asked for a refund twice" in response.get_data(as_text=True)
+    assert _count(org.id, ConversationNote) == 1
+    assert _count(org.id, Message) == 0
+    empty = client.post(f"/inbox/conversations/{conversation.id}/notes", data={"note": " "},
+                        headers=HTMX)
+    assert empty.status_code == 422
+    assert "Write the note first." in empty.get_data(as_text=True)
+
+
+def test_labels_are_set_from_the_panel_and_shown_on_the_row(client, org, sandbox, agent):
+    """Labels are comma-separated (Arabic commas too), kept once each, shown on the row."""
+    conversation = make_conversation(sandbox, assigned_user_id=agent.id)
+    login(client, agent)
+
+    client.post(f"/inbox/conversations/{conversation.id}/labels",
+                data={"labels": "VIP، refund, vip"}, headers=HTMX)
+
+    assert _get(Conversation, org.id, conversation.id).labels == ["VIP", "refund"]
+    assert '<span class="chip" dir="auto">refund</span>' in page_text(client, "/inbox")
+    too_long = client.post(f"/inbox/conversations/{conversation.id}/labels",
+                           data={"labels": "x" * 41}, headers=HTMX)
+    assert too_long.status_code == 422
+
+
+def test_assign_and_status_change_in_one_click(client, org, sandbox, agent):
+    """The panel sends the assignee as soon as it is chosen (no separate button unless
+    JavaScript is off), offers each status as a button, and the header resolves and reopens."""
+    conversation = make_conversation(sandbox, assigned_user_id=agent.id)
+    login(client, agent)
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
+
+    assert 'hx-trigger="change, submit"' in html
+    assert '<noscript><button type="submit" class="secondary">Assign</button></noscript>' in html
+    for status in ("open", "pending", "resolved"):
+        assert f'name="status" value="{status}"' in html
+    resolved = client.post(f"/inbox/conversations/{conversation.id}/status",
+                           data={"status": "resolved"}, headers=HTMX)
+    assert 'value="open" class="secondary">Reopen' in resolved.get_data(as_text=True)
+    assert _get(Conversation, org.id, conversation.id).status == "resolved"
+
+
+# -- the composer ----------------------------------------------------------------------------
+
+def test_saved_replies_are_kept_by_managers_and_filled_in_for_the_contact(client, org, sandbox,
+                                                                           agent):
+    """A manager saves replies in both languages; typing /tha in the composer offers the
+    matching ones with {name} filled in; agents cannot manage them."""
+    manager = make_user(org, "manager", full_name="Mona")
+    conversation = make_conversation(sandbox, assigned_user_id=agent.id, contact_name="Huda")
+    login(client, manager)
+    for shortcut, language, body in (("thanks", "en", "Thank you {name}!"),
+                                     ("thanks", "ar", "شكرًا {name}"),
+                                     ("hours", "en", "We open at nine.")):
+        assert client.post("/inbox/replies", data={"shortcut": shortcut, "language": language,
+                                                   "body": body}).status_code == 303
+    duplicate = client.post("/inbox/replies", data={"shortcut": "thanks", "language": "en",
+                                                    "body": "Again"})
+    assert duplicate.status_code == 422
+    login(client, agent)
+    assert client.get("/inbox/settings").status_code == 403
+    assert client.post("/inbox/replies", data={"shortcut": "x", "language": "en",
+                                               "body": "x"}).status_code == 403
+
+    menu = page_text(client, f"/inbox/conversations/{conversation.id}/replies?q=tha")
+
+    assert 'data-text="Thank you Huda!"' in menu
+    assert 'data-text="شكرًا Huda"' in menu
+    assert "nine" not in menu
+    assert _count(org.id, CannedReply) == 3
+
+
+def test_enter_sends_unless_the_agent_swaps_the_keys(client, org, sandbox, agent):
+    """The composer says Enter sends; swapping keeps what was typed and is remembered."""
+    conversation = make_conversation(sandbox, assigned_user_id=agent.id)
+    login(client, agent)
+    assert 'data-enter-sends="1"' in page_text(client, f"/inbox/conversations/{conversation.id}")
+
+    swapped = client.post("/inbox/preferences", data={
+        "enter_sends": "0", "conversation_id": str(conversation.id), "text": "Half a thought"},
+        headers=HTMX)
+
+    assert 'data-enter-sends="0"' in swapped.get_data(as_text=True)
+    assert "Half a thought" in swapped.get_data(as_text=True)
+    assert 'data-enter-sends="0"' in page_text(client, f"/inbox/conversations/{conversation.id}")
+
+
+def test_sending_asks_first_when_a_teammate_replied_meanwhile(client, org, sandbox, agent):
+    """The composer knows the newest message when it opened: a teammate's reply since makes
+    the send a 409 that names them and keeps the text; sending anyway sends it."""
+    conversation = make_conversation(sandbox, assigned_user_id=agent.id)
+    make_message(conversation)
+    login(client, agent)
+    html = page_text(client, f"/inbox/conversations/{conversation.id}")
+    seen = re.search(r'name="seen_id" value="(\d+)"', html).group(1)
+    manager = make_user(org, "manager", full_name="Sara")
+    make_message(conversation, "out", sender_user_id=manager.id, body="I am on it")
+
+    asked = client.post(f"/inbox/conversations/{conversation.id}/messages",
+                        data={"text": "Hello!", "seen_id": seen}, headers=HTMX)
+
+    assert asked.status_code == 409
+    assert "<bdi>Sara</bdi> replied while you were typing." in asked.get_data(as_text=True)
+    assert "Hello!" in asked.get_data(as_text=True)
+    assert _count(org.id, Message) == 2
+    sent = client.post(f"/inbox/conversations/{conversation.id}/messages",
+                       data={"text": "Hello!", "seen_id": seen, "confirm_send": "1"},
+                       headers=HTMX)
+    assert sent.status_code == 200
+    assert _count(org.id, Message) == 3
