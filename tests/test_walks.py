@@ -213,7 +213,7 @@ def test_a_conversation_not_assigned_to_an_agent_answers_404_to_them(app, client
     admin asking for the same is served."""
     org = make_org()
     agent = _user_with_role(org, "agent")
-    url = _url(app, route, org)  # the factories' conversations are assigned to nobody
+    url = _url(app, route, org)  # the factories' conversations are the admin's
     org_id = org.id
     headers = _sign_in(client, route, agent)  # the session it starts is no change
     before = snapshot(org_id)

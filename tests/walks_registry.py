@@ -42,7 +42,12 @@ from tests.tickets.factories import (
     make_ticket,
     make_type,
 )
-from tests.whatsapp.factories import make_conversation, make_media_message, make_profile
+from tests.whatsapp.factories import (
+    make_canned_reply,
+    make_conversation,
+    make_media_message,
+    make_profile,
+)
 
 
 def make_invitation(org: Organization) -> Invitation:
@@ -71,9 +76,10 @@ OBJECTS: dict[str, Callable[[Organization], object]] = {
     "import_id": lambda org: make_import(org).id,
     "field_id": lambda org: make_field(org).id,
     "profile_id": lambda org: make_profile(org).id,
-    "conversation_id": lambda org: make_conversation(make_profile(org)).id,
-    # With its file stored, so the media view has something to serve.
-    "message_id": lambda org: make_media_message(make_conversation(make_profile(org))).id,
+    # Assigned to the admin: agents take from the unassigned queue, so only a conversation
+    # someone else answers is out of an agent's sight.
+    "conversation_id": lambda org: make_conversation(make_profile(org),
+                                                     assigned_user_id=org.admin.id).id,
     # Unassigned: agents get 404 for it, like for another organization's.
     "ticket_id": lambda org: make_ticket(org).id,
     "attachment_id": lambda org: make_attachment(make_ticket(org)).id,
@@ -85,6 +91,10 @@ OBJECTS: dict[str, Callable[[Organization], object]] = {
     "team_id": lambda org: make_team(org).id,
     # A draft on a sandbox number: every page and action of a campaign applies to one.
     "campaign_id": lambda org: make_campaign(org, make_profile(org, "sandbox")).id,
+    # With its file stored, so the media view has something to serve.
+    "message_id": lambda org: make_media_message(make_conversation(
+        make_profile(org), assigned_user_id=org.admin.id)).id,
+    "reply_id": lambda org: make_canned_reply(org).id,
 }
 
 OTHER_PARAMETERS: dict[str, tuple[str, str]] = {

@@ -75,9 +75,10 @@ def _answer(conversation: Conversation, status: int = 200, **context):
 
 
 def _customer_of(conversation: Conversation) -> Customer:
+    """The conversation's customer; 409 while it has none (the card offers to create one)."""
     customer = services.resolve_customer(conversation.customer_id)
     if customer is None:
-        raise NotFoundError(_("Not found."))
+        raise ConflictError(_("This conversation has no customer yet."))
     return customer
 
 

@@ -26,13 +26,9 @@ from crm.whatsapp.views import (
     panel_answer,
 )
 
-add(NavItem("whatsapp.inbox_settings", lazy_gettext("Inbox settings"), "settings", "read",
+# Everyone who answers keeps the team's saved replies; only admins change the queue's rule.
+add(NavItem("whatsapp.inbox_settings", lazy_gettext("Inbox settings"), "whatsapp", "write",
             "inbox"))
-
-
-def require_inbox_manager(view):
-    """Saved replies are the team's words: managers and admins keep them."""
-    return require("settings", "read")(require("whatsapp", "write")(view))
 
 
 # -- a new chat ------------------------------------------------------------------------------
@@ -149,7 +145,7 @@ def _settings_page(status: int = 200, **context):
 
 
 @blueprint.get("/inbox/settings")
-@require_inbox_manager
+@require("whatsapp", "write")
 def inbox_settings():
     return _settings_page()
 
@@ -164,7 +160,7 @@ def update_inbox_settings():
 
 
 @blueprint.post("/inbox/replies")
-@require_inbox_manager
+@require("whatsapp", "write")
 def create_reply():
     form = request.form
     try:
@@ -177,7 +173,7 @@ def create_reply():
 
 
 @blueprint.post("/inbox/replies/<int:reply_id>")
-@require_inbox_manager
+@require("whatsapp", "write")
 def update_reply(reply_id: int):
     reply = inbox.access_canned_reply(reply_id)
     form = request.form
@@ -192,7 +188,7 @@ def update_reply(reply_id: int):
 
 
 @blueprint.post("/inbox/replies/<int:reply_id>/delete")
-@require_inbox_manager
+@require("whatsapp", "write")
 def delete_reply(reply_id: int):
     reply = inbox.access_canned_reply(reply_id)
     shortcut = reply.shortcut

@@ -14,7 +14,13 @@ from crm.foundation.models import Organization
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.whatsapp import media
-from crm.whatsapp.models import Conversation, InboxSettings, Message, WhatsAppProfile
+from crm.whatsapp.models import (
+    CannedReply,
+    Conversation,
+    InboxSettings,
+    Message,
+    WhatsAppProfile,
+)
 from crm.whatsapp.profiles import new_verify_token
 
 _sequence = itertools.count(1)
@@ -125,3 +131,14 @@ def close_queue(org: Organization) -> None:
     with organization_context(org.id):
         db.session.add(InboxSettings(agents_take_unassigned=False))
         db.session.flush()
+
+
+def make_canned_reply(org: Organization, shortcut: str | None = None, language: str = "ar",
+                      body: str = "شكرًا {name}") -> CannedReply:
+    """A saved reply of `org`."""
+    with organization_context(org.id):
+        reply = CannedReply(shortcut=shortcut or f"reply-{next(_sequence)}", language=language,
+                            body=body)
+        db.session.add(reply)
+        db.session.flush()
+    return reply

@@ -135,7 +135,7 @@ def test_an_agent_takes_a_conversation_from_the_queue(client, org, sandbox, agen
 
 def test_the_queue_is_closed_to_agents_when_the_admin_says_so(client, org, sandbox, agent):
     """An admin turns the queue off on the inbox settings: agents then see and take nothing
-    unassigned; managers can read the settings but not change them."""
+    unassigned; others see the setting but cannot change it."""
     waiting = make_conversation(sandbox)
     manager = make_user(org, "manager")
     login(client, manager)
@@ -221,10 +221,10 @@ def test_assign_and_status_change_in_one_click(client, org, sandbox, agent):
 
 # -- the composer ----------------------------------------------------------------------------
 
-def test_saved_replies_are_kept_by_managers_and_filled_in_for_the_contact(client, org, sandbox,
+def test_saved_replies_are_kept_by_the_team_and_filled_in_for_the_contact(client, org, sandbox,
                                                                            agent):
     """A manager saves replies in both languages; typing /tha in the composer offers the
-    matching ones with {name} filled in; agents cannot manage them."""
+    matching ones with {name} filled in; read-only members cannot manage them."""
     manager = make_user(org, "manager", full_name="Mona")
     conversation = make_conversation(sandbox, assigned_user_id=agent.id, contact_name="Huda")
     login(client, manager)
@@ -236,10 +236,11 @@ def test_saved_replies_are_kept_by_managers_and_filled_in_for_the_contact(client
     duplicate = client.post("/inbox/replies", data={"shortcut": "thanks", "language": "en",
                                                     "body": "Again"})
     assert duplicate.status_code == 422
-    login(client, agent)
+    login(client, make_user(org, "member"))
     assert client.get("/inbox/settings").status_code == 403
     assert client.post("/inbox/replies", data={"shortcut": "x", "language": "en",
                                                "body": "x"}).status_code == 403
+    login(client, agent)
 
     menu = page_text(client, f"/inbox/conversations/{conversation.id}/replies?q=tha")
 

@@ -310,7 +310,9 @@ def test_load_older_brings_the_page_before(client, org, conversation):
 def test_media_are_previewed_and_served_only_to_those_who_may_see_them(client, org,
                                                                       conversation, agent):
     """An image shows inline through the media view; a file that claims to be HTML is a
-    download, never a page of ours; an agent not assigned gets 404."""
+    download, never a page of ours; an agent not assigned gets 404 (with the unassigned queue
+    closed to agents)."""
+    close_queue(org)
     picture = make_media_message(conversation)
     page_like = make_media_message(conversation, mime_type="text/html", type="document",
                                    data=b"<script>alert(1)</script>", filename="x.html")
@@ -587,6 +589,7 @@ def test_forwarding_copies_a_message_into_the_chosen_conversation(client, org, s
     with organization_context(org.id):
         db.session.get(Conversation, conversation.id).assigned_user_id = agent.id
         db.session.flush()
+    close_queue(org)  # the unassigned target is then out of the agent's sight
     login(client, agent)
     for bad in (target.id, "9" * 30, ""):
         refused = client.post(f"/inbox/messages/{message.id}/forward",

@@ -416,12 +416,13 @@ def test_a_deleted_message_is_replaced_where_it_is_shown(client, org, org_id, pr
 
 # -- rooms and the client's markAsRead -----------------------------------------------------------
 
-def test_only_non_agents_join_an_inbox_room(app, org, org_id):
-    """Agents hear their conversations in their own room only; the others join the room of
-    their language and access level."""
-    cases = [(make_user(org, role, language="ar"), [live.watch_room(org_id, "ar", level)
-                                                    for level in levels])
-             for role, levels in (("agent", []), ("manager", ["write"]), ("member", ["read"]))]
+def test_agents_join_the_queue_room_and_the_others_an_inbox_room(app, org, org_id):
+    """Agents hear their conversations in their own room and the unassigned queue in its
+    room; the others join the room of their language and access level."""
+    cases = [(make_user(org, role, language="ar"), rooms)
+             for role, rooms in (("agent", [live.queue_room(org_id, "ar")]),
+                                 ("manager", [live.watch_room(org_id, "ar", "write")]),
+                                 ("member", [live.watch_room(org_id, "ar", "read")]))]
     cases.append((org.admin, [live.watch_room(org_id, "en", "write")]))
     for user, rooms in cases:
         # A socket connects in an app context of its own (so its own locale), with a request.
@@ -508,3 +509,106 @@ def _wait_for_message(probe, text: str) -> None:
 
     wait_until(lambda: any(event == "newMessage" and text in _html(data)
                            for event, data in probe.events), f"newMessage {text!r}")
+
+
+# -- the unassigned queue and presence -------------------------------------------------------
+
+def test_the_queue_rooms_hear_unassigned_conversations_while_agents_may_take_them(
+        org, org_id, profile, emitted):
+    """A message in an unassigned conversation reaches the agents' queue rooms; once the admin
+    closes the queue to agents, it does not."""
+    _customer_writes(org_id, profile, "Anyone there?")
+    assert "Anyone there?" in _html(_by_room(emitted, "newMessage")[live.queue_room(org_id,
+                                                                                      "en")])
+    emitted.clear()
+    with committed(org_id):
+        from crm.whatsapp import inbox
+        inbox.update_inbox_settings(org.admin, False)
+
+    _customer_writes(org_id, profile, "Hello?")
+
+    assert not {room for _e, _d, room in emitted} & {live.queue_room(org_id, language)
+                                                     for language in ("ar", "en")}
+
+
+def test_a_taken_conversation_leaves_the_queue_of_the_other_agents(client, org, org_id, profile,
+                                                                   emitted):
+    """Taking a conversation sends the queue rooms the row's removal from unassigned lists,
+    and the withdrawal notice for every page that shows it but the taker's: another agent's
+    page loses it, the taker's keeps it."""
+    (taker, _t), (other, _o) = _user(org, "agent"), _user(org, "agent")
+    first = _customer_writes(org_id, profile, "Waiting", name="Nadia")
+    login(client, _get(User, org_id, other))
+    others_page = _page(client, f"/inbox/conversations/{first.conversation_id}"
+                                "?scope=unassigned")
+    login(client, _get(User, org_id, taker))
+    takers_page = _page(client, f"/inbox/conversations/{first.conversation_id}"
+                                "?scope=unassigned")
+    emitted.clear()
+
+    assert client.post(f"/inbox/conversations/{first.conversation_id}/take").status_code == 303
+
+    swaps = _by_room(emitted, "conversationAssigned")[live.queue_room(org_id, "en")]["swaps"]
+    assert "Nadia" not in _html({"swaps": swaps})
+    for page in (others_page, takers_page):
+        apply_swaps(page, swaps)
+        assert _row_ids(page) == []
+    assert "assigned to someone else" in others_page.text
+    assert others_page.select_one(".thread") is None
+    assert takers_page.select_one(".thread") is not None
+
+
+def _socket_call(app, org_id: int, user_id: int, handler, data, sid: str) -> None:
+    """Run a socket handler as the user, from socket `sid` (a request context like a
+    socket's)."""
+    from flask import request
+
+    with organization_context(org_id):
+        user = db.session.get(User, user_id)
+    with app.test_request_context():
+        request.sid, request.namespace = sid, "/"
+        login_user(user)
+        handler(data)
+
+
+def test_agents_in_one_conversation_see_each_other_and_who_types(app, org, org_id, profile,
+                                                                 emitted, monkeypatch):
+    """Each socket that shows the conversation gets the avatars of the others there; typing
+    reaches the others only, and only from a socket that showed it; an agent who may not see
+    the conversation joins nothing; closing a socket takes its avatar away."""
+    from crm.whatsapp import presence
+
+    monkeypatch.setattr(socketio.server, "enter_room", lambda *args, **kwargs: None)
+    monkeypatch.setattr(socketio.server, "leave_room", lambda *args, **kwargs: None)
+    sara = make_user(org, "agent", full_name="Sara")
+    layla = make_user(org, "agent", full_name="Layla")
+    outsider = make_user(org, "agent", full_name="Omar")
+    ids = {"sara": sara.id, "layla": layla.id, "outsider": outsider.id}
+    conversation = make_conversation(profile)  # in the queue: both agents may open it
+    data = {"conversation_id": conversation.id}
+
+    _socket_call(app, org_id, ids["sara"], presence.viewing, data, "sid-sara")
+    _socket_call(app, org_id, ids["layla"], presence.viewing, data, "sid-layla")
+    with organization_context(org_id):
+        services.assign_conversation(db.session.get(Conversation, conversation.id),
+                                     ids["layla"], org.admin)
+        commit()
+    _socket_call(app, org_id, ids["outsider"], presence.viewing, data, "sid-omar")
+
+    avatars = {room: _html(payload) for name, payload, room in emitted if name == "presence"}
+    assert "Layla" in avatars["sid-sara"]
+    assert "Sara" not in avatars["sid-sara"]
+    assert "sid-omar" not in avatars
+    emitted.clear()
+    _socket_call(app, org_id, ids["layla"], presence.typing, data, "sid-layla")
+    _socket_call(app, org_id, ids["outsider"], presence.typing, data, "sid-omar")
+    typing = {room: _html(payload) for name, payload, room in emitted if name == "typing"}
+    assert list(typing) == ["sid-sara"]
+    assert "<bdi>Layla</bdi> is typing…" in typing["sid-sara"]
+    emitted.clear()
+    with app.test_request_context():
+        from flask import request
+
+        request.namespace = "/"
+        presence.forget("sid-layla")
+    assert "Layla" not in _html(_by_room(emitted, "presence")["sid-sara"])

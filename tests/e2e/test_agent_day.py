@@ -1,0 +1,195 @@
+"""An agent's day in Chromium, in Arabic, on a phone (390 px): a chat started with a customer
+added by hand, the customer's stage changed from the inbox (a colleague's board follows),
+two agents who see each other in a conversation and each other typing, a conversation taken
+from the queue that leaves the other agent's list, and a saved reply inserted with `/`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from crm.customers import services as crm
+from crm.extensions import db
+from crm.foundation.models import Organization, User
+from crm.whatsapp import inbox
+from tests.e2e.conftest import PHONE, open_live, screenshot, translated
+from tests.factories import make_user
+from tests.live import Account, LiveServer
+from tests.whatsapp.factories import make_conversation, make_profile
+
+pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
+
+CUSTOMER, CUSTOMER_PHONE = "نورة العتيبي", "0551112233"
+
+
+def _shop(live: LiveServer) -> tuple[Account, int]:
+    """An organization with a sandbox number: its admin, and the number's id."""
+    admin = live.make_account()
+    with live.transaction(admin.organization_id):
+        org = db.session.get(Organization, admin.organization_id)
+        return admin, make_profile(org, "sandbox", display_name="متجر وصل").id
+
+
+def _agent(live: LiveServer, org_id: int, name: str) -> Account:
+    with live.transaction(org_id):
+        user = make_user(db.session.get(Organization, org_id), "agent", language="ar",
+                         full_name=name)
+        return Account(org_id, user.id, user.email)
+
+
+def _customer(live: LiveServer, admin: Account) -> int:
+    with live.transaction(admin.organization_id):
+        return crm.create_customer(db.session.get(User, admin.user_id),
+                                   {"name": CUSTOMER, "phone": CUSTOMER_PHONE}).id
+
+
+def _conversation(live: LiveServer, org_id: int, profile_id: int, **fields) -> int:
+    from crm.whatsapp.models import WhatsAppProfile
+
+    with live.transaction(org_id):
+        profile = db.session.get(WhatsAppProfile, profile_id)
+        return make_conversation(profile, phone="+966551112233", contact_name=CUSTOMER,
+                                 **fields).id
+
+
+def _phone(page: Page) -> Page:
+    page.set_viewport_size(PHONE)
+    return page
+
+
+def _no_sideways_scroll(page: Page) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_a_chat_starts_from_the_page_of_a_customer_added_by_hand(browsing, live_server):
+    """The customer page's WhatsApp button opens a new conversation with their number, which
+    the panel knows as that customer; Enter sends the first message."""
+    admin, _profile = _shop(live_server)
+    customer_id = _customer(live_server, admin)
+    page = _phone(browsing.new_page(account=admin))
+
+    page.goto(f"/customers/{customer_id}")
+    page.get_by_role("button", name=translated(live_server, "Message on WhatsApp", "ar")).click()
+
+    expect(page).to_have_url(re.compile(r"/inbox/conversations/\d+$"))
+    expect(page.locator(".thread-title h2")).to_have_text(CUSTOMER)
+    expect(page.locator(".thread-title")).to_contain_text("+966551112233")
+    composer = page.locator("textarea[name=text]")
+    composer.fill("أهلًا نورة، كيف نخدمك؟")
+    composer.press("Enter")
+    expect(page.locator("article.bubble-out").last).to_contain_text("كيف نخدمك")
+    expect(composer).to_have_value("")
+    page.locator(".details-link").click()
+    expect(page.locator(".panel-customer .customer-card-name")).to_have_text(CUSTOMER)
+    _no_sideways_scroll(page)
+    screenshot(page, "agent-day-new-chat-ar")
+    assert browsing.csp_violations() == []
+
+
+def test_the_stage_changed_in_the_inbox_moves_the_card_on_the_board(browsing, live_server):
+    """At 390 px the agent's manager opens the panel, picks the next stage in the customer's
+    card, and a colleague's open board shows the card in that stage's column."""
+    admin, profile_id = _shop(live_server)
+    customer_id = _customer(live_server, admin)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id,
+                                    customer_id=customer_id)
+    with live_server.transaction(admin.organization_id):
+        target = crm.list_stages()[1]
+        target_id, target_name = target.id, target.name_ar
+    board = browsing.new_page(account=admin)
+    open_live(board, "/customers/board")
+    page = _phone(browsing.new_page(account=admin))
+
+    page.goto(f"/inbox/conversations/{conversation_id}")
+    page.locator(".details-link").click()
+    stage = page.locator(".panel-customer select[name=stage_id]")
+    stage.select_option(str(target_id))
+
+    expect(page.locator(".panel-customer select[name=stage_id] option[selected]")).to_have_text(
+        target_name)
+    expect(board.locator(f"#column-{target_id}-cards")).to_contain_text(CUSTOMER)
+    _no_sideways_scroll(page)
+    screenshot(page, "agent-day-stage-in-inbox-ar")
+
+
+def test_two_agents_see_each_other_and_each_other_typing(browsing, live_server):
+    """Two agents open the same unassigned conversation: each sees the other's avatar, and
+    the first reads «ليلى تكتب…» while the second types."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    sara = _agent(live_server, admin.organization_id, "سارة")
+    layla = _agent(live_server, admin.organization_id, "ليلى")
+    url = f"/inbox/conversations/{conversation_id}"
+    first = _phone(browsing.new_page(account=sara))
+    open_live(first, url)
+    second = _phone(browsing.new_page(account=layla))
+    open_live(second, url)
+
+    presence = f"#conversation-{conversation_id}-presence .avatar"
+    expect(first.locator(presence)).to_have_attribute("title", "ليلى")
+    expect(second.locator(presence)).to_have_attribute("title", "سارة")
+    second.locator("textarea[name=text]").press_sequentially("لحظة من فضلك")
+
+    typing = first.locator(f"#conversation-{conversation_id}-typing")
+    expect(typing).to_contain_text("ليلى")
+    expect(typing).to_contain_text(translated(live_server, "%(name)s is typing…", "ar")
+                                   .replace("%(name)s", "").strip())
+    second.close()
+    expect(first.locator(presence)).to_have_count(0)
+    _no_sideways_scroll(first)
+    screenshot(first, "agent-day-presence-ar")
+
+
+def test_a_conversation_taken_from_the_queue_leaves_the_other_agents_list(browsing,
+                                                                          live_server):
+    """Both agents see the unassigned queue; one takes the conversation and the other's list
+    loses it at once."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    sara = _agent(live_server, admin.organization_id, "سارة")
+    layla = _agent(live_server, admin.organization_id, "ليلى")
+    other = _phone(browsing.new_page(account=layla))
+    open_live(other, "/inbox?scope=unassigned")
+    row = f"#conversation-row-{conversation_id}"
+    expect(other.locator(row)).to_have_count(1)
+    page = _phone(browsing.new_page(account=sara))
+
+    open_live(page, "/inbox?scope=unassigned")
+    page.locator(f"{row} a").click()
+    page.get_by_role("button", name=translated(live_server, "Take it", "ar")).click()
+
+    expect(page.get_by_role("button", name=translated(live_server, "Resolve", "ar"))
+           ).to_be_visible()
+    expect(other.locator(row)).to_have_count(0)
+    _no_sideways_scroll(page)
+    screenshot(other, "agent-day-queue-ar")
+
+
+def test_a_saved_reply_is_inserted_by_typing_a_slash(browsing, live_server):
+    """Typing «/شكر» offers the saved reply with the customer's name filled in; Enter inserts
+    it in place of what was typed."""
+    admin, profile_id = _shop(live_server)
+    with live_server.transaction(admin.organization_id):
+        actor = db.session.get(User, admin.user_id)
+        inbox.save_canned_reply(actor, "شكر", "ar", "شكرًا لتواصلك يا {name}، نرد خلال ساعة.")
+        inbox.save_canned_reply(actor, "hours", "en", "We open at nine.")
+    sara = _agent(live_server, admin.organization_id, "سارة")
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id,
+                                    assigned_user_id=sara.user_id)
+    page = _phone(browsing.new_page(account=sara))
+    open_live(page, f"/inbox/conversations/{conversation_id}")
+    composer = page.locator("textarea[name=text]")
+
+    composer.press_sequentially("مرحبًا /شك")
+    option = page.locator(".replies-menu [role=option][aria-selected=true]")
+    expect(option).to_contain_text("نرد خلال ساعة")
+    composer.press("Enter")
+
+    expect(composer).to_have_value(f"مرحبًا شكرًا لتواصلك يا {CUSTOMER}، نرد خلال ساعة.")
+    expect(page.locator(".replies-menu")).to_be_hidden()
+    expect(page.locator("article.bubble-out")).to_have_count(0)  # inserted, not sent
+    _no_sideways_scroll(page)
+    screenshot(page, "agent-day-saved-reply-ar")
+    assert browsing.csp_violations() == []
