@@ -13,6 +13,7 @@ which hides itself after a few seconds unless another comes (static/css/app.css)
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from flask import current_app, render_template, request
 from flask_login import current_user
@@ -54,13 +55,21 @@ def listen() -> None:
     socketio.on("typing")(typing)
 
 
-def _caller() -> User | None:
-    """The socket's user, when they may answer WhatsApp."""
+@dataclass(frozen=True)
+class Caller:
+    """The socket's user as plain values: each handler's transaction ends before it is done."""
+
+    id: int
+    organization_id: int
+
+
+def _caller() -> Caller | None:
+    """The socket's user, when they may see the inbox."""
     set_current_organization(None)
     user = current_user._get_current_object()  # loading the user sets its organization
     if not user.is_authenticated or not can("whatsapp", "read"):
         return None
-    return user
+    return Caller(user.id, user.organization_id)
 
 
 def _conversation_id(data: object) -> int | None:
@@ -79,7 +88,7 @@ def viewing(data: object = None) -> None:
     with organization_context(org_id):
         try:
             if conversation_id is not None:
-                services.access_conversation(conversation_id, user)
+                services.access_conversation(conversation_id, current_user._get_current_object())
         except NotFoundError:
             conversation_id = None
         finally:
@@ -120,20 +129,25 @@ def _viewers(org_id: int, conversation_id: int) -> dict[str, int]:
             in _redis().hgetall(_viewers_key(org_id, conversation_id)).items()}
 
 
-def _users(org_id: int, ids: set[int]) -> dict[int, User]:
+@dataclass(frozen=True)
+class Reader:
+    """A user in a conversation, as plain values (read in their organization's transaction,
+    which ends before anything is rendered)."""
+
+    id: int
+    full_name: str
+    language: str
+
+
+def _readers(org_id: int, ids: set[int]) -> dict[int, Reader]:
     with organization_context(org_id):
         try:
-            users = {user.id: user for user in db.session.scalars(
-                select(User).where(User.id.in_(ids), User.is_active))}
-            for user in users.values():
-                db.session.expunge(user)
-            return users
+            return {user.id: Reader(user.id, user.full_name,
+                                    user.preferred_language or user.organization.default_language)
+                    for user in db.session.scalars(
+                        select(User).where(User.id.in_(ids), User.is_active))}
         finally:
             rollback()
-
-
-def _language(user: User) -> str:
-    return user.preferred_language or user.organization.default_language
 
 
 def _announce(org_id: int, conversation_id: int) -> None:
@@ -141,14 +155,14 @@ def _announce(org_id: int, conversation_id: int) -> None:
     from crm.whatsapp.live import rendering_for, swap
 
     viewers = _viewers(org_id, conversation_id)
-    users = _users(org_id, set(viewers.values()))
+    readers = _readers(org_id, set(viewers.values()))
     for sid, user_id in viewers.items():
-        reader = users.get(user_id)
+        reader = readers.get(user_id)
         if reader is None:
             continue
-        others = sorted({user for user in users.values() if user.id != user_id},
-                        key=lambda user: (user.full_name, user.id))
-        with rendering_for(_language(reader)):
+        others = sorted((other for other in readers.values() if other.id != user_id),
+                        key=lambda other: (other.full_name, other.id))
+        with rendering_for(reader.language):
             html = render_template("whatsapp/_presence.html", conversation_id=conversation_id,
                                    others=others)
         socketio.emit("presence", {"swaps": [swap(f"#conversation-{conversation_id}-presence",
@@ -173,13 +187,13 @@ def typing(data: object = None) -> None:
         return
     from crm.whatsapp.live import rendering_for, swap
 
-    readers = _users(org_id, set(others.values()) | {user.id})
+    readers = _readers(org_id, set(others.values()) | {user.id})
     typist = readers.get(user.id)
     for sid, user_id in others.items():
         reader = readers.get(user_id)
         if reader is None or typist is None:
             continue
-        with rendering_for(_language(reader)):
+        with rendering_for(reader.language):
             html = render_template("whatsapp/_typing.html", conversation_id=conversation_id,
                                    typist=typist)
         socketio.emit("typing", {"swaps": [swap(f"#conversation-{conversation_id}-typing",

@@ -232,10 +232,12 @@ def inbox():
 
 def _composer_context(conversation: Conversation, errors: dict | None = None,
                       values: object = None, reply_to: Message | None = None,
-                      replied: Message | None = None) -> dict:
+                      replied: Message | None = None, seen_id: int | None = None) -> dict:
+    """The composer's variables; `seen_id`, the newest message shown, when the page has it."""
     return {"window_open": services.window_open(conversation), "composer_errors": errors or {},
             "composer_values": values or {}, "reply_to": reply_to, "replied": replied,
-            "seen_id": inbox_services.latest_message_id(conversation),
+            "seen_id": seen_id if seen_id is not None
+            else inbox_services.latest_message_id(conversation),
             "enter_sends": inbox_services.enter_sends(me()),
             "upload_types": sorted(t for types, _limit in media.ALLOWED_UPLOADS.values()
                                    for t in types)}
@@ -244,6 +246,7 @@ def _composer_context(conversation: Conversation, errors: dict | None = None,
 def _conversation_context(conversation: Conversation, **composer) -> dict:
     messages, older = services.list_messages(conversation)
     writable = _writable()
+    composer.setdefault("seen_id", messages[-1].id if messages else None)
     return {**live.fragment_context(conversation, writable), "messages": messages,
             "older": older, "assignees": live.assignable_users() if writable else [],
             "errors": {}, **_composer_context(conversation, **composer)}

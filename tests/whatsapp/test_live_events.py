@@ -26,7 +26,12 @@ from crm.whatsapp.channels.base import InboundMessage, StatusUpdate
 from crm.whatsapp.models import Conversation, Message
 from tests.factories import login, make_org, make_user, run_jobs
 from tests.live import Account
-from tests.whatsapp.factories import make_conversation, make_message, make_profile
+from tests.whatsapp.factories import (
+    close_queue,
+    make_conversation,
+    make_message,
+    make_profile,
+)
 
 WATCH_LEVELS = ("read", "write")
 
@@ -145,13 +150,14 @@ def _row_ids(page: BeautifulSoup) -> list[str]:
 
 def test_a_new_message_reaches_the_inbox_rooms_and_no_agent(org, org_id, profile, emitted):
     """An unassigned conversation's message goes to the inbox rooms (every language and access
-    level), never to an agent's room."""
+    level) and the agents' queue rooms, never to an agent's own room."""
     agent_id, _name = _user(org, "agent")
 
     message = _customer_writes(org_id, profile, "Is the shop open?")
 
     rooms = _by_room(emitted, "newMessage")
-    assert set(rooms) == _watch_rooms(org_id)
+    assert set(rooms) == _watch_rooms(org_id) | {live.queue_room(org_id, language)
+                                                 for language in ("ar", "en")}
     assert user_room(agent_id) not in {room for _event, _data, room in emitted}
     data = rooms[live.watch_room(org_id, "en", "write")]
     assert data["conversation_id"] == message.conversation_id
@@ -473,12 +479,14 @@ def test_mark_as_read_from_the_page_clears_the_unread_count(app, org, org_id, pr
 @pytest.mark.live
 def test_sockets_hear_only_conversations_they_may_see(live_server):
     """On a live server: a manager's socket hears a customer's message, an agent's does not
-    until the conversation is assigned to them."""
+    until the conversation is assigned to them (the queue closed to agents, the number not
+    auto-assigning)."""
     admin = live_server.make_account()
     with live_server.transaction(admin.organization_id):
         org = db.session.get(Organization, admin.organization_id)
         manager, agent = make_user(org, "manager"), make_user(org, "agent")
-        profile_id = make_profile(org, "sandbox").id
+        profile_id = make_profile(org, "sandbox", auto_assign=False).id
+        close_queue(org)
         accounts = [Account(org.id, user.id, user.email) for user in (manager, agent)]
     manager_account, agent_account = accounts
 
@@ -564,7 +572,8 @@ def _socket_call(app, org_id: int, user_id: int, handler, data, sid: str) -> Non
     from flask import request
 
     with organization_context(org_id):
-        user = db.session.get(User, user_id)
+        user = db.session.get(User, user_id, populate_existing=True)
+        db.session.expunge(user)  # loaded here, as the socket's own request loads it
     with app.test_request_context():
         request.sid, request.namespace = sid, "/"
         login_user(user)
@@ -580,18 +589,18 @@ def test_agents_in_one_conversation_see_each_other_and_who_types(app, org, org_i
 
     monkeypatch.setattr(socketio.server, "enter_room", lambda *args, **kwargs: None)
     monkeypatch.setattr(socketio.server, "leave_room", lambda *args, **kwargs: None)
-    sara = make_user(org, "agent", full_name="Sara")
-    layla = make_user(org, "agent", full_name="Layla")
-    outsider = make_user(org, "agent", full_name="Omar")
-    ids = {"sara": sara.id, "layla": layla.id, "outsider": outsider.id}
-    conversation = make_conversation(profile)  # in the queue: both agents may open it
-    data = {"conversation_id": conversation.id}
+    with committed(org_id):  # the handlers end their own transactions
+        ids = {name: make_user(org, "agent", full_name=name.title()).id
+               for name in ("sara", "layla", "omar")}
+        conversation_id = make_conversation(profile).id  # in the queue: agents may open it
+    ids["outsider"] = ids["omar"]
+    data = {"conversation_id": conversation_id}
 
     _socket_call(app, org_id, ids["sara"], presence.viewing, data, "sid-sara")
     _socket_call(app, org_id, ids["layla"], presence.viewing, data, "sid-layla")
     with organization_context(org_id):
-        services.assign_conversation(db.session.get(Conversation, conversation.id),
-                                     ids["layla"], org.admin)
+        services.assign_conversation(db.session.get(Conversation, conversation_id),
+                                     ids["layla"], db.session.get(User, org.admin.id))
         commit()
     _socket_call(app, org_id, ids["outsider"], presence.viewing, data, "sid-omar")
 

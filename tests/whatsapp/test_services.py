@@ -37,7 +37,7 @@ from crm.whatsapp.channels.sandbox import SandboxChannel
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 from tests.conftest import _server
 from tests.factories import make_org, make_user
-from tests.whatsapp.factories import make_conversation, make_message, make_profile
+from tests.whatsapp.factories import close_queue, make_conversation, make_message, make_profile
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 64
 _ids = iter(range(1, 10**9))
@@ -586,7 +586,9 @@ def _statements(containing: str) -> Iterator[list[tuple[str, dict]]]:
 
 
 def test_an_agent_sees_only_conversations_assigned_to_them(org, number):
-    """In lists, whatever the scope, and one by one (404); in the unread total too."""
+    """With the unassigned queue closed to agents: in lists, whatever the scope, and one by
+    one (404); in the unread total too."""
+    close_queue(org)
     agent = make_user(org, "agent")
     assigned = make_conversation(number, assigned_user_id=agent.id, unread_count=2)
     unassigned = make_conversation(number, unread_count=5)
