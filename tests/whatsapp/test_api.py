@@ -19,7 +19,7 @@ from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 from tests.api import assert_error, count_queries
 from tests.factories import bearer, make_user, run_jobs
 from tests.foundation import arabic
-from tests.whatsapp.factories import make_conversation, make_message, make_profile
+from tests.whatsapp.factories import close_queue, make_conversation, make_message, make_profile
 
 PROFILE_FIELDS = {"id", "display_name", "phone_number", "provider", "state", "phone_number_id",
                   "business_account_id", "auto_assign", "webhook_url", "verify_token",
@@ -283,7 +283,9 @@ def test_conversation_filters(client, org, sandbox):
 
 
 def test_an_agent_lists_and_opens_only_conversations_assigned_to_them(client, org, sandbox):
-    """Whatever the scope asked for, an agent gets their own; another one is 404."""
+    """With the unassigned queue closed to agents: whatever the scope asked for, an agent gets
+    their own; another one is 404."""
+    close_queue(org)
     agent = make_user(org, "agent")
     assigned = make_conversation(sandbox, assigned_user_id=agent.id)
     unassigned = make_conversation(sandbox)
@@ -477,7 +479,8 @@ def test_a_phone_in_any_form_starts_one_conversation(client, org, sandbox):
 
 def test_an_agent_who_starts_a_conversation_is_assigned_it(client, org, sandbox):
     """Otherwise they could not see their own conversation; an existing conversation they are
-    not assigned stays out of reach (404, nothing sent)."""
+    not assigned stays out of reach (404, nothing sent) while the queue is closed to agents."""
+    close_queue(org)
     agent = make_user(org, "agent")
     started = _send(client, agent, profile_id=sandbox.id, to="0501234567", text="hi")
     assert started.status_code == 201
