@@ -70,7 +70,7 @@ allow_uploads(blueprint, {"tickets.add_comment"}, MAX_ATTACHMENTS * MAX_ATTACHME
 # The sections other pages show load themselves from the routes below, so neither the CRM nor
 # the inbox reads a ticket; each shows nothing while ticketing is off.
 add_customer_panel(CustomerPanel("tickets/_customer_tickets.html", "ticketing"))
-add_contact_section("tickets/_conversation_tickets.html")
+add_contact_section("tickets/_conversation_tickets.html", "ticketing")
 
 
 @blueprint.context_processor

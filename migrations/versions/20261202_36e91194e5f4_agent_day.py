@@ -8,7 +8,7 @@
 - New numbers auto-assign by default.
 
 Revision ID: 36e91194e5f4
-Revises: 7e3b9c41d2a5
+Revises: cf1f259e44ce
 Create Date: 2026-12-02 14:00:00
 """
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from crm.schema import protect_tenant_tables
 
 revision = "36e91194e5f4"
-down_revision = "7e3b9c41d2a5"
+down_revision = "cf1f259e44ce"
 branch_labels = None
 depends_on = None
 
