@@ -151,7 +151,8 @@ def test_swaps_land_on_open_pages(client, org, org_id, emitted):
 
 def test_a_suggestion_reloads_the_conversations_open_panels(org, org_id, emitted, monkeypatch):
     """A customer's keyword makes the conversation's panels, and only those who may see the
-    conversation, load their tickets section again (which now offers the ticket)."""
+    conversation (agents through the open queue), load their tickets section again (which now
+    offers the ticket)."""
     from crm.tickets.services.suggestions import suggest
     from crm.whatsapp import live as whatsapp_live
     from tests.whatsapp.factories import make_conversation, make_profile
@@ -163,8 +164,10 @@ def test_a_suggestion_reloads_the_conversations_open_panels(org, org_id, emitted
         suggest(conversation_id, 1, "عندي مشكلة في الطلب", None)
 
     rooms = rooms_of(emitted, "ticketSuggested")
+    # An unassigned conversation: agents see it in the open queue (the inbox's default).
     assert set(rooms) == {whatsapp_live.watch_room(org_id, language, level)
-                          for language in ("ar", "en") for level in ("read", "write")}
+                          for language in ("ar", "en") for level in ("read", "write")} | {
+        whatsapp_live.queue_room(org_id, language) for language in ("ar", "en")}
     assert user_room(agent_id) not in rooms
     swap = rooms[whatsapp_live.watch_room(org_id, "ar", "write")]["swaps"][0]
     assert swap["target"] == f"#conversation-{conversation_id}-tickets"
