@@ -18,6 +18,7 @@ csrf.exempt(blueprint)
 # Route modules register on the blueprint (and in the OpenAPI document) when imported.
 from crm.api import openapi  # noqa: E402, F401
 from crm.billing import api as billing_api  # noqa: E402, F401
+from crm.campaigns import api as campaigns_api  # noqa: E402, F401
 from crm.customers import api as customers_api  # noqa: E402, F401
 from crm.foundation import api as foundation_api  # noqa: E402, F401
 from crm.tickets import api as tickets_api  # noqa: E402, F401
