@@ -89,7 +89,8 @@ def delete_campaign(campaign_id: int) -> Response:
     return no_content()
 
 
-def _lifecycle(action: str, summary: str, description: str | None = None) -> None:
+def _lifecycle(action: str, summary: str, description: str, errors: tuple[int, ...] = (409,)
+               ) -> None:
     """Route POST /campaigns/<id>/<action> to services.<action>_campaign."""
     act = getattr(services, f"{action}_campaign")
 
@@ -98,11 +99,11 @@ def _lifecycle(action: str, summary: str, description: str | None = None) -> Non
 
     view.__name__ = f"{action}_campaign"
     campaigns.post(f"/campaigns/<int:campaign_id>/{action}", summary,
-                   answers={200: schemas.Campaign}, errors=(409,), description=description)(
+                   answers={200: schemas.Campaign}, errors=errors, description=description)(
         require("campaigns", "write")(view))
 
 
-_lifecycle("start", "Start a draft", _START)
+_lifecycle("start", "Start a draft", _START, errors=(409, 422))
 _lifecycle("pause", "Pause a running or scheduled campaign", _PAUSE)
 _lifecycle("resume", "Resume a paused campaign where it stopped",
            "409 unless it is paused.")

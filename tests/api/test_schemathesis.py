@@ -123,6 +123,25 @@ def _ticket_targets(org, other_org) -> dict[str, list[int]]:
             "holiday_id": [h.id for h in holidays] + [make_holiday(other_org).id, 2**63 - 1]}
 
 
+def _campaign_targets(org, other_org, profile_ids: list[int]) -> dict[str, list[int]]:
+    """Drafts of campaigns, one ready to start (a template of a cloud number to a tag), and
+    another organization's."""
+    from tests.campaigns.factories import make_campaign, make_template, template_message
+    from tests.customers.factories import make_customer
+    from tests.whatsapp.factories import make_profile
+
+    cloud = make_profile(org, "cloud")
+    make_template(org, cloud)
+    make_customer(org, tags=["vip"])
+    ready = make_campaign(org, cloud, audience={"tag": "vip"},
+                          message=template_message("{name}", "x"))
+    drafts = [ready.id, make_campaign(org, cloud).id]
+    foreign = make_campaign(other_org, make_profile(other_org, "sandbox")).id
+    return {"campaign_id": [*drafts, foreign, 2**63 - 1],
+            "DELETE campaign_id": [make_campaign(org, cloud).id, foreign, 2**63 - 1],
+            "profile_id": [*profile_ids, cloud.id]}
+
+
 @pytest.fixture
 def admin(app, org, other_org, monkeypatch) -> Iterator[tuple[int, int]]:
     """(organization id, user id) of the admin whose tokens the run uses; targets for ids."""
@@ -135,6 +154,7 @@ def admin(app, org, other_org, monkeypatch) -> Iterator[tuple[int, int]]:
     _TARGETS["user_id"] = [user.id for user in colleagues] + [other_org.admin.id, 2**63 - 1]
     _TARGETS.update(_whatsapp_targets(org, other_org))
     _TARGETS.update(_ticket_targets(org, other_org))
+    _TARGETS.update(_campaign_targets(org, other_org, _TARGETS["profile_id"]))
     yield org.id, org.admin.id
     _TARGETS.clear()
 
