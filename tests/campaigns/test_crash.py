@@ -1,7 +1,8 @@
 """Real `crm worker` processes run campaigns against the fake Graph API: killed with SIGKILL
-mid-campaign, or left without Redis for a moment, the campaign carries on by itself and every
-person is sent exactly once (the fake Graph API counts); a pause stops the sends before it
-returns.
+mid-send, or left without Redis for a moment, the campaign carries on by itself and every
+person is sent exactly once (the fake Graph API counts; the one whose send was cut off is
+`unknown`, never sent again); a pause through the live server's API stops the sends before it
+answers.
 
 The data is the live server's (tests/live.py); the workers' recovery clock and age, and the
 runners' lease, are shortened to seconds so that what heals in production within a minute
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 
@@ -34,7 +36,8 @@ from crm.foundation.models import Organization, User
 from crm.whatsapp.models import Message
 from tests.campaigns.factories import ACCOUNT_ID, make_template
 from tests.conftest import ROOT
-from tests.live import LiveServer, wait_until
+from tests.factories import bearer
+from tests.live import TIMEOUT, LiveServer, wait_until
 from tests.test_redis_outage import process
 from tests.whatsapp.factories import make_profile
 from tests.whatsapp.fake_graph import TOKEN, FakeGraph
@@ -146,23 +149,30 @@ def assert_each_sent_once(live_server: LiveServer, running: Running, graph: Fake
     assert len(missing) <= 1
 
 
-def test_a_worker_killed_mid_campaign_is_replaced_and_nobody_is_sent_twice(
+def test_a_worker_killed_mid_send_is_replaced_and_nobody_is_sent_twice(
         live_server, graph, tmp_path):
+    """The worker is killed while WhatsApp has a message but has not answered yet: that
+    person's message is `unknown` (never sent again); a new worker sends everyone else,
+    once each."""
     running = a_campaign(live_server, FIRST)
+    graph.delay = 0.5  # each send is answered after half a second: the kill lands mid-request
 
     with worker(live_server, graph, tmp_path / "first.log") as first:
-        wait_until(lambda: len(graph.sends()) >= 10, "ten sends", 60)
+        wait_until(lambda: len(graph.sends()) >= 5, "five sends", 60)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
     killed_at = len(graph.sends())
-    assert killed_at < PEOPLE, "the campaign ended before the kill: nothing was tested"
+    in_flight = f"+{graph.sends()[-1]['to']}"
+    graph.delay = 0
 
     with worker(live_server, graph, tmp_path / "second.log"):
         wait_until(lambda: settled(live_server, running), "the campaign settling", 90)
         time.sleep(2)  # more runs of the recovery job: nothing is sent again
 
+    assert killed_at < PEOPLE, "the campaign ended before the kill: nothing was tested"
     assert_each_sent_once(live_server, running, graph)
-    assert len(graph.sends()) > killed_at
+    assert len(graph.sends()) == PEOPLE
+    assert cut_off(live_server, running) == [in_flight]
 
 
 def test_a_campaign_carries_on_after_redis_restarts_empty(live_server, graph, tmp_path):
@@ -189,34 +199,30 @@ def test_a_campaign_carries_on_after_redis_restarts_empty(live_server, graph, tm
     assert_each_sent_once(live_server, running, graph)
 
 
-def admin_of(running: Running) -> User:
-    """The admin who made the campaign (in the transaction of the caller)."""
-    return db.session.get(User, db.session.scalar(select(Campaign.created_by_id).where(
-        Campaign.id == running.campaign_id)))
-
-
 def test_no_send_leaves_after_a_pause_returns(live_server, graph, tmp_path):
-    """A worker sends ten a second; the pause returns within a second, and from then on the
-    fake Graph API hears nothing more. Resuming sends the rest, once each."""
+    """A worker sends ten a second; the admin's pause (POST /api/campaigns/<id>/pause to the
+    live server) answers within a second, and from then on the fake Graph API hears nothing
+    more. Resuming sends the rest, once each."""
     running = a_campaign(live_server, FIRST + 2 * PEOPLE)
+    with live_server.transaction(running.org_id):
+        token = bearer(db.session.get(User, db.session.scalar(
+            select(Campaign.created_by_id).where(Campaign.id == running.campaign_id))))
+    url = f"{live_server.url}/api/campaigns/{running.campaign_id}"
 
     with worker(live_server, graph, tmp_path / "worker.log"):
         wait_until(lambda: len(graph.sends()) >= 5, "five sends", 60)
-        with live_server.transaction(running.org_id):
-            began = time.monotonic()
-            services.pause_campaign(admin_of(running), db.session.get(Campaign,
-                                                                      running.campaign_id))
-        # (the transaction's commit, on leaving the block, waits for the send on its way)
+        began = time.monotonic()
+        paused = requests.post(f"{url}/pause", headers=token, timeout=TIMEOUT)
         took = time.monotonic() - began
         after_pause = len(graph.sends())
         time.sleep(2)
+        assert (paused.status_code, paused.json()["status"]) == (200, "paused")
         assert len(graph.sends()) == after_pause
         assert took < 1.0
         assert after_pause < PEOPLE
 
-        with live_server.transaction(running.org_id):
-            services.resume_campaign(admin_of(running), db.session.get(Campaign,
-                                                                       running.campaign_id))
+        resumed = requests.post(f"{url}/resume", headers=token, timeout=TIMEOUT)
+        assert resumed.json()["status"] == "running"
         wait_until(lambda: status(live_server, running) == "completed", "the campaign ending",
                    60)
 
