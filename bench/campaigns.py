@@ -12,10 +12,14 @@ pace, and the campaigns API beside the bare Flask baseline.
    PAUSE_SHARE of the list sent, the admin pauses: how long the pause takes to answer, and
    when the last send arrived relative to it (nothing may arrive after it answered). Resumed,
    the campaign completes: every number is sent exactly once (the fake Graph API counts).
-2. API: GET /api/campaigns (BENCH_CAMPAIGNS drafts besides), one campaign, and its results —
-   first page, deep (cursor), filtered by a common and a rare state — in alternating rounds
-   beside bare Flask + one indexed SELECT; EXPLAIN (ANALYZE, BUFFERS) of the statement each
-   pages with, checked against the index it needs.
+2. API: GET /api/campaigns (BENCH_CAMPAIGNS drafts besides), one campaign, and the results
+   of a finished campaign of BENCH_RESULTS recipients (100,000; frozen by the service from an
+   uploaded list, their states then written as a finished campaign leaves them: read,
+   delivered, sent, one in FAIL_EVERY failed, some skipped; the sent campaign's recipients
+   first, so this one's are not at the start of the table) — first page, deep (cursor),
+   filtered by a common and a rare state — in alternating rounds beside bare Flask + one
+   indexed SELECT; EXPLAIN (ANALYZE, BUFFERS) of the statement each pages with, checked
+   against the index it needs.
 
 100,000 at 80 a second is 21 minutes of sending: on a shared machine, BENCH_RECIPIENTS=20000
 (say) gives the same figures in a fifth of the time (the memory then compares a tenth of the
@@ -49,6 +53,7 @@ from bench.common import (
     check_plan,
     credentials,
     measure_alternating,
+    owner_dsn,
     report,
     worker_environment,
 )
@@ -58,6 +63,7 @@ RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", 100_000))
 RATE = int(os.environ.get("BENCH_RATE", 80))  # the number's throughput, messages a second
 FAIL_EVERY = int(os.environ.get("BENCH_FAIL_EVERY", 1000))
 CAMPAIGNS = int(os.environ.get("BENCH_CAMPAIGNS", 1000))
+RESULTS = int(os.environ.get("BENCH_RESULTS", 100_000))  # recipients of the results read
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 300))
 PAUSE_SHARE = 0.95  # the share of the list sent when the admin pauses
 WORKER_STARTUP = 30.0  # seconds allowed for the workers to start listening
@@ -100,7 +106,7 @@ def run() -> None:
         with workers(app, graph) as campaigns_worker:
             sending = run_send(app, graph, org_id, admin_id, profile_id, campaigns_worker)
         sending.print(graph)
-        run_api(app, org_id, admin_id, profile_id, sending.campaign_id)
+        run_api(app, org_id, admin_id, profile_id)
     finally:
         graph.stop()
 
@@ -250,7 +256,9 @@ def run_send(app: Flask, graph: CountingGraph, org_id: int, admin_id: int, profi
     return sending
 
 
-def _start(app: Flask, org_id: int, admin_id: int, profile_id: int) -> int:
+def _start(app: Flask, org_id: int, admin_id: int, profile_id: int, size: int = RECIPIENTS,
+           first: int = 0) -> int:
+    """Draft a template campaign to an uploaded list of `size` numbers and start it."""
     from werkzeug.datastructures import FileStorage
 
     from crm.campaigns import services
@@ -259,7 +267,7 @@ def _start(app: Flask, org_id: int, admin_id: int, profile_id: int) -> int:
     from crm.tenancy import organization_context
     from crm.transaction import commit
 
-    listed = "phone\n" + "\n".join(phone(n) for n in range(RECIPIENTS))
+    listed = "phone\n" + "\n".join(phone(n) for n in range(first, first + size))
     with app.app_context(), organization_context(org_id):
         admin = db.session.get(User, admin_id)
         campaign = services.create_campaign(admin, {
@@ -306,12 +314,13 @@ def _sample(sending: Sending, graph: CountingGraph, watched: psutil.Process) -> 
 
 # -- 2. the API -------------------------------------------------------------------------------
 
-def run_api(app: Flask, org_id: int, admin_id: int, profile_id: int, campaign_id: int) -> None:
+def run_api(app: Flask, org_id: int, admin_id: int, profile_id: int) -> None:
     """The list, one campaign and its results beside the baseline; the plans they page with."""
     from crm.api.helpers import encode_cursor
     from crm.foundation.models import User
     from crm.tenancy import organization_context
 
+    campaign_id = _finished(app, org_id, admin_id, profile_id)
     _drafts(app, org_id, admin_id, profile_id)
     with app.app_context(), organization_context(org_id):
         from crm.extensions import db
@@ -330,7 +339,7 @@ def run_api(app: Flask, org_id: int, admin_id: int, profile_id: int, campaign_id
                  recent, "campaigns"),
         Scenario("results, first page", "admin", lambda: f"{base}/results", by_state,
                  "campaign_recipients"),
-        Scenario(f"results, {RECIPIENTS // 2:,} down (cursor)", "admin",
+        Scenario(f"results, {RESULTS // 2:,} down (cursor)", "admin",
                  lambda: f"{base}/results?cursor={deep}",
                  (("ix_campaign_recipients_state", "id >"),), "campaign_recipients"),
         Scenario("results, state=sent", "admin", lambda: f"{base}/results?state=sent",
@@ -351,9 +360,54 @@ def run_api(app: Flask, org_id: int, admin_id: int, profile_id: int, campaign_id
     report(f"campaigns API — {REQUESTS} sequential requests each as the admin (bearer), "
            "in-process WSGI, alternating rounds with the baseline", results[1:], results[0],
            tail=95)
-    sql_ms = {s.name: check_plan(app, org_id, get(s), s, False)[0] for s in scenarios}
+    sql_ms = {s.name: check_plan(app, org_id, get(s), s, True)[0] for s in scenarios}
     print("\nSQL ms (EXPLAIN ANALYZE of the statement that pages through the rows): "
           + "; ".join(f"{name}: {ms:.2f}" for name, ms in sql_ms.items()))
+
+
+def _finished(app: Flask, org_id: int, admin_id: int, profile_id: int) -> int:
+    """A completed campaign of RESULTS recipients, frozen by the service, its states and
+    counts written as the send and status paths leave them; its id."""
+    import psycopg
+    from sqlalchemy import text
+
+    from crm.campaigns import audience
+    from crm.campaigns.models import Campaign
+    from crm.extensions import db
+    from crm.tenancy import organization_context
+    from crm.transaction import commit
+
+    campaign_id = _start(app, org_id, admin_id, profile_id, RESULTS, first=5_000_000)
+    with app.app_context(), organization_context(org_id):
+        campaign = db.session.get(Campaign, campaign_id)
+        audience.freeze(campaign)
+        db.session.execute(text("""
+            UPDATE campaign_recipients SET
+              state = CASE WHEN mod(id, :fail) = 0 THEN 'failed'
+                           WHEN mod(id, 25) = 1 THEN 'skipped'
+                           WHEN mod(id, 10) < 6 THEN 'read'
+                           WHEN mod(id, 10) < 8 THEN 'delivered' ELSE 'sent' END,
+              error_code = CASE WHEN mod(id, :fail) = 0 THEN '131026'
+                                WHEN mod(id, 25) = 1 THEN 'opted_out' END,
+              sent_at = now(), attempts = 1, provider_message_id = 'wamid.' || id
+            WHERE campaign_id = :campaign"""), {"fail": FAIL_EVERY, "campaign": campaign_id})
+        db.session.execute(text("""
+            UPDATE campaign_results r SET total = c.total, queued = 0, sent = c.sent,
+                   delivered = c.delivered, read = c.read, failed = c.failed,
+                   skipped = c.skipped
+            FROM (SELECT count(*) AS total,
+                         count(*) FILTER (WHERE state IN ('sent', 'delivered', 'read')) AS sent,
+                         count(*) FILTER (WHERE state IN ('delivered', 'read')) AS delivered,
+                         count(*) FILTER (WHERE state = 'read') AS read,
+                         count(*) FILTER (WHERE state = 'failed') AS failed,
+                         count(*) FILTER (WHERE state = 'skipped') AS skipped
+                  FROM campaign_recipients WHERE campaign_id = :campaign) c
+            WHERE r.campaign_id = :campaign"""), {"campaign": campaign_id})
+        campaign.status, campaign.frozen_at = "completed", campaign.started_at
+        commit()
+    with psycopg.connect(owner_dsn(app), autocommit=True) as conn:
+        conn.execute("ANALYZE campaign_recipients")  # as autovacuum would, soon
+    return campaign_id
 
 
 def _drafts(app: Flask, org_id: int, admin_id: int, profile_id: int) -> None:
@@ -377,4 +431,4 @@ def _middle_recipient(campaign_id: int) -> int:
 
     return db.session.scalar(db.select(CampaignRecipient.id)
                              .where(CampaignRecipient.campaign_id == campaign_id)
-                             .order_by(CampaignRecipient.id).offset(RECIPIENTS // 2).limit(1))
+                             .order_by(CampaignRecipient.id).offset(RESULTS // 2).limit(1))
