@@ -20,8 +20,10 @@ For each recipient, in order:
    starts after a pause returns) and the recipient's row lock: still running, still queued,
    not opted out (consent is checked now, not when the list was built), within the messaging
    limit (cloud) or the daily cap (web), and no campaign message to the person in the last
-   6 seconds; then the message is written to the WhatsApp outbox and the recipient marked
-   `sending` — one commit;
+   6 seconds; then the message is written to the WhatsApp outbox, the recipient marked
+   `sending` and the message counted in the plan's campaign messages of the month (billing's
+   usage; with no room left the campaign pauses instead, and it pauses before claiming
+   when the month is used up, or when the organization is read-only) — one commit;
 3. the outbox's own send (crm/whatsapp/services.py `send_message`): `sending` is committed
    before the request leaves, so a crash never sends twice; a cut-off send is `unknown` until
    WhatsApp's status webhook settles it, never resent. Should the runner die before this, the
@@ -50,6 +52,7 @@ from flask import current_app
 from sqlalchemy import func, or_, select, update
 
 from crm import recovery
+from crm.billing import gate, usage
 from crm.campaigns import audience, consent, live, pacing, services, templates
 from crm.campaigns.models import Campaign, CampaignRecipient, CampaignResult
 from crm.campaigns.rendering import outbound
@@ -76,6 +79,7 @@ LATER_CODES = ("131056", "131000", "network", "timeout")
 NUMBER_CODES = (*services.PAUSE_CODES, "not_connected", "not_configured")
 # How long after the last look the runner comes back when only sends of others are left.
 RECHECK_SECONDS = 5.0
+PLAN_LIMIT = "campaign_messages_per_month"
 TEMPLATE_SYNC_RETRY = 3600  # seconds between two attempts of a daily sync that failed
 
 
@@ -238,6 +242,10 @@ class Runner:
             services.pause_by_itself(campaign.id, "module_off", None)
             commit()
             return None
+        if gate.read_only():  # a payment overdue past its grace: nothing new is sent
+            services.pause_by_itself(campaign.id, "read_only", None)
+            commit()
+            return None
         if campaign.frozen_at is None:
             _freeze(campaign.id)
             campaign = _fresh(self.campaign_id)
@@ -268,6 +276,8 @@ class Runner:
             if wait:
                 return wait
             if not self.claimed:
+                if not gate.within(PLAN_LIMIT):
+                    return _pause_for_plan(plan)
                 self.claimed = _claim(plan)
                 if not self.claimed:
                     return _nothing_to_claim(plan)
@@ -407,7 +417,9 @@ def _send(plan: Plan, recipient_id: int) -> float | None:
     if wait is not None:
         return wait
     message_id = _write(plan, recipient)
-    commit()  # the outbox row and `sending` together, before anything leaves
+    if not _counted(plan):
+        return None
+    commit()  # the outbox row, `sending` and its count together, before anything leaves
     from crm.whatsapp.jobs import send_message
 
     send_message(message_id)
@@ -486,6 +498,27 @@ def _write(plan: Plan, recipient: CampaignRecipient) -> int:
     recipient.attempts += 1
     recipient.claimed_until = now + timedelta(seconds=lease())
     return message.id
+
+
+def _counted(plan: Plan) -> bool:
+    """Count the message being written in the plan's monthly campaign messages; False (and
+    the campaign paused, nothing written) when the plan has no room left for it. Counted
+    first, then checked: the hour's usage row stays locked until this transaction ends, so
+    two runners of one organization never both take the last message."""
+    usage.record_campaign_messages(1)
+    if gate.within(PLAN_LIMIT, 0):
+        return True
+    rollback()
+    _pause_for_plan(plan)
+    return False
+
+
+def _pause_for_plan(plan: Plan) -> None:
+    """The plan's campaign messages of the month are used up: the campaign pauses, saying
+    how many of how many (the page offers the upgrade)."""
+    services.pause_by_itself(plan.campaign_id, "plan_limit",
+                             f"{gate.usage(PLAN_LIMIT)}/{gate.limit_of(PLAN_LIMIT)}")
+    commit()
 
 
 def _settle(plan: Plan, recipient_id: int, message_id: int) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import joinedload
 
+from crm.billing import gate
 from crm.campaigns import audience, live
 from crm.campaigns.models import (
     COUNTED_IN,
@@ -409,6 +410,7 @@ def start_campaign(actor: User, campaign: Campaign) -> Campaign:
         jobs.schedule_start(campaign)
         audit("campaign.scheduled", actor, campaign, at=campaign.scheduled_at.isoformat())
     else:
+        ensure_room()
         run(campaign)
         audit("campaign.started", actor, campaign, audience=audience.describe(campaign.audience))
     live.status_changed(campaign)
@@ -438,6 +440,12 @@ def _check_ready(campaign: Campaign) -> None:
         raise ValidationError({"audience": _("This audience has nobody in it.")})
 
 
+def ensure_room() -> None:
+    """Refuse (PlanLimitError: 402 plan_limit) to send when the plan's campaign messages of
+    the month are used up: the campaign would only pause at once."""
+    gate.ensure_within("campaign_messages_per_month")
+
+
 def run(campaign: Campaign) -> None:
     """Set the campaign running and have a runner take it (after commit)."""
     from crm.campaigns import jobs
@@ -462,7 +470,8 @@ def pause_campaign(actor: User, campaign: Campaign) -> Campaign:
 
 def pause_by_itself(campaign_id: int, reason: str, detail: str | None) -> bool:
     """The send engine pauses a running campaign and tells the admins why (`reason`: a Graph
-    error code, "failure_rate", "module_off"). False if it was not running."""
+    error code, "failure_rate", "module_off", "read_only", "plan_limit"). False if it was
+    not running."""
     campaign = db.session.scalar(select(Campaign).where(Campaign.id == campaign_id)
                                  .with_for_update().execution_options(populate_existing=True))
     if campaign is None or campaign.status != "running":
@@ -491,6 +500,7 @@ def resume_campaign(actor: User, campaign: Campaign) -> Campaign:
         campaign.status, campaign.pause_reason, campaign.pause_detail = "scheduled", None, None
         jobs.schedule_start(campaign)
     else:
+        ensure_room()
         run(campaign)
     audit("campaign.resumed", actor, campaign)
     live.status_changed(campaign)
@@ -679,6 +689,7 @@ def pause_reason_text(campaign: Campaign) -> str:
         "manual": _("Paused by a person."),
         "failure_rate": _("More than one in five of its last 50 messages failed."),
         "module_off": _("The campaigns module was switched off."),
+        "read_only": _("Your organization is read-only until its overdue payment is made."),
         "131048": _("WhatsApp limits this number for spam (131048): check its quality rating "
                     "in WhatsApp Manager before resuming."),
         "368": _("WhatsApp blocked this number for a while for policy violations (368)."),
@@ -689,6 +700,11 @@ def pause_reason_text(campaign: Campaign) -> str:
         "not_configured": _("This number is not set up to send: check its settings."),
     }
     reason = campaign.pause_reason or ""
+    if reason == "plan_limit":
+        used, _slash, allowed = (campaign.pause_detail or "").partition("/")
+        return _("Your plan's campaign messages for this month are used up (%(used)s of "
+                 "%(allowed)s): upgrade the plan to send the rest.", used=used,
+                 allowed=allowed)
     return texts.get(reason) or _("WhatsApp refused the sends: %(reason)s",
                                   reason=campaign.pause_detail or reason)
 
