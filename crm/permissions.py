@@ -48,7 +48,9 @@ def module_enabled(area: str) -> bool:
     from crm.foundation.services import enabled_modules
 
     if "enabled_modules" not in g:
-        g.enabled_modules = enabled_modules()
+        # The caller's session load read them already (crm.foundation.services).
+        loaded = getattr(current_user, "enabled_modules", None)
+        g.enabled_modules = loaded if loaded is not None else enabled_modules()
     return area in g.enabled_modules
 
 

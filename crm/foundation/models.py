@@ -72,6 +72,9 @@ class User(TenantMixin, UserMixin, db.Model):
     # The session this request runs as, set by crm.security when it loads or starts one
     # (None for a user loaded any other way). Not a column: it belongs to the request.
     current_session = None
+    # The modules the organization has switched on, read with that session (crm.permissions
+    # asks the database itself when nobody did). Not a column either.
+    enabled_modules = None
 
     def get_id(self) -> str | None:
         """What Flask-Login keeps in the session cookie: the credential of this session."""

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter
@@ -343,16 +344,21 @@ def load_session_user(credential: object, kind: str) -> User | None:
     Sets the current organization to the session's: the only place a person's comes from.
     """
     digest = _open_token(credential)
+    # What the organization has switched off comes in the same round trip: every request's
+    # guard asks it next.
+    switched_off = select(func.array_agg(ModuleSetting.module)) \
+        .where(~ModuleSetting.is_enabled).scalar_subquery()
     found = digest and db.session.execute(
-        select(User, UserSession).join(UserSession, UserSession.user_id == User.id)
+        select(User, UserSession, switched_off).join(UserSession, UserSession.user_id == User.id)
         .where(UserSession.token_hash == digest, UserSession.kind == kind, _live(),
                User.is_active)).first()
     if not found:
         set_current_organization(None)
         return None
-    user, record = found
+    user, record, off = found
     record.credential = credential
     user.current_session = record
+    user.enabled_modules = _enabled(off or ())
     if record.last_seen_at is None or utcnow() - record.last_seen_at >= SESSION_SEEN_INTERVAL:
         record.last_seen_at = utcnow()
         record.ip_address = _client().get("ip_address", record.ip_address)
@@ -724,7 +730,13 @@ def accept_invitation(token: object, full_name: object, password: object) -> Use
 # -- modules --------------------------------------------------------------------------------
 
 def enabled_modules() -> frozenset[str]:
-    off = set(db.session.scalars(select(ModuleSetting.module).where(~ModuleSetting.is_enabled)))
+    return _enabled(db.session.scalars(select(ModuleSetting.module)
+                                       .where(~ModuleSetting.is_enabled)))
+
+
+def _enabled(switched_off: Iterable[str]) -> frozenset[str]:
+    """The modules on, given those switched off (a module without a setting is on)."""
+    off = set(switched_off)
     return frozenset(m for m in MODULES if m not in off)
 
 
