@@ -117,7 +117,7 @@ def _export_lines(app: Flask, organization_id: int, filters: CustomerFilters,
     with app.app_context(), organization_context(organization_id):
         cursor = None
         while True:
-            rows, cursor = list_customers(filters, cursor, EXPORT_PAGE)
+            rows, cursor = list_customers(filters, cursor, EXPORT_PAGE, related=True)
             lines = "".join(line([
                 c.name, c.phone, c.email, c.company, stage_names.get(c.stage_id, ""),
                 c.owner.email if c.owner else "", ", ".join(c.tags), c.source, c.score,

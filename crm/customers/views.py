@@ -194,8 +194,8 @@ def _filters(params: Mapping) -> tuple[services.CustomerFilters | None, dict]:
 def list_customers():
     filters, errors = _filters(request.args)
     after = request.args.get("after")
-    customers, next_cursor = services.list_customers(filters, after, PAGE) if filters else ([],
-                                                                                           None)
+    customers, next_cursor = (services.list_customers(filters, after, PAGE, related=True)
+                              if filters else ([], None))
     context = {"customers": customers, "next_cursor": next_cursor, "after": after,
                "filter_args": filters.as_params() if filters else {}, "errors": errors}
     status = 422 if errors else 200
