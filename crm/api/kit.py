@@ -281,9 +281,14 @@ def _validated(model: type[Model], data: dict[str, Any], strict: bool | None = N
 
 def answer(model: type[Answer], value: Any, status: int = 200,
            context: dict[str, Any] | None = None) -> Response:
-    """`value` (an object, or a dict) answered as JSON through `model`, with `status`."""
+    """`value` (an object, or a dict) answered as JSON through `model`, with `status`.
+
+    `context` reaches the models' validators. It is one dict for the whole answer, given or
+    not, so the items of a page can share in it what they would each compute alike.
+    """
     _check_declared(status, model)
-    shown = model.model_validate(value, from_attributes=True, context=context)
+    shown = model.model_validate(value, from_attributes=True,
+                                 context={} if context is None else context)
     return Response(shown.model_dump_json(), status, mimetype="application/json")
 
 

@@ -155,11 +155,18 @@ class Customer(Answer):
         "Who made the last edit (null before any, or for an edit of the system's)."))
     edited_at: Timestamp | None = Field(description="When the last edit was made.")
 
-    @computed_field(description="Why the score is what it is, one line per rule, in the "
-                                "caller's language.")
-    @property
-    def score_explanation(self) -> list[str]:
-        return scoring.explain_breakdown(self.score_breakdown)
+    score_explanation: list[str] = computed(
+        "Why the score is what it is, one line per rule, in the caller's language.")
+
+    @model_validator(mode="after")
+    def _explain(self, info: ValidationInfo) -> Customer:
+        """The customers of one answer share one explainer (kept in its context): a page
+        looks the language up once and writes each distinct line once."""
+        context = info.context if info.context is not None else {}
+        if "explain_score" not in context:
+            context["explain_score"] = scoring.explainer()
+        self.score_explanation = context["explain_score"](self.score_breakdown)
+        return self
 
 
 class Activity(Answer):

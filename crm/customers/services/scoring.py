@@ -9,12 +9,11 @@ nightly for the decay (crm/customers/jobs.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import g
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import delete, func, select, text
@@ -281,24 +280,27 @@ def rescore_customers(customer_ids: list[int], context: ScoringContext) -> int:
 
 def explain_score(customer: Customer) -> list[str]:
     """Why the score is what it is, one line per rule: "+20 replied in the last 7 days"."""
-    return explain_breakdown(customer.score_breakdown)
+    return explainer()(customer.score_breakdown)
 
 
-def explain_breakdown(breakdown: list[dict]) -> list[str]:
-    """The lines of explain_score() for a score's stored breakdown.
-
-    Each distinct line is written once per request: a page of customers repeats the same few
-    ("-5 no contact for 14 days"), and translating each anew cost more than the page's SQL.
-    """
+def explainer() -> Callable[[list[dict]], list[str]]:
+    """explain_score() for many stored breakdowns, a page of customers: the language is
+    looked up once, and each distinct line is written once. A page repeats the same few
+    lines ("-5 no contact for 14 days"), and translating each anew cost more than the
+    page's SQL."""
     language = str(get_locale() or "ar")
-    written = g.setdefault("score_lines", {})
-    lines = []
-    for entry in breakdown:
-        key = (language, repr(entry))
-        if key not in written:
-            written[key] = f"{entry['points']:+d} {_reason(entry, language)}"
-        lines.append(written[key])
-    return lines
+    written: dict[str, str] = {}
+
+    def explain(breakdown: list[dict]) -> list[str]:
+        lines = []
+        for entry in breakdown:
+            key = repr(entry)
+            if key not in written:
+                written[key] = f"{entry['points']:+d} {_reason(entry, language)}"
+            lines.append(written[key])
+        return lines
+
+    return explain
 
 
 def _reason(entry: dict, language: str) -> str:
