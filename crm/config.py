@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
+from pydantic_core import from_json
 
 ROOT = Path(__file__).resolve().parent.parent
 load_dotenv(ROOT / ".env")
@@ -41,8 +42,11 @@ class Config:
     # No server-side prepared statements: after five runs PostgreSQL would switch a statement
     # to one generic plan for every organization, which is wrong for tenants of very different
     # sizes (a stage filter went from 0.25 ms to 244 ms in `crm bench customers`).
+    # JSONB is read by pydantic's JSON parser, four times faster than json.loads with the same
+    # results: decoding two JSONB columns per row was a tenth of an API list's time.
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10,
-                                 "connect_args": {"prepare_threshold": None}}
+                                 "connect_args": {"prepare_threshold": None},
+                                 "json_deserializer": from_json}
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1 * 1024 * 1024))
     # While PostgreSQL or Redis is down, requests that need it answer 503 with this
     # Retry-After (seconds); a page asked for then reloads itself after as long.
