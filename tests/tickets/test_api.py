@@ -233,8 +233,8 @@ def test_the_list_runs_the_same_queries_for_few_or_many_tickets(client, org):
     for _n in range(10):
         make_ticket(org, assignee_id=make_user(org, "agent").id)
     assert len(reads(12)) == len(few)
-    # The caller, the module switches, the page, its types and its assignees.
-    assert len(few) == 5, few
+    # The caller with the module switches, the page, its types and its assignees.
+    assert len(few) == 4, few
 
 
 # -- who may see what -------------------------------------------------------------------------

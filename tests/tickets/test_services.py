@@ -128,7 +128,9 @@ def test_create_from_a_conversation_takes_its_last_message(acting):
 def test_a_conversation_the_agent_cannot_see_is_refused(acting):
     org = acting
     agent = make_user(org, "agent")
-    conversation = make_conversation(make_profile(org, "sandbox"))
+    # Another agent's: the open queue shows the unassigned ones to every agent.
+    conversation = make_conversation(make_profile(org, "sandbox"),
+                                     assigned_user_id=make_user(org, "agent").id)
     with pytest.raises(ValidationError) as caught:
         services.create_ticket(agent, {"conversation_id": conversation.id})
     assert "conversation_id" in caught.value.fields
