@@ -61,6 +61,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     from crm.tickets import settings_views as tickets_settings  # noqa: F401 - its routes too
     from crm.tickets.views import blueprint as tickets_blueprint
     from crm.whatsapp import (  # noqa: F401 - whatsapp's routes too
+        dashboard,
         inbox_views,
         numbers_views,
         sandbox_views,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Literal
 
-from flask import abort, g, request
+from flask import abort, current_app, g, request
 from flask_login import current_user
 
 from crm.billing import gate
@@ -36,6 +36,22 @@ MATRIX: dict[str, dict[str, Level]] = {
 }
 # Areas that are modules an admin can switch off; users and settings always exist.
 SWITCHABLE = ("whatsapp", "crm", "ticketing", "campaigns", "billing")
+# The blueprint each module registers: a module whose blueprint the app lacks is not there yet
+# (tickets and campaigns land later), and no page offers it.
+MODULE_BLUEPRINTS = {"whatsapp": "whatsapp", "crm": "customers", "ticketing": "tickets",
+                     "campaigns": "campaigns", "billing": "billing"}
+
+
+def installed_modules() -> tuple[str, ...]:
+    """The switchable modules this app has, in SWITCHABLE's order."""
+    return tuple(module for module in SWITCHABLE
+                 if MODULE_BLUEPRINTS[module] in current_app.blueprints)
+
+
+def installed_areas() -> tuple[str, ...]:
+    """The areas of the permission matrix that exist in this app."""
+    modules = installed_modules()
+    return tuple(area for area in AREAS if area not in SWITCHABLE or area in modules)
 
 
 def role_allows(role: str, area: str, level: Level) -> bool:

@@ -40,6 +40,11 @@ def fold_text(value: str) -> str:
     return _DECORATION.sub("", value).translate(_LETTERS).translate(_DIGITS).lower()
 
 
+def latin_digits(value: str) -> str:
+    """`value` with Arabic-Indic and Persian digits written as 0-9."""
+    return value.translate(_DIGITS)
+
+
 def phone_digits(value: str, region: str | None = None) -> str:
     """The digits a phone search matches: E.164 digits when the term parses as a number of
     `region` (0501234567 in SA → 966501234567), else the digits as typed."""

@@ -42,7 +42,7 @@ from crm.web import error_body, htmx_response, is_htmx, me, page, see_other, wan
 blueprint = Blueprint("billing", __name__)
 
 navigation.add(navigation.NavItem("billing.billing_page", lazy_gettext("Billing"), "billing",
-                                  "read", "card"))
+                                  "read", "card", 90))
 
 STATUS_LABELS = {
     "trialing": lazy_gettext("Trial"), "active": lazy_gettext("Active"),

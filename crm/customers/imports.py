@@ -264,6 +264,12 @@ def import_columns(header: list[str]) -> list[str]:
     return columns
 
 
+def imported_any() -> bool:
+    """Has the organization imported customers yet (the dashboard's checklist)?"""
+    return bool(db.session.scalar(select(select(CustomerImport.id)
+                                         .where(CustomerImport.status == "done").exists())))
+
+
 def start_import(actor: User, upload: Any) -> CustomerImport:
     """Store an uploaded CSV file and check that its header and first rows can be read."""
     filename = check_text(getattr(upload, "filename", "") or "", "file", 255)

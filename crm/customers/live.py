@@ -36,8 +36,8 @@ def moved_within_column(payload: dict) -> None:
 
 
 def refresh_columns(stage_ids: list[int | None]) -> None:
-    """Send the first page of each column (cards, count, "Load more") to the team's boards."""
-    counts = services.stage_counts()
+    """Send the first page of each column (cards, totals, "Load more") to the team's boards."""
+    totals = services.stage_totals()
     pages = services.board_columns(list(dict.fromkeys(
         stage_id for stage_id in stage_ids if stage_id is not None)), BOARD_PAGE)
     swaps = []
@@ -47,7 +47,7 @@ def refresh_columns(stage_ids: list[int | None]) -> None:
                           "swap": "innerHTML",
                           "html": _render(language, stage_id=stage_id, customers=customers,
                                           next_cursor=next_cursor,
-                                          count=counts.get(stage_id, 0))})
+                                          total=totals.get(stage_id))})
     if swaps:
         emit_to_org(EVENT, {"swaps": swaps})
 

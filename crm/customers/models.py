@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     text,
@@ -111,6 +113,9 @@ class Customer(VersionedMixin, TenantMixin, db.Model):
                                                 server_default=text("'{}'::jsonb"))
     notes: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
     score: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # What the customer is expected to bring, in the organization's currency.
+    expected_value: Mapped[Decimal] = mapped_column(Numeric(14, 2), nullable=False,
+                                                    default=Decimal(0), server_default="0")
     # Why the score is what it is: [{"points": 20, "reason": "replied_recently", ...}]
     score_breakdown: Mapped[list] = mapped_column(JSONB, nullable=False, default=list,
                                                   server_default=text("'[]'::jsonb"))
@@ -132,6 +137,22 @@ class Customer(VersionedMixin, TenantMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<Customer {self.id} {self.phone or self.email}>"
+
+
+class PipelineTotal(TenantMixin, db.Model):
+    """Customers and their expected value per stage and owner (0: none), kept by triggers on
+    `customers` (migration f1ea96597448): the board and the dashboard read a few rows instead
+    of counting the organization. Never written by the application."""
+
+    __tablename__ = "pipeline_totals"
+
+    stage_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customers: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    value: Mapped[Decimal] = mapped_column(Numeric(18, 2), nullable=False, default=Decimal(0))
+
+    def __repr__(self) -> str:
+        return f"<PipelineTotal stage={self.stage_id} owner={self.owner_id} {self.customers}>"
 
 
 class CustomFieldDefinition(TenantMixin, db.Model):
@@ -181,6 +202,7 @@ class CustomerActivity(TenantMixin, db.Model):
 
     actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
     assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id])
+    customer: Mapped[Customer] = relationship()
 
 
 Index("uq_customer_activities_source_key", CustomerActivity.organization_id,

@@ -7,6 +7,7 @@ pipeline, a custom field's kind — as they do for the pages and the CSV import.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, computed_field, model_validator
@@ -24,12 +25,13 @@ from crm.api.kit import (
 )
 from crm.customers.models import ACTIVITY_TYPES, SOURCES
 from crm.customers.models import CustomerActivity as ActivityRow
-from crm.customers.services import MAX_TAGS, SCORE_LIMIT, SORTS, scoring, text_hidden
+from crm.customers.services import AMOUNT_LIMIT, MAX_TAGS, SCORE_LIMIT, SORTS, scoring, text_hidden
 from crm.i18n import current_language
 
 Tag = Annotated[str, Field(max_length=40)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 Score = between(-SCORE_LIMIT, SCORE_LIMIT)
+Amount = Annotated[Decimal, Field(ge=0, le=AMOUNT_LIMIT, decimal_places=2, strict=False)]
 Search = Annotated[str, Field(max_length=200, description=(
     "Name (Arabic letter variants ignored), phone in any written form, or email."))]
 
@@ -49,6 +51,9 @@ class CustomerFields(Body):
     owner_id: Id | None = Field(None, description="A user of the organization.")
     stage_id: Id | None = Field(None, description=(
         "A sales stage; changing it moves the customer on the board and logs an activity."))
+    expected_value: Amount = Field(None, description=(
+        "What the customer is expected to bring, in the organization's currency (a decimal "
+        "string or number, at most two decimals)."))
     tags: Tags = None
     notes: Annotated[str, Field(max_length=10_000)] = None
     custom_fields: dict[str, Any] = Field(None, description=(
@@ -141,6 +146,7 @@ class Customer(Answer):
     company: str
     owner_id: int | None
     stage_id: int | None
+    expected_value: Decimal = Field(description="In the organization's currency.")
     tags: list[str]
     source: Literal[SOURCES]
     custom_fields: dict[str, Any]

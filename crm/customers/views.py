@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-import phonenumbers
 from flask import (
     Blueprint,
     Response,
@@ -42,9 +42,15 @@ from crm.customers.models import (
 from crm.customers.services import scoring
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import services as foundation
-from crm.foundation.views import DashboardCard, add_dashboard_card
+from crm.foundation.views import (
+    DashboardCard,
+    OnboardingStep,
+    add_dashboard_card,
+    add_onboarding_step,
+)
 from crm.i18n import current_language, isolate
-from crm.permissions import can, require
+from crm.pagination import decode_cursor, encode_cursor
+from crm.permissions import can, require, sees_only_assigned
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, fragment, htmx_response, is_htmx, me, page, see_other
@@ -81,9 +87,9 @@ IMPORT_STATUS_LABELS = {"uploaded": lazy_gettext("Waiting for the column mapping
 DUPLICATE_LABELS = {"update": lazy_gettext("Update the existing customer"),
                     "skip": lazy_gettext("Skip the row")}
 navigation.add(navigation.NavItem("customers.list_customers", lazy_gettext("Customers"), "crm",
-                                  "read", "users"))
+                                  "read", "users", 20))
 navigation.add(navigation.NavItem("customers.board", lazy_gettext("Pipeline"), "crm", "read",
-                                  "columns"))
+                                  "columns", 25))
 
 
 @dataclass(frozen=True)
@@ -109,11 +115,33 @@ def add_customer_panel(panel: CustomerPanel) -> None:
 allow_uploads(blueprint, {"customers.start_import"}, imports.IMPORT_MAX_BYTES)
 
 
-def _tasks_due_today() -> dict:
-    return {"tasks": services.tasks_due_today(me())}
+# -- the dashboard's cards: an agent sees their own customers and tasks, the others the team's
+
+def _own_only() -> int | None:
+    """Whose numbers the dashboard shows: an agent's own (their id), else the team's (None)."""
+    return me().id if sees_only_assigned() else None
 
 
-add_dashboard_card(DashboardCard("customers/_tasks_card.html", "crm", "read", _tasks_due_today))
+def _pipeline_card() -> dict:
+    owner_id = _own_only()
+    totals = services.stage_totals(owner_id)
+    return {"stages": [(stage, totals.get(stage.id)) for stage in services.list_stages()],
+            "owner_id": owner_id}
+
+
+def _tasks_card() -> dict:
+    assignee_id = _own_only()
+    return {"tasks": services.tasks_due_today(me()), "counts": services.task_counts(assignee_id),
+            "mine": assignee_id is not None}
+
+
+add_dashboard_card(DashboardCard("customers/_pipeline_card.html", "crm", "read", _pipeline_card,
+                                 (live.EVENT,), order=20))
+add_dashboard_card(DashboardCard("customers/_tasks_card.html", "crm", "read", _tasks_card,
+                                 order=30))
+add_onboarding_step(OnboardingStep("import", lazy_gettext("Import your customers"),
+                                   lambda: url_for("customers.new_import"), imports.imported_any,
+                                   "crm", "write"), 2)
 
 
 @blueprint.context_processor
@@ -122,22 +150,6 @@ def _labels() -> dict:
             "field_type_labels": FIELD_TYPE_LABELS, "import_status_labels": IMPORT_STATUS_LABELS,
             "describe_activity": services.describe_activity,
             "text_hidden": services.text_hidden, "readable_messages": frozenset()}
-
-
-@blueprint.app_template_filter("phone")
-@lru_cache(maxsize=16384)
-def _phone(value: str | None) -> str:
-    """An E.164 number written as people read it (+966 50 123 4567).
-
-    Cached: parsing and formatting cost more than the rest of a board card together.
-    """
-    if not value:
-        return ""
-    try:
-        number = phonenumbers.parse(value)
-    except phonenumbers.NumberParseException:
-        return value
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 @blueprint.app_template_filter("score_label")
@@ -219,7 +231,7 @@ def _customer_data(form: Mapping, definitions: list) -> dict[str, Any]:
     without one the service picks the first. An edit form that showed tags sends the ones
     added and removed, so that saving keeps the tags someone else added meanwhile."""
     data = {key: form.get(key, "") for key in ("name", "phone", "email", "company", "owner_id",
-                                               "tags", "notes")}
+                                               "expected_value", "tags", "notes")}
     if "shown_tags" in form:
         data.update(services.tag_changes(form["shown_tags"], data.pop("tags")))
     if form.get("stage_id"):
@@ -233,8 +245,14 @@ def _form_values(customer: Customer) -> dict[str, Any]:
     return {"name": customer.name, "phone": customer.phone or "", "email": customer.email or "",
             "company": customer.company, "owner_id": str(customer.owner_id or ""),
             "stage_id": str(customer.stage_id or ""), "tags": tags, "notes": customer.notes,
+            "expected_value": _amount_value(customer.expected_value),
             "version": str(customer.version), "shown_tags": tags,
             **{f"cf_{key}": value for key, value in customer.custom_fields.items()}}
+
+
+def _amount_value(amount: Decimal) -> str:
+    """An amount as a form field shows it: 1250, 1250.50, empty for none."""
+    return "" if not amount else f"{amount:f}".removesuffix(".00")
 
 
 def _refused(exc: ServiceError) -> dict[str, Any]:
@@ -482,6 +500,24 @@ def complete_task(activity_id: int):
     return see_other("customers.show_customer", customer_id=activity.customer_id)
 
 
+# -- tasks --------------------------------------------------------------------------------------
+
+@blueprint.get("/tasks")
+@require("crm", "read")
+def tasks():
+    """Open tasks due today or overdue: everyone's, or one's own (`mine=1`; agents always)."""
+    due = request.args.get("due")
+    due = due if due in services.TASK_DUES else "today"
+    mine = request.args.get("mine") == "1" or sees_only_assigned()
+    after = decode_cursor(request.args.get("cursor"), "tasks", (datetime, int))
+    rows, next_key = services.list_tasks(due, me().id if mine else None, after)
+    context = {"tasks": rows, "due": due, "mine": mine,
+               "next_cursor": encode_cursor("tasks", next_key)}
+    if is_htmx():
+        return render_template("customers/_task_rows.html", **context)
+    return render_template("customers/tasks.html", **context)
+
+
 # -- the pipeline board -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -489,16 +525,16 @@ class Column:
     stage: SalesStage
     customers: list[Customer]
     next_cursor: str | None
-    count: int
+    total: services.StageTotal | None
 
 
 @blueprint.get("/board")
 @require("crm", "read")
 def board():
-    counts = services.stage_counts()
+    totals = services.stage_totals()
     stages = services.list_stages()
     pages = services.board_columns([stage.id for stage in stages], live.BOARD_PAGE)
-    columns = [Column(stage, *pages[stage.id], counts.get(stage.id, 0)) for stage in stages]
+    columns = [Column(stage, *pages[stage.id], totals.get(stage.id)) for stage in stages]
     return render_template("customers/board.html", columns=columns)
 
 
@@ -537,7 +573,7 @@ def move_card():
     if not is_htmx():
         return see_other("customers.board")
     return render_template("customers/_board_moved.html", moved=customer,
-                           counts=services.stage_counts(),
+                           totals=services.stage_totals(),
                            changed_stages=sorted({move.card.stage_id, move.stage_id}))
 
 

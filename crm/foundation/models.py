@@ -43,6 +43,9 @@ class Organization(db.Model):
                                           server_default="Asia/Riyadh")
     country: Mapped[str] = mapped_column(String(2), nullable=False, default="SA",
                                          server_default="SA")
+    # ISO 4217: the currency of the pipeline's amounts (the country's own by default).
+    currency: Mapped[str] = mapped_column(String(3), nullable=False, default="SAR",
+                                          server_default="SAR")
     created_at: Mapped[datetime] = created_at_column()
 
     def __repr__(self) -> str:

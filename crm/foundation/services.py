@@ -6,6 +6,7 @@ the request, job or socket wrapper does (crm/transaction.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -192,10 +193,17 @@ def register_organization(organization_name: object, full_name: object, email: o
 
 
 def update_organization(actor: User, name: object, default_language: object, timezone: object,
-                        country: object) -> Organization:
+                        country: object, currency: object = None) -> Organization:
+    """Change the organization's settings; `currency` None keeps the one it has."""
     import phonenumbers
 
     org = actor.organization
+
+    def check_currency() -> str:
+        code = org.currency if currency is None else currency
+        if code not in currencies():
+            raise ValidationError({"currency": _("Choose a valid currency.")})
+        return code
 
     def check_timezone() -> str:
         if timezone not in zoneinfo.available_timezones():
@@ -208,22 +216,33 @@ def update_organization(actor: User, name: object, default_language: object, tim
             raise ValidationError({"country": _("Choose a valid country.")})
         return code
 
-    fields = ("name", "default_language", "timezone", "country")
+    fields = ("name", "default_language", "timezone", "country", "currency")
     before = {field: getattr(org, field) for field in fields}
-    org.name, org.default_language, org.timezone, org.country = collect({
+    org.name, org.default_language, org.timezone, org.country, org.currency = collect({
         "name": lambda: _required_text(name, "name", 120),
         "default_language": lambda: _check_choice(default_language, "default_language",
                                                   LANGUAGES),
         "timezone": check_timezone,
         "country": check_country,
+        "currency": check_currency,
     }).values()
     audit("organization.updated", actor, org, name=org.name, default_language=org.default_language,
-          timezone=org.timezone, country=org.country)
+          timezone=org.timezone, country=org.country, currency=org.currency)
     # Modules follow the organization's clock and country (ticketing's business calendar).
     changed = [field for field in fields if getattr(org, field) != before[field]]
     if changed:
         events.publish("organization.updated", {"organization_id": org.id, "fields": changed})
     return org
+
+
+@functools.cache
+def currencies() -> frozenset[str]:
+    """The currencies in use today in the countries whose phone numbers we read."""
+    import phonenumbers
+    from babel.numbers import get_territory_currencies
+
+    return frozenset(code for region in phonenumbers.SUPPORTED_REGIONS
+                     for code in get_territory_currencies(region))
 
 
 # -- login ------------------------------------------------------------------------------------
@@ -778,6 +797,12 @@ def _external_url(endpoint: str, **values) -> str:
     adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/",
                                        url_scheme=base.scheme or "https")
     return adapter.build(endpoint, values, force_external=True)
+
+
+def team_invited() -> bool:
+    """Has anyone besides the first member joined or been invited (the checklist's step)?"""
+    return bool(db.session.scalar(select(
+        select(User.id).offset(1).exists() | select(Invitation.id).exists())))
 
 
 def dashboard_counts() -> dict[str, int]:

@@ -11,11 +11,13 @@ import functools
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from babel import Locale
+from babel.dates import get_timezone_location
 from flask import (
     Blueprint,
     abort,
@@ -25,15 +27,15 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import LazyString, lazy_gettext
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext
 from flask_login import current_user
 
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
 from crm.foundation import services
-from crm.foundation.models import MODULES, ROLES, Invitation, User
+from crm.foundation.models import ROLES, Invitation, User
 from crm.i18n import current_language, isolate
-from crm.permissions import can, require
+from crm.permissions import MATRIX, can, installed_areas, installed_modules, require
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
 from crm.validation import parse_id
 from crm.web import fragment, is_htmx, me, page, see_other
@@ -45,6 +47,14 @@ ROLE_LABELS = {"admin": lazy_gettext("Admin"), "manager": lazy_gettext("Manager"
 MODULE_LABELS = {"whatsapp": lazy_gettext("WhatsApp"), "crm": lazy_gettext("Customers (CRM)"),
                  "ticketing": lazy_gettext("Tickets"), "campaigns": lazy_gettext("Campaigns"),
                  "billing": lazy_gettext("Billing")}
+AREA_LABELS = {"users": lazy_gettext("the team"), "settings": lazy_gettext("settings"),
+               "crm": lazy_gettext("customers and the pipeline"),
+               "whatsapp": lazy_gettext("WhatsApp conversations"),
+               "ticketing": lazy_gettext("tickets"), "campaigns": lazy_gettext("campaigns"),
+               "billing": lazy_gettext("billing")}
+# What the matrix cannot say: agents answer the conversations assigned to them.
+ROLE_NOTES = {"agent": lazy_gettext("Agents answer the conversations assigned to them; their "
+                                    "dashboard counts their own work.")}
 # Language names are written in their own language, so everyone finds theirs.
 LANGUAGE_CHOICES = (("ar", "العربية"), ("en", "English"))
 STATUS_LABELS = {"pending": lazy_gettext("Pending"), "expired": lazy_gettext("Expired"),
@@ -93,24 +103,56 @@ def _labels() -> dict:
             "role_choices": [(role, ROLE_LABELS[role]) for role in ROLES]}
 
 
-# -- dashboard cards: later modules add theirs ---------------------------------------------
+# -- the dashboard: modules add their cards and their onboarding steps -----------------------
 
 @dataclass(frozen=True)
 class DashboardCard:
-    """A card on the dashboard: its template, who may see it, and the data it shows."""
+    """A card on the dashboard: its template, who may see it, the data it shows (for the
+    current user: an agent's own numbers) and the Socket.IO events after which it is fetched
+    again (crm/realtime.py; the page's script fires `realtime:<event>`).
+
+    Tickets and campaigns add theirs the same way when they land (tickets breaching their SLA
+    soon, the campaign running now), as crm/whatsapp/dashboard.py and crm/customers/views.py do.
+    """
 
     template: str
     area: str
     level: str = "read"
     data: Callable[[], dict] = dict
+    events: tuple[str, ...] = ()
+    order: int = 50  # the work first: inbox 10, pipeline 20, tasks 30 (tickets, campaigns after)
+
+
+@dataclass(frozen=True)
+class OnboardingStep:
+    """A step of a new organization's checklist, shown to whoever may take it until every
+    step is done; `new_window` opens it beside the page (the sandbox beside the inbox)."""
+
+    key: str
+    label: LazyString
+    url: Callable[[], str]
+    done: Callable[[], bool]
+    area: str = "settings"
+    level: str = "write"
+    new_window: bool = False
+    method: str = "get"  # "post": a one-click form (creating the sandbox number first)
 
 
 _dashboard_cards: list[DashboardCard] = []
+_onboarding_steps: list[OnboardingStep] = []
+# The dashboard refreshes its cards at least this often (tasks fall due without any event).
+DASHBOARD_REFRESH_SECONDS = 60
 
 
 def add_dashboard_card(card: DashboardCard) -> None:
     """Show `card` on the dashboard to everyone whose role reaches its area and level."""
     _dashboard_cards.append(card)
+    _dashboard_cards.sort(key=lambda added: added.order)
+
+
+def add_onboarding_step(step: OnboardingStep, position: int | None = None) -> None:
+    """Add `step` to the checklist (at `position`, else last)."""
+    _onboarding_steps.insert(len(_onboarding_steps) if position is None else position, step)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -231,13 +273,33 @@ def reset_password(token: str):
 
 # -- dashboard and profile -------------------------------------------------------------------
 
+def _cards() -> dict:
+    """What the dashboard's cards show to the current user, and the events that refresh them."""
+    cards = [(card, card.data()) for card in _dashboard_cards if can(card.area, card.level)]
+    events = sorted({event for card, _data in cards for event in card.events})
+    return {"counts": services.dashboard_counts(), "cards": cards,
+            "refresh_on": [f"realtime:{event} from:body throttle:2s" for event in events]
+            + ["realtime:reconnected from:body", f"every {DASHBOARD_REFRESH_SECONDS}s"]}
+
+
+def _checklist() -> list[tuple[OnboardingStep, bool]]:
+    """The steps the current user may take, each with whether it is done; none once all are."""
+    steps = [(step, step.done()) for step in _onboarding_steps if can(step.area, step.level)]
+    return [] if all(done for _step, done in steps) else steps
+
+
 @blueprint.get("/")
 @require("users", "none")
 def dashboard():
-    counts = services.dashboard_counts()
-    cards = [(card, card.data()) for card in _dashboard_cards if can(card.area, card.level)]
-    return render_template("foundation/dashboard.html", counts=counts, cards=cards,
-                           first_run=counts["users"] == 1 and counts["invitations"] == 0)
+    cards = _cards()
+    return render_template("foundation/dashboard.html", checklist=_checklist(), **cards)
+
+
+@blueprint.get("/dashboard/cards")
+@require("users", "none")
+def dashboard_cards():
+    """The cards alone, fetched again when something they count changes."""
+    return render_template("foundation/_dashboard_cards.html", **_cards())
 
 
 def _profile_page(status: int = 200, **context) -> tuple[str, int]:
@@ -345,8 +407,30 @@ def _members() -> dict:
     return {"users": users, "next_cursor": next_cursor}
 
 
+@dataclass(frozen=True)
+class RoleSummary:
+    """What a role may do, read from the permission matrix (crm/permissions.py)."""
+
+    role: str
+    changes: list[str]
+    reads: list[str]
+    note: str | None
+
+
+def role_summaries() -> list[RoleSummary]:
+    """Each role's areas it changes and areas it only reads, among those the app has."""
+    summaries = []
+    for role in ROLES:
+        levels = {area: MATRIX[role][area] for area in installed_areas()}
+        summaries.append(RoleSummary(
+            role, [str(AREA_LABELS[a]) for a, level in levels.items() if level == "write"],
+            [str(AREA_LABELS[a]) for a, level in levels.items() if level == "read"],
+            ROLE_NOTES.get(role)))
+    return summaries
+
+
 def _team_page(status: int = 200, **context) -> tuple[str, int]:
-    return render_template("foundation/team.html", **_members(),
+    return render_template("foundation/team.html", **_members(), roles=role_summaries(),
                            **_with_invitations(context)), status
 
 
@@ -479,6 +563,32 @@ def _timezone_names() -> tuple[str, ...]:
 
 
 @functools.cache
+def _timezone_choices(language: str, day: date) -> tuple[tuple[str, str], ...]:
+    """Time zones named in `language` with their offset on `day` («توقيت مصر (UTC+02:00)»),
+    sorted by offset then name; the IANA name stays the value, so a search finds a zone by
+    its name in either language. Cached per day: offsets change with daylight saving."""
+    moment = datetime.combine(day, time(12), UTC)
+    choices = []
+    for zone in _timezone_names():
+        offset = moment.astimezone(ZoneInfo(zone)).utcoffset() or timedelta(0)
+        minutes = int(offset.total_seconds()) // 60
+        sign = "+" if minutes >= 0 else "-"
+        shown = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+        name = "UTC" if zone == "UTC" else get_timezone_location(zone, locale=language)
+        choices.append((minutes, name, zone, f"{name} ({shown})"))
+    choices.sort()
+    return tuple((zone, label) for _minutes, _name, zone, label in choices)
+
+
+@functools.cache
+def _currency_choices(language: str) -> tuple[tuple[str, str], ...]:
+    """Currencies named in `language` with their code, sorted by name."""
+    names = Locale.parse(language).currencies
+    return tuple(sorted(((code, f"{names.get(code, code)} ({code})")
+                         for code in services.currencies()), key=lambda choice: choice[1]))
+
+
+@functools.cache
 def _country_choices(language: str) -> tuple[tuple[str, str], ...]:
     """Phone regions with their names in `language`, sorted by name."""
     names = Locale.parse(language).territories
@@ -489,15 +599,16 @@ def _country_choices(language: str) -> tuple[tuple[str, str], ...]:
 def _settings_page(status: int = 200, **context) -> tuple[str, int]:
     org = me().organization
     context.setdefault("values", {"name": org.name, "default_language": org.default_language,
-                                  "timezone": org.timezone, "country": org.country})
-    zones = _timezone_names()
-    current_zone = context["values"].get("timezone")
-    if current_zone and current_zone not in zones:
-        zones = (current_zone, *zones)
-    return page("foundation/settings.html", status, organization=org,
-                 timezone_choices=[(zone, zone) for zone in zones],
-                 country_choices=_country_choices(current_language()),
-                 enabled_modules=services.enabled_modules(), modules=MODULES, **context)
+                                  "timezone": org.timezone, "country": org.country,
+                                  "currency": org.currency})
+    language = current_language()
+    zones = _timezone_choices(language, date.today())
+    return page("foundation/settings.html", status, organization=org, timezone_choices=zones,
+                 timezone_label=dict(zones).get(org.timezone, org.timezone),
+                 country_choices=_country_choices(language),
+                 currency_choices=_currency_choices(language),
+                 enabled_modules=services.enabled_modules(), modules=installed_modules(),
+                 **context)
 
 
 @blueprint.get("/settings")
@@ -512,7 +623,8 @@ def update_settings():
     form = request.form
     try:
         services.update_organization(me(), form.get("name"), form.get("default_language"),
-                                     form.get("timezone"), form.get("country"))
+                                     form.get("timezone"), form.get("country"),
+                                     form.get("currency"))
     except ValidationError as exc:
         return _settings_page(422, errors=exc.fields, values=form, error=exc.message)
     flash(_("Settings saved."), "success")
@@ -523,7 +635,7 @@ def update_settings():
 @require("settings", "write")
 def update_modules():
     chosen = set(request.form.getlist("modules"))
-    for module in MODULES:
+    for module in installed_modules():
         services.set_module_enabled(me(), module, module in chosen)
     flash(_("Modules saved."), "success")
     return see_other("foundation.settings")
@@ -572,3 +684,8 @@ def audit_log():
     template = "foundation/_audit_rows.html" if is_htmx() else "foundation/audit_log.html"
     return render_template(template, entries=entries, next_cursor=next_cursor,
                            action_labels=AUDIT_ACTIONS, target_labels=TARGET_LABELS)
+
+
+add_onboarding_step(OnboardingStep(
+    "team", lazy_gettext("Invite your team"), lambda: url_for("foundation.team") + "#invitations",
+    services.team_invited, "users", "write"))

@@ -115,6 +115,13 @@ class Conversation(VersionedMixin, TenantMixin, db.Model):
               text("id DESC")),
         Index("ix_conversations_assignee_recent", "organization_id", "assigned_user_id",
               text("last_message_at DESC"), text("id DESC")),
+        # What the dashboard counts: conversations still to work (migration f1ea96597448).
+        Index("ix_conversations_active", "organization_id", "assigned_user_id",
+              postgresql_include=["status", "unread_count"],
+              postgresql_where=text("status <> 'resolved' AND last_message_at IS NOT NULL")),
+        Index("ix_conversations_unread", "organization_id", "assigned_user_id",
+              postgresql_where=text("unread_count > 0 AND status <> 'resolved' "
+                                    "AND last_message_at IS NOT NULL")),
         Index("ix_conversations_search_name", "organization_id", "search_name",
               postgresql_using="gin", postgresql_ops={"search_name": "gin_trgm_ops"}),
         Index("ix_conversations_search_phone", "organization_id", "search_phone",
@@ -165,6 +172,8 @@ class Message(TenantMixin, db.Model):
         # The outbox in flight; the recovery job looks for what waits too long in it.
         Index("ix_messages_outbox", "organization_id", "status", "created_at",
               postgresql_where=text("status IN ('queued', 'sending')")),
+        # The day's messages, for the dashboard's first response times.
+        Index("ix_messages_day", "organization_id", "created_at"),
         Index("ix_messages_search_body", "organization_id", "search_body",
               postgresql_using="gin", postgresql_ops={"search_body": "gin_trgm_ops"}),
     )

@@ -14,7 +14,7 @@ from crm.errors import NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.services import current_organization
 from crm.search import normalize_phone
-from crm.web import form_text, htmx_response, is_htmx, see_other
+from crm.web import form_text, htmx_response, is_htmx, me, see_other
 from crm.whatsapp import profiles, sandbox, services
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 from crm.whatsapp.views import blueprint, require_numbers_admin
@@ -75,6 +75,17 @@ def sandbox_page():
     chosen = next((p for p in sandboxes if str(p.id) == request.args.get("profile")),
                   sandboxes[0] if sandboxes else None)
     return _sandbox_page(Customer.from_values(chosen) if chosen else None, sandboxes)
+
+
+@blueprint.post("/whatsapp/sandbox/try")
+@require_numbers_admin
+def try_sandbox():
+    """One click from the dashboard's checklist: the sandbox page, with a sandbox number made
+    first when the organization has none (opened in a window of its own, beside the inbox)."""
+    sandboxes = [p for p in profiles.list_profiles() if p.provider == "sandbox"]
+    profile = sandboxes[0] if sandboxes else profiles.create_profile(me(), "sandbox",
+                                                                     _("Sandbox"))
+    return see_other("whatsapp.sandbox_page", profile=profile.id)
 
 
 @blueprint.get("/whatsapp/sandbox/<int:profile_id>/chat")

@@ -443,11 +443,12 @@ FILTERS = ("mine", "unassigned", "all")
 
 
 def list_conversations(user: User, *, scope: str = "all", status: str | None = None,
-                       profile_id: int | None = None, search: str = "",
+                       profile_id: int | None = None, search: str = "", unread: bool = False,
                        after: tuple[datetime, int] | None = None, limit: int = 30
                        ) -> tuple[list[Conversation], tuple[datetime, int] | None]:
     """Conversations newest first, keyset-paginated on (last_message_at, id). Agents get
-    theirs, or the unassigned queue when the organization lets them take from it."""
+    theirs, or the unassigned queue when the organization lets them take from it; `unread`:
+    only those not resolved with messages nobody read."""
     query = (select(Conversation).options(selectinload(Conversation.assigned_user),
                                           selectinload(Conversation.profile))
              .where(Conversation.last_message_at.is_not(None)))
@@ -459,6 +460,8 @@ def list_conversations(user: User, *, scope: str = "all", status: str | None = N
         query = query.where(Conversation.status == status)
     if profile_id:
         query = query.where(Conversation.profile_id == profile_id)
+    if unread:
+        query = query.where(Conversation.unread_count > 0, Conversation.status != "resolved")
     if search.strip():
         query = query.where(Conversation.id.in_(_search_ids(search.strip())))
     if after:

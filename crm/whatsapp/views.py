@@ -86,8 +86,10 @@ ERROR_REASONS = {
 UPLOAD_ENDPOINTS = {"whatsapp.send_message", "whatsapp.sandbox_send"}
 allow_uploads(blueprint, UPLOAD_ENDPOINTS, media.MAX_UPLOAD_BYTES)
 
-add(NavItem("whatsapp.inbox", lazy_gettext("Inbox"), "whatsapp", "read", "inbox"))
-add(NavItem("whatsapp.numbers", lazy_gettext("WhatsApp numbers"), "settings", "write", "phone"))
+add(NavItem("whatsapp.inbox", lazy_gettext("Inbox"), "whatsapp", "read", "inbox", 10,
+            "whatsapp.unread_badge", ("newMessage", "conversationUpdated", "conversationAssigned")))
+add(NavItem("whatsapp.numbers", lazy_gettext("WhatsApp numbers"), "settings", "write", "phone",
+            65))
 
 
 @blueprint.errorhandler(413)
@@ -172,6 +174,7 @@ class InboxFilters:
     status: str
     profile_id: int | None
     search: str
+    unread: bool = False  # only conversations waiting to be read (the dashboard links here)
 
     @classmethod
     def from_request(cls) -> InboxFilters:
@@ -186,12 +189,14 @@ class InboxFilters:
         profile = args.get("profile", "")
         return cls(scope=scope, status=status if status in CONVERSATION_STATUSES else "",
                    profile_id=parse_id(profile),
-                   search=args.get("q", "").replace("\x00", "").strip()[:100])
+                   search=args.get("q", "").replace("\x00", "").strip()[:100],
+                   unread=args.get("unread") == "1")
 
     def args(self) -> dict[str, str | int]:
         """The filters as query arguments (defaults left out)."""
         values = {"scope": "" if self.scope == "all" else self.scope, "status": self.status,
-                  "profile": self.profile_id or "", "q": self.search}
+                  "profile": self.profile_id or "", "q": self.search,
+                  "unread": "1" if self.unread else ""}
         return {key: value for key, value in values.items() if value}
 
 
@@ -204,7 +209,8 @@ def _list_context(filters: InboxFilters) -> dict:
     after = decode_cursor(request.args.get("after"), "keyset", (datetime, int))
     rows, next_key = services.list_conversations(
         me(), scope=filters.scope, status=filters.status or None,
-        profile_id=filters.profile_id, search=filters.search, after=after, limit=PAGE_SIZE)
+        profile_id=filters.profile_id, search=filters.search, unread=filters.unread,
+        after=after, limit=PAGE_SIZE)
     return {"filters": filters, "rows": rows, "next_cursor": encode_cursor("keyset", next_key),
             "scopes": agent_scopes() if sees_only_assigned() else SCOPES}
 

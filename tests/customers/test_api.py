@@ -25,7 +25,8 @@ from tests.factories import bearer, make_user
 from tests.foundation import ident
 from tests.whatsapp.factories import make_conversation, make_profile
 
-CUSTOMER_FIELDS = {"id", "name", "phone", "email", "company", "owner_id", "stage_id", "tags",
+CUSTOMER_FIELDS = {"id", "name", "phone", "email", "company", "owner_id", "stage_id",
+                   "expected_value", "tags",
                    "source", "custom_fields", "notes", "score", "score_explanation",
                    "last_contacted_at", "created_at", "updated_at", "version", "edited_by_id",
                    "edited_at"}
@@ -378,3 +379,17 @@ def test_segments_save_filters_and_list_their_customers(client, org):
         refused = client.post("/api/crm/segments", headers=headers,
                               json={"name": "Bad", "filters": filters})
         assert set(assert_error(refused, 422)["fields"]) == {field}
+
+
+def test_an_expected_value_through_the_api(client, org):
+    """The expected value is set and answered as a decimal string; a negative one or one
+    with three decimals is refused beside its field."""
+    created = client.post("/api/crm/customers", headers=bearer(org.admin),
+                          json={"name": "Value", "expected_value": "1250.5"})
+    assert created.status_code == 201
+    assert created.get_json()["expected_value"] == "1250.50"
+    for bad in (-1, "12.345"):
+        refused = client.post("/api/crm/customers", headers=bearer(org.admin),
+                              json={"name": "Bad", "expected_value": bad})
+        assert refused.status_code == 422
+        assert set(refused.get_json()["error"]["fields"]) == {"expected_value"}

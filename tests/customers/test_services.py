@@ -8,6 +8,7 @@ import io
 import re
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from flask_babel import force_locale
@@ -469,12 +470,12 @@ def test_a_move_onto_a_card_of_another_column_is_refused(acting):
     assert customer.stage_id == stages[0].id
 
 
-def test_stage_counts_and_a_paginated_column(acting):
+def test_stage_totals_and_a_paginated_column(acting):
     stages = services.list_stages()
     for _n in range(3):
         make_customer(acting, stage_id=stages[3].id)
 
-    assert services.stage_counts()[stages[3].id] == 3
+    assert services.stage_totals()[stages[3].id].customers == 3
     first, cursor = services.board_column(stages[3].id, limit=2)
     rest, end = services.board_column(stages[3].id, cursor, limit=2)
     assert len(first) == 2
@@ -830,3 +831,49 @@ def test_nightly_rescoring_is_scheduled_once_and_reschedules_itself(app, acting,
     jobs.rescore_all(scheduled_for)
 
     assert registry.count == 2  # the next night's, and the one this test ran by hand
+
+
+# -- the pipeline's value ---------------------------------------------------------------------
+
+def _totals(owner_id: int | None = None) -> dict[int | None, tuple[int, Decimal]]:
+    return {stage: (total.customers, total.value)
+            for stage, total in services.stage_totals(owner_id).items()}
+
+
+def test_an_expected_value_is_read_in_any_written_form(acting):
+    """Amounts take Arabic digits and separators, at most two decimals, never below zero."""
+    assert services.check_amount("١٬٢٥٠٫٥٠", "v") == Decimal("1250.50")
+    assert services.check_amount("1,250.5", "v") == Decimal("1250.50")
+    assert services.check_amount("", "v") == Decimal(0)
+    for bad in ("-5", "12.345", "abc", "1e400", "NaN", True, [1]):
+        with pytest.raises(ValidationError) as caught:
+            services.check_amount(bad, "expected_value")
+        assert set(caught.value.fields) == {"expected_value"}
+
+
+def test_the_pipeline_totals_follow_every_change_of_a_customer(acting):
+    """Customers and value per stage and owner follow creating, revaluing, moving, changing
+    the owner, merging and deleting, whatever path the change takes."""
+    stages = services.list_stages()
+    agent = make_user(acting, "agent")
+    first = make_customer(acting, stage_id=stages[0].id, expected_value="1000")
+    second = make_customer(acting, stage_id=stages[0].id, expected_value="250.50",
+                           owner_id=agent.id)
+    assert _totals()[stages[0].id] == (2, Decimal("1250.50"))
+    assert _totals(agent.id) == {stages[0].id: (1, Decimal("250.50"))}
+
+    services.update_customer(acting.admin, first, {"expected_value": "2000"})
+    services.move_customer(acting.admin, second, stages[2].id)
+    db.session.flush()
+    assert _totals()[stages[0].id] == (1, Decimal("2000.00"))
+    assert _totals()[stages[2].id] == (1, Decimal("250.50"))
+
+    services.update_customer(acting.admin, second, {"owner_id": None})
+    services.merge_customers(acting.admin, first, second)
+    db.session.flush()
+    assert stages[2].id not in _totals()
+    assert _totals(agent.id) == {}
+    assert _totals()[stages[0].id] == (1, Decimal("2000.00"))
+
+    services.delete_customer(acting.admin, first)
+    assert _totals() == {}

@@ -12,9 +12,9 @@ from operator import attrgetter
 
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from crm import events
 from crm.customers.models import ACTIVITY_TYPES, MESSAGE_ACTIVITY_TYPES, Customer, CustomerActivity
@@ -126,17 +126,61 @@ def text_hidden(activity: CustomerActivity, readable: frozenset[int]) -> bool:
     return activity.type in MESSAGE_ACTIVITY_TYPES and activity.id not in readable
 
 
+def _today() -> tuple[datetime, datetime]:
+    """The start of today and of tomorrow, in the organization's time zone."""
+    zone = organization_timezone()
+    today = datetime.combine(datetime.now(zone).date(), time(), zone)
+    return today, today + timedelta(days=1)
+
+
+def _open_tasks(assignee_id: int | None) -> list[ColumnElement[bool]]:
+    """Open tasks (of `assignee_id`, or everyone's): what `ix_customer_activities_tasks_due`
+    holds."""
+    where = [CustomerActivity.type == "task", CustomerActivity.done_at.is_(None)]
+    if assignee_id is not None:
+        where.append(CustomerActivity.assignee_id == assignee_id)
+    return where
+
+
 def tasks_due_today(user: User, limit: int = 50) -> list[tuple[CustomerActivity, Customer]]:
     """Open tasks assigned to `user` due by the end of today (the organization's day),
     overdue ones first, each with its customer."""
-    zone = organization_timezone()
-    tomorrow = datetime.combine(datetime.now(zone).date() + timedelta(days=1), time(), zone)
+    _start, tomorrow = _today()
     return [tuple(row) for row in db.session.execute(
         select(CustomerActivity, Customer)
         .join(Customer, Customer.id == CustomerActivity.customer_id)
-        .where(CustomerActivity.assignee_id == user.id, CustomerActivity.type == "task",
-               CustomerActivity.done_at.is_(None), CustomerActivity.due_at < tomorrow)
+        .where(*_open_tasks(user.id), CustomerActivity.due_at < tomorrow)
         .order_by(CustomerActivity.due_at, CustomerActivity.id).limit(limit))]
+
+
+TASK_DUES = ("today", "overdue")
+
+
+def task_counts(assignee_id: int | None) -> dict[str, int]:
+    """How many open tasks fall due today and are overdue (of one person, or everyone's)."""
+    today, tomorrow = _today()
+    due = CustomerActivity.due_at
+    overdue, due_today = db.session.execute(
+        select(func.count().filter(due < today), func.count().filter(due >= today))
+        .where(*_open_tasks(assignee_id), due < tomorrow)).one()
+    return {"today": due_today, "overdue": overdue}
+
+
+def list_tasks(due: str, assignee_id: int | None, after: tuple[datetime, int] | None = None,
+               limit: int = 50) -> tuple[list[CustomerActivity], tuple[datetime, int] | None]:
+    """Open tasks due today or overdue (`due`), earliest first, with their customer and
+    assignee; keyset-paginated on (due_at, id)."""
+    today, tomorrow = _today()
+    due_at = CustomerActivity.due_at
+    when = (due_at >= today, due_at < tomorrow) if due == "today" else (due_at < today,)
+    query = (select(CustomerActivity)
+             .options(joinedload(CustomerActivity.customer),
+                      joinedload(CustomerActivity.assignee))
+             .where(*_open_tasks(assignee_id), *when)
+             .order_by(due_at, CustomerActivity.id))
+    if after:
+        query = query.where(tuple_(due_at, CustomerActivity.id) > tuple_(*after))
+    return keyset_page(query, limit, lambda task: (task.due_at, task.id))
 
 
 def log_automatic(customer: Customer, type: str, body: str = "",

@@ -7,6 +7,7 @@ so a card dropped between two takes the middle; a column whose neighbours touch 
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import NamedTuple
 
 from flask_babel import gettext as _
@@ -15,7 +16,7 @@ from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.sql import ColumnElement
 
 from crm import events
-from crm.customers.models import Customer, SalesStage
+from crm.customers.models import Customer, PipelineTotal, SalesStage
 from crm.customers.services import scoring
 from crm.customers.services.activities import log_automatic
 from crm.customers.services.fields import check_id
@@ -129,11 +130,25 @@ def _renumber(stage_id: int) -> None:
     db.session.expire_all()
 
 
-def stage_counts() -> dict[int | None, int]:
-    """How many customers each stage's column holds (one query for the whole board)."""
-    return dict(db.session.execute(
-        select(Customer.stage_id, func.count()).where(Customer.merged_into_id.is_(None))
-        .group_by(Customer.stage_id)).all())
+class StageTotal(NamedTuple):
+    """A column's customers and their expected value."""
+
+    customers: int
+    value: Decimal
+
+
+def stage_totals(owner_id: int | None = None) -> dict[int | None, StageTotal]:
+    """Each stage's customers and value (None: those without a stage), all owners' or one's.
+
+    Read from `pipeline_totals`, which triggers keep (a few rows, however many customers).
+    """
+    query = (select(PipelineTotal.stage_id, func.sum(PipelineTotal.customers),
+                    func.sum(PipelineTotal.value))
+             .group_by(PipelineTotal.stage_id))
+    if owner_id is not None:
+        query = query.where(PipelineTotal.owner_id == owner_id)
+    return {stage_id or None: StageTotal(int(count), value)
+            for stage_id, count, value in db.session.execute(query) if count}
 
 
 def board_columns(stage_ids: list[int], limit: int = 50

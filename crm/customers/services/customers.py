@@ -24,6 +24,7 @@ from crm.customers.services.activities import log_automatic
 from crm.customers.services.board import change_stage, top_of
 from crm.customers.services.fields import (
     MAX_TAGS,
+    check_amount,
     check_custom_fields,
     check_email,
     check_owner,
@@ -78,6 +79,7 @@ def _customer_values(data: Mapping, customer: Customer | None) -> dict[str, Any]
         "owner_id": lambda: check_owner(data.get("owner_id")),
         "stage_id": lambda: check_stage(data.get("stage_id")),
         "tags": lambda: check_tags(data.get("tags")),
+        "expected_value": lambda: check_amount(data.get("expected_value"), "expected_value"),
         "notes": lambda: check_text(data.get("notes"), "notes", 10_000, single_line=False),
         "custom_fields": lambda: check_custom_fields(
             data.get("custom_fields"), customer.custom_fields if customer else {}),
@@ -163,7 +165,7 @@ def _save(customer: Customer, values: Mapping[str, Any]) -> None:
 
 def create_customer(actor: User | None, data: Mapping, source: str = "manual") -> Customer:
     """Add a customer. `data`: name, phone (any written form), email, company, owner_id,
-    stage_id (default: the first stage), tags, notes, custom_fields."""
+    stage_id (default: the first stage), expected_value, tags, notes, custom_fields."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source}")
     values = _customer_values(data, None)
@@ -242,6 +244,7 @@ def merge_customers(actor: User, survivor: Customer, duplicate: Customer) -> Cus
     survivor.email = survivor.email or email
     survivor.company = survivor.company or duplicate.company
     survivor.owner_id = survivor.owner_id or duplicate.owner_id
+    survivor.expected_value = survivor.expected_value or duplicate.expected_value
     survivor.tags = check_tags([*survivor.tags, *duplicate.tags][:MAX_TAGS])
     survivor.custom_fields = {**duplicate.custom_fields, **survivor.custom_fields}
     survivor.notes = "\n\n".join(n for n in (survivor.notes, duplicate.notes) if n)

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,7 @@ from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.services import audit, current_organization, normalize_email
-from crm.search import fold_text, normalize_phone
+from crm.search import fold_text, latin_digits, normalize_phone
 from crm.tenancy import get_in_organization
 from crm.text import has_control_characters
 from crm.validation import collect, parse_id
@@ -101,6 +102,29 @@ def check_int(raw: object, field_name: str, low: int, high: int) -> int:
         raise ValidationError({field_name: _("Enter a whole number from %(low)d to %(high)d.",
                                              low=low, high=high)})
     return raw
+
+
+AMOUNT_LIMIT = Decimal("999999999999.99")  # numeric(14, 2)
+# Arabic writes 1٬250٫50; people type 1,250.50 or 1250.5, in either digits.
+_AMOUNT_SEPARATORS = str.maketrans({"٫": ".", "٬": None, ",": None, " ": None, "\u00a0": None})
+
+
+def check_amount(raw: object, field_name: str) -> Decimal:
+    """An amount of money, 0 when left empty: at most two decimals, never negative."""
+    if raw is None or raw == "":
+        return Decimal(0)
+    if isinstance(raw, str):
+        raw = latin_digits(raw.strip()).translate(_AMOUNT_SEPARATORS)
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
+        raw = "-"
+    try:
+        amount = Decimal(str(raw))
+    except InvalidOperation:
+        amount = Decimal(-1)
+    if (not amount.is_finite() or not 0 <= amount <= AMOUNT_LIMIT
+            or amount != amount.quantize(Decimal("0.01"))):
+        raise ValidationError({field_name: _("Enter an amount such as 1250 or 1250.50.")})
+    return amount.quantize(Decimal("0.01"))
 
 
 def check_tags(raw: object, field_name: str = "tags") -> list[str]:

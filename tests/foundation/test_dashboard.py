@@ -1,0 +1,193 @@
+"""The dashboard that tells the day: the inbox, the pipeline and its value, tasks, each number
+a link to the list it counts; an agent's own numbers; the new organization's checklist; the
+cards fetched again live; a pinned number of queries whatever the data."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from babel.dates import format_timedelta
+
+from crm.customers import services as crm
+from crm.extensions import db
+from crm.models import utcnow
+from crm.tenancy import organization_context
+from crm.whatsapp.dashboard import start_of_today
+from tests.customers.factories import make_customer
+from tests.factories import login, make_user
+from tests.foundation import HTMX, arabic, queries
+from tests.whatsapp.factories import make_conversation, make_message, make_profile, page_text
+
+
+def _card(page: str, card: str) -> str:
+    return page.split(f'id="card-{card}"')[1].split("</section>")[0]
+
+
+def _stat(card: str, href_part: str) -> str:
+    """The number shown by the link of `card` whose address holds `href_part`."""
+    match = re.search(rf'<a href="[^"]*{re.escape(href_part)}[^"]*"[^>]*>(?:(?!</a>).)*?'
+                      r'<span class="stat">([^<]*)</span>', card, re.DOTALL)
+    assert match, card
+    return match.group(1)
+
+
+def _inbox(org, agent):
+    """An inbox: two open conversations (one unread, unassigned; one the agent's), one
+    pending of the agent's with unread messages, one resolved."""
+    profile = make_profile(org, "sandbox")
+    queue = make_conversation(profile, status="open", unread_count=2)
+    theirs = make_conversation(profile, status="open", assigned_user_id=agent.id)
+    make_conversation(profile, status="pending", assigned_user_id=agent.id, unread_count=1)
+    make_conversation(profile, status="resolved")
+    return profile, queue, theirs
+
+
+def test_the_dashboard_counts_the_inbox_and_links_each_number_to_its_list(client, org):
+    """Open, unassigned, unread and mine, each a link to the inbox filtered the same way,
+    whose list holds as many conversations as the number says."""
+    agent = make_user(org, "agent")
+    _inbox(org, agent)
+    login(client, org.admin)
+
+    card = _card(page_text(client, "/"), "inbox")
+    assert _stat(card, "status=open") == "2"
+    assert _stat(card, "scope=unassigned") == "1"
+    assert _stat(card, "unread=1") == "2"
+    assert _stat(card, "scope=mine") == "0"
+    unread = page_text(client, "/inbox?unread=1", headers=HTMX)
+    assert unread.count('id="conversation-row-') == 2
+
+
+def test_an_agent_sees_their_own_numbers(client, org):
+    """An agent's inbox, pipeline and tasks count what is theirs; no unassigned queue."""
+    agent = make_user(org, "agent")
+    _inbox(org, agent)
+    with organization_context(org.id):
+        stages = crm.list_stages()
+    make_customer(org, stage_id=stages[0].id, owner_id=agent.id, expected_value="500")
+    make_customer(org, stage_id=stages[0].id, expected_value="9000")
+    login(client, agent)
+
+    page = page_text(client, "/")
+    inbox = _card(page, "inbox")
+    assert _stat(inbox, "status=open") == "1"
+    assert _stat(inbox, "unread=1") == "1"
+    assert "scope=unassigned" not in inbox
+    pipeline = _card(page, "pipeline")
+    assert _stat(pipeline, f"stage_id={stages[0].id}") == "1"
+    assert f"owner_id={agent.id}" in pipeline
+    assert "9,000" not in pipeline
+
+
+def test_the_pipeline_card_shows_customers_and_value_per_stage(client, org):
+    """Each stage's customers (a link to them) and their value in the organization's
+    currency, kept left to right in an Arabic page."""
+    with organization_context(org.id):
+        stages = crm.list_stages()
+    make_customer(org, stage_id=stages[1].id, expected_value="1250.50")
+    make_customer(org, stage_id=stages[1].id, expected_value="٢٠٠٠")
+    login(client, org.admin)
+
+    pipeline = _card(page_text(client, "/"), "pipeline")
+    assert _stat(pipeline, f"stage_id={stages[1].id}") == "2"
+    assert re.search(r'<span class="ltr" dir="ltr">[^<]*3,250\.50[^<]*ر\.س', pipeline), pipeline
+
+
+def test_tasks_due_today_and_overdue_link_to_their_lists(client, org):
+    """Tasks due today and overdue are counted and listed on the tasks page."""
+    customer = make_customer(org)
+    with organization_context(org.id):
+        crm.add_activity(org.admin, customer, "task", "Late call",
+                         (utcnow() - timedelta(days=2)).isoformat())
+        crm.add_activity(org.admin, customer, "task", "Today's call",
+                         (utcnow() + timedelta(minutes=1)).isoformat())
+        db.session.flush()
+    login(client, org.admin)
+
+    tasks = _card(page_text(client, "/"), "tasks-today")
+    assert _stat(tasks, "due=today") == "1"
+    assert _stat(tasks, "due=overdue") == "1"
+    overdue = page_text(client, "/customers/tasks?due=overdue")
+    assert "Late call" in overdue
+    assert "Today&#39;s call" not in overdue
+
+
+def test_a_new_organization_sees_its_checklist_until_done(client, org):
+    """The checklist: try the sandbox (one click, in a window beside), connect a number,
+    import customers, invite the team; it goes once every step is done."""
+    login(client, org.admin)
+    page = page_text(client, "/")
+    checklist = page.split('id="onboarding"')[1].split("</section>")[0]
+    assert re.search(r'<form method="post" action="/whatsapp/sandbox/try"[^>]*'
+                     r'target="wasl-sandbox"', checklist), checklist
+    assert arabic("Invite your team") in checklist
+    assert checklist.count('class="todo"') == 4
+
+    make_user(org, "agent")
+    profile = make_profile(org, "sandbox")
+    make_conversation(profile)
+    make_profile(org, "cloud")
+    assert page_text(client, "/").count('class="done"') == 3
+    with organization_context(org.id):
+        db.session.execute(db.text(
+            "INSERT INTO customer_imports (organization_id, filename, path, status) "
+            "VALUES (:org, 'a.csv', 'a.csv', 'done')"), {"org": org.id})
+    assert 'id="onboarding"' not in page_text(client, "/")
+
+
+def test_trying_the_sandbox_makes_a_sandbox_number_once(client, org):
+    """One click opens the sandbox page, with a sandbox number made if there was none."""
+    login(client, org.admin)
+    first = client.post("/whatsapp/sandbox/try")
+    again = client.post("/whatsapp/sandbox/try")
+    assert first.status_code == again.status_code == 303
+    assert first.headers["Location"] == again.headers["Location"]
+    assert "/whatsapp/sandbox?profile=" in first.headers["Location"]
+
+
+def test_the_cards_refresh_live_and_cost_the_same_queries_whatever_the_data(client, org):
+    """The cards fetch themselves again after the events that change them; the dashboard
+    and its cards run a fixed number of queries, however many conversations and customers."""
+    agent = make_user(org, "agent")
+    login(client, org.admin)
+    page = page_text(client, "/")
+    trigger = re.search(r'id="dashboard-cards" hx-get="/dashboard/cards"\s+hx-trigger="([^"]*)"',
+                        page).group(1)
+    for event in ("newMessage", "conversationAssigned", "customerMoved", "reconnected"):
+        assert f"realtime:{event} from:body" in trigger
+
+    with queries() as few:
+        page_text(client, "/")
+    _profile, queue, theirs = _inbox(org, agent)
+    for _n in range(5):
+        make_customer(org, expected_value="10")
+        make_message(queue, "in")
+        make_message(theirs, "out", sender_user_id=agent.id)
+    with queries() as many:
+        page_text(client, "/")
+    assert len(many) == len(few) <= 16, many
+    with queries() as cards:
+        page_text(client, "/dashboard/cards", headers=HTMX)
+    assert len(cards) <= len(few)
+
+
+def test_the_median_first_response_of_today(client, org):
+    """The time from a contact's first message of the day to the first answer a person
+    sent after it, the median over today's conversations."""
+    agent = make_user(org, "agent")
+    profile = make_profile(org, "sandbox")
+    with organization_context(org.id):
+        start = start_of_today()
+    for minutes in (2, 4, 30):
+        conversation = make_conversation(profile, assigned_user_id=agent.id)
+        make_message(conversation, "in", created_at=start - timedelta(minutes=5))  # yesterday
+        make_message(conversation, "in", created_at=start + timedelta(minutes=1))
+        make_message(conversation, "in", created_at=start + timedelta(minutes=2))
+        make_message(conversation, "out", sender_user_id=agent.id,
+                     created_at=start + timedelta(minutes=1 + minutes))
+    login(client, org.admin)
+
+    card = _card(page_text(client, "/"), "inbox")
+    four_minutes = format_timedelta(timedelta(minutes=4), threshold=1.5, locale="ar")
+    assert f"<strong>{four_minutes}</strong>" in card, card
