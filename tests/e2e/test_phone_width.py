@@ -11,7 +11,6 @@ emails, numbers, a conversation with long messages, cloud numbers with their lon
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import pytest
