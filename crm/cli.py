@@ -191,8 +191,10 @@ def billing_set_limits(organization: str, plan: str | None, **limits: str | None
 
 @cli.command("seed-demo")
 def seed_demo() -> None:
-    """Create a demo organization to look around in."""
+    """Create a demo organization to look around in (and print how to log in)."""
+    from crm.customers import demo as customers_demo  # noqa: F401 - each module adds its part
     from crm.foundation.demo import seed
+    from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 
     click.echo(seed())
 

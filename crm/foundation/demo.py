@@ -1,6 +1,15 @@
-"""`crm seed-demo`: a demo organization with a whole team, to look around in."""
+"""`crm seed-demo`: a demo organization with a whole team, to look around in.
+
+The foundation makes the organization and its team; each module adds what shows it off
+through `add_demo` (crm/customers/demo.py: customers across the pipeline, with activities
+and scores; crm/whatsapp/demo.py: a sandbox number and its conversations). Tickets with SLA
+clocks and a finished campaign join the same way when those modules land.
+"""
 
 from __future__ import annotations
+
+import random
+from collections.abc import Callable
 
 from crm.extensions import db
 from crm.foundation import services
@@ -21,6 +30,18 @@ DEMO_TEAM = (
     ("ريم الشمري", "member@wasl.example", "member"),
 )
 DEMO_INVITATION = ("invited@wasl.example", "agent")
+SEED = 16  # the same demo every time
+
+# What each module adds: given the admin, the team and a seeded random, a line for the
+# summary. Run in the order added, in one transaction.
+DemoBuilder = Callable[[User, list[User], random.Random], str]
+_builders: list[DemoBuilder] = []
+
+
+def add_demo(builder: DemoBuilder) -> DemoBuilder:
+    """Have `builder` add its module's part of the demo organization (a decorator)."""
+    _builders.append(builder)
+    return builder
 
 
 def seed() -> str:
@@ -31,11 +52,13 @@ def seed() -> str:
                                                   DEMO_PASSWORD, "ar")
     org, admin = registration.organization, registration.user
     with organization_context(org.id):
-        for full_name, email, role in DEMO_TEAM:
-            _add_member(org, full_name, email, role)
+        team = [_add_member(org, full_name, email, role) for full_name, email, role in DEMO_TEAM]
+        db.session.flush()
         email, role = DEMO_INVITATION
         services.invite_user(admin, email, role, "ar")
-        summary = _summary(org)
+        rng = random.Random(SEED)
+        shown = [builder(admin, [admin, *team], rng) for builder in _builders]
+        summary = "\n".join([_summary(org), *shown])
         commit()
     set_current_organization(None)
     return summary

@@ -7,11 +7,15 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
 
+from crm.customers import demo as customers_demo  # noqa: F401 - registers its part
+from crm.customers.models import Customer, CustomerActivity
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.demo import DEMO_EMAIL, DEMO_PASSWORD, seed
 from crm.foundation.models import Invitation, Organization, User
 from crm.tenancy import organization_context
+from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
+from crm.whatsapp.models import Conversation
 from tests.factories import login, make_user, run_jobs
 from tests.foundation import HTMX, arabic, audit_actions, ident, log_in, queries, reload
 
@@ -214,10 +218,13 @@ def test_dates_follow_the_organizations_time_zone(client, org):
 
 
 def test_seed_demo_creates_the_demo_organization_once(app):
-    """`crm seed-demo` creates the demo team with a pending invitation; a rerun says so."""
+    """`crm seed-demo` creates the demo team with a pending invitation, 300 customers in
+    every stage with activities and scores, in Arabic and English, and a sandbox number with
+    40 conversations in every state; it prints the login; a rerun says so."""
     summary = seed()
     assert DEMO_EMAIL in summary
     assert DEMO_PASSWORD in summary
+    assert "300 customers" in summary
     [(org_id, _user_id)] = services.login_candidates(DEMO_EMAIL)
     with organization_context(org_id):
         roles = sorted(db.session.scalars(db.select(User.role)))
@@ -225,6 +232,20 @@ def test_seed_demo_creates_the_demo_organization_once(app):
         [invitation] = db.session.scalars(db.select(Invitation)).all()
         assert invitation.status == "pending"
         assert db.session.get(Organization, org_id).name == "شركة وصل التجريبية"
+        customers = db.session.scalars(db.select(Customer)).all()
+        assert len(customers) == 300
+        assert len({customer.stage_id for customer in customers}) == 6
+        assert any(re.search("[a-z]", customer.name) for customer in customers)
+        assert sum(1 for customer in customers if re.search("[ء-ي]", customer.name)) > 150
+        assert sum(1 for customer in customers if customer.score) > 30
+        assert db.session.scalar(db.select(db.func.count()).select_from(CustomerActivity)
+                                 .where(CustomerActivity.type == "task")) > 30
+        conversations = db.session.scalars(db.select(Conversation)).all()
+        assert len(conversations) == 40
+        assert {c.status for c in conversations} == {"open", "pending", "resolved"}
+        assert any(c.assigned_user_id is None for c in conversations)
+        assert any(c.unread_count for c in conversations)
+        assert all(c.customer_id for c in conversations)
     run_jobs(app)
     client = app.test_client()
     assert log_in(client, DEMO_EMAIL, DEMO_PASSWORD).status_code == 303
