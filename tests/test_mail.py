@@ -308,3 +308,16 @@ def test_an_email_left_sending_past_its_lease_is_failed_and_never_sent_again(app
     assert email.status == "failed"
     assert "may have been delivered" in email.error
     assert inbox.messages == []
+
+
+def test_an_english_email_is_wrapped_left_to_right(app, org, inbox):
+    """An email in English is laid out in English: its wrapper says lang="en" dir="ltr"
+    (not the Arabic default), in <html> and on the table mail clients keep."""
+    _invite(org, "en")
+    run_jobs(app)
+
+    [message] = inbox.messages
+    html = message.get_body(("html",)).get_content()
+    assert '<html lang="en" dir="ltr">' in html
+    assert re.search(r'<table[^>]* lang="en" dir="ltr"', html), html
+    assert 'dir="rtl"' not in html

@@ -191,3 +191,28 @@ def test_the_median_first_response_of_today(client, org):
     card = _card(page_text(client, "/"), "inbox")
     four_minutes = format_timedelta(timedelta(minutes=4), threshold=1.5, locale="ar")
     assert f"<strong>{four_minutes}</strong>" in card, card
+
+
+def test_the_navigation_puts_the_work_first_with_icons_and_a_live_unread_badge(client, org):
+    """Inbox, Customers, Pipeline, then the administration, an icon each; the Inbox's badge
+    is fetched after the page loads and after new messages, and counts unread conversations
+    (an agent's own)."""
+    agent = make_user(org, "agent")
+    _inbox(org, agent)
+    login(client, org.admin)
+    sidebar = page_text(client, "/").split('id="sidebar"')[1].split("</nav>")[0]
+    labels = re.findall(r'<span class="nav-label">([^<]*)</span>', sidebar)
+    assert labels[:4] == [arabic(name) for name in ("Dashboard", "Inbox", "Customers",
+                                                    "Pipeline")]
+    assert labels.index(arabic("Team")) < labels.index(arabic("Settings")) < labels.index(
+        arabic("Audit log")) < labels.index(arabic("Billing"))
+    assert sidebar.count('<svg class="icon"') == len(labels)
+    assert 'role="separator"' in sidebar
+    loader = re.search(r'hx-get="/inbox/unread-badge"[^>]*hx-trigger="([^"]*)"', sidebar)
+    assert "load" in loader.group(1) and "realtime:newMessage from:body" in loader.group(1)
+
+    badge = page_text(client, "/inbox/unread-badge", headers=HTMX)
+    assert re.search(r'id="sidebar-badge-whatsapp-inbox" hx-swap-oob="true"[^>]*>2<', badge)
+    login(client, agent)
+    badge = page_text(client, "/inbox/unread-badge", headers=HTMX)
+    assert re.search(r'id="menu-badge-whatsapp-inbox" hx-swap-oob="true"[^>]*>1<', badge)

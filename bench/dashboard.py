@@ -1,0 +1,205 @@
+"""`crm bench dashboard`: the dashboard of the benchmarks' largest organization, for its admin
+(the team's numbers) and for an agent (their own), beside bare Flask + one indexed SELECT.
+
+The organization holds the largest organization of `crm bench customers`
+(BENCH_DASHBOARD_CUSTOMERS, 191,216 customers, with expected values and tasks) and ten times
+an organization of `crm bench inbox` (BENCH_DASHBOARD_CONVERSATIONS, 10,000 conversations;
+BENCH_DASHBOARD_MESSAGES, 100,000 messages, one every three minutes), made with the same
+set-based SQL as the schema owner. Measured: the whole dashboard page (session, HTML), its
+cards alone (what a live refresh fetches) and the Inbox's unread badge, in alternating rounds;
+then the time of each SQL statement of one dashboard, and the target: p95 under 50 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import psycopg
+from flask import Flask
+from sqlalchemy import event
+
+from bench.common import (
+    AR_FIRST,
+    AR_LAST,
+    EN_FIRST,
+    EN_LAST,
+    baseline_app,
+    bench_app,
+    check,
+    create_organizations,
+    credentials,
+    measure_alternating,
+    one_line,
+    owner_dsn,
+    report,
+    set_organization,
+    sign_in,
+)
+from bench.customers import (
+    COMPANIES,
+    CUSTOMERS_SQL,
+    DOMAINS,
+    LATIN,
+    NOTES,
+    RARE_TAG,
+    TAGS,
+)
+from bench.customers import PHONE_PREFIXES as CUSTOMER_PREFIXES
+from bench.inbox import (
+    CONVERSATIONS_SQL,
+    INBOUND_TEXTS,
+    MESSAGES_SQL,
+    OUTBOUND_TEXTS,
+    PHONE_PREFIXES,
+    PROFILE_SQL,
+    SUMMARY_SQL,
+)
+
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", 500))
+CUSTOMERS = int(os.environ.get("BENCH_DASHBOARD_CUSTOMERS", 191_216))
+CONVERSATIONS = int(os.environ.get("BENCH_DASHBOARD_CONVERSATIONS", 10_000))
+MESSAGES = int(os.environ.get("BENCH_DASHBOARD_MESSAGES", 100_000))
+TARGET_P95_MS = 50.0
+
+# Values for every customer; a task for one in five, its due date within a month either way
+# of now, one in ten of them done (the dashboard counts the open ones due today and overdue).
+VALUES_SQL = """
+UPDATE customers SET expected_value = round((random() * 50000)::numeric, -1)
+WHERE organization_id = %(org)s"""
+TASKS_SQL = """
+INSERT INTO customer_activities (organization_id, customer_id, type, body, due_at, assignee_id,
+                                 actor_id, done_at)
+SELECT %(org)s, c.id, 'task', 'Call back', now() + (random() - 0.5) * interval '60 days',
+       coalesce(c.owner_id, team.ids[1]), team.ids[1],
+       CASE WHEN random() < 0.1 THEN now() END
+FROM customers c, (SELECT array_agg(id ORDER BY id) AS ids FROM users
+                   WHERE organization_id = %(org)s) team
+WHERE c.organization_id = %(org)s AND random() < 0.2"""
+
+
+def run() -> None:
+    app = bench_app()
+    org = load(app)
+    baseline_client = baseline_app(app.config["DATABASE_URL"]).test_client()
+    measure(app, baseline_client, org)
+
+
+def load(app: Flask) -> int:
+    """The organization, its pipeline, customers, tasks and inbox; VACUUM ANALYZE."""
+    from crm.customers import services
+    from crm.tenancy import organization_context
+    from crm.transaction import commit
+
+    start = time.perf_counter()
+    with psycopg.connect(owner_dsn(app)) as conn:
+        [org] = list(create_organizations(conn, 1))
+    with app.app_context(), organization_context(org):
+        services.ensure_default_stages()
+        commit()
+    with psycopg.connect(owner_dsn(app)) as conn:
+        conn.execute("SET gin_pending_list_limit = '64MB'")
+        conn.execute("SELECT setseed(0.42)")
+        set_organization(conn, org)
+        conn.execute(CUSTOMERS_SQL, {
+            "org": org, "n": CUSTOMERS, "k": 0, "orgs": 1, "span": CUSTOMERS,
+            "ar_first": AR_FIRST, "ar_last": AR_LAST,
+            "latin_first": [LATIN[name] for name in AR_FIRST],
+            "latin_last": [LATIN[name] for name in AR_LAST], "en_first": EN_FIRST,
+            "en_last": EN_LAST, "prefixes": CUSTOMER_PREFIXES, "domains": DOMAINS,
+            "companies": COMPANIES, "tags": TAGS, "rare_tag": RARE_TAG, "notes": NOTES})
+        conn.execute("SELECT setval(pg_get_serial_sequence('customers', 'id'), %s)",
+                     (CUSTOMERS,))
+        conn.execute(VALUES_SQL, {"org": org})
+        conn.execute(TASKS_SQL, {"org": org})
+        profile = conn.execute(PROFILE_SQL, {"org": org}).fetchone()[0]
+        params = {"org": org, "profile": profile, "n": CONVERSATIONS, "m": MESSAGES,
+                  "prefixes": PHONE_PREFIXES, "ar_first": AR_FIRST, "ar_last": AR_LAST,
+                  "en_first": EN_FIRST, "en_last": EN_LAST, "inbound": INBOUND_TEXTS,
+                  "outbound": OUTBOUND_TEXTS}
+        for statement in (CONVERSATIONS_SQL, MESSAGES_SQL, SUMMARY_SQL):
+            conn.execute(statement, params)
+    loaded = time.perf_counter()
+    with psycopg.connect(owner_dsn(app), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE customers, customer_activities, pipeline_totals, "
+                     "conversations, messages")
+    print(f"\ngenerated one organization: {CUSTOMERS:,} customers with values and tasks, "
+          f"{CONVERSATIONS:,} conversations, {MESSAGES:,} messages in {loaded - start:.1f} s "
+          f"(+ VACUUM ANALYZE {time.perf_counter() - loaded:.1f} s)")
+    return org
+
+
+def _users(org: int) -> dict[str, object]:
+    from sqlalchemy import select
+
+    from crm.extensions import db
+    from crm.foundation.models import User
+    from crm.tenancy import organization_context
+
+    with organization_context(org):
+        return {role: db.session.scalar(select(User).where(User.role == role)
+                                        .order_by(User.id).limit(1))
+                for role in ("admin", "agent")}
+
+
+def measure(app: Flask, baseline_client, org: int) -> None:
+    with app.app_context():
+        users = _users(org)
+        sessions = {role: credentials(user)[1] for role, user in users.items()}
+    clients = {}
+    for role, credential in sessions.items():
+        clients[role] = app.test_client()
+        sign_in(clients[role], credential)
+    htmx = {"HX-Request": "true"}
+
+    def get(role: str, path: str, headers: dict | None = None) -> Callable[[], object]:
+        return lambda: check(clients[role].get(path, headers=headers or {}))
+
+    results = measure_alternating({
+        "bare Flask + 1 indexed SELECT": lambda: check(baseline_client.get("/baseline/1259")),
+        "dashboard page (admin, HTML)": get("admin", "/"),
+        "dashboard page (agent, HTML)": get("agent", "/"),
+        "dashboard cards (admin, live refresh)": get("admin", "/dashboard/cards", htmx),
+        "Inbox's unread badge (admin)": get("admin", "/inbox/unread-badge", htmx),
+    }, REQUESTS)
+    report(f"dashboard — {CUSTOMERS:,} customers, {CONVERSATIONS:,} conversations, "
+           f"{MESSAGES:,} messages in one organization; {REQUESTS} sequential requests each "
+           "(session, in-process WSGI), alternating rounds", results[1:], results[0], tail=95)
+    for result in results[1:]:
+        verdict = "ok" if result.pct(95) < TARGET_P95_MS else "MISSED"
+        print(f"  {result.name}: p95 {result.pct(95):.2f} ms, target {TARGET_P95_MS:.0f} ms: "
+              f"{verdict}")
+    for role in ("admin", "agent"):
+        with statements_timed(app) as timed:
+            get(role, "/")()
+        print(f"\nthe {role}'s dashboard: {len(timed)} statements, "
+              f"{sum(ms for ms, _ in timed):.2f} ms in SQL")
+        for ms, statement in sorted(timed, reverse=True)[:6]:
+            print(f"  {ms:7.2f} ms  {one_line(statement)[:140]}")
+
+
+@contextmanager
+def statements_timed(app: Flask):
+    """(ms, statement) of each SQL statement the app sends inside the block."""
+    from crm.extensions import db
+
+    with app.app_context():
+        engine = db.engine
+    timed: list[tuple[float, str]] = []
+    started: dict[int, float] = {}
+
+    def before(_conn, cursor, _statement, _parameters, _context, _many) -> None:
+        started[id(cursor)] = time.perf_counter()
+
+    def after(_conn, cursor, statement, _parameters, _context, _many) -> None:
+        timed.append(((time.perf_counter() - started.pop(id(cursor))) * 1000, statement))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield timed
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
