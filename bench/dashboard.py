@@ -131,7 +131,8 @@ def load(app: Flask) -> int:
     return org
 
 
-def _users(org: int) -> dict[str, object]:
+def _sessions(org: int) -> dict[str, str]:
+    """A login session of the organization's admin and of its first agent."""
     from sqlalchemy import select
 
     from crm.extensions import db
@@ -139,15 +140,15 @@ def _users(org: int) -> dict[str, object]:
     from crm.tenancy import organization_context
 
     with organization_context(org):
-        return {role: db.session.scalar(select(User).where(User.role == role)
-                                        .order_by(User.id).limit(1))
-                for role in ("admin", "agent")}
+        users = {role: db.session.scalar(select(User).where(User.role == role)
+                                         .order_by(User.id).limit(1))
+                 for role in ("admin", "agent")}
+        return {role: credentials(user)[1] for role, user in users.items()}
 
 
 def measure(app: Flask, baseline_client, org: int) -> None:
     with app.app_context():
-        users = _users(org)
-        sessions = {role: credentials(user)[1] for role, user in users.items()}
+        sessions = _sessions(org)
     clients = {}
     for role, credential in sessions.items():
         clients[role] = app.test_client()
