@@ -11,7 +11,7 @@
   responses of the day the day's messages through `ix_messages_day`.
 
 Revision ID: f1ea96597448
-Revises: 770be53f0229
+Revises: 36e91194e5f4
 Create Date: 2026-12-02 17:00:00
 """
 import sqlalchemy as sa
@@ -20,7 +20,7 @@ from alembic import op
 from crm.schema import protect_tenant_tables
 
 revision = "f1ea96597448"
-down_revision = "770be53f0229"
+down_revision = "36e91194e5f4"
 branch_labels = None
 depends_on = None
 
