@@ -126,7 +126,7 @@ def customer_writes_and_team_replies(journey: Journey) -> Page:
 
     answer = "أهلًا سارة، الطلب 42 يصلك غدًا"
     inbox.locator(".composer textarea[name=text]").fill(answer)
-    inbox.locator(".composer button[type=submit]").click()
+    inbox.locator(".composer").get_by_role("button", name="إرسال").click()
     expect(inbox.locator("article.bubble-out").last).to_contain_text(answer)
     with journey.live.app.app_context():
         run_jobs(journey.live.app, ("whatsapp",))  # the outbox sends; the sandbox delivers

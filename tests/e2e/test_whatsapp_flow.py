@@ -42,7 +42,7 @@ def test_a_customer_message_arrives_live_and_the_reply_reaches_the_customer(brow
     row.locator("a").click()
     expect(agent.locator(".thread-messages")).to_contain_text("هل الطلب جاهز؟")
     agent.locator("textarea[name=text]").fill("نعم، يصلك غدًا")
-    agent.locator(".composer button[type=submit]").click()
+    agent.locator(".composer").get_by_role("button", name="إرسال").click()
     expect(agent.locator("article.bubble-out").last).to_contain_text("يصلك غدًا")
 
     with live_server.app.app_context():
