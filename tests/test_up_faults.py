@@ -109,8 +109,10 @@ def shop(stack, graph) -> Shop:
     assert kept.status_code == 200, kept.text
 
     def conversation() -> int | None:
+        """The customer's conversation with the cloud number (the demo has sandbox ones)."""
         listed = api.get(f"{stack.url}/api/whatsapp/conversations", timeout=10).json()
-        return listed["items"][0]["id"] if listed["items"] else None
+        return next((item["id"] for item in listed["items"]
+                     if item["profile_id"] == created.json()["id"]), None)
 
     return Shop(stack.url, api, wait_until(conversation, "the customer's message applied",
                                            RECOVERY), graph)
