@@ -132,6 +132,23 @@ def app(request):
         yield app
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing():
+    """Hash passwords with argon2's cheapest settings: at production cost a hash or a check
+    takes ~0.2 s, and nearly every test makes an account or logs in, so the suite would spend
+    a third of its time hashing. What is tested is that passwords are checked, not how slowly.
+    (The processes tests start, `crm up` and workers, hash as in production.)"""
+    from argon2 import PasswordHasher
+
+    from crm.foundation import services
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "_hasher", cheap)
+        patch.setattr(services, "_DUMMY_HASH", cheap.hash("not a password"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated(request, app):
     """Run each test in a transaction that is rolled back; clear Redis; no organization set."""

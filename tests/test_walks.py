@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import pytest
-from argon2 import PasswordHasher
 from flask import Flask
 from flask_login import login_user
 from werkzeug.exceptions import Forbidden, NotFound
@@ -115,14 +114,6 @@ SWITCHABLE_ROUTES = [route for route in GUARDED
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch):
-    """Hash passwords with the cheapest argon2 settings: every walk makes several accounts, and
-    hashing cost is not what the walks test."""
-    monkeypatch.setattr(services, "_hasher", PasswordHasher(time_cost=1, memory_cost=8,
-                                                            parallelism=1))
-
 
 def _url(app: Flask, route: Route, org: Organization) -> str:
     """The route's URL with objects of `org` for its parameters."""
