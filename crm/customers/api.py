@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from flask import Response, request
 from flask_babel import gettext as _
-from flask_login import current_user
 
 from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import decode_cursor, encode_cursor
@@ -15,18 +14,14 @@ from crm.api.openapi import Endpoints
 from crm.customers import schemas, services
 from crm.customers.models import Customer
 from crm.errors import NotFoundError, ValidationError
-from crm.foundation.models import User
 from crm.permissions import require
+from crm.web import me
 
 crm = Endpoints("crm")
 answer_stale_with(Customer, schemas.Customer)
 
 _LIST = ("Filters as query parameters; a custom field filters as cf_<key>=<value>. An empty "
          "parameter or an unknown custom field is a 422.")
-
-
-def _me() -> User:
-    return current_user._get_current_object()
 
 
 def _customer_page(filters: services.CustomerFilters, query: PageQuery) -> Response:
@@ -49,7 +44,7 @@ def list_customers() -> Response:
 @require("crm", "write")
 def create_customer() -> Response:
     body = parse(schemas.NewCustomer)
-    customer = services.create_customer(_me(), body.model_dump(exclude_unset=True),
+    customer = services.create_customer(me(), body.model_dump(exclude_unset=True),
                                         source="api")
     return answer(schemas.Customer, customer, 201)
 
@@ -69,7 +64,7 @@ def show_customer(customer_id: int) -> Response:
 def update_customer(customer_id: int) -> Response:
     customer = services.access_customer(customer_id)
     body = parse(schemas.CustomerChange)
-    services.update_customer(_me(), customer, body.model_dump(exclude_unset=True),
+    services.update_customer(me(), customer, body.model_dump(exclude_unset=True),
                              expected_version=if_match())
     return tagged(answer(schemas.Customer, customer), customer)
 
@@ -78,7 +73,7 @@ def update_customer(customer_id: int) -> Response:
             answers={204: None})
 @require("crm", "write")
 def delete_customer(customer_id: int) -> Response:
-    services.delete_customer(_me(), services.access_customer(customer_id))
+    services.delete_customer(me(), services.access_customer(customer_id))
     return no_content()
 
 
@@ -93,7 +88,7 @@ def merge_customer(customer_id: int) -> Response:
         duplicate = services.access_customer(body.duplicate_id)
     except NotFoundError:
         raise ValidationError({"duplicate_id": _("Choose another customer to merge.")}) from None
-    return answer(schemas.Customer, services.merge_customers(_me(), survivor, duplicate))
+    return answer(schemas.Customer, services.merge_customers(me(), survivor, duplicate))
 
 
 @crm.post("/crm/customers/<int:customer_id>/activity", "Log a note, call, meeting or task",
@@ -102,7 +97,7 @@ def merge_customer(customer_id: int) -> Response:
 def add_activity(customer_id: int) -> Response:
     customer = services.access_customer(customer_id)
     body = parse(schemas.NewActivity)
-    activity = services.add_activity(_me(), customer, body.type, body.body, body.due_at,
+    activity = services.add_activity(me(), customer, body.type, body.body, body.due_at,
                                      body.assignee_id)
     return answer(schemas.Activity, activity, 201)
 
@@ -117,7 +112,7 @@ def list_activities(customer_id: int) -> Response:
                                                      query.limit)
     return answer(Page[schemas.Activity],
                   {"items": activities, "next_cursor": encode_cursor(before_id)},
-                  context={"readable": services.readable_messages(activities, _me())})
+                  context={"readable": services.readable_messages(activities, me())})
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -138,7 +133,7 @@ def list_stages() -> Response:
 @require("crm", "write")
 def create_stage() -> Response:
     body = parse(schemas.NewStage)
-    stage = services.create_stage(_me(), body.model_dump(exclude_unset=True))
+    stage = services.create_stage(me(), body.model_dump(exclude_unset=True))
     return answer(schemas.SalesStage, stage, 201)
 
 
@@ -150,7 +145,7 @@ def update_stage(stage_id: int) -> Response:
     stage = services.access_stage(stage_id)
     body = parse(schemas.StageChange)
     return answer(schemas.SalesStage,
-                  services.update_stage(_me(), stage, body.model_dump(exclude_unset=True)))
+                  services.update_stage(me(), stage, body.model_dump(exclude_unset=True)))
 
 
 @crm.delete("/crm/sales-stages/<int:stage_id>", "Delete a stage; its customers move to the "
@@ -158,7 +153,7 @@ def update_stage(stage_id: int) -> Response:
 @require("settings", "write")
 @require("crm", "write")
 def delete_stage(stage_id: int) -> Response:
-    services.delete_stage(_me(), services.access_stage(stage_id))
+    services.delete_stage(me(), services.access_stage(stage_id))
     return no_content()
 
 
@@ -176,7 +171,7 @@ def list_segments() -> Response:
 def create_segment() -> Response:
     body = parse(schemas.NewSegment)
     filters = body.filters.model_dump(exclude_unset=True) if body.filters else {}
-    segment = services.create_segment(_me(), body.name,
+    segment = services.create_segment(me(), body.name,
                                       services.parse_filters(filters, strict=True))
     return answer(schemas.Segment, segment, 201)
 

@@ -4,7 +4,7 @@ bodies and answers are declared in crm/foundation/schemas.py."""
 from __future__ import annotations
 
 from flask import Response, current_app
-from flask_login import current_user, login_required
+from flask_login import login_required
 
 from crm.api.helpers import decode_cursor, encode_cursor
 from crm.api.kit import Page, PageQuery, answer, no_content, parse, parse_query
@@ -13,6 +13,7 @@ from crm.foundation import schemas, services
 from crm.foundation.models import User
 from crm.permissions import require
 from crm.security import issue_token, login_rate_limited, public_rate_limited
+from crm.web import me
 
 auth = Endpoints("auth")
 users = Endpoints("users")
@@ -23,10 +24,6 @@ def _token(user: User) -> dict:
     lifetime = current_app.config["JWT_LIFETIME"]
     return {"access_token": issue_token(user), "token_type": "Bearer",
             "expires_in": int(lifetime.total_seconds()), "user": user}
-
-
-def _me() -> User:
-    return current_user._get_current_object()
 
 
 # -- auth ---------------------------------------------------------------------------------
@@ -55,7 +52,7 @@ def login() -> Response:
            answers={204: None}, errors=(409,))
 @login_required
 def logout() -> Response:
-    services.logout(_me())
+    services.logout(me())
     return no_content()
 
 
@@ -103,8 +100,8 @@ def list_users() -> Response:
 
 @users.get("/users/me", "The caller", answers={200: schemas.User})
 @login_required
-def show_me() -> Response:
-    return answer(schemas.User, _me())
+def showme() -> Response:
+    return answer(schemas.User, me())
 
 
 @users.get("/users/<int:user_id>", "One user of the organization",
@@ -120,7 +117,7 @@ def show_user(user_id: int) -> Response:
 @require("users", "write")
 def invite_user() -> Response:
     body = parse(schemas.NewInvitation)
-    invitation = services.invite_user(_me(), body.email, body.role, body.language)
+    invitation = services.invite_user(me(), body.email, body.role, body.language)
     return answer(schemas.Invitation, invitation, 201)
 
 
@@ -130,14 +127,14 @@ def invite_user() -> Response:
 def change_role(user_id: int) -> Response:
     user = services.access_user(user_id)  # first, so another organization's id is a plain 404
     body = parse(schemas.RoleChange)
-    return answer(schemas.User, services.change_role(_me(), user, body.role))
+    return answer(schemas.User, services.change_role(me(), user, body.role))
 
 
 @users.delete("/users/<int:user_id>", "Remove a user; their tokens and sessions stop at once",
               answers={204: None}, errors=(409,))
 @require("users", "write")
 def remove_user(user_id: int) -> Response:
-    services.remove_user(_me(), services.access_user(user_id))
+    services.remove_user(me(), services.access_user(user_id))
     return no_content()
 
 
@@ -155,7 +152,7 @@ def list_api_keys() -> Response:
 @require("settings", "write")
 def create_api_key() -> Response:
     body = parse(schemas.NewApiKeyRequest)
-    return answer(schemas.NewApiKey, services.create_api_key(_me(), body.name, body.user_id),
+    return answer(schemas.NewApiKey, services.create_api_key(me(), body.name, body.user_id),
                   201)
 
 
@@ -163,5 +160,5 @@ def create_api_key() -> Response:
                  answers={204: None})
 @require("settings", "write")
 def revoke_api_key(key_id: int) -> Response:
-    services.revoke_api_key(_me(), services.access_api_key(key_id))
+    services.revoke_api_key(me(), services.access_api_key(key_id))
     return no_content()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from flask import Response, request
 from flask_babel import gettext as _
-from flask_login import current_user
 
 from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import decode_cursor, decode_keyset, encode_cursor, encode_keyset
@@ -17,7 +16,7 @@ from crm.foundation.models import User
 from crm.foundation.services import current_organization
 from crm.permissions import require, sees_only_assigned
 from crm.search import normalize_phone
-from crm.web import upload_body_limit
+from crm.web import me, upload_body_limit
 from crm.whatsapp import media, profiles, schemas, services
 from crm.whatsapp.channels.web import current_qr
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
@@ -32,10 +31,6 @@ _SEND = ("Give `conversation_id`, or `profile_id` and `to`. The message is queue
          "number only a template is accepted (422 naming `text`).")
 _MESSAGES = ("Each page lists its messages oldest to newest; `next_cursor` leads to the page "
              "of older messages. Reactions are not listed.")
-
-
-def _me() -> User:
-    return current_user._get_current_object()
 
 
 # -- numbers (profiles) --------------------------------------------------------------------
@@ -58,7 +53,7 @@ def list_whatsapp_profiles() -> Response:
 def create_whatsapp_profile() -> Response:
     body = parse(schemas.NewProfile)
     profile = profiles.create_profile(
-        _me(), body.provider, body.display_name, phone_number=body.phone_number,
+        me(), body.provider, body.display_name, phone_number=body.phone_number,
         phone_number_id=body.phone_number_id, business_account_id=body.business_account_id,
         access_token=body.access_token, app_secret=body.app_secret,
         auto_assign=body.auto_assign)
@@ -77,7 +72,7 @@ def show_whatsapp_profile(profile_id: int) -> Response:
 @require("settings", "write")
 @require("whatsapp", "write")
 def delete_whatsapp_profile(profile_id: int) -> Response:
-    profiles.delete_profile(_me(), profiles.access_profile(profile_id))
+    profiles.delete_profile(me(), profiles.access_profile(profile_id))
     return no_content()
 
 
@@ -86,7 +81,7 @@ def delete_whatsapp_profile(profile_id: int) -> Response:
 @require("settings", "write")
 @require("whatsapp", "write")
 def disconnect_whatsapp_profile(profile_id: int) -> Response:
-    profile = profiles.disconnect_profile(_me(), profiles.access_profile(profile_id))
+    profile = profiles.disconnect_profile(me(), profiles.access_profile(profile_id))
     return answer(schemas.WhatsAppProfile, profile)
 
 
@@ -98,7 +93,7 @@ def disconnect_whatsapp_profile(profile_id: int) -> Response:
 @require("whatsapp", "write")
 def connect_whatsapp_profile() -> Response:
     profile = profiles.access_profile(parse(schemas.Connection).profile_id)
-    profiles.connect_profile(_me(), profile)
+    profiles.connect_profile(me(), profile)
     # The supervisor publishes the QR code once it has started pairing (after this commit),
     # and again each time WhatsApp rotates it; the page also hears it as `qrCode`.
     qr = current_qr(profile.id) if profile.provider == "web" else None
@@ -113,7 +108,7 @@ def connect_whatsapp_profile() -> Response:
 def list_conversations() -> Response:
     query = parse_query(schemas.ConversationQuery)
     rows, next_key = services.list_conversations(
-        _me(), scope=query.scope, status=query.status, profile_id=query.profile_id,
+        me(), scope=query.scope, status=query.status, profile_id=query.profile_id,
         search=query.search.strip(), after=decode_keyset(query.cursor), limit=query.limit)
     return answer(Page[schemas.Conversation],
                   {"items": rows, "next_cursor": encode_keyset(next_key)})
@@ -123,7 +118,7 @@ def list_conversations() -> Response:
               answers={200: schemas.Conversation}, etag=True)
 @require("whatsapp", "read")
 def show_conversation(conversation_id: int) -> Response:
-    conversation = services.access_conversation(conversation_id, _me())
+    conversation = services.access_conversation(conversation_id, me())
     return tagged(answer(schemas.Conversation, conversation), conversation)
 
 
@@ -132,7 +127,7 @@ def show_conversation(conversation_id: int) -> Response:
               answers={200: Page[schemas.Message]}, description=_MESSAGES)
 @require("whatsapp", "read")
 def list_conversation_messages(conversation_id: int) -> Response:
-    conversation = services.access_conversation(conversation_id, _me())
+    conversation = services.access_conversation(conversation_id, me())
     query = parse_query(PageQuery)
     rows, before_id = services.list_messages(conversation, decode_cursor(query.cursor),
                                              query.limit)
@@ -144,9 +139,9 @@ def list_conversation_messages(conversation_id: int) -> Response:
                answers={200: schemas.Conversation}, etag=True)
 @require("whatsapp", "write")
 def assign_conversation(conversation_id: int) -> Response:
-    conversation = services.access_conversation(conversation_id, _me())
+    conversation = services.access_conversation(conversation_id, me())
     body = parse(schemas.Assignment)
-    services.assign_conversation(conversation, body.assignee_id, _me(),
+    services.assign_conversation(conversation, body.assignee_id, me(),
                                  expected_version=if_match())
     return tagged(answer(schemas.Conversation, conversation), conversation)
 
@@ -156,9 +151,9 @@ def assign_conversation(conversation_id: int) -> Response:
                etag=True)
 @require("whatsapp", "write")
 def set_conversation_status(conversation_id: int) -> Response:
-    conversation = services.access_conversation(conversation_id, _me())
+    conversation = services.access_conversation(conversation_id, me())
     body = parse(schemas.StatusChange)
-    services.set_status(conversation, body.status, _me(), expected_version=if_match())
+    services.set_status(conversation, body.status, me(), expected_version=if_match())
     return tagged(answer(schemas.Conversation, conversation), conversation)
 
 
@@ -166,8 +161,8 @@ def set_conversation_status(conversation_id: int) -> Response:
                "read (sends the read receipt)", answers={200: schemas.Conversation})
 @require("whatsapp", "write")
 def mark_conversation_read(conversation_id: int) -> Response:
-    conversation = services.access_conversation(conversation_id, _me())
-    services.mark_conversation_read(conversation, _me())
+    conversation = services.access_conversation(conversation_id, me())
+    services.mark_conversation_read(conversation, me())
     return answer(schemas.Conversation, conversation)
 
 
@@ -179,23 +174,23 @@ def mark_conversation_read(conversation_id: int) -> Response:
                errors=(404,), description=_SEND)
 @require("whatsapp", "write")
 def send_whatsapp_message() -> Response:
-    me = _me()
+    user = me()
     if request.mimetype == "multipart/form-data":
         # WhatsApp takes files of up to 16 MB, more than the app's body limit for other
         # requests; the services check each kind's own limit.
         request.max_content_length = UPLOAD_BODY_LIMIT
         upload = parse_form(schemas.SendFile)
-        conversation = _send_target(upload, me)
-        message = services.send_media(conversation, me, upload.file, upload.caption,
-                                      _reply_to(upload, conversation, me))
+        conversation = _send_target(upload, user)
+        message = services.send_media(conversation, user, upload.file, upload.caption,
+                                      _reply_to(upload, conversation, user))
     else:
         send = parse(schemas.Send)
-        conversation = _send_target(send, me)
-        reply_to = _reply_to(send, conversation, me)
+        conversation = _send_target(send, user)
+        reply_to = _reply_to(send, conversation, user)
         if send.template is not None:
-            message = _send_template(send, conversation, me, reply_to)
+            message = _send_template(send, conversation, user, reply_to)
         else:
-            message = services.send_text(conversation, me, send.text, reply_to)
+            message = services.send_text(conversation, user, send.text, reply_to)
     return answer(schemas.Message, message, 201)
 
 
@@ -204,9 +199,9 @@ def send_whatsapp_message() -> Response:
 @require("whatsapp", "write")
 def forward_whatsapp_message() -> Response:
     body = parse(schemas.Forward)
-    message = services.access_message(body.message_id, _me())
-    target = services.access_conversation(body.conversation_id, _me())
-    return answer(schemas.Message, services.forward_message(message, target, _me()), 201)
+    message = services.access_message(body.message_id, me())
+    target = services.access_conversation(body.conversation_id, me())
+    return answer(schemas.Message, services.forward_message(message, target, me()), 201)
 
 
 @whatsapp.put("/whatsapp/message", "Edit a sent text message (not on cloud numbers: 422)",
@@ -214,8 +209,8 @@ def forward_whatsapp_message() -> Response:
 @require("whatsapp", "write")
 def edit_whatsapp_message() -> Response:
     body = parse(schemas.MessageEdit)
-    message = services.access_message(body.message_id, _me())
-    return answer(schemas.Message, services.edit_message(message, body.text, _me()))
+    message = services.access_message(body.message_id, me())
+    return answer(schemas.Message, services.edit_message(message, body.text, me()))
 
 
 @whatsapp.delete("/whatsapp/message", "Delete a sent message for everyone (not on cloud "
@@ -223,26 +218,26 @@ def edit_whatsapp_message() -> Response:
                  errors=(404, 409))
 @require("whatsapp", "write")
 def delete_whatsapp_message() -> Response:
-    message = services.access_message(parse(schemas.MessageChoice).message_id, _me())
-    return answer(schemas.Message, services.delete_message(message, _me()))
+    message = services.access_message(parse(schemas.MessageChoice).message_id, me())
+    return answer(schemas.Message, services.delete_message(message, me()))
 
 
 @whatsapp.post("/whatsapp/messages/<int:message_id>/retry", "Send a failed message again",
                answers={200: schemas.Message}, errors=(409,))
 @require("whatsapp", "write")
 def retry_whatsapp_message(message_id: int) -> Response:
-    message = services.access_message(message_id, _me())
-    return answer(schemas.Message, services.retry_message(message, _me()))
+    message = services.access_message(message_id, me())
+    return answer(schemas.Message, services.retry_message(message, me()))
 
 
-def _send_target(send: schemas.Send | schemas.SendFile, me: User) -> Conversation:
+def _send_target(send: schemas.Send | schemas.SendFile, user: User) -> Conversation:
     """The conversation a send goes to: named by id, or with a number and a phone to start it."""
     by_phone = send.profile_id is not None or send.to is not None
     if send.conversation_id is not None:
         if by_phone:
             raise ValidationError({"to": _("Give a conversation, or a number and a phone, "
                                            "not both.")})
-        return services.access_conversation(send.conversation_id, me)
+        return services.access_conversation(send.conversation_id, user)
     if not by_phone:
         raise ValidationError({"conversation_id": _("This field is required.")})
     if send.profile_id is None:
@@ -251,30 +246,30 @@ def _send_target(send: schemas.Send | schemas.SendFile, me: User) -> Conversatio
     phone = normalize_phone(send.to, current_organization().country)
     if phone is None:
         raise ValidationError({"to": _("Enter a valid phone number.")})
-    return _conversation_with(profile, phone, me)
+    return _conversation_with(profile, phone, user)
 
 
-def _conversation_with(profile: WhatsAppProfile, phone: str, me: User) -> Conversation:
+def _conversation_with(profile: WhatsAppProfile, phone: str, user: User) -> Conversation:
     """The conversation with `phone` on `profile`; an agent who starts one is assigned it (they
     could not see it otherwise), and one that exists must be visible to the caller."""
     conversation, created = services.conversation_for(profile, phone, None)
     if created and sees_only_assigned():
-        services.assign_conversation(conversation, me.id, me)
-    return services.access_conversation(conversation.id, me)
+        services.assign_conversation(conversation, user.id, user)
+    return services.access_conversation(conversation.id, user)
 
 
-def _reply_to(send: schemas.Send | schemas.SendFile, conversation: Conversation, me: User
+def _reply_to(send: schemas.Send | schemas.SendFile, conversation: Conversation, user: User
               ) -> Message | None:
     if send.reply_to_message_id is None:
         return None
-    message = services.access_message(send.reply_to_message_id, me)
+    message = services.access_message(send.reply_to_message_id, user)
     if message.conversation_id != conversation.id:
         raise ValidationError({"reply_to_message_id": _("Reply to a message of this "
                                                         "conversation.")})
     return message
 
 
-def _send_template(send: schemas.Send, conversation: Conversation, me: User,
+def _send_template(send: schemas.Send, conversation: Conversation, user: User,
                    reply_to: Message | None) -> Message:
     fields = {}
     if send.text is not None:
@@ -284,5 +279,5 @@ def _send_template(send: schemas.Send, conversation: Conversation, me: User,
     if fields:
         raise ValidationError(fields)
     template = send.template
-    return services.send_template(conversation, me, template.name, template.language,
+    return services.send_template(conversation, user, template.name, template.language,
                                   template.parameters)
