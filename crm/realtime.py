@@ -20,6 +20,7 @@ from redis.connection import parse_url
 
 from crm import outages
 from crm.extensions import socketio
+from crm.keys import key
 from crm.permissions import role_allows
 from crm.tenancy import current_organization_id
 from crm.transaction import on_commit
@@ -133,15 +134,15 @@ PRESENCE_TTL = 24 * 3600
 
 
 def _presence_key(org_id: int) -> str:
-    return f"presence:org:{org_id}"
+    return key("presence", org=org_id)
 
 
 def _socket_key(sid: str) -> str:
-    return f"presence:socket:{sid}"
+    return key("presence", "socket", sid)
 
 
 def _room_key(room: str) -> str:
-    return f"presence:room:{room}"
+    return key("presence", "room", room)
 
 
 def _redis():

@@ -40,6 +40,7 @@ from sqlalchemy import func, or_, select, text
 
 from crm.extensions import db
 from crm.jobs import JobCall, enqueue_many_now, enqueue_now, in_flight, redis
+from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.transaction import commit, rollback
@@ -48,7 +49,7 @@ log = logging.getLogger("crm.recovery")
 
 QUEUE = "default"
 JOB_ID = "crm-recovery"
-CLOCK_KEY = "crm:recovery:clock"
+CLOCK_KEY = key("recovery", "clock")
 BATCH = 1000  # rows of each kind looked at per run (the oldest first)
 # What each run does, in order: functions without arguments, each in its own transactions.
 TASKS = ("crm.whatsapp.jobs:recover_ingest", "crm.whatsapp.jobs:recover_outbox",

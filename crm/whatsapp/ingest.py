@@ -29,6 +29,7 @@ from sqlalchemy import insert, text
 
 from crm.extensions import db
 from crm.jobs import enqueue_now, redis
+from crm.keys import key
 from crm.tenancy import organization_context
 from crm.transaction import on_commit
 from crm.validation import parse_id
@@ -41,7 +42,7 @@ log = logging.getLogger("crm.whatsapp.ingest")
 QUEUE = "inbound"  # first in the workers' order: what customers write comes before the rest
 MAX_ATTEMPTS = 5  # then a delivery stays, with its last error, for someone to look at
 DRAIN_JOB = "crm.whatsapp.jobs:drain"  # jobs.py builds on this module
-PENDING_KEY = "whatsapp:ingest:pending"
+PENDING_KEY = key("whatsapp", "ingest", "pending")
 PENDING_TTL = 60  # seconds; should the enqueue after the key be lost, a later delivery retries
 MEDIA = {"image", "video", "audio", "document", "sticker"}
 STATUSES = {"sent", "delivered", "read", "failed"}

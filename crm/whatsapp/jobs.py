@@ -43,6 +43,7 @@ from sqlalchemy import delete, func, select, text, update
 from crm import events, recovery
 from crm.extensions import db
 from crm.jobs import TransientError, attempts_left, enqueue_now, get_queue, redis, run_job
+from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit, rollback
@@ -66,8 +67,8 @@ QUEUE = services.QUEUE
 SEND_LEASE = timedelta(minutes=5)
 BATCH = 100  # deliveries of one organization per round of the drain
 LEASE = timedelta(minutes=2)
-SCHEDULED_KEY = "whatsapp:ingest:scheduled"
-PURGE_KEY = "whatsapp:ingest:purge-scheduled"
+SCHEDULED_KEY = key("whatsapp", "ingest", "scheduled")
+PURGE_KEY = key("whatsapp", "ingest", "purge-scheduled")
 
 
 # -- the outbox, and what an inbound message asks of its channel ----------------------------------

@@ -18,12 +18,12 @@ from typing import Any
 
 from crm.customers.services.fields import organization_timezone
 from crm.jobs import BULK_QUEUE, get_queue, redis, run_job
+from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import current_organization_id
 from crm.transaction import on_commit
 
 log = logging.getLogger("crm.customers")
-RESCORE_KEY = "crm:customers:rescore-scheduled:{org}"
 RESCORE_JOB = "crm.customers.jobs:rescore_all"
 _armed: dict[int, datetime] = {}  # organization → next run this process knows is scheduled
 
@@ -50,18 +50,22 @@ def keep_nightly_rescore() -> None:
 
 def continue_chain(org_id: int, scheduled_for: str) -> None:
     """Schedule the night after the run of `scheduled_for`, unless a newer chain replaced it."""
-    key = RESCORE_KEY.format(org=org_id)
-    armed = redis().get(key)
+    armed = redis().get(_rescore_key(org_id))
     if armed is not None and armed.decode() != scheduled_for:
         return
-    redis().delete(key)
+    redis().delete(_rescore_key(org_id))
     _armed.pop(org_id, None)
     _arm(org_id, next_night(organization_timezone(), org_id, utcnow()))
 
 
+def _rescore_key(org_id: int) -> str:
+    """Holds when the organization's next nightly run is scheduled for."""
+    return key("customers", "rescore-scheduled", org=org_id)
+
+
 def _arm(org_id: int, when: datetime) -> None:
     ttl = int((when - utcnow()).total_seconds()) + 3600
-    if redis().set(RESCORE_KEY.format(org=org_id), when.isoformat(), nx=True, ex=max(ttl, 60)):
+    if redis().set(_rescore_key(org_id), when.isoformat(), nx=True, ex=max(ttl, 60)):
         get_queue(BULK_QUEUE).enqueue_at(when, run_job, RESCORE_JOB, org_id, (),
                                          {"scheduled_for": when.isoformat()},
                                          description="crm nightly rescore")

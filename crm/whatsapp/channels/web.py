@@ -25,6 +25,7 @@ from flask_babel import LazyString, lazy_gettext
 from redis import Redis
 
 from crm.jobs import redis
+from crm.keys import key
 from crm.search import normalize_phone
 from crm.whatsapp import media
 from crm.whatsapp.channels.base import (
@@ -45,21 +46,21 @@ QR_TTL = 60  # seconds a QR code stays shown; WhatsApp rotates them every 20-60 
 
 
 def commands_key(profile_id: int) -> str:
-    return f"wasl:whatsapp:web:{profile_id}:commands"
+    return key("whatsapp", "web", profile_id, "commands")
 
 
 def lock_key(profile_id: int) -> str:
-    return f"wasl:whatsapp:web:{profile_id}:lock"
+    return key("whatsapp", "web", profile_id, "lock")
 
 
 def qr_key(profile_id: int) -> str:
-    return f"wasl:whatsapp:web:{profile_id}:qr"
+    return key("whatsapp", "web", profile_id, "qr")
 
 
 # Which supervisors run, each with the time its heartbeat lapses: a page tells "waiting for the
 # QR code" from "nothing will ever show one". A sorted set, so one supervisor stopping does not
 # hide another that still runs.
-SUPERVISORS_KEY = "wasl:whatsapp:web:supervisors"
+SUPERVISORS_KEY = key("whatsapp", "web", "supervisors")
 
 
 def mark_supervisor_alive(connection: Redis, name: str, ttl: float) -> None:
@@ -121,7 +122,7 @@ class WebChannel:
     def _call(self, action: str, arguments: dict, uncertain: bool = False) -> Any:
         """Push a command for the supervisor and wait for its answer."""
         timeout = float(current_app.config.get("WHATSAPP_WEB_COMMAND_TIMEOUT", DEFAULT_TIMEOUT))
-        reply_key = f"wasl:whatsapp:web:reply:{uuid.uuid4().hex}"
+        reply_key = key("whatsapp", "web", "reply", uuid.uuid4().hex)
         command = json.dumps({"action": action, "arguments": arguments, "reply_to": reply_key,
                               "deadline": time.time() + timeout})
         connection = redis()
