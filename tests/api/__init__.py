@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from sqlalchemy import event
 
 from crm.extensions import db
 from crm.foundation.models import OutboundEmail
@@ -40,19 +36,3 @@ def emailed_token(org_id: int, to: str) -> str:
     match = EMAILED_TOKEN.search(text)
     assert match, text
     return match.group(1)
-
-
-@contextmanager
-def count_queries() -> Iterator[list[str]]:
-    """Collect the SQL statements run inside the block (on the test's connection)."""
-    statements: list[str] = []
-    connection = db.session.connection()
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    event.listen(connection, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(connection, "before_cursor_execute", record)

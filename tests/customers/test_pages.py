@@ -39,7 +39,8 @@ from tests.customers.factories import (
     make_segment,
 )
 from tests.factories import login, make_user, run_jobs
-from tests.foundation import HTMX, arabic, audit_actions, ident, queries
+from tests.foundation import HTMX, arabic, audit_actions, ident
+from tests.queries import count_queries
 from tests.whatsapp.factories import make_conversation, make_profile
 
 
@@ -218,7 +219,7 @@ def test_the_list_runs_the_same_queries_for_more_customers(client, org, admin):
 
     def count(url: str, **kwargs) -> int:
         commit()  # what the factories left pending is written before counting
-        with queries() as statements:
+        with count_queries() as statements:
             assert client.get(url, **kwargs).status_code == 200
         return len(statements)
 
@@ -498,7 +499,7 @@ def test_an_agents_timeline_runs_the_same_queries_for_more_hidden_messages(clien
                                              assigned_user_id=ident(agent) if n % 2 else None)
             make_message_activity(org, customer, conversation, f"Message {n}")
         commit()
-        with queries() as statements:
+        with count_queries() as statements:
             assert client.get(url, headers=HTMX).status_code == 200
         return len(statements)
 
@@ -718,7 +719,7 @@ def test_a_board_column_runs_the_same_queries_for_more_cards(client, org, admin)
         more = re.search(rf'hx-get="(/customers/board/{stage.id}\?after=[^"]+)"', page.text)
         url = more.group(1) if more else f"/customers/board/{stage.id}"
         commit()  # what the factories left pending is written before counting
-        with queries() as statements:
+        with count_queries() as statements:
             assert client.get(url, headers=HTMX).status_code == 200
         return len(statements)
 

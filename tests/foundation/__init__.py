@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from flask_babel import force_locale, gettext
 from markupsafe import escape
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 
 from crm.extensions import db
 from crm.foundation.models import AuditEntry, Organization, OutboundEmail
@@ -60,24 +58,3 @@ def reload(org: Organization, model: type, obj) -> object:
     with organization_context(ident(org)):
         db.session.expire_all()
         return db.session.get(model, ident(obj))
-
-
-
-@contextmanager
-def queries() -> Iterator[list[str]]:
-    """Record the queries run inside the block, to pin a page's query count.
-
-    Transaction plumbing (savepoints, the organization setting) is left out: it is the same
-    for every request and does not grow with the data.
-    """
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.startswith("SELECT") and "set_config" not in statement:
-            statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)

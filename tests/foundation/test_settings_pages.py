@@ -17,7 +17,8 @@ from crm.tenancy import organization_context
 from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 from crm.whatsapp.models import Conversation
 from tests.factories import login, make_user, run_jobs
-from tests.foundation import HTMX, arabic, audit_actions, ident, log_in, queries, reload
+from tests.foundation import HTMX, arabic, audit_actions, ident, log_in, reload
+from tests.queries import count_queries
 
 SETTINGS = {"name": "Renamed Co", "default_language": "en", "timezone": "Africa/Cairo",
             "country": "EG"}
@@ -193,7 +194,7 @@ def test_the_audit_log_runs_a_fixed_number_of_queries(client, org):
         db.session.flush()
     names = [actor.full_name for actor in actors]
     login(client, org.admin)
-    with queries() as statements:
+    with count_queries() as statements:
         page = client.get("/settings/audit")
     assert all(name in page.text for name in names)
     # The enabled modules, for the sidebar, come with the user.

@@ -20,9 +20,9 @@ from tests.foundation import (
     emails_to,
     ident,
     link_in,
-    queries,
     reload,
 )
+from tests.queries import count_queries
 
 INVITEE = "new.person@invited.example"
 
@@ -347,7 +347,7 @@ def test_the_team_page_runs_a_fixed_number_of_queries(client, org):
     for n in range(5):
         client.post("/team/invitations", data={"email": f"p{n}@invited.example",
                                                "role": "member"})
-    with queries() as statements:
+    with count_queries() as statements:
         page = client.get("/team")
     assert page.text.count('<tr id="member-') == 13
     # the user (with the enabled modules, for the sidebar), the members, the invitations

@@ -19,7 +19,8 @@ from crm.foundation.services import update_organization
 from crm.tenancy import organization_context
 from crm.tickets import services, sla
 from crm.tickets.models import Ticket, TicketComment
-from tests.api import assert_error, count_queries
+from tests.api import assert_error
+from tests.queries import count_queries
 from tests.customers.factories import make_customer
 from tests.factories import bearer, make_user, run_jobs
 from tests.foundation import arabic, ident

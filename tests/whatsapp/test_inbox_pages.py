@@ -16,7 +16,8 @@ from crm.tenancy import organization_context
 from crm.whatsapp import media
 from crm.whatsapp.models import Conversation, Message
 from tests.factories import login, make_org, make_user, run_jobs
-from tests.foundation import HTMX, queries
+from tests.foundation import HTMX
+from tests.queries import count_queries
 from tests.whatsapp.factories import (
     close_queue,
     make_conversation,
@@ -727,7 +728,7 @@ def test_a_history_restore_gets_the_whole_page(client, org, conversation):
 
 
 def _count(client, url: str) -> int:
-    with queries() as statements:
+    with count_queries() as statements:
         page_text(client, url, headers=HTMX)
     return len(statements)
 
