@@ -4,6 +4,15 @@ A module publishes what happened (`publish("message.received", {...})`); others 
 without the publisher knowing them. A subscriber runs in-process right after commit (quick
 reactions) or, with `job=True`, as an RQ job (slow ones). Either way it runs as the publishing
 organization, in its own transaction, and one failing subscriber never stops the others.
+
+The convention: each module's `events.py` is its catalogue of hooks, so a new module finds
+them in one file. `PUBLISHES` maps each event the module publishes to the keys of its payload
+(ids and plain values, never objects: a job subscriber receives the payload as JSON), with a
+comment saying when it happens; `LISTENS` maps each event it subscribes to (in events.py, or in
+live.py for what it pushes to open pages) to what it does. Names are `<noun>.<past verb>`. A
+payload need not name its organization: the subscriber runs as the publishing one.
+tests/test_event_catalogue.py fails when a module publishes or listens to an event its
+catalogue does not list, or publishes a payload with other keys than it says.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from crm.tenancy import current_organization_id, organization_context
 from crm.transaction import commit, on_commit_collect, rollback
 
 log = logging.getLogger("crm.events")
+
+Payload = tuple[str, ...]  # the keys of an event's payload, in a module's PUBLISHES
 
 
 @dataclass(frozen=True)

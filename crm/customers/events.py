@@ -1,15 +1,5 @@
-"""What the CRM listens to. It publishes customer.created/updated/deleted/merged/moved/
-stage_changed, customer.activity_added/updated, sales_stages.changed and
-customer_import.progress (see services.py and jobs.py).
-
-- organization.registered: the default pipeline and scoring rules, and the nightly rescoring.
-- message.received / message.sent (WhatsApp): the contact becomes a customer (an unknown
-  number, with the name of its WhatsApp profile, source whatsapp) and the conversation is linked
-  to them; each message is an activity, logged once however often the event is delivered, and
-  counts as contact.
-- conversation.started (WhatsApp: someone opened a chat): the conversation is linked to the
-  customer with its number, if there is one.
-- ticket.opened / ticket.closed (ticketing): an activity; an opened ticket scores.
+"""The CRM's hooks: what it publishes, with each payload, and what it listens to (the
+catalogue below; crm/events.py says how).
 
 Reactions to WhatsApp messages and the set-up of a new organization run as RQ jobs (they log,
 link and rescore: work that must not hold up a webhook); the others in-process after the
@@ -26,13 +16,50 @@ from crm.customers import services
 from crm.customers.models import Customer
 from crm.customers.services import scoring
 from crm.errors import ValidationError
-from crm.events import subscribe
+from crm.events import Payload, subscribe
 from crm.extensions import db
 from crm.foundation.services import enabled_modules
 from crm.search import normalize_phone
 from crm.whatsapp.services import link_customer
 
 log = logging.getLogger("crm.customers")
+
+PUBLISHES: dict[str, Payload] = {
+    # added by a person, an import, the API or a WhatsApp contact (source: models.SOURCES)
+    "customer.created": ("customer_id", "source"),
+    # edited; `fields` names the columns that changed ("custom_fields" for any custom one)
+    "customer.updated": ("customer_id", "fields"),
+    "customer.deleted": ("customer_id",),
+    # `merged_id` was merged into `survivor_id`, which keeps its activities and conversations
+    "customer.merged": ("survivor_id", "merged_id"),
+    # a card placed on the board: its column and place, and the column it came from
+    "customer.moved": ("customer_id", "stage_id", "from_stage_id", "position"),
+    # the pipeline stage changed, on the board or elsewhere (either side may be None)
+    "customer.stage_changed": ("customer_id", "from_stage_id", "to_stage_id"),
+    "customer.activity_added": ("customer_id", "activity_id"),
+    "customer.activity_updated": ("customer_id", "activity_id"),
+    # the pipeline's stages were added, renamed, reordered or removed
+    "sales_stages.changed": (),
+    # a CSV import went on (each batch) or ended; status: CustomerImport.status
+    "customer_import.progress": ("import_id", "status", "processed_rows", "total_rows"),
+}
+
+LISTENS: dict[str, str] = {
+    "organization.registered": "the default pipeline and scoring rules, and the nightly "
+                               "rescoring (a job)",
+    "message.received": "the contact becomes a customer (an unknown number, named after its "
+                        "WhatsApp profile, source whatsapp), the conversation is linked to "
+                        "them, the message is an activity logged once and counts as contact "
+                        "(a job)",
+    "message.sent": "the message is an activity of the conversation's customer (a job)",
+    "conversation.started": "someone opened a chat: it is linked at once to the customer "
+                            "with its number, if there is one",
+    "ticket.opened": "an activity, and the ticket scores; payload ticket_id, customer_id, "
+                     "subject (what ticketing publishes)",
+    "ticket.closed": "an activity; payload ticket_id, customer_id, subject",
+    "customer.stage_changed": "live.py: open boards swap in the columns it left and joined",
+    "customer.moved": "live.py: open boards swap in a column whose order changed",
+}
 
 
 def _crm_on() -> bool:

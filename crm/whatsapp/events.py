@@ -1,10 +1,46 @@
-"""What the WhatsApp module listens to: the CRM merging or deleting customers, so that
-conversations follow the surviving customer (or are detached from a deleted one)."""
+"""The WhatsApp module's hooks: what it publishes, with each payload, and what it listens to
+(the catalogue below; crm/events.py says how)."""
 
 from __future__ import annotations
 
-from crm.events import subscribe
+from crm.events import Payload, subscribe
 from crm.whatsapp import services
+
+# What services.message_payload() holds: the message, its conversation and the contact.
+MESSAGE: Payload = ("message_id", "conversation_id", "profile_id", "direction", "contact_phone",
+                    "contact_user_id", "contact_name", "type", "body", "customer_id")
+
+PUBLISHES: dict[str, Payload] = {
+    # a contact wrote (a reaction too: type "reaction"), kept once however often Meta delivers
+    "message.received": MESSAGE,
+    # an agent's message left through its channel (the send job, after the provider said yes)
+    "message.sent": MESSAGE,
+    # the provider said sent, delivered, read or failed
+    "message.status": ("message_id", "conversation_id", "status"),
+    # edited, reacted to, or its media arrived (or failed to)
+    "message.updated": ("message_id", "conversation_id"),
+    # deleted for everyone
+    "message.deleted": ("message_id", "conversation_id"),
+    # its status, read state or customer changed
+    "conversation.updated": ("conversation_id",),
+    # (re)assigned by a person (`actor_id`) or to the agent online with least to do (None)
+    "conversation.assigned": ("conversation_id", "assignee_id", "previous_assignee_id",
+                              "actor_id"),
+    # a number was connected, disconnected or changed state
+    "whatsapp.profile_changed": ("profile_id",),
+}
+
+LISTENS: dict[str, str] = {
+    "customer.merged": "conversations follow the surviving customer",
+    "customer.deleted": "conversations are detached from the customer",
+    "message.received": "live.py: the bubble joins open threads, the row moves to the top",
+    "message.sent": "live.py: the bubble joins open threads, the row moves to the top",
+    "message.status": "live.py: the ticks of the bubble change",
+    "message.updated": "live.py: the bubble is rendered again",
+    "message.deleted": "live.py: the bubble shows as deleted",
+    "conversation.updated": "live.py: the row and the header are rendered again",
+    "conversation.assigned": "live.py: the row moves between the lists; the assignee is told",
+}
 
 
 @subscribe("customer.merged")
