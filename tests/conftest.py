@@ -8,6 +8,7 @@ Security is what the tests see. Jobs go to real Redis; `run_jobs()` drains them 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ from itsdangerous import URLSafeTimedSerializer
 from crm import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
+NOWHERE = "http://127.0.0.1:9"  # loopback's discard port: nothing listens
 _SERVERS_ENV = ("WASL_TEST_PG_PORT", "WASL_TEST_REDIS_PORT", "WASL_TEST_BASE")
 
 
@@ -68,9 +70,9 @@ def _settings(database: str, redis_db: int) -> dict:
         "INSTANCE_PATH": Path(os.environ["WASL_TEST_BASE"]) / f"instance-{database}",
         "PUBLIC_URL": "http://localhost",
         "WHATSAPP_MEDIA_HOSTS": "http://127.0.0.1",  # the fake Graph API's media downloads
-        # Never Meta: nothing listens here, so a test that forgot the fake Graph API
+        # Never Meta: nothing listens here, so a test that forgot the fake
         # (tests/whatsapp/fake_graph.py) fails with "could not be reached".
-        "WHATSAPP_GRAPH_URL": "http://127.0.0.1:9",
+        "WHATSAPP_GRAPH_URL": NOWHERE,
         # Self-hosted (everything unlocked) unless a test sets a key (the `stripe_api`
         # fixture); and then only ever the run's local fake, never Stripe itself.
         "STRIPE_SECRET_KEY": "",
@@ -114,6 +116,77 @@ def create_database(name: str) -> None:
 def worker_number(request) -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return int(worker.removeprefix("gw"))
+
+
+# -- no internet: every server a test talks to runs on this machine -------------------------
+
+class InternetBlockedError(RuntimeError):
+    """A test tried to reach past this machine (not an OSError, which code would take for a
+    network failure and handle)."""
+
+
+LOOPBACK_HOSTS = ("localhost", "")
+
+
+def _is_loopback(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host in LOOPBACK_HOSTS or host.endswith(".localhost")
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _is_name(host: object) -> bool:
+    try:
+        ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return True
+    return False
+
+
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch):
+    """Refuse every connection and name lookup that would leave this machine: the servers of
+    the tests (PostgreSQL, Redis, the fake Graph API, SMTP) listen on loopback or a unix socket.
+
+    The test fails even when the code swallowed the refusal, so a forgotten fake is never
+    taken for a provider that happened to be down. Yields the refusals (a test of the guard
+    itself empties it).
+    """
+    refused: list[str] = []
+    connect, connect_ex, getaddrinfo = (socket.socket.connect, socket.socket.connect_ex,
+                                        socket.getaddrinfo)
+
+    def refuse(what: str):
+        refused.append(what)
+        raise InternetBlockedError(f"a test may not reach {what}: use a local fake")
+
+    def check(sock: socket.socket, address) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            refuse(f"{address[0]}:{address[1]}")
+
+    def guarded_connect(sock, address):
+        check(sock, address)
+        return connect(sock, address)
+
+    def guarded_connect_ex(sock, address):
+        check(sock, address)
+        return connect_ex(sock, address)
+
+    def guarded_getaddrinfo(host, port, *args, **kwargs):
+        if host is not None and _is_name(host) and not _is_loopback(host):
+            refuse(f"{host} (a name lookup)")
+        return getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    yield refused
+    if refused:
+        pytest.fail(f"the test tried to reach the internet: {', '.join(refused)}")
 
 
 # -- the app and the per-test transaction ---------------------------------------------------
