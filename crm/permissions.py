@@ -19,6 +19,7 @@ from flask_login import current_user
 
 from crm.billing import gate
 from crm.errors import ServiceError
+from crm.extensions import login_manager
 
 Level = Literal["none", "read", "write"]
 AREAS = ("users", "crm", "ticketing", "whatsapp", "campaigns", "billing", "settings")
@@ -61,6 +62,7 @@ def role_allows(role: str, area: str, level: Level) -> bool:
 def module_enabled(area: str) -> bool:
     if area not in SWITCHABLE:
         return True
+    # cycle: foundation.services -> realtime -> permissions
     from crm.foundation.services import enabled_modules
 
     if "enabled_modules" not in g:
@@ -104,8 +106,6 @@ def require(area: str, level: Level = "read") -> Callable:
         @wraps(view)
         def wrapped(*args, **kwargs):
             if not current_user.is_authenticated:
-                from crm.extensions import login_manager
-
                 return login_manager.unauthorized()
             if not module_enabled(area):
                 abort(404)

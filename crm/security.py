@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import jwt
-from flask import Flask, current_app, request, session
+from flask import Flask, current_app, flash, jsonify, redirect, request, session, url_for
+from flask_babel import gettext
 from flask_login import current_user, login_user, logout_user
 from limits import parse as parse_limit
 from werkzeug.exceptions import TooManyRequests
@@ -31,6 +32,7 @@ from crm.foundation.services import (
 )
 from crm.tenancy import current_organization_id, set_current_organization
 from crm.text import clean_text
+from crm.web import error_body, wants_json
 
 JWT_ALGORITHM = "HS256"
 
@@ -63,11 +65,6 @@ def init_app(app: Flask) -> None:
 
 
 def _unauthorized():
-    from flask import flash, jsonify, redirect, url_for
-    from flask_babel import gettext
-
-    from crm.web import error_body, wants_json
-
     if wants_json():
         message = gettext("Please log in to continue.")
         return jsonify(error_body(401, "unauthorized", message)), 401
@@ -153,8 +150,6 @@ def _limit_organization_api() -> None:
 
 
 def _localize(message: str) -> str:
-    from flask_babel import gettext
-
     return gettext(message)
 
 

@@ -35,6 +35,7 @@ from crm import json_input, outages
 from crm.errors import ServiceError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.i18n import language_without_database
+from crm.jobs import redis
 from crm.permissions import can
 from crm.transaction import commit, kept_on_error, rollback
 from crm.validation import BIGINT_MAX
@@ -325,8 +326,6 @@ def healthz():
 
 @health.get("/readyz")
 def readyz():
-    from crm.jobs import redis
-
     checks = {}
     try:
         db.session.execute(text("SELECT 1"))

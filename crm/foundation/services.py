@@ -18,8 +18,10 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from urllib.parse import urlsplit
 
+import phonenumbers
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from babel.numbers import get_territory_currencies
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, has_request_context, request
 from flask_babel import gettext as _
@@ -46,6 +48,7 @@ from crm.foundation.models import (
 from crm.mail import send_email
 from crm.models import utcnow
 from crm.pagination import keyset_page
+from crm.realtime import disconnect_user
 from crm.tenancy import current_organization_id, get_in_organization, set_current_organization
 from crm.text import has_control_characters
 from crm.transaction import keep_on_error
@@ -195,8 +198,6 @@ def register_organization(organization_name: object, full_name: object, email: o
 def update_organization(actor: User, name: object, default_language: object, timezone: object,
                         country: object, currency: object = None) -> Organization:
     """Change the organization's settings; `currency` None keeps the one it has."""
-    import phonenumbers
-
     org = actor.organization
 
     def check_currency() -> str:
@@ -238,9 +239,6 @@ def update_organization(actor: User, name: object, default_language: object, tim
 @functools.cache
 def currencies() -> frozenset[str]:
     """The currencies in use today in the countries whose phone numbers we read."""
-    import phonenumbers
-    from babel.numbers import get_territory_currencies
-
     return frozenset(code for region in phonenumbers.SUPPORTED_REGIONS
                      for code in get_territory_currencies(region))
 
@@ -401,8 +399,6 @@ def _end_sessions(user: User, kinds: tuple[str, ...], keep: UserSession | None =
 
 def _end_other_sessions(user: User) -> list[int]:
     """End every login of the user but the one this request runs as, and close their pages."""
-    from crm.realtime import disconnect_user
-
     ended = _end_sessions(user, LOGIN_KINDS, keep=user.current_session)
     disconnect_user(user.organization_id, user.id, ended)
     return ended
@@ -413,8 +409,6 @@ def end_all_sessions(user: User, kinds: tuple[str, ...] = LOGIN_KINDS) -> None:
 
     API keys stay unless `kinds` names them: admins make and revoke them for integrations.
     """
-    from crm.realtime import disconnect_user
-
     _end_sessions(user, kinds)
     disconnect_user(user.organization_id, user.id)
 
@@ -429,8 +423,6 @@ def logout(user: User) -> None:
 
 
 def _end_one(record: UserSession) -> None:
-    from crm.realtime import disconnect_user
-
     record.ended_at = utcnow()
     disconnect_user(record.organization_id, record.user_id, [record.id])
 
@@ -617,8 +609,6 @@ def change_role(actor: User, user: User, role: object) -> User:
 def _start_again(user: User, keep: UserSession | None) -> None:
     """After a role change: end the user's logins but `keep`, and close every open page of
     theirs, `keep`'s too, so that each reconnects (or logs in) into the new role's rooms."""
-    from crm.realtime import disconnect_user
-
     _end_sessions(user, LOGIN_KINDS, keep)
     disconnect_user(user.organization_id, user.id)
 

@@ -13,8 +13,10 @@ from crm.errors import ServiceError
 from crm.i18n import isolate
 from crm.web import form_text, htmx_response, is_htmx, me, see_other
 from crm.whatsapp import profiles
+from crm.whatsapp.channels.web import current_qr, failure_sentence, supervisor_running
 from crm.whatsapp.models import WhatsAppProfile
 from crm.whatsapp.views import blueprint, require_numbers_admin
+from crm.whatsapp.webhooks import webhook_url
 
 
 @blueprint.app_template_filter("wa_failure")
@@ -23,8 +25,6 @@ def _failure(profile: WhatsAppProfile) -> str | None:
     is for the log), another's as recorded."""
     if profile.provider != "web":
         return profile.last_error
-    from crm.whatsapp.channels.web import failure_sentence
-
     return str(failure_sentence(profile.last_error))
 
 
@@ -76,14 +76,10 @@ def _number_context(profile: WhatsAppProfile) -> dict:
     context: dict = {"profile": profile, "qr": None, "webhook_url": None, "secrets": {},
                      "supervisor_running": True}
     if profile.provider == "cloud":
-        from crm.whatsapp.webhooks import webhook_url
-
         context["webhook_url"] = webhook_url(profile)
         context["secrets"] = {key: masked(value)
                               for key, value in decrypt_json(profile.secrets).items()}
     if profile.provider == "web":
-        from crm.whatsapp.channels.web import current_qr, supervisor_running
-
         context["supervisor_running"] = supervisor_running()
         if profile.state == "pairing":
             context["qr"] = current_qr(profile.id)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from crm.errors import ValidationError, file_too_large
 from crm.extensions import db
+from crm.foundation.services import current_organization
 from crm.models import utcnow
 from crm.search import normalize_phone
 from crm.whatsapp import media, services
@@ -19,8 +20,6 @@ from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 def customer_sends(profile: WhatsAppProfile, phone: object, name: object, text: object,
                    upload=None) -> Message:
     """A message from the simulated customer `phone` to the sandbox number."""
-    from crm.foundation.services import current_organization
-
     if profile.provider != "sandbox":
         raise ValidationError({"profile_id": _("Choose a sandbox number.")})
     number = normalize_phone(phone, current_organization().country)

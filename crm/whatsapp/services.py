@@ -31,18 +31,21 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crm import events
+from crm import events, realtime
 from crm.errors import ConflictError, NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.models import User
+from crm.foundation.services import audit, current_organization
 from crm.jobs import enqueue
 from crm.models import utcnow
 from crm.pagination import keyset_page
-from crm.permissions import sees_only_assigned
+from crm.permissions import role_allows, sees_only_assigned
+from crm.search import search_terms
 from crm.tenancy import get_in_organization
 from crm.text import clean_text
 from crm.validation import parse_id
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
+from crm.whatsapp import media
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import (
     ChannelError,
@@ -50,7 +53,13 @@ from crm.whatsapp.channels.base import (
     InboundMessage,
     StatusUpdate,
 )
-from crm.whatsapp.models import STATUS_RANK, Conversation, Message, WhatsAppProfile
+from crm.whatsapp.models import (
+    CONVERSATION_STATUSES,
+    STATUS_RANK,
+    Conversation,
+    Message,
+    WhatsAppProfile,
+)
 
 log = logging.getLogger("crm.whatsapp")
 SERVICE_WINDOW = timedelta(hours=24)
@@ -475,9 +484,6 @@ def list_conversations(user: User, *, scope: str = "all", status: str | None = N
 def _search_ids(term: str):
     """Ids of conversations whose contact name, number or messages match (crm/search.py: the
     search runs in a SECURITY DEFINER function so that its trigram indexes serve it)."""
-    from crm.foundation.services import current_organization
-    from crm.search import search_terms
-
     text_pattern, digit_patterns = search_terms(term, current_organization().country)
     return select(func.wasl_matching_conversations(
         text_pattern, cast(digit_patterns, ARRAY(Text))).column_valued("id"))
@@ -522,8 +528,6 @@ def set_status(conversation: Conversation, status: object, actor: User,
                expected_version: Expected = None) -> Conversation:
     """Open, set pending or resolve a conversation; with `expected_version`, one someone
     assigned or set meanwhile is refused (StaleVersionError, crm/versions.py)."""
-    from crm.whatsapp.models import CONVERSATION_STATUSES
-
     if status not in CONVERSATION_STATUSES:
         raise ValidationError({"status": _("Choose one of the listed options.")})
     lock_for_edit(conversation)
@@ -540,9 +544,6 @@ def assign_conversation(conversation: Conversation, assignee_id: object, actor: 
     """Assign, transfer (another assignee) or unassign (None) a conversation; with
     `expected_version`, one someone assigned or set meanwhile is refused (StaleVersionError,
     crm/versions.py)."""
-    from crm.foundation.services import audit
-    from crm.permissions import role_allows
-
     assignee = None
     if assignee_id not in (None, ""):
         number = parse_id(assignee_id)
@@ -566,9 +567,7 @@ def assign_conversation(conversation: Conversation, assignee_id: object, actor: 
 
 def auto_assign(conversation: Conversation) -> None:
     """Give a new conversation to the online agent with the fewest open conversations."""
-    from crm.realtime import online_user_ids
-
-    online = online_user_ids(conversation.organization_id)
+    online = realtime.online_user_ids(conversation.organization_id)
     if not online:
         return
     load = dict(db.session.execute(
@@ -590,8 +589,6 @@ def auto_assign(conversation: Conversation) -> None:
 def send_media(conversation: Conversation, sender: User, upload, caption: object = "",
                reply_to: Message | None = None) -> Message:
     """Send an uploaded file (image, video, audio, document) within WhatsApp's limits."""
-    from crm.whatsapp import media
-
     if upload is None or not getattr(upload, "filename", ""):
         raise ValidationError({"file": _("Choose a file to send.")})
     mime_type = (upload.mimetype or "").split(";")[0].strip()

@@ -94,6 +94,8 @@ class Timings:
 
 def neonize_client(session_path: Path, client_id: str, on_qr: Callable[[str], None],
                    on_event: Callable[[str, Any], None]) -> Any:
+    # Not a cycle: neonize loads its Go library (over a second) into whatever imports it;
+    # only the supervisor's process needs it, and the tests replace it with a fake.
     from crm.whatsapp.neonize_client import NeonizeClient
 
     return NeonizeClient(session_path, client_id, on_qr, on_event)

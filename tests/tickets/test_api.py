@@ -20,10 +20,10 @@ from crm.tenancy import organization_context
 from crm.tickets import services, sla
 from crm.tickets.models import Ticket, TicketComment
 from tests.api import assert_error
-from tests.queries import count_queries
 from tests.customers.factories import make_customer
 from tests.factories import bearer, make_user, run_jobs
 from tests.foundation import arabic, ident
+from tests.queries import count_queries
 from tests.tickets.factories import make_ticket, reload_ticket
 
 TICKET_FIELDS = {"id", "number", "subject", "description", "type_id", "priority", "status",
