@@ -4,7 +4,8 @@ one codec of the cursors that name where the next page starts.
 A cursor is opaque to its reader (pages and the API alike): the last row's sort key, tagged
 with the order it belongs to, as base64url JSON. A cursor of another order, forged, or cut short
 is a 422 on `cursor`, never a 500 or a wrong page. Lists ordered by id alone may take the id
-itself as their cursor (`?before=<id>`), read with crm.validation.parse_id.
+itself as their cursor (`?cursor=<id>`), read with crm.validation.parse_id. Pages and the API
+name it alike, `cursor` (the API also takes `limit`; a page's size is fixed).
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def _filters(params: Mapping) -> tuple[services.CustomerFilters | None, dict]:
 @require("crm", "read")
 def list_customers():
     filters, errors = _filters(request.args)
-    after = request.args.get("after")
+    after = request.args.get("cursor")
     customers, next_cursor = (services.list_customers(filters, after, PAGE, related=True)
                               if filters else ([], None))
     context = {"customers": customers, "next_cursor": next_cursor, "after": after,
@@ -399,7 +399,7 @@ def merge_customer(customer_id: int):
 @require("crm", "read")
 def timeline(customer_id: int):
     customer = services.access_customer(customer_id)
-    before = parse_id(request.args.get("before"))
+    before = parse_id(request.args.get("cursor"))
     if not is_htmx():
         return _customer_page(customer, before=before)
     return render_template("customers/_timeline_items.html", customer=customer,
@@ -544,7 +544,7 @@ def board_column(stage_id: int):
     stage = services.access_stage(stage_id)
     if not is_htmx():  # the "Load more" link without JavaScript: the list of that stage
         return see_other("customers.list_customers", stage_id=stage.id)
-    customers, next_cursor = services.board_column(stage.id, request.args.get("after"),
+    customers, next_cursor = services.board_column(stage.id, request.args.get("cursor"),
                                                    live.BOARD_PAGE)
     return render_template("customers/_board_column.html", stage_id=stage.id,
                            customers=customers, next_cursor=next_cursor)

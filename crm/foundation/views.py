@@ -402,8 +402,8 @@ def _with_invitations(context: dict) -> dict:
 
 
 def _members() -> dict:
-    """One page of the team, from the `after` cursor on."""
-    users, next_cursor = services.list_users(parse_id(request.args.get("after")))
+    """One page of the team, from the `cursor` (an id) on."""
+    users, next_cursor = services.list_users(parse_id(request.args.get("cursor")))
     return {"users": users, "next_cursor": next_cursor}
 
 
@@ -680,7 +680,7 @@ def revoke_api_key(key_id: int):
 @blueprint.get("/settings/audit")
 @require("settings", "write")
 def audit_log():
-    entries, next_cursor = services.list_audit(parse_id(request.args.get("before")))
+    entries, next_cursor = services.list_audit(parse_id(request.args.get("cursor")))
     template = "foundation/_audit_rows.html" if is_htmx() else "foundation/audit_log.html"
     return render_template(template, entries=entries, next_cursor=next_cursor,
                            action_labels=AUDIT_ACTIONS, target_labels=TARGET_LABELS)

@@ -206,7 +206,7 @@ def agent_scopes() -> tuple[str, ...]:
 
 
 def _list_context(filters: InboxFilters) -> dict:
-    after = decode_cursor(request.args.get("after"), "keyset", (datetime, int))
+    after = decode_cursor(request.args.get("cursor"), "keyset", (datetime, int))
     rows, next_key = services.list_conversations(
         me(), scope=filters.scope, status=filters.status or None,
         profile_id=filters.profile_id, search=filters.search, unread=filters.unread,
@@ -226,7 +226,7 @@ def _profiles() -> list[WhatsAppProfile]:
 def inbox():
     filters = InboxFilters.from_request()
     context = _list_context(filters)
-    if is_htmx() and request.args.get("after"):
+    if is_htmx() and request.args.get("cursor"):
         return render_template("whatsapp/_rows.html", **context)  # "load more"
     if is_htmx():
         return render_template("whatsapp/_list.html", profiles=_profiles(), **context)
@@ -281,10 +281,10 @@ def conversation(conversation_id: int):
 @blueprint.get("/inbox/conversations/<int:conversation_id>/messages")
 @require("whatsapp", "read")
 def thread_messages(conversation_id: int):
-    """The newest messages, or the page before `before` ("load older")."""
+    """The newest messages, or the page before the `cursor` id ("load older")."""
     conversation = _conversation(conversation_id)
     messages, older = services.list_messages(
-        conversation, before_id=parse_id(request.args.get("before")))
+        conversation, before_id=parse_id(request.args.get("cursor")))
     return render_template("whatsapp/_messages.html", messages=messages, older=older,
                            **live.fragment_context(conversation, _writable()))
 

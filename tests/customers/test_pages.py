@@ -426,7 +426,7 @@ def test_the_timeline_is_newest_first_and_loads_more(client, org, admin, monkeyp
     page = client.get(f"/customers/{customer_id}")
     assert page.text.index("Note number 3") < page.text.index("Note number 2")
     assert "Note number 1" not in page.text
-    more = re.search(r'hx-get="(/customers/\d+/activities\?before=\d+)"', page.text)
+    more = re.search(r'hx-get="(/customers/\d+/activities\?cursor=\d+)"', page.text)
     older = client.get(more.group(1), headers=HTMX)
     assert "<html" not in older.text
     assert "Note number 1" in older.text
@@ -696,7 +696,7 @@ def test_a_column_loads_more_cards(client, org, admin, monkeypatch):
     for n in range(5):
         make_customer(org, name=f"Card {n}", stage_id=stage.id)
     page = client.get("/customers/board")
-    more = re.search(rf'hx-get="(/customers/board/{stage.id}\?after=[^"]+)"', page.text)
+    more = re.search(rf'hx-get="(/customers/board/{stage.id}\?cursor=[^"]+)"', page.text)
     assert page.text.count('class="board-card"') == 2
     cards = client.get(more.group(1), headers=HTMX)
     assert cards.text.count('class="board-card"') == 2
@@ -716,7 +716,7 @@ def test_a_board_column_runs_the_same_queries_for_more_cards(client, org, admin)
 
     def column_queries() -> int:
         page = client.get("/customers/board")
-        more = re.search(rf'hx-get="(/customers/board/{stage.id}\?after=[^"]+)"', page.text)
+        more = re.search(rf'hx-get="(/customers/board/{stage.id}\?cursor=[^"]+)"', page.text)
         url = more.group(1) if more else f"/customers/board/{stage.id}"
         commit()  # what the factories left pending is written before counting
         with count_queries() as statements:

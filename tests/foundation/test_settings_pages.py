@@ -176,8 +176,8 @@ def test_the_audit_log_loads_more_rows(client, org):
     login(client, org.admin)
     page = client.get("/settings/audit")
     assert len(re.findall(r'<tr id="audit-\d+"', page.text)) == 50
-    cursor = page.text.split("/settings/audit?before=")[1].split('"')[0]
-    more = client.get(f"/settings/audit?before={cursor}", headers=HTMX)
+    cursor = page.text.split("/settings/audit?cursor=")[1].split('"')[0]
+    more = client.get(f"/settings/audit?cursor={cursor}", headers=HTMX)
     assert more.status_code == 200
     assert "<html" not in more.text
     assert len(re.findall(r'<tr id="audit-\d+"', more.text)) == 6  # 5 logins, the registration

@@ -65,7 +65,7 @@ def test_more_members_load_from_the_cursor(client, org):
     agent = make_user(org, "agent")
     admin_email, agent_email = org.admin.email, agent.email
     login(client, org.admin)
-    rows = client.get(f"/team?after={ident(org.admin)}", headers=HTMX)
+    rows = client.get(f"/team?cursor={ident(org.admin)}", headers=HTMX)
     assert rows.status_code == 200
     assert "<html" not in rows.text
     assert agent_email in rows.text

@@ -300,7 +300,7 @@ def test_load_older_brings_the_page_before(client, org, conversation):
     assert shown == [m.id for m in made[5:]]
     older = re.search(r'class="load-older">\s*<a class="button secondary" href="([^"]+)"', html)
     assert older
-    assert page_text(client, f"/inbox/conversations/{conversation.id}/messages?before={'9' * 30}",
+    assert page_text(client, f"/inbox/conversations/{conversation.id}/messages?cursor={'9' * 30}",
                  headers=HTMX).count("<article") == 50  # a nonsense cursor: the newest page
     page = page_text(client, older.group(1).replace("&amp;", "&"), headers=HTMX)
     assert [int(n) for n in re.findall(r'<article id="message-(\d+)"', page)] == [
