@@ -36,3 +36,21 @@ def emailed_token(org_id: int, to: str) -> str:
     match = EMAILED_TOKEN.search(text)
     assert match, text
     return match.group(1)
+
+
+def walk_pages(client, url: str, headers: dict[str, str]) -> list[list[dict]]:
+    """Every page of the list at `url` (its query sets the limit), following `next_cursor` to
+    the last: each page's items, in order. Each answer is a 200 holding just `items` and
+    `next_cursor`."""
+    pages: list[list[dict]] = []
+    cursor = None
+    while True:
+        after = ("&" if "?" in url else "?") + f"cursor={cursor}" if cursor else ""
+        response = client.get(url + after, headers=headers)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert set(body) == {"items", "next_cursor"}
+        pages.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages

@@ -5,7 +5,7 @@ import pytest
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.tenancy import organization_context
-from tests.api import assert_error
+from tests.api import assert_error, walk_pages
 from tests.factories import bearer, make_user
 from tests.queries import assert_max_queries, count_queries
 
@@ -26,23 +26,12 @@ def test_users_list_pages_through_everyone_with_a_cursor(client, org):
     with organization_context(org.id):
         removed.is_active = False
         db.session.flush()
-    headers = bearer(org.admin)
-    seen, cursor, pages = [], None, 0
-    while True:
-        url = "/api/users?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        response = client.get(url, headers=headers)
-        assert response.status_code == 200
-        body = response.get_json()
-        assert set(body) == {"items", "next_cursor"}
-        assert len(body["items"]) <= 2
-        assert all(set(item) == USER_FIELDS for item in body["items"])
-        seen += [item["id"] for item in body["items"]]
-        pages += 1
-        cursor = body["next_cursor"]
-        if cursor is None:
-            break
-    assert pages == 3
-    assert seen == sorted([org.admin.id] + [u.id for u in made])
+    pages = walk_pages(client, "/api/users?limit=2", bearer(org.admin))
+    assert all(len(items) <= 2 for items in pages)
+    assert all(set(item) == USER_FIELDS for items in pages for item in items)
+    assert len(pages) == 3
+    assert [item["id"] for items in pages for item in items] == sorted(
+        [org.admin.id] + [u.id for u in made])
 
 
 def test_users_list_runs_the_same_queries_for_few_or_many_users(client, org):

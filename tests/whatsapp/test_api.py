@@ -16,7 +16,7 @@ from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.whatsapp.channels.web import qr_key
 from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
-from tests.api import assert_error
+from tests.api import assert_error, walk_pages
 from tests.factories import bearer, make_user, run_jobs
 from tests.foundation import arabic
 from tests.queries import assert_max_queries, count_queries
@@ -251,18 +251,11 @@ def test_conversations_page_newest_first_through_equal_timestamps(client, org, s
     newest = make_conversation(sandbox, last_message_at=now + timedelta(minutes=5))
     make_conversation(sandbox, last_message_at=None)  # never written to: not in the inbox
 
-    seen, cursor, pages = [], None, 0
-    while True:
-        body = _list(client, org.admin, "?limit=2" + (f"&cursor={cursor}" if cursor else ""))
-        assert all(set(item) == CONVERSATION_FIELDS for item in body["items"])
-        seen += [item["id"] for item in body["items"]]
-        pages += 1
-        cursor = body["next_cursor"]
-        if cursor is None:
-            break
-
+    pages = walk_pages(client, "/api/whatsapp/conversations?limit=2", bearer(org.admin))
+    assert all(set(item) == CONVERSATION_FIELDS for items in pages for item in items)
+    seen = [item["id"] for items in pages for item in items]
     assert seen == [newest.id, *sorted((c.id for c in same), reverse=True), older.id]
-    assert pages == 3
+    assert len(pages) == 3
 
 
 def test_conversation_filters(client, org, sandbox):
