@@ -9,7 +9,7 @@ import re
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from crm.customers import services
+from crm.customers import services, views
 from crm.customers.models import Customer
 from crm.extensions import db
 from crm.foundation.models import Organization, User
@@ -188,3 +188,26 @@ def test_an_edit_saved_meanwhile_is_told_then_saved_anyway(browsing, live_server
         assert (saved.name, saved.company, saved.version) == ("أمل سالم", "", 3)
     assert browsing.csp_violations() == []
     assert browsing.dialogs == []
+
+
+def test_load_more_brings_the_next_page_of_customers(browsing, live_server):
+    """Past a page of customers, "Load more" (a `?cursor=` link, as the API's lists take)
+    swaps the next page in under the first, each customer once."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        admin = db.session.get(User, account.user_id)
+        for n in range(views.PAGE + 3):
+            services.create_customer(admin, {"name": f"Customer {n:03}"})
+    page = browsing.new_page(account=account)
+
+    page.goto("/customers/?sort=name")
+    rows = page.locator("#customer-rows tr[id^='customer-']")
+    expect(rows).to_have_count(views.PAGE)
+    more = page.locator("#customers-more a")
+    expect(more).to_have_attribute("href", re.compile(r"[?&]cursor="))
+    more.click()
+    expect(rows).to_have_count(views.PAGE + 3)
+    expect(page.locator("#customers-more")).to_have_count(0)
+    names = rows.locator("td:first-child").all_inner_texts()
+    assert len(set(names)) == views.PAGE + 3
+    assert browsing.csp_violations() == []
