@@ -100,7 +100,7 @@ def list_users() -> Response:
 
 @users.get("/users/me", "The caller", answers={200: schemas.User})
 @login_required
-def showme() -> Response:
+def show_me() -> Response:
     return answer(schemas.User, me())
 
 
