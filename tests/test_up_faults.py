@@ -170,7 +170,8 @@ def test_a_killed_redis_is_started_again_with_its_data(stack, shop):
     pid = kill(stack, "redis-server")
 
     wait_until(lambda: replaced(stack, pid, "redis-server"), "Redis started again", RECOVERY)
-    assert _is_listening(port)
+    # The new process exists a moment before it listens (crm/embedded.py start_redis).
+    wait_until(lambda: _is_listening(port), "Redis listening on its port", RECOVERY)
     assert Redis(port=port).get("wasl:fault-test") == b"kept"
     shop.send("sent after Redis was killed")
     wait_until(lambda: shop.delivered("sent after Redis was killed"),
