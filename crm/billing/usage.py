@@ -27,12 +27,12 @@ from crm.billing.plans import METERS
 from crm.billing.stripe_api import TRANSIENT, client
 from crm.extensions import db
 from crm.jobs import redis
+from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import current_organization_id, organization_context
 from crm.transaction import commit, rollback
 
 log = logging.getLogger("crm.billing.usage")
-CLOSED_KEY = "wasl:billing:usage:closed:{hour}"
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -64,7 +64,7 @@ def report_usage() -> None:
         return
     now = utcnow()
     closed = hour_of(now) - timedelta(hours=1)
-    if redis().set(CLOSED_KEY.format(hour=closed.isoformat()), 1, nx=True, ex=7200):
+    if redis().set(key("billing", "usage", "closed", closed.isoformat()), 1, nx=True, ex=7200):
         _note_numbers(closed)
     for org_id, ids in recovery.stuck("wasl_usage_records_unreported", hour_of(now)).items():
         with organization_context(org_id):

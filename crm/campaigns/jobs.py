@@ -60,6 +60,7 @@ from crm.campaigns.settings import number_settings
 from crm.extensions import db
 from crm.foundation.services import current_organization, enabled_modules
 from crm.jobs import REDIS_DOWN, enqueue_now, get_queue, redis, run_job
+from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import current_organization_id, get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
@@ -103,7 +104,7 @@ return 0
 
 
 def _runner_key(org_id: int, campaign_id: int) -> str:
-    return f"crm:campaigns:{org_id}:runner:{campaign_id}"
+    return key("campaigns", "runner", campaign_id, org=org_id)
 
 
 def runner_alive(org_id: int, campaign_id: int) -> bool:
@@ -594,8 +595,8 @@ def _sync_templates_due() -> None:
     since = utcnow() - timedelta(days=1)
     for org_id, profile_ids in recovery.stuck("wasl_template_syncs_due", since).items():
         for profile_id in profile_ids:
-            key = f"crm:campaigns:{org_id}:templates-sync:{profile_id}"
-            if redis().set(key, 1, nx=True, ex=TEMPLATE_SYNC_RETRY):
+            retry_key = key("campaigns", "templates-sync", profile_id, org=org_id)
+            if redis().set(retry_key, 1, nx=True, ex=TEMPLATE_SYNC_RETRY):
                 enqueue_now(f"{__name__}:sync_templates", profile_id, queue="default",
                             org_id=org_id, description="whatsapp templates sync")
 

@@ -22,6 +22,7 @@ from crm.campaigns.models import Campaign
 from crm.extensions import socketio
 from crm.i18n import LANGUAGES
 from crm.jobs import redis
+from crm.keys import key
 from crm.permissions import role_allows
 from crm.realtime import add_rooms
 from crm.transaction import on_commit
@@ -85,7 +86,7 @@ def _render(language: str, template: str, **context) -> str:
 
 
 def _progress_key(org_id: int, campaign_id: int) -> str:
-    return f"crm:campaigns:{org_id}:progress:{campaign_id}"
+    return key("campaigns", "progress", campaign_id, org=org_id)
 
 
 def progress_due(org_id: int, campaign_id: int) -> bool:

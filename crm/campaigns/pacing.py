@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from crm.jobs import redis
+from crm.keys import key
 
 GAP_SECONDS = 6.0  # between two campaign messages to one person
 WINDOW_SECONDS = 24 * 3600  # Meta's messaging limit counts unique people over this
@@ -65,7 +66,7 @@ def _ms() -> int:
 
 
 def _key(org_id: int, *parts: object) -> str:
-    return ":".join(("crm:campaigns", str(org_id), *map(str, parts)))
+    return key("campaigns", *parts, org=org_id)
 
 
 def _seconds(milliseconds: int) -> float:
@@ -173,11 +174,11 @@ def count_for_today(org_id: int, profile_id: int, day: str, cap: int, seconds_le
     """Count one send of a linked device on local `day` (YYYY-MM-DD), or, at its `cap`, the
     seconds until the day is over. The count is loaded with `sent_today()` when Redis has
     none."""
-    key = _key(org_id, "number", profile_id, "day", day)
-    outcome = run_script(_COUNT_BELOW, [key], [cap])
+    day_key = _key(org_id, "number", profile_id, "day", day)
+    outcome = run_script(_COUNT_BELOW, [day_key], [cap])
     if outcome == -1:
-        redis().set(key, sent_today(), nx=True, ex=int(seconds_left) + 3600)
-        outcome = run_script(_COUNT_BELOW, [key], [cap])
+        redis().set(day_key, sent_today(), nx=True, ex=int(seconds_left) + 3600)
+        outcome = run_script(_COUNT_BELOW, [day_key], [cap])
     return seconds_left if outcome == 1 else 0.0
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import text
 
 from crm.extensions import db
 from crm.jobs import get_queue, redis, run_job
+from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.transaction import commit, on_commit_collect, rollback
@@ -40,7 +41,7 @@ QUEUE = "default"
 BATCH = 500
 # Rounds of BATCH a run takes at most before it leaves the rest to the next run.
 MAX_ROUNDS = 200
-SCHEDULED_KEY = "tickets:sla:scheduled"
+SCHEDULED_KEY = key("tickets", "sla", "scheduled")
 JOB_PREFIX = "tickets-sla-"
 GRACE = timedelta(minutes=2)
 _WATCHED = "tickets.deadlines"
