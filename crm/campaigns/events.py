@@ -1,13 +1,6 @@
-"""What campaigns listen to. They publish nothing (pages hear them through live.py).
-
-- message.sent, message.status (WhatsApp; in-process, right after the commit that moved the
-  message): a campaign message's recipient follows its message (sent, delivered, read,
-  failed, unknown), and its counts with it.
-- message.received (WhatsApp; a job): a message that is an opt-out or opt-in word changes the
-  person's consent, and they are told so in their language; a message within three days of a
-  campaign message counts as its reply. Nothing happens while the organization has campaigns
-  switched off.
-"""
+"""Campaigns' hooks. They publish nothing (pages hear them through live.py's Socket.IO
+events campaignProgress and campaignCompleted); what they listen to is below. Nothing happens
+while the organization has campaigns switched off."""
 
 from __future__ import annotations
 
@@ -15,12 +8,23 @@ import logging
 
 from crm.campaigns import consent, services
 from crm.errors import ValidationError
-from crm.events import subscribe
+from crm.events import Payload, subscribe
 from crm.foundation.services import enabled_modules
 from crm.tenancy import get_in_organization
 from crm.whatsapp.models import Conversation, Message
 
 log = logging.getLogger("crm.campaigns")
+
+PUBLISHES: dict[str, Payload] = {}
+
+LISTENS: dict[str, str] = {
+    "message.sent": "a campaign message's recipient follows its message, and the counts with "
+                    "it (in-process, right after the commit that moved the message)",
+    "message.status": "the same for delivered, read, failed and unknown",
+    "message.received": "an opt-out or opt-in word changes the person's consent and they are "
+                        "told so in their language; a message within three days of a campaign "
+                        "message counts as its reply (a job)",
+}
 
 
 @subscribe("message.sent")

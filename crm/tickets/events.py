@@ -1,32 +1,50 @@
-"""What ticketing publishes and listens to.
+"""Ticketing's hooks: what it publishes, with each payload, and what it listens to.
 
-Published by the services (payload: ticket_id, number, subject, status, priority, customer_id,
-conversation_id, assignee_id, team_id, source): ticket.opened, ticket.updated (+ `changes`,
-the fields that changed), ticket.solved and ticket.closed (+ `changes`), ticket.assigned
-(+ previous_assignee_id, actor_id), ticket.comment_added (+ comment_id, public);
-ticket.suggested (conversation_id, suggestion_id: a conversation now offers "create a
-ticket?"). The CRM puts ticket.opened and ticket.closed on the customer's timeline.
-
-Listened to, each doing nothing for an organization that switched ticketing off, and each
-working with the CRM and WhatsApp switched off (a ticket needs neither):
-- organization.registered: the defaults (types, SLA policy, hours, holidays, keywords).
-- organization.updated: a new time zone moves open tickets' clocks; a new country brings its
-  holidays.
-- message.received (WhatsApp): the customer's message goes on the timeline of the
-  conversation's tickets (reopening a solved one, bringing a pending one back); a
-  conversation without one gets a suggestion when the message holds a support keyword.
-- customer.merged: tickets follow the surviving customer. (A deleted customer's tickets lose
-  their customer by the foreign key.)
-
-Reactions to messages and organizations run as RQ jobs (they must not hold up a webhook or a
-settings page); the merge in-process, after the merge commits.
+Listeners do nothing for an organization that switched ticketing off, and work with the CRM
+and WhatsApp switched off (a ticket needs neither). Reactions to messages and organizations
+run as RQ jobs (they must not hold up a webhook or a settings page); the merge in-process,
+after the merge commits.
 """
 
 from __future__ import annotations
 
-from crm.events import subscribe
+from crm.events import Payload, subscribe
 from crm.foundation.services import enabled_modules
 from crm.tickets.services import settings, suggestions, tickets
+
+# Every ticket.* event but ticket.suggested carries services.common.ticket_payload().
+TICKET = ("ticket_id", "number", "subject", "status", "priority", "customer_id",
+          "conversation_id", "assignee_id", "team_id", "source")
+
+PUBLISHES: dict[str, Payload] = {
+    "ticket.opened": TICKET,
+    # `changes`: the fields that changed ("sla" when only its clocks moved)
+    "ticket.updated": (*TICKET, "changes"),
+    "ticket.solved": (*TICKET, "changes"),
+    "ticket.closed": (*TICKET, "changes"),
+    "ticket.assigned": (*TICKET, "previous_assignee_id", "actor_id"),
+    "ticket.comment_added": (*TICKET, "comment_id", "public"),
+    # a conversation now offers "create a ticket?" (a support keyword in its last message)
+    "ticket.suggested": ("conversation_id", "suggestion_id"),
+}
+
+LISTENS: dict[str, str] = {
+    "organization.registered": "the defaults: types, SLA policy, hours, holidays, keywords "
+                               "(a job)",
+    "organization.updated": "a new time zone moves open tickets' clocks; a new country brings "
+                            "its holidays (a job)",
+    "message.received": "the customer's message goes on the timeline of the conversation's "
+                        "tickets (reopening a solved one, bringing a pending one back); a "
+                        "conversation without one gets a suggestion when the message holds a "
+                        "support keyword (a job)",
+    "customer.merged": "tickets follow the surviving customer (a deleted customer's lose "
+                       "theirs by the foreign key)",
+    "ticket.opened": "live.py: open lists and panels show the new ticket (ticketCreated)",
+    "ticket.updated": "live.py: the ticket's row and page swap in (ticketUpdated)",
+    "ticket.assigned": "live.py: the ticket's row, and the assignee's lists (ticketAssigned)",
+    "ticket.suggested": "live.py: the inbox panel of the conversation offers a ticket",
+    "ticket.comment_added": "live.py: the ticket's timeline gains the comment (commentAdded)",
+}
 
 
 def _ticketing_on() -> bool:

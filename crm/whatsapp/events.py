@@ -23,6 +23,8 @@ PUBLISHES: dict[str, Payload] = {
     "message.deleted": ("message_id", "conversation_id"),
     # its status, read state or customer changed
     "conversation.updated": ("conversation_id",),
+    # an agent opened a chat with a number from the inbox or a customer's page
+    "conversation.started": ("conversation_id", "contact_phone", "customer_id", "actor_id"),
     # (re)assigned by a person (`actor_id`) or to the agent online with least to do (None)
     "conversation.assigned": ("conversation_id", "assignee_id", "previous_assignee_id",
                               "actor_id"),

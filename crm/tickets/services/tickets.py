@@ -351,8 +351,10 @@ def _announce_changes(ticket: Ticket, actor: User | None, changes: dict) -> None
     record(ticket, "updated", actor, changes=changes)
     payload = {**ticket_payload(ticket), "changes": sorted(changes)}
     events.publish("ticket.updated", payload)
-    if "status" in changes and ticket.status in ("solved", "closed"):
-        events.publish(f"ticket.{ticket.status}", payload)
+    if "status" in changes and ticket.status == "solved":
+        events.publish("ticket.solved", payload)
+    elif "status" in changes and ticket.status == "closed":
+        events.publish("ticket.closed", payload)
 
 
 # -- assigning -----------------------------------------------------------------------------
