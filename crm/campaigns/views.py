@@ -100,7 +100,7 @@ def list_campaigns():
     if status not in (None, *STATUSES):
         status = None
     search = request.args.get("q", "")
-    after = parse_id(request.args.get("after"))
+    after = parse_id(request.args.get("cursor"))
     rows, next_cursor = services.list_campaigns(status, after, PAGE, search=search)
     context = {"campaigns": rows, "next_cursor": next_cursor, "after": after,
                "status": status, "search": search,
@@ -489,7 +489,7 @@ def _recipients(campaign: Campaign, args: Mapping) -> dict[str, Any]:
     state = args.get("state") or None
     if state not in (None, *RECIPIENT_STATES, "replied"):
         state = None
-    after = parse_id(args.get("after"))
+    after = parse_id(args.get("cursor"))
     rows, next_cursor = services.list_recipients(campaign, state, after, RECIPIENTS_PAGE)
     return {"recipients": rows, "next_cursor": next_cursor, "state": state, "after": after,
             "filter_states": ("sent", "delivered", "read", "replied", "failed", "skipped",

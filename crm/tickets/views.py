@@ -379,7 +379,7 @@ def ticket_sla(ticket_id: int):
 def ticket_timeline(ticket_id: int):
     """The timeline: its newest entries again, or older ones (`before`)."""
     ticket = _ticket(ticket_id)
-    before = parse_id(request.args.get("before"))
+    before = parse_id(request.args.get("cursor"))
     template = "tickets/_timeline_items.html" if before else "tickets/_timeline.html"
     return render_template(template, ticket=ticket, **timeline_context(ticket, before))
 

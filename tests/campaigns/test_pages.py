@@ -31,7 +31,8 @@ from tests.campaigns.factories import (
 )
 from tests.customers.factories import make_customer, make_segment
 from tests.factories import login, make_user
-from tests.foundation import HTMX, arabic, audit_actions, ident, queries
+from tests.foundation import HTMX, arabic, audit_actions, ident
+from tests.queries import count_queries
 from tests.whatsapp.factories import make_profile
 
 
@@ -119,11 +120,11 @@ def test_the_list_pages_with_a_constant_number_of_queries(client, org, admin, sa
     for n in range(30):
         text_campaign(org, sandbox, name=f"Campaign {n}")
     client.get("/campaigns/")  # warm: the session, the organization
-    with queries() as many:
+    with count_queries() as many:
         page = client.get("/campaigns/", headers=HTMX)
     assert len(row_ids(page.text)) == 25
-    after = re.search(r"after=(\d+)", page.text).group(1)
-    rest = client.get(f"/campaigns/?after={after}", headers=HTMX)
+    after = re.search(r"cursor=(\d+)", page.text).group(1)
+    rest = client.get(f"/campaigns/?cursor={after}", headers=HTMX)
     assert len(row_ids(rest.text)) == 5
     assert len(many) <= 8, many
 
@@ -387,12 +388,12 @@ def test_the_recipients_list_pages_in_constant_queries(app, client, org, admin, 
     start(org, campaign)
     sent_by_sandbox(app, clock)
     client.get(f"/campaigns/{ident(campaign)}/recipients", headers=HTMX)
-    with queries() as seen:
+    with count_queries() as seen:
         rows = client.get(f"/campaigns/{ident(campaign)}/recipients", headers=HTMX)
     assert len(recipient_ids(rows.text)) == 50
     assert len(seen) <= 6, seen
-    after = re.search(r"after=(\d+)", rows.text).group(1)
-    more = client.get(f"/campaigns/{ident(campaign)}/recipients?after={after}", headers=HTMX)
+    after = re.search(r"cursor=(\d+)", rows.text).group(1)
+    more = client.get(f"/campaigns/{ident(campaign)}/recipients?cursor={after}", headers=HTMX)
     assert len(recipient_ids(more.text)) == 10
 
 

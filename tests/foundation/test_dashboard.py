@@ -16,7 +16,8 @@ from crm.tenancy import organization_context
 from crm.whatsapp.dashboard import start_of_today
 from tests.customers.factories import make_customer
 from tests.factories import login, make_user
-from tests.foundation import HTMX, arabic, queries
+from tests.foundation import HTMX, arabic
+from tests.queries import count_queries
 from tests.whatsapp.factories import make_conversation, make_message, make_profile, page_text
 
 
@@ -157,17 +158,17 @@ def test_the_cards_refresh_live_and_cost_the_same_queries_whatever_the_data(clie
     for event in ("newMessage", "conversationAssigned", "customerMoved", "reconnected"):
         assert f"realtime:{event} from:body" in trigger
 
-    with queries() as few:
+    with count_queries() as few:
         page_text(client, "/")
     _profile, queue, theirs = _inbox(org, agent)
     for _n in range(5):
         make_customer(org, expected_value="10")
         make_message(queue, "in")
         make_message(theirs, "out", sender_user_id=agent.id)
-    with queries() as many:
+    with count_queries() as many:
         page_text(client, "/")
     assert len(many) == len(few) <= 16, many
-    with queries() as cards:
+    with count_queries() as cards:
         page_text(client, "/dashboard/cards", headers=HTMX)
     assert len(cards) <= len(few)
 

@@ -25,6 +25,7 @@ from crm.versions import StaleVersionError
 from crm.whatsapp.models import Message
 from tests.customers.factories import make_customer
 from tests.factories import make_user, run_jobs
+from tests.queries import count_queries
 from tests.tickets.factories import make_team, make_ticket, reload_ticket, upload
 from tests.whatsapp.factories import make_conversation, make_message, make_profile
 
@@ -445,8 +446,6 @@ def test_keyset_pages(acting):
 
 def test_a_list_costs_the_same_queries_however_long(acting):
     """No query per row: assignee, type and team come with the page."""
-    from tests.foundation import queries
-
     org = acting
     agent = make_user(org, "agent")
     team = make_team(org, members=[agent])
@@ -458,11 +457,11 @@ def test_a_list_costs_the_same_queries_however_long(acting):
         return [(t.assignee.full_name, t.type.name_en, t.team.name)
                 for t in services.list_tickets(org.admin, services.parse_filters({}))[0]]
 
-    with queries() as few:
+    with count_queries() as few:
         assert len(shown()) == 3
     for _ in range(10):
         make_ticket(org, assignee_id=agent.id, team_id=team.id)
-    with queries() as many:
+    with count_queries() as many:
         assert len(shown()) == 13
     assert len(many) == len(few)
 
