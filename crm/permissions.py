@@ -35,12 +35,13 @@ MATRIX: dict[str, dict[str, Level]] = {
     "member": {"users": "none", "crm": "read", "ticketing": "read", "whatsapp": "read",
                "campaigns": "none", "billing": "none", "settings": "none"},
 }
-# Areas that are modules an admin can switch off; users and settings always exist.
-SWITCHABLE = ("whatsapp", "crm", "ticketing", "campaigns", "billing")
+# Areas that are modules an admin can switch off; users and settings always exist, and so does
+# billing: an organization must always be able to see its plan and pay.
+SWITCHABLE = ("whatsapp", "crm", "ticketing", "campaigns")
 # The blueprint each module registers: a module whose blueprint the app lacks is not there yet
 # (tickets and campaigns land later), and no page offers it.
 MODULE_BLUEPRINTS = {"whatsapp": "whatsapp", "crm": "customers", "ticketing": "tickets",
-                     "campaigns": "campaigns", "billing": "billing"}
+                     "campaigns": "campaigns"}
 
 
 def installed_modules() -> tuple[str, ...]:

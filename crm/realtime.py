@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, has_request_context, request
+from flask_babel import force_locale
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError as SocketRefused
 from flask_socketio import join_room
@@ -206,6 +207,28 @@ def occupancy_snapshot() -> Iterator[None]:
         yield
     finally:
         _occupancy.reset(token)
+
+
+@contextmanager
+def rendering_for(language: str) -> Iterator[None]:
+    """Render in `language` for readers other than the caller, or outside any request (jobs),
+    where `url_for` needs a request context to build paths."""
+    with ExitStack() as stack:
+        if not has_request_context():
+            stack.enter_context(current_app.test_request_context())
+        stack.enter_context(force_locale(language))
+        yield
+
+
+@contextmanager
+def broadcasting_many() -> Iterator[None]:
+    """Send many events at once (a job applying a batch): one request context to render in,
+    and each room's occupancy asked once."""
+    with ExitStack() as stack:
+        if not has_request_context():
+            stack.enter_context(current_app.test_request_context())
+        stack.enter_context(occupancy_snapshot())
+        yield
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,15 @@ from pathlib import Path
 import crm
 
 ROOT = Path(crm.__file__).parent
-KERNEL = "foundation"
+# The kernel: the foundation, and billing's plan gate (permissions and the rate limits ask it;
+# an organization must always be able to pay, so billing is never switched off).
+KERNEL = {"foundation", "billing"}
 # Core files that assemble the app: they register every module, and nothing else.
 COMPOSITION_ROOTS = {"__init__.py", "__main__.py", "cli.py", "worker.py", "api/__init__.py"}
 
 
 def unit(path: Path) -> str:
-    """The module a file belongs to (customers, whatsapp, foundation), or the core file itself:
+    """The module a file belongs to (customers, whatsapp, foundation...), or the core file itself:
     what may share private names."""
     relative = path.relative_to(ROOT)
     if len(relative.parts) > 1 and relative.parts[0] != "api":
@@ -26,7 +28,7 @@ def unit(path: Path) -> str:
 
 def modules() -> set[str]:
     return {path.name for path in ROOT.iterdir()
-            if (path / "__init__.py").exists() and path.name not in ("api", KERNEL)}
+            if (path / "__init__.py").exists() and path.name != "api" and path.name not in KERNEL}
 
 
 def imports(path: Path) -> list[tuple[str, list[str], int]]:

@@ -4,7 +4,7 @@ has it room for n more of something its plan counts?
 `allows(module)`, `within(limit, n)` (or `ensure_within`, which raises PlanLimitError) and
 `read_only()` read the organization's entitlements: its plan's modules and limits (an
 operator's own limits over them), its status and whether it is read-only. They are computed
-from the database once, cached in Redis under ENTITLEMENTS_KEY and kept for the rest of the
+from the database once, cached in Redis under entitlements_key() and kept for the rest of the
 request or job, so the gate costs at most one Redis GET per request. Billing changes delete the
 cached copy after they commit (`invalidate`); what changes with the clock alone (a trial ends,
 the grace of an overdue payment runs out) is cached only until then.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -32,15 +33,18 @@ from crm.billing.models import Subscription, UsageRecord
 from crm.billing.plans import FALLBACK_PLAN, LIMITS, MODULES, PLANS, TRIAL_PLAN
 from crm.errors import ServiceError
 from crm.extensions import db
+from crm.foundation.models import MODULE_LABELS, User
 from crm.jobs import REDIS_DOWN, redis
+from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import current_organization_id
 from crm.transaction import on_commit
 
 log = logging.getLogger("crm.billing")
 
-ENTITLEMENTS_KEY = "wasl:billing:entitlements:{org_id}"
 CACHE_SECONDS = 300
+# Each counted limit's rows, registered with @counts by the module owning them.
+_COUNTED: dict[str, Callable[[], Select]] = {}
 _MEMO = "billing_entitlements"
 _CHANGED = "billing_changed"  # organizations whose billing this request or job changed
 # Statuses whose subscription still grants its plan (past due: until the grace ends, then
@@ -54,13 +58,10 @@ LIMIT_LABELS = {
     "campaign_messages_per_month": lazy_gettext("Campaign messages this month"),
     "api_requests_per_minute": lazy_gettext("API requests per minute"),
 }
-MODULE_LABELS = {
-    "whatsapp": lazy_gettext("WhatsApp"),
-    "crm": lazy_gettext("Customers (CRM)"),
-    "ticketing": lazy_gettext("Tickets"),
-    "campaigns": lazy_gettext("Campaigns"),
-    "billing": lazy_gettext("Billing"),
-}
+
+
+def entitlements_key(org_id: int) -> str:
+    return key("billing", "entitlements", org=org_id)
 
 
 class PlanLimitError(ServiceError):
@@ -202,20 +203,26 @@ def _bounded_usage(limit: str, allowed: int) -> int:
     return db.session.scalar(select(func.count()).select_from(rows))
 
 
+def counts(limit: str) -> Callable[[Callable[[], Select]], Callable[[], Select]]:
+    """Register the query giving a row for each thing `limit` counts (a decorator): the module
+    owning the things says what counts, so the gate names no module."""
+    def register(rows: Callable[[], Select]) -> Callable[[], Select]:
+        _COUNTED[limit] = rows
+        return rows
+
+    return register
+
+
+@counts("users")
+def _active_users() -> Select:
+    return select(literal(1)).select_from(User).where(User.is_active)
+
+
 def _counted(limit: str) -> Select:
     """A row for each thing `limit` counts (through the tenant walls, so the organization's)."""
-    from crm.customers.models import Customer
-    from crm.foundation.models import User
-    from crm.whatsapp.models import WhatsAppProfile
-
-    if limit == "users":
-        return select(literal(1)).select_from(User).where(User.is_active)
-    if limit == "whatsapp_numbers":
-        return select(literal(1)).select_from(WhatsAppProfile).where(~WhatsAppProfile.is_deleted)
-    if limit == "customers":
-        return (select(literal(1)).select_from(Customer)
-                .where(Customer.merged_into_id.is_(None)))
-    raise ValueError(f"{limit} is not counted by the gate")
+    if limit not in _COUNTED:
+        raise ValueError(f"{limit} is not counted by the gate")
+    return _COUNTED[limit]()
 
 
 def month_start(moment: datetime) -> datetime:
@@ -264,14 +271,14 @@ def _delete(org_id: int) -> None:
     if has_app_context():
         setattr(g, _CHANGED, g.get(_CHANGED, frozenset()) - {org_id})
     try:
-        redis().delete(ENTITLEMENTS_KEY.format(org_id=org_id))
+        redis().delete(entitlements_key(org_id))
     except REDIS_DOWN as exc:  # what it held expires within CACHE_SECONDS anyway
         log.warning("could not forget organization %s's entitlements: %s", org_id, exc)
 
 
 def _cached(org_id: int) -> Entitlements | None:
     try:
-        raw = redis().get(ENTITLEMENTS_KEY.format(org_id=org_id))
+        raw = redis().get(entitlements_key(org_id))
     except REDIS_DOWN as exc:  # the database still knows: slower, not wrong
         log.warning("entitlements of organization %s read without Redis: %s", org_id, exc)
         return None
@@ -283,7 +290,7 @@ def _cache(org_id: int, found: Entitlements) -> Entitlements:
     if found.changes_at is not None:
         seconds = max(1, min(seconds, int((found.changes_at - utcnow()).total_seconds()) + 1))
     try:
-        redis().set(ENTITLEMENTS_KEY.format(org_id=org_id), found.to_json(), ex=seconds)
+        redis().set(entitlements_key(org_id), found.to_json(), ex=seconds)
     except REDIS_DOWN as exc:
         log.warning("entitlements of organization %s not cached: %s", org_id, exc)
     return found

@@ -58,10 +58,10 @@ def _plan(code: str, name: LazyString, rank: int, month: int | None, modules: tu
 
 #                                                    users numbers customers messages api/min
 PLANS: MappingProxyType = MappingProxyType({plan.code: plan for plan in (
-    _plan("free", lazy_gettext("Free"), 0, 0, ("whatsapp", "crm", "billing"),
+    _plan("free", lazy_gettext("Free"), 0, 0, ("whatsapp", "crm"),
           (2, 1, 1_000, 0, 60)),
     _plan("starter", lazy_gettext("Starter"), 1, 9_900,
-          ("whatsapp", "crm", "ticketing", "billing"),
+          ("whatsapp", "crm", "ticketing"),
           (5, 2, 10_000, 0, 300)),
     _plan("pro", lazy_gettext("Pro"), 2, 29_900, MODULES,
           (25, 5, 100_000, 25_000, 1_200)),

@@ -34,6 +34,7 @@ from crm import navigation
 from crm.billing import gate, services, webhooks
 from crm.billing.plans import LIMITS, PLANS
 from crm.errors import ServiceError
+from crm.foundation.models import MODULE_LABELS
 from crm.i18n import format_day
 from crm.models import utcnow
 from crm.permissions import can, require
@@ -139,7 +140,7 @@ def billing_page():
     invoices, _after = services.list_invoices(limit=INVOICES_SHOWN)
     return page("billing/billing.html", plans=_plans(summary), invoices=invoices,
                 card=services.default_payment_method(), running=services.has_running_subscription(),
-                invoice_status_labels=INVOICE_STATUS_LABELS, module_labels=gate.MODULE_LABELS,
+                invoice_status_labels=INVOICE_STATUS_LABELS, module_labels=MODULE_LABELS,
                 limits=LIMITS, money=money, webhook_url=_webhook_url(), **context)
 
 

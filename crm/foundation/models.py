@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from flask_babel import lazy_gettext
 from flask_login import UserMixin
 from sqlalchemy import (
     BigInteger,
@@ -26,7 +27,10 @@ from crm.tenancy import TenantMixin
 ROLES = ("admin", "manager", "agent", "member")
 # A browser login, a bearer token from /api/auth/login, an integration's key made by an admin.
 SESSION_KINDS = ("browser", "api_token", "api_key")
-MODULES = ("whatsapp", "crm", "ticketing", "campaigns", "billing")
+# The modules an admin can switch off, and a plan may include (billing is neither: always on).
+MODULES = ("whatsapp", "crm", "ticketing", "campaigns")
+MODULE_LABELS = {"whatsapp": lazy_gettext("WhatsApp"), "crm": lazy_gettext("Customers (CRM)"),
+                 "ticketing": lazy_gettext("Tickets"), "campaigns": lazy_gettext("Campaigns")}
 
 
 class Organization(db.Model):

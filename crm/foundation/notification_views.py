@@ -16,7 +16,7 @@ from crm.foundation import notifications
 from crm.foundation.models import User
 from crm.foundation.views import blueprint
 from crm.permissions import require
-from crm.realtime import occupied, user_room
+from crm.realtime import occupied, rendering_for, user_room
 from crm.tenancy import get_in_organization
 from crm.validation import parse_id
 from crm.web import htmx_response, is_htmx, me, page, see_other
@@ -33,7 +33,7 @@ def notification_bell():
 @blueprint.get("/notifications")
 @require("users", "none")
 def list_notifications():
-    before = parse_id(request.args.get("before"))
+    before = parse_id(request.args.get("cursor"))
     shown, next_before = notifications.list_notifications(me(), before, PAGE)
     context = {"notifications": shown, "before": next_before, "render": notifications.render,
                "paged": bool(before)}
@@ -55,8 +55,6 @@ def mark_notifications_read():
 
 def _refresh_bells(payload: dict) -> None:
     """Send each user whose notifications changed their bell, in their language."""
-    from crm.whatsapp.live import rendering_for
-
     for user_id in payload.get("user_ids", []):
         room = user_room(user_id)
         user = get_in_organization(User, user_id) if occupied([room]) else None

@@ -33,7 +33,7 @@ from flask_login import current_user
 
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
 from crm.foundation import services
-from crm.foundation.models import ROLES, Invitation, User
+from crm.foundation.models import MODULE_LABELS, ROLES, Invitation, User
 from crm.i18n import current_language, isolate
 from crm.permissions import MATRIX, can, installed_areas, installed_modules, require
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
@@ -44,9 +44,6 @@ blueprint = Blueprint("foundation", __name__)
 
 ROLE_LABELS = {"admin": lazy_gettext("Admin"), "manager": lazy_gettext("Manager"),
                "agent": lazy_gettext("Agent"), "member": lazy_gettext("Member")}
-MODULE_LABELS = {"whatsapp": lazy_gettext("WhatsApp"), "crm": lazy_gettext("Customers (CRM)"),
-                 "ticketing": lazy_gettext("Tickets"), "campaigns": lazy_gettext("Campaigns"),
-                 "billing": lazy_gettext("Billing")}
 AREA_LABELS = {"users": lazy_gettext("the team"), "settings": lazy_gettext("settings"),
                "crm": lazy_gettext("customers and the pipeline"),
                "whatsapp": lazy_gettext("WhatsApp conversations"),

@@ -28,11 +28,10 @@ from crm.extensions import db, socketio
 from crm.foundation.models import User
 from crm.i18n import LANGUAGES
 from crm.permissions import MATRIX, module_enabled, role_allows
-from crm.realtime import add_rooms, occupied, user_room
+from crm.realtime import add_rooms, occupied, rendering_for, user_room
 from crm.tenancy import get_in_organization
 from crm.tickets import views
 from crm.tickets.models import Ticket, TicketComment
-from crm.whatsapp.live import rendering_for
 
 LEVELS = ("read", "write")
 

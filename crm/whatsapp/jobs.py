@@ -45,9 +45,10 @@ from crm.extensions import db
 from crm.jobs import TransientError, attempts_left, enqueue_now, get_queue, redis, run_job
 from crm.keys import key
 from crm.models import utcnow
+from crm.realtime import broadcasting_many
 from crm.tenancy import get_in_organization, organization_context
 from crm.transaction import commit, rollback
-from crm.whatsapp import live, media, services
+from crm.whatsapp import media, services
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import (
     ChannelError,
@@ -224,7 +225,7 @@ def drain() -> int:
                 if batch := _claim():
                     claimed = True
                     session.expire_all()
-                    with live.broadcasting_many():
+                    with broadcasting_many():
                         applied += _apply_batch(org_id, batch)
     _schedule_leftovers()
     _schedule_purge()

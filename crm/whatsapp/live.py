@@ -20,13 +20,11 @@ variables.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import current_app, has_request_context, render_template
-from flask_babel import force_locale
+from flask import render_template
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -37,7 +35,7 @@ from crm.foundation.models import User
 from crm.i18n import LANGUAGES, current_language
 from crm.models import utcnow
 from crm.permissions import MATRIX, can, module_enabled, role_allows
-from crm.realtime import add_rooms, occupancy_snapshot, occupied, user_room
+from crm.realtime import add_rooms, occupied, rendering_for, user_room
 from crm.tenancy import get_in_organization, organization_context, set_current_organization
 from crm.transaction import commit, rollback
 from crm.whatsapp import inbox, services
@@ -121,28 +119,6 @@ def _personal(user: User) -> Audience:
 
 
 # -- rendering -------------------------------------------------------------------------------
-
-@contextmanager
-def rendering_for(language: str) -> Iterator[None]:
-    """Render in `language` for readers other than the caller, or outside any request (jobs),
-    where `url_for` needs a request context to build paths."""
-    with ExitStack() as stack:
-        if not has_request_context():
-            stack.enter_context(current_app.test_request_context())
-        stack.enter_context(force_locale(language))
-        yield
-
-
-@contextmanager
-def broadcasting_many() -> Iterator[None]:
-    """Send many events at once (a job applying a batch): one request context to render in,
-    and each room's occupancy asked once."""
-    with ExitStack() as stack:
-        if not has_request_context():
-            stack.enter_context(current_app.test_request_context())
-        stack.enter_context(occupancy_snapshot())
-        yield
-
 
 @dataclass(frozen=True)
 class Capabilities:

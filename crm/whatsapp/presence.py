@@ -24,7 +24,7 @@ from crm.errors import NotFoundError
 from crm.extensions import db, socketio
 from crm.foundation.models import User
 from crm.permissions import can
-from crm.realtime import PRESENCE_TTL, on_leave
+from crm.realtime import PRESENCE_TTL, on_leave, rendering_for
 from crm.tenancy import organization_context, set_current_organization
 from crm.transaction import rollback
 from crm.whatsapp import services
@@ -152,7 +152,7 @@ def _readers(org_id: int, ids: set[int]) -> dict[int, Reader]:
 
 def _announce(org_id: int, conversation_id: int) -> None:
     """Send every socket in the conversation the avatars of the others there."""
-    from crm.whatsapp.live import rendering_for, swap
+    from crm.whatsapp.live import swap
 
     viewers = _viewers(org_id, conversation_id)
     readers = _readers(org_id, set(viewers.values()))
@@ -185,7 +185,7 @@ def typing(data: object = None) -> None:
     others = {sid: user_id for sid, user_id in viewers.items() if user_id != user.id}
     if not others:
         return
-    from crm.whatsapp.live import rendering_for, swap
+    from crm.whatsapp.live import swap
 
     readers = _readers(org_id, set(others.values()) | {user.id})
     typist = readers.get(user.id)

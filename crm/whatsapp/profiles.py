@@ -10,7 +10,7 @@ import logging
 import secrets
 
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import Select, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from crm import events
@@ -29,6 +29,12 @@ from crm.whatsapp.channels.base import ChannelError
 from crm.whatsapp.models import WhatsAppProfile
 
 log = logging.getLogger("crm.whatsapp")
+
+
+@gate.counts("whatsapp_numbers")
+def _plan_counted() -> Select:
+    """What the plan's numbers limit counts: every number not deleted."""
+    return select(literal(1)).select_from(WhatsAppProfile).where(~WhatsAppProfile.is_deleted)
 
 
 def access_profile(profile_id: int) -> WhatsAppProfile:

@@ -35,7 +35,7 @@ def test_the_plans_are_listed_with_prices_modules_and_limits(app, client, billin
     pro = items[2]
     assert pro == {"code": "pro", "name": "الاحترافية", "currency": "sar",
                    "prices": {"month": 29_900, "year": 299_000},
-                   "modules": ["whatsapp", "crm", "ticketing", "campaigns", "billing"],
+                   "modules": ["whatsapp", "crm", "ticketing", "campaigns"],
                    "limits": {"users": 25, "whatsapp_numbers": 5, "customers": 100_000,
                               "campaign_messages_per_month": 25_000,
                               "api_requests_per_minute": 1_200}}

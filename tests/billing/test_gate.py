@@ -115,7 +115,7 @@ def test_the_cached_trial_expires_when_the_trial_ends(app, billing_on):
         db.session.flush()
 
     assert _entitlements(org).plan == "pro"
-    ttl = app.extensions["crm.redis"].ttl(gate.ENTITLEMENTS_KEY.format(org_id=org.id))
+    ttl = app.extensions["crm.redis"].ttl(gate.entitlements_key(org.id))
     assert 0 < ttl <= ends_in.total_seconds() + 1
 
 
@@ -311,7 +311,7 @@ def _count_entitlement_reads(app, monkeypatch) -> list[str]:
     original = connection.get
 
     def get(name):
-        if str(name).startswith("wasl:billing:entitlements:"):
+        if str(name).startswith("wasl:billing:entitlements:org:"):
             reads.append(name)
         return original(name)
 

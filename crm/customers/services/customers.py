@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask_babel import gettext as _
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Select, delete, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crm import events
@@ -57,6 +57,12 @@ class DuplicateCustomerError(ConflictError):
                            "email.", name=isolate(existing.name), id=existing.id), fields)
         self.existing_id = existing.id
         self.existing_name = existing.name
+
+
+@gate.counts("customers")
+def _plan_counted() -> Select:
+    """What the plan's customers limit counts: every customer not merged into another."""
+    return select(literal(1)).select_from(Customer).where(Customer.merged_into_id.is_(None))
 
 
 def access_customer(customer_id: int) -> Customer:
