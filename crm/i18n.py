@@ -144,8 +144,6 @@ def format_phone(value: str | None) -> str:
 
 def organization_currency() -> str:
     """The current organization's currency (SAR outside one)."""
-    from crm.foundation.services import current_organization  # foundation builds on this
-
     organization = current_organization()
     return organization.currency if organization else "SAR"
 

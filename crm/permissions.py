@@ -135,6 +135,7 @@ _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 def _refuse(error: ServiceError) -> None:
     """Raise a plan refusal: the API's 402 as it is; a page's as 403, which is what a page
     answers for what the user may not do here (its message says to upgrade)."""
+    # cycle: web -> i18n -> foundation.services -> realtime -> permissions
     from crm.web import wants_json
 
     if not wants_json():

@@ -21,6 +21,7 @@ from flask_login import current_user, login_user, logout_user
 from limits import parse as parse_limit
 from werkzeug.exceptions import TooManyRequests
 
+from crm.billing import gate
 from crm.config import trusted_hosts
 from crm.extensions import limiter, login_manager
 from crm.foundation.models import User
@@ -136,8 +137,6 @@ def _limit_organization_api() -> None:
     """Hold an organization to its plan's API requests per minute (RATELIMIT_API_PER_ORG when
     the plan sets none) on /api, however many people and tokens it uses; past it, answer 429
     with Retry-After."""
-    from crm.billing import gate
-
     organization_id = current_organization_id()
     if request.blueprint != "api" or organization_id is None or not limiter.enabled:
         return

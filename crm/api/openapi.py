@@ -23,6 +23,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from crm.api import blueprint
 from crm.api.kit import DECLARED, Answer, answer
 from crm.json_input import MAX_DEPTH
+from crm.permissions import SWITCHABLE
 from crm.validation import BIGINT_MAX
 
 OPENAPI_VERSION = "3.1.0"
@@ -135,8 +136,6 @@ def _plan_can_refuse(method: str, view: Callable) -> bool:
     """Can the plan refuse this route (crm/permissions.py)? A module's, which a plan may
     leave out; a write, which a read-only organization may not make (billing's own
     excepted, so that it can pay). Services that count a limit name 402 in `errors`."""
-    from crm.permissions import SWITCHABLE
-
     area, level = getattr(view, "required_permission", (None, None))
     return area in SWITCHABLE or (level == "write" and method != "GET")
 

@@ -33,7 +33,7 @@ from crm.billing.models import Subscription, UsageRecord
 from crm.billing.plans import FALLBACK_PLAN, LIMITS, MODULES, PLANS, TRIAL_PLAN
 from crm.errors import ServiceError
 from crm.extensions import db
-from crm.foundation.models import MODULE_LABELS, User
+from crm.foundation.models import MODULE_LABELS, Organization, User
 from crm.jobs import REDIS_DOWN, redis
 from crm.keys import key
 from crm.models import utcnow
@@ -306,8 +306,6 @@ def compute(org_id: int) -> Entitlements:
 
 def _builtin_trial(org_id: int) -> Subscription:
     """The subscription of an organization that has none yet: the trial from its creation."""
-    from crm.foundation.models import Organization
-
     created_at = db.session.scalar(select(Organization.created_at)
                                    .where(Organization.id == org_id))
     return Subscription(plan=TRIAL_PLAN, status="trialing", custom_limits={},

@@ -21,6 +21,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from crm.campaigns.models import CONSENT_METHODS, CampaignSettings, ConsentEvent, OptOut
+from crm.customers.services import check_phone
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
@@ -153,8 +154,6 @@ def record(action: str, phone: str, *, method: str, customer_id: int | None = No
 def record_by_hand(actor: User, action: object, phone: object,
                    customer_id: int | None = None) -> ConsentEvent:
     """An admin records a person's word given elsewhere (a call, a signed form)."""
-    from crm.customers.services import check_phone
-
     def check_action() -> str:
         if action not in ("opt_out", "opt_in"):
             raise ValidationError({"action": _("Choose one of the listed options.")})

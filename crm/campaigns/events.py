@@ -12,6 +12,7 @@ from crm.events import Payload, subscribe
 from crm.foundation.services import enabled_modules
 from crm.tenancy import get_in_organization
 from crm.whatsapp.models import Conversation, Message
+from crm.whatsapp.services import queue_outbound
 
 log = logging.getLogger("crm.campaigns")
 
@@ -64,8 +65,6 @@ def _button_payload(message_id: int) -> str:
 
 
 def _confirm(conversation_id: int, action: str, written: str) -> None:
-    from crm.whatsapp.services import queue_outbound
-
     conversation = get_in_organization(Conversation, conversation_id)
     if conversation is None:
         return

@@ -64,7 +64,9 @@ from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import current_organization_id, get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
+from crm.whatsapp.jobs import send_message
 from crm.whatsapp.models import Message, WhatsAppProfile
+from crm.whatsapp.services import conversation_for, queue_outbound
 
 log = logging.getLogger("crm.campaigns")
 
@@ -76,8 +78,10 @@ MAX_ATTEMPTS = 5  # of one recipient refused for a moment
 SLOW_DOWN_CODES = ("130429", "http_429")
 # Refusals of a moment for one recipient: tried again after 4^n seconds.
 LATER_CODES = ("131056", "131000", "network", "timeout")
+# WhatsApp's codes that say the number or account cannot send now: the campaign pauses.
+PAUSE_CODES = ("131048", "368", "131031", "190")
 # Refusals that mean the number cannot send now: the campaign pauses.
-NUMBER_CODES = (*services.PAUSE_CODES, "not_connected", "not_configured")
+NUMBER_CODES = (*PAUSE_CODES, "not_connected", "not_configured")
 # How long after the last look the runner comes back when only sends of others are left.
 RECHECK_SECONDS = 5.0
 PLAN_LIMIT = "campaign_messages_per_month"
@@ -421,7 +425,6 @@ def _send(plan: Plan, recipient_id: int) -> float | None:
     if not _counted(plan):
         return None
     commit()  # the outbox row, `sending` and its count together, before anything leaves
-    from crm.whatsapp.jobs import send_message
 
     send_message(message_id)
     _settle(plan, recipient_id, message_id)
@@ -485,8 +488,6 @@ def _sent_since(plan: Plan, since: datetime) -> int:
 
 def _write(plan: Plan, recipient: CampaignRecipient) -> int:
     """The recipient's message, written to the outbox (not sent yet); `sending` with a lease."""
-    from crm.whatsapp.services import conversation_for, queue_outbound
-
     profile = db.session.get(WhatsAppProfile, plan.profile_id)
     conversation, _created = conversation_for(profile, recipient.phone, None,
                                               recipient.variables.get("name") or "")

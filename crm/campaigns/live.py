@@ -18,7 +18,9 @@ from contextlib import nullcontext
 from flask import current_app, has_request_context, render_template
 from flask_babel import force_locale
 
+from crm.campaigns.labels import STATUS_LABELS
 from crm.campaigns.models import Campaign
+from crm.campaigns.reports import progress_of
 from crm.extensions import socketio
 from crm.i18n import LANGUAGES
 from crm.jobs import redis
@@ -57,8 +59,6 @@ def _emit(org_id: int, event: str, data: dict, throttle_key: str | None = None,
 def _swaps(campaign_id: int, status: str | None, results: dict[str, int] | None
            ) -> Callable[[], list[dict]]:
     """The campaign's status badge and progress bar, in every language (what is known)."""
-    from crm.campaigns.reports import progress_of
-
     def render() -> list[dict]:
         swaps = []
         for language in LANGUAGES:
@@ -78,7 +78,6 @@ def _swaps(campaign_id: int, status: str | None, results: dict[str, int] | None
 
 def _render(language: str, template: str, **context) -> str:
     # A job has no request to render in; a page has.
-    from crm.campaigns.labels import STATUS_LABELS
 
     with (nullcontext() if has_request_context() else current_app.test_request_context()), \
             force_locale(language):

@@ -22,6 +22,7 @@ Decisions the design left open, made here:
 from __future__ import annotations
 
 import logging
+import mimetypes
 import time
 import uuid
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import joinedload
 
 from crm.billing import gate
-from crm.campaigns import audience, live
+from crm.campaigns import audience, jobs, live
 from crm.campaigns.models import (
     COUNTED_IN,
     COUNTS,
@@ -70,7 +71,9 @@ from crm.text import has_control_characters
 from crm.transaction import on_commit
 from crm.validation import collect
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
+from crm.whatsapp import media
 from crm.whatsapp.models import Message, WhatsAppProfile
+from crm.whatsapp.profiles import access_profile
 
 log = logging.getLogger("crm.campaigns")
 
@@ -200,8 +203,6 @@ def _apply(campaign: Campaign, values: dict[str, Any]) -> None:
 
 
 def _check_profile(raw: object) -> WhatsAppProfile:
-    from crm.whatsapp.profiles import access_profile
-
     try:
         return access_profile(customers.check_id(raw, "profile_id") or 0)
     except NotFoundError:
@@ -294,8 +295,6 @@ def upload_audience(actor: User, campaign: Campaign, upload: Any) -> Campaign:
 
 def attach_media(actor: User, campaign: Campaign, upload: Any | None) -> Campaign:
     """Send a file with the draft's text (web and sandbox numbers); None removes it."""
-    from crm.whatsapp import media
-
     lock_for_edit(campaign)
     _ensure_draft(campaign)
     if "text" not in campaign.message:
@@ -324,9 +323,6 @@ def attach_media(actor: User, campaign: Campaign, upload: Any | None) -> Campaig
 def _store_media(campaign: Campaign, data: bytes, mime_type: str) -> str:
     """Write a campaign's file under the organization's media folder; its relative path (every
     message of the campaign names the same file)."""
-    import mimetypes
-
-    from crm.whatsapp import media
 
     extension = mimetypes.guess_extension(mime_type) or ".bin"
     relative = (f"{campaign.organization_id}/campaigns/"
@@ -404,8 +400,6 @@ def start_campaign(actor: User, campaign: Campaign) -> Campaign:
                                                      campaign_id=campaign.id)
                        .on_conflict_do_nothing())
     if campaign.scheduled_at is not None and campaign.scheduled_at > utcnow():
-        from crm.campaigns import jobs
-
         campaign.status = "scheduled"
         jobs.schedule_start(campaign)
         audit("campaign.scheduled", actor, campaign, at=campaign.scheduled_at.isoformat())
@@ -448,8 +442,6 @@ def ensure_room() -> None:
 
 def run(campaign: Campaign) -> None:
     """Set the campaign running and have a runner take it (after commit)."""
-    from crm.campaigns import jobs
-
     campaign.status = "running"
     campaign.started_at = campaign.started_at or utcnow()
     campaign.pause_reason = campaign.pause_detail = None
@@ -495,8 +487,6 @@ def resume_campaign(actor: User, campaign: Campaign) -> Campaign:
     if campaign.status != "paused":
         raise ConflictError(_("Only a paused campaign can be resumed."))
     if campaign.started_at is None and campaign.scheduled_at and campaign.scheduled_at > utcnow():
-        from crm.campaigns import jobs
-
         campaign.status, campaign.pause_reason, campaign.pause_detail = "scheduled", None, None
         jobs.schedule_start(campaign)
     else:
@@ -755,14 +745,10 @@ def apply_message(recipient: CampaignRecipient, message: Message,
         after_failure(recipient)
 
 
-# WhatsApp's codes that say the number or account cannot send now: the campaign pauses.
-PAUSE_CODES = ("131048", "368", "131031", "190")
-
-
 def after_failure(recipient: CampaignRecipient) -> None:
     """A recipient failed: pause the campaign if WhatsApp blames the number, or if more than
     FAILURE_LIMIT of the last FAILURE_WINDOW sends failed."""
-    if recipient.error_code in PAUSE_CODES:
+    if recipient.error_code in jobs.PAUSE_CODES:
         pause_by_itself(recipient.campaign_id, recipient.error_code, recipient.error_reason)
         return
     last = (select(CampaignRecipient.state)

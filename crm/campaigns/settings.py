@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from crm.campaigns.models import MESSAGING_LIMITS, NUMBER_DEFAULTS, NumberSettings
+from crm.customers.services import check_int
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
@@ -42,8 +43,6 @@ def update_number_settings(actor: User, profile: WhatsAppProfile, data: Mapping
                            ) -> NumberSettings:
     """Change what `data` names of throughput_per_second, messaging_limit (one of Meta's tiers,
     None for unlimited), web_delay_seconds ([min, max]) and web_daily_cap."""
-    from crm.customers.services import check_int
-
     checks = {}
     if "throughput_per_second" in data:
         checks["throughput_per_second"] = lambda: check_int(
@@ -79,8 +78,6 @@ def _check_limit(raw: object) -> int | None:
 
 def check_delay(raw: object, field_name: str) -> tuple[int, int]:
     """A [min, max] pause in whole seconds, min at most max."""
-    from crm.customers.services import check_int
-
     if not isinstance(raw, list | tuple) or len(raw) != 2:
         raise ValidationError({field_name: _("Give the shortest and the longest pause.")})
     low, high = (check_int(value, field_name, 1, MAX_DELAY) for value in raw)

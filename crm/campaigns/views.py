@@ -45,7 +45,7 @@ from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, fragment, is_htmx, me, page, see_other
 from crm.whatsapp import media
-from crm.whatsapp.profiles import list_profiles
+from crm.whatsapp.profiles import access_profile, list_profiles
 from crm.whatsapp.views import PROVIDER_LABELS
 
 blueprint = Blueprint("campaigns", __name__, url_prefix="/campaigns")
@@ -577,8 +577,6 @@ def save_keywords():
 @blueprint.post("/settings/numbers/<int:profile_id>")
 @require("settings", "write")
 def save_number_settings(profile_id: int):
-    from crm.whatsapp.profiles import access_profile
-
     _campaigns_on()
     profile = access_profile(profile_id)
     form = request.form

@@ -54,6 +54,7 @@ from crm.permissions import can, require, sees_only_assigned
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, fragment, htmx_response, is_htmx, me, page, see_other
+from crm.whatsapp.profiles import list_profiles
 
 blueprint = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -303,7 +304,6 @@ def _whatsapp_numbers() -> list:
     WhatsApp (the WhatsApp module on)."""
     if not can("whatsapp", "write"):
         return []
-    from crm.whatsapp.profiles import list_profiles
 
     return list_profiles()
 

@@ -33,6 +33,7 @@ from crm.jobs import get_queue, redis, run_job
 from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import organization_context
+from crm.tickets.services import settings, tickets
 from crm.transaction import commit, on_commit_collect, rollback
 
 log = logging.getLogger("crm.tickets.jobs")
@@ -105,8 +106,6 @@ def sweep() -> None:
 
 
 def _process(now: datetime | None) -> int:
-    from crm.tickets.services import tickets
-
     done = 0
     for _round in range(MAX_ROUNDS):
         moment = now or utcnow()
@@ -134,8 +133,6 @@ def _process(now: datetime | None) -> int:
 
 def top_up_holidays() -> None:
     """Fill the holidays of each organization whose known year ahead ends within a year."""
-    from crm.tickets.services import settings
-
     until = utcnow().date() + timedelta(days=365)
     for org_id, _settings_id in db.session.execute(text(
             "SELECT organization_id, id FROM wasl_ticket_holidays_due(:until, :limit)"),
@@ -151,8 +148,6 @@ def top_up_holidays() -> None:
 
 def recompute_clocks() -> None:
     """Compute the current organization's open tickets' clocks again, BATCH at a time."""
-    from crm.tickets.services import tickets
-
     after = 0
     while (after := tickets.recompute_clocks(after, BATCH)) is not None:
         commit()

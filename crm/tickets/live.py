@@ -26,12 +26,14 @@ from sqlalchemy.orm import selectinload
 from crm import events
 from crm.extensions import db, socketio
 from crm.foundation.models import User
-from crm.i18n import LANGUAGES
+from crm.i18n import LANGUAGES, current_language
 from crm.permissions import MATRIX, module_enabled, role_allows
 from crm.realtime import add_rooms, occupied, rendering_for, user_room
 from crm.tenancy import get_in_organization
 from crm.tickets import views
 from crm.tickets.models import Ticket, TicketComment
+from crm.whatsapp.live import broadcast
+from crm.whatsapp.models import Conversation
 
 LEVELS = ("read", "write")
 
@@ -51,7 +53,6 @@ def ticket_rooms(user: User) -> list[str]:
     level = MATRIX[user.role]["ticketing"]
     if _sees_only_assigned(user) or level not in LEVELS:
         return []
-    from crm.i18n import current_language
 
     return [watch_room(user.organization_id, current_language(), level)]
 
@@ -217,8 +218,6 @@ def on_ticket_suggested(payload: dict) -> None:
     section (through the inbox's own audiences: only those who may see the conversation)."""
     if not module_enabled("whatsapp"):
         return
-    from crm.whatsapp.live import broadcast
-    from crm.whatsapp.models import Conversation
 
     conversation = get_in_organization(Conversation, payload["conversation_id"])
     if conversation is None:

@@ -18,6 +18,7 @@ from flask_babel import lazy_gettext, ngettext
 from sqlalchemy import select
 
 from crm import navigation
+from crm.customers.services import access_customer, resolve_customer
 from crm.customers.views import CustomerPanel, add_customer_panel
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
@@ -32,6 +33,7 @@ from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, fragment, htmx_response, is_htmx, me, page, see_other
 from crm.whatsapp.live import add_contact_section
+from crm.whatsapp.services import access_conversation
 
 blueprint = Blueprint("tickets", __name__, url_prefix="/tickets")
 
@@ -271,7 +273,6 @@ def _customer_name(raw: object) -> str | None:
     customer_id = parse_id(raw)
     if not customer_id or not module_enabled("crm"):
         return None
-    from crm.customers.services import resolve_customer
 
     customer = resolve_customer(customer_id)
     return customer.name if customer else None
@@ -437,7 +438,6 @@ def customer_tickets(customer_id: int):
     """A customer's tickets, as their page shows them (lazily, so the CRM needs no tickets)."""
     if not module_enabled("crm"):
         raise NotFoundError(_("The page you are looking for does not exist."))
-    from crm.customers.services import access_customer
 
     customer = access_customer(customer_id)
     tickets, more = services.list_tickets(me(), services.TicketFilters(customer_id=customer.id),
@@ -450,7 +450,6 @@ def _conversation(conversation_id: int):
     """The conversation if WhatsApp is on and the user may see it; else 404."""
     if not module_enabled("whatsapp"):
         raise NotFoundError(_("The page you are looking for does not exist."))
-    from crm.whatsapp.services import access_conversation
 
     return access_conversation(conversation_id, me())
 

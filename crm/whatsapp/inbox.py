@@ -10,11 +10,13 @@ import re
 
 from flask_babel import gettext as _
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from crm import events
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
+from crm.foundation.services import audit, current_organization
 from crm.i18n import isolate
 from crm.models import utcnow
 from crm.permissions import sees_only_assigned
@@ -52,8 +54,6 @@ def start_conversation(actor: User, profile_id: object, phone: object, name: obj
     It is given to whoever starts it when nobody answers it yet; an agent cannot start one
     another agent answers (they would not see it), and is told who does.
     """
-    from crm.foundation.services import current_organization
-
     values = collect({
         "profile_id": lambda: _check_profile(profile_id),
         "phone": lambda: _check_phone(phone, current_organization().country),
@@ -122,8 +122,6 @@ def inbox_settings() -> InboxSettings:
 
 
 def update_inbox_settings(actor: User, agents_take_unassigned: bool) -> InboxSettings:
-    from crm.foundation.services import audit
-
     settings = inbox_settings()
     if settings.id is None:
         db.session.add(settings)
@@ -192,8 +190,6 @@ def add_note(conversation: Conversation, actor: User, body: object) -> Conversat
 
 def list_notes(conversation: Conversation, limit: int = 20) -> list[ConversationNote]:
     """The conversation's latest private notes, newest first."""
-    from sqlalchemy.orm import selectinload
-
     return list(db.session.scalars(
         select(ConversationNote).options(selectinload(ConversationNote.author))
         .where(ConversationNote.conversation_id == conversation.id)

@@ -28,6 +28,7 @@ from crm.realtime import PRESENCE_TTL, on_leave, rendering_for
 from crm.tenancy import organization_context, set_current_organization
 from crm.transaction import rollback
 from crm.whatsapp import services
+from crm.whatsapp.live import swap
 
 log = logging.getLogger("crm.whatsapp.presence")
 TYPING_EVERY_SECONDS = 2  # a socket's typing is passed on at most this often
@@ -152,8 +153,6 @@ def _readers(org_id: int, ids: set[int]) -> dict[int, Reader]:
 
 def _announce(org_id: int, conversation_id: int) -> None:
     """Send every socket in the conversation the avatars of the others there."""
-    from crm.whatsapp.live import swap
-
     viewers = _viewers(org_id, conversation_id)
     readers = _readers(org_id, set(viewers.values()))
     for sid, user_id in viewers.items():
@@ -185,7 +184,6 @@ def typing(data: object = None) -> None:
     others = {sid: user_id for sid, user_id in viewers.items() if user_id != user.id}
     if not others:
         return
-    from crm.whatsapp.live import swap
 
     readers = _readers(org_id, set(others.values()) | {user.id})
     typist = readers.get(user.id)

@@ -57,6 +57,7 @@ from crm.whatsapp.models import (
     CONVERSATION_STATUSES,
     STATUS_RANK,
     Conversation,
+    InboxSettings,
     Message,
     WhatsAppProfile,
 )
@@ -94,8 +95,6 @@ def agent_sees(conversation: Conversation, agent: User) -> bool:
 def agents_take_unassigned() -> bool:
     """Does the organization let agents see the unassigned queue and take from it (the
     default)?"""
-    from crm.whatsapp.models import InboxSettings
-
     value = db.session.scalar(select(InboxSettings.agents_take_unassigned))
     return True if value is None else value
 

@@ -24,6 +24,7 @@ from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import Team, User
 from crm.foundation.services import audit, current_organization
+from crm.jobs import JobCall, enqueue_many_now
 from crm.models import utcnow
 from crm.search import fold_text
 from crm.tenancy import current_organization_id, get_in_organization
@@ -167,8 +168,6 @@ def recompute_later() -> None:
 
 
 def _enqueue_recomputes(org_ids: list[int]) -> None:
-    from crm.jobs import JobCall, enqueue_many_now
-
     enqueue_many_now([JobCall("crm.tickets.jobs:recompute_clocks", (), org_id,
                               "tickets: recompute clocks", f"tickets-recompute-{org_id}")
                       for org_id in sorted(set(org_ids))])

@@ -37,6 +37,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import selectinload
 
 from crm import events, realtime, storage
+from crm.customers.services import resolve_customer
 from crm.errors import ConflictError, NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation import notifications
@@ -84,6 +85,8 @@ from crm.tickets.services.common import (
 from crm.tickets.services.settings import default_type, ensure_defaults, load_context
 from crm.tickets.services.suggestions import clear_suggestion
 from crm.versions import Expected, check_version, lock_for_edit, record_edit
+from crm.whatsapp.models import Conversation, Message
+from crm.whatsapp.services import access_conversation, send_text
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 MAX_ATTACHMENTS = 10
@@ -215,7 +218,6 @@ def _conversation(raw: object, actor: User):
     conversation_id = check_id(raw, "conversation_id")
     if conversation_id is None:
         return None
-    from crm.whatsapp.services import access_conversation
 
     if "whatsapp" not in enabled_modules():
         raise ValidationError({"conversation_id": _("Choose a conversation.")})
@@ -228,8 +230,6 @@ def _conversation(raw: object, actor: User):
 def _from_conversation(conversation) -> tuple[str, str]:
     """A subject and description from the customer's last text message (the subject its
     first line), else from the conversation's contact."""
-    from crm.whatsapp.models import Message
-
     body = db.session.scalar(
         select(Message.body).where(Message.conversation_id == conversation.id,
                                    Message.direction == "in", Message.body != "")
@@ -257,7 +257,6 @@ def _customer(raw: object) -> int | None:
     customer_id = check_id(raw, "customer_id")
     if customer_id is None:
         return None
-    from crm.customers.services import resolve_customer
 
     customer = resolve_customer(customer_id)
     if customer is None:
@@ -500,8 +499,6 @@ def _send_on_whatsapp(ticket: Ticket, actor: User, body: str):
     is on; its refusal (the 24-hour window, its length) is the reply's."""
     if ticket.conversation_id is None or "whatsapp" not in enabled_modules():
         return None
-    from crm.whatsapp.models import Conversation
-    from crm.whatsapp.services import send_text
 
     conversation = get_in_organization(Conversation, ticket.conversation_id)
     if conversation is None:
