@@ -490,7 +490,7 @@ def invite_user():
                                           form.get("language"))
     except ServiceError as exc:
         return _invitations_answer(exc.status, invite_errors=exc.fields, invite_values=form,
-                                   invite_error=exc.message)
+                                   invite_error=exc.message, invite_error_code=exc.code)
     flash(_("Invitation sent to %(email)s.", email=invitation.email), "success")
     return _invitations_answer()
 

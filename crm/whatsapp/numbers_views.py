@@ -63,7 +63,7 @@ def create_number():
         values = {key: value for key, value in form.items()
                   if key not in ("access_token", "app_secret")}  # secrets are typed again
         return _numbers_page(exc.status, errors=exc.fields, values=values, error=exc.message,
-                             form_provider=provider)
+                             error_code=exc.code, form_provider=provider)
     flash(_("%(name)s was added.", name=isolate(profile.display_name)), "success")
     return see_other("whatsapp.number", profile_id=profile.id)
 

@@ -7,15 +7,18 @@ from decimal import Decimal
 
 import pytest
 from babel.numbers import format_currency
+from sqlalchemy import func, select
 
 from crm.billing import gate, services
 from crm.billing.models import Invoice
 from crm.extensions import db
+from crm.foundation.models import Invitation
 from crm.tenancy import organization_context
 from tests.billing.factories import age, oid, overdue, put_on_plan
 from tests.billing.test_stripe import deliver
 from tests.customers.factories import make_customer
 from tests.factories import login, make_org, make_user
+from tests.whatsapp.factories import make_profile
 
 
 @pytest.fixture
@@ -232,3 +235,51 @@ def test_over_a_limit_the_page_says_what_the_plan_allows_and_offers_the_upgrade(
     assert 'href="/billing">Upgrade your plan' in html
     with organization_context(oid(org)):
         assert gate.usage("customers") == 1
+
+
+# The way to the upgrade, as the admin reads it in Arabic (_refused.html's link).
+UPGRADE_LINK_AR = '<a class="button" href="/billing">رقِّ باقتك</a>'
+
+
+def test_a_number_refused_by_the_limit_offers_the_upgrade_in_the_form(app, client, billing_on):
+    """Adding a second number on Free: the numbers page answers 402 with the limit's message
+    above its forms and the admin's link to the upgrade, in Arabic; nothing is added."""
+    org = make_org(language="ar")
+    put_on_plan(org, "free")
+    make_profile(org, "sandbox")
+    login(client, org.admin)
+
+    response = client.post("/whatsapp/numbers", data={"provider": "sandbox"})
+
+    assert response.status_code == 402
+    html = response.get_data(as_text=True)
+    assert "أرقام واتساب: استُخدم 1 من 1" in html
+    assert UPGRADE_LINK_AR in html
+    assert 'name="provider" value="sandbox"' in html  # the page, its forms still there
+    with organization_context(oid(org)):
+        assert gate.usage("whatsapp_numbers") == 1
+
+
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "plain"])
+def test_an_invitation_refused_by_the_limit_offers_the_upgrade_in_the_form(
+        app, client, billing_on, htmx):
+    """Inviting a third member on Free (two seats): the invitation form answers 402 with the
+    limit's message and the admin's link to the upgrade, in Arabic, as the fragment htmx swaps
+    in and as the whole team page; nobody is invited."""
+    org = make_org(language="ar")
+    put_on_plan(org, "free")
+    make_user(org, "agent")
+    login(client, org.admin)
+
+    response = client.post("/team/invitations", data={"email": "third@example.com",
+                                                      "role": "agent", "language": "ar"},
+                           headers={"HX-Request": "true"} if htmx else {})
+
+    assert response.status_code == 402
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="invitations"') == htmx
+    assert "المستخدمون: استُخدم 2 من 2" in html
+    assert UPGRADE_LINK_AR in html
+    assert "third@example.com" in html  # typed once, kept in the form
+    with organization_context(oid(org)):
+        assert db.session.scalar(select(func.count()).select_from(Invitation)) == 0
