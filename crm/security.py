@@ -22,6 +22,7 @@ from limits import parse as parse_limit
 from werkzeug.exceptions import TooManyRequests
 
 from crm.billing import gate
+from crm.billing.stripe_api import PAGE_ORIGINS
 from crm.config import trusted_hosts
 from crm.extensions import limiter, login_manager
 from crm.foundation.models import User
@@ -40,15 +41,17 @@ JWT_ALGORITHM = "HS256"
 
 @functools.cache
 def content_security_policy(public_url: str) -> str:
-    """Only our own scripts and styles (no inline script: user content can never run), and
-    sockets only to the app's own origin, under each name it answers to."""
+    """Only our own scripts and styles (no inline script: user content can never run),
+    sockets only to the app's own origin, under each name it answers to, and forms posted
+    only here, whose answer may redirect to Stripe's Checkout and portal alone."""
     parts = urlsplit(public_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
     port = f":{parts.port}" if parts.port else ""
     sockets = " ".join(f"{scheme}://{host}{port}" for host in trusted_hosts(public_url))
     return ("default-src 'self'; script-src 'self'; style-src 'self'; "
             f"img-src 'self' data: blob:; connect-src 'self' {sockets}; font-src 'self'; "
-            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+            f"object-src 'none'; base-uri 'self'; form-action 'self' {' '.join(PAGE_ORIGINS)}; "
+            "frame-ancestors 'none'")
 
 
 def init_app(app: Flask) -> None:

@@ -22,6 +22,10 @@ logging.getLogger("stripe").setLevel(logging.WARNING)
 IDEMPOTENCY_WINDOW = 600  # seconds
 TIMEOUT = 20  # seconds: a page waits on Checkout and portal sessions
 NETWORK_RETRIES = 2
+# Where Stripe's pages live that a billing form sends people to: Checkout and the Customer
+# Portal. A plain form post is answered with a redirect there, and browsers apply the CSP's
+# form-action to that redirect (crm/security.py lets these two through).
+PAGE_ORIGINS = ("https://checkout.stripe.com", "https://billing.stripe.com")
 # A failure of the moment (Stripe unreachable, overloaded, 5xx): try again later. Any other
 # StripeError is a request Stripe refused, which trying again would not change.
 TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)

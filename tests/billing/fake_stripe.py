@@ -16,7 +16,9 @@ would send; `signed(event)` gives the body and headers of its webhook, signed wi
 It also serves the pages Stripe hosts, for browsers: a Checkout session's URL opens a page
 whose "Pay" button completes the checkout, sends its signed webhooks to `webhook_url` (when a
 test sets it: a live server's) and returns the browser to the session's success URL; a portal
-session's URL opens a page that links back to its return URL.
+session's URL opens a page that links back to its return URL. Those URLs are on the fake's
+own address, or with `on_stripe_origins` on Stripe's (checkout.stripe.com, billing.stripe.com),
+for a browser test that routes those origins here to go through the app's CSP as with Stripe.
 
 One fake serves the whole test run (tests/conftest.py points STRIPE_API_BASE at it, so no test
 can reach Stripe); the `stripe_api` fixture `reset()`s it for each test that uses it.
@@ -40,6 +42,9 @@ from werkzeug.serving import make_server
 
 API_KEY = "sk_test_wasl_fake"
 WEBHOOK_SECRET = "whsec_wasl_fake"
+# Where Stripe serves Checkout and the Customer Portal.
+CHECKOUT_ORIGIN = "https://checkout.stripe.com"
+PORTAL_ORIGIN = "https://billing.stripe.com"
 MONTH = 30 * 24 * 3600
 YEAR = 365 * 24 * 3600
 
@@ -82,6 +87,7 @@ class FakeStripe:
     fail_with: int | None = None  # answer every call with this status (a Stripe outage)
     clock: float | None = None  # now, for created timestamps (None: the real time)
     webhook_url: str | None = None  # where the Checkout page sends its events (None: nowhere)
+    on_stripe_origins: bool = False  # session URLs on Stripe's origins (else on the fake's)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -106,6 +112,7 @@ class FakeStripe:
             self.meter_events.clear()
             self._answered.clear()
             self.fail_with = self.clock = self.webhook_url = None
+            self.on_stripe_origins = False
 
     # -- what tests read --------------------------------------------------------------------
 
@@ -178,6 +185,10 @@ class FakeStripe:
         invoice = self._invoice(subscription, item["price"]["unit_amount"], "paid")
         return [self.event("customer.subscription.updated", subscription),
                 self.event("invoice.paid", invoice)]
+
+    def page_url(self, origin: str, path: str) -> str:
+        """The address of one of the pages Stripe hosts: on `origin`, or on the fake's."""
+        return f"{origin if self.on_stripe_origins else self.url}{path}"
 
     def event(self, kind: str, obj: dict) -> dict:
         """A Stripe event of `kind` whose data is a snapshot of `obj` now."""
@@ -399,14 +410,14 @@ class FakeStripe:
                 subscription_data=params.get("subscription_data", {}),
                 success_url=params["success_url"], cancel_url=params["cancel_url"],
                 subscription=None)
-            session["url"] = f"{self.url}/c/pay/{session['id']}"
+            session["url"] = self.page_url(CHECKOUT_ORIGIN, f"/c/pay/{session['id']}")
             return jsonify(session)
 
         @route("POST", r"/v1/billing_portal/sessions")
         def create_portal_session(params):
             session = self._create("bps", "billing_portal.session",
                                    customer=params["customer"], return_url=params["return_url"])
-            session["url"] = f"{self.url}/p/session/{session['id']}"
+            session["url"] = self.page_url(PORTAL_ORIGIN, f"/p/session/{session['id']}")
             return jsonify(session)
 
         @route("GET", r"/v1/subscriptions/([^/]+)")

@@ -283,3 +283,13 @@ def test_an_invitation_refused_by_the_limit_offers_the_upgrade_in_the_form(
     assert "third@example.com" in html  # typed once, kept in the form
     with organization_context(oid(org)):
         assert db.session.scalar(select(func.count()).select_from(Invitation)) == 0
+
+
+def test_the_csp_lets_a_plain_post_be_redirected_to_checkout_and_the_portal_only(app, client):
+    """A form posted without JavaScript is answered 303 to Stripe's Checkout or portal, and
+    Chromium applies form-action to that redirect: the CSP names Stripe's two page origins
+    there, and no other."""
+    policy = client.get("/login").headers["Content-Security-Policy"]
+
+    assert ("form-action 'self' https://checkout.stripe.com https://billing.stripe.com;"
+            in policy)

@@ -69,13 +69,16 @@ class Browsing:
         self.dialogs: list[str] = []
         self.confirmed: list[str] = []
 
-    def new_page(self, locale: str = "ar-SA", account: Account | None = None) -> Page:
-        """A page in a fresh context: another person, logged in as `account` if given.
+    def new_page(self, locale: str = "ar-SA", account: Account | None = None,
+                 javascript: bool = True) -> Page:
+        """A page in a fresh context: another person, logged in as `account` if given, in a
+        browser with JavaScript off when `javascript` is false (the plain posts' path).
 
         The default visitor's browser asks for Arabic, as the product's users do.
         """
         context = self.browser.new_context(locale=locale, viewport=DESKTOP,
-                                           base_url=self.live.url)
+                                           base_url=self.live.url,
+                                           java_script_enabled=javascript)
         context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
         if account is not None:

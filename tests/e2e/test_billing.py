@@ -1,13 +1,16 @@
 """Billing in Chromium, in Arabic: the trial's banner, an upgrade through (the fake) Stripe
-Checkout, the plan shown once Stripe's signed webhook has been processed, and the usage bars."""
+Checkout, the plan shown once Stripe's signed webhook has been processed, and the usage bars;
+and the same upgrade with JavaScript off, through the CSP's form-action."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import expect
+import requests
+from playwright.sync_api import Route, expect
 from sqlalchemy import select
 
 from crm.billing import services
@@ -91,4 +94,48 @@ def test_an_admin_upgrades_from_the_trial_through_checkout(browsing, live_server
     expect(page.locator("#usage-customers")).to_have_attribute("max", "10000")
     expect(page.locator(".billing-banner-trial")).to_have_count(0)
     screenshot(page, "billing-starter-ar")
+    assert browsing.csp_violations() == []
+
+
+def _stripe_pages_served_by(fake: FakeStripe) -> Callable[[Route], None]:
+    """A route handler answering Stripe's page origins from the fake (redirects unfollowed,
+    so the browser follows them itself and applies its CSP to them)."""
+    def forward(route: Route) -> None:
+        request = route.request
+        address = urlsplit(request.url)
+        answer = requests.request(
+            request.method, f"{fake.url}{address.path}", data=request.post_data_buffer,
+            headers={"Content-Type": request.headers.get("content-type", "text/plain")},
+            allow_redirects=False, timeout=10)
+        route.fulfill(status=answer.status_code, body=answer.content, headers={
+            name: value for name, value in answer.headers.items()
+            if name.lower() in ("content-type", "location")})
+
+    return forward
+
+
+def test_without_javascript_a_plain_post_reaches_checkout_through_the_csp(
+        browsing, live_server, stripe_connected):
+    """With JavaScript off, choosing a plan is a plain form post answered 303 to Stripe's
+    Checkout (on checkout.stripe.com, served by the fake): Chromium applies the CSP's
+    form-action to that redirect, which must let it through; paying brings the admin back,
+    and once the webhook is processed the page shows Starter."""
+    stripe_connected.on_stripe_origins = True
+    account = live_server.make_account()
+    page = browsing.new_page(account=account, javascript=False)
+    page.context.route(re.compile(r"^https://(checkout|billing)\.stripe\.com/"),
+                       _stripe_pages_served_by(stripe_connected))
+
+    page.goto("/billing")
+    page.locator("article[data-plan='starter'] button[value='month']").click()
+    expect(page).to_have_url(re.compile(r"^https://checkout\.stripe\.com/c/pay/cs_test_"))
+    expect(page.locator("h1")).to_have_text("Pay 99.00 SAR")
+    page.get_by_role("button", name="Pay").click()
+
+    expect(page).to_have_url(f"{live_server.url}/billing?checkout=done")
+    wait_until(lambda: _subscription_status(live_server, account.organization_id) == "active",
+               "the checkout's webhook being processed")
+    page.reload()
+    expect(page.locator(".billing-plan")).to_contain_text(
+        translated(live_server, "Starter", "ar"))
     assert browsing.csp_violations() == []
