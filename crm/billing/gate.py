@@ -165,6 +165,13 @@ def within(limit: str, n: int = 1) -> bool:
     return allowed is None or _bounded_usage(limit, allowed) + n <= allowed
 
 
+def room(limit: str) -> int | None:
+    """How many more of `limit` fit (None: unlimited): a bulk write (an import) takes what
+    fits and refuses the rest."""
+    allowed = limit_of(limit)
+    return None if allowed is None else max(0, allowed - _bounded_usage(limit, allowed))
+
+
 def ensure_within(limit: str, n: int = 1) -> None:
     """Raise PlanLimitError unless there is room for `n` more of `limit`."""
     allowed = limit_of(limit)

@@ -27,6 +27,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select, text
 
 from crm import events
+from crm.billing import gate
 from crm.customers import imports, services
 from crm.customers.models import Customer, CustomerImport
 from crm.customers.services import nightly, scoring
@@ -390,7 +391,21 @@ def _write(plan: ImportPlan, entries: list[_Entry], report: RejectReport, counts
                 {f"cf_{key}": _("This field is required.") for key in missing})))
         else:
             inserts.append(entry)
-    return _insert(plan, inserts, counts), _update(plan, updates)
+    return _insert(plan, _within_plan(inserts, report, counts), counts), _update(plan, updates)
+
+
+def _within_plan(entries: list[_Entry], report: RejectReport, counts: Counter) -> list[_Entry]:
+    """The new customers the plan has room for; the others rejected with the limit's message
+    (what is updated takes no room)."""
+    room = gate.room("customers")
+    if room is None or len(entries) <= room:
+        return entries
+    fitting, refused = entries[:room], entries[room:]
+    reason = gate.PlanLimitError("customers", gate.usage("customers") + len(fitting),
+                                 gate.limit_of("customers")).message
+    for entry in refused:
+        _reject(entry, report, counts, reason)
+    return fitting
 
 
 # Probing the unique index once per value (a join from the batch's values) keeps each lookup

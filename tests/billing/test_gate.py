@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import timedelta
 
 import pytest
@@ -12,14 +13,15 @@ from crm.billing import gate, services
 from crm.billing.models import UsageRecord
 from crm.billing.plans import PLANS
 from crm.billing.usage import hour_of, record_campaign_messages
+from crm.customers.models import CustomerImport
 from crm.extensions import db
 from crm.models import utcnow
 from crm.permissions import require
 from crm.tenancy import organization_context, set_current_organization
 from crm.transaction import commit
 from tests.billing.factories import age, overdue, put_on_plan
-from tests.customers.factories import make_customer
-from tests.factories import bearer, login, make_org, make_user
+from tests.customers.factories import make_customer, make_import
+from tests.factories import bearer, login, make_org, make_user, run_jobs
 from tests.whatsapp.factories import make_profile
 
 
@@ -372,3 +374,33 @@ def test_pages_work_with_the_gate_when_redis_is_down(app, client, billing_on, mo
         assert gate.entitlements().plan == "free"
     login(client, org.admin)
     assert client.get("/customers/").status_code == 200
+
+
+def test_an_import_creates_customers_up_to_the_limit_and_reports_the_rest(app, billing_on):
+    """A CSV import with room for two more customers creates two; the other new rows are
+    rejected in its report with the limit's message, while a row matching a customer already
+    there still updates it (it takes no room)."""
+    from crm.customers import imports
+
+    org = make_org(language="en")
+    put_on_plan(org, "free", customers=3)
+    make_customer(org, phone="+966501111111")
+    imp = make_import(org, "Name,Mobile\nA,0502222221\nB,0502222222\nC,0502222223\n"
+                           "D,0502222224\nOld,0501111111\n")
+    with organization_context(org.id):
+        imports.configure_import(org.admin, imp, {"Name": "name", "Mobile": "phone"},
+                                 "update")
+        db.session.flush()
+    org_id, imp_id = org.id, imp.id
+
+    run_jobs(app)
+
+    with organization_context(org_id):
+        done = db.session.get(CustomerImport, imp_id, populate_existing=True)
+        assert (done.created_count, done.updated_count, done.rejected_count) == (2, 1, 2)
+        assert gate.usage("customers") == 3
+        with open(done.report_path, encoding="utf-8-sig", newline="") as handle:
+            rejected = list(csv.reader(handle))[1:]
+    assert [row[0] for row in rejected] == ["4", "5"]
+    assert all(row[1] == "Customers: 3 of 3 used. Upgrade your plan to add more."
+               for row in rejected)
