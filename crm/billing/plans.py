@@ -70,10 +70,6 @@ PLANS: MappingProxyType = MappingProxyType({plan.code: plan for plan in (
 )})
 
 
-def get_plan(code: str) -> Plan:
-    return PLANS[code]
-
-
 def plan_for_lookup_key(lookup_key: str | None) -> tuple[Plan, str] | None:
     """The plan and interval a Stripe price's lookup key names (None: not one of ours)."""
     if not lookup_key or not lookup_key.startswith(LOOKUP_KEY_PREFIX):

@@ -490,12 +490,6 @@ def default_payment_method() -> PaymentMethod | None:
 COUNTED = tuple(limit for limit in LIMITS if limit != "api_requests_per_minute")
 
 
-def usage_against_limits() -> dict[str, dict[str, int | None]]:
-    """Each counted limit: what is used and what the plan allows (None: unlimited)."""
-    limits = gate.entitlements().limits
-    return {limit: {"used": gate.usage(limit), "allowed": limits[limit]} for limit in COUNTED}
-
-
 def subscription_summary() -> dict:
     """The organization's subscription as the API and the billing page show it: its
     entitlements, with what it uses of each counted limit."""

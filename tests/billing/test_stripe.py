@@ -138,7 +138,8 @@ def test_subscribing_goes_through_checkout_and_is_granted_by_the_webhooks(app, c
     with organization_context(oid(org)):
         assert services.list_invoices() == ([invoice], None)
         assert services.default_payment_method() == card
-        assert services.usage_against_limits()["users"] == {"used": 1, "allowed": 5}
+        summary = services.subscription_summary()
+        assert (summary["usage"]["users"], summary["limits"]["users"]) == (1, 5)
 
 
 def test_a_subscribed_organization_changes_plan_instead_of_buying_again(app, client, synced):
