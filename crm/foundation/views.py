@@ -35,7 +35,14 @@ from crm.errors import AuthenticationError, ConflictError, ServiceError, Validat
 from crm.foundation import services
 from crm.foundation.models import MODULE_LABELS, ROLES, Invitation, User
 from crm.i18n import current_language, isolate
-from crm.permissions import MATRIX, can, installed_areas, installed_modules, require
+from crm.permissions import (
+    MATRIX,
+    can,
+    in_plan,
+    installed_areas,
+    installed_modules,
+    require,
+)
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
 from crm.validation import parse_id
 from crm.web import fragment, is_htmx, me, page, see_other
@@ -605,6 +612,7 @@ def _settings_page(status: int = 200, **context) -> tuple[str, int]:
                  country_choices=_country_choices(language),
                  currency_choices=_currency_choices(language),
                  enabled_modules=services.enabled_modules(), modules=installed_modules(),
+                 outside_plan=[module for module in installed_modules() if not in_plan(module)],
                  **context)
 
 

@@ -293,3 +293,19 @@ def test_the_csp_lets_a_plain_post_be_redirected_to_checkout_and_the_portal_only
 
     assert ("form-action 'self' https://checkout.stripe.com https://billing.stripe.com;"
             in policy)
+
+
+def test_the_module_switches_say_which_modules_the_plan_leaves_out(app, client, billing_on):
+    """On Free, the settings page's switches mark tickets and campaigns as not in the plan
+    (switching them on would not open them) and offer the admin the upgrade, in Arabic;
+    WhatsApp and the CRM, which Free includes, are not marked."""
+    org = make_org(language="ar")
+    put_on_plan(org, "free")
+
+    html = _page(client, org.admin, "/settings")
+
+    for module in ("ticketing", "campaigns"):
+        assert f'<small class="muted" id="module-{module}-plan">ليست ضمن باقتك</small>' in html
+    for module in ("whatsapp", "crm"):
+        assert f'id="module-{module}-plan"' not in html
+    assert UPGRADE_LINK_AR in html
