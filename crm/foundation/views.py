@@ -31,6 +31,7 @@ from flask_babel import LazyString, lazy_gettext
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from crm.billing.gate import PlanLimitError
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
 from crm.foundation import services
 from crm.foundation.models import MODULE_LABELS, ROLES, Invitation, User
@@ -543,8 +544,9 @@ def accept_invitation(token: str):
         if _link_refused(exc):
             return _invalid_link(exc.fields["token"])
         return _accept_page(invitation, token, 422, errors=exc.fields, values=request.form)
-    except ConflictError as exc:
-        return _accept_page(invitation, token, exc.status, error=exc.message)
+    except (ConflictError, PlanLimitError) as exc:  # a member already, or no seat left
+        return _accept_page(invitation, token, exc.status, error=exc.message,
+                            error_code=exc.code)
     start_session(user)
     flash(_("Welcome to %(organization)s!",
             organization=isolate(services.current_organization().name)),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import timedelta
 
 from sqlalchemy import inspect, update
@@ -9,7 +11,7 @@ from sqlalchemy import inspect, update
 from crm.billing import gate, services
 from crm.billing.models import Subscription
 from crm.extensions import db
-from crm.foundation.models import Organization
+from crm.foundation.models import Invitation, Organization
 from crm.models import utcnow
 from crm.tenancy import organization_context
 
@@ -47,3 +49,11 @@ def oid(org: Organization) -> int:
     """`org`'s id without loading it: once a request has committed, the loaded row is expired,
     and outside its organization RLS would not show it again."""
     return inspect(org).identity[0]
+
+
+def invitation_token(invitation: Invitation) -> str:
+    """A fresh token for `invitation` (the emailed one is not kept)."""
+    secret = secrets.token_urlsafe(32)
+    invitation.token_hash = hashlib.sha256(secret.encode()).hexdigest()
+    db.session.flush()
+    return f"{invitation.organization_id}.{secret}"

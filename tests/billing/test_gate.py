@@ -19,7 +19,7 @@ from crm.models import utcnow
 from crm.permissions import require
 from crm.tenancy import organization_context, set_current_organization
 from crm.transaction import commit
-from tests.billing.factories import age, overdue, put_on_plan
+from tests.billing.factories import age, invitation_token, overdue, put_on_plan
 from tests.customers.factories import make_customer, make_import
 from tests.factories import bearer, login, make_org, make_user, run_jobs
 from tests.whatsapp.factories import make_profile
@@ -223,18 +223,8 @@ def test_users_stop_at_the_limit_on_invitation_and_on_acceptance(app, client, bi
     assert response.status_code == 402
     assert response.json["error"]["fields"] == {"limit": "users", "used": 2, "allowed": 2}
     with organization_context(org.id), pytest.raises(gate.PlanLimitError):
-        foundation.accept_invitation(_token_of(pending), "Late Comer", "long enough password")
-
-
-def _token_of(invitation) -> str:
-    """A fresh token for `invitation` (the emailed one is not kept)."""
-    import hashlib
-    import secrets
-
-    secret = secrets.token_urlsafe(32)
-    invitation.token_hash = hashlib.sha256(secret.encode()).hexdigest()
-    db.session.flush()
-    return f"{invitation.organization_id}.{secret}"
+        foundation.accept_invitation(invitation_token(pending), "Late Comer",
+                                     "long enough password")
 
 
 def test_campaign_messages_count_this_months_hours_only(app, billing_on):

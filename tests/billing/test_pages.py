@@ -14,7 +14,7 @@ from crm.billing.models import Invoice
 from crm.extensions import db
 from crm.foundation.models import Invitation
 from crm.tenancy import organization_context
-from tests.billing.factories import age, oid, overdue, put_on_plan
+from tests.billing.factories import age, invitation_token, oid, overdue, put_on_plan
 from tests.billing.test_stripe import deliver
 from tests.customers.factories import make_customer
 from tests.factories import login, make_org, make_user
@@ -309,3 +309,28 @@ def test_the_module_switches_say_which_modules_the_plan_leaves_out(app, client, 
     for module in ("whatsapp", "crm"):
         assert f'id="module-{module}-plan"' not in html
     assert UPGRADE_LINK_AR in html
+
+
+def test_an_invitation_accepted_when_the_seats_are_taken_says_so_on_its_page(
+        app, client, billing_on):
+    """An invitation sent while Free had a seat, accepted once the team is full: the invitee
+    stays on the invitation's page (402), which says the limit and to ask an admin, in
+    Arabic; nobody joins."""
+    from crm.foundation import services as foundation
+
+    org = make_org(language="ar")
+    put_on_plan(org, "free")
+    with organization_context(oid(org)):
+        token = invitation_token(foundation.invite_user(org.admin, "late@example.com", "agent"))
+    make_user(org, "agent")
+
+    response = client.post(f"/invitations/accept/{token}",
+                           data={"full_name": "متأخر", "password": "long enough password"})
+
+    assert response.status_code == 402
+    html = response.get_data(as_text=True)
+    assert 'action="/invitations/accept/' in html
+    assert "المستخدمون: استُخدم 2 من 2" in html
+    assert "اطلب من أحد مسؤولي منشأتك ترقية الباقة." in html
+    with organization_context(oid(org)):
+        assert gate.usage("users") == 2
