@@ -103,7 +103,7 @@ def list_campaigns():
     after = parse_id(request.args.get("cursor"))
     rows, next_cursor = services.list_campaigns(status, after, PAGE, search=search)
     context = {"campaigns": rows, "next_cursor": next_cursor, "after": after,
-               "status": status, "search": search,
+               "status_filter": status, "search": search,
                "progress": {campaign_id: reports.progress_of(results) for campaign_id, results
                             in reports.results_of(campaign.id for campaign in rows).items()},
                "filter_args": {key: value for key, value in
