@@ -13,6 +13,7 @@ from crm import extensions, i18n, navigation, realtime, security, web
 from crm.api import blueprint as api_blueprint
 from crm.billing.views import blueprint as billing_blueprint
 from crm.billing.webhooks import blueprint as billing_webhooks_blueprint
+from crm.campaigns import dashboard as campaigns_dashboard  # noqa: F401 - its dashboard card
 from crm.campaigns.views import blueprint as campaigns_blueprint
 from crm.config import ROOT, Config, trusted_hosts
 from crm.customers import (  # noqa: F401 - routes of the customers blueprint
@@ -23,6 +24,7 @@ from crm.customers.views import blueprint as customers_blueprint
 from crm.database_roles import check_app_role
 from crm.foundation import notification_views  # noqa: F401 - foundation's routes too
 from crm.foundation.views import blueprint as foundation_blueprint
+from crm.tickets import dashboard as tickets_dashboard  # noqa: F401 - its dashboard card
 from crm.tickets import live as tickets_live  # noqa: F401 - its live events
 from crm.tickets import settings_views as tickets_settings  # noqa: F401 - its routes too
 from crm.tickets.views import blueprint as tickets_blueprint

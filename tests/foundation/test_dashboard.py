@@ -1,6 +1,7 @@
-"""The dashboard that tells the day: the inbox, the pipeline and its value, tasks, each number
-a link to the list it counts; an agent's own numbers; the new organization's checklist; the
-cards fetched again live; a pinned number of queries whatever the data."""
+"""The dashboard that tells the day: the inbox, the pipeline and its value, tasks, tickets and
+their SLA, campaigns, each number a link to the list it counts; an agent's own numbers; the new
+organization's checklist; the cards fetched again live; a pinned number of queries whatever the
+data."""
 
 from __future__ import annotations
 
@@ -9,15 +10,21 @@ from datetime import timedelta
 
 from babel.dates import format_timedelta
 
+from crm.campaigns.models import Campaign, CampaignResult
 from crm.customers import services as crm
 from crm.extensions import db
+from crm.foundation import services as foundation
 from crm.models import utcnow
 from crm.tenancy import organization_context
+from crm.tickets import services as tickets
+from crm.tickets.models import Ticket
 from crm.whatsapp.dashboard import start_of_today
+from tests.campaigns.factories import make_campaign
 from tests.customers.factories import make_customer
 from tests.factories import login, make_user
 from tests.foundation import HTMX, arabic
 from tests.queries import count_queries
+from tests.tickets.factories import make_ticket
 from tests.whatsapp.factories import make_conversation, make_message, make_profile, page_text
 
 
@@ -149,13 +156,15 @@ def test_trying_the_sandbox_makes_a_sandbox_number_once(client, org):
 
 def test_the_cards_refresh_live_and_cost_the_same_queries_whatever_the_data(client, org):
     """The cards fetch themselves again after the events that change them; the dashboard
-    and its cards run a fixed number of queries, however many conversations and customers."""
+    and its cards run a fixed number of queries, however many conversations, customers,
+    tickets and campaigns."""
     agent = make_user(org, "agent")
     login(client, org.admin)
     page = page_text(client, "/")
     trigger = re.search(r'id="dashboard-cards" hx-get="/dashboard/cards"\s+hx-trigger="([^"]*)"',
                         page).group(1)
-    for event in ("newMessage", "conversationAssigned", "customerMoved", "reconnected"):
+    for event in ("newMessage", "conversationAssigned", "customerMoved", "ticketCreated",
+                  "ticketAssigned", "campaignStatus", "campaignCompleted", "reconnected"):
         assert f"realtime:{event} from:body" in trigger
 
     with count_queries() as few:
@@ -165,9 +174,14 @@ def test_the_cards_refresh_live_and_cost_the_same_queries_whatever_the_data(clie
         make_customer(org, expected_value="10")
         make_message(queue, "in")
         make_message(theirs, "out", sender_user_id=agent.id)
+    for _n in range(2):
+        _tickets(org, agent)
+        _campaign(org, _profile, "running", total=4, queued=2, sent=2)
+        _campaign(org, _profile, "completed", total=4, sent=4, delivered=3, read=2)
+    page_text(client, "/")  # the tickets' events, delivered after this first commit
     with count_queries() as many:
         page_text(client, "/")
-    assert len(many) == len(few) <= 16, many
+    assert len(many) == len(few) <= 19, "\n\n".join(many)
     with count_queries() as cards:
         page_text(client, "/dashboard/cards", headers=HTMX)
     assert len(cards) <= len(few)
@@ -218,3 +232,133 @@ def test_the_navigation_puts_the_work_first_with_icons_and_a_live_unread_badge(c
     login(client, agent)
     badge = page_text(client, "/inbox/unread-badge", headers=HTMX)
     assert re.search(r'id="menu-badge-whatsapp-inbox" hx-swap-oob="true"[^>]*>1<', badge)
+
+
+# -- tickets and campaigns --------------------------------------------------------------------
+
+def _set_sla(org, ticket, status: str, due_in: timedelta) -> None:
+    """Put the ticket's SLA in `status` (as the timer leaves it), its resolution due in
+    `due_in`."""
+    with organization_context(org.id):
+        row = db.session.get(Ticket, ticket.id)
+        row.sla_status, row.sla_due_at = status, utcnow() + due_in
+        row.resolution_due_at = row.sla_due_at
+        row.resolution_warned_at = utcnow()
+        db.session.flush()
+
+
+def _tickets(org, agent):
+    """Tickets: open unassigned; the agent's open, pending and breaching soon; an unassigned
+    breached one; a solved one (counted nowhere)."""
+    make_ticket(org, subject="Unassigned question")
+    make_ticket(org, subject="Agent's open", assignee_id=agent.id)
+    waiting = make_ticket(org, subject="Agent's pending", assignee_id=agent.id)
+    soon = make_ticket(org, subject="Breaching soon", assignee_id=agent.id, priority="urgent")
+    late = make_ticket(org, subject="Breached long ago")
+    done = make_ticket(org, subject="Solved")
+    with organization_context(org.id):
+        tickets.update_ticket(org.admin, db.session.get(Ticket, waiting.id),
+                              {"status": "pending"})
+        tickets.update_ticket(org.admin, db.session.get(Ticket, done.id), {"status": "solved"})
+        db.session.flush()
+    _set_sla(org, soon, "warning", timedelta(minutes=20))
+    _set_sla(org, late, "breached", -timedelta(hours=3))
+    return soon
+
+
+def _row_count(client, url: str) -> int:
+    return page_text(client, url, headers=HTMX).count('id="ticket-row-')
+
+
+def test_the_tickets_card_counts_the_queue_and_its_sla_each_a_link_to_its_list(client, org):
+    """Open, unassigned, mine, breaching soon and breached, each a link to the tickets list
+    that holds as many; the soonest to breach are named with their clock."""
+    agent = make_user(org, "agent")
+    soon = _tickets(org, agent)
+    login(client, org.admin)
+
+    card = _card(page_text(client, "/"), "tickets")
+    for part, expected in (("status=open", 4), ("view=unassigned", 2), ("view=mine", 0),
+                           ("view=breaching", 1), ("view=breached", 1)):
+        assert _stat(card, part) == f"{expected}", part
+        href = re.search(rf'href="([^"]*{re.escape(part)}[^"]*)"', card).group(1)
+        assert _row_count(client, href.replace("&amp;", "&")) == expected, href
+    assert f'href="/tickets/{soon.id}"' in card
+    assert "Breaching soon" in card
+    assert 'class="badge sla-warning"' in card
+
+
+def test_an_agent_sees_their_own_tickets_and_no_campaigns(client, org):
+    """An agent's tickets card counts what is assigned to them, with no team queue; the
+    campaigns card is not theirs."""
+    agent = make_user(org, "agent")
+    _tickets(org, agent)
+    make_campaign(org, make_profile(org, "sandbox"))
+    login(client, agent)
+
+    page = page_text(client, "/")
+    card = _card(page, "tickets")
+    assert _stat(card, "view=mine") == "3"
+    assert _stat(card, "view=breaching") == "1"
+    assert _stat(card, "view=breached") == "0"
+    assert "status=open" not in card
+    assert "view=unassigned" not in card
+    assert 'id="card-campaigns"' not in page
+
+
+def _campaign(org, profile, status: str, **results):
+    """A campaign of `status` with these counts (as the send paths keep them)."""
+    campaign = make_campaign(org, profile, name=f"حملة {status}")
+    with organization_context(org.id):
+        row = db.session.get(Campaign, campaign.id)
+        row.status = status
+        if status == "completed":
+            row.finished_at = utcnow()
+        db.session.add(CampaignResult(organization_id=org.id, campaign_id=campaign.id,
+                                      **results))
+        db.session.flush()
+    return campaign
+
+
+def test_the_campaigns_card_shows_those_running_and_the_last_funnel(client, org):
+    """Sending and scheduled campaigns, each count a link to that list, the running one with
+    its progress; the last completed with its funnel numbers."""
+    profile = make_profile(org, "sandbox")
+    _campaign(org, profile, "completed", total=5, sent=5, delivered=5, read=3, replied=1)
+    last = _campaign(org, profile, "completed", total=10, sent=8, delivered=6, read=4,
+                     replied=2, failed=1, skipped=1)
+    running = _campaign(org, profile, "running", total=40, queued=10, sent=30)
+    _campaign(org, profile, "scheduled")
+    _campaign(org, profile, "draft")
+    login(client, make_user(org, "manager"))
+
+    card = _card(page_text(client, "/"), "campaigns")
+    assert _stat(card, "status=running") == "1"
+    assert _stat(card, "status=scheduled") == "1"
+    assert "status=paused" not in card
+    listed = page_text(client, "/campaigns/?status=running")
+    assert listed.count('<tr id="campaign-') == 1
+    assert page_text(client, "/campaigns/?status=running", headers=HTMX).count(
+        '<tr id="campaign-') == 1
+    assert f'id="campaign-{running.id}-progress"' in card
+    assert '<progress max="40" value="30"' in card
+    assert f'href="/campaigns/{last.id}"' in card
+    for step, count in (("sent", "8"), ("delivered", "6"), ("read", "4"), ("replied", "2")):
+        figure = card.split(f'id="card-campaigns-{step}"')[1].split("</li>")[0]
+        assert f'<span class="stat">{count}</span>' in figure, step
+
+
+def test_cards_of_a_module_switched_off_are_not_shown(client, org):
+    """Tickets and campaigns switched off: their cards go (the others stay)."""
+    login(client, org.admin)
+    page = page_text(client, "/")
+    assert 'id="card-tickets"' in page
+    assert 'id="card-campaigns"' in page
+    with organization_context(org.id):
+        foundation.set_module_enabled(org.admin, "ticketing", False)
+        foundation.set_module_enabled(org.admin, "campaigns", False)
+        db.session.flush()
+    page = page_text(client, "/")
+    assert 'id="card-tickets"' not in page
+    assert 'id="card-campaigns"' not in page
+    assert 'id="card-inbox"' in page
