@@ -24,11 +24,13 @@ from crm import create_app, embedded
 from crm.billing.cli import set_limits
 from crm.billing.plans import LIMITS, PLANS
 from crm.billing.services import sync_catalog
+from crm.campaigns import demo as campaigns_demo  # noqa: F401 - each module adds its demo part
 from crm.config import Config
 from crm.customers import demo as customers_demo  # noqa: F401 - each module adds its demo part
 from crm.extensions import socketio
 from crm.foundation.demo import seed
 from crm.processes import Child, KeepsDyingError, Supervisor
+from crm.tickets import demo as tickets_demo  # noqa: F401
 from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 from crm.whatsapp.supervisor import Supervisor as WhatsAppSupervisor
 from crm.worker import run as run_worker

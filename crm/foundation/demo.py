@@ -2,8 +2,8 @@
 
 The foundation makes the organization and its team; each module adds what shows it off
 through `add_demo` (crm/customers/demo.py: customers across the pipeline, with activities
-and scores; crm/whatsapp/demo.py: a sandbox number and its conversations). Tickets with SLA
-clocks and a finished campaign join the same way when those modules land.
+and scores; crm/whatsapp/demo.py: a sandbox number and its conversations; crm/tickets/demo.py:
+tickets with SLA clocks; crm/campaigns/demo.py: a completed campaign and its results).
 """
 
 from __future__ import annotations

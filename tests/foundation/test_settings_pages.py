@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
 
+from crm.campaigns import demo as campaigns_demo  # noqa: F401 - registers its part
+from crm.campaigns.models import Campaign, CampaignRecipient, CampaignResult, OptOut
 from crm.customers import demo as customers_demo  # noqa: F401 - registers its part
 from crm.customers.models import Customer, CustomerActivity
 from crm.extensions import db
@@ -14,6 +16,8 @@ from crm.foundation import services
 from crm.foundation.demo import DEMO_EMAIL, DEMO_PASSWORD, seed
 from crm.foundation.models import Invitation, Organization, User
 from crm.tenancy import organization_context
+from crm.tickets import demo as tickets_demo  # noqa: F401
+from crm.tickets.models import Ticket, TicketComment
 from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 from crm.whatsapp.models import Conversation
 from tests.factories import login, make_user, run_jobs
@@ -218,12 +222,16 @@ def test_dates_follow_the_organizations_time_zone(client, org):
 
 def test_seed_demo_creates_the_demo_organization_once(app):
     """`crm seed-demo` creates the demo team with a pending invitation, 300 customers in
-    every stage with activities and scores, in Arabic and English, and a sandbox number with
-    40 conversations in every state; it prints the login; a rerun says so."""
+    every stage with activities and scores, in Arabic and English, a sandbox number with
+    40 conversations in every state, tickets in several statuses with comments (one breaching
+    soon, one breached) on its conversations and customers, and a completed campaign with
+    recipients in every final state; it prints the login; a rerun says so."""
     summary = seed()
     assert DEMO_EMAIL in summary
     assert DEMO_PASSWORD in summary
     assert "300 customers" in summary
+    assert "8 tickets" in summary
+    assert "A completed campaign" in summary
     [(org_id, _user_id)] = services.login_candidates(DEMO_EMAIL)
     with organization_context(org_id):
         roles = sorted(db.session.scalars(db.select(User.role)))
@@ -245,6 +253,27 @@ def test_seed_demo_creates_the_demo_organization_once(app):
         assert any(c.assigned_user_id is None for c in conversations)
         assert any(c.unread_count for c in conversations)
         assert all(c.customer_id for c in conversations)
+        tickets = db.session.scalars(db.select(Ticket)).all()
+        assert {"open", "pending", "solved"} <= {t.status for t in tickets}
+        assert [t.sla_status for t in tickets].count("warning") == 1
+        assert [t.sla_status for t in tickets].count("breached") == 1
+        assert all(t.customer_id for t in tickets)
+        assert sum(1 for t in tickets if t.conversation_id) >= len(tickets) // 2
+        assert any(t.assignee_id is None for t in tickets if t.status == "open")
+        assert db.session.scalar(db.select(db.func.count()).select_from(TicketComment)) \
+            >= len(tickets)
+        [campaign] = db.session.scalars(db.select(Campaign)).all()
+        assert campaign.status == "completed"
+        recipients = db.session.scalars(db.select(CampaignRecipient)).all()
+        assert {r.state for r in recipients} == {"sent", "delivered", "read", "failed",
+                                                 "skipped", "unknown"}
+        assert any(r.replied_at for r in recipients)
+        results = db.session.get(CampaignResult, campaign.id).as_dict()
+        assert results["total"] == len(recipients) and results["queued"] == 0
+        assert results["replied"] == sum(1 for r in recipients if r.replied_at)
+        assert results["read"] == sum(1 for r in recipients if r.state == "read")
+        assert {o.phone for o in db.session.scalars(db.select(OptOut))} == {
+            r.phone for r in recipients if r.state == "skipped"}
     run_jobs(app)
     client = app.test_client()
     assert log_in(client, DEMO_EMAIL, DEMO_PASSWORD).status_code == 303
