@@ -644,6 +644,16 @@ def list_recipients(campaign: Campaign, state: str | None = None, after_id: int 
     return keyset_page(query, limit, lambda last: last.id)
 
 
+def recent_sends(phone: str, limit: int) -> list[tuple[CampaignRecipient, Campaign]]:
+    """The campaign messages last sent to `phone`, newest first, each with its campaign
+    (through ix_campaign_recipients_phone)."""
+    return list(db.session.execute(
+        select(CampaignRecipient, Campaign)
+        .join(Campaign, Campaign.id == CampaignRecipient.campaign_id)
+        .where(CampaignRecipient.phone == phone, CampaignRecipient.sent_at.is_not(None))
+        .order_by(CampaignRecipient.sent_at.desc()).limit(limit)).tuples())
+
+
 def failure_reasons(campaign: Campaign) -> list[tuple[str, str | None, int]]:
     """Failed and skipped recipients grouped by state and reason code, most first."""
     return [tuple(row) for row in db.session.execute(

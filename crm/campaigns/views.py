@@ -45,7 +45,9 @@ from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, fragment, is_htmx, me, page, see_other
 from crm.whatsapp import media
+from crm.whatsapp.live import add_contact_section
 from crm.whatsapp.profiles import access_profile, list_profiles
+from crm.whatsapp.services import access_conversation
 from crm.whatsapp.views import PROVIDER_LABELS
 
 blueprint = Blueprint("campaigns", __name__, url_prefix="/campaigns")
@@ -56,6 +58,7 @@ PICK_LIMIT = 10
 PREVIEW_CANDIDATES = 20
 CHOSEN_SHOWN = 200
 HISTORY_SHOWN = 10
+RECENT_SENDS = 3  # campaign messages the inbox's panel lists
 VARIABLES = ("{name}", "{first_name}", "{company}")
 AUDIENCE_LABELS = {"segment_id": lazy_gettext("A segment"), "tag": lazy_gettext("A tag"),
                    "customer_ids": lazy_gettext("Chosen customers"),
@@ -622,12 +625,34 @@ def record_consent(customer_id: int):
 
 def consent_panel(customer: Customer) -> dict[str, Any]:
     """The customer page's consent card: opted out now or not, and the ledger's last words."""
-    phones = [customer.phone] if customer.phone else []
-    history = consent.consent_history(phones, customer.id, HISTORY_SHOWN)
-    return {"opted_out": bool(customer.phone) and consent.is_opted_out(customer.phone),
+    return consent_state(customer.phone, customer.id)
+
+
+def consent_state(phone: str | None, customer_id: int | None) -> dict[str, Any]:
+    """What the consent card shows of a phone (and of the customer, if known)."""
+    history = consent.consent_history([phone] if phone else [], customer_id, HISTORY_SHOWN)
+    return {"phone": phone, "customer_id": customer_id,
+            "opted_out": bool(phone) and consent.is_opted_out(phone),
             "consent_history": history, "action_labels": CONSENT_ACTION_LABELS,
             "method_labels": CONSENT_METHOD_LABELS}
 
 
+@blueprint.get("/conversations/<int:conversation_id>")
+@require("whatsapp", "read")
+def conversation_campaigns(conversation_id: int):
+    """The inbox panel's campaigns section: whether the contact receives campaigns (the
+    customer page's consent card) and the campaign messages last sent to them. Every reader
+    of the panel loads it; it is empty for those who do not see campaigns (agents)."""
+    conversation = access_conversation(conversation_id, me())
+    if not can("campaigns", "read"):
+        return fragment(None)
+    customer_id = conversation.customer_id if can("crm", "read") else None
+    return fragment("campaigns/_conversation_section.html", conversation=conversation,
+                    panel_data=consent_state(conversation.contact_phone, customer_id),
+                    sends=services.recent_sends(conversation.contact_phone, RECENT_SENDS)
+                    if conversation.contact_phone else [])
+
+
 customer_views.add_customer_panel(customer_views.CustomerPanel(
     "campaigns/_consent_panel.html", "campaigns", "read", consent_panel))
+add_contact_section("campaigns/_conversation_campaigns.html", "campaigns")

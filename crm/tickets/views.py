@@ -465,8 +465,12 @@ def conversation_tickets(conversation_id: int):
 def _conversation_section(conversation, status: int = 200, **context):
     tickets, _more = services.list_tickets(
         me(), services.TicketFilters(conversation_id=conversation.id), None, SECTION_LIMIT)
+    customer_tickets = services.open_tickets_of_customer(
+        me(), conversation.customer_id, conversation.id, SECTION_LIMIT) \
+        if conversation.customer_id else []
     return fragment("tickets/_conversation_section.html", status, conversation=conversation,
-                    tickets=tickets, suggestion=services.suggestion_for(conversation.id),
+                    tickets=tickets, customer_tickets=customer_tickets,
+                    suggestion=services.suggestion_for(conversation.id),
                     types=services.list_types(), **context)
 
 

@@ -269,7 +269,8 @@ def test_seed_demo_creates_the_demo_organization_once(app):
                                                  "skipped", "unknown"}
         assert any(r.replied_at for r in recipients)
         results = db.session.get(CampaignResult, campaign.id).as_dict()
-        assert results["total"] == len(recipients) and results["queued"] == 0
+        assert results["total"] == len(recipients)
+        assert results["queued"] == 0
         assert results["replied"] == sum(1 for r in recipients if r.replied_at)
         assert results["read"] == sum(1 for r in recipients if r.state == "read")
         assert {o.phone for o in db.session.scalars(db.select(OptOut))} == {

@@ -9,11 +9,19 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from crm.campaigns import consent
+from crm.campaigns.models import Campaign, CampaignRecipient
 from crm.extensions import db
+from crm.models import utcnow
 from crm.tenancy import organization_context
+from crm.tickets import services as tickets
+from crm.tickets.models import Ticket
 from crm.whatsapp.models import CannedReply, Conversation, ConversationNote, Message
+from tests.campaigns.factories import make_campaign
+from tests.customers.factories import make_customer
 from tests.factories import login, make_org, make_user
 from tests.foundation import HTMX
+from tests.tickets.factories import make_ticket
 from tests.whatsapp.factories import (
     make_conversation,
     make_message,
@@ -288,3 +296,77 @@ def test_sending_asks_first_when_a_teammate_replied_meanwhile(client, org, sandb
                        headers=HTMX)
     assert sent.status_code == 200
     assert _count(org.id, Message) == 3
+
+
+# -- the customer beside the chat: tickets and campaigns ------------------------------------
+
+def _customer_in_conversation(org, sandbox):
+    """A customer with a conversation, a ticket opened from it and one opened by phone."""
+    customer = make_customer(org, name="Huda", phone="0501234567")
+    conversation = make_conversation(sandbox, "+966501234567", customer_id=customer.id)
+    from_chat = make_ticket(org, subject="Broken lid", conversation_id=conversation.id)
+    by_phone = make_ticket(org, subject="Invoice by phone", customer_id=customer.id)
+    solved = make_ticket(org, subject="Old question", customer_id=customer.id)
+    with organization_context(org.id):
+        tickets.update_ticket(org.admin, db.session.get(Ticket, solved.id), {"status": "solved"})
+        db.session.flush()
+    return customer, conversation, from_chat, by_phone
+
+
+def test_the_panel_lists_the_customers_open_tickets_beside_the_conversations(client, org,
+                                                                            sandbox):
+    """The panel's tickets section: the conversation's tickets, then the customer's other
+    open tickets (a solved one is not among them)."""
+    _customer, conversation, from_chat, by_phone = _customer_in_conversation(org, sandbox)
+    login(client, org.admin)
+    assert f"/tickets/conversations/{conversation.id}" in page_text(
+        client, f"/inbox/conversations/{conversation.id}")
+
+    section = page_text(client, f"/tickets/conversations/{conversation.id}", headers=HTMX)
+    own, others = section.split('id="conversation-' f'{conversation.id}-customer-tickets"')
+    assert f'href="/tickets/{from_chat.id}"' in own
+    assert f'href="/tickets/{by_phone.id}"' in others
+    assert "Old question" not in section
+
+
+def _sent_campaign(org, sandbox, phone: str, name: str, state: str = "read"):
+    """A completed campaign whose message to `phone` reached `state`."""
+    campaign = make_campaign(org, sandbox, name=name)
+    with organization_context(org.id):
+        db.session.get(Campaign, campaign.id).status = "completed"
+        db.session.add(CampaignRecipient(organization_id=org.id, campaign_id=campaign.id,
+                                         phone=phone, state=state, sent_at=utcnow()))
+        db.session.flush()
+    return campaign
+
+
+def test_the_panel_shows_campaign_consent_and_the_last_campaign_messages(client, org,
+                                                                        sandbox, agent):
+    """Managers see whether the contact receives campaigns (the customer page's consent
+    card) and the campaigns last sent to them; an agent's panel shows no campaigns."""
+    customer, conversation, _chat, _phone = _customer_in_conversation(org, sandbox)
+    campaign = _sent_campaign(org, sandbox, "+966501234567", "Spring sale")
+    _sent_campaign(org, sandbox, "+966509999999", "Someone else's")
+    login(client, make_user(org, "manager"))
+    panel = page_text(client, f"/inbox/conversations/{conversation.id}")
+    url = f"/campaigns/conversations/{conversation.id}"
+    assert f'hx-get="{url}"' in panel
+
+    section = page_text(client, url, headers=HTMX)
+    assert 'class="badge on consent-state"' in section
+    assert f'href="/campaigns/{campaign.id}"' in section
+    assert "Spring sale" in section
+    assert "Someone else" not in section
+    with organization_context(org.id):
+        consent.record("opt_out", "+966501234567", method="keyword", customer_id=customer.id,
+                       text="STOP")
+        db.session.flush()
+    assert 'class="badge off consent-state"' in page_text(client, url, headers=HTMX)
+
+    login(client, agent)
+    with organization_context(org.id):
+        db.session.get(Conversation, conversation.id).assigned_user_id = agent.id
+        db.session.flush()
+    nothing = page_text(client, url, headers=HTMX)
+    assert f'id="conversation-{conversation.id}-campaigns"' not in nothing
+    assert "consent-state" not in nothing

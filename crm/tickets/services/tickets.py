@@ -651,6 +651,20 @@ def list_tickets(user: User, filters: TicketFilters, after: str | None = None, l
     return rows, encode_cursor("id", last)
 
 
+def open_tickets_of_customer(user: User, customer_id: int, other_than_conversation: int,
+                             limit: int) -> list[Ticket]:
+    """The customer's unsolved tickets `user` may see that are not of this conversation (the
+    inbox's panel lists those of the conversation already), newest first."""
+    query = (select(Ticket).where(Ticket.customer_id == customer_id,
+                                  Ticket.status.in_(UNSOLVED_STATUSES),
+                                  Ticket.conversation_id.is_distinct_from(
+                                      other_than_conversation))
+             .order_by(Ticket.id.desc()).limit(limit))
+    if sees_only_assigned(user):
+        query = query.where(Ticket.assignee_id == user.id)
+    return list(db.session.scalars(query))
+
+
 def _view(query, filters: TicketFilters, user: User):
     unsolved = filters.status is None
     if filters.view == "mine":
