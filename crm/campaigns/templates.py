@@ -11,6 +11,7 @@ that disappears or loses its approval is caught when the campaign starts.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask_babel import gettext as _
@@ -18,6 +19,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from crm.campaigns.models import WhatsAppTemplate
+from crm.campaigns.rendering import placeholder_count, template_body
 from crm.campaigns.settings import number_settings_row
 from crm.errors import ConflictError
 from crm.extensions import db
@@ -44,6 +46,31 @@ def list_templates(profile: WhatsAppProfile, approved_only: bool = False
         query = query.where(WhatsAppTemplate.status == APPROVED)
     return list(db.session.scalars(query.order_by(WhatsAppTemplate.name,
                                                   WhatsAppTemplate.language)))
+
+
+@dataclass(frozen=True)
+class TemplateChoice:
+    """A template as forms offer it: its body's text and how many parameters it takes."""
+
+    id: int
+    name: str
+    language: str
+    category: str
+    status: str
+    body: str
+    parameters: int
+
+
+def template_choices(profile: WhatsAppProfile, approved_only: bool = False
+                     ) -> list[TemplateChoice]:
+    """The number's templates as forms offer them (a campaign's message, the inbox's
+    composer once the 24-hour window has closed); none for numbers other than cloud ones."""
+    if profile.provider != "cloud":
+        return []
+    return [TemplateChoice(t.id, t.name, t.language, t.category, t.status,
+                           template_body(t.components),
+                           placeholder_count(template_body(t.components)))
+            for t in list_templates(profile, approved_only)]
 
 
 def find_template(profile_id: int, name: str, language: str) -> WhatsAppTemplate | None:

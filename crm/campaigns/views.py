@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, request, url_for
@@ -32,7 +31,7 @@ from crm.campaigns.labels import (
     STATUS_LABELS,
 )
 from crm.campaigns.models import MESSAGING_LIMITS, RECIPIENT_STATES, STATUSES, Campaign
-from crm.campaigns.rendering import placeholder_count, template_body
+from crm.campaigns.templates import TemplateChoice
 from crm.customers import services as customers
 from crm.customers import views as customer_views
 from crm.customers.imports import IMPORT_MAX_BYTES
@@ -179,24 +178,8 @@ def _local_input(moment) -> str:
     return moment.astimezone(customers.organization_timezone()).strftime("%Y-%m-%dT%H:%M")
 
 
-@dataclass(frozen=True)
-class TemplateChoice:
-    id: int
-    name: str
-    language: str
-    category: str
-    status: str
-    body: str
-    parameters: int
-
-
 def _templates(campaign: Campaign) -> list[TemplateChoice]:
-    if campaign.profile.provider != "cloud":
-        return []
-    return [TemplateChoice(t.id, t.name, t.language, t.category, t.status,
-                           template_body(t.components),
-                           placeholder_count(template_body(t.components)))
-            for t in templates.list_templates(campaign.profile)]
+    return templates.template_choices(campaign.profile)
 
 
 def _chosen_template(campaign: Campaign, choices: list[TemplateChoice],

@@ -611,8 +611,9 @@ def send_media(conversation: Conversation, sender: User, upload, caption: object
 
 
 def send_template(conversation: Conversation, sender: User, name: object, language: object,
-                  parameters: object = ()) -> Message:
-    """Send an approved template (the only kind allowed outside the 24-hour window)."""
+                  parameters: object = (), body: str | None = None) -> Message:
+    """Send an approved template (the only kind allowed outside the 24-hour window); the
+    thread shows `body`, its text as filled in, when the caller knows it (else its name)."""
     fields = {}
     if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,512}", name):
         fields["template_name"] = _("Enter the template's name as approved by WhatsApp.")
@@ -623,7 +624,7 @@ def send_template(conversation: Conversation, sender: User, name: object, langua
         fields["template_parameters"] = _("Parameters must be a list of texts.")
     if fields:
         raise ValidationError(fields)
-    return queue_outbound(conversation, sender, type_="template", body=name,
+    return queue_outbound(conversation, sender, type_="template", body=body or name,
                           content={"template": {"name": name, "language": language,
                                                 "parameters": list(parameters)}})
 

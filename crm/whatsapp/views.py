@@ -41,8 +41,8 @@ from crm.permissions import can, require, sees_only_assigned
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, form_text, htmx_response, is_htmx, me, see_other
+from crm.whatsapp import approved_templates, live, media, presence, profiles, services
 from crm.whatsapp import inbox as inbox_services
-from crm.whatsapp import live, media, presence, profiles, services
 from crm.whatsapp.models import CONVERSATION_STATUSES, Conversation, Message, WhatsAppProfile
 
 blueprint = Blueprint("whatsapp", __name__)
@@ -239,14 +239,30 @@ def inbox():
 def _composer_context(conversation: Conversation, errors: dict | None = None,
                       values: object = None, reply_to: Message | None = None,
                       replied: Message | None = None, seen_id: int | None = None) -> dict:
-    """The composer's variables; `seen_id`, the newest message shown, when the page has it."""
-    return {"window_open": services.window_open(conversation), "composer_errors": errors or {},
+    """The composer's variables; `seen_id`, the newest message shown, when the page has it.
+    Once the 24-hour window has closed: the number's approved templates instead."""
+    window_open = services.window_open(conversation)
+    return {"window_open": window_open, "composer_errors": errors or {},
             "composer_values": values or {}, "reply_to": reply_to, "replied": replied,
             "seen_id": seen_id if seen_id is not None
             else inbox_services.latest_message_id(conversation),
             "enter_sends": inbox_services.enter_sends(me()),
             "upload_types": sorted(t for types, _limit in media.ALLOWED_UPLOADS.values()
-                                   for t in types)}
+                                   for t in types),
+            **({} if window_open else template_context(conversation, values or {}))}
+
+
+def template_context(conversation: Conversation, values: object) -> dict:
+    """The approved templates, the one picked (the first until one is), its parameters as
+    typed and its body filled in for the contact."""
+    choices = approved_templates.approved(conversation)
+    picked = approved_templates.chosen(choices, values.get("template_id")) or (
+        choices[0] if choices else None)
+    parameters = values.getlist("parameters") if hasattr(values, "getlist") else []
+    return {"templates": choices, "template": picked, "template_parameters": parameters,
+            "template_preview": approved_templates.preview(
+                picked, parameters, approved_templates.contact_variables(conversation))
+            if picked else None}
 
 
 def _conversation_context(conversation: Conversation, **composer) -> dict:
@@ -385,16 +401,26 @@ def send_message(conversation_id: int):
 @blueprint.post("/inbox/conversations/<int:conversation_id>/template")
 @require("whatsapp", "write")
 def send_template(conversation_id: int):
-    """Send an approved template: the only message allowed once the 24-hour window closed."""
+    """Send one of the number's approved templates, its parameters filled in for the contact:
+    the only message allowed once the 24-hour window closed."""
     conversation = _conversation(conversation_id)
     try:
-        parameters = [line.strip() for line in form_text("template_parameters").splitlines()
-                      if line.strip()]
-        message = services.send_template(conversation, me(), form_text("template_name").strip(),
-                                         form_text("template_language").strip(), parameters)
+        message = approved_templates.send_approved_template(
+            conversation, me(), request.form.get("template_id"),
+            request.form.getlist("parameters"))
     except ValidationError as exc:
         return _composer_refused(conversation, exc)
     return _sent(conversation, message)
+
+
+@blueprint.get("/inbox/conversations/<int:conversation_id>/template")
+@require("whatsapp", "write")
+def template_fields(conversation_id: int):
+    """The picked template's parameter fields and its body filled in for the contact (the
+    composer asks again as the agent picks and types)."""
+    conversation = _conversation(conversation_id)
+    return render_template("whatsapp/_template_fields.html", conversation=conversation,
+                           composer_errors={}, **template_context(conversation, request.args))
 
 
 def panel_answer(conversation: Conversation, status: int = 200, errors: dict | None = None,

@@ -15,6 +15,8 @@ from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.whatsapp import media
 from crm.whatsapp.models import Conversation, Message
+from tests.campaigns.factories import make_template
+from tests.customers.factories import make_customer
 from tests.factories import login, make_org, make_user, run_jobs
 from tests.foundation import HTMX
 from tests.queries import count_queries
@@ -507,15 +509,16 @@ def test_a_reply_quotes_its_message(client, org, conversation, sandbox):
 
 def test_outside_the_window_the_composer_offers_only_a_template(client, org):
     """A cloud conversation whose customer last wrote over 24 hours ago: the composer says so
-    before anything is typed and shows the template form; a text is refused, a template goes."""
+    before anything is typed and offers the number's approved templates; a text is refused."""
     cloud = make_profile(org, "cloud")
+    make_template(org, cloud, name="order_update", body="Hello {{1}}")
     closed = make_conversation(cloud, last_inbound_at=utcnow() - timedelta(hours=25))
     open_ = make_conversation(cloud, last_inbound_at=utcnow() - timedelta(hours=1))
     login(client, org.admin)
 
     html = page_text(client, f"/inbox/conversations/{closed.id}")
     assert "The 24-hour window has closed." in html
-    assert 'name="template_name"' in html
+    assert 'name="template_id"' in html
     assert 'name="text"' not in html
     assert 'name="text"' in page_text(client, f"/inbox/conversations/{open_.id}")
 
@@ -523,20 +526,83 @@ def test_outside_the_window_the_composer_offers_only_a_template(client, org):
                           headers=HTMX)
     assert refused.status_code == 422
     assert "The 24-hour window has closed" in refused.get_data(as_text=True)
-    bad = client.post(f"/inbox/conversations/{closed.id}/template",
-                      data={"template_name": "Bad Name", "template_language": "ar"}, headers=HTMX)
-    assert bad.status_code == 422
-    assert 'value="Bad Name"' in bad.get_data(as_text=True)
     assert _messages(org.id, closed.id) == []
 
+
+def _templates_of(org, cloud):
+    """An approved template with two parameters, a rejected one, and another number's."""
+    offered = make_template(org, cloud, name="order_update", language="ar",
+                            body="مرحبا {{1}}، طلبك {{2}} في الطريق")
+    rejected = make_template(org, cloud, name="old_offer", status="REJECTED")
+    elsewhere = make_template(org, make_profile(org, "cloud"), name="other_number")
+    return offered, rejected, elsewhere
+
+
+def test_the_closed_window_composer_picks_a_synced_template_previewed_for_the_customer(
+        client, org):
+    """The picker lists the number's approved templates only; picking one shows a field per
+    parameter and the body filled in for the conversation's customer ({first_name} is
+    theirs); sending it goes through the outbox with the filled body in the thread."""
+    cloud = make_profile(org, "cloud")
+    offered, rejected, elsewhere = _templates_of(org, cloud)
+    customer = make_customer(org, name="Fatima Khan", phone="0501234567")
+    closed = make_conversation(cloud, "+966501234567", customer_id=customer.id,
+                               contact_name="WhatsApp name",
+                               last_inbound_at=utcnow() - timedelta(days=2))
+    login(client, org.admin)
+
+    html = page_text(client, f"/inbox/conversations/{closed.id}")
+    picker = html.split('name="template_id"')[1].split("</select>")[0]
+    assert re.findall(r'<option value="(\d+)"', picker) == [str(offered.id)]
+    assert html.count(f'id="composer-{closed.id}-parameter-') == 2
+    assert "مرحبا {{1}}، طلبك {{2}} في الطريق" in html
+
+    fields = page_text(client, f"/inbox/conversations/{closed.id}/template", headers=HTMX,
+                       query_string={"template_id": offered.id,
+                                     "parameters": ["{first_name}", "A-1234"]})
+    assert "مرحبا Fatima، طلبك A-1234 في الطريق" in fields
+
     sent = client.post(f"/inbox/conversations/{closed.id}/template", headers=HTMX, data={
-        "template_name": "order_update", "template_language": "ar",
-        "template_parameters": "Fatima\n\n1234\n"})
+        "template_id": offered.id, "parameters": ["{first_name}", "A-1234"]})
     assert sent.status_code == 200
     [message] = _messages(org.id, closed.id)
     assert message.type == "template"
     assert message.content["template"] == {
-        "name": "order_update", "language": "ar", "parameters": ["Fatima", "1234"]}
+        "name": "order_update", "language": "ar", "parameters": ["Fatima", "A-1234"]}
+    assert message.body == "مرحبا Fatima، طلبك A-1234 في الطريق"
+    assert "مرحبا Fatima، طلبك A-1234 في الطريق" in sent.get_data(as_text=True)
+
+
+def test_only_an_approved_template_with_every_parameter_is_sent(client, org):
+    """Another number's template, a rejected one, a missing or empty parameter, or a NUL:
+    422 with the reason beside the picker, and nothing is queued."""
+    cloud = make_profile(org, "cloud")
+    offered, rejected, elsewhere = _templates_of(org, cloud)
+    closed = make_conversation(cloud, last_inbound_at=utcnow() - timedelta(days=2))
+    login(client, org.admin)
+
+    for data, reason in (
+            ({"template_id": rejected.id, "parameters": ["a"]}, "approved templates"),
+            ({"template_id": elsewhere.id}, "approved templates"),
+            ({"template_id": "x"}, "approved templates"),
+            ({"template_id": offered.id, "parameters": ["only one"]}, "every parameter"),
+            ({"template_id": offered.id, "parameters": ["{company}", "1"]}, "every parameter"),
+            ({"template_id": offered.id, "parameters": ["a\x00b", "1"]}, "one line")):
+        refused = client.post(f"/inbox/conversations/{closed.id}/template", data=data,
+                              headers=HTMX)
+        assert refused.status_code == 422, data
+        assert reason in refused.get_data(as_text=True), data
+    assert _messages(org.id, closed.id) == []
+
+
+def test_a_cloud_number_without_synced_templates_says_so(client, org):
+    """No approved template yet: the composer says why there is nothing to send."""
+    closed = make_conversation(make_profile(org, "cloud"),
+                               last_inbound_at=utcnow() - timedelta(days=2))
+    login(client, org.admin)
+    html = page_text(client, f"/inbox/conversations/{closed.id}")
+    assert f'id="composer-{closed.id}-no-templates"' in html
+    assert 'name="template_id"' not in html
 
 
 def test_a_failed_message_shows_the_reason_and_can_be_retried(client, app, org, conversation):
