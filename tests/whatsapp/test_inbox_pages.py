@@ -544,7 +544,7 @@ def test_the_closed_window_composer_picks_a_synced_template_previewed_for_the_cu
     parameter and the body filled in for the conversation's customer ({first_name} is
     theirs); sending it goes through the outbox with the filled body in the thread."""
     cloud = make_profile(org, "cloud")
-    offered, rejected, elsewhere = _templates_of(org, cloud)
+    offered, _rejected, _elsewhere = _templates_of(org, cloud)
     customer = make_customer(org, name="Fatima Khan", phone="0501234567")
     closed = make_conversation(cloud, "+966501234567", customer_id=customer.id,
                                contact_name="WhatsApp name",
