@@ -61,7 +61,8 @@ def _count(*conditions):
     return select(func.count()).select_from(Ticket).where(*conditions).scalar_subquery()
 
 
-def breaching_soon(user: User, limit: int = SOONEST) -> list[tuple[Ticket, badges.Badge]]:
+def breaching_soon(user: User, limit: int = SOONEST
+                   ) -> list[tuple[Ticket, badges.Badge | None]]:
     """The tickets whose SLA breaches soonest (an agent's own), each with the clock that
     warns."""
     query = (select(Ticket).where(Ticket.sla_status == "warning")
