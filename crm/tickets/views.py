@@ -40,6 +40,8 @@ blueprint = Blueprint("tickets", __name__, url_prefix="/tickets")
 PAGE = 50
 TIMELINE_PAGE = 30
 SECTION_LIMIT = 10  # tickets a customer's or a conversation's section lists
+# The rows of a list whose badges count down (six pages): their ids fit in a request line.
+LIVE_BADGES = 300
 TRIGGER = "ticketsChanged"
 
 STATUS_LABELS = {"open": lazy_gettext("Open"), "pending": lazy_gettext("Pending"),
@@ -200,7 +202,26 @@ def list_tickets():
                "filtered": any(key != "view" for key in params)}
     if is_htmx():
         return fragment("tickets/_rows.html", **context)
-    return page("tickets/list.html", values=params, **shared_choices(), **context)
+    return page("tickets/list.html", values=params, **shared_choices(), **context,
+                **_badge_poll(tickets))
+
+
+@blueprint.get("/sla")
+@require("ticketing", "read")
+def list_sla():
+    """The SLA badges of a list's rows, which the list asks for again and again as a ticket's
+    page asks for its card: they count down. Each swaps itself in its row."""
+    ids = [parse_id(raw) for raw in request.args.getlist("sla_ids")[:LIVE_BADGES]]
+    tickets = services.tickets_among(me(), [ticket_id for ticket_id in ids if ticket_id])
+    return render_template("tickets/_list_sla.html", tickets=tickets, **_badge_poll(tickets))
+
+
+def _badge_poll(tickets: list[Ticket]) -> dict:
+    """How soon the list asks for its badges again: as a ticket's page would for the most
+    pressing of them, and every SLOW_POLL seconds at least, for the rows a change brings."""
+    shown = [badge for ticket in tickets for badge in badges.badges(ticket)]
+    return {"badge_poll": badges.poll_seconds(shown) or badges.SLOW_POLL,
+            "live_badges": LIVE_BADGES}
 
 
 @blueprint.post("/bulk")

@@ -112,3 +112,26 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
     screenshot(agent, "ticket-solved-phone-ar")
     assert browsing.csp_violations() == []
     assert browsing.dialogs == []
+
+
+def test_the_lists_badges_count_down_without_a_reload(browsing, live_server):
+    """On the tickets list, as on a ticket's page, a running clock's badge counts down on
+    screen, in Arabic-Indic digits, while the page stays as it was loaded."""
+    admin = live_server.make_account()
+    org_id = admin.organization_id
+    _business_all_week(live_server, org_id)
+    with live_server.transaction(org_id):
+        ticket = tickets.create_ticket(db.session.get(User, admin.user_id),
+                                       {"subject": PROBLEM, "priority": "urgent"})
+        ticket_id = ticket.id
+
+    page = browsing.new_page(account=admin)
+    page.goto("/tickets/")
+    badge = page.locator(f"#ticket-{ticket_id}-sla-compact")
+    expect(badge).to_contain_text("متبقٍ")
+    shown = badge.inner_text()
+    assert any("٠" <= char <= "٩" for char in shown), shown
+    page.evaluate("window.loadedOnce = true")  # a reload would forget it
+    expect(badge).not_to_have_text(shown, timeout=15_000)
+    assert page.evaluate("window.loadedOnce === true")
+    assert browsing.csp_violations() == []

@@ -20,6 +20,7 @@ from crm.tickets.models import Ticket, TicketComment
 from tests.customers.factories import make_customer
 from tests.factories import login, make_org, make_user
 from tests.foundation import HTMX, arabic, ident
+from tests.queries import assert_max_queries
 from tests.tickets.factories import (
     backdate,
     make_attachment,
@@ -280,6 +281,58 @@ def test_badges_count_down_in_arabic_indic_digits_in_saudi_arabia(client, org, a
     assert re.search(r"[٠-٩]", html)
     assert 'hx-trigger="every 5s"' in html
     assert not re.search(r'class="sla-text">[^<]*[0-9]', html)
+
+
+def _due_in(org, ticket, delta: timedelta) -> None:
+    with organization_context(ident(org)):
+        db.session.get(Ticket, ident(ticket)).first_response_due_at = utcnow() + delta
+        db.session.flush()
+
+
+def test_the_lists_badges_poll_as_a_tickets_page_does(client, org, admin):
+    """The list asks for its rows' badges again, every 5 s while a clock is under an hour
+    away, each row's badge naming its ticket for it."""
+    close = make_ticket(org, priority="urgent")
+    _due_in(org, close, timedelta(minutes=42))
+    html = text_of(client.get("/tickets/"))
+    poller = re.search(r'<div id="ticket-sla-poll"[^>]*>', html).group(0)
+    assert 'hx-get="/tickets/sla"' in poller
+    assert 'hx-trigger="every 5s"' in poller
+    assert f'name="sla_ids" value="{ident(close)}"' in html
+
+
+def test_the_lists_badges_count_down_in_arabic_indic_digits(client, org, admin):
+    """Asked again, the list's badges come back each swapped in its place (out of band), in
+    the reader's digits, with the poller and its next interval."""
+    close, far = make_ticket(org, priority="urgent"), make_ticket(org, priority="low")
+    _due_in(org, close, timedelta(minutes=42, seconds=30))
+    _due_in(org, far, timedelta(hours=5))
+    url = f"/tickets/sla?sla_ids={ident(close)}&sla_ids={ident(far)}"
+    client.get(url, headers=HTMX)  # what the factories left to deliver
+    with assert_max_queries(3):  # the session, the module switches, the tickets
+        response = client.get(url, headers=HTMX)
+    html = text_of(response)
+    badge = re.search(rf'<span id="ticket-{ident(close)}-sla-compact"[^>]*>(.*?)</span>',
+                      html, re.S)
+    assert 'hx-swap-oob="true"' in badge.group(0)
+    assert re.search(r"[٠-٩]", badge.group(1))
+    assert not re.search(r"[0-9]", badge.group(1).split(">")[-1])
+    assert f'id="ticket-{ident(far)}-sla-compact"' in html
+    assert 'id="ticket-sla-poll"' in html
+    assert 'hx-trigger="every 5s"' in html
+
+
+def test_the_lists_badges_show_only_tickets_the_reader_may_see(client, org):
+    """Ids of another organization's tickets, or of an agent's colleague's, get nothing."""
+    agent = make_user(org, "agent")
+    theirs, colleagues = make_ticket(org, assignee_id=agent.id), make_ticket(org)
+    elsewhere = make_ticket(make_org())
+    login(client, agent)
+    ids = "&".join(f"sla_ids={ident(t)}" for t in (theirs, colleagues, elsewhere))
+    html = text_of(client.get(f"/tickets/sla?{ids}&sla_ids=junk", headers=HTMX))
+    shown = {int(found) for found in re.findall(r'id="ticket-(\d+)-sla-compact"', html)}
+    assert shown == {ident(theirs)}
+    assert 'hx-trigger="every 30s"' in html
 
 
 def test_badges_say_overdue_in_english_with_latin_digits(client, org):

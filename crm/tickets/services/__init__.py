@@ -58,6 +58,7 @@ from crm.tickets.services.tickets import (
     open_tickets_of_customer,
     parse_filters,
     sla_summary,
+    tickets_among,
     update_ticket,
 )
 
@@ -73,6 +74,6 @@ __all__ = [
     "parse_filters", "remove_holiday",
     "remove_keyword", "rename_holiday", "set_business_hours", "set_policies", "settings",
     "sla_preview", "sla_summary", "suggestion_for", "suggestions", "tickets",
-    "top_up_holidays", "update_escalation_rule", "update_settings", "update_ticket",
-    "update_type",
+    "tickets_among", "top_up_holidays", "update_escalation_rule", "update_settings",
+    "update_ticket", "update_type",
 ]
