@@ -61,6 +61,7 @@ blueprint = Blueprint("customers", __name__, url_prefix="/customers")
 PAGE = 50
 TIMELINE_PAGE = 20
 MERGE_CANDIDATES = 10
+PICKS = 10  # customers a form's customer field offers for a search
 TEAM_LIMIT = 500
 
 SOURCE_LABELS = {"manual": lazy_gettext("Added by hand"), "whatsapp": lazy_gettext("WhatsApp"),
@@ -375,6 +376,21 @@ def merge_candidates(customer_id: int):
     if is_htmx():
         return render_template("customers/_merge_results.html", **context)
     return render_template("customers/merge.html", **context)
+
+
+@blueprint.get("/pick")
+@require("crm", "read")
+def pick_customer():
+    """A form's customer field (a ticket's, say): the customers whose name or phone matches
+    the search, as radio buttons of `customer_id`, the one already chosen kept first."""
+    query = request.args.get("q", "").replace("\x00", "").strip()[:100]
+    chosen = services.resolve_customer(parse_id(request.args.get("customer_id")))
+    found: list[Customer] = []
+    if query:
+        rows, _next = services.list_customers(services.CustomerFilters(search=query),
+                                              limit=PICKS + 1)
+        found = [row for row in rows if not chosen or row.id != chosen.id][:PICKS]
+    return render_template("customers/_pick.html", chosen=chosen, found=found, query=query)
 
 
 @blueprint.post("/<int:customer_id>/merge")

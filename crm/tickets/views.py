@@ -18,6 +18,7 @@ from flask_babel import lazy_gettext, ngettext
 from sqlalchemy import select
 
 from crm import navigation
+from crm.customers.models import Customer
 from crm.customers.services import access_customer, resolve_customer
 from crm.customers.views import CustomerPanel, add_customer_panel
 from crm.errors import ConflictError, NotFoundError, ValidationError
@@ -277,26 +278,22 @@ def _prefill(params: Mapping) -> dict:
 def new_ticket():
     if request.method == "GET":
         return page("tickets/new.html", values=_prefill(request.args), **shared_choices(),
-                    customer=_customer_name(request.args.get("customer_id")))
+                    chosen=_chosen_customer(request.args.get("customer_id")))
     data = {name: request.form.get(name) or None for name in NEW_FIELDS}
     try:
         ticket = services.create_ticket(me(), data)
     except (ValidationError, ConflictError) as exc:
         return page("tickets/new.html", exc.status, values=request.form, errors=exc.fields,
                     form_error=exc.message if not exc.fields else None, **shared_choices(),
-                    customer=_customer_name(request.form.get("customer_id")))
+                    chosen=_chosen_customer(request.form.get("customer_id")))
     flash(_("Ticket #%(number)s was opened.", number=ticket.number), "success")
     return see_other("tickets.show_ticket", ticket_id=ticket.id)
 
 
-def _customer_name(raw: object) -> str | None:
-    """The name of the customer a new ticket is for, when the CRM is on and it exists."""
-    customer_id = parse_id(raw)
-    if not customer_id or not module_enabled("crm"):
-        return None
-
-    customer = resolve_customer(customer_id)
-    return customer.name if customer else None
+def _chosen_customer(raw: object) -> Customer | None:
+    """The customer the new ticket is for, as its customer field shows it: of the
+    organization, when the user may read the CRM (which is on)."""
+    return resolve_customer(parse_id(raw)) if can("crm", "read") else None
 
 
 # -- one ticket --------------------------------------------------------------------------------

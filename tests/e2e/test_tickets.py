@@ -5,12 +5,16 @@ it; the SLA badges count down on screen meanwhile."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
+from crm.customers import services as customers
 from crm.extensions import db
 from crm.foundation.models import Organization, User
 from crm.tickets import services as tickets
+from crm.tickets.models import Ticket
 from crm.whatsapp import services as whatsapp
 from crm.whatsapp.models import Conversation
 from tests.e2e.conftest import PHONE, screenshot
@@ -134,4 +138,34 @@ def test_the_lists_badges_count_down_without_a_reload(browsing, live_server):
     page.evaluate("window.loadedOnce = true")  # a reload would forget it
     expect(badge).not_to_have_text(shown, timeout=15_000)
     assert page.evaluate("window.loadedOnce === true")
+    assert browsing.csp_violations() == []
+
+
+def test_a_new_ticket_is_attached_to_a_customer_found_with_the_keyboard(browsing, live_server):
+    """On the new-ticket form an agent types part of a customer's name, arrows to the match
+    and opens the ticket with Enter: it is the customer's ticket."""
+    admin = live_server.make_account()
+    org_id = admin.organization_id
+    with live_server.transaction(org_id):
+        customer = customers.create_customer(db.session.get(User, admin.user_id),
+                                             {"name": "هدى صالح", "phone": "0501234567"})
+        db.session.flush()
+        customer_id = customer.id
+
+    page = browsing.new_page(account=admin)
+    page.goto("/tickets/new")
+    page.get_by_label("الموضوع").fill(PROBLEM)
+    search = page.locator("#field-customer-search")
+    search.fill("هدى")
+    search.press("Enter")  # searches; it does not send the form
+    match = page.locator(f"#customer-picks input[value='{customer_id}']")
+    expect(match).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"/tickets/new$"))
+    page.locator("#customer-picks input[value='']").focus()
+    page.keyboard.press("ArrowDown")  # radio buttons: the arrow checks the next one
+    expect(match).to_be_checked()
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_contain_text(PROBLEM)
+    with live_server.transaction(org_id):
+        assert db.session.scalar(db.select(Ticket.customer_id)) == customer_id
     assert browsing.csp_violations() == []

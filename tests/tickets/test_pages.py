@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from crm.extensions import db
 from crm.foundation import notifications
@@ -383,6 +383,64 @@ def test_the_new_ticket_form_is_prefilled_for_a_customer(client, org, admin):
     html = text_of(client.get(f"/tickets/new?customer_id={customer.id}"))
     assert "Huda Saleh" in html
     assert f'name="customer_id" value="{customer.id}"' in html
+
+
+def test_the_new_ticket_form_searches_customers_to_attach(client, org, admin):
+    """The form's customer field searches the CRM as the inbox's new chat does (name or
+    phone, with htmx) and offers each match as a radio button of `customer_id`, so the
+    keyboard moves among them; another organization's customers never show."""
+    huda = make_customer(org, name="Huda Saleh", phone="+966501234567")
+    make_customer(make_org(), name="Huda Elsewhere")
+    form = text_of(client.get("/tickets/new"))
+    search = re.search(r'<input id="field-customer-search"[^>]*>', form).group(0)
+    assert 'hx-get="/customers/pick"' in search
+    assert 'hx-target="#customer-picks"' in search
+    assert '<label for="field-customer-search">' in form
+
+    for query in ("huda", "0501234567"):
+        picks = text_of(client.get(f"/customers/pick?q={query}", headers=HTMX))
+        assert f'type="radio" name="customer_id" value="{ident(huda)}"' in picks
+        assert "Elsewhere" not in picks
+    assert arabic("No customer matches.") in text_of(
+        client.get("/customers/pick?q=nobody", headers=HTMX))
+
+
+def test_a_search_keeps_the_customer_already_chosen(client, org, admin):
+    """Searching again keeps the chosen customer, checked, before the new matches."""
+    huda, omar = make_customer(org, name="Huda Saleh"), make_customer(org, name="Omar Ali")
+    picks = text_of(client.get(f"/customers/pick?q=omar&customer_id={ident(huda)}",
+                               headers=HTMX))
+    assert f'value="{ident(huda)}" checked' in picks
+    assert f'value="{ident(omar)}"' in picks
+    assert picks.index("Huda Saleh") < picks.index("Omar Ali")
+
+
+def test_a_new_ticket_is_attached_to_the_chosen_customer(client, org):
+    """An agent (who reads the CRM) attaches the new ticket to the customer they picked."""
+    agent = make_user(org, "agent")
+    customer = make_customer(org, name="Huda Saleh")
+    login(client, agent)
+    response = client.post("/tickets/new", data={"subject": "Wrong size",
+                                                 "customer_id": str(ident(customer))})
+    assert response.status_code == 303
+    with organization_context(ident(org)):
+        ticket = db.session.scalar(select(Ticket).where(Ticket.subject == "Wrong size"))
+    assert ticket.customer_id == ident(customer)
+
+
+def test_another_organizations_customer_is_refused_and_nothing_is_opened(client, org, admin):
+    """A customer id of another organization is refused beside the field, in Arabic, the
+    form keeps what was typed, and no ticket is opened."""
+    stranger = make_customer(make_org(), name="Stranger Danger")
+    response = client.post("/tickets/new", data={"subject": "Wrong size",
+                                                 "customer_id": str(ident(stranger))})
+    assert response.status_code == 422
+    html = text_of(response)
+    assert arabic("This customer does not exist. Choose one from the list.") in html
+    assert "Stranger Danger" not in html
+    assert 'value="Wrong size"' in html
+    with organization_context(ident(org)):
+        assert db.session.scalar(select(func.count()).select_from(Ticket)) == 0
 
 
 # -- sections of other pages -----------------------------------------------------------------

@@ -260,7 +260,8 @@ def _customer(raw: object) -> int | None:
 
     customer = resolve_customer(customer_id)
     if customer is None:
-        raise ValidationError({"customer_id": _("Choose a customer.")})
+        raise ValidationError({"customer_id": _(
+            "This customer does not exist. Choose one from the list.")})
     return customer.id
 
 
