@@ -1,4 +1,8 @@
-"""Email through an outbox: rendered and stored in the business transaction, sent by an RQ job.
+"""Email through an outbox: stored in the business transaction, sent by an RQ job.
+
+`send_email` renders it at once; `queue_email` stores what to render it from and leaves the
+rendering to the delivery job, for jobs that notify by the hundred (the SLA timer). The
+deliveries a transaction queues are enqueued together after its commit.
 
 With SMTP_HOST unset (the embedded default) messages are written to `instance/mail/` and their
 links logged, so invitations and password resets work on a laptop with no mail server. The
@@ -17,27 +21,31 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 from flask import current_app, render_template
 from flask_babel import force_locale
 from markupsafe import escape
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from crm import recovery
 from crm.crypto import decrypt_json, encrypt
 from crm.extensions import db
 from crm.foundation.models import OutboundEmail
-from crm.jobs import JOB_TIMEOUT, enqueue
+from crm.jobs import JOB_TIMEOUT, JobCall, enqueue_many_now
 from crm.models import utcnow
+from crm.tenancy import current_organization_id
+from crm.transaction import on_commit_collect
 
 log = logging.getLogger("crm.mail")
 REDACTED = "…"  # what the stored copy shows in place of a link's one-time token
 QUEUE = "mail"
 # Longer than any delivery job may run (RQ stops it at JOB_TIMEOUT): past it, it is dead.
 LEASE = timedelta(seconds=JOB_TIMEOUT) + timedelta(minutes=5)
+_DELIVERIES = "mail.deliveries"
+_DATETIME = "datetime"  # how a stored context marks an aware datetime: {"datetime": iso}
 CUT_OFF = ("The worker sending this email stopped before the mail server answered: it may "
            "have been delivered. It is not sent again.")
 
@@ -50,18 +58,62 @@ def send_email(to: str, template: str, language: str, link: str | None = None,
     the stored bodies show it with the token left out, so no row holds a usable token.
     """
     shown = link.replace(token, REDACTED) if link and token else link
-    with force_locale(language):
-        subject = render_template(f"email/{template}.subject.txt", link=shown,
-                                  **context).strip()
-        text = render_template(f"email/{template}.txt", link=shown, **context)
-        html = render_template(f"email/{template}.html", language=language, link=shown,
-                               **context)
+    subject, text, html = _render(template, language, shown, context)
     email = OutboundEmail(to_address=to, subject=subject, body_text=text, body_html=html,
                           secrets=encrypt({"link": link, "shown": shown}) if token else None)
     db.session.add(email)
     db.session.flush()
-    enqueue(deliver_email, email.id, queue=QUEUE, job_id=delivery_job_id(email.id))
+    _deliver_after_commit(email)
     return email
+
+
+def queue_email(to: str, template: str, language: str, link: str | None = None,
+                **context) -> None:
+    """Queue `template` for delivery, rendered by the delivery job rather than now: for the
+    emails a job writes by the hundred (the SLA timer's), whose rendering would slow its
+    transaction. `context` holds JSON values and aware datetimes; no one-time token."""
+    email = OutboundEmail(to_address=to, template=template, language=language,
+                          context=_to_json({**context, "link": link}))
+    db.session.add(email)  # its id comes with the next flush, at the latest the commit's
+    _deliver_after_commit(email)
+
+
+def _render(template: str, language: str, link: str | None, context: dict
+            ) -> tuple[str, str, str]:
+    """The subject, text and HTML of `template` in `language`."""
+    with force_locale(language):
+        subject = render_template(f"email/{template}.subject.txt", link=link,
+                                  **context).strip()
+        text = render_template(f"email/{template}.txt", link=link, **context)
+        html = render_template(f"email/{template}.html", language=language, link=link,
+                               **context)
+    return subject, text, html
+
+
+def _to_json(context: dict) -> dict:
+    return {name: {_DATETIME: value.isoformat()} if isinstance(value, datetime) else value
+            for name, value in context.items()}
+
+
+def _from_json(stored: dict) -> dict:
+    return {name: datetime.fromisoformat(value[_DATETIME])
+            if isinstance(value, dict) and value.keys() == {_DATETIME} else value
+            for name, value in stored.items()}
+
+
+def _deliver_after_commit(email: OutboundEmail) -> None:
+    """Enqueue the email's delivery after commit, with the others of the same transaction
+    in one Redis round trip."""
+    on_commit_collect(_DELIVERIES, (email, current_organization_id()), _enqueue_deliveries)
+
+
+def _enqueue_deliveries(emails: list[tuple[OutboundEmail, int | None]]) -> None:
+    calls = []
+    for email, org_id in emails:
+        email_id = inspect(email).identity[0]  # known since the flush; nothing to load
+        calls.append(JobCall(f"{__name__}:deliver_email", (email_id,), org_id,
+                             "mail: deliver", delivery_job_id(email_id)))
+    enqueue_many_now(calls, QUEUE)
 
 
 def delivery_job_id(email_id: int) -> str:
@@ -78,6 +130,8 @@ def deliver_email(email_id: int) -> None:
     ).scalar_one_or_none()
     if email is None:
         return
+    if email.body_text is None:
+        _render_queued(email)
     secrets = decrypt_json(email.secrets)
     # Mark before the message leaves, so a crash cannot send it twice; an email that left
     # "queued" is never sent again, so its link is no longer kept either.
@@ -93,6 +147,14 @@ def deliver_email(email_id: int) -> None:
         return
     email.status = "sent"
     email.sent_at = utcnow()
+
+
+def _render_queued(email: OutboundEmail) -> None:
+    """Render an email queued unrendered (queue_email), as its organization (the job's)."""
+    context = _from_json(email.context or {})
+    link = context.pop("link", None)
+    email.subject, email.body_text, email.body_html = _render(email.template, email.language,
+                                                              link, context)
 
 
 def recover_outbox() -> None:

@@ -233,13 +233,20 @@ class OutboundEmail(TenantMixin, db.Model):
         # The outbox in flight; the recovery job looks for what waits too long in it.
         Index("ix_outbound_emails_outbox", "organization_id", "status", "created_at",
               postgresql_where=text("status IN ('queued', 'sending')")),
+        CheckConstraint("(subject IS NOT NULL AND body_text IS NOT NULL AND body_html IS NOT "
+                        "NULL) OR template IS NOT NULL", name="rendered_or_renderable"),
     )
 
     id: Mapped[int] = id_column()
     to_address: Mapped[str] = mapped_column(String(254), nullable=False)
-    subject: Mapped[str] = mapped_column(String(255), nullable=False)
-    body_text: Mapped[str] = mapped_column(db.Text, nullable=False)
-    body_html: Mapped[str] = mapped_column(db.Text, nullable=False)
+    # Rendered when queued (send_email), or by the delivery job from `template`, `language`
+    # and `context` (queue_email: the emails a job's transaction writes by the hundred).
+    subject: Mapped[str | None] = mapped_column(String(255))
+    body_text: Mapped[str | None] = mapped_column(db.Text)
+    body_html: Mapped[str | None] = mapped_column(db.Text)
+    template: Mapped[str | None] = mapped_column(String(80))
+    language: Mapped[str | None] = mapped_column(String(8))
+    context: Mapped[dict | None] = mapped_column(JSONB)
     # The bodies show a one-time link with its token left out; the link itself is kept here,
     # encrypted (crm/crypto.py), until the email has been sent, then cleared.
     secrets: Mapped[bytes | None] = mapped_column(LargeBinary)

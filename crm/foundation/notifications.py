@@ -3,7 +3,8 @@
 A notification stores its `kind` and `params`, never its text: the text is rendered when it
 is shown, in the reader's language (`render`). Modules register their kinds in KINDS with
 lazy strings; a kind with an email template is also emailed, through the outbox
-(crm/mail.py), in each recipient's language, its link built on PUBLIC_URL.
+(crm/mail.py), in each recipient's language, its link built on PUBLIC_URL; the mail job
+renders it (`queue_email`), so a job that notifies many people stays quick.
 `notification.created` is published for the live bell.
 """
 
@@ -21,7 +22,7 @@ from crm.extensions import db
 from crm.foundation.models import Notification, User
 from crm.foundation.services import _language_of
 from crm.i18n import isolate
-from crm.mail import send_email
+from crm.mail import queue_email
 from crm.models import utcnow
 from crm.pagination import keyset_page
 
@@ -55,11 +56,11 @@ def notify(user_ids: Iterable[int], kind: str, params: dict, link: str | None = 
     notes = [Notification(user_id=user.id, kind=kind, params=params, link=link)
              for user in users]
     db.session.add_all(notes)
-    db.session.flush()
     template = KINDS[kind].email_template
-    for user in users if template else ():
-        send_email(user.email, template, _language_of(user), link=_public_link(link),
-                   **params, **(email_context or {}))
+    for user in users if template else ():  # rendered by the mail job, not in this one
+        queue_email(user.email, template, _language_of(user), link=_public_link(link),
+                    **params, **(email_context or {}))
+    db.session.flush()  # the notes and the emails, in one round trip each
     if notes:
         events.publish("notification.created", {"kind": kind,
                                                 "user_ids": [user.id for user in users]})

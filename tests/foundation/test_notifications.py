@@ -4,6 +4,7 @@ marked read; and sent by email when their kind has a template."""
 from __future__ import annotations
 
 import pytest
+from flask import current_app
 from flask_babel import force_locale, lazy_gettext
 from sqlalchemy import select
 
@@ -11,7 +12,7 @@ from crm.extensions import db
 from crm.foundation import notifications
 from crm.foundation.models import OutboundEmail
 from crm.tenancy import organization_context
-from tests.factories import make_user
+from tests.factories import make_user, run_jobs
 
 
 @pytest.fixture
@@ -74,6 +75,7 @@ def test_a_kind_with_an_email_template_is_emailed(acting, monkeypatch):
     notifications.notify([agent.id], "test_mail", {"number": 7}, link="/tickets/3",
                          email_context={"subject": "Printer on fire", "clock": "resolution",
                                         "due_at": None})
+    run_jobs(current_app, ("mail",))  # the mail job renders it
     email = db.session.scalar(select(OutboundEmail).where(OutboundEmail.to_address == agent.email))
     assert "#7" in email.subject
     assert "http://localhost/tickets/3" in email.body_text

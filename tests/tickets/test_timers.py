@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from flask import current_app
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select, text
 
@@ -41,6 +42,8 @@ def _notes(org, user, kind: str) -> int:
 
 
 def _emails(org, user) -> list[str]:
+    """The subjects of the emails to `user`, delivered first (the mail job renders them)."""
+    run_jobs(current_app, ("mail",))
     with organization_context(ident(org)):
         return list(db.session.scalars(select(OutboundEmail.subject).where(
             OutboundEmail.to_address == user.email).order_by(OutboundEmail.id)))
@@ -91,7 +94,9 @@ def test_a_breach_tells_the_assignee_and_the_team_s_managers(org):
     assert _notes(org, agent, "ticket_sla_breached") == 1
     assert _notes(org, manager, "ticket_sla_breached") == 1
     assert _notes(org, agent, "ticket_sla_warning") == 0  # the breach says it all
-    assert _emails(org, manager) == [f"SLA breached: ticket #{ticket.number}"]
+    number = ticket.number
+    assert _emails(org, manager) == [f"SLA breached: ticket #{number}"]
+    ticket = reload_ticket(org, ticket)
     with organization_context(ident(org)):
         rows, _cursor = services.list_tickets(org.admin, services.parse_filters(
             {"view": "breached"}))
@@ -104,6 +109,40 @@ def test_a_breach_tells_the_assignee_and_the_team_s_managers(org):
     assert [t.id for t in rows] == [ident(ticket)]
     assert title == f"SLA breached: ticket #{ticket.number}"
     assert "first response" in body
+
+
+def test_the_timer_queues_emails_the_mail_job_renders(app, org):
+    """The timer renders no email (rendering each recipient's text and HTML was most of a
+    breach's cost): it queues them, and the mail job renders each in its recipient's
+    language, with the due moment, before it sends it."""
+    from flask import template_rendered
+
+    manager = make_user(org, "manager", language="en")
+    team = make_team(org, manager=manager)
+    ticket = make_ticket(org, priority="high", team_id=team.id)
+    due, number, ticket_id = ticket.first_response_due_at, ticket.number, ident(ticket)
+    rendered = []
+
+    def record(sender, template, context, **extra) -> None:
+        rendered.append(template.name)
+
+    template_rendered.connect(record, app)
+    try:
+        jobs.process_due(now=due)
+    finally:
+        template_rendered.disconnect(record, app)
+    assert not [name for name in rendered if name.startswith("email/")]
+    with organization_context(ident(org)):
+        email = db.session.scalar(select(OutboundEmail).where(
+            OutboundEmail.to_address == manager.email))
+        assert (email.template, email.body_text) == ("ticket_sla_breached", None)
+        email_id = email.id
+    assert _emails(org, manager) == [f"SLA breached: ticket #{number}"]
+    with organization_context(ident(org)):
+        email = db.session.get(OutboundEmail, email_id)
+        assert email.status == "sent"
+        assert "It was due" in email.body_text
+        assert f"/tickets/{ticket_id}" in email.body_html
 
 
 def test_a_breach_of_an_unassigned_ticket_is_heard_by_the_admins(org):
