@@ -194,10 +194,12 @@ def list_tickets():
     filters = services.parse_filters(params)
     cursor = request.args.get("cursor")
     try:
-        tickets, next_cursor = services.list_tickets(me(), filters, cursor, PAGE)
+        tickets, next_cursor = services.list_tickets(me(), filters, cursor, PAGE,
+                                                     related=True)
     except ValidationError:  # a cursor edited by hand: the first page
         cursor = None
-        tickets, next_cursor = services.list_tickets(me(), filters, None, PAGE)
+        tickets, next_cursor = services.list_tickets(me(), filters, None, PAGE,
+                                                     related=True)
     context = {"tickets": tickets, "next_cursor": next_cursor, "cursor": cursor,
                "filters": filters, "params": params, "writable": can("ticketing", "write"),
                "filtered": any(key != "view" for key in params)}

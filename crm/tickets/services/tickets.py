@@ -621,12 +621,18 @@ def parse_filters(params: Mapping, *, strict: bool = False) -> TicketFilters:
                             if value not in (None, "")})
 
 
-def list_tickets(user: User, filters: TicketFilters, after: str | None = None, limit: int = 50
-                 ) -> tuple[list[Ticket], str | None]:
+def list_tickets(user: User, filters: TicketFilters, after: str | None = None, limit: int = 50,
+                 *, related: bool = False) -> tuple[list[Ticket], str | None]:
     """A page of tickets `user` may see, newest first ("breaching": soonest due first), and
-    the next page's cursor. Each filter has an index that leads with the organization."""
-    query = (select(Ticket).options(selectinload(Ticket.assignee), selectinload(Ticket.type),
-                                    selectinload(Ticket.team)))
+    the next page's cursor. Each filter has an index that leads with the organization.
+
+    `related` loads each one's assignee, type and team with it, for pages that show them;
+    the API answers their ids only, and each was a round trip (a quarter of its time).
+    """
+    query = select(Ticket)
+    if related:
+        query = query.options(selectinload(Ticket.assignee), selectinload(Ticket.type),
+                              selectinload(Ticket.team))
     if sees_only_assigned(user):
         query = query.where(Ticket.assignee_id == user.id)
     query = _view(query, filters, user)
