@@ -25,7 +25,7 @@ from crm.billing.cli import set_limits
 from crm.billing.plans import LIMITS, PLANS
 from crm.billing.services import sync_catalog
 from crm.campaigns import demo as campaigns_demo  # noqa: F401 - each module adds its demo part
-from crm.config import Config
+from crm.config import ROOT, Config
 from crm.customers import demo as customers_demo  # noqa: F401 - each module adds its demo part
 from crm.extensions import socketio
 from crm.foundation.demo import seed
@@ -193,6 +193,9 @@ def seed_demo() -> None:
 @click.argument("name")
 def bench(name: str) -> None:
     """Run the benchmark scenario NAME (bench/NAME.py) and print its figures."""
+    # Benchmarks run from a checkout and use the tests' fakes (Stripe, the Graph API).
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     module = importlib.import_module(f"bench.{name}")
     module.run()
 
