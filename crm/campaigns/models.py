@@ -114,6 +114,8 @@ class CampaignRecipient(TenantMixin, db.Model):
                          name="uq_campaign_recipients_phone"),
         # The runner's claims (queued, by id) and the results list filtered by state.
         Index("ix_campaign_recipients_state", "organization_id", "campaign_id", "state", "id"),
+        # The results list and its export without a state: one campaign's rows in id order.
+        Index("ix_campaign_recipients_campaign", "organization_id", "campaign_id", "id"),
         # Status updates find their recipient by our outbox message.
         Index("ix_campaign_recipients_message", "organization_id", "message_id",
               postgresql_where=text("message_id IS NOT NULL")),
