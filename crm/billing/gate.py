@@ -195,10 +195,10 @@ def api_rate_limit() -> str | None:
 
 def usage(limit: str) -> int:
     """How much of `limit` the organization uses now, counted in full (the billing page)."""
-    if limit == "campaign_messages_per_month":
-        return db.session.scalar(
+    if limit == "campaign_messages_per_month":  # a sum of bigints is numeric: a Decimal
+        return int(db.session.scalar(
             select(func.coalesce(func.sum(UsageRecord.campaign_messages), 0))
-            .where(UsageRecord.hour >= month_start(utcnow())))
+            .where(UsageRecord.hour >= month_start(utcnow()))))
     return db.session.scalar(select(func.count()).select_from(_counted(limit).subquery()))
 
 

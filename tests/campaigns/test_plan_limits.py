@@ -23,7 +23,8 @@ from tests.campaigns.factories import (
     start,
 )
 from tests.campaigns.test_pacing import csv_campaign
-from tests.factories import login
+from tests.api import assert_error
+from tests.factories import bearer, login
 from tests.foundation import ident
 
 MONTH = "campaign_messages_per_month"
@@ -110,6 +111,30 @@ def test_starting_or_resuming_when_the_month_is_used_up_is_refused_with_plan_lim
         act(org, other, "resume")
     assert refused.value.status == 402
     assert refused.value.fields == {"limit": MONTH, "used": 6, "allowed": 6}
+
+
+def test_the_api_refuses_to_start_or_resume_with_the_month_used_up_with_402_plan_limit(
+        app, client, org, number, graph, clock, billing_on):  # noqa: F811
+    """POST /api/campaigns/<id>/start and /resume answer 402 plan_limit naming the limit,
+    what is used and what is allowed, and change nothing: the draft stays a draft, the
+    paused campaign stays paused, nothing is sent."""
+    put_on_plan(org, "pro", **{MONTH: 2})
+    headers = bearer(org.admin)
+    draft = csv_campaign(org, number, 2)
+    paused = csv_campaign(org, number, 3, first=5_600_000)
+    start(org, paused)
+    drive(app, clock)
+    assert (fresh(org, paused).status, len(graph.sends())) == ("paused", 2)
+
+    for campaign, action in ((draft, "start"), (paused, "resume")):
+        response = client.post(f"/api/campaigns/{ident(campaign)}/{action}",
+                               headers=headers)
+        error = assert_error(response, 402, "plan_limit")
+        assert error["fields"] == {"limit": MONTH, "used": 2, "allowed": 2}
+    drive(app, clock)
+
+    assert (fresh(org, draft).status, fresh(org, paused).status) == ("draft", "paused")
+    assert len(graph.sends()) == 2
 
 
 def test_a_running_campaign_of_a_read_only_organization_sends_nothing_and_pauses(
