@@ -11,6 +11,7 @@ from crm.billing.models import UsageRecord
 from crm.billing.usage import record_campaign_messages
 from crm.extensions import db
 from crm.tenancy import organization_context
+from tests.api import assert_error
 from tests.billing.conftest import billing_on  # noqa: F401 - billing connected, as a fixture
 from tests.billing.factories import overdue, put_on_plan
 from tests.campaigns.factories import (
@@ -23,7 +24,6 @@ from tests.campaigns.factories import (
     start,
 )
 from tests.campaigns.test_pacing import csv_campaign
-from tests.api import assert_error
 from tests.factories import bearer, login
 from tests.foundation import ident
 
