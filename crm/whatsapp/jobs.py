@@ -51,6 +51,7 @@ from crm.transaction import commit, rollback
 from crm.whatsapp import media, services
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import (
+    Channel,
     ChannelError,
     DeliveryUncertainError,
     InboundMessage,
@@ -76,41 +77,74 @@ PURGE_KEY = key("whatsapp", "ingest", "purge-scheduled")
 
 def send_message(message_id: int) -> None:
     """The outbox job: send one queued message at most once."""
+    message = claim_send(message_id)
+    if message is None:
+        return
+    commit()  # recorded before the request leaves, so a crash cannot cause a second send
+    record_answer(message.id, deliver(message))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a send came back with: WhatsApp's id for the message, or a refusal (neither: it
+    may or may not have left)."""
+
+    provider_id: str | None = None
+    refusal: ChannelError | None = None
+
+
+def claim_send(message_id: int) -> Message | None:
+    """Mark a queued outbound message `sending`, with a lease; None when it is not to be
+    sent (sent, settled, or being sent by another run right now). The caller commits before
+    the request leaves (`deliver`), so a crash cannot cause a second send."""
     message = db.session.execute(
         select(Message).where(Message.id == message_id, Message.direction == "out",
                               Message.status.in_(("queued", "sending")))
         .with_for_update(skip_locked=True)).scalar_one_or_none()
     if message is None:
-        return  # sent, settled, or being sent by another worker right now
+        return None  # sent, settled, or being sent by another worker right now
     if message.status == "sending":
         # Another run is sending it (its lease holds), or was cut off after the request may
         # have left: never send it again.
         if _lease_over(message):
             _give_up(message)
-        return
+        return None
     message.status = "sending"
     message.claimed_until = utcnow() + SEND_LEASE
-    commit()  # recorded before the request leaves, so a crash cannot cause a second send
-    provider_id, refusal = None, None
+    return message
+
+
+def deliver(message: Message, channel: Channel | None = None) -> Answer:
+    """Send a claimed message through its number's channel (`channel`, when the caller holds
+    one for many messages); nothing is written."""
     try:
-        provider_id = channel_for(message.conversation.profile).send(message)
+        channel = channel or channel_for(message.conversation.profile)
+        return Answer(provider_id=channel.send(message))
     except DeliveryUncertainError as exc:
         log.warning("message %s: delivery uncertain (%s); waiting for the status webhook",
                     message.id, exc)
+        return Answer()
     except ChannelError as exc:
-        refusal = exc
+        return Answer(refusal=exc)
+
+
+def record_answer(message_id: int, answer: Answer) -> Message:
+    """Write what the send answered on the message (not committed: the caller commits)."""
     # A status webhook may have arrived while the request was in flight: it wins.
-    db.session.refresh(message, with_for_update=True)
-    if provider_id:
-        _record_sent(message, provider_id)
-    elif message.status in ("sending", "unknown") and refusal is not None:
+    message = db.session.scalar(select(Message).where(Message.id == message_id)
+                                .with_for_update().execution_options(populate_existing=True))
+    if answer.provider_id:
+        _record_sent(message, answer.provider_id)
+        return message
+    if message.status in ("sending", "unknown") and answer.refusal is not None:
         message.status = "failed"
         message.failed_at = utcnow()
-        message.error_code = refusal.code
-        message.error_message = refusal.message[:500]
+        message.error_code = answer.refusal.code
+        message.error_message = answer.refusal.message[:500]
     elif message.status == "sending":
         message.status = "unknown"
     _announce_status(message)
+    return message
 
 
 def _lease_over(message: Message) -> bool:

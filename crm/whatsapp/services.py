@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    delete,
     func,
     select,
     text,
@@ -392,6 +393,35 @@ def queue_outbound(conversation: Conversation, sender: User | None, *, type_: st
     if send_now:
         enqueue(SEND_JOB, message.id, queue=QUEUE, job_id=send_job_id(message.id))
     return message
+
+
+def queue_outbound_many(items: list[tuple[Conversation, str, str, dict]]) -> list[Message]:
+    """Write many of Wasl's own outbound messages, (conversation, type, body, content) each,
+    to the outbox in one INSERT, nothing enqueued: the caller sends them itself once this is
+    committed, as `queue_outbound(..., send_now=False)` does for one (a campaign's batch)."""
+    messages = []
+    for conversation, type_, body, content in items:
+        if type_ != "template" and not window_open(conversation):
+            raise ValidationError({"text": _("The 24-hour window has closed: only an approved "
+                                             "template can be sent until the customer "
+                                             "writes.")})
+        messages.append(Message(conversation=conversation, profile_id=conversation.profile_id,
+                                direction="out", type=type_, body=body, content=content,
+                                status="queued", reply_to=None, is_forwarded=False))
+    db.session.add_all(messages)
+    for message in messages:
+        _touch(message.conversation, message)
+    db.session.flush()
+    return messages
+
+
+def withdraw_unsent(message_ids: list[int]) -> None:
+    """Delete outbound messages still `queued` that their sender will not send after all (a
+    campaign's batch cut short): they never left, and the outbox must not send them."""
+    db.session.execute(delete(Message).where(Message.id.in_(message_ids),
+                                             Message.direction == "out",
+                                             Message.status == "queued")
+                       .execution_options(synchronize_session=False))
 
 
 def send_job_id(message_id: int) -> str:

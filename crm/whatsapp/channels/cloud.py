@@ -52,6 +52,9 @@ class CloudChannel:
     def __init__(self, profile: WhatsAppProfile) -> None:
         self.profile = profile
         self._token = decrypt_json(profile.secrets).get("access_token") or ""
+        # Requests of one channel share their connections (a campaign's batch sends many);
+        # a channel serves one number, so no cookie crosses to another organization.
+        self._http = requests.Session()
 
     # -- the channel interface ---------------------------------------------------------------
 
@@ -219,7 +222,8 @@ class CloudChannel:
                  **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self._token}"}
         try:
-            return requests.request(method, url, headers=headers, timeout=TIMEOUT, **kwargs)
+            return self._http.request(method, url, headers=headers, timeout=TIMEOUT,
+                                      **kwargs)
         except requests.RequestException as exc:
             if may_deliver and not _never_sent(exc):
                 raise DeliveryUncertainError(f"{method} {url}: {type(exc).__name__}") from exc
