@@ -172,6 +172,13 @@ def is_opted_out(phone: str) -> bool:
     return bool(db.session.scalar(select(exists().where(OptOut.phone == phone))))
 
 
+def opted_out_among(phones: set[str]) -> set[str]:
+    """Which of `phones` are opted out now (one query for a runner's batch)."""
+    if not phones:
+        return set()
+    return set(db.session.scalars(select(OptOut.phone).where(OptOut.phone.in_(phones))))
+
+
 def consent_history(phones: list[str], customer_id: int | None = None, limit: int = 50
                     ) -> list[ConsentEvent]:
     """A person's ledger, newest first: their phones' events and those naming them."""

@@ -6,33 +6,40 @@ hours, the messaging limit's window moving). So a worker is never held for long,
 campaigns take turns, and a pause, a deploy or a crash costs at most a slice.
 
 Which runner runs a campaign is a Redis key holding its token (the job id), with a lease of
-CAMPAIGN_RUNNER_LEASE seconds that the runner renews before each send; whoever starts a runner
+CAMPAIGN_RUNNER_LEASE seconds that the runner renews before each chunk; whoever starts a runner
 (start, resume, the previous slice, the recovery job) writes the new token first, so an older
-runner still at it stops at its next send. A campaign `running` whose key is gone (its worker
+runner still at it stops at its next chunk. A campaign `running` whose key is gone (its worker
 was killed, Redis came back empty) gets a new runner from the recovery job (`keep_running`).
 Two runners at once would still send each person once; the key only keeps the work tidy.
 
-For each recipient, in order:
+Recipients are claimed in batches, then sent in chunks of at most CHUNK_SECONDS of sends,
+with a constant number of statements per chunk but for the outbox's own step per message:
 1. the pace: a token of the number's and the campaign's buckets (cloud, sandbox) or the
-   linked device's turn (web), crm/campaigns/pacing.py; a short wait is slept, a longer one
-   ends the slice;
-2. under a share lock on the campaign's row (so a pause waits for this to commit, and no send
-   starts after a pause returns) and the recipient's row lock: still running, still queued,
-   not opted out (consent is checked now, not when the list was built), within the messaging
-   limit (cloud) or the daily cap (web), and no campaign message to the person in the last
-   6 seconds; then the message is written to the WhatsApp outbox, the recipient marked
-   `sending` and the message counted in the plan's campaign messages of the month (billing's
-   usage; with no room left the campaign pauses instead, and it pauses before claiming
-   when the month is used up, or when the organization is read-only) — one commit;
-3. the outbox's own send (crm/whatsapp/services.py `send_message`): `sending` is committed
-   before the request leaves, so a crash never sends twice; a cut-off send is `unknown` until
-   WhatsApp's status webhook settles it, never resent. Should the runner die before this, the
-   recovery job sends the queued message once;
-4. the answer: the recipient follows its message (sent, failed, unknown); a refusal of a
-   moment puts it back in the queue (130429 slows the whole number down, 131056 waits 4^n
-   seconds for that person only), a refusal that blames the number (131048, 368, 131031, 190,
-   a linked device not connected) pauses the campaign and tells the admins why, and so does
-   a failure rate above 20% of the last 50 sends.
+   linked device's turn (web), crm/campaigns/pacing.py, for each message; a short wait is
+   slept, a longer one ends the slice (and cuts the chunk short, below);
+2. the chunk written, in one transaction (`_write_chunk`): under a share lock on the
+   campaign's row (so a pause waits for this to commit, and no chunk starts after a pause
+   returns) and the recipients' row locks, those still queued are checked — opted out
+   (consent is checked now, not when the list was built: one query for the chunk), within
+   the messaging limit (cloud) or the daily cap (web), no campaign message to the person in
+   the last 6 seconds — and their messages written to the WhatsApp outbox in one INSERT, the
+   recipients marked `sending` and the messages counted in the plan's campaign messages of
+   the month (billing's usage: counted, then checked, so what has no room is left queued
+   and the campaign pauses when none is left; it pauses before claiming when the month is
+   used up, or when the organization is read-only) — one commit;
+3. each message through the outbox's own steps (crm/whatsapp/jobs.py): `sending` is
+   committed, with the previous message's answer, before its request leaves (over one
+   channel, so the Graph API's connection is kept alive), so a crash never sends twice; a
+   cut-off send is `unknown` until WhatsApp's status webhook settles it, never resent.
+   Should the runner die before that, the recovery job sends the queued message once;
+4. the answers, for the chunk's recipients in one transaction (`_settle_chunk`): each
+   follows its message (sent, failed, unknown); a refusal of a moment puts it back in the
+   queue (130429 slows the whole number down, 131056 waits 4^n seconds for that person
+   only), a refusal that blames the number (131048, 368, 131031, 190, a linked device not
+   connected) pauses the campaign and tells the admins why, and so does a failure rate above
+   20% of the last 50 sends. Those three stop the chunk at once: its messages not sent yet
+   are withdrawn from the outbox (they never left) and their recipients queued again, as
+   they are when a long pace wait cuts the chunk short.
 
 Statuses arriving later (delivered, read, failed) move the recipient through the
 `message.status` event (crm/campaigns/events.py).
@@ -44,6 +51,7 @@ import contextlib
 import logging
 import math
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -64,9 +72,11 @@ from crm.keys import key
 from crm.models import utcnow
 from crm.tenancy import current_organization_id, get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
-from crm.whatsapp.jobs import send_message
+from crm.whatsapp.channels import channel_for
+from crm.whatsapp.channels.base import Channel
+from crm.whatsapp.jobs import Answer, claim_send, deliver, record_answer
 from crm.whatsapp.models import Message, WhatsAppProfile
-from crm.whatsapp.services import conversation_for, queue_outbound
+from crm.whatsapp.services import conversations_for, queue_outbound_many, withdraw_unsent
 
 log = logging.getLogger("crm.campaigns")
 
@@ -74,6 +84,9 @@ QUEUE = "campaigns"
 SLICE_SECONDS = 10.0
 INLINE_WAIT = 1.0  # a pace wait up to this is slept; a longer one ends the slice
 BATCH = 50  # recipients claimed at once (fewer when the pace is slow)
+# Recipients whose messages are written in one transaction: at most this many seconds of
+# sends, which is how long a pause may wait for those already written to go.
+CHUNK_SECONDS = 0.5
 MAX_ATTEMPTS = 5  # of one recipient refused for a moment
 SLOW_DOWN_CODES = ("130429", "http_429")
 # Refusals of a moment for one recipient: tried again after 4^n seconds.
@@ -204,11 +217,19 @@ class Plan:
     zone: ZoneInfo
 
     @property
+    def rate(self) -> float:
+        return min(self.number_rate, self.campaign_rate or self.number_rate)
+
+    @property
     def batch(self) -> int:
         if self.provider == "web":
             return 1
-        rate = min(self.number_rate, self.campaign_rate or self.number_rate)
-        return max(1, min(BATCH, int(rate * SLICE_SECONDS)))
+        return max(1, min(BATCH, int(self.rate * SLICE_SECONDS)))
+
+    @property
+    def chunk(self) -> int:
+        """Recipients whose messages are written at once: at most CHUNK_SECONDS of sends."""
+        return max(1, min(self.batch, int(self.rate * CHUNK_SECONDS)))
 
 
 def run_campaign(campaign_id: int, token: str) -> None:
@@ -220,6 +241,8 @@ class Runner:
     def __init__(self, org_id: int, campaign_id: int, token: str) -> None:
         self.org_id, self.campaign_id, self.token = org_id, campaign_id, token
         self.claimed: list[int] = []
+        # Whether each of the campaign's last sends failed, to stop a chunk early.
+        self.failures: deque[bool] = deque(maxlen=services.FAILURE_WINDOW)
 
     def run(self) -> None:
         if not _still_mine(self.org_id, self.campaign_id, self.token):
@@ -228,6 +251,7 @@ class Runner:
         if plan is None:
             _let_go(self.org_id, self.campaign_id, self.token)
             return
+        self.failures.extend(_last_failures(plan))
         try:
             wait = self._send_until(plan, pacing.clock.now() + SLICE_SECONDS)
         finally:
@@ -294,11 +318,31 @@ class Runner:
                 continue
             if not _still_mine(self.org_id, self.campaign_id, self.token):
                 return None
-            outcome = _send(plan, self.claimed[0])
+            outcome = self._send_chunk(plan, deadline)
             if outcome is None or outcome > 0:
-                return outcome  # the recipient stays claimed until released
-            self.claimed.pop(0)
+                return outcome
         return 0.0
+
+    def _send_chunk(self, plan: Plan, deadline: float) -> float | None:
+        """Write the messages of the next claimed recipients (the first has its token), send
+        them one by one, and settle them together: 0 to go on, the seconds the campaign
+        must wait, or None when it stopped running."""
+        taken = self.claimed[:plan.chunk]
+        chunk = _write_chunk(plan, taken)
+        if chunk is None:
+            return None
+        message_ids = [send.message.id for send in chunk.sends]
+        services.SETTLED_BY_RUNNER.update(message_ids)
+        try:
+            sent, unsent, wait = _send_each(plan, chunk, deadline, self.failures)
+            _settle_chunk(plan, sent, unsent)
+            commit()
+        finally:
+            services.SETTLED_BY_RUNNER.difference_update(message_ids)
+        # Those written but not sent, then those whose turn did not come, stay claimed first.
+        self.claimed = ([send.recipient_id for send in unsent] + chunk.back
+                        + self.claimed[len(taken):])
+        return max(wait, chunk.wait)
 
     def _release(self) -> None:
         """Let go of the recipients claimed and not sent (for the next slice)."""
@@ -311,6 +355,18 @@ class Runner:
                                .execution_options(synchronize_session=False))
             commit()
             self.claimed = []
+
+
+def _last_failures(plan: Plan) -> list[bool]:
+    """Whether each of the campaign's last FAILURE_WINDOW sends failed, oldest first."""
+    states = db.session.scalars(
+        select(CampaignRecipient.state)
+        .where(CampaignRecipient.campaign_id == plan.campaign_id,
+               CampaignRecipient.attempted_at.is_not(None))
+        .order_by(CampaignRecipient.attempted_at.desc(), CampaignRecipient.id.desc())
+        .limit(services.FAILURE_WINDOW)).all()
+    rollback()
+    return [state == "failed" for state in reversed(states)]
 
 
 def _fresh(campaign_id: int, lock: bool = False) -> Campaign | None:
@@ -403,53 +459,165 @@ def _nothing_to_claim(plan: Plan) -> float | None:
     return None
 
 
-def _send(plan: Plan, recipient_id: int) -> float | None:
-    """Send one claimed recipient its message: 0 when done with them (sent, skipped, or put
-    back to wait), the seconds the whole campaign must wait, or None when it stopped
-    running."""
+@dataclass(frozen=True)
+class Send:
+    """One message of a chunk: its recipient, and the message as written (detached from the
+    session, so that sending it reads nothing more)."""
+
+    recipient_id: int
+    message: Message
+
+
+@dataclass
+class Chunk:
+    """Recipients whose messages were written together, and what waits."""
+
+    sends: list[Send]
+    channel: Channel
+    back: list[int]  # recipients left queued and claimed: a limit reached, no plan room
+    wait: float  # seconds the campaign waits for the number's limit (0: none)
+
+
+def _write_chunk(plan: Plan, recipient_ids: list[int]) -> Chunk | None:
+    """Under a share lock on the campaign's row (a pause waits for this to commit, and no
+    chunk starts after a pause returns) and the recipients' row locks: those still queued
+    and not opted out (consent is checked now), within the number's limit and the 6-second
+    rule, get their messages written to the outbox, are marked `sending` and counted in the
+    plan's campaign messages of the month — one commit. None when the campaign is not
+    running, or the plan has no room left (it pauses)."""
     status = db.session.scalar(select(Campaign.status).where(Campaign.id == plan.campaign_id)
                                .with_for_update(read=True))
     if status != "running":
         rollback()
         return None
-    recipient = db.session.scalar(select(CampaignRecipient)
-                                  .where(CampaignRecipient.id == recipient_id)
-                                  .with_for_update())
-    if recipient is None or recipient.state != "queued":
-        commit()
-        return 0.0
-    wait = _hold_back(plan, recipient)
-    if wait is not None:
-        return wait
-    message_id = _write(plan, recipient)
-    if not _counted(plan):
-        return None
-    commit()  # the outbox row, `sending` and its count together, before anything leaves
+    locked = {recipient.id: recipient for recipient in db.session.scalars(
+        select(CampaignRecipient).where(CampaignRecipient.id.in_(recipient_ids),
+                                        CampaignRecipient.state == "queued")
+        .with_for_update().execution_options(populate_existing=True))}
+    recipients = [locked[rid] for rid in recipient_ids if rid in locked]
+    opted_out = consent.opted_out_among({recipient.phone for recipient in recipients})
+    going: list[CampaignRecipient] = []
+    back: list[int] = []
+    limit = 0.0
+    with services.counts_together():
+        for position, recipient in enumerate(recipients):
+            if recipient.phone in opted_out:
+                services.advance(recipient, "skipped", error_code="opted_out")
+                continue
+            limit = _limit_wait(plan, recipient.phone)
+            if limit:
+                back = [later.id for later in recipients[position:]]
+                break
+            gap = pacing.keep_gap(plan.org_id, recipient.phone)
+            if gap:
+                recipient.next_attempt_at = pacing.now() + timedelta(seconds=gap)
+                recipient.claimed_until = None
+                continue
+            going.append(recipient)
+        room = _room(len(going))
+        if going and not room:
+            rollback()
+            _pause_for_plan(plan)
+            return None
+        back = [recipient.id for recipient in going[room:]] + back
+        going = going[:room]
+        messages = _write(plan, going)
+    profile = db.session.get(WhatsAppProfile, plan.profile_id)
+    channel = channel_for(profile)
+    for message in messages:  # sent as written, read from nowhere else (a commit expires)
+        db.session.expunge(message)
+    for conversation in {id(m.conversation): m.conversation for m in messages}.values():
+        db.session.expunge(conversation)
+    db.session.expunge(profile)
+    chunk = Chunk([Send(recipient.id, message)
+                   for recipient, message in zip(going, messages, strict=True)],
+                  channel, back, limit)
+    _progress(plan)
+    commit()
+    return chunk
 
-    send_message(message_id)
-    _settle(plan, recipient_id, message_id)
-    return 0.0
+
+def _room(wanted: int) -> int:
+    """How many of `wanted` messages the plan's monthly campaign messages have room for,
+    counted in this hour's usage. Counted first, then checked: the usage row stays locked
+    until this transaction ends, so two runners of one organization never both take the
+    last messages."""
+    if not wanted:
+        return 0
+    usage.record_campaign_messages(wanted)
+    allowed = gate.limit_of(PLAN_LIMIT)
+    over = 0 if allowed is None else gate.usage(PLAN_LIMIT) - allowed
+    if over <= 0:
+        return wanted
+    usage.record_campaign_messages(-min(over, wanted))
+    return max(0, wanted - over)
 
 
-def _hold_back(plan: Plan, recipient: CampaignRecipient) -> float | None:
-    """Why this recipient is not sent now, if they are not: 0 (skipped, or waiting alone),
-    the seconds the whole campaign waits (its limits), or None to send."""
-    if consent.is_opted_out(recipient.phone):
-        services.advance(recipient, "skipped", error_code="opted_out")
-        _progress(plan)
-        commit()
-        return 0.0
-    wait = _limit_wait(plan, recipient.phone)
-    if wait:
-        rollback()
-        return wait
-    wait = pacing.keep_gap(plan.org_id, recipient.phone)
-    if wait:
-        recipient.next_attempt_at = pacing.now() + timedelta(seconds=wait)
-        recipient.claimed_until = None
-        commit()
-        return 0.0
-    return None
+def _write(plan: Plan, going: list[CampaignRecipient]) -> list[Message]:
+    """The recipients' messages, written to the outbox in one INSERT (not sent yet); each
+    recipient `sending` with a lease."""
+    if not going:
+        return []
+    profile = db.session.get(WhatsAppProfile, plan.profile_id)
+    conversations, _created = conversations_for(profile, {
+        ("contact_phone", recipient.phone): recipient.variables.get("name") or ""
+        for recipient in going})
+    contents = [outbound(plan.message, recipient.variables, plan.components)
+                for recipient in going]
+    messages = queue_outbound_many([
+        (conversations[("contact_phone", recipient.phone)], content.type, content.body,
+         content.content) for recipient, content in zip(going, contents, strict=True)])
+    now = pacing.now()
+    for recipient, message in zip(going, messages, strict=True):
+        services.advance(recipient, "sending")
+        recipient.message_id, recipient.attempted_at = message.id, now
+        recipient.attempts += 1
+        recipient.claimed_until = now + timedelta(seconds=lease())
+    db.session.flush()
+    return messages
+
+
+@dataclass(frozen=True)
+class Sent:
+    send: Send
+    answer: Answer
+    at: datetime
+
+
+def _send_each(plan: Plan, chunk: Chunk, deadline: float, failures: deque[bool]
+               ) -> tuple[list[Sent], list[Send], float]:
+    """Send the chunk's messages in order, each when the pace allows (the first has its
+    token): each claimed in the outbox and committed with the previous one's answer before
+    its request leaves. Stops early when WhatsApp slows the number down or blames it, when
+    too many of the last sends failed, or at a long wait. What was sent, what was not, and
+    the wait."""
+    sent: list[Sent] = []
+    for position, send in enumerate(chunk.sends):
+        while position and (wait := _pace(plan)):  # a wait takes no token: ask again
+            if wait > INLINE_WAIT or pacing.clock.now() + wait >= deadline:
+                return sent, chunk.sends[position:], wait
+            pacing.clock.sleep(wait)
+        if sent:
+            record_answer(sent[-1].send.message.id, sent[-1].answer)
+        claimed = claim_send(send.message.id) is not None
+        commit()  # the previous answer, and this message `sending` before it leaves
+        if not claimed:
+            continue  # another run has it (the recovery job): it is settled from there
+        moment = pacing.now()
+        answer = deliver(send.message, chunk.channel)
+        sent.append(Sent(send, answer, moment))
+        code = answer.refusal.code if answer.refusal else ""
+        failures.append(bool(code) and not _retried(code))
+        if code in SLOW_DOWN_CODES or code in NUMBER_CODES or \
+                sum(failures) > services.FAILURE_LIMIT:
+            return sent, chunk.sends[position + 1:], 0.0
+    return sent, [], 0.0
+
+
+def _retried(code: str) -> bool:
+    """Does a refusal with `code` put the recipient back in the queue (not a failure)?"""
+    return (code in SLOW_DOWN_CODES or code in NUMBER_CODES or code in LATER_CODES
+            or code.startswith("http_5"))
 
 
 def _limit_wait(plan: Plan, phone: str) -> float:
@@ -486,35 +654,6 @@ def _sent_since(plan: Plan, since: datetime) -> int:
         _sends_of_number(plan, since).subquery()))
 
 
-def _write(plan: Plan, recipient: CampaignRecipient) -> int:
-    """The recipient's message, written to the outbox (not sent yet); `sending` with a lease."""
-    profile = db.session.get(WhatsAppProfile, plan.profile_id)
-    conversation, _created = conversation_for(profile, recipient.phone, None,
-                                              recipient.variables.get("name") or "")
-    content = outbound(plan.message, recipient.variables, plan.components)
-    message = queue_outbound(conversation, None, type_=content.type, body=content.body,
-                             content=content.content, send_now=False)
-    now = pacing.now()
-    services.advance(recipient, "sending")
-    recipient.message_id, recipient.attempted_at = message.id, now
-    recipient.attempts += 1
-    recipient.claimed_until = now + timedelta(seconds=lease())
-    return message.id
-
-
-def _counted(plan: Plan) -> bool:
-    """Count the message being written in the plan's monthly campaign messages; False (and
-    the campaign paused, nothing written) when the plan has no room left for it. Counted
-    first, then checked: the hour's usage row stays locked until this transaction ends, so
-    two runners of one organization never both take the last message."""
-    usage.record_campaign_messages(1)
-    if gate.within(PLAN_LIMIT, 0):
-        return True
-    rollback()
-    _pause_for_plan(plan)
-    return False
-
-
 def _pause_for_plan(plan: Plan) -> None:
     """The plan's campaign messages of the month are used up: the campaign pauses, saying
     how many of how many (the page offers the upgrade)."""
@@ -523,16 +662,40 @@ def _pause_for_plan(plan: Plan) -> None:
     commit()
 
 
-def _settle(plan: Plan, recipient_id: int, message_id: int) -> None:
-    """What the send answered, for the recipient (see the module's docstring)."""
-    recipient = db.session.scalar(select(CampaignRecipient)
-                                  .where(CampaignRecipient.id == recipient_id)
-                                  .with_for_update())
-    message = db.session.get(Message, message_id)
+def _settle_chunk(plan: Plan, sent: list[Sent], unsent: list[Send]) -> None:
+    """What the sends answered, for their recipients, in one transaction (see the module's
+    docstring); those not sent go back to the queue, their messages withdrawn."""
+    if sent:
+        record_answer(sent[-1].send.message.id, sent[-1].answer)
+    ids = [item.send.recipient_id for item in sent] + [send.recipient_id for send in unsent]
+    recipients = {recipient.id: recipient for recipient in db.session.scalars(
+        select(CampaignRecipient).where(CampaignRecipient.id.in_(ids)).with_for_update()
+        .execution_options(populate_existing=True))}
+    messages = {message.id: message for message in db.session.scalars(
+        select(Message).where(Message.id.in_([item.send.message.id for item in sent]))
+        .execution_options(populate_existing=True))}
+    with services.counts_together():
+        for item in sent:
+            recipient = recipients[item.send.recipient_id]
+            if recipient.message_id == item.send.message.id:  # else settled by a webhook
+                recipient.attempted_at = item.at
+                _settle(plan, recipient, messages[item.send.message.id])
+        for send in unsent:
+            recipient = recipients[send.recipient_id]
+            recipient.attempts -= 1  # never left: not an attempt
+            services.requeue(recipient, None)
+    if unsent:
+        withdraw_unsent([send.message.id for send in unsent])
+        usage.record_campaign_messages(-len(unsent))
+        pacing.forget_gap(plan.org_id, [recipients[send.recipient_id].phone
+                                        for send in unsent])
+    _progress(plan)
+
+
+def _settle(plan: Plan, recipient: CampaignRecipient, message: Message) -> None:
+    """What one send answered, for its (locked) recipient."""
     code = message.error_code or ""
-    if recipient.message_id != message_id:
-        pass  # settled meanwhile by a status webhook (a requeue clears the link)
-    elif message.status != "failed":
+    if message.status != "failed":
         services.apply_message(recipient, message, plan.name)
     elif code in SLOW_DOWN_CODES:
         pause = pacing.slow_down(plan.org_id, plan.profile_id)
@@ -550,8 +713,6 @@ def _settle(plan: Plan, recipient_id: int, message_id: int) -> None:
             seconds=pacing.backoff(recipient.attempts)))
     else:
         services.apply_message(recipient, message, plan.name)
-    _progress(plan)
-    commit()
 
 
 def _progress(plan: Plan) -> None:

@@ -239,6 +239,13 @@ def keep_gap(org_id: int, phone: str) -> float:
                          [_ms(), int(GAP_SECONDS * 1000)]))
 
 
+def forget_gap(org_id: int, phones: list[str]) -> None:
+    """The messages noted by `keep_gap` for `phones` were not sent after all (a batch cut
+    short): they do not hold the next one back."""
+    if phones:
+        redis().delete(*(_key(org_id, "person", phone, "last") for phone in phones))
+
+
 def backoff(attempt: int) -> float:
     """Seconds before attempt `attempt` + 1 of one recipient (131056): 4, 16, 64... (4^n)."""
     return float(4 ** max(1, attempt))

@@ -25,7 +25,9 @@ import logging
 import mimetypes
 import time
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as time_of_day
@@ -551,8 +553,29 @@ def campaign_results(campaign: Campaign) -> dict[str, int]:
     return row.as_dict() if row else dict.fromkeys(COUNTS, 0)
 
 
+_GATHERED = "campaign_counts"
+
+
+@contextmanager
+def counts_together() -> Iterator[None]:
+    """Gather the count moves made inside the block into one UPDATE per campaign at its end
+    (a runner's batch moves many recipients)."""
+    gathered: dict[int, Counter[str]] = db.session.info.setdefault(_GATHERED, {})
+    try:
+        yield
+    finally:
+        db.session.info.pop(_GATHERED, None)
+    for campaign_id, deltas in gathered.items():
+        add_counts(campaign_id, deltas)
+
+
 def add_counts(campaign_id: int, deltas: Mapping[str, int]) -> None:
-    """Move the campaign's counts by `deltas` in the database (concurrent paths both count)."""
+    """Move the campaign's counts by `deltas` in the database (concurrent paths both count),
+    or, inside `counts_together()`, at the end of its block."""
+    gathered = db.session.info.get(_GATHERED)
+    if gathered is not None:
+        gathered.setdefault(campaign_id, Counter()).update(deltas)
+        return
     changes = {name: getattr(CampaignResult, name) + delta
                for name, delta in deltas.items() if delta}
     if changes:
@@ -718,11 +741,18 @@ _STAMP = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at",
           "failed": "failed_at"}
 
 
+# Outbox messages whose recipients a runner of this process is settling with its batch
+# (crm/campaigns/jobs.py): the events their sends publish have nothing to do here.
+SETTLED_BY_RUNNER: set[int] = set()
+
+
 def follow_message(message_id: int, status: str | None = None) -> CampaignRecipient | None:
     """Bring the recipient of an outbox message (if it is a campaign's) to the message's
     status: what the send answered, or WhatsApp's status webhook later. Idempotent. `status`,
     the message's status as an event told it, spares loading what has nothing to change
     (the recipient of the runner's own send is there already)."""
+    if message_id in SETTLED_BY_RUNNER:
+        return None  # its runner settles it with its batch
     recipient = db.session.scalar(select(CampaignRecipient)
                                   .where(CampaignRecipient.message_id == message_id))
     if recipient is None or (status in _STATE_OF and not moves_forward(recipient.state,
