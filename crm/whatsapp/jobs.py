@@ -39,6 +39,7 @@ from itertools import groupby
 
 from flask import current_app
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.orm import joinedload
 
 from crm import events, recovery
 from crm.extensions import db
@@ -132,7 +133,9 @@ def record_answer(message_id: int, answer: Answer) -> Message:
     """Write what the send answered on the message (not committed: the caller commits)."""
     # A status webhook may have arrived while the request was in flight: it wins.
     message = db.session.scalar(select(Message).where(Message.id == message_id)
-                                .with_for_update().execution_options(populate_existing=True))
+                                .options(joinedload(Message.conversation))  # for the event
+                                .with_for_update(of=Message)
+                                .execution_options(populate_existing=True))
     if answer.provider_id:
         _record_sent(message, answer.provider_id)
         return message
