@@ -28,8 +28,10 @@ with a constant number of statements per chunk but for the outbox's own step per
    and the campaign pauses when none is left; it pauses before claiming when the month is
    used up, or when the organization is read-only) — one commit;
 3. each message through the outbox's own steps (crm/whatsapp/jobs.py): `sending` is
-   committed, with the previous message's answer, before its request leaves (over one
-   channel, so the Graph API's connection is kept alive), so a crash never sends twice; a
+   committed, with the previous message's answer and under a share lock on the campaign's
+   row that shows it still running (so a pause stops the chunk: what is left is withdrawn,
+   below), before its request leaves (over one channel, so the Graph API's connection is
+   kept alive), so a crash never sends twice; a
    cut-off send is `unknown` until WhatsApp's status webhook settles it, never resent.
    Should the runner die before that, the recovery job sends the queued message once;
 4. the answers, for the chunk's recipients in one transaction (`_settle_chunk`): each
@@ -485,9 +487,7 @@ def _write_chunk(plan: Plan, recipient_ids: list[int]) -> Chunk | None:
     rule, get their messages written to the outbox, are marked `sending` and counted in the
     plan's campaign messages of the month — one commit. None when the campaign is not
     running, or the plan has no room left (it pauses)."""
-    status = db.session.scalar(select(Campaign.status).where(Campaign.id == plan.campaign_id)
-                               .with_for_update(read=True))
-    if status != "running":
+    if not _running(plan):
         rollback()
         return None
     locked = {recipient.id: recipient for recipient in db.session.scalars(
@@ -588,9 +588,11 @@ def _send_each(plan: Plan, chunk: Chunk, deadline: float, failures: deque[bool]
                ) -> tuple[list[Sent], list[Send], float]:
     """Send the chunk's messages in order, each when the pace allows (the first has its
     token): each claimed in the outbox and committed with the previous one's answer before
-    its request leaves. Stops early when WhatsApp slows the number down or blames it, when
-    too many of the last sends failed, or at a long wait. What was sent, what was not, and
-    the wait."""
+    its request leaves, under a share lock on the campaign's row that shows it still
+    running (a pause waits for that commit, and no send starts after a pause returns).
+    Stops early when the campaign stopped running, when WhatsApp slows the number down or
+    blames it, when too many of the last sends failed, or at a long wait. What was sent,
+    what was not, and the wait."""
     sent: list[Sent] = []
     for position, send in enumerate(chunk.sends):
         while position and (wait := _pace(plan)):  # a wait takes no token: ask again
@@ -599,6 +601,9 @@ def _send_each(plan: Plan, chunk: Chunk, deadline: float, failures: deque[bool]
             pacing.clock.sleep(wait)
         if sent:
             record_answer(sent[-1].send.message.id, sent[-1].answer)
+        if not _running(plan):  # paused meanwhile: nothing more leaves
+            commit()
+            return sent, chunk.sends[position:], 0.0
         claimed = claim_send(send.message.id) is not None
         commit()  # the previous answer, and this message `sending` before it leaves
         if not claimed:
@@ -612,6 +617,12 @@ def _send_each(plan: Plan, chunk: Chunk, deadline: float, failures: deque[bool]
                 sum(failures) > services.FAILURE_LIMIT:
             return sent, chunk.sends[position + 1:], 0.0
     return sent, [], 0.0
+
+
+def _running(plan: Plan) -> bool:
+    """Is the campaign still running? Its row share-locked until the transaction ends."""
+    return db.session.scalar(select(Campaign.status).where(Campaign.id == plan.campaign_id)
+                             .with_for_update(read=True)) == "running"
 
 
 def _retried(code: str) -> bool:
