@@ -494,34 +494,16 @@ def _write_chunk(plan: Plan, recipient_ids: list[int]) -> Chunk | None:
         select(CampaignRecipient).where(CampaignRecipient.id.in_(recipient_ids),
                                         CampaignRecipient.state == "queued")
         .with_for_update().execution_options(populate_existing=True))}
-    recipients = [locked[rid] for rid in recipient_ids if rid in locked]
-    opted_out = consent.opted_out_among({recipient.phone for recipient in recipients})
-    going: list[CampaignRecipient] = []
-    back: list[int] = []
-    limit = 0.0
-    with services.counts_together():
-        for position, recipient in enumerate(recipients):
-            if recipient.phone in opted_out:
-                services.advance(recipient, "skipped", error_code="opted_out")
-                continue
-            limit = _limit_wait(plan, recipient.phone)
-            if limit:
-                back = [later.id for later in recipients[position:]]
-                break
-            gap = pacing.keep_gap(plan.org_id, recipient.phone)
-            if gap:
-                recipient.next_attempt_at = pacing.now() + timedelta(seconds=gap)
-                recipient.claimed_until = None
-                continue
-            going.append(recipient)
-        room = _room(len(going))
-        if going and not room:
-            rollback()
-            _pause_for_plan(plan)
-            return None
-        back = [recipient.id for recipient in going[room:]] + back
-        going = going[:room]
-        messages = _write(plan, going)
+    going, back, limit = _check_each(plan, [locked[rid] for rid in recipient_ids
+                                            if rid in locked])
+    room = _room(len(going))
+    if going and not room:
+        rollback()
+        _pause_for_plan(plan)
+        return None
+    back = [recipient.id for recipient in going[room:]] + back
+    going = going[:room]
+    messages = _write(plan, going)
     profile = db.session.get(WhatsAppProfile, plan.profile_id)
     channel = channel_for(profile)
     for message in messages:  # sent as written, read from nowhere else (a commit expires)
@@ -535,6 +517,30 @@ def _write_chunk(plan: Plan, recipient_ids: list[int]) -> Chunk | None:
     _progress(plan)
     commit()
     return chunk
+
+
+def _check_each(plan: Plan, recipients: list[CampaignRecipient]
+                ) -> tuple[list[CampaignRecipient], list[int], float]:
+    """Of the (locked) recipients, in order: the opted out are skipped, those messaged by
+    a campaign in the last 6 seconds wait alone; at the number's limit the rest waits. Who
+    goes, who stays claimed, and the limit's wait."""
+    opted_out = consent.opted_out_among({recipient.phone for recipient in recipients})
+    going: list[CampaignRecipient] = []
+    with services.counts_together():
+        for position, recipient in enumerate(recipients):
+            if recipient.phone in opted_out:
+                services.advance(recipient, "skipped", error_code="opted_out")
+                continue
+            limit = _limit_wait(plan, recipient.phone)
+            if limit:
+                return going, [later.id for later in recipients[position:]], limit
+            gap = pacing.keep_gap(plan.org_id, recipient.phone)
+            if gap:
+                recipient.next_attempt_at = pacing.now() + timedelta(seconds=gap)
+                recipient.claimed_until = None
+                continue
+            going.append(recipient)
+    return going, [], 0.0
 
 
 def _room(wanted: int) -> int:
