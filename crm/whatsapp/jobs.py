@@ -138,8 +138,7 @@ def record_answer(message_id: int, answer: Answer) -> Message:
                                 .execution_options(populate_existing=True))
     if answer.provider_id:
         _record_sent(message, answer.provider_id)
-        return message
-    if message.status in ("sending", "unknown") and answer.refusal is not None:
+    elif message.status in ("sending", "unknown") and answer.refusal is not None:
         message.status = "failed"
         message.failed_at = utcnow()
         message.error_code = answer.refusal.code
