@@ -7,13 +7,13 @@ planner walked the primary key and skipped every other campaign's rows by filter
 of several large campaigns would read all the older ones' first.
 
 Revision ID: 7d49abe04918
-Revises: f1ea96597448
+Revises: 5be1d2a0c7f3
 Create Date: 2026-12-02 08:00:00
 """
 from alembic import op
 
 revision = "7d49abe04918"
-down_revision = "f1ea96597448"
+down_revision = "5be1d2a0c7f3"
 branch_labels = None
 depends_on = None
 
