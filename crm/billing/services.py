@@ -483,6 +483,13 @@ def has_running_subscription() -> bool:
         Subscription.stripe_subscription_id.is_not(None), Subscription.status.in_(RUNNING))))
 
 
+def has_stripe_customer() -> bool:
+    """Is the organization a customer in Stripe (its portal keeps the invoices and the card,
+    even once a subscription has ended)?"""
+    return bool(db.session.scalar(select(Subscription.id).where(
+        Subscription.stripe_customer_id.is_not(None))))
+
+
 def default_payment_method() -> PaymentMethod | None:
     return db.session.scalar(select(PaymentMethod).where(PaymentMethod.is_default))
 

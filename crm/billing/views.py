@@ -140,6 +140,7 @@ def billing_page():
     invoices, _after = services.list_invoices(limit=INVOICES_SHOWN)
     return page("billing/billing.html", plans=_plans(summary), invoices=invoices,
                 card=services.default_payment_method(), running=services.has_running_subscription(),
+                customer=services.has_stripe_customer(),
                 invoice_status_labels=INVOICE_STATUS_LABELS, module_labels=MODULE_LABELS,
                 limits=LIMITS, money=money, webhook_url=_webhook_url(), **context)
 

@@ -14,6 +14,7 @@ from crm.billing.models import Invoice
 from crm.extensions import db
 from crm.foundation.models import Invitation
 from crm.tenancy import organization_context
+from crm.transaction import commit
 from tests.billing.factories import age, invitation_token, oid, overdue, put_on_plan
 from tests.billing.test_stripe import deliver
 from tests.customers.factories import make_customer
@@ -167,6 +168,29 @@ def test_the_portal_button_sends_the_admin_to_stripe(app, client, synced):
 
     assert (response.status_code, response.location) == (
         303, synced.of_kind("billing_portal.session")[-1]["url"])
+
+
+def test_a_canceled_organization_keeps_the_portal_for_its_invoices_and_card(app, client,
+                                                                           synced):
+    """Once its subscription has ended, the organization's invoices and card are still in
+    Stripe's portal: the billing page keeps the way there."""
+    org = make_org(language="en")
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    with organization_context(oid(org)):
+        services.cancel(org.admin, now=True)
+        commit()
+    deliver(app, client, synced, [synced.event(
+        "customer.subscription.deleted", synced.objects[synced.of_kind("subscription")[-1]["id"]])])
+    login(client, org.admin)
+
+    html = client.get("/billing").get_data(as_text=True)
+
+    assert "Canceled" in html
+    assert "Card, invoices and cancellation" in html
+    assert client.post("/billing/portal").status_code == 303
 
 
 def test_the_trial_banner_shows_on_every_page_to_those_who_read_billing(app, client, billing_on):
