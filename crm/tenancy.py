@@ -13,12 +13,13 @@ verified webhook, or the job that carries it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from sqlalchemy import BigInteger, ForeignKey, event, false, text
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, with_loader_criteria
+from sqlalchemy.orm.interfaces import ORMOption
 
 from crm.extensions import db
 
@@ -69,13 +70,15 @@ def _as_setting(org_id: int | None) -> str:
     return "" if org_id is None else str(int(org_id))
 
 
-def get_in_organization(model: type[TenantMixin], object_id: int) -> TenantMixin | None:
-    """Load a tenant row by primary key, only if it belongs to the current organization.
+def get_in_organization(model: type[TenantMixin], object_id: int,
+                        options: Sequence[ORMOption] = ()) -> TenantMixin | None:
+    """Load a tenant row by primary key (with loader `options`), only if it belongs to the
+    current organization.
 
     `Session.get` answers from the identity map without SQL when the row is already loaded, so
     neither the ORM criteria nor RLS see that lookup; the organization is checked here instead.
     """
-    obj = db.session.get(model, object_id)
+    obj = db.session.get(model, object_id, options=options)
     if obj is None or obj.organization_id != _current_org.get():
         return None
     return obj

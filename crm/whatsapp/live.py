@@ -27,6 +27,7 @@ from datetime import datetime
 from flask import render_template
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from crm import events
 from crm.errors import NotFoundError
@@ -294,7 +295,10 @@ def broadcast(event: str, conversation: Conversation,
 
 
 def _message(payload: dict) -> Message | None:
-    message = get_in_organization(Message, payload["message_id"])
+    """The event's message with its conversation and assignee, in one query: every message
+    sent or moved on is announced (a campaign's thousands too), watched or not."""
+    message = get_in_organization(Message, payload["message_id"], options=[
+        joinedload(Message.conversation).joinedload(Conversation.assigned_user)])
     if message is None:
         log.info("event for message %s that is gone", payload["message_id"])
     return message
