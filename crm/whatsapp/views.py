@@ -402,8 +402,11 @@ def send_message(conversation_id: int):
 @require("whatsapp", "write")
 def send_template(conversation_id: int):
     """Send one of the number's approved templates, its parameters filled in for the contact:
-    the only message allowed once the 24-hour window closed."""
+    the only message allowed once the 24-hour window closed. Without JavaScript the form's
+    "Preview" button comes here too: it shows the picked template filled in, and sends nothing."""
     conversation = _conversation(conversation_id)
+    if request.form.get("preview"):
+        return _conversation_page(conversation, values=request.form)
     try:
         message = approved_templates.send_approved_template(
             conversation, me(), request.form.get("template_id"),

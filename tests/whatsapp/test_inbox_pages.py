@@ -573,6 +573,34 @@ def test_the_closed_window_composer_picks_a_synced_template_previewed_for_the_cu
     assert "مرحبا Fatima، طلبك A-1234 في الطريق" in sent.get_data(as_text=True)
 
 
+def test_without_javascript_the_picker_previews_another_template_and_sends_nothing(
+        client, org):
+    """The form's "Preview" button (shown only without JavaScript) posts the picker: the page
+    comes back with the picked template's fields and its body filled in, the parameters as
+    typed, and nothing is queued."""
+    cloud = make_profile(org, "cloud")
+    first = make_template(org, cloud, name="a_first", body="Hello {{1}}")
+    offered, _rejected, _elsewhere = _templates_of(org, cloud)
+    customer = make_customer(org, name="Fatima Khan", phone="0501234567")
+    closed = make_conversation(cloud, "+966501234567", customer_id=customer.id,
+                               last_inbound_at=utcnow() - timedelta(days=2))
+    login(client, org.admin)
+    page = page_text(client, f"/inbox/conversations/{closed.id}")
+    assert '<noscript><button type="submit" name="preview" value="1"' in page
+    assert "Hello {{1}}" in page  # the first template, until another is picked
+
+    shown = client.post(f"/inbox/conversations/{closed.id}/template", data={
+        "template_id": offered.id, "parameters": ["{first_name}", "A-1234"], "preview": "1"})
+    assert shown.status_code == 200
+    body = shown.get_data(as_text=True)
+    picker = body.split('name="template_id"')[1].split("</select>")[0]
+    assert f'<option value="{offered.id}" dir="ltr" selected>' in picker
+    assert f'<option value="{first.id}" dir="ltr">' in picker
+    assert "مرحبا Fatima، طلبك A-1234 في الطريق" in body
+    assert 'value="A-1234"' in body
+    assert _messages(org.id, closed.id) == []
+
+
 def test_only_an_approved_template_with_every_parameter_is_sent(client, org):
     """Another number's template, a rejected one, a missing or empty parameter, or a NUL:
     422 with the reason beside the picker, and nothing is queued."""
