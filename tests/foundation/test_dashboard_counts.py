@@ -4,6 +4,7 @@ count of the lists they link to, for the team and for an agent."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from datetime import timedelta
 from importlib import import_module
 
@@ -56,6 +57,7 @@ def _check_inbox(admin, agent) -> None:
             assert (numbers.open, numbers.unassigned, numbers.unread, numbers.mine) == (
                 opened, None if own else unassigned, unread, mine)
             assert unread_conversations(user) == unread
+            assert type(numbers.open) is type(numbers.unread) is int
 
 
 def test_the_inbox_counts_follow_every_change_of_a_conversation(org):
@@ -115,8 +117,10 @@ def _listed_tickets(user, agent: bool) -> TicketNumbers:
 def _check_tickets(org, agent) -> None:
     with organization_context(org.id):
         db.session.flush()
-        assert ticket_numbers(org.admin) == _listed_tickets(org.admin, False)
+        team = ticket_numbers(org.admin)
+        assert team == _listed_tickets(org.admin, False)
         assert ticket_numbers(agent) == _listed_tickets(agent, True)
+        assert {type(n) for n in astuple(team)} == {int}
 
 
 def test_the_ticket_counts_follow_every_change_of_a_ticket(org):
@@ -164,7 +168,9 @@ def _check_tasks(org_id: int, agent_id: int) -> None:
     with organization_context(org_id):
         db.session.flush()
         for assignee_id in (None, agent_id):
-            assert crm.task_counts(assignee_id) == _listed_tasks(assignee_id)
+            counts = crm.task_counts(assignee_id)
+            assert counts == _listed_tasks(assignee_id)
+            assert {type(n) for n in counts.values()} == {int}
 
 
 def test_the_task_counts_follow_every_change_of_a_task(org):
