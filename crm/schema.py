@@ -48,13 +48,13 @@ def keep_counts(counts: str, source: str, keys: dict[str, str], counted: str) ->
         return (f"SELECT organization_id, {values}, {sign} AS n FROM {rows} "
                 f"WHERE {counted}")
 
-    def apply(deltas: str) -> str:
+    def apply(deltas: str, where: str = "true") -> str:
         # In key order, so two statements that touch the same counts lock them in the same
         # order; a statement that changes no key (a message bumping a conversation) writes
         # nothing.
         return f"""
         INSERT INTO {counts} AS t (organization_id, {columns}, n)
-        SELECT organization_id, {columns}, sum(n) FROM ({deltas}) d
+        SELECT organization_id, {columns}, sum(n) FROM ({deltas}) d WHERE {where}
         GROUP BY organization_id, {columns} HAVING sum(n) <> 0
         ORDER BY organization_id, {columns}
         ON CONFLICT (organization_id, {columns}) DO UPDATE SET n = t.n + excluded.n;"""
@@ -65,7 +65,7 @@ def keep_counts(counts: str, source: str, keys: dict[str, str], counted: str) ->
     CREATE FUNCTION wasl_{counts}() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       IF TG_OP = 'INSERT' THEN {apply(delta("new_rows", 1))}
-      ELSIF TG_OP = 'DELETE' THEN {apply(delta("old_rows", -1))}
+      ELSIF TG_OP = 'DELETE' THEN {apply(delta("old_rows", -1), _ORGANIZATION_LEFT)}
       ELSE {apply(delta("new_rows", 1) + " UNION ALL " + delta("old_rows", -1))}
       END IF;
       RETURN NULL;
@@ -97,6 +97,9 @@ def drop_counts(counts: str, source: str) -> None:
     op.execute(f"DROP FUNCTION IF EXISTS wasl_{counts}()")
 
 
+# Rows deleted with their organization (ON DELETE CASCADE) count nowhere: the organization's
+# counts went with it.
+_ORGANIZATION_LEFT = "EXISTS (SELECT FROM organizations o WHERE o.id = d.organization_id)"
 _COUNT_TRIGGERS = (("insert", "INSERT", "NEW TABLE AS new_rows"),
                    ("update", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
                    ("delete", "DELETE", "OLD TABLE AS old_rows"))

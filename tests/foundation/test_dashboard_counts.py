@@ -242,3 +242,14 @@ def _refill() -> None:
     """Fill the counters as the migration does (from the test's rows, in its transaction)."""
     for counts, (source, keys, counted) in dashboard_counts.COUNTS.items():
         db.session.execute(text(count_rows(counts, source, keys, counted)))
+
+
+def test_an_organization_deleted_takes_its_counts_along(org):
+    """Deleting an organization deletes its conversations and tickets (ON DELETE CASCADE),
+    and its counts with them: the triggers count nothing for an organization that is gone."""
+    agent = make_user(org, "agent")
+    make_conversation(make_profile(org, "sandbox"), assigned_user_id=agent.id, unread_count=2)
+    make_ticket(org, assignee_id=agent.id)
+    with organization_context(org.id):
+        db.session.execute(text("DELETE FROM organizations WHERE id = :id"), {"id": org.id})
+        assert _all_counts() == set()
