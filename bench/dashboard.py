@@ -83,9 +83,34 @@ FROM customers c, (SELECT array_agg(id ORDER BY id) AS ids FROM users
 WHERE c.organization_id = %(org)s AND random() < 0.2"""
 
 
+# What the cards' counters must equal: the lists they link to, counted from the rows (the
+# bench's data is made by SQL INSERTs, which the counters' triggers see too).
+RECOUNT_SQL = {
+    "inbox": """
+SELECT count(*) FILTER (WHERE status = 'open'),
+       count(*) FILTER (WHERE status = 'open' AND assigned_user_id IS NULL),
+       count(*) FILTER (WHERE unread_count > 0),
+       count(*) FILTER (WHERE status = 'open' AND assigned_user_id = :user)
+FROM conversations WHERE status <> 'resolved' AND last_message_at IS NOT NULL
+  AND (NOT :own OR assigned_user_id = :user)""",
+    "tickets": """
+SELECT count(*) FILTER (WHERE status = 'open'),
+       count(*) FILTER (WHERE assignee_id IS NULL AND status IN ('open', 'pending', 'on_hold')),
+       count(*) FILTER (WHERE assignee_id = :user AND status IN ('open', 'pending', 'on_hold')),
+       count(*) FILTER (WHERE sla_status = 'warning'),
+       count(*) FILTER (WHERE sla_status = 'breached')
+FROM tickets WHERE NOT :own OR assignee_id = :user""",
+    "tasks": """
+SELECT count(*) FILTER (WHERE due_at >= :today), count(*) FILTER (WHERE due_at < :today)
+FROM customer_activities WHERE type = 'task' AND done_at IS NULL AND due_at < :tomorrow
+  AND (NOT :own OR assignee_id = :user)""",
+}
+
+
 def run() -> None:
     app = bench_app()
     org = load(app)
+    check_counts(app, org)
     baseline_client = baseline_app(app.config["DATABASE_URL"]).test_client()
     measure(app, baseline_client, org)
 
@@ -137,6 +162,40 @@ def load(app: Flask) -> int:
           f"{loaded - start:.1f} s "
           f"(+ VACUUM ANALYZE {time.perf_counter() - loaded:.1f} s)")
     return org
+
+
+def check_counts(app: Flask, org: int) -> None:
+    """The numbers the admin's and the agent's cards show are those of a recount."""
+    from sqlalchemy import select, text
+
+    from crm.customers.services import task_counts
+    from crm.customers.services.activities import _today
+    from crm.extensions import db
+    from crm.foundation.models import User
+    from crm.tenancy import organization_context
+    from crm.tickets.dashboard import ticket_numbers
+    from crm.whatsapp.dashboard import inbox_numbers
+
+    with app.app_context(), organization_context(org):
+        today, tomorrow = _today()
+        for role in ("admin", "agent"):
+            user = db.session.scalar(select(User).where(User.role == role).order_by(User.id)
+                                     .limit(1))
+            own = role == "agent"
+            params = {"user": user.id, "own": own, "today": today, "tomorrow": tomorrow}
+            inbox, tickets = inbox_numbers(user), ticket_numbers(user)
+            tasks = task_counts(user.id if own else None)
+            shown = {"inbox": (inbox.open, inbox.unassigned, inbox.unread, inbox.mine),
+                     "tickets": (tickets.open, tickets.unassigned, tickets.mine,
+                                 tickets.breaching, tickets.breached),
+                     "tasks": (tasks["today"], tasks["overdue"])}
+            for card, sql in RECOUNT_SQL.items():
+                recount = tuple(db.session.execute(text(sql), params).one())
+                assert all(n is None or n == recounted
+                           for n, recounted in zip(shown[card], recount, strict=True)), (
+                    role, card, shown[card], recount)
+            print(f"the {role}'s cards equal a recount: " + "; ".join(
+                f"{card} {shown[card]}" for card in RECOUNT_SQL))
 
 
 def _sessions(org: int) -> dict[str, str]:
