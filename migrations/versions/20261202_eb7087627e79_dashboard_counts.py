@@ -13,56 +13,75 @@ for "nobody".
   tasks card sums the days before the organization's today and counts the rest from
   `ix_customer_activities_tasks_due` (a day in UTC, not in the organization's zone, so a
   change of zone leaves every count right).
+- `pipeline_totals`' trigger function written again by the same helper, which leaves out the
+  rows deleted with their organization (deleting an organization with customers failed).
 
 Revision ID: eb7087627e79
 Revises: 7d49abe04918
 Create Date: 2026-12-02 18:00:00
 """
+from importlib.util import module_from_spec, spec_from_file_location
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
 
-from crm.schema import drop_counts, keep_counts, protect_tenant_tables
+from crm.schema import Counter, counter_function, drop_counts, keep_counts, protect_tenant_tables
 
 revision = "eb7087627e79"
 down_revision = "7d49abe04918"
 branch_labels = None
 depends_on = None
 
-COUNTS = {
-    "inbox_counts": ("conversations",
-                     {"assignee_id": "coalesce(assigned_user_id, 0)", "status": "status",
-                      "unread": "unread_count > 0"},
-                     "status <> 'resolved' AND last_message_at IS NOT NULL"),
-    "ticket_counts": ("tickets",
-                      {"assignee_id": "coalesce(assignee_id, 0)", "status": "status",
-                       "sla_status": "coalesce(sla_status, '')"},
-                      "true"),
-    "task_counts": ("customer_activities",
-                    {"assignee_id": "coalesce(assignee_id, 0)",
-                     "due_day": "(due_at AT TIME ZONE 'UTC')::date"},
-                    "type = 'task' AND done_at IS NULL AND due_at IS NOT NULL"),
-}
+COUNTERS = (
+    Counter("inbox_counts", "conversations",
+            {"assignee_id": "coalesce(assigned_user_id, 0)", "status": "status",
+             "unread": "unread_count > 0"},
+            "status <> 'resolved' AND last_message_at IS NOT NULL"),
+    Counter("ticket_counts", "tickets",
+            {"assignee_id": "coalesce(assignee_id, 0)", "status": "status",
+             "sla_status": "coalesce(sla_status, '')"},
+            "true"),
+    Counter("task_counts", "customer_activities",
+            {"assignee_id": "coalesce(assignee_id, 0)",
+             "due_day": "(due_at AT TIME ZONE 'UTC')::date"},
+            "type = 'task' AND done_at IS NULL AND due_at IS NOT NULL"),
+)
 KEY_TYPES = {"assignee_id": sa.BigInteger(), "status": sa.String(16),
              "unread": sa.Boolean(), "sla_status": sa.String(8), "due_day": sa.Date()}
+# `pipeline_totals`' function, the same one written by `keep_counts`, which also leaves out
+# the customers deleted with their organization (its totals went first: the cascade failed on
+# their foreign key).
+PIPELINE = Counter("pipeline_totals", "customers",
+                   {"stage_id": "coalesce(stage_id, 0)", "owner_id": "coalesce(owner_id, 0)"},
+                   "merged_into_id IS NULL", {"customers": "1", "value": "expected_value"})
 
 
 def upgrade():
-    for counts, (source, keys, counted) in COUNTS.items():
+    for counter in COUNTERS:
         op.create_table(
-            counts,
+            counter.table,
             sa.Column("organization_id", sa.BigInteger(), nullable=False),
-            *(sa.Column(key, KEY_TYPES[key], nullable=False) for key in keys),
+            *(sa.Column(key, KEY_TYPES[key], nullable=False) for key in counter.keys),
             sa.Column("n", sa.BigInteger(), nullable=False, server_default="0"),
-            sa.ForeignKeyConstraint(["organization_id"], ["organizations.id"],
-                                    name=op.f(f"fk_{counts}_organization_id_organizations"),
-                                    ondelete="CASCADE"),
-            sa.PrimaryKeyConstraint("organization_id", *keys, name=op.f(f"pk_{counts}")),
+            sa.ForeignKeyConstraint(
+                ["organization_id"], ["organizations.id"],
+                name=op.f(f"fk_{counter.table}_organization_id_organizations"),
+                ondelete="CASCADE"),
+            sa.PrimaryKeyConstraint("organization_id", *counter.keys,
+                                    name=op.f(f"pk_{counter.table}")),
         )
-        protect_tenant_tables(counts)
-        keep_counts(counts, source, keys, counted)
+        protect_tenant_tables(counter.table)
+        keep_counts(counter)
+    op.execute(counter_function(PIPELINE))
 
 
 def downgrade():
-    for counts, (source, _keys, _counted) in COUNTS.items():
-        drop_counts(counts, source)
-        op.drop_table(counts)
+    path = Path(__file__).with_name("20261202_f1ea96597448_pipeline_value.py")
+    spec = spec_from_file_location("pipeline_value", path)
+    previous = module_from_spec(spec)
+    spec.loader.exec_module(previous)
+    op.execute(previous.TRIGGER_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
+    for counter in COUNTERS:
+        drop_counts(counter)
+        op.drop_table(counter.table)

@@ -240,16 +240,21 @@ def _all_counts() -> set:
 
 def _refill() -> None:
     """Fill the counters as the migration does (from the test's rows, in its transaction)."""
-    for counts, (source, keys, counted) in dashboard_counts.COUNTS.items():
-        db.session.execute(text(count_rows(counts, source, keys, counted)))
+    for counter in dashboard_counts.COUNTERS:
+        db.session.execute(text(count_rows(counter)))
+
 
 
 def test_an_organization_deleted_takes_its_counts_along(org):
-    """Deleting an organization deletes its conversations and tickets (ON DELETE CASCADE),
-    and its counts with them: the triggers count nothing for an organization that is gone."""
+    """Deleting an organization deletes its conversations, tickets, customers and tasks (ON
+    DELETE CASCADE), and its counts and pipeline totals with them: the triggers count
+    nothing for an organization that is gone."""
     agent = make_user(org, "agent")
     make_conversation(make_profile(org, "sandbox"), assigned_user_id=agent.id, unread_count=2)
     make_ticket(org, assignee_id=agent.id)
+    customer = make_customer(org, owner_id=agent.id, expected_value="100")
     with organization_context(org.id):
+        crm.add_activity(org.admin, customer, "task", "Call back", utcnow().isoformat())
         db.session.execute(text("DELETE FROM organizations WHERE id = :id"), {"id": org.id})
         assert _all_counts() == set()
+        assert db.session.scalar(text("SELECT count(*) FROM pipeline_totals")) == 0
