@@ -231,7 +231,7 @@ def check_counts(app: Flask, org: int) -> None:
     from sqlalchemy import select, text
 
     from crm.customers.services import task_counts
-    from crm.customers.services.activities import _today
+    from crm.customers.services.activities import today_bounds
     from crm.extensions import db
     from crm.foundation.models import User
     from crm.tenancy import organization_context
@@ -239,7 +239,7 @@ def check_counts(app: Flask, org: int) -> None:
     from crm.whatsapp.dashboard import inbox_numbers
 
     with app.app_context(), organization_context(org):
-        today, tomorrow = _today()
+        today, tomorrow = today_bounds()
         for role in ("admin", "agent"):
             user = db.session.scalar(select(User).where(User.role == role).order_by(User.id)
                                      .limit(1))

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 
 from crm.customers import services as crm
 from crm.customers.models import CustomerActivity
-from crm.customers.services.activities import _today
+from crm.customers.services.activities import today_bounds
 from crm.extensions import db
 from crm.models import utcnow
 from crm.schema import count_rows
@@ -153,7 +153,7 @@ def test_the_ticket_counts_follow_every_change_of_a_ticket(org):
 def _listed_tasks(assignee_id: int | None) -> dict[str, int]:
     """Open tasks due today and overdue (the organization's day), as the tasks lists count
     them."""
-    today, tomorrow = _today()
+    today, tomorrow = today_bounds()
     due = CustomerActivity.due_at
     where = [CustomerActivity.type == "task", CustomerActivity.done_at.is_(None)]
     if assignee_id is not None:

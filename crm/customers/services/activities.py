@@ -132,7 +132,7 @@ def text_hidden(activity: CustomerActivity, readable: frozenset[int]) -> bool:
     return activity.type in MESSAGE_ACTIVITY_TYPES and activity.id not in readable
 
 
-def _today() -> tuple[datetime, datetime]:
+def today_bounds() -> tuple[datetime, datetime]:
     """The start of today and of tomorrow, in the organization's time zone."""
     zone = organization_timezone()
     today = datetime.combine(datetime.now(zone).date(), time(), zone)
@@ -151,7 +151,7 @@ def _open_tasks(assignee_id: int | None) -> list[ColumnElement[bool]]:
 def tasks_due_today(user: User, limit: int = 50) -> list[tuple[CustomerActivity, Customer]]:
     """Open tasks assigned to `user` due by the end of today (the organization's day),
     overdue ones first, each with its customer."""
-    _start, tomorrow = _today()
+    _start, tomorrow = today_bounds()
     return [tuple(row) for row in db.session.execute(
         select(CustomerActivity, Customer)
         .join(Customer, Customer.id == CustomerActivity.customer_id)
@@ -169,7 +169,7 @@ def task_counts(assignee_id: int | None) -> dict[str, int]:
     before the one in which the organization's today begins are overdue, summed from a few
     rows; what falls due from that UTC midnight to the end of today (two days at most) is
     counted from `ix_customer_activities_tasks_due`."""
-    today, tomorrow = _today()
+    today, tomorrow = today_bounds()
     first_day = today.astimezone(UTC).date()
     days = select(counted(TaskCount.n)).where(TaskCount.due_day < first_day)
     if assignee_id is not None:
@@ -188,7 +188,7 @@ def list_tasks(due: str, assignee_id: int | None, after: tuple[datetime, int] | 
                limit: int = 50) -> tuple[list[CustomerActivity], tuple[datetime, int] | None]:
     """Open tasks due today or overdue (`due`), earliest first, with their customer and
     assignee; keyset-paginated on (due_at, id)."""
-    today, tomorrow = _today()
+    today, tomorrow = today_bounds()
     due_at = CustomerActivity.due_at
     when = (due_at >= today, due_at < tomorrow) if due == "today" else (due_at < today,)
     query = (select(CustomerActivity)
