@@ -10,9 +10,9 @@ for "nobody".
   unread or not: the inbox card and the Inbox's unread badge.
 - `ticket_counts`: tickets per assignee, status and SLA status ('' for none): the tickets card.
 - `task_counts`: open tasks with a due moment per assignee and UTC day of that moment: the
-  tasks card sums the days before the organization's today and counts the rest from
-  `ix_customer_activities_tasks_due` (a day in UTC, not in the organization's zone, so a
-  change of zone leaves every count right).
+  tasks card sums the UTC days before the one in which the organization's today begins and
+  counts the rest, to the end of today, from `ix_customer_activities_tasks_due` (days in UTC,
+  not in the organization's zone, so a change of zone leaves every count right).
 - `pipeline_totals`' trigger function written again by the same helper, which leaves out the
   rows deleted with their organization (deleting an organization with customers failed).
 
