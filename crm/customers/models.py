@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Computed,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -153,6 +154,19 @@ class PipelineTotal(TenantMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<PipelineTotal stage={self.stage_id} owner={self.owner_id} {self.customers}>"
+
+
+class TaskCount(TenantMixin, db.Model):
+    """Open tasks with a due moment per assignee (0: nobody) and UTC day of that moment, kept
+    by triggers on `customer_activities` (migration eb7087627e79): the dashboard sums the
+    days before today instead of counting every overdue task. Never written by the
+    application."""
+
+    __tablename__ = "task_counts"
+
+    assignee_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    due_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
 
 
 class CustomFieldDefinition(TenantMixin, db.Model):

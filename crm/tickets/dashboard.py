@@ -2,10 +2,9 @@
 
 Each number is that of the tickets list it links to (crm/tickets/services/tickets.py's views):
 open (status open), unassigned and mine (unsolved), breaching soon (a clock past its warning)
-and breached. Two statements whatever the number of tickets: the counts, each an index-only
-scan of its list's index (`ix_tickets_status`, `ix_tickets_assignee_unsolved`, the partial
-`ix_tickets_breaching` and `ix_tickets_breached`: one scan of all unsolved tickets with filters
-took three times as long on 100,000 tickets), and the soonest to breach from
+and breached. Two statements whatever the number of tickets: the counts, a sum over the few
+rows of `ticket_counts` (tickets per assignee, status and SLA status, kept by triggers on
+`tickets`; counting the tickets took 8–13 ms at 100,000), and the soonest to breach from
 `ix_tickets_breaching` in due order.
 """
 
@@ -13,14 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.views import DashboardCard, add_dashboard_card
+from crm.models import counted
 from crm.permissions import sees_only_assigned
 from crm.tickets import badges
-from crm.tickets.models import UNSOLVED_STATUSES, Ticket
+from crm.tickets.models import UNSOLVED_STATUSES, Ticket, TicketCount
 from crm.web import me
 
 # Socket.IO events after which the card counts again (crm/tickets/live.py); SLA warnings
@@ -42,23 +42,24 @@ class TicketNumbers:
 
 
 def ticket_numbers(user: User) -> TicketNumbers:
-    """The team's unsolved tickets and their SLA, or an agent's own: one statement, each
-    count an index-only scan of the index made for its list."""
+    """The team's unsolved tickets and their SLA, or an agent's own: a few rows of
+    `ticket_counts`."""
     agent = sees_only_assigned(user)
-    unsolved = Ticket.status.in_(UNSOLVED_STATUSES)
-    own = (Ticket.assignee_id == user.id,) if agent else ()
-    counts = [_count(Ticket.assignee_id == user.id, unsolved),
-              _count(Ticket.sla_status == "warning", *own),
-              _count(Ticket.sla_status == "breached", *own)]
+    unsolved = TicketCount.status.in_(UNSOLVED_STATUSES)
+    own = (TicketCount.assignee_id == user.id,) if agent else ()
+    counts = [_count(TicketCount.assignee_id == user.id, unsolved),
+              _count(TicketCount.sla_status == "warning", *own),
+              _count(TicketCount.sla_status == "breached", *own)]
     if not agent:
-        counts += [_count(Ticket.status == "open"), _count(Ticket.assignee_id.is_(None), unsolved)]
+        counts += [_count(TicketCount.status == "open"),
+                   _count(TicketCount.assignee_id == 0, unsolved)]
     mine, breaching, breached, *team = db.session.execute(select(*counts)).one()
     opened, unassigned = team or (None, None)
     return TicketNumbers(opened, unassigned, mine, breaching, breached)
 
 
 def _count(*conditions):
-    return select(func.count()).select_from(Ticket).where(*conditions).scalar_subquery()
+    return counted(TicketCount.n, *conditions)
 
 
 def breaching_soon(user: User, limit: int = SOONEST

@@ -420,3 +420,16 @@ class TicketSuggestion(TenantMixin, db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False,
                                                  default=utcnow, onupdate=utcnow,
                                                  server_default=text("now()"))
+
+
+class TicketCount(TenantMixin, db.Model):
+    """Tickets per assignee (0: nobody), status and SLA status ('': none), kept by triggers on
+    `tickets` (migration eb7087627e79): the dashboard reads a few rows. Never written by the
+    application."""
+
+    __tablename__ = "ticket_counts"
+
+    assignee_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sla_status: Mapped[str] = mapped_column(String(8), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)

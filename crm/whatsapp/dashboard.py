@@ -2,9 +2,9 @@
 
 The numbers are those of the lists they link to (crm/whatsapp/views.py's filters), for the
 whole team, or for an agent their own. Two statements whatever the size of the inbox: the
-counts read `ix_conversations_active` (conversations not resolved), the first responses the
-day's inbound messages through `ix_messages_day` and, per conversation, the first reply after
-them through `ix_messages_thread`.
+counts sum a few rows of `inbox_counts` (kept by triggers on `conversations`), the first
+responses read the day's inbound messages through `ix_messages_day` and, per conversation, the
+first reply after them through `ix_messages_thread`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 
 from flask import render_template, url_for
 from flask_babel import lazy_gettext
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import aliased
 
 from crm.extensions import db
@@ -22,9 +22,10 @@ from crm.foundation.models import User
 from crm.foundation.views import DashboardCard, OnboardingStep, add_dashboard_card
 from crm.foundation.views import add_onboarding_step as add_step
 from crm.i18n import organization_zone
+from crm.models import counted
 from crm.permissions import require, sees_only_assigned
 from crm.web import me
-from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
+from crm.whatsapp.models import Conversation, InboxCount, Message, WhatsAppProfile
 from crm.whatsapp.views import blueprint
 
 # Socket.IO events after which the inbox card counts again (crm/whatsapp/live.py).
@@ -49,20 +50,20 @@ def start_of_today() -> datetime:
 
 
 def inbox_numbers(user: User) -> InboxNumbers:
-    """The team's inbox today, or an agent's own."""
-    agent = sees_only_assigned()
-    active = Conversation.status != "resolved", Conversation.last_message_at.is_not(None)
-    is_open = Conversation.status == "open"
-    query = select(func.count().filter(is_open),
-                   func.count().filter(is_open, Conversation.assigned_user_id.is_(None)),
-                   func.count().filter(Conversation.unread_count > 0),
-                   func.count().filter(is_open, Conversation.assigned_user_id == user.id)
-                   ).where(*active)
+    """The team's inbox today, or an agent's own: a few rows of `inbox_counts`."""
+    agent = sees_only_assigned(user)
+    is_open = InboxCount.status == "open"
+    query = select(_sum(is_open), _sum(is_open, InboxCount.assignee_id == 0),
+                   _sum(InboxCount.unread), _sum(is_open, InboxCount.assignee_id == user.id))
     if agent:
-        query = query.where(Conversation.assigned_user_id == user.id)
+        query = query.where(InboxCount.assignee_id == user.id)
     opened, unassigned, unread, mine = db.session.execute(query).one()
     return InboxNumbers(opened, None if agent else unassigned, unread, mine,
                         first_response_today(user if agent else None))
+
+
+def _sum(*conditions: ColumnElement[bool]) -> ColumnElement[int]:
+    return counted(InboxCount.n, *conditions)
 
 
 def first_response_today(agent: User | None) -> timedelta | None:
@@ -88,12 +89,10 @@ def first_response_today(agent: User | None) -> timedelta | None:
 
 def unread_conversations(user: User) -> int:
     """Conversations not resolved with messages nobody read: the team's, or an agent's own
-    (the Inbox's badge; through `ix_conversations_unread`, which holds only those)."""
-    query = select(func.count()).where(Conversation.unread_count > 0,
-                                       Conversation.status != "resolved",
-                                       Conversation.last_message_at.is_not(None))
-    if sees_only_assigned():
-        query = query.where(Conversation.assigned_user_id == user.id)
+    (the Inbox's badge)."""
+    query = select(_sum(InboxCount.unread))
+    if sees_only_assigned(user):
+        query = query.where(InboxCount.assignee_id == user.id)
     return db.session.scalar(query)
 
 

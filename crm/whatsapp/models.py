@@ -162,6 +162,19 @@ class Conversation(VersionedMixin, TenantMixin, db.Model):
         return f"<Conversation {self.id} {self.contact_phone or self.contact_user_id}>"
 
 
+class InboxCount(TenantMixin, db.Model):
+    """Active conversations (not resolved, with a message) per assignee (0: nobody), status
+    and unread or not, kept by triggers on `conversations` (migration eb7087627e79): the
+    dashboard and the unread badge read a few rows. Never written by the application."""
+
+    __tablename__ = "inbox_counts"
+
+    assignee_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    unread: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
 class Message(TenantMixin, db.Model):
     __tablename__ = "messages"
     __table_args__ = (

@@ -181,7 +181,7 @@ def test_the_cards_refresh_live_and_cost_the_same_queries_whatever_the_data(clie
     page_text(client, "/")  # the tickets' events, delivered after this first commit
     with count_queries() as many:
         page_text(client, "/")
-    assert len(many) == len(few) <= 19, "\n\n".join(many)
+    assert len(many) == len(few) <= 16, "\n\n".join(many)
     with count_queries() as cards:
         page_text(client, "/dashboard/cards", headers=HTMX)
     assert len(cards) <= len(few)

@@ -7,7 +7,7 @@ entry of another conversation's message stays, type and time, with its text hidd
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from operator import attrgetter
 
 from flask_babel import get_locale
@@ -17,7 +17,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import joinedload, selectinload
 
 from crm import events
-from crm.customers.models import ACTIVITY_TYPES, MESSAGE_ACTIVITY_TYPES, Customer, CustomerActivity
+from crm.customers.models import (
+    ACTIVITY_TYPES,
+    MESSAGE_ACTIVITY_TYPES,
+    Customer,
+    CustomerActivity,
+    TaskCount,
+)
 from crm.customers.services.fields import (
     check_datetime,
     check_owner,
@@ -29,7 +35,7 @@ from crm.errors import ConflictError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.i18n import isolate
-from crm.models import utcnow
+from crm.models import counted, utcnow
 from crm.pagination import keyset_page
 from crm.permissions import sees_only_assigned
 from crm.tenancy import get_in_organization
@@ -126,7 +132,7 @@ def text_hidden(activity: CustomerActivity, readable: frozenset[int]) -> bool:
     return activity.type in MESSAGE_ACTIVITY_TYPES and activity.id not in readable
 
 
-def _today() -> tuple[datetime, datetime]:
+def today_bounds() -> tuple[datetime, datetime]:
     """The start of today and of tomorrow, in the organization's time zone."""
     zone = organization_timezone()
     today = datetime.combine(datetime.now(zone).date(), time(), zone)
@@ -145,7 +151,7 @@ def _open_tasks(assignee_id: int | None) -> list[ColumnElement[bool]]:
 def tasks_due_today(user: User, limit: int = 50) -> list[tuple[CustomerActivity, Customer]]:
     """Open tasks assigned to `user` due by the end of today (the organization's day),
     overdue ones first, each with its customer."""
-    _start, tomorrow = _today()
+    _start, tomorrow = today_bounds()
     return [tuple(row) for row in db.session.execute(
         select(CustomerActivity, Customer)
         .join(Customer, Customer.id == CustomerActivity.customer_id)
@@ -157,20 +163,32 @@ TASK_DUES = ("today", "overdue")
 
 
 def task_counts(assignee_id: int | None) -> dict[str, int]:
-    """How many open tasks fall due today and are overdue (of one person, or everyone's)."""
-    today, tomorrow = _today()
+    """How many open tasks fall due today and are overdue (of one person, or everyone's).
+
+    `task_counts` holds open tasks per UTC day, whatever the organization's zone: the days
+    before the one in which the organization's today begins are overdue, summed from a few
+    rows; what falls due from that UTC midnight to the end of today (two days at most) is
+    counted from `ix_customer_activities_tasks_due`."""
+    today, tomorrow = today_bounds()
+    first_day = today.astimezone(UTC).date()
+    days = select(counted(TaskCount.n)).where(TaskCount.due_day < first_day)
+    if assignee_id is not None:
+        days = days.where(TaskCount.assignee_id == assignee_id)
     due = CustomerActivity.due_at
-    overdue, due_today = db.session.execute(
-        select(func.count().filter(due < today), func.count().filter(due >= today))
-        .where(*_open_tasks(assignee_id), due < tomorrow)).one()
-    return {"today": due_today, "overdue": overdue}
+    recent = (select(func.count().filter(due < today).label("overdue"),
+                     func.count().filter(due >= today).label("today"))
+              .where(*_open_tasks(assignee_id), due >= datetime.combine(first_day, time(), UTC),
+                     due < tomorrow).subquery())
+    earlier, overdue, due_today = db.session.execute(
+        select(days.scalar_subquery(), recent.c.overdue, recent.c.today)).one()
+    return {"today": due_today, "overdue": earlier + overdue}
 
 
 def list_tasks(due: str, assignee_id: int | None, after: tuple[datetime, int] | None = None,
                limit: int = 50) -> tuple[list[CustomerActivity], tuple[datetime, int] | None]:
     """Open tasks due today or overdue (`due`), earliest first, with their customer and
     assignee; keyset-paginated on (due_at, id)."""
-    today, tomorrow = _today()
+    today, tomorrow = today_bounds()
     due_at = CustomerActivity.due_at
     when = (due_at >= today, due_at < tomorrow) if due == "today" else (due_at < today,)
     query = (select(CustomerActivity)
