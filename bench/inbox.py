@@ -424,7 +424,9 @@ class Loader:
         messages_per_org = max(per_org, messages // len(self.org_ids))
         start = time.perf_counter()
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE messages, conversations")
+            # The counters go too: their triggers see rows, not a TRUNCATE. CASCADE: what
+            # refers to messages (a campaign's recipients) has nothing to refer to.
+            conn.execute("TRUNCATE messages, conversations, inbox_counts CASCADE")
         # One connection per core, each loading its share of the organizations.
         shares = [self.org_ids[n::LOADERS] for n in range(LOADERS)]
         with ThreadPoolExecutor(LOADERS) as pool:
@@ -517,7 +519,9 @@ def _tenant(org: int) -> tuple[dict[str, dict], list[int]]:
                                          .order_by(User.id).limit(1))
                  for role in ("admin", "agent")}
         ids = list(db.session.scalars(select(Conversation.id).order_by(func.random()).limit(500)))
-    return {role: credentials(user)[0] for role, user in users.items()}, ids
+        # Inside the organization: each credential's commit expires the other user, whom
+        # only the organization's context may read again.
+        return {role: credentials(user)[0] for role, user in users.items()}, ids
 
 
 def print_growth(small: dict[str, Figures], big: dict[str, Figures]) -> None:
