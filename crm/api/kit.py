@@ -38,6 +38,8 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticError
 from pydantic_core import PydanticCustomError
+from sqlalchemy import inspect
+from sqlalchemy.orm import InstrumentedAttribute
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest
 
@@ -71,6 +73,14 @@ class Answer(BaseModel):
 
 
 Item = TypeVar("Item")
+
+
+def columns_of(model: type[Answer], entity: type) -> tuple[InstrumentedAttribute, ...]:
+    """The columns of the mapped `entity` that `model` answers: a list selects these and
+    answers its rows (as dicts), with no ORM object a row. What the model computes, it
+    computes from them."""
+    mapped = inspect(entity).column_attrs.keys()
+    return tuple(getattr(entity, name) for name in model.model_fields if name in mapped)
 
 
 class Page(Answer, Generic[Item]):
