@@ -21,7 +21,7 @@ catalog string, so no client ever reads "Input should be a valid integer".
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -38,7 +38,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticError
 from pydantic_core import PydanticCustomError
-from sqlalchemy import inspect
+from sqlalchemy import Row, inspect
 from sqlalchemy.orm import InstrumentedAttribute
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest
@@ -81,6 +81,12 @@ def columns_of(model: type[Answer], entity: type) -> tuple[InstrumentedAttribute
     computes from them."""
     mapped = inspect(entity).column_attrs.keys()
     return tuple(getattr(entity, name) for name in model.model_fields if name in mapped)
+
+
+def as_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Rows of `columns_of` as dicts, which a model validates faster than attributes."""
+    names = rows[0]._fields if rows else ()
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 class Page(Answer, Generic[Item]):

@@ -9,7 +9,16 @@ from flask_babel import gettext as _
 
 from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import decode_cursor, encode_cursor
-from crm.api.kit import Page, PageQuery, answer, columns_of, no_content, parse, parse_query
+from crm.api.kit import (
+    Page,
+    PageQuery,
+    answer,
+    as_dicts,
+    columns_of,
+    no_content,
+    parse,
+    parse_query,
+)
 from crm.api.openapi import Endpoints
 from crm.customers import schemas, services
 from crm.customers.models import Customer
@@ -32,7 +41,7 @@ def _customer_page(filters: services.CustomerFilters, query: PageQuery) -> Respo
     rows, cursor = services.list_customers(filters, query.cursor or None, query.limit,
                                            columns=_ANSWERED)
     return answer(Page[schemas.Customer],
-                  {"items": [row._asdict() for row in rows], "next_cursor": cursor})
+                  {"items": as_dicts(rows), "next_cursor": cursor})
 
 
 # -- customers ------------------------------------------------------------------------------
