@@ -12,7 +12,8 @@ share, with their translated messages.
   ignored, as most APIs do. `parse_query(Model)` reads it.
 - `Answer`: read from an object's attributes (or a dict's keys); a value the object does not
   hold as an attribute is computed by the model (`computed_field`, or a validator that sets
-  it). `answer(Model, value)` serializes it.
+  it). `answer(Model, value)` serializes it. A list may select `columns_of(Model, Entity)`
+  and answer `as_dicts(rows)`: no ORM object a row, and pydantic reads a dict faster.
 
 pydantic's errors are answered in the caller's language: MESSAGES maps each error type to a
 catalog string, so no client ever reads "Input should be a valid integer".

@@ -101,6 +101,18 @@ def test_the_list_runs_the_same_queries_for_few_or_many_customers(client, org):
     assert "JOIN" not in few[-1]  # the answer names owner and stage by id: no join needed
 
 
+def test_the_list_reads_only_the_columns_it_answers(client, org):
+    """The page reads the columns the answer shows (its rows answered as they are), not
+    those it never shows: the board position, the search columns, the merge link."""
+    make_customer(org)
+    with count_queries() as statements:
+        assert client.get("/api/crm/customers", headers=bearer(org.admin)).status_code == 200
+    page = statements[-1]
+    assert "customers.score_breakdown" in page  # the explanations are written from it
+    for unanswered in ("board_position", "search_name", "search_phone", "merged_into_id,"):
+        assert f"customers.{unanswered}" not in page, page
+
+
 # -- one customer -----------------------------------------------------------------------------
 
 def test_create_answers_201_with_the_customer(client, org):

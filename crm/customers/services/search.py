@@ -211,7 +211,7 @@ def filtered_query(filters: CustomerFilters) -> Select:
 
 def list_customers(filters: CustomerFilters, after: str | None = None, limit: int = 50, *,
                    related: bool = False, columns: Sequence[InstrumentedAttribute] = ()
-                   ) -> tuple[list[Customer], str | None]:
+                   ) -> tuple[list[Customer] | list[Row], str | None]:
     """A page of customers and the opaque cursor of the next page (None on the last).
 
     `related` loads each one's owner and stage with it, for pages that show them; the API
