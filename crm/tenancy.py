@@ -97,7 +97,7 @@ def _tag_transaction(session: Session, transaction, connection) -> None:
 # Wall 1, built once: the organization is a parameter read when each statement runs (NULL
 # with none, which matches no row). Built anew per statement, with the organization as a
 # closure variable, it cost about 0.1 ms of CPU a statement.
-_CURRENT_ORG = bindparam("current_organization_id", type_=BigInteger,
+_CURRENT_ORG = bindparam("tenant_organization_id", type_=BigInteger,
                          callable_=current_organization_id)
 _TENANT_CRITERIA = with_loader_criteria(
     TenantMixin, lambda cls: cls.organization_id == _CURRENT_ORG, include_aliases=True,
