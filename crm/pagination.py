@@ -33,11 +33,17 @@ CursorType = type | tuple[type, ...]
 MAX_CURSOR = 1000  # characters: a longer one is no cursor of ours
 
 
-def keyset_page(query: Select, limit: int, key: Callable[[Row], Any]
+def keyset_page(query: Select, limit: int, key: Callable[[Row], Any], *,
+                as_rows: bool = False
                 ) -> tuple[list[Row], Any | None]:
     """The first `limit` rows of `query`, and the next page's key — `key` of the page's last
-    row — or None when this is the last page (the one extra row fetched tells)."""
-    rows = list(db.session.scalars(query.limit(limit + 1)))
+    row — or None when this is the last page (the one extra row fetched tells).
+
+    Objects (the first entity of each row), or with `as_rows` the rows themselves: a select of
+    columns, which costs no ORM object a row.
+    """
+    result = db.session.execute(query.limit(limit + 1))
+    rows = list(result if as_rows else result.scalars())
     page = rows[:limit]
     return page, (key(page[-1]) if len(rows) > limit else None)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from sqlalchemy import BigInteger, ForeignKey, event, false, text
+from sqlalchemy import BigInteger, ForeignKey, bindparam, event, text
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, with_loader_criteria
 from sqlalchemy.orm.interfaces import ORMOption
 
@@ -94,6 +94,16 @@ def _tag_transaction(session: Session, transaction, connection) -> None:
     connection.execute(_SET_ORG_SQL, {"org": _as_setting(org_id)})
 
 
+# Wall 1, built once: the organization is a parameter read when each statement runs (NULL
+# with none, which matches no row). Built anew per statement, with the organization as a
+# closure variable, it cost about 0.1 ms of CPU a statement.
+_CURRENT_ORG = bindparam("tenant_organization_id", type_=BigInteger,
+                         callable_=current_organization_id)
+_TENANT_CRITERIA = with_loader_criteria(
+    TenantMixin, lambda cls: cls.organization_id == _CURRENT_ORG, include_aliases=True,
+    track_closure_variables=False)
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _scope_tenant_queries(state) -> None:
     if state.is_column_load or state.is_relationship_load:
@@ -102,14 +112,7 @@ def _scope_tenant_queries(state) -> None:
         return
     if state.execution_options.get(SKIP_TENANT_FILTER):
         return
-    org_id = _current_org.get()
-    if org_id is None:
-        criteria = with_loader_criteria(TenantMixin, lambda cls: false(), include_aliases=True)
-    else:
-        criteria = with_loader_criteria(
-            TenantMixin, lambda cls: cls.organization_id == org_id, include_aliases=True
-        )
-    state.statement = state.statement.options(criteria)
+    state.statement = state.statement.options(_TENANT_CRITERIA)
 
 
 @event.listens_for(TenantMixin, "before_insert", propagate=True)

@@ -6,7 +6,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from crm.extensions import db
 from crm.foundation.models import Organization, User
-from crm.tenancy import SKIP_TENANT_FILTER, organization_context
+from crm.tenancy import SKIP_TENANT_FILTER, organization_context, set_current_organization
 from tests.factories import make_user
 
 
@@ -16,6 +16,29 @@ def test_orm_shows_only_the_current_organization(org, other_org):
     with organization_context(org.id):
         emails = db.session.scalars(select(User.email)).all()
     assert emails == [org.admin.email]
+
+
+def _rls_shows(org_id: int) -> None:
+    """Point RLS at `org_id` behind the ORM's back, so the ORM's filter alone is tested."""
+    db.session.execute(text("SELECT set_config('app.current_organization_id', :org, true)"),
+                       {"org": str(org_id)})
+
+
+def test_orm_filter_alone_follows_the_current_organization(org, other_org):
+    """With RLS pointed at another organization, the ORM's filter alone hides its rows; the
+    same statement, run again after the organization changes, filters by the new one (and
+    by none, with none set)."""
+    other = make_user(other_org)
+    statement = select(User.email)
+    with organization_context(org.id):
+        _rls_shows(other_org.id)
+        assert db.session.scalars(statement).all() == []
+    with organization_context(other_org.id):
+        _rls_shows(other_org.id)
+        assert other.email in db.session.scalars(statement).all()
+        set_current_organization(None)
+        _rls_shows(other_org.id)
+        assert db.session.scalars(statement).all() == []
 
 
 def test_rls_alone_hides_other_organizations(org, other_org):

@@ -12,7 +12,8 @@ share, with their translated messages.
   ignored, as most APIs do. `parse_query(Model)` reads it.
 - `Answer`: read from an object's attributes (or a dict's keys); a value the object does not
   hold as an attribute is computed by the model (`computed_field`, or a validator that sets
-  it). `answer(Model, value)` serializes it.
+  it). `answer(Model, value)` serializes it. A list may select `columns_of(Model, Entity)`
+  and answer `as_dicts(rows)`: no ORM object a row, and pydantic reads a dict faster.
 
 pydantic's errors are answered in the caller's language: MESSAGES maps each error type to a
 catalog string, so no client ever reads "Input should be a valid integer".
@@ -21,7 +22,7 @@ catalog string, so no client ever reads "Input should be a valid integer".
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -38,6 +39,8 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticError
 from pydantic_core import PydanticCustomError
+from sqlalchemy import Row, inspect
+from sqlalchemy.orm import InstrumentedAttribute
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest
 
@@ -71,6 +74,20 @@ class Answer(BaseModel):
 
 
 Item = TypeVar("Item")
+
+
+def columns_of(model: type[Answer], entity: type) -> tuple[InstrumentedAttribute, ...]:
+    """The columns of the mapped `entity` that `model` answers: a list selects these and
+    answers its rows (as dicts), with no ORM object a row. What the model computes, it
+    computes from them."""
+    mapped = inspect(entity).column_attrs.keys()
+    return tuple(getattr(entity, name) for name in model.model_fields if name in mapped)
+
+
+def as_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Rows of `columns_of` as dicts, which a model validates faster than attributes."""
+    names = rows[0]._fields if rows else ()
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 class Page(Answer, Generic[Item]):

@@ -111,3 +111,13 @@ def test_keys_are_for_admins_and_active_members_only(client, org, other_org):
     assert assert_error(nameless, 422)["fields"].keys() == {"name"}
     for made_up in ("wasl_", f"wasl_{org_id}.{'x' * 43}", "wasl_nonsense"):
         assert_error(client.get("/api/users/me", headers=_auth(made_up)), 401)
+
+
+def test_a_key_under_another_organizations_number_is_refused(client, org, other_org):
+    """A key names its organization in clear; the same secret under another organization's
+    number finds no session (401): nobody reaches an organization by renaming a key."""
+    org_id = org.id
+    key = _create(client, other_org, other_org.admin.id).get_json()["key"]
+    secret = key.removeprefix("wasl_").split(".", 1)[1]
+    assert client.get("/api/users/me", headers=_auth(key)).status_code == 200
+    assert_error(client.get("/api/users/me", headers=_auth(f"wasl_{org_id}.{secret}")), 401)

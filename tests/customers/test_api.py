@@ -7,6 +7,7 @@ import re
 from urllib.parse import quote
 
 import pytest
+from flask_babel import force_locale, gettext
 from sqlalchemy import select
 
 from crm.customers import services
@@ -99,6 +100,37 @@ def test_the_list_runs_the_same_queries_for_few_or_many_customers(client, org):
     assert len(many) == len(few)
     assert len(few) == 2, few  # the caller with the module switches, one page
     assert "JOIN" not in few[-1]  # the answer names owner and stage by id: no join needed
+
+
+@pytest.mark.parametrize("language", ["ar", "en"])
+def test_the_list_explains_scores_in_the_callers_language(client, org, language):
+    """Each line of a listed customer's score explanation is in the caller's language,
+    its numbers in place."""
+    customer = make_customer(org)
+    with organization_context(ident(org)):
+        customer.score_breakdown = [{"points": -30, "reason": "decay", "detail": {"days": 400}},
+                                    {"points": 20, "reason": "replied_recently",
+                                     "detail": {"days": 7}}]
+        org.admin.preferred_language = language
+        db.session.flush()
+    [item] = client.get("/api/crm/customers", headers=bearer(org.admin)).get_json()["items"]
+    with force_locale(language):
+        expected = [f"-30 {gettext('no contact for %(days)d days', days=400)}",
+                    f"+20 {gettext('replied on WhatsApp in the last %(days)d days', days=7)}"]
+    assert item["score_explanation"] == expected
+    assert (language == "ar") == (expected[0] != "-30 no contact for 400 days")
+
+
+def test_the_list_reads_only_the_columns_it_answers(client, org):
+    """The page reads the columns the answer shows (its rows answered as they are), not
+    those it never shows: the board position, the search columns, the merge link."""
+    make_customer(org)
+    with count_queries() as statements:
+        assert client.get("/api/crm/customers", headers=bearer(org.admin)).status_code == 200
+    page = statements[-1]
+    assert "customers.score_breakdown" in page  # the explanations are written from it
+    for unanswered in ("board_position", "search_name", "search_phone", "merged_into_id,"):
+        assert f"customers.{unanswered}" not in page, page
 
 
 # -- one customer -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask_babel import get_locale
+from flask_babel import get_locale, get_translations
 from flask_babel import gettext as _
 from sqlalchemy import delete, func, select, text
 
@@ -290,20 +290,27 @@ def explainer() -> Callable[[list[dict]], list[str]]:
     page's SQL."""
     language = str(get_locale() or "ar")
     written: dict[str, str] = {}
+    # The catalog, looked up once: gettext looks the language up again on every call, and
+    # a page's lines differ by their numbers ("no contact for 12 days"), so most are new.
+    catalog = get_translations().ugettext
+
+    def translate(message: str, **values: Any) -> str:
+        return catalog(message) % values
 
     def explain(breakdown: list[dict]) -> list[str]:
         lines = []
         for entry in breakdown:
             key = repr(entry)
             if key not in written:
-                written[key] = f"{entry['points']:+d} {_reason(entry, language)}"
+                written[key] = f"{entry['points']:+d} {_reason(entry, language, translate)}"
             lines.append(written[key])
         return lines
 
     return explain
 
 
-def _reason(entry: dict, language: str) -> str:
+def _reason(entry: dict, language: str, _: Callable[..., str] = _) -> str:
+    """A rule's reason, translated by `_` (the module's gettext, or a page's catalog)."""
     detail = entry.get("detail", {})
     reason = entry.get("reason")
     if reason == "replied_recently":

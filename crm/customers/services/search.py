@@ -4,7 +4,7 @@ exports and campaigns share them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Integer,
+    Row,
     Text,
     cast,
     func,
@@ -22,7 +23,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import InstrumentedAttribute, joinedload
 from sqlalchemy.sql import ColumnElement, Select
 
 from crm.customers.models import SOURCES, Customer
@@ -209,20 +210,25 @@ def filtered_query(filters: CustomerFilters) -> Select:
 
 
 def list_customers(filters: CustomerFilters, after: str | None = None, limit: int = 50, *,
-                   related: bool = False) -> tuple[list[Customer], str | None]:
+                   related: bool = False, columns: Sequence[InstrumentedAttribute] = ()
+                   ) -> tuple[list[Customer] | list[Row], str | None]:
     """A page of customers and the opaque cursor of the next page (None on the last).
 
     `related` loads each one's owner and stage with it, for pages that show them; the API
     answers their ids only, and joining them tripled the cost of loading a page of 50.
+    Given `columns` (they include the sort's), the page is rows of those columns, not
+    Customer objects: the API answers a row as it is, and building 50 objects a page cost
+    more than its SQL.
     """
     key = decode_cursor(after, filters.sort, _CURSOR_TYPES[filters.sort])
-    query = (select(Customer).where(*_conditions(filters, (key, limit + 1)))
+    query = (select(*columns or (Customer,)).where(*_conditions(filters, (key, limit + 1)))
              .order_by(*_ORDER[filters.sort]))
     if related:
         query = query.options(joinedload(Customer.owner), joinedload(Customer.stage))
     if key:
         query = query.where(_after(filters.sort, key))
-    return keyset_page(query, limit, lambda last: _cursor_for(filters.sort, last))
+    return keyset_page(query, limit, lambda last: _cursor_for(filters.sort, last),
+                       as_rows=bool(columns))
 
 
 def _after(sort: str, key: tuple) -> ColumnElement[bool]:
@@ -239,7 +245,7 @@ def _after(sort: str, key: tuple) -> ColumnElement[bool]:
         func.coalesce(cast(moment, DateTime(timezone=True)), _NEVER), last_id)
 
 
-def _cursor_for(sort: str, customer: Customer) -> str:
+def _cursor_for(sort: str, customer: Customer | Row) -> str:
     key = {"newest": (), "oldest": (), "name": (customer.name,), "score": (customer.score,),
            "last_contacted": (customer.last_contacted_at,)}[sort]
     return encode_cursor(sort, (*key, customer.id))
