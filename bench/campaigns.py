@@ -65,6 +65,8 @@ FAIL_EVERY = int(os.environ.get("BENCH_FAIL_EVERY", 1000))
 CAMPAIGNS = int(os.environ.get("BENCH_CAMPAIGNS", 1000))
 RESULTS = int(os.environ.get("BENCH_RESULTS", 100_000))  # recipients of the results read
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 300))
+# The fake Graph API answers each send after this long (Meta's own: 100-300 ms).
+GRAPH_LATENCY = float(os.environ.get("BENCH_GRAPH_LATENCY_MS", 0)) / 1000
 PAUSE_SHARE = 0.95  # the share of the list sent when the admin pauses
 WORKER_STARTUP = float(os.environ.get("BENCH_WORKER_STARTUP", 120))  # to start listening
 ACCOUNT_ID = "102290129340398"
@@ -97,7 +99,7 @@ def run() -> None:
     signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(1))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fake Graph API's log
     app = bench_app()
-    graph = CountingGraph()
+    graph = CountingGraph(delay=GRAPH_LATENCY)
     graph.errors_for = {phone(n).lstrip("+"): 131026 for n in range(0, RECIPIENTS, FAIL_EVERY)}
     app.config["WHATSAPP_GRAPH_URL"] = graph.url
     try:
@@ -208,8 +210,9 @@ class Sending:
         peak = max(mb for _t, _sends, mb in self.samples)
         twice = sum(1 for count in graph.to.values() if count > 1)
         print(f"\ncampaigns — {RECIPIENTS:,} recipients (an uploaded list, one in {FAIL_EVERY:,} "
-              f"undeliverable), a Cloud API number at {RATE} msg/s, the fake Graph API; "
-              "`crm worker` processes as `crm up` runs them")
+              f"undeliverable), a Cloud API number at {RATE} msg/s, the fake Graph API "
+              f"answering each send after {GRAPH_LATENCY * 1000:.0f} ms; `crm worker` "
+              "processes as `crm up` runs them")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other "
               "processes share the cores)")
         print(f"start → first send {before[0] - self.started:.1f} s (freezing the list)")

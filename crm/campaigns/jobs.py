@@ -263,6 +263,7 @@ class Runner:
         self.failures: deque[bool] = deque(maxlen=services.FAILURE_WINDOW)
         self.flying: list[Flight] = []  # chunks sent, or on their way, not settled yet
         self.unheard: list[Going] = []  # sends whose answer the failures do not count yet
+        self.unrecorded: list[Going] = []  # sends whose answer their message does not show
         self.pool: ThreadPoolExecutor | None = None
         self.latency: float | None = None  # seconds a request takes, a moving average
 
@@ -415,11 +416,13 @@ class Runner:
         and no group is claimed after a pause returns; the pause then waits for the claimed
         to come back, services.pause_campaign), then send them at once. False when the
         campaign is no longer running (nothing claimed)."""
-        if not _running(plan):
-            commit()
-            return False
-        claimed = claim_sends([send.message.id for send in group])
-        commit()  # `sending` before the requests leave, so a crash never sends twice
+        with occupancy_snapshot():  # for the answers' events: the open pages asked once
+            self._record_landed()
+            if not _running(plan):
+                commit()
+                return False
+            claimed = claim_sends([send.message.id for send in group])
+            commit()  # `sending` before the requests leave, so a crash never sends twice
         moment = pacing.now()
         for send in group:
             if send.message.id in claimed:  # else another run has it (the recovery job)
@@ -428,7 +431,17 @@ class Runner:
                     flight.chunk.channel))
                 flight.going.append(going)
                 self.unheard.append(going)
+                self.unrecorded.append(going)
         return True
+
+    def _record_landed(self) -> None:
+        """Write on their messages the answers come back since the last look, in one query
+        and one update (not committed): a crash then leaves `unknown` only what was still
+        on its way."""
+        landed = [going for going in self.unrecorded if going.answer.done()]
+        if landed:
+            record_answers({going.send.message.id: going.result for going in landed})
+            self.unrecorded = [going for going in self.unrecorded if going not in landed]
 
     def _room_in_flight(self, plan: Plan) -> int:
         """How many more sends may leave now: no more are on their way than the pace needs
@@ -468,6 +481,7 @@ class Runner:
             flight = self.flying.pop(0)
             try:
                 with occupancy_snapshot():  # the open pages asked about once for the chunk
+                    self._record_landed()
                     _settle_chunk(plan, flight)
                     commit()
             finally:
@@ -810,12 +824,13 @@ def _pause_for_plan(plan: Plan) -> None:
 
 
 def _settle_chunk(plan: Plan, flight: Flight) -> None:
-    """What the chunk's sends answered, on their messages and recipients, in one transaction
-    (see the module's docstring); those not sent go back to the queue, their messages
-    withdrawn."""
+    """What the chunk's sends answered (written on their messages already), for their
+    recipients, in one transaction (see the module's docstring); those not sent go back to
+    the queue, their messages withdrawn."""
     sent, unsent = flight.going, flight.unsent
-    messages = {message.id: message for message in record_answers(
-        {going.send.message.id: going.result for going in sent})} if sent else {}
+    messages = {message.id: message for message in db.session.scalars(
+        select(Message).where(Message.id.in_([going.send.message.id for going in sent]))
+        .execution_options(populate_existing=True))} if sent else {}
     ids = [going.send.recipient_id for going in sent] + [send.recipient_id for send in unsent]
     recipients = {recipient.id: recipient for recipient in db.session.scalars(
         select(CampaignRecipient).where(CampaignRecipient.id.in_(ids)).with_for_update()

@@ -47,13 +47,14 @@ def statements() -> Iterator[list[str]]:
 
 
 def test_a_chunk_of_sends_costs_a_few_statements_per_message(app, org, number, graph, clock):
-    """Forty recipients sent in one slice of the runner: at most two statements a message
-    (WhatsApp answering at once, each leaves alone: its claim in the outbox under the
-    campaign's share lock; slower answers claim several in one statement), and a few dozen
-    for the whole slice (its list frozen, the chunk written, its answers recorded, settled
-    and counted, the open inboxes — none here — told of nothing), where sending one
-    recipient at a time ran 1,241 for the forty, and claiming and answering each message on
-    its own 401."""
+    """Forty recipients sent in one slice of the runner: at most four statements a message
+    (WhatsApp answering at once, each leaves alone, as the pace needs no more on their way:
+    the answers come back since the last send read and written, one query each, the
+    campaign's share lock, and the claim in the outbox; with slower answers one group of
+    several costs these four), and a few dozen for the whole slice (its list frozen, the
+    chunk written, settled and counted; the open inboxes — none here — read nothing), where
+    sending one recipient at a time ran 1,241 for the forty, and a chunk sent one message
+    at a time, each claimed and answered on its own, 401."""
     campaign = csv_campaign(org, number, PEOPLE)
     start(org, campaign)
 
@@ -62,7 +63,7 @@ def test_a_chunk_of_sends_costs_a_few_statements_per_message(app, org, number, g
 
     assert len(graph.sends()) == PEOPLE
     assert counts(org, campaign)["sent"] == PEOPLE
-    assert len(seen) <= 2 * PEOPLE + 40, "\n".join(line.split("\n")[0] for line in seen)
+    assert len(seen) <= 4 * PEOPLE + 40, "\n".join(line.split("\n")[0] for line in seen)
 
 
 def test_slow_answers_have_several_sends_on_their_way_at_once(app, org, number, graph,
