@@ -112,6 +112,7 @@ NUMBER_CODES = (*PAUSE_CODES, "not_connected", "not_configured")
 RECHECK_SECONDS = 5.0
 PLAN_LIMIT = "campaign_messages_per_month"
 TEMPLATE_SYNC_RETRY = 3600  # seconds between two attempts of a daily sync that failed
+LATENCY_MEMORY = 60  # seconds a slice's latency is kept for the next slice to start with
 
 
 def lease() -> float:
@@ -275,6 +276,7 @@ class Runner:
             _let_go(self.org_id, self.campaign_id, self.token)
             return
         self.failures.extend(_last_failures(plan))
+        self.latency = self._remembered_latency()
         self.pool = ThreadPoolExecutor(current_app.config["CAMPAIGN_SENDS_IN_FLIGHT"],
                                        thread_name_prefix=f"campaign-{self.campaign_id}")
         try:
@@ -285,10 +287,27 @@ class Runner:
             finally:
                 self.pool.shutdown()
                 self._release()
+                self._remember_latency()
         if wait is None:
             _let_go(self.org_id, self.campaign_id, self.token)
         elif _still_mine(self.org_id, self.campaign_id, self.token):
             start_runner(self.org_id, self.campaign_id, wait)
+
+    def _latency_key(self) -> str:
+        return key("campaigns", "latency", self.campaign_id, org=self.org_id)
+
+    def _remembered_latency(self) -> float | None:
+        """The last slice's latency: the next starts with as many sends on their way as the
+        last ended with, rather than one."""
+        with contextlib.suppress(*REDIS_DOWN):
+            remembered = redis().get(self._latency_key())
+            return float(remembered) if remembered else None
+        return None
+
+    def _remember_latency(self) -> None:
+        if self.latency is not None:
+            with contextlib.suppress(*REDIS_DOWN):
+                redis().set(self._latency_key(), self.latency, ex=LATENCY_MEMORY)
 
     def _prepare(self) -> Plan | None:
         """The plan of a running campaign (frozen first, on its first run); None when it is
@@ -448,8 +467,8 @@ class Runner:
         to keep the number busy (its rate times a request's time, 1 while WhatsApp answers
         at once, so that sends leave one by one and in order; at most
         CAMPAIGN_SENDS_IN_FLIGHT). Waits for one to come back when none may."""
-        window = max(1, min(current_app.config["CAMPAIGN_SENDS_IN_FLIGHT"],
-                            math.ceil(plan.rate * (self.latency or 0.0) * LATENCY_MARGIN)))
+        window = max(1, min(current_app.config["CAMPAIGN_SENDS_IN_FLIGHT"], _window(
+            plan.rate, self.latency or 0.0)))
         flying = [going.answer for going in self.unheard if not going.answer.done()]
         if len(flying) >= window:
             futures.wait(flying, return_when=futures.FIRST_COMPLETED)
@@ -759,6 +778,14 @@ def _write(plan: Plan, going: list[CampaignRecipient]) -> list[Message]:
         recipient.claimed_until = now + timedelta(seconds=lease())
     db.session.flush()
     return messages
+
+
+def _window(rate: float, latency: float) -> int:
+    """Sends on their way at once that keep `rate` a second going when a request takes
+    `latency` seconds: with a margin, and one more as soon as requests take any time, so
+    that the next group is claimed while the last is on its way (none while they take no
+    time by the pace's clock: the tests' fake one)."""
+    return math.ceil(rate * latency * LATENCY_MARGIN) + (1 if latency > 0 else 0)
 
 
 def _timed_delivery(message: Message, channel: Channel) -> tuple[Answer, float]:
