@@ -782,10 +782,12 @@ def _write(plan: Plan, going: list[CampaignRecipient]) -> list[Message]:
 
 def _window(rate: float, latency: float) -> int:
     """Sends on their way at once that keep `rate` a second going when a request takes
-    `latency` seconds: with a margin, and one more as soon as requests take any time, so
-    that the next group is claimed while the last is on its way (none while they take no
-    time by the pace's clock: the tests' fake one)."""
-    return math.ceil(rate * latency * LATENCY_MARGIN) + (1 if latency > 0 else 0)
+    `latency` seconds: a group leaves every GROUP_SECONDS, each on its way for `latency`,
+    with a margin. One while requests take no time by the pace's clock (the tests' fake
+    one): each then leaves alone, in order."""
+    if latency <= 0:
+        return 1
+    return math.ceil(rate * (latency + GROUP_SECONDS) * LATENCY_MARGIN)
 
 
 def _timed_delivery(message: Message, channel: Channel) -> tuple[Answer, float]:
