@@ -357,6 +357,7 @@ class Runner:
                     return _pause_for_plan(plan)
                 self.claimed = _claim(plan)
                 if not self.claimed:
+                    self._land(plan, everything=True)  # its own sends are not others'
                     return _nothing_to_claim(plan)
             wait = _pace(plan)
             if wait and (wait > INLINE_WAIT or pacing.clock.now() + wait >= deadline):
