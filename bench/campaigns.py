@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -68,6 +69,7 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS", 300))
 # The fake Graph API answers each send after this long (Meta's own: 100-300 ms).
 GRAPH_LATENCY = float(os.environ.get("BENCH_GRAPH_LATENCY_MS", 0)) / 1000
 PAUSE_SHARE = 0.95  # the share of the list sent when the admin pauses
+STALL = 0.25  # a gap between two sends this long is reported (a group leaves every 0.1 s)
 WORKER_STARTUP = float(os.environ.get("BENCH_WORKER_STARTUP", 120))  # to start listening
 ACCOUNT_ID = "102290129340398"
 PHONE_NUMBER_ID = "106540352242922"
@@ -218,6 +220,10 @@ class Sending:
         print(f"start → first send {before[0] - self.started:.1f} s (freezing the list)")
         print(f"achieved rate {achieved:.1f} msg/s over {len(before):,} sends in {span:.0f} s = "
               f"{achieved / RATE:.0%} of the configured {RATE} msg/s")
+        gaps = [later - earlier for earlier, later in pairwise(before)
+                if later - earlier > STALL]
+        print(f"stalls (no send for over {STALL * 1000:.0f} ms): {len(gaps)}, "
+              f"{sum(gaps):.1f} s in all, longest {max(gaps, default=0) * 1000:.0f} ms")
         print(f"campaigns worker memory (RSS, with children): {tenth:.0f} MB at "
               f"{RECIPIENTS // 10:,} sent, {at_pause:.0f} MB at {self.sent_at_pause:,} sent "
               f"({at_pause - tenth:+.0f} MB), peak {peak:.0f} MB")

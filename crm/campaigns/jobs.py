@@ -291,7 +291,9 @@ class Runner:
         if wait is None:
             _let_go(self.org_id, self.campaign_id, self.token)
         elif _still_mine(self.org_id, self.campaign_id, self.token):
-            start_runner(self.org_id, self.campaign_id, wait)
+            # A wait the next slice sleeps itself is no reason for the scheduler's round trip
+            # (whole seconds, and its poll): the slice's end is not the pace's.
+            start_runner(self.org_id, self.campaign_id, wait if wait > INLINE_WAIT else 0.0)
 
     def _latency_key(self) -> str:
         return key("campaigns", "latency", self.campaign_id, org=self.org_id)
