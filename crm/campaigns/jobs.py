@@ -13,7 +13,8 @@ was killed, Redis came back empty) gets a new runner from the recovery job (`kee
 Two runners at once would still send each person once; the key only keeps the work tidy.
 
 Recipients are claimed in batches, then sent in chunks of at most CHUNK_SECONDS of sends,
-with a constant number of statements per chunk but for the outbox's own step per message:
+and each chunk in groups of at most GROUP_SECONDS of tokens, with a constant number of
+statements per chunk and per group:
 1. the pace: a token of the number's and the campaign's buckets (cloud, sandbox) or the
    linked device's turn (web), crm/campaigns/pacing.py, for each message; a short wait is
    slept, a longer one ends the slice (and cuts the chunk short, below);
@@ -27,21 +28,29 @@ with a constant number of statements per chunk but for the outbox's own step per
    the month (billing's usage: counted, then checked, so what has no room is left queued
    and the campaign pauses when none is left; it pauses before claiming when the month is
    used up, or when the organization is read-only) — one commit;
-3. each message through the outbox's own steps (crm/whatsapp/jobs.py): `sending` is
-   committed, with the previous message's answer and under a share lock on the campaign's
-   row that shows it still running (so a pause stops the chunk: what is left is withdrawn,
-   below), before its request leaves (over one channel, so the Graph API's connection is
-   kept alive), so a crash never sends twice; a
-   cut-off send is `unknown` until WhatsApp's status webhook settles it, never resent.
-   Should the runner die before that, the recovery job sends the queued message once;
-4. the answers, for the chunk's recipients in one transaction (`_settle_chunk`): each
-   follows its message (sent, failed, unknown); a refusal of a moment puts it back in the
-   queue (130429 slows the whole number down, 131056 waits 4^n seconds for that person
-   only), a refusal that blames the number (131048, 368, 131031, 190, a linked device not
-   connected) pauses the campaign and tells the admins why, and so does a failure rate above
-   20% of the last 50 sends. Those three stop the chunk at once: its messages not sent yet
-   are withdrawn from the outbox (they never left) and their recipients queued again, as
-   they are when a long pace wait cuts the chunk short.
+3. each group through the outbox (`_claim_group`, crm/whatsapp/jobs.py): the answers come
+   back since the last group written on their messages (one query, one update), the
+   campaign's row share-locked to see it still running, the group's messages claimed
+   `sending` in one UPDATE ... RETURNING — one commit, before the group's requests leave
+   together from the runner's pool of threads over the channel's kept-alive connections.
+   So a crash never sends twice: a cut-off send is `unknown` until WhatsApp's status
+   webhook settles it, never resent, and should the runner die before the claim, the
+   recovery job sends the queued message once. Sends are on their way together only as
+   many as the pace needs (`_window`: the rate times a request's time, at most
+   CAMPAIGN_SENDS_IN_FLIGHT; one while WhatsApp answers at once, so they then leave one by
+   one), and a crash leaves `unknown` only those. A pause committed, no group is claimed
+   any more, and the pause waits until no recipient is `sending`
+   (services.pause_campaign): the runner withdraws what it had not sent and settles what
+   came back, so nothing leaves once the pause returns;
+4. the answers, for the chunk's recipients in one transaction (`_settle_chunk`) once all its
+   sends came back, while the next chunk is on its way: each follows its message (sent,
+   failed, unknown); a refusal of a moment puts it back in the queue (130429 slows the
+   whole number down, 131056 waits 4^n seconds for that person only), a refusal that blames
+   the number (131048, 368, 131031, 190, a linked device not connected) pauses the campaign
+   and tells the admins why, and so does a failure rate above 20% of the last 50 sends.
+   Those three stop the chunk at the answer's first look (before the next group): its
+   messages not sent yet are withdrawn from the outbox (they never left) and their
+   recipients queued again, as they are when a long pace wait cuts the chunk short.
 
 Statuses arriving later (delivered, read, failed) move the recipient through the
 `message.status` event (crm/campaigns/events.py).
