@@ -4,14 +4,16 @@ pace, and the campaigns API beside the bare Flask baseline.
 1. Send: one organization, one Cloud API number whose throughput is BENCH_RATE messages a
    second (80, Meta's default) with no messaging limit, an approved template, and an uploaded
    list of BENCH_RECIPIENTS numbers (100,000); one in BENCH_FAIL_EVERY (1,000) is refused by
-   WhatsApp as undeliverable (131026), so the results have failures to show. Workers run as
+   WhatsApp as undeliverable (131026), so the results have failures to show; the fake Graph
+   API answers each send after BENCH_GRAPH_LATENCY_MS (0; Meta's take 100-300). Workers run as
    `crm up` runs them: one for the campaigns queue (whose memory is polled, with any
    children) and one for the interactive queues. Measured: the achieved rate (sends the fake
    Graph API received a second, from the first send to the pause) against the configured
-   one; the campaigns worker's memory at a tenth of the list and at the pause; then, with
-   PAUSE_SHARE of the list sent, the admin pauses: how long the pause takes to answer, and
-   when the last send arrived relative to it (nothing may arrive after it answered). Resumed,
-   the campaign completes: every number is sent exactly once (the fake Graph API counts).
+   one, and its stalls; the campaigns worker's memory at a tenth of the list and at the
+   pause; then, with PAUSE_SHARE of the list sent, the admin pauses: how long the pause
+   takes to answer, and when the last send arrived relative to it (nothing may arrive after
+   it answered). Resumed, the campaign completes: every number is sent exactly once (the
+   fake Graph API counts).
 2. API: GET /api/campaigns (BENCH_CAMPAIGNS drafts besides), one campaign, and the results
    of a finished campaign of BENCH_RESULTS recipients (100,000; frozen by the service from an
    uploaded list, their states then written as a finished campaign leaves them: read,
