@@ -4,14 +4,16 @@ pace, and the campaigns API beside the bare Flask baseline.
 1. Send: one organization, one Cloud API number whose throughput is BENCH_RATE messages a
    second (80, Meta's default) with no messaging limit, an approved template, and an uploaded
    list of BENCH_RECIPIENTS numbers (100,000); one in BENCH_FAIL_EVERY (1,000) is refused by
-   WhatsApp as undeliverable (131026), so the results have failures to show. Workers run as
+   WhatsApp as undeliverable (131026), so the results have failures to show; the fake Graph
+   API answers each send after BENCH_GRAPH_LATENCY_MS (0; Meta's take 100-300). Workers run as
    `crm up` runs them: one for the campaigns queue (whose memory is polled, with any
    children) and one for the interactive queues. Measured: the achieved rate (sends the fake
    Graph API received a second, from the first send to the pause) against the configured
-   one; the campaigns worker's memory at a tenth of the list and at the pause; then, with
-   PAUSE_SHARE of the list sent, the admin pauses: how long the pause takes to answer, and
-   when the last send arrived relative to it (nothing may arrive after it answered). Resumed,
-   the campaign completes: every number is sent exactly once (the fake Graph API counts).
+   one, and its stalls; the campaigns worker's memory at a tenth of the list and at the
+   pause; then, with PAUSE_SHARE of the list sent, the admin pauses: how long the pause
+   takes to answer, and when the last send arrived relative to it (nothing may arrive after
+   it answered). Resumed, the campaign completes: every number is sent exactly once (the
+   fake Graph API counts).
 2. API: GET /api/campaigns (BENCH_CAMPAIGNS drafts besides), one campaign, and the results
    of a finished campaign of BENCH_RESULTS recipients (100,000; frozen by the service from an
    uploaded list, their states then written as a finished campaign leaves them: read,
@@ -40,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -65,7 +68,10 @@ FAIL_EVERY = int(os.environ.get("BENCH_FAIL_EVERY", 1000))
 CAMPAIGNS = int(os.environ.get("BENCH_CAMPAIGNS", 1000))
 RESULTS = int(os.environ.get("BENCH_RESULTS", 100_000))  # recipients of the results read
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 300))
+# The fake Graph API answers each send after this long (Meta's own: 100-300 ms).
+GRAPH_LATENCY = float(os.environ.get("BENCH_GRAPH_LATENCY_MS", 0)) / 1000
 PAUSE_SHARE = 0.95  # the share of the list sent when the admin pauses
+STALL = 0.25  # a gap between two sends this long is reported (a group leaves every 0.1 s)
 WORKER_STARTUP = float(os.environ.get("BENCH_WORKER_STARTUP", 120))  # to start listening
 ACCOUNT_ID = "102290129340398"
 PHONE_NUMBER_ID = "106540352242922"
@@ -97,7 +103,7 @@ def run() -> None:
     signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(1))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fake Graph API's log
     app = bench_app()
-    graph = CountingGraph()
+    graph = CountingGraph(delay=GRAPH_LATENCY)
     graph.errors_for = {phone(n).lstrip("+"): 131026 for n in range(0, RECIPIENTS, FAIL_EVERY)}
     app.config["WHATSAPP_GRAPH_URL"] = graph.url
     try:
@@ -208,13 +214,18 @@ class Sending:
         peak = max(mb for _t, _sends, mb in self.samples)
         twice = sum(1 for count in graph.to.values() if count > 1)
         print(f"\ncampaigns — {RECIPIENTS:,} recipients (an uploaded list, one in {FAIL_EVERY:,} "
-              f"undeliverable), a Cloud API number at {RATE} msg/s, the fake Graph API; "
-              "`crm worker` processes as `crm up` runs them")
+              f"undeliverable), a Cloud API number at {RATE} msg/s, the fake Graph API "
+              f"answering each send after {GRAPH_LATENCY * 1000:.0f} ms; `crm worker` "
+              "processes as `crm up` runs them")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other "
               "processes share the cores)")
         print(f"start → first send {before[0] - self.started:.1f} s (freezing the list)")
         print(f"achieved rate {achieved:.1f} msg/s over {len(before):,} sends in {span:.0f} s = "
               f"{achieved / RATE:.0%} of the configured {RATE} msg/s")
+        gaps = [later - earlier for earlier, later in pairwise(before)
+                if later - earlier > STALL]
+        print(f"stalls (no send for over {STALL * 1000:.0f} ms): {len(gaps)}, "
+              f"{sum(gaps):.1f} s in all, longest {max(gaps, default=0) * 1000:.0f} ms")
         print(f"campaigns worker memory (RSS, with children): {tenth:.0f} MB at "
               f"{RECIPIENTS // 10:,} sent, {at_pause:.0f} MB at {self.sent_at_pause:,} sent "
               f"({at_pause - tenth:+.0f} MB), peak {peak:.0f} MB")

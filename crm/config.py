@@ -132,6 +132,9 @@ class Config:
     # each send): a runner killed mid-campaign is replaced this long after, at the recovery
     # job's next run.
     CAMPAIGN_RUNNER_LEASE = float(os.environ.get("CAMPAIGN_RUNNER_LEASE", 30))
+    # A campaign's sends on their way to the Graph API at once, at most: its pace times
+    # Meta's latency (80 a second at 100-300 ms a request is 8 to 24).
+    CAMPAIGN_SENDS_IN_FLIGHT = int(os.environ.get("CAMPAIGN_SENDS_IN_FLIGHT", 24))
     TESTING = False
 
 

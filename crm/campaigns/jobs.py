@@ -13,7 +13,8 @@ was killed, Redis came back empty) gets a new runner from the recovery job (`kee
 Two runners at once would still send each person once; the key only keeps the work tidy.
 
 Recipients are claimed in batches, then sent in chunks of at most CHUNK_SECONDS of sends,
-with a constant number of statements per chunk but for the outbox's own step per message:
+and each chunk in groups of at most GROUP_SECONDS of tokens, with a constant number of
+statements per chunk and per group:
 1. the pace: a token of the number's and the campaign's buckets (cloud, sandbox) or the
    linked device's turn (web), crm/campaigns/pacing.py, for each message; a short wait is
    slept, a longer one ends the slice (and cuts the chunk short, below);
@@ -27,21 +28,29 @@ with a constant number of statements per chunk but for the outbox's own step per
    the month (billing's usage: counted, then checked, so what has no room is left queued
    and the campaign pauses when none is left; it pauses before claiming when the month is
    used up, or when the organization is read-only) — one commit;
-3. each message through the outbox's own steps (crm/whatsapp/jobs.py): `sending` is
-   committed, with the previous message's answer and under a share lock on the campaign's
-   row that shows it still running (so a pause stops the chunk: what is left is withdrawn,
-   below), before its request leaves (over one channel, so the Graph API's connection is
-   kept alive), so a crash never sends twice; a
-   cut-off send is `unknown` until WhatsApp's status webhook settles it, never resent.
-   Should the runner die before that, the recovery job sends the queued message once;
-4. the answers, for the chunk's recipients in one transaction (`_settle_chunk`): each
-   follows its message (sent, failed, unknown); a refusal of a moment puts it back in the
-   queue (130429 slows the whole number down, 131056 waits 4^n seconds for that person
-   only), a refusal that blames the number (131048, 368, 131031, 190, a linked device not
-   connected) pauses the campaign and tells the admins why, and so does a failure rate above
-   20% of the last 50 sends. Those three stop the chunk at once: its messages not sent yet
-   are withdrawn from the outbox (they never left) and their recipients queued again, as
-   they are when a long pace wait cuts the chunk short.
+3. each group through the outbox (`_claim_group`, crm/whatsapp/jobs.py): the answers come
+   back since the last group written on their messages (one query, one update), the
+   campaign's row share-locked to see it still running, the group's messages claimed
+   `sending` in one UPDATE ... RETURNING — one commit, before the group's requests leave
+   together from the runner's pool of threads over the channel's kept-alive connections.
+   So a crash never sends twice: a cut-off send is `unknown` until WhatsApp's status
+   webhook settles it, never resent, and should the runner die before the claim, the
+   recovery job sends the queued message once. Sends are on their way together only as
+   many as the pace needs (`_window`: the rate times a request's time, at most
+   CAMPAIGN_SENDS_IN_FLIGHT; one while WhatsApp answers at once, so they then leave one by
+   one), and a crash leaves `unknown` only those. A pause committed, no group is claimed
+   any more, and the pause waits until no recipient is `sending`
+   (services.pause_campaign): the runner withdraws what it had not sent and settles what
+   came back, so nothing leaves once the pause returns;
+4. the answers, for the chunk's recipients in one transaction (`_settle_chunk`) once all its
+   sends came back, while the next chunk is on its way: each follows its message (sent,
+   failed, unknown); a refusal of a moment puts it back in the queue (130429 slows the
+   whole number down, 131056 waits 4^n seconds for that person only), a refusal that blames
+   the number (131048, 368, 131031, 190, a linked device not connected) pauses the campaign
+   and tells the admins why, and so does a failure rate above 20% of the last 50 sends.
+   Those three stop the chunk at the answer's first look (before the next group): its
+   messages not sent yet are withdrawn from the outbox (they never left) and their
+   recipients queued again, as they are when a long pace wait cuts the chunk short.
 
 Statuses arriving later (delivered, read, failed) move the recipient through the
 `message.status` event (crm/campaigns/events.py).
@@ -50,11 +59,14 @@ Statuses arriving later (delivered, read, failed) move the recipient through the
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -72,11 +84,12 @@ from crm.foundation.services import current_organization, enabled_modules
 from crm.jobs import REDIS_DOWN, enqueue_now, get_queue, redis, run_job
 from crm.keys import key
 from crm.models import utcnow
+from crm.realtime import occupancy_snapshot
 from crm.tenancy import current_organization_id, get_in_organization, organization_context
 from crm.transaction import commit, on_commit, rollback
 from crm.whatsapp.channels import channel_for
 from crm.whatsapp.channels.base import Channel
-from crm.whatsapp.jobs import Answer, claim_send, deliver, record_answer
+from crm.whatsapp.jobs import Answer, claim_sends, deliver, record_answers
 from crm.whatsapp.models import Message, WhatsAppProfile
 from crm.whatsapp.services import conversations_for, queue_outbound_many, withdraw_unsent
 
@@ -89,6 +102,13 @@ BATCH = 50  # recipients claimed at once (fewer when the pace is slow)
 # Recipients whose messages are written in one transaction: at most this many seconds of
 # sends, which is how long a pause may wait for those already written to go.
 CHUNK_SECONDS = 0.5
+# Sends claimed together in the outbox (one statement, one commit) and sent at once: this
+# many seconds of tokens, the bucket's burst (pacing.BURST_SECONDS).
+GROUP_SECONDS = 0.1
+# Sends on their way at once: the pace times a request's time (a moving average of weight
+# LATENCY_WEIGHT), with this margin.
+LATENCY_MARGIN = 1.5
+LATENCY_WEIGHT = 0.2
 MAX_ATTEMPTS = 5  # of one recipient refused for a moment
 SLOW_DOWN_CODES = ("130429", "http_429")
 # Refusals of a moment for one recipient: tried again after 4^n seconds.
@@ -101,6 +121,7 @@ NUMBER_CODES = (*PAUSE_CODES, "not_connected", "not_configured")
 RECHECK_SECONDS = 5.0
 PLAN_LIMIT = "campaign_messages_per_month"
 TEMPLATE_SYNC_RETRY = 3600  # seconds between two attempts of a daily sync that failed
+LATENCY_MEMORY = 60  # seconds a slice's latency is kept for the next slice to start with
 
 
 def lease() -> float:
@@ -233,6 +254,11 @@ class Plan:
         """Recipients whose messages are written at once: at most CHUNK_SECONDS of sends."""
         return max(1, min(self.batch, int(self.rate * CHUNK_SECONDS)))
 
+    @property
+    def group(self) -> int:
+        """Sends claimed in the outbox at once and sent together: GROUP_SECONDS of tokens."""
+        return max(1, min(self.chunk, int(self.rate * GROUP_SECONDS)))
+
 
 def run_campaign(campaign_id: int, token: str) -> None:
     """One slice of a campaign's runner (the job)."""
@@ -245,6 +271,11 @@ class Runner:
         self.claimed: list[int] = []
         # Whether each of the campaign's last sends failed, to stop a chunk early.
         self.failures: deque[bool] = deque(maxlen=services.FAILURE_WINDOW)
+        self.flying: list[Flight] = []  # chunks sent, or on their way, not settled yet
+        self.unheard: list[Going] = []  # sends whose answer the failures do not count yet
+        self.unrecorded: list[Going] = []  # sends whose answer their message does not show
+        self.pool: ThreadPoolExecutor | None = None
+        self.latency: float | None = None  # seconds a request takes, a moving average
 
     def run(self) -> None:
         if not _still_mine(self.org_id, self.campaign_id, self.token):
@@ -254,14 +285,40 @@ class Runner:
             _let_go(self.org_id, self.campaign_id, self.token)
             return
         self.failures.extend(_last_failures(plan))
+        self.latency = self._remembered_latency()
+        self.pool = ThreadPoolExecutor(current_app.config["CAMPAIGN_SENDS_IN_FLIGHT"],
+                                       thread_name_prefix=f"campaign-{self.campaign_id}")
         try:
             wait = self._send_until(plan, pacing.clock.now() + SLICE_SECONDS)
         finally:
-            self._release()
+            try:
+                self._land(plan, everything=True)
+            finally:
+                self.pool.shutdown()
+                self._release()
+                self._remember_latency()
         if wait is None:
             _let_go(self.org_id, self.campaign_id, self.token)
         elif _still_mine(self.org_id, self.campaign_id, self.token):
-            start_runner(self.org_id, self.campaign_id, wait)
+            # A wait the next slice sleeps itself is no reason for the scheduler's round trip
+            # (whole seconds, and its poll): the slice's end is not the pace's.
+            start_runner(self.org_id, self.campaign_id, wait if wait > INLINE_WAIT else 0.0)
+
+    def _latency_key(self) -> str:
+        return key("campaigns", "latency", self.campaign_id, org=self.org_id)
+
+    def _remembered_latency(self) -> float | None:
+        """The last slice's latency: the next starts with as many sends on their way as the
+        last ended with, rather than one."""
+        with contextlib.suppress(*REDIS_DOWN):
+            remembered = redis().get(self._latency_key())
+            return float(remembered) if remembered else None
+        return None
+
+    def _remember_latency(self) -> None:
+        if self.latency is not None:
+            with contextlib.suppress(*REDIS_DOWN):
+                redis().set(self._latency_key(), self.latency, ex=LATENCY_MEMORY)
 
     def _prepare(self) -> Plan | None:
         """The plan of a running campaign (frozen first, on its first run); None when it is
@@ -311,6 +368,7 @@ class Runner:
                     return _pause_for_plan(plan)
                 self.claimed = _claim(plan)
                 if not self.claimed:
+                    self._land(plan, everything=True)  # its own sends are not others'
                     return _nothing_to_claim(plan)
             wait = _pace(plan)
             if wait and (wait > INLINE_WAIT or pacing.clock.now() + wait >= deadline):
@@ -326,25 +384,139 @@ class Runner:
         return 0.0
 
     def _send_chunk(self, plan: Plan, deadline: float) -> float | None:
-        """Write the messages of the next claimed recipients (the first has its token), send
-        them one by one, and settle them together: 0 to go on, the seconds the campaign
-        must wait, or None when it stopped running."""
+        """Write the messages of the next claimed recipients (the first has its token) and
+        send them in groups, several on their way at once; chunks whose sends all came back
+        are settled together meanwhile. 0 to go on, the seconds the campaign must wait, or
+        None when it stopped running."""
         taken = self.claimed[:plan.chunk]
         chunk = _write_chunk(plan, taken)
         if chunk is None:
             return None
-        message_ids = [send.message.id for send in chunk.sends]
-        services.SETTLED_BY_RUNNER.update(message_ids)
+        flight = Flight(chunk)
+        services.SETTLED_BY_RUNNER.update(flight.message_ids)
+        self.flying.append(flight)
         try:
-            sent, unsent, wait = _send_each(plan, chunk, deadline, self.failures)
-            _settle_chunk(plan, sent, unsent)
-            commit()
+            wait = self._send_groups(plan, flight, deadline)
         finally:
-            services.SETTLED_BY_RUNNER.difference_update(message_ids)
+            flight.closed = True
         # Those written but not sent, then those whose turn did not come, stay claimed first.
-        self.claimed = ([send.recipient_id for send in unsent] + chunk.back
+        self.claimed = ([send.recipient_id for send in flight.unsent] + chunk.back
                         + self.claimed[len(taken):])
+        # A chunk cut short is settled at once: its unsent recipients go back to the queue
+        # before the next chunk is written.
+        self._land(plan, everything=bool(flight.unsent or wait or chunk.wait))
+        if not flight.running:
+            return None
         return max(wait, chunk.wait)
+
+    def _send_groups(self, plan: Plan, flight: Flight, deadline: float) -> float:
+        """Send the chunk's messages in groups of tokens, each group claimed in the outbox
+        and committed before its requests leave together (see `_claim_group`). Stops early
+        when the campaign stopped running, when WhatsApp slows the number down or blames it,
+        when too many of the last sends failed, or at a long wait (returned)."""
+        sends, position, tokens = flight.chunk.sends, 0, 1  # the first has its token
+        while position < len(sends):
+            room = self._room_in_flight(plan)
+            wanted, wait = min(plan.group, room, len(sends) - position), 0.0
+            while tokens < wanted:
+                wait = _pace(plan)  # a wait takes no token: ask again
+                if not wait:
+                    tokens += 1
+                elif wait > INLINE_WAIT or pacing.clock.now() + wait >= deadline:
+                    break
+                else:
+                    pacing.clock.sleep(wait)
+                    wait = 0.0
+            if self._stopping():
+                break
+            if tokens:
+                flight.running = self._claim_group(plan, flight, sends[position:position + tokens])
+                if not flight.running:  # paused meanwhile: nothing more leaves
+                    break
+            position, tokens = position + tokens, 0
+            if wait:
+                flight.unsent = sends[position:]
+                return wait
+            self._land(plan)
+        flight.unsent = sends[position:]
+        return 0.0
+
+    def _claim_group(self, plan: Plan, flight: Flight, group: list[Send]) -> bool:
+        """Claim the group's messages in the outbox in one statement and commit, under a share
+        lock on the campaign's row that shows it still running (a pause waits for the commit,
+        and no group is claimed after a pause returns; the pause then waits for the claimed
+        to come back, services.pause_campaign), then send them at once. False when the
+        campaign is no longer running (nothing claimed)."""
+        with occupancy_snapshot():  # for the answers' events: the open pages asked once
+            self._record_landed()
+            if not _running(plan):
+                commit()
+                return False
+            claimed = claim_sends([send.message.id for send in group])
+            commit()  # `sending` before the requests leave, so a crash never sends twice
+        moment = pacing.now()
+        for send in group:
+            if send.message.id in claimed:  # else another run has it (the recovery job)
+                going = Going(send, moment, self.pool.submit(
+                    contextvars.copy_context().run, _timed_delivery, send.message,
+                    flight.chunk.channel))
+                flight.going.append(going)
+                self.unheard.append(going)
+                self.unrecorded.append(going)
+        return True
+
+    def _record_landed(self) -> None:
+        """Write on their messages the answers come back since the last look, in one query
+        and one update (not committed): a crash then leaves `unknown` only what was still
+        on its way."""
+        landed = [going for going in self.unrecorded if going.answer.done()]
+        if landed:
+            record_answers({going.send.message.id: going.result for going in landed})
+            self.unrecorded = [going for going in self.unrecorded if going not in landed]
+
+    def _room_in_flight(self, plan: Plan) -> int:
+        """How many more sends may leave now: no more are on their way than the pace needs
+        to keep the number busy (its rate times a request's time, 1 while WhatsApp answers
+        at once, so that sends leave one by one and in order; at most
+        CAMPAIGN_SENDS_IN_FLIGHT). Waits for one to come back when none may."""
+        window = max(1, min(current_app.config["CAMPAIGN_SENDS_IN_FLIGHT"], _window(
+            plan.rate, self.latency or 0.0)))
+        flying = [going.answer for going in self.unheard if not going.answer.done()]
+        if len(flying) >= window:
+            futures.wait(flying, return_when=futures.FIRST_COMPLETED)
+            flying = [answer for answer in flying if not answer.done()]
+        return max(1, window - len(flying))
+
+    def _stopping(self) -> bool:
+        """Count the answers come back since the last look in the failure window (and their
+        time in the request's time): does one say stop (WhatsApp slows the number down or
+        blames it, too many failures)?"""
+        stop = False
+        for going in [going for going in self.unheard if going.answer.done()]:
+            self.unheard.remove(going)
+            took = going.answer.result()[1]
+            self.latency = took if self.latency is None else (
+                (1 - LATENCY_WEIGHT) * self.latency + LATENCY_WEIGHT * took)
+            code = going.code
+            self.failures.append(bool(code) and not _retried(code))
+            stop = stop or code in SLOW_DOWN_CODES or code in NUMBER_CODES
+        return stop or sum(self.failures) > services.FAILURE_LIMIT
+
+    def _land(self, plan: Plan, everything: bool = False) -> None:
+        """Settle the chunks whose sends all came back, oldest first (with `everything`,
+        wait for all of them first)."""
+        if everything:
+            rollback()  # an error may have left the transaction open
+            futures.wait([going.answer for flight in self.flying for going in flight.going])
+        while self.flying and self.flying[0].landed:
+            flight = self.flying.pop(0)
+            try:
+                with occupancy_snapshot():  # the open pages asked about once for the chunk
+                    self._record_landed()
+                    _settle_chunk(plan, flight)
+                    commit()
+            finally:
+                services.SETTLED_BY_RUNNER.difference_update(flight.message_ids)
 
     def _release(self) -> None:
         """Let go of the recipients claimed and not sent (for the next slice)."""
@@ -480,6 +652,43 @@ class Chunk:
     wait: float  # seconds the campaign waits for the number's limit (0: none)
 
 
+@dataclass(frozen=True)
+class Going:
+    """A send on its way: its answer to come (from the runner's pool of requests)."""
+
+    send: Send
+    at: datetime
+    answer: Future[tuple[Answer, float]]  # and the seconds the request took
+
+    @property
+    def result(self) -> Answer:
+        return self.answer.result()[0]
+
+    @property
+    def code(self) -> str:
+        refusal = self.result.refusal
+        return refusal.code if refusal else ""
+
+
+@dataclass
+class Flight:
+    """A chunk's sends: those on their way (or back), and those that never left."""
+
+    chunk: Chunk
+    going: list[Going] = field(default_factory=list)
+    unsent: list[Send] = field(default_factory=list)
+    running: bool = True  # False once a group found the campaign no longer running
+    closed: bool = False  # all its groups have left (or never will)
+
+    @property
+    def message_ids(self) -> list[int]:
+        return [send.message.id for send in self.chunk.sends]
+
+    @property
+    def landed(self) -> bool:
+        return self.closed and all(going.answer.done() for going in self.going)
+
+
 def _write_chunk(plan: Plan, recipient_ids: list[int]) -> Chunk | None:
     """Under a share lock on the campaign's row (a pause waits for this to commit, and no
     chunk starts after a pause returns) and the recipients' row locks: those still queued
@@ -583,46 +792,22 @@ def _write(plan: Plan, going: list[CampaignRecipient]) -> list[Message]:
     return messages
 
 
-@dataclass(frozen=True)
-class Sent:
-    send: Send
-    answer: Answer
-    at: datetime
+def _window(rate: float, latency: float) -> int:
+    """Sends on their way at once that keep `rate` a second going when a request takes
+    `latency` seconds: a group leaves every GROUP_SECONDS, each on its way for `latency`,
+    with a margin. One while requests take no time by the pace's clock (the tests' fake
+    one): each then leaves alone, in order."""
+    if latency <= 0:
+        return 1
+    return math.ceil(rate * (latency + GROUP_SECONDS) * LATENCY_MARGIN)
 
 
-def _send_each(plan: Plan, chunk: Chunk, deadline: float, failures: deque[bool]
-               ) -> tuple[list[Sent], list[Send], float]:
-    """Send the chunk's messages in order, each when the pace allows (the first has its
-    token): each claimed in the outbox and committed with the previous one's answer before
-    its request leaves, under a share lock on the campaign's row that shows it still
-    running (a pause waits for that commit, and no send starts after a pause returns).
-    Stops early when the campaign stopped running, when WhatsApp slows the number down or
-    blames it, when too many of the last sends failed, or at a long wait. What was sent,
-    what was not, and the wait."""
-    sent: list[Sent] = []
-    for position, send in enumerate(chunk.sends):
-        while position and (wait := _pace(plan)):  # a wait takes no token: ask again
-            if wait > INLINE_WAIT or pacing.clock.now() + wait >= deadline:
-                return sent, chunk.sends[position:], wait
-            pacing.clock.sleep(wait)
-        if sent:
-            record_answer(sent[-1].send.message.id, sent[-1].answer)
-        if not _running(plan):  # paused meanwhile: nothing more leaves
-            commit()
-            return sent, chunk.sends[position:], 0.0
-        claimed = claim_send(send.message.id) is not None
-        commit()  # the previous answer, and this message `sending` before it leaves
-        if not claimed:
-            continue  # another run has it (the recovery job): it is settled from there
-        moment = pacing.now()
-        answer = deliver(send.message, chunk.channel)
-        sent.append(Sent(send, answer, moment))
-        code = answer.refusal.code if answer.refusal else ""
-        failures.append(bool(code) and not _retried(code))
-        if code in SLOW_DOWN_CODES or code in NUMBER_CODES or \
-                sum(failures) > services.FAILURE_LIMIT:
-            return sent, chunk.sends[position + 1:], 0.0
-    return sent, [], 0.0
+def _timed_delivery(message: Message, channel: Channel) -> tuple[Answer, float]:
+    """Send a claimed message (in the runner's pool): its answer, and the seconds it took by
+    the pace's clock."""
+    began = pacing.clock.now()
+    answer = deliver(message, channel)
+    return answer, pacing.clock.now() - began
 
 
 def _running(plan: Plan) -> bool:
@@ -679,24 +864,24 @@ def _pause_for_plan(plan: Plan) -> None:
     commit()
 
 
-def _settle_chunk(plan: Plan, sent: list[Sent], unsent: list[Send]) -> None:
-    """What the sends answered, for their recipients, in one transaction (see the module's
-    docstring); those not sent go back to the queue, their messages withdrawn."""
-    if sent:
-        record_answer(sent[-1].send.message.id, sent[-1].answer)
-    ids = [item.send.recipient_id for item in sent] + [send.recipient_id for send in unsent]
+def _settle_chunk(plan: Plan, flight: Flight) -> None:
+    """What the chunk's sends answered (written on their messages already), for their
+    recipients, in one transaction (see the module's docstring); those not sent go back to
+    the queue, their messages withdrawn."""
+    sent, unsent = flight.going, flight.unsent
+    messages = {message.id: message for message in db.session.scalars(
+        select(Message).where(Message.id.in_([going.send.message.id for going in sent]))
+        .execution_options(populate_existing=True))} if sent else {}
+    ids = [going.send.recipient_id for going in sent] + [send.recipient_id for send in unsent]
     recipients = {recipient.id: recipient for recipient in db.session.scalars(
         select(CampaignRecipient).where(CampaignRecipient.id.in_(ids)).with_for_update()
-        .execution_options(populate_existing=True))}
-    messages = {message.id: message for message in db.session.scalars(
-        select(Message).where(Message.id.in_([item.send.message.id for item in sent]))
-        .execution_options(populate_existing=True))}
+        .execution_options(populate_existing=True))} if ids else {}
     with services.counts_together():
-        for item in sent:
-            recipient = recipients[item.send.recipient_id]
-            if recipient.message_id == item.send.message.id:  # else settled by a webhook
-                recipient.attempted_at = item.at
-                _settle(plan, recipient, messages[item.send.message.id])
+        for going in sent:
+            recipient = recipients[going.send.recipient_id]
+            if recipient.message_id == going.send.message.id:  # else settled by a webhook
+                recipient.attempted_at = going.at
+                _settle(plan, recipient, messages[going.send.message.id])
         for send in unsent:
             recipient = recipients[send.recipient_id]
             recipient.attempts -= 1  # never left: not an attempt

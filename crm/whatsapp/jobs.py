@@ -131,11 +131,23 @@ def deliver(message: Message, channel: Channel | None = None) -> Answer:
 
 def record_answer(message_id: int, answer: Answer) -> Message:
     """Write what the send answered on the message (not committed: the caller commits)."""
+    return record_answers({message_id: answer})[0]
+
+
+def record_answers(answers: dict[int, Answer]) -> list[Message]:
+    """Write what each send answered on its message, the messages read and locked in one
+    query (not committed: the caller commits); the messages, in the order of `answers`."""
     # A status webhook may have arrived while the request was in flight: it wins.
-    message = db.session.scalar(select(Message).where(Message.id == message_id)
-                                .options(joinedload(Message.conversation))  # for the event
-                                .with_for_update(of=Message)
-                                .execution_options(populate_existing=True))
+    messages = {message.id: message for message in db.session.scalars(
+        select(Message).where(Message.id.in_(list(answers)))
+        .options(joinedload(Message.conversation))  # for the event
+        .with_for_update(of=Message).execution_options(populate_existing=True))}
+    for message_id, answer in answers.items():
+        _apply_answer(messages[message_id], answer)
+    return [messages[message_id] for message_id in answers]
+
+
+def _apply_answer(message: Message, answer: Answer) -> None:
     if answer.provider_id:
         _record_sent(message, answer.provider_id)
     elif message.status in ("sending", "unknown") and answer.refusal is not None:
@@ -146,7 +158,19 @@ def record_answer(message_id: int, answer: Answer) -> Message:
     elif message.status == "sending":
         message.status = "unknown"
     _announce_status(message)
-    return message
+
+
+def claim_sends(message_ids: list[int]) -> set[int]:
+    """Mark queued outbound messages `sending`, with a lease, in one statement; those
+    claimed (the others are sent, settled, or being sent by another run). The caller commits
+    before their requests leave, as with `claim_send`."""
+    if not message_ids:
+        return set()
+    return set(db.session.scalars(
+        update(Message).where(Message.id.in_(message_ids), Message.direction == "out",
+                              Message.status == "queued")
+        .values(status="sending", claimed_until=utcnow() + SEND_LEASE)
+        .returning(Message.id).execution_options(synchronize_session=False)))
 
 
 def _lease_over(message: Message) -> bool:

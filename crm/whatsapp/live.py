@@ -36,8 +36,13 @@ from crm.foundation.models import User
 from crm.i18n import LANGUAGES, current_language
 from crm.models import utcnow
 from crm.permissions import MATRIX, can, module_enabled, role_allows
-from crm.realtime import add_rooms, occupied, rendering_for, user_room
-from crm.tenancy import get_in_organization, organization_context, set_current_organization
+from crm.realtime import add_rooms, occupied, org_room, rendering_for, user_room
+from crm.tenancy import (
+    current_organization_id,
+    get_in_organization,
+    organization_context,
+    set_current_organization,
+)
 from crm.transaction import commit, rollback
 from crm.whatsapp import inbox, services
 from crm.whatsapp.channels import channel_class
@@ -103,8 +108,11 @@ def _audiences(conversation: Conversation) -> list[Audience]:
     assignee = conversation.assigned_user
     if assignee is not None and _sees_only_assigned(assignee) and assignee.is_active:
         audiences.append(_personal(assignee))
-    if assignee is None and services.agents_take_unassigned():
-        audiences.extend(_queue(org_id))
+    if assignee is None:
+        queue = _queue(org_id)
+        # The inbox's setting is read only when an agent has the queue open.
+        if occupied(audience.room for audience in queue) and services.agents_take_unassigned():
+            audiences.extend(queue)
     listening = occupied(audience.room for audience in audiences)
     return [audience for audience in audiences if audience.room in listening]
 
@@ -328,9 +336,18 @@ def on_message_received(payload: dict) -> None:
                       "body": conversation.last_message_preview})
 
 
+def _nobody_online() -> bool:
+    """No page of the organization is open (every socket joins its organization's room):
+    an announcement of ours would render for nobody, so it reads nothing either — a
+    campaign announces each of its thousands of messages twice, sent and its status."""
+    return not occupied([org_room(current_organization_id())])
+
+
 @events.subscribe("message.sent")
 def on_message_sent(payload: dict) -> None:
     """One of ours left: every open thread shows it, the row moves to the top."""
+    if _nobody_online():
+        return
     message = _message(payload)
     if message is not None:
         _announce_outbound("messageSent", message)
@@ -350,6 +367,8 @@ def _announce_outbound(event: str, message: Message) -> None:
 def on_message_status(payload: dict) -> None:
     """Ticks moved on: replace the bubble's status. A message that failed (or whose fate is
     unknown) may never have been announced as sent, so it is shown whole."""
+    if _nobody_online():
+        return
     message = _message(payload)
     if message is None:
         return

@@ -153,11 +153,13 @@ def test_a_worker_killed_mid_send_is_replaced_and_nobody_is_sent_twice(
         live_server, graph, tmp_path):
     """The worker is killed while WhatsApp has a message but has not answered yet: that
     person's message is `unknown` (never sent again); a new worker sends everyone else,
-    once each."""
+    once each. (One send on its way at a time, so that exactly one is cut off; several:
+    the next test.)"""
     running = a_campaign(live_server, FIRST)
     graph.delay = 0.5  # each send is answered after half a second: the kill lands mid-request
 
-    with worker(live_server, graph, tmp_path / "first.log") as first:
+    with worker(live_server, graph, tmp_path / "first.log",
+                CAMPAIGN_SENDS_IN_FLIGHT="1") as first:
         wait_until(lambda: len(graph.sends()) >= 5, "five sends", 60)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
@@ -173,6 +175,31 @@ def test_a_worker_killed_mid_send_is_replaced_and_nobody_is_sent_twice(
     assert_each_sent_once(live_server, running, graph)
     assert len(graph.sends()) == PEOPLE
     assert cut_off(live_server, running) == [in_flight]
+
+
+def test_a_worker_killed_with_several_sends_on_their_way_sends_none_of_them_again(
+        live_server, graph, tmp_path):
+    """WhatsApp answering slowly, the worker has several sends on their way at once (the
+    pace needs them) when it is killed: each of those is `unknown`, never sent again, and a
+    new worker sends everyone else once."""
+    running = a_campaign(live_server, FIRST + 3 * PEOPLE)
+    graph.delay = 0.5
+
+    with worker(live_server, graph, tmp_path / "first.log") as first:
+        wait_until(lambda: len(graph.sends()) >= 5, "five sends", 60)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    killed_at = len(graph.sends())
+    graph.delay = 0
+    with worker(live_server, graph, tmp_path / "second.log"):
+        wait_until(lambda: settled(live_server, running), "the campaign settling", 90)
+        time.sleep(2)  # more runs of the recovery job: nothing is sent again
+
+    assert killed_at < PEOPLE, "the campaign ended before the kill: nothing was tested"
+    sent = Counter(f"+{body['to']}" for body in graph.sends())
+    assert [phone for phone, times in sent.items() if times > 1] == []
+    assert set(sent) == set(running.phones)  # the cut-off ones had reached WhatsApp
+    assert 1 < len(cut_off(live_server, running)) <= killed_at
 
 
 def test_a_campaign_carries_on_after_redis_restarts_empty(live_server, graph, tmp_path):

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import requests
 from flask import current_app
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import LocationParseError, NewConnectionError
 from urllib3.util import parse_url
 
@@ -43,6 +44,7 @@ MEDIA_ID = re.compile(r"[0-9]+")  # Meta's media ids; anything else could name a
 GRAPH_ID = MEDIA_ID  # and its other ids (a business account's)
 TEMPLATE_PAGE = 100  # templates asked for per page
 MAX_TEMPLATE_PAGES = 50  # Meta allows a few hundred templates per account
+POOL_SIZE = 32  # connections kept to the Graph API: a campaign's sends in flight at most
 
 
 class CloudChannel:
@@ -52,9 +54,12 @@ class CloudChannel:
     def __init__(self, profile: WhatsAppProfile) -> None:
         self.profile = profile
         self._token = decrypt_json(profile.secrets).get("access_token") or ""
-        # Requests of one channel share their connections (a campaign's batch sends many);
-        # a channel serves one number, so no cookie crosses to another organization.
+        # Requests of one channel share their connections (a campaign's batch sends many,
+        # several at once: a pool as large as the sends it lets be in flight); a channel
+        # serves one number, so no cookie crosses to another organization.
         self._http = requests.Session()
+        self._http.mount("https://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+        self._http.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
 
     # -- the channel interface ---------------------------------------------------------------
 
