@@ -189,6 +189,13 @@ def open_live(page: Page, path: str) -> None:
         opened.value.wait_for_event("framereceived", _socket_io_connected)
 
 
+def expect_settled(fragment: Locator) -> None:
+    """Wait until htmx has settled a swapped-in `fragment`: it wires the new elements' hx-*
+    attributes only then (the settle delay after the swap), so a change made before that
+    sends nothing."""
+    expect(fragment).not_to_have_class(re.compile(r"\bhtmx-added\b"))
+
+
 def translated(live: LiveServer, message: str, language: str) -> str:
     """What the live app itself says for `message` in `language` (catalogs are still growing)."""
     with live.app.test_request_context(), force_locale(language):

@@ -13,7 +13,7 @@ from crm.customers import services, views
 from crm.customers.models import Customer
 from crm.extensions import db
 from crm.foundation.models import Organization, User
-from tests.e2e.conftest import PHONE, screenshot, translated
+from tests.e2e.conftest import PHONE, expect_settled, screenshot, translated
 from tests.factories import make_user
 from tests.live import LiveServer
 
@@ -120,6 +120,7 @@ def test_import_a_windows_arabic_file_into_a_new_custom_field(browsing, live_ser
     encoding.select_option("utf-8")
     expect(page.locator("#error-encoding")).to_be_visible()
     expect(table).to_have_count(0)
+    expect_settled(page.locator("section[id$='-mapping']"))
     encoding.select_option("windows-1256")
     expect(table).to_contain_text("أحمد العتيبي")
     screenshot(page, "import-preview-ar")
