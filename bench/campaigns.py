@@ -5,8 +5,9 @@ pace, and the campaigns API beside the bare Flask baseline.
    second (80, Meta's default) with no messaging limit, an approved template, and an uploaded
    list of BENCH_RECIPIENTS numbers (100,000); one in BENCH_FAIL_EVERY (1,000) is refused by
    WhatsApp as undeliverable (131026), so the results have failures to show; the fake Graph
-   API answers each send after BENCH_GRAPH_LATENCY_MS (0; Meta's take 100-300). Workers run as
-   `crm up` runs them: one for the campaigns queue (whose memory is polled, with any
+   API answers each send after BENCH_GRAPH_LATENCY_MS (0; Meta's take 100-300); with
+   BENCH_INBOX_OPEN=1 the admin has the inbox open, so every message is announced live.
+   Workers run as `crm up` runs them: one for the campaigns queue (whose memory is polled, with any
    children) and one for the interactive queues. Measured: the achieved rate (sends the fake
    Graph API received a second, from the first send to the pause) against the configured
    one, and its stalls; the campaigns worker's memory at a tenth of the list and at the
@@ -60,6 +61,7 @@ from bench.common import (
     report,
     worker_environment,
 )
+from bench.inbox import page_open
 from tests.whatsapp.fake_graph import TOKEN, FakeGraph
 
 RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", 100_000))
@@ -70,6 +72,8 @@ RESULTS = int(os.environ.get("BENCH_RESULTS", 100_000))  # recipients of the res
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 300))
 # The fake Graph API answers each send after this long (Meta's own: 100-300 ms).
 GRAPH_LATENCY = float(os.environ.get("BENCH_GRAPH_LATENCY_MS", 0)) / 1000
+# 1: the admin has the inbox open while the campaign sends, so each message is announced.
+INBOX_OPEN = os.environ.get("BENCH_INBOX_OPEN") == "1"
 PAUSE_SHARE = 0.95  # the share of the list sent when the admin pauses
 STALL = 0.25  # a gap between two sends this long is reported (a group leaves every 0.1 s)
 WORKER_STARTUP = float(os.environ.get("BENCH_WORKER_STARTUP", 120))  # to start listening
@@ -109,7 +113,8 @@ def run() -> None:
     try:
         with app.app_context():
             org_id, admin_id, profile_id = _organization()
-        with workers(app, graph) as campaigns_worker:
+        watching = page_open(app, org_id, admin_id) if INBOX_OPEN else contextlib.nullcontext()
+        with watching, workers(app, graph) as campaigns_worker:
             sending = run_send(app, graph, org_id, admin_id, profile_id, campaigns_worker)
         sending.print(graph)
         run_api(app, org_id, admin_id, profile_id)
@@ -215,7 +220,8 @@ class Sending:
         twice = sum(1 for count in graph.to.values() if count > 1)
         print(f"\ncampaigns — {RECIPIENTS:,} recipients (an uploaded list, one in {FAIL_EVERY:,} "
               f"undeliverable), a Cloud API number at {RATE} msg/s, the fake Graph API "
-              f"answering each send after {GRAPH_LATENCY * 1000:.0f} ms; `crm worker` "
+              f"answering each send after {GRAPH_LATENCY * 1000:.0f} ms, the admin's inbox "
+              f"{'open' if INBOX_OPEN else 'closed'}; `crm worker` "
               "processes as `crm up` runs them")
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other "
               "processes share the cores)")
