@@ -149,8 +149,11 @@ def record_answers(answers: dict[int, Answer]) -> list[Message]:
 
 def _apply_answer(message: Message, answer: Answer) -> None:
     if answer.provider_id:
+        # `message.sent` shows the whole bubble, its ticks included: a status event beside it
+        # would say again what it says (twice the work for each of a campaign's messages).
         _record_sent(message, answer.provider_id)
-    elif message.status in ("sending", "unknown") and answer.refusal is not None:
+        return
+    if message.status in ("sending", "unknown") and answer.refusal is not None:
         message.status = "failed"
         message.failed_at = utcnow()
         message.error_code = answer.refusal.code

@@ -303,10 +303,12 @@ def broadcast(event: str, conversation: Conversation,
 
 
 def _message(payload: dict) -> Message | None:
-    """The event's message with its conversation and assignee, in one query: every message
-    sent or moved on is announced (a campaign's thousands too), watched or not."""
+    """The event's message with its conversation, assignee and number, in one query: every
+    message sent or moved on is announced (a campaign's thousands too)."""
+    conversation = joinedload(Message.conversation)
     message = get_in_organization(Message, payload["message_id"], options=[
-        joinedload(Message.conversation).joinedload(Conversation.assigned_user)])
+        conversation.joinedload(Conversation.assigned_user),
+        conversation.joinedload(Conversation.profile)])
     if message is None:
         log.info("event for message %s that is gone", payload["message_id"])
     return message
