@@ -33,3 +33,26 @@ def test_redis_started_over_a_large_append_only_file_answers_at_once(tmp_path):
         client.close()
     finally:
         embedded.stop_redis(again)
+
+
+def test_every_write_redis_acknowledged_survives_a_kill(tmp_path):
+    """SIGKILL right after a stream of acknowledged writes: Redis comes back with all of
+    them (its AOF write precedes each answer; everysec would hold writes back while a slow
+    fsync is in flight, as on a busy CI disk)."""
+    server = embedded.start_redis(tmp_path)
+    client = redis.Redis(port=server.port)
+    assert client.config_get("appendfsync") == {"appendfsync": "no"}
+    for n in range(2_000):
+        client.set(f"acknowledged:{n}", n)
+    client.close()
+    server.process.kill()
+    server.process.wait(10)
+
+    embedded.restart_redis(server)
+    try:
+        client = redis.Redis(port=server.port)
+        assert client.get("acknowledged:1999") == b"1999"
+        assert client.dbsize() == 2_000
+        client.close()
+    finally:
+        embedded.stop_redis(server)
