@@ -193,3 +193,22 @@ def test_a_saved_reply_is_inserted_by_typing_a_slash(browsing, live_server):
     _no_sideways_scroll(page)
     screenshot(page, "agent-day-saved-reply-ar")
     assert browsing.csp_violations() == []
+
+
+def test_on_a_laptop_the_composer_offers_a_file_button_in_the_pages_language(browsing,
+                                                                              live_server):
+    """At 1280 px the composer's attachment is the labelled Arabic button alone: the browser's
+    own «Choose File / No file chosen» control stays hidden, as it does on a phone."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    page = browsing.new_page(account=admin)
+
+    page.goto(f"/inbox/conversations/{conversation_id}")
+
+    expect(page.locator(".composer .file-input-button")).to_have_text(
+        translated(live_server, "Choose a file", "ar"))
+    native = page.locator(".composer input[type=file]").bounding_box()
+    assert native is not None
+    assert native["width"] <= 1, native
+    assert native["height"] <= 1, native
+    screenshot(page, "agent-day-composer-laptop-ar")
