@@ -234,6 +234,23 @@ def test_the_navigation_puts_the_work_first_with_icons_and_a_live_unread_badge(c
     assert re.search(r'id="menu-badge-whatsapp-inbox" hx-swap-oob="true"[^>]*>1<', badge)
 
 
+
+def test_tickets_and_campaigns_are_work_with_icons_of_their_own(client, org):
+    """Tickets and Campaigns sit with the work, before the line that starts the administration
+    (Inbox settings after it), each with its own icon: neither the Inbox's tray nor the dot
+    drawn for an icon that does not exist."""
+    login(client, org.admin)
+    sidebar = page_text(client, "/").split('id="sidebar"')[1].split("</nav>")[0]
+    work, administration = sidebar.split('role="separator"', 1)
+    icons = {label: path for path, label in re.findall(
+        r'<path d="([^"]*)"/></svg><span class="nav-label">([^<]*)<', sidebar)}
+
+    for label in ("Tickets", "Campaigns"):
+        assert arabic(label) in work
+    assert arabic("Inbox settings") in administration
+    assert icons[arabic("Tickets")] != icons[arabic("Inbox")]
+    assert len(set(icons.values())) == len(icons), icons
+
 # -- tickets and campaigns --------------------------------------------------------------------
 
 def _set_sla(org, ticket, status: str, due_in: timedelta) -> None:
