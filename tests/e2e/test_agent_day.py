@@ -212,3 +212,26 @@ def test_on_a_laptop_the_composer_offers_a_file_button_in_the_pages_language(bro
     assert native["width"] <= 1, native
     assert native["height"] <= 1, native
     screenshot(page, "agent-day-composer-laptop-ar")
+
+
+def test_the_customer_stays_beside_the_chat_after_a_note_and_labels(browsing, live_server):
+    """A private note and labels saved from the panel redraw it, and the live update of the
+    same change may land first: the customer's card stays in the panel either way."""
+    admin, profile_id = _shop(live_server)
+    customer_id = _customer(live_server, admin)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id,
+                                    customer_id=customer_id)
+    page = browsing.new_page(account=admin)
+    open_live(page, f"/inbox/conversations/{conversation_id}")
+    card = page.locator(".panel-customer .customer-card-name")
+    expect(card).to_have_text(CUSTOMER)
+
+    for n in range(2):
+        page.locator("textarea[name=note]").fill(f"تفضّل التوصيل مساءً {n}")
+        page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
+        expect(page.locator(".notes .note")).to_have_count(n + 1)
+        expect(card).to_have_text(CUSTOMER)
+    page.locator("input[name=labels]").fill("مميز، ورد")
+    page.locator("input[name=labels]").press("Enter")
+    expect(page.locator(f"#conversation-row-{conversation_id} .chip")).to_have_count(2)
+    expect(card).to_have_text(CUSTOMER)
