@@ -18,6 +18,7 @@ from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.tickets import services as tickets
 from crm.tickets.models import Ticket
+from crm.whatsapp import inbox as whatsapp_inbox
 from crm.whatsapp.dashboard import start_of_today
 from tests.campaigns.factories import make_campaign
 from tests.customers.factories import make_customer
@@ -68,9 +69,12 @@ def test_the_dashboard_counts_the_inbox_and_links_each_number_to_its_list(client
 
 
 def test_an_agent_sees_their_own_numbers(client, org):
-    """An agent's inbox, pipeline and tasks count what is theirs; no unassigned queue."""
+    """An agent's inbox, pipeline and tasks count what is theirs; no unassigned queue where
+    the organization keeps agents out of it."""
     agent = make_user(org, "agent")
     _inbox(org, agent)
+    with organization_context(org.id):
+        whatsapp_inbox.update_inbox_settings(org.admin, agents_take_unassigned=False)
     with organization_context(org.id):
         stages = crm.list_stages()
     make_customer(org, stage_id=stages[0].id, owner_id=agent.id, expected_value="500")
@@ -86,6 +90,22 @@ def test_an_agent_sees_their_own_numbers(client, org):
     assert _stat(pipeline, f"stage_id={stages[0].id}") == "1"
     assert f"owner_id={agent.id}" in pipeline
     assert "9,000" not in pipeline
+
+
+def test_an_agent_who_takes_from_the_queue_sees_it_waiting(client, org):
+    """Where agents take from the unassigned queue (the default), an agent's inbox card counts
+    the open conversations waiting there, a link to that queue, which lists as many."""
+    agent = make_user(org, "agent")
+    profile, _queue, _theirs = _inbox(org, agent)
+    make_conversation(profile, status="open")
+    make_conversation(profile, status="pending")  # waiting for the customer, not for us
+    login(client, agent)
+
+    inbox_card = _card(page_text(client, "/"), "inbox")
+    assert _stat(inbox_card, "scope=unassigned") == "2"
+    assert _stat(inbox_card, "scope=mine") == "1"
+    listed = page_text(client, "/inbox?scope=unassigned&status=open")
+    assert listed.count('id="conversation-row-') == 2
 
 
 def test_the_pipeline_card_shows_customers_and_value_per_stage(client, org):
