@@ -48,7 +48,7 @@ from crm.foundation.views import (
     add_dashboard_card,
     add_onboarding_step,
 )
-from crm.i18n import current_language, isolate
+from crm.i18n import DATE_PATTERN, current_language, isolate
 from crm.pagination import decode_cursor, encode_cursor
 from crm.permissions import can, require, sees_only_assigned
 from crm.validation import parse_id
@@ -440,7 +440,7 @@ class MessageGroup:
 
     @property
     def day_label(self) -> str:
-        return format_date(self.day, "medium")
+        return format_date(self.day, DATE_PATTERN)  # as every date of the timeline reads
 
 
 def group_messages(activities: list[CustomerActivity]) -> list[CustomerActivity | MessageGroup]:
