@@ -108,6 +108,20 @@ def test_an_agent_who_takes_from_the_queue_sees_it_waiting(client, org):
     assert listed.count('id="conversation-row-') == 2
 
 
+def test_the_team_and_its_pending_invitations_link_to_the_team_page(client, org):
+    """The team's count and the pending invitations' are links, like every number of the
+    dashboard: to the members and to the invitations of the team page."""
+    make_user(org, "agent")
+    login(client, org.admin)
+    client.post("/team/invitations", data={"email": "new@example.com", "role": "agent",
+                                           "language": "ar"})
+
+    page = page_text(client, "/")
+    assert _stat(_card(page, "team"), "/team") == "2"
+    assert _stat(_card(page, "invitations"), "/team#invitations") == "1"
+    assert 'id="invitations"' in page_text(client, "/team")
+
+
 def test_the_pipeline_card_shows_customers_and_value_per_stage(client, org):
     """Each stage's customers (a link to them) and their value in the organization's
     currency, kept left to right in an Arabic page."""
