@@ -155,6 +155,24 @@ def test_tasks_due_today_and_overdue_link_to_their_lists(client, org):
     assert "Today&#39;s call" not in overdue
 
 
+def test_under_the_teams_counts_the_tasks_listed_say_they_are_the_readers_own(client, org):
+    """An admin's card counts the team's tasks, and lists only the admin's own below them:
+    the list says whose, so «1 due today» above an empty list reads as no contradiction."""
+    agent = make_user(org, "agent")
+    customer = make_customer(org)
+    with organization_context(org.id):
+        crm.add_activity(org.admin, customer, "task", "The agent's call",
+                         (utcnow() + timedelta(minutes=1)).isoformat(), agent.id)
+        db.session.flush()
+    login(client, org.admin)
+
+    tasks = _card(page_text(client, "/"), "tasks-today")
+    assert _stat(tasks, "due=today") == "1"
+    assert arabic("Your tasks due today") in tasks
+    assert arabic("None of your tasks is due today.") in tasks
+    assert "The agent&#39;s call" not in tasks
+
+
 def test_a_new_organization_sees_its_checklist_until_done(client, org):
     """The checklist: try the sandbox (one click, in a window beside), connect a number,
     import customers, invite the team; it goes once every step is done."""
