@@ -38,6 +38,7 @@ def moved_within_column(payload: dict) -> None:
 def refresh_columns(stage_ids: list[int | None]) -> None:
     """Send the first page of each column (cards, totals, "Load more") to the team's boards."""
     totals = services.stage_totals()
+    stages = services.list_stages()  # each card's list; hidden on boards that may not move
     pages = services.board_columns(list(dict.fromkeys(
         stage_id for stage_id in stage_ids if stage_id is not None)), BOARD_PAGE)
     swaps = []
@@ -46,7 +47,7 @@ def refresh_columns(stage_ids: list[int | None]) -> None:
             swaps.append({"target": f'html[lang="{language}"] #column-{stage_id}-cards',
                           "swap": "innerHTML",
                           "html": _render(language, stage_id=stage_id, customers=customers,
-                                          next_cursor=next_cursor,
+                                          next_cursor=next_cursor, stages=stages,
                                           total=totals.get(stage_id))})
     if swaps:
         emit_to_org(EVENT, {"swaps": swaps})

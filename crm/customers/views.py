@@ -48,7 +48,7 @@ from crm.foundation.views import (
     add_dashboard_card,
     add_onboarding_step,
 )
-from crm.i18n import current_language, isolate
+from crm.i18n import DATE_PATTERN, current_language, isolate
 from crm.pagination import decode_cursor, encode_cursor
 from crm.permissions import can, require, sees_only_assigned
 from crm.validation import parse_id
@@ -440,7 +440,7 @@ class MessageGroup:
 
     @property
     def day_label(self) -> str:
-        return format_date(self.day, "medium")
+        return format_date(self.day, DATE_PATTERN)  # as every date of the timeline reads
 
 
 def group_messages(activities: list[CustomerActivity]) -> list[CustomerActivity | MessageGroup]:
@@ -551,7 +551,14 @@ def board():
     stages = services.list_stages()
     pages = services.board_columns([stage.id for stage in stages], live.BOARD_PAGE)
     columns = [Column(stage, *pages[stage.id], totals.get(stage.id)) for stage in stages]
-    return render_template("customers/board.html", columns=columns)
+    return render_template("customers/board.html", columns=columns, stages=_movable(stages))
+
+
+def _movable(stages: list[SalesStage] | None = None) -> list[SalesStage]:
+    """The stages a card's list offers to move it to: none to those who may not move it."""
+    if not can("crm", "write"):
+        return []
+    return services.list_stages() if stages is None else stages
 
 
 @blueprint.get("/board/<int:stage_id>")
@@ -563,7 +570,7 @@ def board_column(stage_id: int):
     customers, next_cursor = services.board_column(stage.id, request.args.get("cursor"),
                                                    live.BOARD_PAGE)
     return render_template("customers/_board_column.html", stage_id=stage.id,
-                           customers=customers, next_cursor=next_cursor)
+                           customers=customers, next_cursor=next_cursor, stages=_movable())
 
 
 def board_refused(message: str, status: int) -> Response:
@@ -589,8 +596,29 @@ def move_card():
     if not is_htmx():
         return see_other("customers.board")
     return render_template("customers/_board_moved.html", moved=customer,
-                           totals=services.stage_totals(),
+                           totals=services.stage_totals(), stages=_movable(),
                            changed_stages=sorted({move.card.stage_id, move.stage_id}))
+
+
+@blueprint.post("/<int:customer_id>/stage")
+@require("crm", "write")
+def move_to_stage(customer_id: int):
+    """Move a card with its stage list, without dragging: to the top of that column; the
+    answer redraws the columns it left and joined."""
+    customer = services.access_customer(customer_id)
+    left = customer.stage_id
+    try:
+        services.move_customer(me(), customer, request.form.get("stage_id"))
+    except ServiceError as exc:
+        if not is_htmx():
+            raise
+        return board_refused(exc.message, exc.status)
+    if not is_htmx():
+        return see_other("customers.board")
+    changed = [stage_id for stage_id in dict.fromkeys((left, customer.stage_id)) if stage_id]
+    return render_template("customers/_board_columns.html", totals=services.stage_totals(),
+                           pages=services.board_columns(changed, live.BOARD_PAGE),
+                           stages=_movable())
 
 
 # -- segments ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from crm.i18n import organization_zone
 from crm.models import counted
 from crm.permissions import require, sees_only_assigned
 from crm.web import me
+from crm.whatsapp import services
 from crm.whatsapp.models import Conversation, InboxCount, Message, WhatsAppProfile
 from crm.whatsapp.views import blueprint
 
@@ -34,7 +35,8 @@ EVENTS = ("newMessage", "messageSent", "conversationUpdated", "conversationAssig
 
 @dataclass(frozen=True)
 class InboxNumbers:
-    """What the inbox card shows; `unassigned` is None for an agent (not their list)."""
+    """What the inbox card shows; `unassigned` is None for an agent kept out of the queue
+    (not their list)."""
 
     open: int
     unassigned: int | None
@@ -50,15 +52,17 @@ def start_of_today() -> datetime:
 
 
 def inbox_numbers(user: User) -> InboxNumbers:
-    """The team's inbox today, or an agent's own: a few rows of `inbox_counts`."""
+    """The team's inbox today, or an agent's own and the queue they take from: a few rows of
+    `inbox_counts`."""
     agent = sees_only_assigned(user)
-    is_open = InboxCount.status == "open"
-    query = select(_sum(is_open), _sum(is_open, InboxCount.assignee_id == 0),
-                   _sum(InboxCount.unread), _sum(is_open, InboxCount.assignee_id == user.id))
-    if agent:
-        query = query.where(InboxCount.assignee_id == user.id)
-    opened, unassigned, unread, mine = db.session.execute(query).one()
-    return InboxNumbers(opened, None if agent else unassigned, unread, mine,
+    is_open, mine = InboxCount.status == "open", InboxCount.assignee_id == user.id
+    # An agent's open and unread are their own; the queue (assignee 0) is counted apart.
+    theirs = (mine,) if agent else ()
+    query = select(_sum(is_open, *theirs), _sum(is_open, InboxCount.assignee_id == 0),
+                   _sum(InboxCount.unread, *theirs), _sum(is_open, mine))
+    opened, unassigned, unread, mine_open = db.session.execute(query).one()
+    queue_shown = not agent or services.agents_take_unassigned()
+    return InboxNumbers(opened, unassigned if queue_shown else None, unread, mine_open,
                         first_response_today(user if agent else None))
 
 

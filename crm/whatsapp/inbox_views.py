@@ -28,7 +28,7 @@ from crm.whatsapp.views import (
 
 # Everyone who answers keeps the team's saved replies; only admins change the queue's rule.
 add(NavItem("whatsapp.inbox_settings", lazy_gettext("Inbox settings"), "whatsapp", "write",
-            "inbox"))
+            "sliders", 67))
 
 
 # -- a new chat ------------------------------------------------------------------------------

@@ -437,10 +437,14 @@ def panel_answer(conversation: Conversation, status: int = 200, errors: dict | N
     context = live.fragment_context(conversation, True)
     html = render_template("whatsapp/_panel.html", assignees=live.assignable_users(),
                            errors=errors or {}, stale=stale, **context)
+    # The live update of the same change may have replaced the panel while this answer was on
+    # its way: swapped into the panel htmx found at the click, which is no longer on the page,
+    # it would take the preserved customer card away with it. Found again by id, at the swap.
     return htmx_response(html + render_template("whatsapp/_row.html", conversation=conversation,
                                                 oob=True)
                          + render_template("whatsapp/_resolve.html", oob=True, **context),
-                         status)
+                         status, retarget=f"#conversation-{conversation.id}-panel",
+                         reswap="outerHTML")
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,17 @@ do what), the customer page's WhatsApp button, and the timeline's groups of mess
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
+from babel.dates import format_date
 from sqlalchemy import select
 
 from crm.customers.models import Customer, CustomerActivity
 from crm.customers.services import list_stages
 from crm.extensions import db
 from crm.foundation import services as foundation
+from crm.i18n import DATE_PATTERN
 from crm.tenancy import organization_context
 from crm.whatsapp.models import Conversation
 from tests.customers.factories import make_customer, make_message_activity
@@ -196,3 +199,19 @@ def test_whatsapp_messages_are_grouped_per_conversation_and_day(client, org, san
     assert html.count('class="activity timeline-group"') == 1
     assert "3 WhatsApp messages" in html
     assert html.index("four") < html.index("Noted") < html.index("3 WhatsApp messages")
+
+
+def test_a_group_of_messages_is_dated_as_the_timeline_dates_its_entries(client, org, sandbox,
+                                                                         customer):
+    """In Arabic the group «٣ رسائل على واتساب» names its day with the month's name, as every
+    entry around it does, never in digits that read day/month or month/day."""
+    conversation = _linked(sandbox, customer)
+    for text in ("one", "two", "three"):
+        make_message_activity(org, customer, conversation, body=text)
+    login(client, make_user(org, "admin", language="ar"))
+
+    html = page_text(client, f"/customers/{customer.id}")
+
+    group = html.split('class="activity timeline-group"')[1].split("</summary>")[0]
+    day = date.fromisoformat(re.search(r'<time class="muted" datetime="([^"]+)"', group)[1])
+    assert f">{format_date(day, DATE_PATTERN, locale='ar')}</time>" in group, group

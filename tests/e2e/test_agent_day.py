@@ -193,3 +193,45 @@ def test_a_saved_reply_is_inserted_by_typing_a_slash(browsing, live_server):
     _no_sideways_scroll(page)
     screenshot(page, "agent-day-saved-reply-ar")
     assert browsing.csp_violations() == []
+
+
+def test_on_a_laptop_the_composer_offers_a_file_button_in_the_pages_language(browsing,
+                                                                              live_server):
+    """At 1280 px the composer's attachment is the labelled Arabic button alone: the browser's
+    own «Choose File / No file chosen» control stays hidden, as it does on a phone."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    page = browsing.new_page(account=admin)
+
+    page.goto(f"/inbox/conversations/{conversation_id}")
+
+    expect(page.locator(".composer .file-input-button")).to_have_text(
+        translated(live_server, "Choose a file", "ar"))
+    native = page.locator(".composer input[type=file]").bounding_box()
+    assert native is not None
+    assert native["width"] <= 1, native
+    assert native["height"] <= 1, native
+    screenshot(page, "agent-day-composer-laptop-ar")
+
+
+def test_the_customer_stays_beside_the_chat_after_a_note_and_labels(browsing, live_server):
+    """A private note and labels saved from the panel redraw it, and the live update of the
+    same change may land first: the customer's card stays in the panel either way."""
+    admin, profile_id = _shop(live_server)
+    customer_id = _customer(live_server, admin)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id,
+                                    customer_id=customer_id)
+    page = browsing.new_page(account=admin)
+    open_live(page, f"/inbox/conversations/{conversation_id}")
+    card = page.locator(".panel-customer .customer-card-name")
+    expect(card).to_have_text(CUSTOMER)
+
+    for n in range(2):
+        page.locator("textarea[name=note]").fill(f"تفضّل التوصيل مساءً {n}")
+        page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
+        expect(page.locator(".notes .note")).to_have_count(n + 1)
+        expect(card).to_have_text(CUSTOMER)
+    page.locator("input[name=labels]").fill("مميز، ورد")
+    page.locator("input[name=labels]").press("Enter")
+    expect(page.locator(f"#conversation-row-{conversation_id} .chip")).to_have_count(2)
+    expect(card).to_have_text(CUSTOMER)

@@ -13,7 +13,7 @@ from crm.customers import services, views
 from crm.customers.models import Customer
 from crm.extensions import db
 from crm.foundation.models import Organization, User
-from tests.e2e.conftest import PHONE, expect_settled, screenshot, translated
+from tests.e2e.conftest import PHONE, expect_settled, open_live, screenshot, translated
 from tests.factories import make_user
 from tests.live import LiveServer
 
@@ -212,3 +212,40 @@ def test_load_more_brings_the_next_page_of_customers(browsing, live_server):
     names = rows.locator("td:first-child").all_inner_texts()
     assert len(set(names)) == views.PAGE + 3
     assert browsing.csp_violations() == []
+
+
+def test_a_card_moves_to_another_stage_with_the_keyboard(browsing, live_server):
+    """Without dragging: the card's stage list, reached with Tab and changed with the keys,
+    moves the customer to that column, the counts of both columns follow, and the page does
+    not scroll sideways for a card far along the board."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        customer_id = services.create_customer(db.session.get(User, account.user_id),
+                                               {"name": NAME, "phone": "0501234567"}).id
+    stages = stage_names(live_server, account.organization_id)
+    page = browsing.new_page(account=account)
+    page.set_viewport_size(PHONE)
+    open_live(page, "/customers/board")
+    columns = page.locator("section.board-column")
+    move = page.get_by_label(translated(live_server, "Move %(name)s to a stage", "ar")
+                             .replace("%(name)s", NAME))
+    expect(move).to_have_value(re.compile(r"\d+"))
+
+    move.focus()
+    with page.expect_response(lambda r: f"/customers/{customer_id}/stage" in r.url) as moved:
+        page.keyboard.press("ArrowDown")
+    assert moved.value.status == 200
+    expect(columns.nth(1).locator(f"#card-{customer_id}")).to_be_visible()
+    expect(columns.nth(0).locator(f"#card-{customer_id}")).to_have_count(0)
+    expect(columns.nth(1).locator(".badge")).to_have_text("1")
+    expect(columns.nth(0).locator(".badge")).to_have_text("0")
+    expect(page.locator(f"#card-{customer_id} select option[selected]")).to_have_text(stages[1])
+
+    move.focus()
+    page.keyboard.press("End")
+    last = columns.nth(len(stages) - 1)
+    expect(last.locator(f"#card-{customer_id}")).to_have_count(1)
+    # The card's hidden label stays inside the board's own scrolling, off the page's.
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(page, "board-keyboard-ar-phone")
+    assert [error for error in browsing.console_errors if error.startswith("htmx:")] == []

@@ -18,6 +18,7 @@ from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.tickets import services as tickets
 from crm.tickets.models import Ticket
+from crm.whatsapp import inbox as whatsapp_inbox
 from crm.whatsapp.dashboard import start_of_today
 from tests.campaigns.factories import make_campaign
 from tests.customers.factories import make_customer
@@ -68,9 +69,12 @@ def test_the_dashboard_counts_the_inbox_and_links_each_number_to_its_list(client
 
 
 def test_an_agent_sees_their_own_numbers(client, org):
-    """An agent's inbox, pipeline and tasks count what is theirs; no unassigned queue."""
+    """An agent's inbox, pipeline and tasks count what is theirs; no unassigned queue where
+    the organization keeps agents out of it."""
     agent = make_user(org, "agent")
     _inbox(org, agent)
+    with organization_context(org.id):
+        whatsapp_inbox.update_inbox_settings(org.admin, agents_take_unassigned=False)
     with organization_context(org.id):
         stages = crm.list_stages()
     make_customer(org, stage_id=stages[0].id, owner_id=agent.id, expected_value="500")
@@ -86,6 +90,36 @@ def test_an_agent_sees_their_own_numbers(client, org):
     assert _stat(pipeline, f"stage_id={stages[0].id}") == "1"
     assert f"owner_id={agent.id}" in pipeline
     assert "9,000" not in pipeline
+
+
+def test_an_agent_who_takes_from_the_queue_sees_it_waiting(client, org):
+    """Where agents take from the unassigned queue (the default), an agent's inbox card counts
+    the open conversations waiting there, a link to that queue, which lists as many."""
+    agent = make_user(org, "agent")
+    profile, _queue, _theirs = _inbox(org, agent)
+    make_conversation(profile, status="open")
+    make_conversation(profile, status="pending")  # waiting for the customer, not for us
+    login(client, agent)
+
+    inbox_card = _card(page_text(client, "/"), "inbox")
+    assert _stat(inbox_card, "scope=unassigned") == "2"
+    assert _stat(inbox_card, "scope=mine") == "1"
+    listed = page_text(client, "/inbox?scope=unassigned&status=open")
+    assert listed.count('id="conversation-row-') == 2
+
+
+def test_the_team_and_its_pending_invitations_link_to_the_team_page(client, org):
+    """The team's count and the pending invitations' are links, like every number of the
+    dashboard: to the members and to the invitations of the team page."""
+    make_user(org, "agent")
+    login(client, org.admin)
+    client.post("/team/invitations", data={"email": "new@example.com", "role": "agent",
+                                           "language": "ar"})
+
+    page = page_text(client, "/")
+    assert _stat(_card(page, "team"), "/team") == "2"
+    assert _stat(_card(page, "invitations"), "/team#invitations") == "1"
+    assert 'id="invitations"' in page_text(client, "/team")
 
 
 def test_the_pipeline_card_shows_customers_and_value_per_stage(client, org):
@@ -119,6 +153,24 @@ def test_tasks_due_today_and_overdue_link_to_their_lists(client, org):
     overdue = page_text(client, "/customers/tasks?due=overdue")
     assert "Late call" in overdue
     assert "Today&#39;s call" not in overdue
+
+
+def test_under_the_teams_counts_the_tasks_listed_say_they_are_the_readers_own(client, org):
+    """An admin's card counts the team's tasks, and lists only the admin's own below them:
+    the list says whose, so «1 due today» above an empty list reads as no contradiction."""
+    agent = make_user(org, "agent")
+    customer = make_customer(org)
+    with organization_context(org.id):
+        crm.add_activity(org.admin, customer, "task", "The agent's call",
+                         (utcnow() + timedelta(minutes=1)).isoformat(), agent.id)
+        db.session.flush()
+    login(client, org.admin)
+
+    tasks = _card(page_text(client, "/"), "tasks-today")
+    assert _stat(tasks, "due=today") == "1"
+    assert arabic("Your tasks due today") in tasks
+    assert arabic("None of your tasks is due today.") in tasks
+    assert "The agent&#39;s call" not in tasks
 
 
 def test_a_new_organization_sees_its_checklist_until_done(client, org):
@@ -233,6 +285,23 @@ def test_the_navigation_puts_the_work_first_with_icons_and_a_live_unread_badge(c
     badge = page_text(client, "/inbox/unread-badge", headers=HTMX)
     assert re.search(r'id="menu-badge-whatsapp-inbox" hx-swap-oob="true"[^>]*>1<', badge)
 
+
+
+def test_tickets_and_campaigns_are_work_with_icons_of_their_own(client, org):
+    """Tickets and Campaigns sit with the work, before the line that starts the administration
+    (Inbox settings after it), each with its own icon: neither the Inbox's tray nor the dot
+    drawn for an icon that does not exist."""
+    login(client, org.admin)
+    sidebar = page_text(client, "/").split('id="sidebar"')[1].split("</nav>")[0]
+    work, administration = sidebar.split('role="separator"', 1)
+    icons = {label: path for path, label in re.findall(
+        r'<path d="([^"]*)"/></svg><span class="nav-label">([^<]*)<', sidebar)}
+
+    for label in ("Tickets", "Campaigns"):
+        assert arabic(label) in work
+    assert arabic("Inbox settings") in administration
+    assert icons[arabic("Tickets")] != icons[arabic("Inbox")]
+    assert len(set(icons.values())) == len(icons), icons
 
 # -- tickets and campaigns --------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ def test_a_fresh_dashboard_invites_the_team(client, org):
     page = client.get("/")
     assert page.status_code == 200
     assert arabic("Invite your team") in page.text
-    assert '<p class="stat">1</p>' in page.text
+    assert '<span class="stat">1</span>' in page.text
 
 
 def test_the_dashboard_counts_the_team_and_invitations(app, client, org):
@@ -47,8 +47,8 @@ def test_the_dashboard_counts_the_team_and_invitations(app, client, org):
     assert 'id="card-team"' in page
     team_card = page.split('id="card-team"')[1].split("</section>")[0]
     invitations_card = page.split('id="card-invitations"')[1].split("</section>")[0]
-    assert '<p class="stat">3</p>' in team_card
-    assert '<p class="stat">1</p>' in invitations_card
+    assert '<span class="stat">3</span>' in team_card
+    assert '<span class="stat">1</span>' in invitations_card
     assert '<li class="done" id="step-team">' in page
 
 
