@@ -70,7 +70,7 @@ MESSAGING_LIMIT_LABELS = {250: lazy_gettext("250 a day"), 2000: lazy_gettext("2,
 STEPS = ("details", "audience", "message", "schedule")
 
 navigation.add(navigation.NavItem("campaigns.list_campaigns", lazy_gettext("Campaigns"),
-                                  "campaigns", "read", "send"))
+                                  "campaigns", "read", "megaphone", 35))
 allow_uploads(blueprint, {"campaigns.upload_audience"}, IMPORT_MAX_BYTES)
 allow_uploads(blueprint, {"campaigns.attach_media"}, media.MAX_UPLOAD_BYTES)
 

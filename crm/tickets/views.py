@@ -70,7 +70,7 @@ FIELD_LABELS = {"subject": lazy_gettext("Subject"), "description": lazy_gettext(
 INLINE_FIELDS = ("subject", "status", "priority", "type_id", "tags", "team_id")
 
 navigation.add(navigation.NavItem("tickets.list_tickets", lazy_gettext("Tickets"), "ticketing",
-                                  "read", "inbox"))
+                                  "read", "ticket", 30))
 allow_uploads(blueprint, {"tickets.add_comment"}, MAX_ATTACHMENTS * MAX_ATTACHMENT_BYTES)
 # The sections other pages show load themselves from the routes below, so neither the CRM nor
 # the inbox reads a ticket; each shows nothing while ticketing is off.
