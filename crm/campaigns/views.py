@@ -319,7 +319,9 @@ def upload_audience(campaign_id: int):
             raise ValidationError({"file": _("Choose a file to upload.")})
         services.upload_audience(me(), campaign, upload)
     except ValidationError as exc:
-        return _wizard(campaign, 422, step="audience", errors=exc.fields)
+        # The file's form shows only while «CSV file» is chosen: keep it chosen for its error.
+        return _wizard(campaign, 422, step="audience", values={"audience_kind": "csv"},
+                       errors=exc.fields)
     flash(_("%(n)s rows were read from the file.",
             n=campaign.audience["csv"]["rows"]), "success")
     return see_other("campaigns.edit_campaign", campaign_id=campaign.id, _anchor="message")
