@@ -10,8 +10,8 @@ import io
 import re
 
 import pytest
-from flask_babel import force_locale, pgettext
-from markupsafe import escape
+from flask_babel import force_locale, ngettext, pgettext
+from markupsafe import Markup, escape
 from sqlalchemy import select
 
 from crm.campaigns import consent
@@ -261,6 +261,26 @@ def test_a_csv_file_of_numbers_is_the_audience(client, org, admin, sandbox):
                           content_type="multipart/form-data")
     assert refused.status_code == 422
     assert arabic("Upload a CSV file (in Excel: Save as, CSV UTF-8).") in refused.text
+
+
+@pytest.mark.parametrize("rows", [1, 3, 12])
+def test_the_rows_of_a_file_are_counted_in_arabic_plurals(client, org, admin, sandbox, rows):
+    """«قُرئت 3 صفوف», not «قُرئ 3 صف»: Arabic says a count in six forms."""
+    campaign = make_campaign(org, sandbox)
+    data = "".join(f"05012345{n:02d}\n" for n in range(rows)).encode()
+    answer = client.post(f"/campaigns/{ident(campaign)}/audience",
+                         data={"file": (io.BytesIO(data), "numbers.csv")},
+                         content_type="multipart/form-data", follow_redirects=True)
+    with force_locale("ar"):
+        read = ngettext("%(num)s row was read from the file.",
+                        "%(num)s rows were read from the file.", rows)
+        now = ngettext("Now: %(file)s, %(num)s row.", "Now: %(file)s, %(num)s rows.", rows,
+                       file=Markup("<bdi>numbers.csv</bdi>"))
+    with force_locale("en"):
+        assert read != ngettext("%(num)s row was read from the file.",
+                                "%(num)s rows were read from the file.", rows)
+    assert str(escape(read)) in answer.text
+    assert now in answer.text
 
 
 def checked_audience_kinds(html: str) -> list[str]:
