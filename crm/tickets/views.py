@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from flask import Blueprint, flash, render_template, request, send_file, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext, ngettext
+from flask_babel import lazy_gettext, lazy_pgettext, ngettext
 from sqlalchemy import select
 
 from crm import navigation
@@ -45,7 +45,7 @@ SECTION_LIMIT = 10  # tickets a customer's or a conversation's section lists
 LIVE_BADGES = 300
 TRIGGER = "ticketsChanged"
 
-STATUS_LABELS = {"open": lazy_gettext("Open"), "pending": lazy_gettext("Pending"),
+STATUS_LABELS = {"open": lazy_gettext("Open"), "pending": lazy_pgettext("ticket status", "Pending"),
                  "on_hold": lazy_gettext("On hold"), "solved": lazy_gettext("Solved"),
                  "closed": lazy_gettext("Closed")}
 PRIORITY_LABELS = {"low": lazy_gettext("Low"), "normal": lazy_gettext("Normal"),

@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from flask_babel import force_locale, pgettext
 from sqlalchemy import func, select
 
 from crm.extensions import db
@@ -264,7 +265,8 @@ def test_the_timeline_lists_every_change(client, org, admin):
     html = text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
     assert arabic("Ticket opened") in html
     assert arabic("Open") in html
-    assert arabic("Pending") in html
+    with force_locale("ar"):
+        assert str(pgettext("ticket status", "Pending")) in html
 
 
 # -- SLA badges --------------------------------------------------------------------------------
@@ -501,6 +503,22 @@ def test_a_suggestion_can_be_dismissed(client, org, admin):
     client.post(f"/tickets/suggestions/{suggestion.id}/dismiss", headers=HTMX)
     with organization_context(ident(org)):
         assert services.suggestion_for(conversation.id) is None
+
+
+# -- words ----------------------------------------------------------------------------------------
+
+def test_a_pending_ticket_waits_on_the_customer_in_arabic(client, org, admin):
+    """«Pending» is the ticket's own word (waiting on the customer), not the invitation's
+    «بانتظار القبول» (waiting to be accepted) that the shared msgid gave it."""
+    ticket = make_ticket(org, subject="Waiting", status="pending")
+    with force_locale("ar"):
+        waiting = str(pgettext("ticket status", "Pending"))
+    assert waiting != arabic("Pending")
+    listed = text_of(client.get("/tickets/"))
+    shown = text_of(client.get(f"/tickets/{ident(ticket)}"))
+    for html in (listed, shown):
+        assert waiting in html
+        assert arabic("Pending") not in html
 
 
 # -- ticketing without the other modules -------------------------------------------------------
