@@ -25,7 +25,7 @@ from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.teams import list_teams
-from crm.i18n import current_language, isolate
+from crm.i18n import current_language, isolate, text_direction
 from crm.permissions import can, module_enabled, require, sees_only_assigned
 from crm.tickets import badges, services
 from crm.tickets.models import PRIORITIES, STATUSES, Ticket
@@ -137,7 +137,7 @@ def _describe(event, names: dict) -> str:
 
 
 def _change(field: str, change: list, names: dict) -> str:
-    """A field's old and new values as people read them: "Open → Solved"."""
+    """A field's old and new values as people read them: "Open → Solved", «مفتوحة ← محلولة»."""
     def shown(value) -> str:
         if value in (None, "", []):
             return "—"
@@ -155,7 +155,8 @@ def _change(field: str, change: list, names: dict) -> str:
 
     if field in ("description", "customer_id"):
         return _("changed")
-    return f"{shown(change[0])} → {shown(change[1])}"
+    arrow = "←" if text_direction() == "rtl" else "→"  # from the old value, in reading order
+    return f"{shown(change[0])} {arrow} {shown(change[1])}"
 
 
 # -- what forms offer ------------------------------------------------------------------------

@@ -521,6 +521,21 @@ def test_a_pending_ticket_waits_on_the_customer_in_arabic(client, org, admin):
         assert arabic("Pending") not in html
 
 
+def test_a_change_in_the_timeline_points_from_the_old_value_to_the_new_in_reading_order(
+        client, org, admin):
+    """Arabic reads right to left, so its arrow points left: «مفتوحة ← محلولة»."""
+    ticket = make_ticket(org)
+    client.post(f"/tickets/{ident(ticket)}", data={
+        "status": "solved", "version": reload_ticket(org, ticket).version})
+    html = text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
+    assert f"{arabic('Open')} ← {arabic('Solved')}" in html
+    assert "→" not in html
+    with organization_context(ident(org)):
+        foundation_services.set_language(org.admin, "en")
+        db.session.flush()
+    assert "Open → Solved" in text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
+
+
 # -- ticketing without the other modules -------------------------------------------------------
 
 def test_tickets_work_with_whatsapp_and_the_crm_switched_off(client, org, admin):
