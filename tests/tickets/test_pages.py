@@ -587,6 +587,31 @@ def test_a_bad_policy_is_refused_beside_its_field(client, org, admin):
     assert response.status_code == 422
 
 
+def test_refused_hours_keep_what_was_typed_and_say_which_day(client, org, admin):
+    """A Thursday ending before it starts: the page keeps every typed time and the days
+    checked, and says the error inside Thursday's row, not under the whole week."""
+    hours = {"day-6-open": "1", "day-6-0-start": "08:30", "day-6-0-end": "16:30",
+             "day-3-open": "1", "day-3-0-start": "10:00", "day-3-0-end": "09:00",
+             "day-3-1-start": "13:00", "day-3-1-end": "15:00"}
+    with organization_context(ident(org)):
+        before = services.business_hours()
+    refused = client.post("/tickets/settings/hours", data=hours)
+    assert refused.status_code == 422
+    html = text_of(refused)
+    for name, value in hours.items():
+        if name.endswith("-open"):
+            assert re.search(rf'name="{name}" value="1" checked', html), name
+        else:
+            assert re.search(rf'name="{name}" type="time" value="{value}"', html), name
+    assert re.search(r'name="day-0-open" value="1" checked', html) is None  # Monday: off
+    thursday = re.search(r'<fieldset class="hours-row"[^>]*>(?:(?!</fieldset>).)*'
+                         r'name="day-3-open".*?</fieldset>', html, re.S).group(0)
+    assert arabic("End after the start.") in thursday
+    assert html.count(arabic("End after the start.")) == 1
+    with organization_context(ident(org)):
+        assert services.business_hours() == before
+
+
 def test_hours_holidays_types_keywords_and_teams_are_managed(client, org, admin):
     agent = make_user(org, "agent")
     hours = {"day-0-open": "1", "day-0-0-start": "08:00", "day-0-0-end": "12:00",
