@@ -426,6 +426,12 @@ def _act(campaign_id: int, action, done: str) -> Response:
     return see_other("campaigns.show_campaign", campaign_id=campaign.id)
 
 
+@blueprint.post("/<int:campaign_id>/start-now")
+@require("campaigns", "write")
+def start_now(campaign_id: int):
+    return _act(campaign_id, services.start_scheduled_now, _("Sending now."))
+
+
 @blueprint.post("/<int:campaign_id>/pause")
 @require("campaigns", "write")
 def pause_campaign(campaign_id: int):
