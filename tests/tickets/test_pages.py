@@ -536,6 +536,17 @@ def test_a_change_in_the_timeline_points_from_the_old_value_to_the_new_in_readin
     assert "Open → Solved" in text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
 
 
+def test_without_a_conversation_the_composer_says_a_public_reply_is_not_sent(
+        client, org, admin):
+    """«Reply to the customer» on a ticket with no WhatsApp conversation only records the
+    reply: the page says so, where a linked ticket says it goes out on WhatsApp."""
+    alone = make_ticket(org, subject="By phone")
+    html = text_of(client.get(f"/tickets/{ident(alone)}"))
+    assert arabic("This ticket has no WhatsApp conversation: a public reply is recorded "
+                  "here, not sent.") in html
+    assert arabic("A public reply goes to the customer on WhatsApp.") not in html
+
+
 # -- ticketing without the other modules -------------------------------------------------------
 
 def test_tickets_work_with_whatsapp_and_the_crm_switched_off(client, org, admin):
