@@ -476,6 +476,10 @@ def _summary(campaign: Campaign) -> dict[str, Any]:
             "funnel": reports.funnel(results, rtl),
             "timeline": reports.sends_over_time(campaign, rtl),
             "failures": services.failure_reasons(campaign),
+            # Its counts stay 0 until the list is frozen at the start: say whom it names now.
+            "expected": _audience_count(campaign)
+            if campaign.started_at is None and campaign.status in ("scheduled", "paused")
+            else None,
             "pause_text": services.pause_reason_text(campaign)
             if campaign.status == "paused" else None}
 

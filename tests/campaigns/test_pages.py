@@ -407,6 +407,23 @@ def test_a_scheduled_campaign_is_confirmed_as_scheduled_and_can_be_sent_now(
     assert arabic("Only a scheduled campaign can be sent now.") in again.text
 
 
+def test_a_scheduled_campaign_says_how_many_people_it_will_reach(client, org, admin, sandbox):
+    """Before its list is frozen the counts are all 0: the page says whom the audience
+    names now, so a scheduled campaign does not look empty."""
+    people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
+    campaign = text_campaign(org, sandbox, customers=people, scheduled_at="2031-05-04T10:00")
+    start(org, campaign)
+    with force_locale("ar"):
+        expected = ngettext("%(num)s person now; the list is frozen when it starts.",
+                            "%(num)s people now; the list is frozen when it starts.", 3)
+    with force_locale("en"):
+        assert expected != ngettext("%(num)s person now; the list is frozen when it starts.",
+                                    "%(num)s people now; the list is frozen when it starts.", 3)
+    assert expected in client.get(f"/campaigns/{ident(campaign)}").text
+    client.post(f"/campaigns/{ident(campaign)}/start-now")
+    assert expected not in client.get(f"/campaigns/{ident(campaign)}").text
+
+
 def test_the_engine_pausing_itself_says_why(client, org, admin, sandbox):
     from crm.campaigns import services
 
