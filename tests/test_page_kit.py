@@ -45,6 +45,19 @@ def test_an_htmx_answer_carries_the_flashes_out_of_band(app):
     assert "HX-Trigger" not in response.headers
 
 
+def test_a_read_with_nothing_flashed_leaves_the_flash_area_alone(app):
+    """A list refreshed by an event (after a bulk action, a poll) must not wipe the message
+    the action's answer has just shown; an action's own answer still replaces it."""
+    flash_area = 'id="flashes"'
+    with app.test_request_context("/tickets/", method="GET"):
+        assert flash_area not in htmx_response("<li>row</li>").get_data(as_text=True)
+    with app.test_request_context("/tickets/", method="GET"):
+        flash("Saved.", "success")
+        assert "Saved." in htmx_response("<li>row</li>").get_data(as_text=True)
+    with app.test_request_context("/tickets/bulk", method="POST"):
+        assert flash_area in htmx_response("").get_data(as_text=True)
+
+
 def test_a_refresh_leaves_the_flashes_to_the_reloaded_page(app):
     """A page that reloads shows the flashes itself, so the answer does not spend them."""
     with app.test_request_context("/"):
