@@ -137,6 +137,17 @@ def flashes() -> str:
     return render_template("_flashes.html", oob=True)
 
 
+def came_from() -> str | None:
+    """The page of this site the request came from (its Referer), as a path and query to
+    link back to; None when there is none, or it is another site's."""
+    parts = urlsplit(request.referrer or "")
+    path = parts.path
+    if (parts.netloc != request.host or not path.startswith("/") or path.startswith("//")
+            or "\\" in path or not path.isprintable()):
+        return None
+    return f"{path}?{parts.query}" if parts.query else path
+
+
 def htmx_response(body: str = "", status: int = 200, *,
                   trigger: str | list[str] | dict[str, Any] | None = None,
                   retarget: str | None = None, reswap: str | None = None,

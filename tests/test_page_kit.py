@@ -8,7 +8,7 @@ import json
 import pytest
 from flask import flash, get_flashed_messages
 
-from crm.web import htmx_response, see_other
+from crm.web import came_from, htmx_response, see_other
 
 
 @pytest.mark.parametrize(("trigger", "header"), [
@@ -56,6 +56,20 @@ def test_a_read_with_nothing_flashed_leaves_the_flash_area_alone(app):
         assert "Saved." in htmx_response("<li>row</li>").get_data(as_text=True)
     with app.test_request_context("/tickets/bulk", method="POST"):
         assert flash_area in htmx_response("").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("referrer", "back"), [
+    ("http://localhost/campaigns/3/edit?step=start#start", "/campaigns/3/edit?step=start"),
+    ("http://localhost/", "/"),
+    ("https://evil.example/campaigns/3/edit", None),
+    ("http://localhost//evil.example/x", None),
+    ("http://localhost/\\evil.example", None),
+    ("", None),
+])
+def test_came_from_is_a_path_of_this_site_or_nothing(app, referrer, back):
+    with app.test_request_context("/campaigns/3/start", method="POST",
+                                  headers={"Referer": referrer} if referrer else {}):
+        assert came_from() == back
 
 
 def test_a_refresh_leaves_the_flashes_to_the_reloaded_page(app):
