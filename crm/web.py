@@ -22,6 +22,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_babel import force_locale
@@ -136,6 +137,17 @@ def flashes() -> str:
     return render_template("_flashes.html", oob=True)
 
 
+def came_from() -> str | None:
+    """The page of this site the request came from (its Referer), as a path and query to
+    link back to; None when there is none, or it is another site's."""
+    parts = urlsplit(request.referrer or "")
+    path = parts.path
+    if (parts.netloc != request.host or not path.startswith("/") or path.startswith("//")
+            or "\\" in path or not path.isprintable()):
+        return None
+    return f"{path}?{parts.query}" if parts.query else path
+
+
 def htmx_response(body: str = "", status: int = 200, *,
                   trigger: str | list[str] | dict[str, Any] | None = None,
                   retarget: str | None = None, reswap: str | None = None,
@@ -146,7 +158,8 @@ def htmx_response(body: str = "", status: int = 200, *,
     browser fires those events on <body>, and whatever depends on the change refreshes
     itself (`hx-trigger="customersChanged from:body"`) without the server knowing its id.
     `retarget` and `reswap` send the body elsewhere, or nowhere ("none"); `refresh` reloads
-    the page, which shows the flashes itself.
+    the page, which shows the flashes itself. A read brings the flash area only when something
+    was flashed (`_flashes_due`).
     """
     headers = {}
     if trigger:
@@ -158,9 +171,17 @@ def htmx_response(body: str = "", status: int = 200, *,
         headers["HX-Reswap"] = reswap
     if refresh:
         headers["HX-Refresh"] = "true"
-    if with_flashes and not refresh:
+    if with_flashes and not refresh and _flashes_due():
         body += flashes()
     return make_response(body, status, headers)
+
+
+def _flashes_due() -> bool:
+    """Whether an htmx answer brings the flash area: an action's answer always does (it
+    replaces what an earlier one said); a read only with something to say, since reads come
+    on their own (a list refreshed by the event an action sent, a poll) and an empty area
+    would wipe the action's message as soon as it showed."""
+    return request.method not in ("GET", "HEAD") or bool(session.get("_flashes"))
 
 
 def form_text(name: str) -> str:

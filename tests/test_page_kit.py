@@ -8,7 +8,7 @@ import json
 import pytest
 from flask import flash, get_flashed_messages
 
-from crm.web import htmx_response, see_other
+from crm.web import came_from, htmx_response, see_other
 
 
 @pytest.mark.parametrize(("trigger", "header"), [
@@ -43,6 +43,33 @@ def test_an_htmx_answer_carries_the_flashes_out_of_band(app):
     assert (response.headers["HX-Retarget"], response.headers["HX-Reswap"]) == (
         "#list", "beforeend")
     assert "HX-Trigger" not in response.headers
+
+
+def test_a_read_with_nothing_flashed_leaves_the_flash_area_alone(app):
+    """A list refreshed by an event (after a bulk action, a poll) must not wipe the message
+    the action's answer has just shown; an action's own answer still replaces it."""
+    flash_area = 'id="flashes"'
+    with app.test_request_context("/tickets/", method="GET"):
+        assert flash_area not in htmx_response("<li>row</li>").get_data(as_text=True)
+    with app.test_request_context("/tickets/", method="GET"):
+        flash("Saved.", "success")
+        assert "Saved." in htmx_response("<li>row</li>").get_data(as_text=True)
+    with app.test_request_context("/tickets/bulk", method="POST"):
+        assert flash_area in htmx_response("").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("referrer", "back"), [
+    ("http://localhost/campaigns/3/edit?step=start#start", "/campaigns/3/edit?step=start"),
+    ("http://localhost/", "/"),
+    ("https://evil.example/campaigns/3/edit", None),
+    ("http://localhost//evil.example/x", None),
+    ("http://localhost/\\evil.example", None),
+    ("", None),
+])
+def test_came_from_is_a_path_of_this_site_or_nothing(app, referrer, back):
+    with app.test_request_context("/campaigns/3/start", method="POST",
+                                  headers={"Referer": referrer} if referrer else {}):
+        assert came_from() == back
 
 
 def test_a_refresh_leaves_the_flashes_to_the_reloaded_page(app):

@@ -38,7 +38,16 @@ from crm.foundation.models import MODULE_LABELS
 from crm.i18n import format_day
 from crm.models import utcnow
 from crm.permissions import can, require
-from crm.web import error_body, htmx_response, is_htmx, me, page, see_other, wants_json
+from crm.web import (
+    came_from,
+    error_body,
+    htmx_response,
+    is_htmx,
+    me,
+    page,
+    see_other,
+    wants_json,
+)
 
 blueprint = Blueprint("billing", __name__)
 
@@ -239,6 +248,9 @@ def plan_refused(exc: ServiceError):
         return error_body(exc.status, exc.code, exc.message, exc.fields), exc.status
     template = "billing/_refused.html" if is_htmx() else "billing/refused.html"
     found = gate.entitlements()
+    # A refused action (a start, a resume) is answered at its POST address, which a reload
+    # cannot show again: lead back to the page its button was on.
+    back = came_from() if request.method == "POST" else None
     return render_template(template, status=exc.status, error=exc, plan=PLANS[found.plan],
                            limits=found.limits, limit_labels=gate.LIMIT_LABELS,
-                           read_only_disabled=READ_ONLY_DISABLED), exc.status
+                           read_only_disabled=READ_ONLY_DISABLED, back=back), exc.status

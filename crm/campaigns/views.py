@@ -426,6 +426,12 @@ def _act(campaign_id: int, action, done: str) -> Response:
     return see_other("campaigns.show_campaign", campaign_id=campaign.id)
 
 
+@blueprint.post("/<int:campaign_id>/start-now")
+@require("campaigns", "write")
+def start_now(campaign_id: int):
+    return _act(campaign_id, services.start_scheduled_now, _("Sending now."))
+
+
 @blueprint.post("/<int:campaign_id>/pause")
 @require("campaigns", "write")
 def pause_campaign(campaign_id: int):
@@ -470,6 +476,10 @@ def _summary(campaign: Campaign) -> dict[str, Any]:
             "funnel": reports.funnel(results, rtl),
             "timeline": reports.sends_over_time(campaign, rtl),
             "failures": services.failure_reasons(campaign),
+            # Its counts stay 0 until the list is frozen at the start: say whom it names now.
+            "expected": _audience_count(campaign)
+            if campaign.started_at is None and campaign.status in ("scheduled", "paused")
+            else None,
             "pause_text": services.pause_reason_text(campaign)
             if campaign.status == "paused" else None}
 

@@ -384,6 +384,46 @@ def test_pause_resume_and_cancel_from_the_page(app, client, org, admin, sandbox,
     assert arabic("Only a scheduled, running or paused campaign can be cancelled.") in again.text
 
 
+def test_a_scheduled_campaign_is_confirmed_as_scheduled_and_can_be_sent_now(
+        client, org, admin, sandbox):
+    """The draft's «Schedule» asks about scheduling for its time (not «Start this
+    campaign?»); the scheduled campaign's page offers «Send now», which starts it."""
+    customer = make_customer(org, name="سارة", phone="0501234567")
+    campaign = text_campaign(org, sandbox, customers=[customer],
+                             scheduled_at="2031-05-04T10:00")
+    draft = client.get(f"/campaigns/{ident(campaign)}/edit").text
+    assert arabic("Start this campaign? Everyone in its audience who has not opted out gets "
+                  "the message.") not in draft
+    assert "2031" in draft.split(f'action="/campaigns/{ident(campaign)}/start"')[1].split(
+        "</form>")[0]
+    start(org, campaign)
+    page = client.get(f"/campaigns/{ident(campaign)}").text
+    assert f'action="/campaigns/{ident(campaign)}/start-now"' in page
+    assert client.post(f"/campaigns/{ident(campaign)}/start-now").status_code == 303
+    assert fresh(org, campaign).status == "running"
+    page = client.get(f"/campaigns/{ident(campaign)}").text
+    assert f'action="/campaigns/{ident(campaign)}/start-now"' not in page
+    again = client.post(f"/campaigns/{ident(campaign)}/start-now", follow_redirects=True)
+    assert arabic("Only a scheduled campaign can be sent now.") in again.text
+
+
+def test_a_scheduled_campaign_says_how_many_people_it_will_reach(client, org, admin, sandbox):
+    """Before its list is frozen the counts are all 0: the page says whom the audience
+    names now, so a scheduled campaign does not look empty."""
+    people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
+    campaign = text_campaign(org, sandbox, customers=people, scheduled_at="2031-05-04T10:00")
+    start(org, campaign)
+    with force_locale("ar"):
+        expected = ngettext("%(num)s person now; the list is frozen when it starts.",
+                            "%(num)s people now; the list is frozen when it starts.", 3)
+    with force_locale("en"):
+        assert expected != ngettext("%(num)s person now; the list is frozen when it starts.",
+                                    "%(num)s people now; the list is frozen when it starts.", 3)
+    assert expected in client.get(f"/campaigns/{ident(campaign)}").text
+    client.post(f"/campaigns/{ident(campaign)}/start-now")
+    assert expected not in client.get(f"/campaigns/{ident(campaign)}").text
+
+
 def test_the_engine_pausing_itself_says_why(client, org, admin, sandbox):
     from crm.campaigns import services
 

@@ -25,7 +25,7 @@ from tests.campaigns.factories import (
 )
 from tests.campaigns.test_pacing import csv_campaign
 from tests.factories import bearer, login
-from tests.foundation import ident
+from tests.foundation import arabic, ident
 
 MONTH = "campaign_messages_per_month"
 
@@ -111,6 +111,27 @@ def test_starting_or_resuming_when_the_month_is_used_up_is_refused_with_plan_lim
         act(org, other, "resume")
     assert refused.value.status == 402
     assert refused.value.fields == {"limit": MONTH, "used": 6, "allowed": 6}
+
+
+def test_the_refusal_page_of_a_start_leads_back_to_where_the_admin_was(
+        app, client, org, number, billing_on):  # noqa: F811
+    """The refusal answers the start's POST, at /start: a reload cannot show it again, so it
+    links back to the page the button was on (only a page of this site)."""
+    used_up_to(org, allowed=5, used=5)
+    campaign = csv_campaign(org, number, 2)
+    login(client, org.admin)
+    edit = f"/campaigns/{ident(campaign)}/edit"
+
+    refused = client.post(f"/campaigns/{ident(campaign)}/start",
+                          headers={"Referer": f"http://localhost{edit}#start"})
+    elsewhere = client.post(f"/campaigns/{ident(campaign)}/start",
+                            headers={"Referer": "https://evil.example/campaigns/1/edit"})
+
+    assert refused.status_code == elsewhere.status_code == 402
+    assert f'href="{edit}"' in refused.get_data(as_text=True)
+    assert arabic("Back") in refused.get_data(as_text=True)
+    assert "evil.example" not in elsewhere.get_data(as_text=True)
+    assert arabic("Back") not in elsewhere.get_data(as_text=True)
 
 
 def test_the_api_refuses_to_start_or_resume_with_the_month_used_up_with_402_plan_limit(

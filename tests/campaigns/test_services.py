@@ -233,6 +233,39 @@ def test_a_scheduled_campaign_waits_for_its_time(app, org, number, graph, clock)
     assert clock.now() >= (utcnow() + timedelta(hours=2) - timedelta(minutes=1)).timestamp()
 
 
+def test_a_scheduled_campaign_can_start_now_and_its_time_then_starts_nothing(
+        app, org, number, graph, clock):
+    """Scheduled for tomorrow, sent now after all: it runs at once, everyone gets it once, and
+    the scheduled start finds it running and does nothing. Only a scheduled campaign can."""
+    from datetime import timedelta
+
+    from crm.models import utcnow
+
+    segment, _people = vip_segment(org, "Huda", "Omar")
+    campaign = make_campaign(org, number, audience={"segment_id": ident(segment)},
+                             message=template_message("{name}", "x"),
+                             scheduled_at=(utcnow() + timedelta(days=1)).isoformat())
+    start(org, campaign)
+    with organization_context(ident(org)):
+        services.start_scheduled_now(org.admin, db.session.get(Campaign, ident(campaign)))
+        db.session.flush()
+
+    running = fresh(org, campaign)
+    assert running.status == "running"
+    assert running.started_at < running.scheduled_at - timedelta(hours=23)
+    drive(app, clock)  # the scheduled start's job comes too, and finds it running
+    assert fresh(org, campaign).status == "completed"
+    assert len(graph.sends()) == 2
+    with organization_context(ident(org)):
+        with pytest.raises(ConflictError):
+            services.start_scheduled_now(org.admin, db.session.get(Campaign, ident(campaign)))
+        assert "campaign.started" in {e.action for e in db.session.scalars(
+            select(AuditEntry).where(AuditEntry.target_id == ident(campaign)))}
+    draft = make_campaign(org, number)
+    with organization_context(ident(org)), pytest.raises(ConflictError):
+        services.start_scheduled_now(org.admin, db.session.get(Campaign, ident(draft)))
+
+
 def test_the_list_shows_the_newest_first(org, number):
     first, second = make_campaign(org, number), make_campaign(org, number)
 

@@ -169,3 +169,26 @@ def test_a_new_ticket_is_attached_to_a_customer_found_with_the_keyboard(browsing
     with live_server.transaction(org_id):
         assert db.session.scalar(db.select(Ticket.customer_id)) == customer_id
     assert browsing.csp_violations() == []
+
+
+def test_a_bulk_action_says_what_it_did_and_the_refreshed_list_leaves_it_said(browsing,
+                                                                              live_server):
+    """«Assign» with nothing checked says to check tickets first; with one checked it says
+    one ticket changed. The list refreshes itself after each, and the message stays (the
+    refresh's empty flash area wiped it as soon as it showed)."""
+    admin = live_server.make_account()
+    with live_server.transaction(admin.organization_id):
+        tickets.create_ticket(db.session.get(User, admin.user_id), {"subject": PROBLEM})
+
+    page = browsing.new_page(account=admin)
+    page.goto("/tickets/")
+    rows = page.locator("#ticket-rows")
+    assign = page.locator(".bulk-bar button[value='assign']")
+    for check, said in ((False, ".flash-error"), (True, ".flash-success")):
+        if check:
+            page.locator("input[name='ticket_ids']").first.check()
+        rows.evaluate("(list) => list.firstElementChild.dataset.stale = '1'")
+        browsing.confirm_next(page)
+        assign.click()
+        expect(rows.locator("[data-stale]")).to_have_count(0)  # the list was refreshed
+        expect(page.locator(f"#flashes {said}")).to_be_visible()

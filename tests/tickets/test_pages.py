@@ -5,10 +5,10 @@ the inbox, the settings pages, the bell; and what each role may see."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
-from flask_babel import force_locale, pgettext
+from flask_babel import force_locale, format_date, pgettext
 from sqlalchemy import func, select
 
 from crm.extensions import db
@@ -536,6 +536,17 @@ def test_a_change_in_the_timeline_points_from_the_old_value_to_the_new_in_readin
     assert "Open → Solved" in text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
 
 
+def test_without_a_conversation_the_composer_says_a_public_reply_is_not_sent(
+        client, org, admin):
+    """«Reply to the customer» on a ticket with no WhatsApp conversation only records the
+    reply: the page says so, where a linked ticket says it goes out on WhatsApp."""
+    alone = make_ticket(org, subject="By phone")
+    html = text_of(client.get(f"/tickets/{ident(alone)}"))
+    assert arabic("This ticket has no WhatsApp conversation: a public reply is recorded "
+                  "here, not sent.") in html
+    assert arabic("A public reply goes to the customer on WhatsApp.") not in html
+
+
 # -- ticketing without the other modules -------------------------------------------------------
 
 def test_tickets_work_with_whatsapp_and_the_crm_switched_off(client, org, admin):
@@ -610,6 +621,18 @@ def test_refused_hours_keep_what_was_typed_and_say_which_day(client, org, admin)
     assert html.count(arabic("End after the start.")) == 1
     with organization_context(ident(org)):
         assert services.business_hours() == before
+
+
+def test_holidays_are_dated_in_the_readers_language_with_their_weekday(client, org, admin):
+    """«الخميس، 19 مارس 2026», not «2026-03-19»: a date people read, and whether it falls
+    on a working day."""
+    assert client.post("/tickets/settings/holidays", data={
+        "day": "2030-05-05", "name": "Founders' day"}).status_code == 303
+    html = text_of(client.get("/tickets/settings/calendar?year=2030"))
+    with force_locale("ar"):
+        shown = format_date(date(2030, 5, 5), "full")
+    assert shown in html
+    assert ">2030-05-05<" not in html
 
 
 def test_hours_holidays_types_keywords_and_teams_are_managed(client, org, admin):
