@@ -253,6 +253,10 @@ def test_seed_demo_creates_the_demo_organization_once(app):
         assert any(c.assigned_user_id is None for c in conversations)
         assert any(c.unread_count for c in conversations)
         assert all(c.customer_id for c in conversations)
+        # Named as WhatsApp names a contact (their profile name), not a bare number each.
+        names = {c.id: c.contact_name for c in conversations}
+        assert all(names[c.id] == db.session.get(Customer, c.customer_id).name
+                   for c in conversations), names
         tickets = db.session.scalars(db.select(Ticket)).all()
         assert {"open", "pending", "solved"} <= {t.status for t in tickets}
         assert [t.sla_status for t in tickets].count("warning") == 1
