@@ -92,6 +92,22 @@ def test_the_list_shows_newest_first_with_preview_time_and_unread(client, org, s
     assert "unread-badge" not in html[html.index(f'id="conversation-row-{old.id}"'):]
 
 
+def test_a_contact_without_a_name_is_shown_by_the_number_written_as_everywhere(client, org,
+                                                                             sandbox):
+    """A contact who gave no name is titled by their number in the one format of the product
+    («+966 55 012 3456», kept left to right), in the list and in the thread's header."""
+    conversation = make_conversation(sandbox, phone="+966550123456")
+    login(client, org.admin)
+
+    row = page_text(client, "/inbox").split(f'id="conversation-row-{conversation.id}"')[1]
+    thread = page_text(client, f"/inbox/conversations/{conversation.id}")
+
+    shown = '<span class="ltr" dir="ltr">+966 55 012 3456</span>'
+    assert shown in row.split('class="row-preview"')[0]
+    assert shown in thread.split(f'id="conversation-{conversation.id}-title"')[1].split("</h2>")[0]
+    assert "+966550123456" not in row.split("</li>")[0]
+
+
 def test_filters_narrow_the_list_and_the_list_says_which_it_shows(client, org, sandbox):
     """Mine, unassigned and all; a status; a number. The list element carries its filters,
     which is how live rows find the lists they belong in."""
