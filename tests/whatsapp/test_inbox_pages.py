@@ -206,6 +206,21 @@ def test_load_more_continues_where_the_page_ended(client, org, sandbox):
 
 # -- who sees what -------------------------------------------------------------------------------
 
+def test_an_agent_with_nothing_assigned_is_pointed_to_the_queue(client, org, sandbox, agent):
+    """An agent's own list, empty, says where the work waits: the unassigned queue they take
+    from (not that customers' messages appear there, which they do not until taken)."""
+    make_conversation(sandbox)
+    login(client, agent)
+
+    empty = page_text(client, "/inbox").split('class="empty-row"')[1].split("</li>")[0]
+
+    assert "Nothing is assigned to you." in empty
+    assert 'href="/inbox?scope=unassigned"' in empty
+    close_queue(org)
+    assert "scope=unassigned" not in page_text(client, "/inbox").split(
+        'class="empty-row"')[1].split("</li>")[0]
+
+
 def test_an_agent_sees_only_conversations_assigned_to_them(client, org, sandbox, agent):
     """With the unassigned queue closed to agents, the list holds only the agent's
     conversations whatever they ask for; another's conversation, an unassigned one, their
