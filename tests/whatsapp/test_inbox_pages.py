@@ -105,6 +105,8 @@ def test_a_contact_without_a_name_is_shown_by_the_number_written_as_everywhere(c
     shown = '<span class="ltr" dir="ltr">+966 55 012 3456</span>'
     assert shown in row.split('class="row-preview"')[0]
     assert shown in thread.split(f'id="conversation-{conversation.id}-title"')[1].split("</h2>")[0]
+    header = thread.split('class="thread-title"')[1].split("</div>")[0]
+    assert header.count("+966 55 012 3456") == 1, header  # not again under the title
     assert "+966550123456" not in row.split("</li>")[0]
 
 
