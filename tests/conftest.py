@@ -224,10 +224,14 @@ def _cheap_password_hashing():
 
 @pytest.fixture(autouse=True)
 def _isolated(request, app):
-    """Run each test in a transaction that is rolled back; clear Redis; no organization set."""
+    """Run each test in a transaction that is rolled back; clear Redis; no organization set;
+    a fresh `g` (the session-wide app context's: a request context of the last test would
+    otherwise leave its locale cached there, and this test's messages in its language)."""
     if request.node.get_closest_marker("live"):
         yield
         return
+    from flask import g
+
     from crm.extensions import db
     from crm.tenancy import set_current_organization
 
@@ -239,6 +243,7 @@ def _isolated(request, app):
         {"bind": connection, "join_transaction_mode": "create_savepoint",
          "class_": _ConnectionBoundSession})
     set_current_organization(None)
+    vars(g._get_current_object()).clear()
     try:
         yield
     finally:

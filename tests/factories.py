@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, SimpleWorker
 from sqlalchemy import inspect, text
 
+from crm import events
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import Organization, OutboundEmail, User, UserSession
@@ -148,6 +149,21 @@ def org():
 @pytest.fixture
 def other_org():
     return make_org()
+
+
+@pytest.fixture
+def acting(org):
+    """Run the test as `org` (services read the organization from the context)."""
+    with organization_context(org.id):
+        yield org
+
+
+@pytest.fixture
+def published(monkeypatch) -> list[tuple[str, dict]]:
+    """Every event published during the test, in order (nothing is delivered)."""
+    seen: list[tuple[str, dict]] = []
+    monkeypatch.setattr(events, "publish", lambda name, payload: seen.append((name, payload)))
+    return seen
 
 
 @functools.cache

@@ -1,17 +1,34 @@
-"""The stylesheet's blocks close: a lost `}` (a merge dropped one once) silently put every
-rule after it inside the phone-width `@media` block, so laptops lost them."""
+"""The stylesheet's blocks close: a `@media` left open swallows every rule after it, which
+then holds only at that width (the campaigns' funnel bars drew black on a desktop)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from tests.conftest import ROOT
+STYLESHEETS = sorted((Path(__file__).resolve().parent.parent / "static" / "css").glob("*.css"))
+_COMMENTS_AND_STRINGS = re.compile(r"/\*.*?\*/|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'", re.S)
 
 
-def test_every_block_of_the_stylesheet_closes_where_it_opened():
-    css = re.sub(r"/\*.*?\*/", "", (ROOT / "static/css/app.css").read_text(), flags=re.S)
-    depth = 0
-    for number, line in enumerate(css.splitlines(), 1):
-        depth += line.count("{") - line.count("}")
-        assert depth >= 0, f"line {number} closes a block never opened"
-    assert depth == 0, "a block of the stylesheet is never closed"
+def _blanked(css: str) -> str:
+    """`css` with its comments and strings blanked out, line breaks kept."""
+    return _COMMENTS_AND_STRINGS.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), css)
+
+
+def test_there_are_stylesheets():
+    assert STYLESHEETS
+
+
+def test_every_block_closes_and_top_level_lines_sit_outside_blocks():
+    for path in STYLESHEETS:
+        css = path.read_text()
+        depth = 0
+        lines = zip(css.splitlines(), _blanked(css).splitlines(), strict=True)
+        for number, (line, code) in enumerate(lines, start=1):
+            # The file is written with nested rules indented: a line at column 0 that is not
+            # a closing brace starts a top-level rule, so no block may be open around it.
+            if line[:1] not in ("", " ", "}"):
+                assert depth == 0, f"{path.name}:{number} sits inside a block left open"
+            depth += code.count("{") - code.count("}")
+            assert depth >= 0, f"{path.name}:{number} closes a block never opened"
+        assert depth == 0, f"{path.name} ends with {depth} block(s) open"

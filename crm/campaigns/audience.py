@@ -139,7 +139,10 @@ def _columns(path: Path, reading: Reading) -> dict[str, Any]:
         raise ValidationError({"file": _("No column of this file holds phone numbers.")})
     name = targets.index("name") if "name" in targets else None
     header = normalize_phone(first[phone], region) is None
-    count = sum(1 for _row in rows) + (0 if header else 1)
+    # Blank lines count for nothing, as the freezing skips them.
+    count = sum(1 for row in rows if any(cell.strip() for cell in row)) + (0 if header else 1)
+    if count == 0:
+        raise ValidationError({"file": _("The file has no rows under its header.")})
     return {"phone_column": phone, "name_column": name, "header": header, "rows": count}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, request, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext
+from flask_babel import lazy_gettext, ngettext
 from markupsafe import Markup, escape
 
 from crm import navigation
@@ -341,9 +341,12 @@ def upload_audience(campaign_id: int):
             raise ValidationError({"file": _("Choose a file to upload.")})
         services.upload_audience(me(), campaign, upload)
     except ValidationError as exc:
-        return _wizard(campaign, 422, step="audience", errors=exc.fields)
-    flash(_("%(n)s rows were read from the file.",
-            n=campaign.audience["csv"]["rows"]), "success")
+        # The file's form shows only while «CSV file» is chosen: keep it chosen for its error.
+        return _wizard(campaign, 422, step="audience", values={"audience_kind": "csv"},
+                       errors=exc.fields)
+    rows = campaign.audience["csv"]["rows"]
+    flash(ngettext("%(num)s row was read from the file.", "%(num)s rows were read from the file.",
+                   rows), "success")
     return see_other("campaigns.edit_campaign", campaign_id=campaign.id, _anchor="message")
 
 

@@ -8,6 +8,7 @@ again with the errors beside the fields (422). Routes of the `tickets` blueprint
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -163,15 +164,19 @@ def _minute_text(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-def _hour_rows() -> list[dict]:
-    """Each weekday, Sunday first, with its name and up to two intervals as "HH:MM"."""
-    hours = services.business_hours()
+def _hour_rows(intervals_by_day: Mapping[int, list[tuple[str, str]]] | None = None
+               ) -> list[dict]:
+    """Each weekday, Sunday first, with its name, whether it works and up to two intervals
+    as "HH:MM": those saved, or those posted (`intervals_by_day`) to show them again."""
+    if intervals_by_day is None:
+        intervals_by_day = {weekday: [(_minute_text(start), _minute_text(end))
+                                      for start, end in spans]
+                            for weekday, spans in services.business_hours().items()}
     monday = date(2024, 1, 1)  # a Monday: the names of the days come from Babel
     rows = []
     for weekday in WEEKDAY_ORDER:
-        intervals = [(_minute_text(start), _minute_text(end))
-                     for start, end in hours.get(weekday, [])]
-        rows.append({"weekday": weekday,
+        intervals = list(intervals_by_day.get(weekday, []))
+        rows.append({"weekday": weekday, "open": bool(intervals),
                      "name": format_date(monday + timedelta(days=weekday), "EEEE"),
                      "intervals": (intervals + [("", "")] * INTERVALS_PER_DAY)[
                          :max(INTERVALS_PER_DAY, len(intervals))]})
@@ -193,10 +198,26 @@ def _posted_hours() -> list[dict]:
     return rows
 
 
+def _refused_hours(posted: list[dict], exc: ValidationError) -> dict:
+    """The refused form as it was typed, each row's error (`hours.<row>.<field>`) under its
+    day, and the week's own error above."""
+    typed: dict[int, list[tuple[str, str]]] = {}
+    for row in posted:
+        typed.setdefault(row["weekday"], []).append((row["start"], row["end"]))
+    day_errors: dict[int, list[str]] = {}
+    for key, message in exc.fields.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(posted):
+            day_errors.setdefault(posted[int(parts[1])]["weekday"], []).append(message)
+    return {"hour_rows": _hour_rows(typed), "day_errors": day_errors,
+            "errors": {"hours": exc.fields["hours"]} if "hours" in exc.fields else {}}
+
+
 def _calendar_page(status: int = 200, **context):
     year = request.args.get("year", type=int) or datetime.now(
         ZoneInfo(current_organization().timezone)).year
-    return page("tickets/settings/calendar.html", status, hour_rows=_hour_rows(),
+    context.setdefault("hour_rows", _hour_rows())
+    return page("tickets/settings/calendar.html", status,
                 holidays=services.list_holidays(year), year=year,
                 timezone=current_organization().timezone, **context)
 
@@ -210,10 +231,11 @@ def calendar_settings():
 @blueprint.post("/settings/hours")
 @require("settings", "write")
 def update_hours():
+    posted = _posted_hours()
     try:
-        services.set_business_hours(me(), _posted_hours())
+        services.set_business_hours(me(), posted)
     except ValidationError as exc:
-        return _calendar_page(exc.status, **_refused(exc))
+        return _calendar_page(exc.status, **_refused_hours(posted, exc))
     flash(_("The working hours were saved. Open tickets' clocks follow them."), "success")
     return see_other("tickets.calendar_settings")
 

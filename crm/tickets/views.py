@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from flask import Blueprint, flash, render_template, request, send_file, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext, ngettext
+from flask_babel import lazy_gettext, lazy_pgettext, ngettext
 from sqlalchemy import select
 
 from crm import navigation
@@ -26,7 +26,7 @@ from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.teams import list_teams
 from crm.foundation.views import add_audit_labels
-from crm.i18n import current_language, isolate
+from crm.i18n import current_language, isolate, text_direction
 from crm.permissions import can, module_enabled, require, sees_only_assigned
 from crm.tickets import badges, services
 from crm.tickets.models import PRIORITIES, STATUSES, Ticket
@@ -46,7 +46,7 @@ SECTION_LIMIT = 10  # tickets a customer's or a conversation's section lists
 LIVE_BADGES = 300
 TRIGGER = "ticketsChanged"
 
-STATUS_LABELS = {"open": lazy_gettext("Open"), "pending": lazy_gettext("Pending"),
+STATUS_LABELS = {"open": lazy_gettext("Open"), "pending": lazy_pgettext("ticket status", "Pending"),
                  "on_hold": lazy_gettext("On hold"), "solved": lazy_gettext("Solved"),
                  "closed": lazy_gettext("Closed")}
 PRIORITY_LABELS = {"low": lazy_gettext("Low"), "normal": lazy_gettext("Normal"),
@@ -174,7 +174,7 @@ def _describe(event, names: dict) -> str:
 
 
 def _change(field: str, change: list, names: dict) -> str:
-    """A field's old and new values as people read them: "Open → Solved"."""
+    """A field's old and new values as people read them: "Open → Solved", «مفتوحة ← محلولة»."""
     def shown(value) -> str:
         if value in (None, "", []):
             return "—"
@@ -192,7 +192,8 @@ def _change(field: str, change: list, names: dict) -> str:
 
     if field in ("description", "customer_id"):
         return _("changed")
-    return f"{shown(change[0])} → {shown(change[1])}"
+    arrow = "←" if text_direction() == "rtl" else "→"  # from the old value, in reading order
+    return f"{shown(change[0])} {arrow} {shown(change[1])}"
 
 
 # -- what forms offer ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from babel.numbers import format_currency
+from flask_babel import force_locale, gettext, pgettext
 from sqlalchemy import func, select
 
 from crm.billing import gate, services
@@ -53,6 +54,18 @@ def test_the_trial_shows_its_plan_days_left_usage_and_the_plans_in_arabic(
     assert format_currency(Decimal("299.00"), "SAR", locale="ar") in html
     assert format_currency(Decimal("2990.00"), "SAR", locale="ar") in html
     assert 'action="/billing/subscribe"' in html
+
+
+def test_the_free_plans_price_says_free_of_charge_not_its_name_again(app, client, billing_on):
+    """In Arabic the plan is «المجانية» (the free one) and its price «مجانًا» (at no cost);
+    the price had taken the plan's name."""
+    org = make_org(language="ar")
+    html = _page(client, org.admin)
+    card = html.split('data-plan="free"')[1].split("</article>")[0]
+    price = card.split('class="plan-price">')[1].split("</p>")[0]
+    with force_locale("ar"):
+        assert price == pgettext("price", "Free")
+        assert price != gettext("Free")
 
 
 def test_prices_are_formatted_by_babel_in_english(app, client, billing_on):

@@ -149,6 +149,19 @@ def test_a_file_without_phone_numbers_is_refused_and_not_kept(org, sandbox):
         assert list(audience.csv_directory().iterdir()) == []
 
 
+@pytest.mark.parametrize("text", ["phone,name\n", "\ufeffphone,name\n\n"])
+def test_a_file_with_a_header_and_no_rows_is_refused_and_not_kept(org, sandbox, text):
+    """Nobody to send to is said at the upload, not at the start."""
+    campaign = make_campaign(org, sandbox, message={"text": "x"})
+
+    with pytest.raises(ValidationError) as refused:
+        upload(org, campaign, text)
+
+    assert set(refused.value.fields) == {"file"}
+    with organization_context(ident(org)):
+        assert list(audience.csv_directory().iterdir()) == []
+
+
 def test_freezing_a_large_audience_takes_a_handful_of_statements(app, org, sandbox, clock):
     """3,000 numbers are written in a few multi-row INSERTs, never a statement per person."""
     campaign = make_campaign(org, sandbox, message={"text": "x"})

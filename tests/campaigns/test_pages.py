@@ -10,13 +10,14 @@ import io
 import re
 
 import pytest
-from flask_babel import force_locale, pgettext
-from markupsafe import escape
+from flask_babel import force_locale, ngettext, pgettext
+from markupsafe import Markup, escape
 from sqlalchemy import select
 
 from crm.campaigns import consent
 from crm.campaigns.models import Campaign, NumberSettings
 from crm.extensions import db, socketio
+from crm.foundation import services as foundation_services
 from crm.tenancy import organization_context
 from tests.campaigns.factories import (
     ACCOUNT_ID,
@@ -260,6 +261,58 @@ def test_a_csv_file_of_numbers_is_the_audience(client, org, admin, sandbox):
                           content_type="multipart/form-data")
     assert refused.status_code == 422
     assert arabic("Upload a CSV file (in Excel: Save as, CSV UTF-8).") in refused.text
+
+
+@pytest.mark.parametrize("rows", [1, 3, 12])
+def test_the_rows_of_a_file_are_counted_in_arabic_plurals(client, org, admin, sandbox, rows):
+    """«قُرئت 3 صفوف», not «قُرئ 3 صف»: Arabic says a count in six forms."""
+    campaign = make_campaign(org, sandbox)
+    data = "".join(f"05012345{n:02d}\n" for n in range(rows)).encode()
+    answer = client.post(f"/campaigns/{ident(campaign)}/audience",
+                         data={"file": (io.BytesIO(data), "numbers.csv")},
+                         content_type="multipart/form-data", follow_redirects=True)
+    with force_locale("ar"):
+        read = ngettext("%(num)s row was read from the file.",
+                        "%(num)s rows were read from the file.", rows)
+        now = ngettext("Now: %(file)s, %(num)s row.", "Now: %(file)s, %(num)s rows.", rows,
+                       file=Markup("<bdi>numbers.csv</bdi>"))
+    with force_locale("en"):
+        assert read != ngettext("%(num)s row was read from the file.",
+                                "%(num)s rows were read from the file.", rows)
+    assert str(escape(read)) in answer.text
+    assert now in answer.text
+
+
+def checked_audience_kinds(html: str) -> list[str]:
+    return re.findall(r'name="audience_kind" value="([a-z_]+)" checked', html)
+
+
+@pytest.mark.parametrize("saved", [{}, {"tag": "vip"}])
+def test_a_refused_csv_file_keeps_the_csv_choice_open_with_its_error(client, org, admin,
+                                                                     sandbox, saved):
+    """The page that refuses a file keeps «CSV file» chosen, so its error shows: with another
+    kind chosen the stylesheet hides the file's form, error and all."""
+    campaign = make_campaign(org, sandbox, **({"audience": saved} if saved else {}))
+    refused = client.post(f"/campaigns/{ident(campaign)}/audience",
+                          data={"file": (io.BytesIO("name,city\nسعد,الرياض\n".encode()),
+                                         "names.csv")},
+                          content_type="multipart/form-data")
+    assert refused.status_code == 422
+    assert checked_audience_kinds(refused.text) == ["csv"]
+    assert 'class="error"' in refused.text.split('class="audience-choice audience-csv"')[1]
+    assert fresh(org, campaign).audience == saved
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert checked_audience_kinds(page.text) == ([next(iter(saved))] if saved else ["segment_id"])
+
+
+def test_with_the_crm_off_a_new_draft_has_the_csv_file_chosen(client, org, admin, sandbox):
+    """The only audience without the CRM is a file: it is chosen, so its form shows."""
+    with organization_context(ident(org)):
+        foundation_services.set_module_enabled(org.admin, "crm", False)
+        db.session.flush()
+    campaign = make_campaign(org, sandbox)
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert checked_audience_kinds(page.text) == ["csv"]
 
 
 def test_a_cloud_number_picks_a_template_synced_from_whatsapp(client, org, admin, graph):

@@ -15,7 +15,6 @@ from flask_babel import force_locale
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select, text, update
 
-from crm import events
 from crm.customers import imports, jobs, services
 from crm.customers.models import Customer, CustomerActivity, SalesStage
 from crm.customers.services import nightly, scoring, search
@@ -29,21 +28,6 @@ from crm.transaction import commit
 from tests.customers.factories import make_customer, make_field, make_segment
 from tests.factories import make_org, make_user, run_jobs
 from tests.foundation import ident
-
-
-@pytest.fixture
-def acting(org):
-    """Run the test as `org` (services read the organization from the context)."""
-    with organization_context(org.id):
-        yield org
-
-
-@pytest.fixture
-def published(monkeypatch) -> list[tuple[str, dict]]:
-    """Every event published during the test, in order (nothing is delivered)."""
-    seen: list[tuple[str, dict]] = []
-    monkeypatch.setattr(events, "publish", lambda name, payload: seen.append((name, payload)))
-    return seen
 
 
 def _count(model, *where) -> int:

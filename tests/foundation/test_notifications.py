@@ -11,14 +11,7 @@ from sqlalchemy import select
 from crm.extensions import db
 from crm.foundation import notifications
 from crm.foundation.models import OutboundEmail
-from crm.tenancy import organization_context
 from tests.factories import make_user, run_jobs
-
-
-@pytest.fixture
-def acting(org):
-    with organization_context(org.id):
-        yield org
 
 
 @pytest.fixture

@@ -14,12 +14,6 @@ from crm.tenancy import organization_context
 from tests.factories import make_user
 
 
-@pytest.fixture
-def acting(org):
-    with organization_context(org.id):
-        yield org
-
-
 def test_create_a_team_with_members_and_a_manager(acting):
     org = acting
     agent, manager = make_user(org, "agent"), make_user(org, "manager")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
@@ -20,6 +22,15 @@ from crm.tickets.models import Holiday, Ticket, TicketAttachment
 from tests.foundation import ident
 
 _sequence = itertools.count(1)
+
+
+@contextmanager
+def acting_as(org: Organization) -> Iterator[None]:
+    """Run the block as `org`, writing what it left pending before leaving it (RLS would
+    refuse it later, outside the organization)."""
+    with organization_context(ident(org)):
+        yield
+        db.session.flush()
 
 
 def make_ticket(org: Organization, actor: User | None = None, source: str = "manual",

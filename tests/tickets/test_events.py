@@ -4,8 +4,6 @@ customers keep their tickets. Each works with the other modules switched off."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 from sqlalchemy import select
 
@@ -20,7 +18,7 @@ from crm.whatsapp import sandbox
 from tests.customers.factories import make_customer
 from tests.factories import run_jobs
 from tests.foundation import ident
-from tests.tickets.factories import make_ticket, reload_ticket
+from tests.tickets.factories import acting_as, make_ticket, reload_ticket
 from tests.whatsapp.factories import make_profile
 
 PHONE = "+966551234567"
@@ -29,15 +27,6 @@ PHONE = "+966551234567"
 @pytest.fixture
 def profile(org):
     return make_profile(org, "sandbox")
-
-
-@contextmanager
-def acting_as(org):
-    """Run the block as `org`, writing what it left pending before leaving it (RLS would
-    refuse it later, outside the organization)."""
-    with organization_context(ident(org)):
-        yield
-        db.session.flush()
 
 
 def customer_writes(app, org, profile, text: str, phone: str = PHONE):

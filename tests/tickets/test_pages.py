@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from flask_babel import force_locale, pgettext
 from sqlalchemy import func, select
 
 from crm.extensions import db
@@ -264,7 +265,8 @@ def test_the_timeline_lists_every_change(client, org, admin):
     html = text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
     assert arabic("Ticket opened") in html
     assert arabic("Open") in html
-    assert arabic("Pending") in html
+    with force_locale("ar"):
+        assert str(pgettext("ticket status", "Pending")) in html
 
 
 # -- SLA badges --------------------------------------------------------------------------------
@@ -503,6 +505,37 @@ def test_a_suggestion_can_be_dismissed(client, org, admin):
         assert services.suggestion_for(conversation.id) is None
 
 
+# -- words ----------------------------------------------------------------------------------------
+
+def test_a_pending_ticket_waits_on_the_customer_in_arabic(client, org, admin):
+    """«Pending» is the ticket's own word (waiting on the customer), not the invitation's
+    «بانتظار القبول» (waiting to be accepted) that the shared msgid gave it."""
+    ticket = make_ticket(org, subject="Waiting", status="pending")
+    with force_locale("ar"):
+        waiting = str(pgettext("ticket status", "Pending"))
+    assert waiting != arabic("Pending")
+    listed = text_of(client.get("/tickets/"))
+    shown = text_of(client.get(f"/tickets/{ident(ticket)}"))
+    for html in (listed, shown):
+        assert waiting in html
+        assert arabic("Pending") not in html
+
+
+def test_a_change_in_the_timeline_points_from_the_old_value_to_the_new_in_reading_order(
+        client, org, admin):
+    """Arabic reads right to left, so its arrow points left: «مفتوحة ← محلولة»."""
+    ticket = make_ticket(org)
+    client.post(f"/tickets/{ident(ticket)}", data={
+        "status": "solved", "version": reload_ticket(org, ticket).version})
+    html = text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
+    assert f"{arabic('Open')} ← {arabic('Solved')}" in html
+    assert "→" not in html
+    with organization_context(ident(org)):
+        foundation_services.set_language(org.admin, "en")
+        db.session.flush()
+    assert "Open → Solved" in text_of(client.get(f"/tickets/{ident(ticket)}/timeline"))
+
+
 # -- ticketing without the other modules -------------------------------------------------------
 
 def test_tickets_work_with_whatsapp_and_the_crm_switched_off(client, org, admin):
@@ -552,6 +585,31 @@ def test_a_bad_policy_is_refused_beside_its_field(client, org, admin):
         "policies-0-first_response_minutes": "0", "policies-0-next_response_minutes": "1",
         "policies-0-resolution_minutes": "1"})
     assert response.status_code == 422
+
+
+def test_refused_hours_keep_what_was_typed_and_say_which_day(client, org, admin):
+    """A Thursday ending before it starts: the page keeps every typed time and the days
+    checked, and says the error inside Thursday's row, not under the whole week."""
+    hours = {"day-6-open": "1", "day-6-0-start": "08:30", "day-6-0-end": "16:30",
+             "day-3-open": "1", "day-3-0-start": "10:00", "day-3-0-end": "09:00",
+             "day-3-1-start": "13:00", "day-3-1-end": "15:00"}
+    with organization_context(ident(org)):
+        before = services.business_hours()
+    refused = client.post("/tickets/settings/hours", data=hours)
+    assert refused.status_code == 422
+    html = text_of(refused)
+    for name, value in hours.items():
+        if name.endswith("-open"):
+            assert re.search(rf'name="{name}" value="1" checked', html), name
+        else:
+            assert re.search(rf'name="{name}" type="time" value="{value}"', html), name
+    assert re.search(r'name="day-0-open" value="1" checked', html) is None  # Monday: off
+    thursday = re.search(r'<fieldset class="hours-row"[^>]*>(?:(?!</fieldset>).)*'
+                         r'name="day-3-open".*?</fieldset>', html, re.S).group(0)
+    assert arabic("End after the start.") in thursday
+    assert html.count(arabic("End after the start.")) == 1
+    with organization_context(ident(org)):
+        assert services.business_hours() == before
 
 
 def test_hours_holidays_types_keywords_and_teams_are_managed(client, org, admin):

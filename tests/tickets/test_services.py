@@ -10,7 +10,6 @@ import pytest
 from flask_babel import force_locale
 from sqlalchemy import func, select
 
-from crm import events
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation import notifications
@@ -28,21 +27,6 @@ from tests.factories import make_user, run_jobs
 from tests.queries import count_queries
 from tests.tickets.factories import make_team, make_ticket, reload_ticket, upload
 from tests.whatsapp.factories import make_conversation, make_message, make_profile
-
-
-@pytest.fixture
-def acting(org):
-    """Run the test as `org` (services read the organization from the context)."""
-    with organization_context(org.id):
-        yield org
-
-
-@pytest.fixture
-def published(monkeypatch) -> list[tuple[str, dict]]:
-    """Every event published during the test, in order (nothing is delivered)."""
-    seen: list[tuple[str, dict]] = []
-    monkeypatch.setattr(events, "publish", lambda name, payload: seen.append((name, payload)))
-    return seen
 
 
 def _count(model, *where) -> int:

@@ -24,12 +24,6 @@ from tests.tickets.factories import make_team, make_ticket, reload_ticket
 RIYADH = ZoneInfo("Asia/Riyadh")
 
 
-@pytest.fixture
-def acting(org):
-    with organization_context(org.id):
-        yield org
-
-
 def _audited(action: str) -> int:
     return db.session.scalar(select(func.count()).select_from(AuditEntry).where(
         AuditEntry.action == action))

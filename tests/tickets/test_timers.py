@@ -4,7 +4,6 @@ recovery job does it too when no timer woke, so a breach is seen within its inte
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,14 +24,7 @@ from crm.transaction import commit
 from tests.customers.factories import make_customer
 from tests.factories import make_user, run_jobs, run_recovery
 from tests.foundation import ident
-from tests.tickets.factories import backdate, make_team, make_ticket, reload_ticket
-
-
-@contextmanager
-def acting_as(org):
-    with organization_context(ident(org)):
-        yield
-        db.session.flush()
+from tests.tickets.factories import acting_as, backdate, make_team, make_ticket, reload_ticket
 
 
 def _notes(org, user, kind: str) -> int:
