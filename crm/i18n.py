@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from babel import Locale
 from babel.dates import format_date, format_time, format_timedelta
-from babel.numbers import format_currency
+from babel.numbers import format_currency, get_currency_symbol
 from flask import Flask, g, has_request_context, request
 from flask_babel import format_decimal, get_locale
 from flask_babel import gettext as _
@@ -51,6 +51,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["ago"] = format_ago
     app.jinja_env.filters["phone"] = format_phone
     app.jinja_env.filters["money"] = format_money
+    app.jinja_env.filters["currency_symbol"] = currency_symbol
     app.jinja_env.filters["ltr"] = ltr
     app.jinja_env.filters["duration"] = format_duration
 
@@ -153,6 +154,11 @@ def format_money(amount: Decimal | int | None, currency: str | None = None) -> s
     if amount is None:
         return ""
     return format_currency(amount, currency or organization_currency(), locale=_locale())
+
+
+def currency_symbol(currency: str | None = None) -> str:
+    """The organization's currency (or `currency`) as the language writes it: ر.س. / SAR."""
+    return get_currency_symbol(currency or organization_currency(), locale=_locale())
 
 
 DATE_PATTERN = "d MMM y"  # 2 Dec 2026; Arabic names its months itself

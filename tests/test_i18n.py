@@ -79,6 +79,14 @@ def test_no_physical_left_or_right_in_styles_or_templates():
     assert hits == []
 
 
+def test_every_file_input_is_a_labelled_button_in_the_pages_language():
+    """The browser's own file control says «Choose File / No file chosen» in English on an
+    Arabic page: every template asks templates/_macros.html's file_input for its button."""
+    bare = [str(path.relative_to(ROOT)) for path in ROOT.glob("templates/**/*.html")
+            if path.name != "_macros.html" and 'type="file"' in path.read_text()]
+    assert bare == []
+
+
 def test_pages_follow_the_language(client):
     """Arabic by default (rtl); Accept-Language picks English (ltr) for a visitor."""
     arabic = client.get("/login").get_data(as_text=True)

@@ -35,6 +35,7 @@ from crm.billing import gate, services, webhooks
 from crm.billing.plans import LIMITS, PLANS
 from crm.errors import ServiceError
 from crm.foundation.models import MODULE_LABELS
+from crm.foundation.views import add_audit_labels
 from crm.i18n import format_day
 from crm.models import utcnow
 from crm.permissions import can, require
@@ -53,6 +54,15 @@ blueprint = Blueprint("billing", __name__)
 
 navigation.add(navigation.NavItem("billing.billing_page", lazy_gettext("Billing"), "billing",
                                   "read", "card", 90))
+add_audit_labels({
+    "billing.checkout_started": lazy_gettext("Checkout started"),
+    "billing.plan_changed": lazy_gettext("Plan changed"),
+    "billing.canceled": lazy_gettext("Subscription cancelled"),
+    "billing.portal_opened": lazy_gettext("Billing portal opened"),
+    "billing.limits_set": lazy_gettext("Plan limits set"),
+}, {
+    "subscriptions": lazy_gettext("Subscription"),
+})
 
 STATUS_LABELS = {
     "trialing": lazy_gettext("Trial"), "active": lazy_gettext("Active"),

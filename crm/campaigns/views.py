@@ -38,6 +38,7 @@ from crm.customers.imports import IMPORT_MAX_BYTES
 from crm.customers.models import Customer
 from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.foundation.services import current_organization
+from crm.foundation.views import add_audit_labels
 from crm.i18n import isolate, text_direction
 from crm.permissions import can, require
 from crm.validation import parse_id
@@ -71,6 +72,27 @@ STEPS = ("details", "audience", "message", "schedule")
 
 navigation.add(navigation.NavItem("campaigns.list_campaigns", lazy_gettext("Campaigns"),
                                   "campaigns", "read", "megaphone", 35))
+add_audit_labels({
+    "campaign.created": lazy_gettext("Campaign created"),
+    "campaign.updated": lazy_gettext("Campaign changed"),
+    "campaign.scheduled": lazy_gettext("Campaign scheduled"),
+    "campaign.started": lazy_gettext("Campaign started"),
+    "campaign.paused": lazy_gettext("Campaign paused"),
+    "campaign.resumed": lazy_gettext("Campaign resumed"),
+    "campaign.cancelled": lazy_gettext("Campaign cancelled"),
+    "campaign.deleted": lazy_gettext("Campaign deleted"),
+    "campaign.exported": lazy_gettext("Campaign results exported"),
+    "campaigns.keywords_changed": lazy_gettext("Opt-out keywords changed"),
+    "campaigns.number_settings_changed": lazy_gettext("Sending settings of a number changed"),
+    "consent.exported": lazy_gettext("Consent history exported"),
+    "consent.opt_out": lazy_gettext("Opt-out recorded"),
+    "consent.opt_in": lazy_gettext("Opt-in recorded"),
+}, {
+    "campaigns": lazy_gettext("Campaign"),
+    "consent_events": lazy_gettext("Consent"),
+    "campaign_settings": lazy_gettext("Campaign settings"),
+    "campaign_number_settings": lazy_gettext("Sending settings"),
+})
 allow_uploads(blueprint, {"campaigns.upload_audience"}, IMPORT_MAX_BYTES)
 allow_uploads(blueprint, {"campaigns.attach_media"}, media.MAX_UPLOAD_BYTES)
 

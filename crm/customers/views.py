@@ -45,6 +45,7 @@ from crm.foundation import services as foundation
 from crm.foundation.views import (
     DashboardCard,
     OnboardingStep,
+    add_audit_labels,
     add_dashboard_card,
     add_onboarding_step,
 )
@@ -92,6 +93,32 @@ navigation.add(navigation.NavItem("customers.list_customers", lazy_gettext("Cust
                                   "read", "users", 20))
 navigation.add(navigation.NavItem("customers.board", lazy_gettext("Pipeline"), "crm", "read",
                                   "columns", 25))
+add_audit_labels({
+    "customer.deleted": lazy_gettext("Customer deleted"),
+    "customer.merged": lazy_gettext("Customers merged"),
+    "customer_import.uploaded": lazy_gettext("Import file uploaded"),
+    "customer_import.started": lazy_gettext("Import started"),
+    "customer_import.resumed": lazy_gettext("Import resumed"),
+    "customers.exported": lazy_gettext("Customers exported"),
+    "custom_field.created": lazy_gettext("Custom field added"),
+    "custom_field.updated": lazy_gettext("Custom field changed"),
+    "custom_field.deleted": lazy_gettext("Custom field deleted"),
+    "sales_stage.created": lazy_gettext("Stage added"),
+    "sales_stage.updated": lazy_gettext("Pipeline stage edited"),
+    "sales_stage.deleted": lazy_gettext("Stage deleted"),
+    "sales_stage.reordered": lazy_gettext("Stages reordered"),
+    "scoring.rules_saved": lazy_gettext("Scoring rules saved"),
+    "segment.created": lazy_gettext("Segment saved"),
+    "segment.updated": lazy_gettext("Segment changed"),
+    "segment.deleted": lazy_gettext("Segment deleted"),
+}, {
+    "customers": lazy_gettext("Customer"),
+    "sales_stages": lazy_gettext("Stage"),
+    "custom_field_definitions": lazy_gettext("Custom field"),
+    "segments": lazy_gettext("Segment"),
+    "customer_imports": lazy_gettext("Import"),
+    "scoring_rules": lazy_gettext("Scoring rules"),
+})
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
@@ -88,6 +88,15 @@ AUDIT_ACTIONS = {
 TARGET_LABELS = {"users": lazy_gettext("User"), "invitations": lazy_gettext("Invitation"),
                  "organizations": lazy_gettext("Organization"),
                  "user_sessions": lazy_gettext("API key")}
+
+
+def add_audit_labels(actions: Mapping[str, LazyString],
+                     targets: Mapping[str, LazyString] | None = None) -> None:
+    """Name a module's audited actions, and the tables of what they act on, in the audit log
+    (the kernel names no module's)."""
+    AUDIT_ACTIONS.update(actions)
+    TARGET_LABELS.update(targets or {})
+
 # Words in a user agent that name a browser or a system, most specific first (Edge and Opera
 # say "Chrome" too, Chrome says "Safari", Android says "Linux", an iPhone "Mac OS X").
 _BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"),

@@ -25,6 +25,7 @@ from crm.errors import ConflictError, NotFoundError, ValidationError
 from crm.extensions import db
 from crm.foundation.models import User
 from crm.foundation.teams import list_teams
+from crm.foundation.views import add_audit_labels
 from crm.i18n import current_language, isolate, text_direction
 from crm.permissions import can, module_enabled, require, sees_only_assigned
 from crm.tickets import badges, services
@@ -71,6 +72,42 @@ INLINE_FIELDS = ("subject", "status", "priority", "type_id", "tags", "team_id")
 
 navigation.add(navigation.NavItem("tickets.list_tickets", lazy_gettext("Tickets"), "ticketing",
                                   "read", "ticket", 30))
+add_audit_labels({
+    "ticket.created": lazy_gettext("Ticket opened"),
+    "ticket.updated": lazy_gettext("Ticket changed"),
+    "ticket.assigned": lazy_gettext("Ticket assigned"),
+    "ticket.replied": lazy_gettext("Ticket answered"),
+    "ticket.noted": lazy_gettext("Internal note on a ticket"),
+    "tickets.settings_updated": lazy_gettext("Ticket settings changed"),
+    "tickets.sla_policies_updated": lazy_gettext("SLA policies changed"),
+    "tickets.business_hours_updated": lazy_gettext("Working hours changed"),
+    "tickets.holiday_added": lazy_gettext("Holiday added"),
+    "tickets.holiday_renamed": lazy_gettext("Holiday renamed"),
+    "tickets.holiday_removed": lazy_gettext("Holiday removed"),
+    "tickets.escalation_rule_created": lazy_gettext("Escalation rule added"),
+    "tickets.escalation_rule_updated": lazy_gettext("Escalation rule changed"),
+    "tickets.escalation_rule_deleted": lazy_gettext("Escalation rule deleted"),
+    "tickets.keyword_added": lazy_gettext("Support keyword added"),
+    "tickets.keyword_removed": lazy_gettext("Support keyword removed"),
+    "tickets.type_created": lazy_gettext("Ticket type added"),
+    "tickets.type_updated": lazy_gettext("Ticket type changed"),
+    "tickets.type_deleted": lazy_gettext("Ticket type deleted"),
+    "tickets.suggestion_dismissed": lazy_gettext("Ticket suggestion dismissed"),
+    "team.created": lazy_gettext("Support team added"),
+    "team.updated": lazy_gettext("Support team changed"),
+    "team.deleted": lazy_gettext("Support team deleted"),
+}, {
+    "tickets": lazy_gettext("Ticket"),
+    "ticket_types": lazy_gettext("Ticket type"),
+    "teams": lazy_gettext("Support team"),
+    "holidays": lazy_gettext("Holiday"),
+    "escalation_rules": lazy_gettext("Escalation rule"),
+    "support_keywords": lazy_gettext("Support keyword"),
+    "ticket_settings": lazy_gettext("Ticket settings"),
+    "ticket_suggestions": lazy_gettext("Ticket suggestion"),
+    "sla_policies": lazy_gettext("SLA policy"),
+    "business_hours": lazy_gettext("Working hours"),
+})
 allow_uploads(blueprint, {"tickets.add_comment"}, MAX_ATTACHMENTS * MAX_ATTACHMENT_BYTES)
 # The sections other pages show load themselves from the routes below, so neither the CRM nor
 # the inbox reads a ticket; each shows nothing while ticketing is off.

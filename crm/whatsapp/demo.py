@@ -31,9 +31,11 @@ def seed_inbox(admin: User, team: list[User], rng: random.Random) -> str:
     profile = profiles.create_profile(admin, "sandbox", "واتساب المتجر")
     agents = [user for user in team if user.role in ("agent", "manager")]
     for n in range(CONVERSATIONS):
-        message = sandbox.customer_sends(profile, demo_phone(n), "", rng.choice(QUESTIONS))
+        # Each writes under their own name, as WhatsApp shows a contact's profile name.
+        customer = customers.customer_by_phone(demo_phone(n))
+        message = sandbox.customer_sends(profile, demo_phone(n), customer.name if customer else "",
+                                         rng.choice(QUESTIONS))
         conversation = message.conversation
-        customer = customers.customer_by_phone(conversation.contact_phone)
         services.link_customer(conversation.id, customer.id if customer else None)
         _shape(conversation, admin, rng.choice(agents), rng, n)
     return (f"A sandbox number, «{profile.display_name}», with {CONVERSATIONS} conversations: "

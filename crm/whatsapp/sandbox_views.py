@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import phonenumbers
 from flask import render_template, request
 from flask_babel import gettext as _
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from sqlalchemy import select
 
 from crm.errors import NotFoundError, ValidationError
@@ -85,7 +87,15 @@ def try_sandbox():
     sandboxes = [p for p in profiles.list_profiles() if p.provider == "sandbox"]
     profile = sandboxes[0] if sandboxes else profiles.create_profile(me(), "sandbox",
                                                                      _("Sandbox"))
-    return see_other("whatsapp.sandbox_page", profile=profile.id)
+    # A chat ready to write in, as a sample customer: no phone number to invent first.
+    return see_other("whatsapp.sandbox_page", profile=profile.id, name=_("Sample customer"),
+                     phone=sample_phone(current_organization().country))
+
+
+def sample_phone(country: str) -> str:
+    """A mobile number of `country` as libphonenumber gives one for examples (+966501234567)."""
+    example = phonenumbers.example_number_for_type(country, PhoneNumberType.MOBILE)
+    return phonenumbers.format_number(example, PhoneNumberFormat.E164) if example else ""
 
 
 @blueprint.get("/whatsapp/sandbox/<int:profile_id>/chat")

@@ -34,6 +34,7 @@ from crm.errors import (
     file_too_large,
 )
 from crm.foundation.models import User
+from crm.foundation.views import add_audit_labels
 from crm.i18n import bdi, format_ago, format_clock, format_recent, isolate
 from crm.navigation import NavItem, add
 from crm.pagination import decode_cursor, encode_cursor
@@ -90,6 +91,18 @@ add(NavItem("whatsapp.inbox", lazy_gettext("Inbox"), "whatsapp", "read", "inbox"
             "whatsapp.unread_badge", ("newMessage", "conversationUpdated", "conversationAssigned")))
 add(NavItem("whatsapp.numbers", lazy_gettext("WhatsApp numbers"), "settings", "write", "phone",
             65))
+add_audit_labels({
+    "whatsapp.conversation_assigned": lazy_gettext("Conversation assigned"),
+    "whatsapp.inbox_settings_changed": lazy_gettext("Inbox settings changed"),
+    "whatsapp.profile_created": lazy_gettext("WhatsApp number added"),
+    "whatsapp.profile_checked": lazy_gettext("WhatsApp number checked"),
+    "whatsapp.profile_disconnected": lazy_gettext("WhatsApp number disconnected"),
+    "whatsapp.profile_deleted": lazy_gettext("WhatsApp number deleted"),
+}, {
+    "conversations": lazy_gettext("Conversation"),
+    "whatsapp_profiles": lazy_gettext("WhatsApp number"),
+    "inbox_settings": lazy_gettext("Inbox settings"),
+})
 
 
 @blueprint.errorhandler(413)

@@ -71,14 +71,15 @@
     });
   }
 
-  // A file input in the page's language (templates/_macros.html file_input): show the name of
-  // the file chosen, or the translated "No file chosen" the input carries.
+  // A file input in the page's language (templates/_macros.html file_input): show the names of
+  // the files chosen, or the translated "No file chosen" the input carries.
   document.addEventListener("change", function (event) {
     var input = event.target;
     if (!input.matches || !input.matches("input.file-input-native")) return;
     var shown = document.getElementById(input.id + "-name");
     if (shown) {
-      shown.textContent = input.files && input.files.length ? input.files[0].name : input.dataset.noFile;
+      var names = Array.prototype.map.call(input.files || [], function (file) { return file.name; });
+      shown.textContent = names.length ? names.join(", ") : input.dataset.noFile;
     }
   });
 

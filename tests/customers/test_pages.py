@@ -246,6 +246,17 @@ def test_creating_with_errors_answers_422_and_keeps_what_was_typed(client, org, 
     assert count_of(org, Customer) == 0
 
 
+def test_the_expected_value_is_labelled_with_the_currency_as_the_language_writes_it(client,
+                                                                                     org, admin):
+    """An Arabic form names the organization's currency as amounts do («ر.س.»), not by its
+    code (SAR)."""
+    form = client.get("/customers/new").text
+
+    label = re.search(r'<label for="field-expected_value">([^<]*)</label>', form).group(1)
+    assert "ر.س." in label, label
+    assert "SAR" not in label
+
+
 def test_creating_a_customer_opens_their_page(client, org, admin):
     """A valid form creates the customer (phone as E.164, first stage, the creator as owner)
     and lands on their page with the creation on the timeline."""

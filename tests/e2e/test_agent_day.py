@@ -235,3 +235,21 @@ def test_the_customer_stays_beside_the_chat_after_a_note_and_labels(browsing, li
     page.locator("input[name=labels]").press("Enter")
     expect(page.locator(f"#conversation-row-{conversation_id} .chip")).to_have_count(2)
     expect(card).to_have_text(CUSTOMER)
+
+
+def test_the_sidebars_icons_stand_apart_from_their_labels(browsing, live_server):
+    """On a laptop each sidebar entry's icon sits beside its label with a gap, not touching
+    it (the sidebar's own rule once made its entries blocks, undoing the gap)."""
+    admin, _profile = _shop(live_server)
+    page = browsing.new_page(account=admin)
+
+    page.goto("/")
+
+    entry = page.locator(".sidebar .nav-link").first
+    icon = entry.locator(".icon").bounding_box()
+    label = entry.locator(".nav-label").bounding_box()
+    assert icon is not None
+    assert label is not None
+    gap = icon["x"] - (label["x"] + label["width"])  # right to left: the icon comes first
+    assert gap >= 6, (icon, label)
+    assert abs((icon["y"] + icon["height"] / 2) - (label["y"] + label["height"] / 2)) < 4

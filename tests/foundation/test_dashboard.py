@@ -206,6 +206,18 @@ def test_trying_the_sandbox_makes_a_sandbox_number_once(client, org):
     assert "/whatsapp/sandbox?profile=" in first.headers["Location"]
 
 
+def test_trying_the_sandbox_opens_a_chat_ready_to_type_in(client, org):
+    """The click lands in a chat as a sample customer of the organization's country, ready
+    to write in, rather than on a form asking for a phone number first."""
+    login(client, org.admin)
+
+    sandbox = client.get(client.post("/whatsapp/sandbox/try").headers["Location"])
+
+    assert sandbox.status_code == 200
+    assert 'id="sandbox-text"' in sandbox.text
+    assert arabic("Sample customer") in sandbox.text
+
+
 def test_the_cards_refresh_live_and_cost_the_same_queries_whatever_the_data(client, org):
     """The cards fetch themselves again after the events that change them; the dashboard
     and its cards run a fixed number of queries, however many conversations, customers,

@@ -6,8 +6,10 @@ import re
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
+from flask_babel import force_locale
 
 from crm.campaigns import demo as campaigns_demo  # noqa: F401 - registers its part
+from crm.campaigns.labels import CONSENT_ACTION_LABELS
 from crm.campaigns.models import Campaign, CampaignRecipient, CampaignResult, OptOut
 from crm.customers import demo as customers_demo  # noqa: F401 - registers its part
 from crm.customers.models import Customer, CustomerActivity
@@ -15,11 +17,13 @@ from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.demo import DEMO_EMAIL, DEMO_PASSWORD, seed
 from crm.foundation.models import Invitation, Organization, User
+from crm.foundation.views import AUDIT_ACTIONS, TARGET_LABELS
 from crm.tenancy import organization_context
 from crm.tickets import demo as tickets_demo  # noqa: F401
 from crm.tickets.models import Ticket, TicketComment
 from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 from crm.whatsapp.models import Conversation
+from tests.conftest import ROOT
 from tests.factories import login, make_user, run_jobs
 from tests.foundation import HTMX, arabic, audit_actions, ident, log_in, reload
 from tests.queries import count_queries
@@ -171,6 +175,24 @@ def test_the_audit_log_shows_readable_entries(client, org):
     assert arabic("Load more") not in text
 
 
+AUDITED = re.compile(r'\baudit\(\s*"([a-z_]+\.[a-z_.]+)"(?:\s+if [^)]*? else\s+"([a-z_.]+)")?')
+
+
+def test_every_audited_action_and_what_it_acts_on_reads_in_words(app):
+    """Each module names its audited actions, and the things they act on, for the audit log
+    (the demo's log read «ticket.noted» on «tickets #8»)."""
+    actions = {action for path in ROOT.glob("crm/**/*.py")
+               for match in AUDITED.finditer(path.read_text()) for action in match.groups()
+               if action} | {f"consent.{action}" for action in CONSENT_ACTION_LABELS}
+    audited = {model.__tablename__ for model in (Campaign, Conversation, Customer, Ticket)}
+
+    assert "ticket.noted" in actions
+    assert sorted(actions - AUDIT_ACTIONS.keys()) == []
+    assert sorted(audited - TARGET_LABELS.keys()) == []
+    with app.test_request_context(), force_locale("ar"):
+        assert str(AUDIT_ACTIONS["ticket.noted"]) != "ticket.noted"
+
+
 def test_the_audit_log_loads_more_rows(client, org):
     """Past one page, "Load more" fetches the older rows for htmx to append."""
     with organization_context(ident(org)):
@@ -253,6 +275,10 @@ def test_seed_demo_creates_the_demo_organization_once(app):
         assert any(c.assigned_user_id is None for c in conversations)
         assert any(c.unread_count for c in conversations)
         assert all(c.customer_id for c in conversations)
+        # Named as WhatsApp names a contact (their profile name), not a bare number each.
+        names = {c.id: c.contact_name for c in conversations}
+        assert all(names[c.id] == db.session.get(Customer, c.customer_id).name
+                   for c in conversations), names
         tickets = db.session.scalars(db.select(Ticket)).all()
         assert {"open", "pending", "solved"} <= {t.status for t in tickets}
         assert [t.sla_status for t in tickets].count("warning") == 1

@@ -254,6 +254,7 @@ def test_saved_replies_are_kept_by_the_team_and_filled_in_for_the_contact(client
 
     assert 'data-text="Thank you Huda!"' in menu
     assert 'data-text="شكرًا Huda"' in menu
+    assert '<span class="reply-language">Arabic</span>' in menu  # in words, not «ar»
     assert "nine" not in menu
     assert _count(org.id, CannedReply) == 3
 

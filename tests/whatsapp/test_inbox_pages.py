@@ -92,6 +92,24 @@ def test_the_list_shows_newest_first_with_preview_time_and_unread(client, org, s
     assert "unread-badge" not in html[html.index(f'id="conversation-row-{old.id}"'):]
 
 
+def test_a_contact_without_a_name_is_shown_by_the_number_written_as_everywhere(client, org,
+                                                                             sandbox):
+    """A contact who gave no name is titled by their number in the one format of the product
+    («+966 55 012 3456», kept left to right), in the list and in the thread's header."""
+    conversation = make_conversation(sandbox, phone="+966550123456")
+    login(client, org.admin)
+
+    row = page_text(client, "/inbox").split(f'id="conversation-row-{conversation.id}"')[1]
+    thread = page_text(client, f"/inbox/conversations/{conversation.id}")
+
+    shown = '<span class="ltr" dir="ltr">+966 55 012 3456</span>'
+    assert shown in row.split('class="row-preview"')[0]
+    assert shown in thread.split(f'id="conversation-{conversation.id}-title"')[1].split("</h2>")[0]
+    header = thread.split('class="thread-title"')[1].split("</div>")[0]
+    assert header.count("+966 55 012 3456") == 1, header  # not again under the title
+    assert "+966550123456" not in row.split("</li>")[0]
+
+
 def test_filters_narrow_the_list_and_the_list_says_which_it_shows(client, org, sandbox):
     """Mine, unassigned and all; a status; a number. The list element carries its filters,
     which is how live rows find the lists they belong in."""
@@ -189,6 +207,21 @@ def test_load_more_continues_where_the_page_ended(client, org, sandbox):
 
 
 # -- who sees what -------------------------------------------------------------------------------
+
+def test_an_agent_with_nothing_assigned_is_pointed_to_the_queue(client, org, sandbox, agent):
+    """An agent's own list, empty, says where the work waits: the unassigned queue they take
+    from (not that customers' messages appear there, which they do not until taken)."""
+    make_conversation(sandbox)
+    login(client, agent)
+
+    empty = page_text(client, "/inbox").split('class="empty-row"')[1].split("</li>")[0]
+
+    assert "Nothing is assigned to you." in empty
+    assert 'href="/inbox?scope=unassigned"' in empty
+    close_queue(org)
+    assert "scope=unassigned" not in page_text(client, "/inbox").split(
+        'class="empty-row"')[1].split("</li>")[0]
+
 
 def test_an_agent_sees_only_conversations_assigned_to_them(client, org, sandbox, agent):
     """With the unassigned queue closed to agents, the list holds only the agent's
