@@ -15,11 +15,11 @@ from flask_babel import lazy_gettext
 
 from crm.customers import services
 from crm.customers.services import scoring
-from crm.customers.views import FIELD_TYPE_LABELS, blueprint, board_refused, stage_choices
+from crm.customers.views import FIELD_TYPE_LABELS, blueprint, board_move, stage_choices
 from crm.errors import ConflictError, ValidationError
 from crm.i18n import current_language, isolate
 from crm.permissions import require
-from crm.web import is_htmx, me, see_other
+from crm.web import me, see_other
 
 RULE_LABELS = {"replied_recently": lazy_gettext("Replied on WhatsApp recently"),
                "message_count": lazy_gettext("Sent many WhatsApp messages"),
@@ -83,16 +83,10 @@ def create_stage():
 
 @blueprint.post("/settings/stages/order")
 @crm_setting
+@board_move("customers.stage_settings")
 def reorder_stages():
-    try:
-        services.reorder_stages(me(), request.form.getlist("stage_ids"))
-    except ValidationError as exc:
-        if is_htmx():
-            return board_refused(exc.message, exc.status)
-        raise
-    if is_htmx():
-        return "", 204
-    return see_other("customers.stage_settings")
+    services.reorder_stages(me(), request.form.getlist("stage_ids"))
+    return "", 204
 
 
 @blueprint.post("/settings/stages/<int:stage_id>")

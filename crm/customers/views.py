@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any
 
 from flask import (
@@ -600,28 +600,35 @@ def board_column(stage_id: int):
                            customers=customers, next_cursor=next_cursor, stages=_movable())
 
 
-def board_refused(message: str, status: int) -> Response:
-    """The move was not saved: say why and reload the board, which shows what is saved."""
-    flash(message, "error")
-    return htmx_response("", status, refresh=True)
+def board_move(back_to: str) -> Callable[[Callable], Callable]:
+    """A move made by dragging (or with a card's stage list): refused, it says why and reloads
+    the page, which shows what is saved (raised as any error without htmx); saved without htmx,
+    it goes back to `back_to`."""
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            try:
+                answer = view(*args, **kwargs)
+            except ServiceError as exc:
+                if not is_htmx():
+                    raise
+                flash(exc.message, "error")
+                return htmx_response("", exc.status, refresh=True)
+            return answer if is_htmx() else see_other(back_to)
+        return wrapped
+    return decorate
 
 
 @blueprint.post("/board/move")
 @require("crm", "write")
+@board_move("customers.board")
 def move_card():
-    try:
-        move = services.find_move(services.read_board(request.form.getlist("order")))
-        if move is None:
-            return "", 204
-        customer = services.access_customer(move.card.id)
-        services.move_customer(me(), customer, move.stage_id, before_id=move.before_id,
-                               after_id=move.after_id)
-    except ServiceError as exc:
-        if not is_htmx():
-            raise
-        return board_refused(exc.message, exc.status)
-    if not is_htmx():
-        return see_other("customers.board")
+    move = services.find_move(services.read_board(request.form.getlist("order")))
+    if move is None:
+        return "", 204
+    customer = services.access_customer(move.card.id)
+    services.move_customer(me(), customer, move.stage_id, before_id=move.before_id,
+                           after_id=move.after_id)
     return render_template("customers/_board_moved.html", moved=customer,
                            totals=services.stage_totals(), stages=_movable(),
                            changed_stages=sorted({move.card.stage_id, move.stage_id}))
@@ -629,19 +636,13 @@ def move_card():
 
 @blueprint.post("/<int:customer_id>/stage")
 @require("crm", "write")
+@board_move("customers.board")
 def move_to_stage(customer_id: int):
     """Move a card with its stage list, without dragging: to the top of that column; the
     answer redraws the columns it left and joined."""
     customer = services.access_customer(customer_id)
     left = customer.stage_id
-    try:
-        services.move_customer(me(), customer, request.form.get("stage_id"))
-    except ServiceError as exc:
-        if not is_htmx():
-            raise
-        return board_refused(exc.message, exc.status)
-    if not is_htmx():
-        return see_other("customers.board")
+    services.move_customer(me(), customer, request.form.get("stage_id"))
     changed = [stage_id for stage_id in dict.fromkeys((left, customer.stage_id)) if stage_id]
     return render_template("customers/_board_columns.html", totals=services.stage_totals(),
                            pages=services.board_columns(changed, live.BOARD_PAGE),
