@@ -118,6 +118,12 @@ def _wa_format(text: str) -> Markup:
 
 # -- the list ---------------------------------------------------------------------------------
 
+def _progress(campaigns: list[Campaign]) -> dict[int, reports.Progress]:
+    results = reports.results_of(campaign.id for campaign in campaigns)
+    return {campaign.id: reports.progress_of(results[campaign.id], campaign.is_preparing)
+            for campaign in campaigns if campaign.id in results}
+
+
 @blueprint.get("/")
 @require("campaigns", "read")
 def list_campaigns():
@@ -129,8 +135,7 @@ def list_campaigns():
     rows, next_cursor = services.list_campaigns(status, after, PAGE, search=search)
     context = {"campaigns": rows, "next_cursor": next_cursor, "after": after,
                "status_filter": status, "search": search,
-               "progress": {campaign_id: reports.progress_of(results) for campaign_id, results
-                            in reports.results_of(campaign.id for campaign in rows).items()},
+               "progress": _progress(rows),
                "filter_args": {key: value for key, value in
                                (("status", status), ("q", search)) if value}}
     if is_htmx():
@@ -511,7 +516,7 @@ def _summary(campaign: Campaign) -> dict[str, Any]:
     results = services.campaign_results(campaign)
     rtl = text_direction() == "rtl"
     return {"campaign": campaign, "results": results,
-            "progress": reports.progress_of(results),
+            "progress": reports.progress_of(results, campaign.is_preparing),
             "funnel": reports.funnel(results, rtl),
             "timeline": reports.sends_over_time(campaign, rtl),
             "failures": services.failure_reasons(campaign),

@@ -424,6 +424,28 @@ def test_a_scheduled_campaign_says_how_many_people_it_will_reach(client, org, ad
     assert expected not in client.get(f"/campaigns/{ident(campaign)}").text
 
 
+
+def test_a_started_campaign_says_its_list_is_being_prepared_until_it_is_frozen(
+        app, client, org, admin, sandbox, clock):
+    """Between the start and the freezing of its list (a few seconds in the runner) its
+    counts are all 0: the campaign's page, the list and the dashboard say the list is being
+    prepared instead of «0 of 0»; once frozen they show the figures."""
+    people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
+    campaign = text_campaign(org, sandbox, customers=people)
+    start(org, campaign)
+    preparing = arabic("Preparing the list of recipients…")
+    zeros = arabic("%(current)s of %(total)s", current="0", total="0")
+    for path in (f"/campaigns/{ident(campaign)}", "/campaigns/", "/"):
+        shown = client.get(path).text
+        assert preparing in shown, path
+        assert zeros not in shown, path
+    assert 'class="count-total"' not in client.get(f"/campaigns/{ident(campaign)}").text
+    sent_by_sandbox(app, clock)
+    shown = client.get(f"/campaigns/{ident(campaign)}").text
+    assert preparing not in shown
+    assert arabic("%(current)s of %(total)s", current="3", total="3") in shown
+
+
 def test_the_engine_pausing_itself_says_why(client, org, admin, sandbox):
     from crm.campaigns import services
 
