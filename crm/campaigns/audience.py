@@ -16,6 +16,7 @@ import csv
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ from crm.tenancy import current_organization_id
 
 MAX_CUSTOMER_IDS = 10_000
 CSV_BATCH = 1000
+# A preview's search reads the file again at each keystroke: only its first rows (a row costs
+# some 20 µs, most of it reading the number), so a large file answers within half a second.
+FILE_SEARCH_ROWS = 20_000
 KINDS = ("segment_id", "tag", "customer_ids", "csv")
 
 
@@ -217,11 +221,12 @@ def candidates(audience: Mapping[str, Any], limit: int, search: str = "") -> lis
 
 def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[Candidate]:
     """The file's first rows with a valid number (the first of each number, as the freezing
-    keeps it) whose number or name in the file matches `search`."""
+    keeps it) whose number or name in the file matches `search`, among its first
+    FILE_SEARCH_ROWS."""
     forms = search_forms(search, current_organization().country) if search else None
     seen: set[str] = set()
     found: list[tuple[int, str, str]] = []
-    for number, phone, _raw, name in _file_rows(csv_path(spec), spec):
+    for number, phone, _raw, name in islice(_file_rows(csv_path(spec), spec), FILE_SEARCH_ROWS):
         if phone is None or phone in seen:
             continue
         seen.add(phone)

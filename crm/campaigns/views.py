@@ -229,7 +229,7 @@ def _preview(campaign: Campaign, args: Mapping) -> dict[str, Any]:
     param = "row" if "csv" in campaign.audience else "customer_id"
     context: dict[str, Any] = {"preview_search": search, "preview_param": param,
                                "candidates": [], "preview": None, "preview_error": None,
-                               "unmatched": False}
+                               "unmatched": None, "file_search_rows": audience.FILE_SEARCH_ROWS}
     try:
         offered = context["candidates"] = audience.candidates(campaign.audience,
                                                               PREVIEW_CANDIDATES, search)
@@ -240,7 +240,10 @@ def _preview(campaign: Campaign, args: Mapping) -> dict[str, Any]:
     except ValidationError as exc:
         context["preview_error"] = next(iter(exc.fields.values()))
         return context
-    context.update(preview=preview, unmatched=bool(search) and not offered)
+    if search and not offered:
+        rows = campaign.audience.get("csv", {}).get("rows", 0)
+        context["unmatched"] = "file" if rows > audience.FILE_SEARCH_ROWS else "audience"
+    context["preview"] = preview
     shown = preview.recipient
     if shown is not None and all(c.key != shown.key for c in offered):
         offered.insert(0, shown)

@@ -793,3 +793,17 @@ def test_the_picker_is_offered_while_the_message_is_still_unwritten(client, org,
     page = client.get(f"/campaigns/{ident(campaign)}/edit")
     assert preview_options(page.text, "customer_id") == [(str(ident(sara)), "سارة")]
     assert arabic("Write a text or choose a template.") in page.text
+
+
+def test_a_files_search_reads_its_first_rows_only_and_says_so(client, org, admin, sandbox,
+                                                              monkeypatch):
+    """Each keystroke reads the file again: a search looks at its first FILE_SEARCH_ROWS rows
+    (a file may hold a million), and says so when it finds nobody there."""
+    monkeypatch.setattr(audience, "FILE_SEARCH_ROWS", 2)
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
+                                  "0501234569,ليلى\n")
+    assert preview_options(preview_of(client, campaign, q="عمر").text, "row") == [("2", "عمر")]
+    missed = preview_of(client, campaign, q="ليلى")
+    assert arabic("Nobody in the file's first %(num)s rows matches this search.",
+                  num="2") in missed.text
