@@ -760,6 +760,10 @@ def test_the_preview_finds_its_recipient_by_name_or_phone(client, org, admin, sa
     assert preview_options(found.text, "customer_id") == [(str(ident(ahmad)), "أحمد الشمري")]
     assert bubble(found.text) == "مرحبا أحمد الشمري"
     assert len(many) <= 4, many  # the matches, the one previewed: no query per match
+    with count_queries() as more:
+        broad = preview_of(client, campaign, q="عميل")
+    assert len(preview_options(broad.text, "customer_id")) == 20
+    assert len(more) <= 4, more
     by_phone = preview_of(client, campaign, q="055 987 6543")
     assert preview_options(by_phone.text, "customer_id") == [(str(ident(ahmad)), "أحمد الشمري")]
 
