@@ -284,7 +284,8 @@ def _wizard(campaign: Campaign, status: int = 200, *, step: str | None = None,
         variables=VARIABLES,
         custom_keys=[d.key for d in customers.list_field_definitions()] if crm_on else [],
         audience_count=_audience_count(campaign),
-        timezone=current_organization().timezone, **{**_preview(campaign, {}), **context})
+        timezone=current_organization().timezone,
+        **context if "preview" in context else {**_preview(campaign, {}), **context})
 
 
 @blueprint.get("/<int:campaign_id>/edit")
