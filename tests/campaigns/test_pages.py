@@ -753,6 +753,8 @@ def test_the_preview_finds_its_recipient_by_name_or_phone(client, org, admin, sa
     assert len(preview_options(page.text, "customer_id")) == 20
     assert str(ident(ahmad)) not in dict(preview_options(page.text, "customer_id"))
     assert '<input id="preview-search" type="search" name="q"' in page.text
+    # Without JavaScript the form's answer is the whole page, scrolled back to the preview.
+    assert f'action="/campaigns/{ident(campaign)}/preview#start"' in page.text
 
     with count_queries() as many:
         found = preview_of(client, campaign, q="احمد")
