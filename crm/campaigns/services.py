@@ -357,9 +357,11 @@ def preview_message(campaign: Campaign, customer_id: int | None = None,
     if not campaign.message:
         raise ValidationError({"message": _("Write a text or choose a template.")})
     recipient = _preview_recipient(campaign, customer_id, row)
-    variables = recipient.variables if recipient else variables_of("", "", {})
-    return replace(_preview(campaign, render_for(campaign, variables)), recipient=recipient,
-                   empty=tuple(empty_variables(campaign.message, variables)))
+    if recipient is None:  # no audience yet: nobody's values to miss
+        return _preview(campaign, render_for(campaign, variables_of("", "", {})))
+    return replace(_preview(campaign, render_for(campaign, recipient.variables)),
+                   recipient=recipient,
+                   empty=tuple(empty_variables(campaign.message, recipient.variables)))
 
 
 def _preview_recipient(campaign: Campaign, customer_id: int | None,

@@ -813,3 +813,11 @@ def test_a_files_search_reads_its_first_rows_only_and_says_so(client, org, admin
     missed = preview_of(client, campaign, q="ليلى")
     assert arabic("Nobody in the file's first %(num)s rows matches this search.",
                   num="2") in missed.text
+
+
+def test_a_preview_for_nobody_in_particular_warns_of_nothing(client, org, admin, sandbox):
+    """Without an audience yet there is no recipient whose variables could be empty."""
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    shown = preview_of(client, campaign)
+    assert bubble(shown.text) == "مرحبا "
+    assert "preview-warnings" not in shown.text
