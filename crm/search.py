@@ -80,14 +80,27 @@ def like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
-def search_terms(term: str, region: str | None) -> tuple[str, list[str]]:
-    """The LIKE patterns a search runs (the CRM's and the inbox's alike): folded text, and the
-    digits of a phone number as the country reads it (0501234567 → 966501234567), as typed (a
-    fragment) and, since stored numbers are E.164, as typed after a national 0 («٠٥٥١٢٣» →
-    55123, which 966551234567 holds)."""
+def search_forms(term: str, region: str | None) -> tuple[str, list[str]]:
+    """What a search looks for: folded text, and the digits of a phone number as the country
+    reads it (0501234567 → 966501234567), as typed (a fragment) and, since stored numbers are
+    E.164, as typed after a national 0 («٠٥٥١٢٣» → 55123, which 966551234567 holds)."""
     typed = phone_digits(term)
     digits = {phone_digits(term, region), typed, typed.lstrip("0")}
-    return like_pattern(fold_text(term)), sorted(like_pattern(d) for d in digits if len(d) >= 3)
+    return fold_text(term), sorted(d for d in digits if len(d) >= 3)
+
+
+def search_terms(term: str, region: str | None) -> tuple[str, list[str]]:
+    """The LIKE patterns a search runs (the CRM's and the inbox's alike): `search_forms`."""
+    text, digits = search_forms(term, region)
+    return like_pattern(text), [like_pattern(d) for d in digits]
+
+
+def matches(forms: tuple[str, list[str]], name: str, phone: str | None) -> bool:
+    """Whether a name and an E.164 phone held in memory (not in a table) match a search's
+    `search_forms`, as the search columns would."""
+    text, digits = forms
+    return ((bool(text) and text in fold_text(name))
+            or (phone is not None and any(d in phone.lstrip("+") for d in digits)))
 
 
 # Under Row Level Security PostgreSQL turns a query's conditions into index conditions only

@@ -4,7 +4,15 @@ import pytest
 from sqlalchemy import text
 
 from crm.extensions import db
-from crm.search import fold_text, like_pattern, normalize_phone, phone_digits, search_terms
+from crm.search import (
+    fold_text,
+    like_pattern,
+    matches,
+    normalize_phone,
+    phone_digits,
+    search_forms,
+    search_terms,
+)
 
 SAMPLES = ["أحمد", "إيمان", "آمنة", "مدرسة", "مستشفى", "مُحَمَّد", "عـــلي", "ٱلله", "مؤمن", "هيئة",
            "Ahmed AL-Qahtani", "٠٥٠١٢٣٤٥٦٧", "شركة الرَّيان ٣"]
@@ -57,3 +65,12 @@ def test_normalize_phone_refuses_what_is_not_a_number():
 
 def test_like_patterns_escape_wildcards():
     assert like_pattern("50%_\\") == "%50\\%\\_\\\\%"
+
+
+@pytest.mark.parametrize(("term", "found"), [
+    ("احمد", True), ("أحمد الشمري", True), ("0559876543", True), ("٠٥٥٩٨٧", True),
+    ("+966 55 987 6543", True), ("سارة", False), ("0501234567", False)])
+def test_a_name_and_number_in_memory_match_as_the_search_columns_do(term, found):
+    """A file's row (not in a table) is searched with the CRM's rules: letters folded, the
+    number in any written form or a fragment of it."""
+    assert matches(search_forms(term, "SA"), "أحمد الشمري", "+966559876543") is found

@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,14 @@ from crm.customers.models import Customer
 from crm.errors import NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.services import current_organization
-from crm.search import normalize_phone
+from crm.search import matches, normalize_phone, search_forms
 from crm.tenancy import current_organization_id
 
 MAX_CUSTOMER_IDS = 10_000
 CSV_BATCH = 1000
+# A preview's search reads the file again at each keystroke: only its first rows (a row costs
+# some 20 µs, most of it reading the number), so a large file answers within half a second.
+FILE_SEARCH_ROWS = 20_000
 KINDS = ("segment_id", "tag", "customer_ids", "csv")
 
 
@@ -156,7 +161,7 @@ def csv_path(spec: Mapping[str, Any]) -> Path:
     """The stored file an audience names, only inside the organization's folder."""
     folder = csv_directory().resolve()
     path = (folder / str(spec.get("file", ""))).resolve()
-    if not path.is_relative_to(folder) or path == folder:
+    if not path.is_relative_to(folder) or not path.is_file():
         raise ValidationError({"audience": _("The uploaded file is missing; upload it again.")})
     return path
 
@@ -176,14 +181,84 @@ def customers_query(audience: Mapping[str, Any]) -> Select | None:
     return None
 
 
-def sample(audience: Mapping[str, Any], limit: int) -> list[Customer]:
-    """The audience's first customers now (none for a CSV file, or a deleted segment): whom
-    a page offers to preview the message for."""
+# -- whom a preview is for --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Candidate:
+    """Someone the message can be previewed for, with the variables the start will freeze for
+    them: a customer (`key`: their id) or a row of the audience's file (`key`: its number
+    under the header, from 1)."""
+
+    key: int
+    name: str
+    phone: str | None
+    variables: dict[str, Any]
+
+
+def customer_candidate(customer: Customer) -> Candidate:
+    return Candidate(customer.id, customer.name, customer.phone,
+                     variables_of(customer.name, customer.company, customer.custom_fields))
+
+
+def candidates(audience: Mapping[str, Any], limit: int, search: str = "") -> list[Candidate]:
+    """The audience's first `limit` people now, or its first matching `search` (a name or a
+    phone, folded as the CRM's search folds them): whom a page offers to preview the message
+    for. None for a deleted segment; a file's rows that will not be sent to are left out."""
+    if "csv" in audience:
+        return _file_candidates(audience["csv"], limit, search)
     try:
         query = customers_query(audience) if audience else None
     except NotFoundError:
         return []
-    return list(db.session.scalars(query.limit(limit))) if query is not None else []
+    if query is None:
+        return []
+    if search:
+        matching = customers.filtered_query(customers.CustomerFilters(search=search))
+        query = query.where(Customer.id.in_(
+            matching.with_only_columns(Customer.id).order_by(None)))
+    return [customer_candidate(customer) for customer in db.session.scalars(query.limit(limit))]
+
+
+def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[Candidate]:
+    """The file's first rows with a valid number (the first of each number, as the freezing
+    keeps it) whose number or name in the file matches `search`, among its first
+    FILE_SEARCH_ROWS."""
+    forms = search_forms(search, current_organization().country) if search else None
+    seen: set[str] = set()
+    found: list[tuple[int, str, str]] = []
+    for number, phone, _raw, name in islice(_file_rows(csv_path(spec), spec), FILE_SEARCH_ROWS):
+        if phone is None or phone in seen:
+            continue
+        seen.add(phone)
+        if forms is None or matches(forms, name, phone):
+            found.append((number, phone, name))
+            if len(found) == limit:
+                break
+    return _as_candidates(found)
+
+
+def file_candidate(audience: Mapping[str, Any], number: int) -> Candidate | None:
+    """The row `number` of the audience's file, if the campaign will send to it."""
+    if "csv" not in audience:
+        return None
+    seen: set[str | None] = {None}
+    for row_number, phone, _raw, name in _file_rows(csv_path(audience["csv"]), audience["csv"]):
+        if row_number >= number:
+            return (_as_candidates([(number, phone, name)])[0]
+                    if row_number == number and phone not in seen else None)
+        seen.add(phone)
+    return None
+
+
+def _as_candidates(rows: list[tuple[int, str, str]]) -> list[Candidate]:
+    """Rows of a file as the freezing writes them: a number the CRM knows takes its customer's
+    variables, another the name the file gives it."""
+    known = {customer.phone: customer for customer in db.session.scalars(
+        select(Customer).where(Customer.phone.in_([phone for _n, phone, _name in rows]),
+                               Customer.merged_into_id.is_(None)))} if rows else {}
+    return [replace(customer_candidate(known[phone]), key=number) if phone in known
+            else Candidate(number, name, phone, variables_of(name, "", {}))
+            for number, phone, name in rows]
 
 
 def chosen_customers(ids: list[int]) -> list[Customer]:
@@ -259,22 +334,29 @@ def _freeze_csv(campaign: Campaign, spec: Mapping[str, Any]) -> None:
           AND c.merged_into_id IS NULL"""), {"campaign_id": campaign.id})
 
 
-def _csv_rows(campaign_id: int, path: Path, spec: Mapping[str, Any]
-             ) -> Iterator[list[dict[str, Any]]]:
+def _file_rows(path: Path, spec: Mapping[str, Any]
+               ) -> Iterator[tuple[int, str | None, str, str]]:
+    """Each row of an audience file under its header but blank lines: its number (from 1),
+    its phone in E.164 (None when not valid), what its phone column said, its name."""
     region = current_organization().country
     rows = open_csv(path, Reading(spec["encoding"], spec["delimiter"]))
     if spec["header"]:
         next(rows, None)
-    batch: list[dict[str, Any]] = []
-    for row in rows:
+    phone_column, name_column = spec["phone_column"], spec.get("name_column")
+    for number, row in enumerate(rows, 1):
         row = [cell.replace("\x00", "") for cell in row]  # PostgreSQL cannot store a NUL
-        raw = row[spec["phone_column"]].strip() if len(row) > spec["phone_column"] else ""
-        name_column = spec.get("name_column")
-        name = (" ".join(row[name_column].split())[:160]
-                if name_column is not None and len(row) > name_column else "")
+        raw = row[phone_column].strip() if len(row) > phone_column else ""
         if not raw and not any(cell.strip() for cell in row):
             continue  # a blank line
-        phone = normalize_phone(raw, region)
+        name = (" ".join(row[name_column].split())[:160]
+                if name_column is not None and len(row) > name_column else "")
+        yield number, normalize_phone(raw, region), raw, name
+
+
+def _csv_rows(campaign_id: int, path: Path, spec: Mapping[str, Any]
+             ) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for _number, phone, raw, name in _file_rows(path, spec):
         batch.append({
             "organization_id": current_organization_id(), "campaign_id": campaign_id,
             "phone": phone,

@@ -36,7 +36,7 @@ class CampaignLine:
 
     @property
     def progress(self) -> reports.Progress:
-        return reports.progress_of(self.results)
+        return reports.progress_of(self.results, self.campaign.is_preparing)
 
 
 def campaign_lines() -> tuple[list[CampaignLine], CampaignLine | None]:

@@ -101,6 +101,11 @@ class Campaign(VersionedMixin, TenantMixin, db.Model):
     profile: Mapped[WhatsAppProfile] = relationship()
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
 
+    @property
+    def is_preparing(self) -> bool:
+        """Started, its list of recipients not frozen yet: its counts read 0 until then."""
+        return self.status == "running" and self.frozen_at is None
+
     def __repr__(self) -> str:
         return f"<Campaign {self.id} {self.status}>"
 

@@ -33,16 +33,28 @@ def variables_of(name: str, company: str, custom: Mapping[str, Any]) -> dict[str
             "company": company, "custom": dict(custom)}
 
 
+def _value(match: re.Match, variables: Mapping[str, Any]) -> str:
+    if match.group(2):
+        found = (variables.get("custom") or {}).get(match.group(2))
+    else:
+        found = variables.get(match.group(1))
+    return "" if found is None else str(found)
+
+
 def render(text: str, variables: Mapping[str, Any]) -> str:
     """`text` with each variable replaced by the recipient's value ("" when they have none)."""
-    def value(match: re.Match) -> str:
-        if match.group(2):
-            found = (variables.get("custom") or {}).get(match.group(2))
-        else:
-            found = variables.get(match.group(1))
-        return "" if found is None else str(found)
+    return VARIABLE.sub(lambda match: _value(match, variables), text)
 
-    return VARIABLE.sub(value, text)
+
+def empty_variables(message: Mapping[str, Any], variables: Mapping[str, Any]) -> list[str]:
+    """The variables a message uses (in its text or its template's parameters) that are empty
+    for one recipient, as written (`{company}`), each once: the holes their message will
+    have, for the preview to point out."""
+    template = message.get("template")
+    texts = template.get("parameters", []) if template else [message.get("text", "")]
+    return list(dict.fromkeys(match.group(0) for text in texts
+                              for match in VARIABLE.finditer(text)
+                              if not _value(match, variables).strip()))
 
 
 def check_variables(text: str, field_name: str, custom_keys: set[str] | None) -> None:

@@ -32,15 +32,16 @@ class Progress:
 
     current: int
     total: int
+    preparing: bool = False  # the list is being frozen: the figures are not known yet
 
     @property
     def percent(self) -> int:
         return round(100 * self.current / self.total) if self.total else 0
 
 
-def progress_of(results: dict[str, int]) -> Progress:
+def progress_of(results: dict[str, int], preparing: bool = False) -> Progress:
     """campaignProgress's numbers: whoever is no longer queued has had their turn."""
-    return Progress(results["total"] - results["queued"], results["total"])
+    return Progress(results["total"] - results["queued"], results["total"], preparing)
 
 
 def results_of(campaign_ids: Iterable[int]) -> dict[int, dict[str, int]]:

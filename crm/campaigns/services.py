@@ -28,7 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from datetime import time as time_of_day
 from typing import Any
@@ -53,6 +53,7 @@ from crm.campaigns.models import (
 from crm.campaigns.rendering import (
     Outbound,
     check_variables,
+    empty_variables,
     outbound,
     placeholder_count,
     template_body,
@@ -345,23 +346,38 @@ class Preview:
     text: str
     template: dict | None = None  # name, language and the parameters as sent
     media: dict | None = None
+    recipient: audience.Candidate | None = None  # whom it is shown for (None: nobody yet)
+    empty: tuple[str, ...] = ()  # the variables it uses that are empty for them
 
 
-def preview_message(campaign: Campaign, customer_id: int | None = None) -> Preview:
-    """The campaign's message for one customer (`customer_id`, else the audience's first)."""
+def preview_message(campaign: Campaign, customer_id: int | None = None,
+                    row: int | None = None) -> Preview:
+    """The campaign's message for one customer (`customer_id`), one row of its audience's
+    file (`row`), else the audience's first person."""
     if not campaign.message:
         raise ValidationError({"message": _("Write a text or choose a template.")})
-    customer = None
+    recipient = _preview_recipient(campaign, customer_id, row)
+    if recipient is None:  # no audience yet: nobody's values to miss
+        return _preview(campaign, render_for(campaign, variables_of("", "", {})))
+    return replace(_preview(campaign, render_for(campaign, recipient.variables)),
+                   recipient=recipient,
+                   empty=tuple(empty_variables(campaign.message, recipient.variables)))
+
+
+def _preview_recipient(campaign: Campaign, customer_id: int | None,
+                       row: int | None) -> audience.Candidate | None:
     if customer_id is not None:
         customer = customers.resolve_customer(customer_id)
         if customer is None:
             raise ValidationError({"customer_id": _("Choose one of your customers.")})
-    else:
-        query = audience.customers_query(campaign.audience) if campaign.audience else None
-        customer = db.session.scalar(query.limit(1)) if query is not None else None
-    variables = (variables_of(customer.name, customer.company, customer.custom_fields)
-                 if customer else variables_of("", "", {}))
-    return _preview(campaign, render_for(campaign, variables))
+        return audience.customer_candidate(customer)
+    if row is not None:
+        found = audience.file_candidate(campaign.audience, row)
+        if found is None:
+            raise ValidationError({"row": _("Choose one of the file's rows.")})
+        return found
+    first = audience.candidates(campaign.audience, 1)
+    return first[0] if first else None
 
 
 def render_for(campaign: Campaign, variables: Mapping[str, Any]) -> Outbound:

@@ -56,6 +56,7 @@ PAGE = 25
 RECIPIENTS_PAGE = 50
 PICK_LIMIT = 10
 PREVIEW_CANDIDATES = 20
+PREVIEW_SEARCH_MAX = 100
 CHOSEN_SHOWN = 200
 HISTORY_SHOWN = 10
 RECENT_SENDS = 3  # campaign messages the inbox's panel lists
@@ -117,6 +118,12 @@ def _wa_format(text: str) -> Markup:
 
 # -- the list ---------------------------------------------------------------------------------
 
+def _progress(campaigns: list[Campaign]) -> dict[int, reports.Progress]:
+    results = reports.results_of(campaign.id for campaign in campaigns)
+    return {campaign.id: reports.progress_of(results[campaign.id], campaign.is_preparing)
+            for campaign in campaigns if campaign.id in results}
+
+
 @blueprint.get("/")
 @require("campaigns", "read")
 def list_campaigns():
@@ -128,8 +135,7 @@ def list_campaigns():
     rows, next_cursor = services.list_campaigns(status, after, PAGE, search=search)
     context = {"campaigns": rows, "next_cursor": next_cursor, "after": after,
                "status_filter": status, "search": search,
-               "progress": {campaign_id: reports.progress_of(results) for campaign_id, results
-                            in reports.results_of(campaign.id for campaign in rows).items()},
+               "progress": _progress(rows),
                "filter_args": {key: value for key, value in
                                (("status", status), ("q", search)) if value}}
     if is_htmx():
@@ -215,12 +221,33 @@ def _chosen_template(campaign: Campaign, choices: list[TemplateChoice],
                  == (saved.get("name"), saved.get("language"))), None)
 
 
-def _preview(campaign: Campaign, customer_id: int | None) -> dict[str, Any]:
+def _preview(campaign: Campaign, args: Mapping) -> dict[str, Any]:
+    """The preview and whom it offers: the audience's first people, or those matching `q`;
+    the message for the one picked (`customer_id`, or `row` of a file), else the first
+    offered. The one shown is always among the options, picked."""
+    search = " ".join(str(args.get("q", "")).split())[:PREVIEW_SEARCH_MAX]
+    param = "row" if "csv" in campaign.audience else "customer_id"
+    context: dict[str, Any] = {"preview_search": search, "preview_param": param,
+                               "candidates": [], "preview": None, "preview_error": None,
+                               "unmatched": None, "file_search_rows": audience.FILE_SEARCH_ROWS}
     try:
-        return {"preview": services.preview_message(campaign, customer_id),
-                "preview_error": None}
+        offered = context["candidates"] = audience.candidates(campaign.audience,
+                                                              PREVIEW_CANDIDATES, search)
+        picked = parse_id(args.get(param))
+        if offered and (search or picked is None) and picked not in {c.key for c in offered}:
+            picked = offered[0].key  # a search shows its first match
+        preview = services.preview_message(campaign, **{param: picked})
     except ValidationError as exc:
-        return {"preview": None, "preview_error": next(iter(exc.fields.values()))}
+        context["preview_error"] = next(iter(exc.fields.values()))
+        return context
+    if search and not offered:
+        rows = campaign.audience.get("csv", {}).get("rows", 0)
+        context["unmatched"] = "file" if rows > audience.FILE_SEARCH_ROWS else "audience"
+    context["preview"] = preview
+    shown = preview.recipient
+    if shown is not None and all(c.key != shown.key for c in offered):
+        offered.insert(0, shown)
+    return context
 
 
 def _audience_count(campaign: Campaign) -> int | None:
@@ -256,9 +283,9 @@ def _wizard(campaign: Campaign, status: int = 200, *, step: str | None = None,
         chosen=_chosen_template(campaign, choices, context.pop("template_id", None)),
         variables=VARIABLES,
         custom_keys=[d.key for d in customers.list_field_definitions()] if crm_on else [],
-        candidates=audience.sample(campaign.audience, PREVIEW_CANDIDATES),
         audience_count=_audience_count(campaign),
-        timezone=current_organization().timezone, **{**_preview(campaign, None), **context})
+        timezone=current_organization().timezone,
+        **context if "preview" in context else {**_preview(campaign, {}), **context})
 
 
 @blueprint.get("/<int:campaign_id>/edit")
@@ -409,11 +436,10 @@ def template_fields(campaign_id: int):
 def preview_campaign(campaign_id: int):
     """The message as the chosen recipient's phone shows it."""
     campaign = services.access_campaign(campaign_id)
-    customer_id = parse_id(request.args.get("customer_id"))
-    context = _preview(campaign, customer_id)
+    context = _preview(campaign, request.args)
     if is_htmx() or campaign.status != "draft":
-        return fragment("campaigns/_preview.html", campaign=campaign, **context)
-    return _wizard(campaign, preview_customer_id=customer_id, **context)
+        return fragment("campaigns/_preview_answer.html", campaign=campaign, **context)
+    return _wizard(campaign, **context)
 
 
 # -- start, pause, resume, cancel, delete -----------------------------------------------------
@@ -494,7 +520,7 @@ def _summary(campaign: Campaign) -> dict[str, Any]:
     results = services.campaign_results(campaign)
     rtl = text_direction() == "rtl"
     return {"campaign": campaign, "results": results,
-            "progress": reports.progress_of(results),
+            "progress": reports.progress_of(results, campaign.is_preparing),
             "funnel": reports.funnel(results, rtl),
             "timeline": reports.sends_over_time(campaign, rtl),
             "failures": services.failure_reasons(campaign),

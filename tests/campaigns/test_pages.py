@@ -10,11 +10,11 @@ import io
 import re
 
 import pytest
-from flask_babel import force_locale, ngettext, pgettext
+from flask_babel import force_locale, gettext, ngettext, pgettext
 from markupsafe import Markup, escape
 from sqlalchemy import select
 
-from crm.campaigns import consent
+from crm.campaigns import audience, consent
 from crm.campaigns.models import Campaign, NumberSettings
 from crm.extensions import db, socketio
 from crm.foundation import services as foundation_services
@@ -424,6 +424,28 @@ def test_a_scheduled_campaign_says_how_many_people_it_will_reach(client, org, ad
     assert expected not in client.get(f"/campaigns/{ident(campaign)}").text
 
 
+
+def test_a_started_campaign_says_its_list_is_being_prepared_until_it_is_frozen(
+        app, client, org, admin, sandbox, clock):
+    """Between the start and the freezing of its list (a few seconds in the runner) its
+    counts are all 0: the campaign's page, the list and the dashboard say the list is being
+    prepared instead of «0 of 0»; once frozen they show the figures."""
+    people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
+    campaign = text_campaign(org, sandbox, customers=people)
+    start(org, campaign)
+    preparing = arabic("Preparing the list of recipients…")
+    zeros = arabic("%(current)s of %(total)s", current="0", total="0")
+    for path in (f"/campaigns/{ident(campaign)}", "/campaigns/", "/"):
+        shown = client.get(path).text
+        assert preparing in shown, path
+        assert zeros not in shown, path
+    assert 'class="count-total"' not in client.get(f"/campaigns/{ident(campaign)}").text
+    sent_by_sandbox(app, clock)
+    shown = client.get(f"/campaigns/{ident(campaign)}").text
+    assert preparing not in shown
+    assert arabic("%(current)s of %(total)s", current="3", total="3") in shown
+
+
 def test_the_engine_pausing_itself_says_why(client, org, admin, sandbox):
     from crm.campaigns import services
 
@@ -628,3 +650,174 @@ def test_a_nul_in_an_uploaded_file_does_not_stop_the_campaign(app, client, org, 
     assert [(r.variables["name"], r.phone) for r in recipients(org, campaign)] == [
         ("سارة", "+966501234567"), ("عمر", "+966501234568")]
     assert fresh(org, campaign).status == "completed"
+
+
+# -- the preview ------------------------------------------------------------------------------
+
+def upload_file(client, campaign, text: str) -> None:
+    answer = client.post(f"/campaigns/{ident(campaign)}/audience",
+                         data={"file": (io.BytesIO(text.encode()), "numbers.csv")},
+                         content_type="multipart/form-data")
+    assert answer.status_code == 303
+
+
+def preview_options(html: str, name: str) -> list[tuple[str, str]]:
+    """The recipients the preview offers: (value, label) of the picker named `name`."""
+    picker = re.search(rf'<select id="preview-customer" name="{name}".*?</select>', html, re.S)
+    return re.findall(r'<option value="(\d+)"[^>]*>([^<]*)</option>', picker.group(0))
+
+
+def bubble(html: str) -> str:
+    return re.search(r'<p class="message-text" dir="auto">(.*?)</p>', html, re.S).group(1)
+
+
+def naming_variable(message: str, variable: str) -> str:
+    """`message` in Arabic as the preview shows it, naming `variable` as code."""
+    with force_locale("ar"):
+        shown = str(escape(gettext(message, variable="VARIABLE")))
+    return shown.replace("VARIABLE", f'<code dir="ltr">{variable}</code>')
+
+
+def preview_of(client, campaign, **query):
+    return client.get(f"/campaigns/{ident(campaign)}/preview", query_string=query, headers=HTMX)
+
+
+def test_a_files_audience_is_previewed_for_its_rows_with_their_names(client, org, admin,
+                                                                     sandbox):
+    """The preview offers the file's first rows that will be sent to, named as the start
+    freezes them (the file's name column, or the CRM's customer for a number it knows), and
+    renders the message for the row picked; without a pick, for the file's first row."""
+    make_customer(org, name="ليلى أحمد", phone="0501234569")
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\nnot a number,خطأ\n"
+                                  "0501234568,عمر\n0501234569,Layla\n+966501234567,مكرر\n")
+
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert preview_options(page.text, "row") == [("1", "سارة"), ("3", "عمر"),
+                                                 ("4", "ليلى أحمد")]
+    assert bubble(page.text) == "مرحبا سارة"
+    assert bubble(preview_of(client, campaign, row="3").text) == "مرحبا عمر"
+    assert bubble(preview_of(client, campaign, row="4").text) == "مرحبا ليلى أحمد"
+    found = preview_of(client, campaign, q="عمر")
+    assert preview_options(found.text, "row") == [("3", "عمر")]
+    assert bubble(found.text) == "مرحبا عمر"
+    refused = preview_of(client, campaign, row="2")  # an invalid number: nobody gets it
+    assert arabic("Choose one of the file's rows.") in refused.text
+
+
+def test_the_preview_says_which_variable_is_empty_for_the_recipient(client, org, admin,
+                                                                    sandbox):
+    """A customer without a company leaves a hole in «لعملاء {company}.»: the preview names the
+    variable beside the bubble; a customer with one is not warned; the start is not blocked."""
+    sara = make_customer(org, name="سارة", phone="0501234567")
+    omar = make_customer(org, name="عمر", phone="0501234568", company="مخبز النور")
+    campaign = text_campaign(org, sandbox, customers=[sara, omar],
+                             message={"text": "عرض لعملاء {company}. {first_name}"})
+
+    warned = preview_of(client, campaign, customer_id=ident(sara))
+    assert bubble(warned.text) == "عرض لعملاء . سارة"
+    assert naming_variable("%(variable)s is empty for this recipient: their message has "
+                           "nothing in its place.", "{company}") in warned.text
+    assert "{first_name}" not in warned.text
+    assert "preview-warnings" not in preview_of(client, campaign, customer_id=ident(omar)).text
+    assert client.post(f"/campaigns/{ident(campaign)}/start").status_code == 303
+
+
+def test_a_templates_empty_parameter_is_named_in_the_preview(client, org, admin):
+    """A template parameter that is empty for the recipient goes out as «-»: the preview says
+    so, naming the variable."""
+    number = cloud_number(org)
+    make_template(org, number, body="مرحبا {{1}} من {{2}}")
+    sara = make_customer(org, name="سارة", phone="0501234567")
+    campaign = make_campaign(org, number, audience={"customer_ids": [ident(sara)]},
+                             message={"template": {"name": "spring_offer", "language": "ar",
+                                                   "parameters": ["{first_name}",
+                                                                  "{company}"]}})
+    shown = preview_of(client, campaign)
+    assert "مرحبا سارة من -" in shown.text
+    assert naming_variable("%(variable)s is empty for this recipient: their message shows «-» "
+                           "in its place.", "{company}") in shown.text
+
+
+def test_the_preview_finds_its_recipient_by_name_or_phone(client, org, admin, sandbox):
+    """Past the audience's first 20, a search picks the previewed customer: by name with
+    Arabic letters folded, or by phone in any written form; among the audience only; as htmx
+    (the matches and the preview) and as a plain GET form (the whole page, the search kept)."""
+    ahmad = make_customer(org, name="أحمد الشمري", phone="0559876543", tags=["vip"])
+    for n in range(25):
+        make_customer(org, name=f"عميل {n}", phone=f"05012345{n:02d}", tags=["vip"])
+    make_customer(org, name="أحمد بلا وسم", phone="0559876500")
+    campaign = text_campaign(org, sandbox, audience={"tag": "vip"},
+                             message={"text": "مرحبا {name}"})
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert len(preview_options(page.text, "customer_id")) == 20
+    assert str(ident(ahmad)) not in dict(preview_options(page.text, "customer_id"))
+    assert '<input id="preview-search" type="search" name="q"' in page.text
+    # Without JavaScript the form's answer is the whole page, scrolled back to the preview.
+    assert f'action="/campaigns/{ident(campaign)}/preview#start"' in page.text
+
+    with count_queries() as many:
+        found = preview_of(client, campaign, q="احمد")
+    assert "<html" not in found.text
+    assert preview_options(found.text, "customer_id") == [(str(ident(ahmad)), "أحمد الشمري")]
+    assert bubble(found.text) == "مرحبا أحمد الشمري"
+    assert len(many) <= 4, many  # the matches, the one previewed: no query per match
+    with count_queries() as more:
+        broad = preview_of(client, campaign, q="عميل")
+    assert len(preview_options(broad.text, "customer_id")) == 20
+    assert len(more) <= 4, more
+    by_phone = preview_of(client, campaign, q="055 987 6543")
+    assert preview_options(by_phone.text, "customer_id") == [(str(ident(ahmad)), "أحمد الشمري")]
+
+    plain = client.get(f"/campaigns/{ident(campaign)}/preview", query_string={"q": "٠٥٥٩٨٧٦٥٤٣"})
+    assert plain.status_code == 200
+    assert "<html" in plain.text
+    assert 'value="٠٥٥٩٨٧٦٥٤٣"' in plain.text
+    assert preview_options(plain.text, "customer_id") == [(str(ident(ahmad)), "أحمد الشمري")]
+    assert bubble(plain.text) == "مرحبا أحمد الشمري"
+
+    nobody = preview_of(client, campaign, q="zzz")
+    assert arabic("Nobody in the audience matches this search.") in nobody.text
+
+
+def test_a_files_audience_whose_file_is_gone_says_so_in_the_preview(app, client, org, admin,
+                                                                     sandbox):
+    """The page still opens; the preview asks for the file again."""
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\n")
+    with organization_context(ident(org)):
+        audience.csv_path(fresh(org, campaign).audience["csv"]).unlink()
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert page.status_code == 200
+    assert arabic("The uploaded file is missing; upload it again.") in page.text
+
+
+def test_the_picker_is_offered_while_the_message_is_still_unwritten(client, org, admin, sandbox):
+    """The preview asks for a message; whom it will be for is already offered."""
+    sara = make_customer(org, name="سارة", phone="0501234567")
+    campaign = make_campaign(org, sandbox, audience={"customer_ids": [ident(sara)]})
+    page = client.get(f"/campaigns/{ident(campaign)}/edit")
+    assert preview_options(page.text, "customer_id") == [(str(ident(sara)), "سارة")]
+    assert arabic("Write a text or choose a template.") in page.text
+
+
+def test_a_files_search_reads_its_first_rows_only_and_says_so(client, org, admin, sandbox,
+                                                              monkeypatch):
+    """Each keystroke reads the file again: a search looks at its first FILE_SEARCH_ROWS rows
+    (a file may hold a million), and says so when it finds nobody there."""
+    monkeypatch.setattr(audience, "FILE_SEARCH_ROWS", 2)
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
+                                  "0501234569,ليلى\n")
+    assert preview_options(preview_of(client, campaign, q="عمر").text, "row") == [("2", "عمر")]
+    missed = preview_of(client, campaign, q="ليلى")
+    assert arabic("Nobody in the file's first %(num)s rows matches this search.",
+                  num="2") in missed.text
+
+
+def test_a_preview_for_nobody_in_particular_warns_of_nothing(client, org, admin, sandbox):
+    """Without an audience yet there is no recipient whose variables could be empty."""
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    shown = preview_of(client, campaign)
+    assert bubble(shown.text) == "مرحبا "
+    assert "preview-warnings" not in shown.text

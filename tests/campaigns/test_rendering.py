@@ -7,7 +7,7 @@ import pytest
 
 from crm.campaigns import services
 from crm.campaigns.models import Campaign
-from crm.campaigns.rendering import outbound, render, variables_of
+from crm.campaigns.rendering import empty_variables, outbound, render, variables_of
 from crm.errors import ValidationError
 from crm.extensions import db
 from crm.tenancy import organization_context
@@ -82,3 +82,14 @@ def test_the_preview_refuses_a_customer_of_another_organization(org, other_org):
 
     with pytest.raises(ValidationError):
         preview(org, campaign, stranger)
+
+
+def test_the_variables_empty_for_a_recipient_are_named_once_each():
+    """Blank values count as empty; a 0 does not; a template's parameters are read too."""
+    variables = variables_of("Omar Ali", " ", {"visits": 0, "city": ""})
+
+    assert empty_variables({"text": "{company} {custom.city} {company} {custom.visits} "
+                                    "{name} {custom.none}"}, variables) == [
+        "{company}", "{custom.city}", "{custom.none}"]
+    assert empty_variables(template_message("{first_name}", "{company}"), variables) == [
+        "{company}"]

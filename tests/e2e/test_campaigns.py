@@ -192,6 +192,49 @@ def test_a_campaign_goes_out_live_and_an_opt_out_is_skipped_next_time(browsing, 
     assert browsing.dialogs == []
 
 
+
+def test_the_preview_finds_its_recipient_with_the_keyboard(browsing, live_server):
+    """Past the audience's first 20, typing in the preview's search swaps the matches and the
+    preview in (letters folded: «احمد» finds «أحمد»), with a warning naming a variable empty
+    for the recipient; Tab reaches the list, whose arrow keys preview the next match and keep
+    the focus there."""
+    account = live_server.make_account()
+    org_id = account.organization_id
+    with live_server.transaction(org_id):
+        org = db.session.get(Organization, org_id)
+        org.admin = db.session.get(User, account.user_id)
+        profile = make_profile(org, "sandbox")
+        make_customer(org, name="أحمد الشمري", phone="0559876543", tags=["vip"],
+                      company="مخبز النور")
+        make_customer(org, name="احمد سالم", phone="0559876544", tags=["vip"])
+        for n in range(22):
+            make_customer(org, name=f"عميل {n}", phone=f"05012345{n:02d}", tags=["vip"])
+        campaign_id = services.create_campaign(org.admin, {
+            "name": "عرض", "profile_id": profile.id, "audience": {"tag": "vip"},
+            "message": {"text": "مرحبا {first_name} من {company}"}}).id
+
+    page = browsing.new_page(account=account)
+    page.goto(f"/campaigns/{campaign_id}/edit")
+    options = page.locator("#preview-customer option")
+    expect(options).to_have_count(20)
+    page.locator("#preview-search").focus()
+    page.keyboard.type("احمد")
+    expect(options).to_have_count(2)
+    text = page.locator("#campaign-preview .message-text")
+    expect(text).to_have_text("مرحبا احمد من")
+    expect(page.locator("#campaign-preview .preview-warnings")).to_contain_text("{company}")
+
+    page.keyboard.press("Tab")
+    picker = page.locator("#preview-customer")
+    expect(picker).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(text).to_have_text("مرحبا أحمد من مخبز النور")
+    expect(page.locator("#campaign-preview .preview-warnings")).to_have_count(0)
+    expect(picker).to_be_focused()
+    screenshot(page, "campaign-preview-search-ar")
+    assert browsing.csp_violations() == []
+
+
 def translated_p(live: LiveServer, context: str, message: str) -> str:
     """What the live app says for `message` in Arabic, in `context` (pgettext)."""
     from flask_babel import force_locale, pgettext
