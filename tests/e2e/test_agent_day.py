@@ -14,7 +14,7 @@ from crm.customers import services as crm
 from crm.extensions import db
 from crm.foundation.models import Organization, User
 from crm.whatsapp import inbox
-from tests.e2e.conftest import PHONE, open_live, screenshot, translated
+from tests.e2e.conftest import PHONE, expect_settled, open_live, screenshot, translated
 from tests.factories import make_user
 from tests.live import Account, LiveServer
 from tests.whatsapp.factories import make_conversation, make_profile
@@ -165,6 +165,30 @@ def test_a_conversation_taken_from_the_queue_leaves_the_other_agents_list(browsi
     expect(other.locator(row)).to_have_count(0)
     _no_sideways_scroll(page)
     screenshot(other, "agent-day-queue-ar")
+
+
+def test_taking_a_conversation_missing_from_the_list_on_screen(browsing, live_server):
+    """An agent opens an unassigned conversation by its address beside her resolved ones: its
+    row is not on screen, nor does taking it or labelling it bring it there. Neither answer
+    looks for the row: no htmx error."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    sara = _agent(live_server, admin.organization_id, "سارة")
+    page = _phone(browsing.new_page(account=sara))
+    open_live(page, f"/inbox/conversations/{conversation_id}?scope=mine&status=resolved")
+    row = page.locator(f"#conversation-row-{conversation_id}")
+
+    page.get_by_role("button", name=translated(live_server, "Take it", "ar")).click()
+    expect(page.get_by_role("button", name=translated(live_server, "Resolve", "ar"))
+           ).to_be_visible()
+    page.locator(".details-link").click()
+    page.locator("input[name=labels]").fill("مميز")
+    with page.expect_response(re.compile(r"/labels$")):
+        page.locator("input[name=labels]").press("Enter")
+
+    expect_settled(page.locator(f"#conversation-{conversation_id}-panel"))
+    expect(row).to_have_count(0)
+    assert [text for text in browsing.console_errors if "htmx" in text] == []
 
 
 def test_a_saved_reply_is_inserted_by_typing_a_slash(browsing, live_server):
