@@ -102,7 +102,7 @@ def test_a_contact_without_a_name_is_shown_by_the_number_written_as_everywhere(c
     row = page_text(client, "/inbox").split(f'id="conversation-row-{conversation.id}"')[1]
     thread = page_text(client, f"/inbox/conversations/{conversation.id}")
 
-    shown = '<span class="ltr" dir="ltr">+966 55 012 3456</span>'
+    shown = '<span class="ltr phone" dir="ltr">+966 55 012 3456</span>'
     assert shown in row.split('class="row-preview"')[0]
     assert shown in thread.split(f'id="conversation-{conversation.id}-title"')[1].split("</h2>")[0]
     header = thread.split('class="thread-title"')[1].split("</div>")[0]
