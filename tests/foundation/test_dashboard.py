@@ -155,6 +155,28 @@ def test_tasks_due_today_and_overdue_link_to_their_lists(client, org):
     assert "Today&#39;s call" not in overdue
 
 
+def test_the_readers_tasks_say_which_are_overdue(client, org):
+    """The reader's list holds their tasks due today and their overdue ones, as the counts
+    above it do: it says so in its title, and each overdue task says it is overdue."""
+    customer = make_customer(org)
+    with organization_context(org.id):
+        crm.add_activity(org.admin, customer, "task", "Late call",
+                         (utcnow() - timedelta(days=2)).isoformat())
+        crm.add_activity(org.admin, customer, "task", "Today's call",
+                         (utcnow() + timedelta(minutes=1)).isoformat())
+        db.session.flush()
+    login(client, org.admin)
+
+    tasks = _card(page_text(client, "/"), "tasks-today")
+
+    assert f"<h3>{arabic('Your tasks due today and overdue')}</h3>" in tasks
+    late, today = tasks.split('<ul class="pick-list">')[1].split("</li>")[:2]
+    assert "Late call" in late
+    assert f'<span class="badge overdue">{arabic("Overdue")}</span>' in late
+    assert "Today&#39;s call" in today
+    assert "overdue" not in today
+
+
 def test_under_the_teams_counts_the_tasks_listed_say_they_are_the_readers_own(client, org):
     """An admin's card counts the team's tasks, and lists only the admin's own below them:
     the list says whose, so «1 due today» above an empty list reads as no contradiction."""
@@ -168,8 +190,8 @@ def test_under_the_teams_counts_the_tasks_listed_say_they_are_the_readers_own(cl
 
     tasks = _card(page_text(client, "/"), "tasks-today")
     assert _stat(tasks, "due=today") == "1"
-    assert arabic("Your tasks due today") in tasks
-    assert arabic("None of your tasks is due today.") in tasks
+    assert arabic("Your tasks due today and overdue") in tasks
+    assert arabic("None of your tasks is due today or overdue.") in tasks
     assert "The agent&#39;s call" not in tasks
 
 
