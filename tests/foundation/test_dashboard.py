@@ -425,7 +425,8 @@ def _campaign(org, profile, status: str, **results):
 
 def test_the_campaigns_card_shows_those_running_and_the_last_funnel(client, org):
     """Sending and scheduled campaigns, each count a link to that list, the running one with
-    its progress; the last completed with its funnel numbers."""
+    its progress; the last completed with its funnel numbers, each a link to its recipients
+    in that state (the campaign page's filter)."""
     profile = make_profile(org, "sandbox")
     _campaign(org, profile, "completed", total=5, sent=5, delivered=5, read=3, replied=1)
     last = _campaign(org, profile, "completed", total=10, sent=8, delivered=6, read=4,
@@ -446,9 +447,14 @@ def test_the_campaigns_card_shows_those_running_and_the_last_funnel(client, org)
     assert f'id="campaign-{running.id}-progress"' in card
     assert '<progress max="40" value="30"' in card
     assert f'href="/campaigns/{last.id}"' in card
-    for step, count in (("sent", "8"), ("delivered", "6"), ("read", "4"), ("replied", "2")):
+    for step, count in (("sent", "8"), ("delivered", "6"), ("read", "4"), ("replied", "2"),
+                        ("failed", "1")):
         figure = card.split(f'id="card-campaigns-{step}"')[1].split("</li>")[0]
-        assert f'<span class="stat">{count}</span>' in figure, step
+        address = f"/campaigns/{last.id}/recipients?state={step}#recipients"
+        assert _stat(figure, address) == count, step
+        filtered = page_text(client, address.split("#")[0])
+        assert re.search(rf'state={step}#recipients" aria-current="true"', filtered), step
+    assert _stat(card, f"/campaigns/{last.id}/recipients#recipients") == "10"
 
 
 def test_cards_of_a_module_switched_off_are_not_shown(client, org):
