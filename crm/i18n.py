@@ -50,6 +50,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["number"] = format_decimal
     app.jinja_env.filters["ago"] = format_ago
     app.jinja_env.filters["phone"] = format_phone
+    app.jinja_env.filters["ltr_phone"] = ltr_phone
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["currency_symbol"] = currency_symbol
     app.jinja_env.filters["ltr"] = ltr
@@ -126,6 +127,15 @@ def ltr(text: object) -> Markup:
     if text is None or text == "":
         return Markup("")
     return Markup('<span class="ltr" dir="ltr">{}</span>').format(text)
+
+
+def ltr_phone(value: str | None) -> Markup:
+    """A phone number as people read it (`format_phone`), left to right and one unit that
+    never wraps inside: «+966 54 444 3322», not «+966 54 444» over «3322»."""
+    text = format_phone(value)
+    if not text:
+        return Markup("")
+    return Markup('<span class="ltr phone" dir="ltr">{}</span>').format(text)
 
 
 @lru_cache(maxsize=16384)

@@ -15,6 +15,7 @@ from crm.customers.models import Customer, CustomerActivity
 from crm.customers.services import scoring
 from crm.extensions import db
 from crm.foundation.models import User
+from crm.i18n import ltr_phone
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from tests.customers.factories import (
@@ -218,3 +219,13 @@ def test_text_people_write_takes_its_own_direction(client):
         found["a flash"] = problems
     assert found == {}, "\n".join(f"{url}: {problem}" for url, problems in found.items()
                                    for problem in problems)
+
+
+@pytest.mark.parametrize(("stored", "shown"), [
+    ("+966544443322", '<span class="ltr phone" dir="ltr">+966 54 444 3322</span>'),
+    ("<b>", '<span class="ltr phone" dir="ltr">&lt;b&gt;</span>'),
+    (None, ""), ("", "")])
+def test_a_phone_number_is_one_left_to_right_unit(stored, shown):
+    """`ltr_phone` writes a number as people read it, isolated left to right and marked as a
+    phone (.phone never wraps), escaped; no number gives nothing."""
+    assert ltr_phone(stored) == shown

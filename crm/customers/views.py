@@ -161,7 +161,7 @@ def _pipeline_card() -> dict:
 def _tasks_card() -> dict:
     assignee_id = _own_only()
     return {"tasks": services.tasks_due_today(me()), "counts": services.task_counts(assignee_id),
-            "mine": assignee_id is not None}
+            "mine": assignee_id is not None, "today": services.today_bounds()[0]}
 
 
 add_dashboard_card(DashboardCard("customers/_pipeline_card.html", "crm", "read", _pipeline_card,

@@ -1,11 +1,10 @@
 """SLA badges: each running clock of a ticket as people read it — time left, or overdue by — in
-the reader's language, with Arabic-Indic digits where the locale writes them.
+the reader's language («متبقٍ 17 س 12 د»).
 
-The digits follow the CLDR locale of the reader's language in the organization's country:
-Arabic in Saudi Arabia or Egypt writes ٣ س, Arabic in the Emirates or Morocco 3 س (Babel
-knows each locale's numbering system but formats with Latin digits; `localize_digits` maps
-them). Durations show their two largest units ("3 hr 59 min", "12 min 5 sec"), so a badge
-under an hour counts down by the second as the page polls it.
+The units follow the CLDR locale of the reader's language in the organization's country; the
+digits are Latin, as Babel writes every other number of the product (the `number` filter,
+crm/i18n.py). Durations show their two largest units ("3 hr 59 min", "12 min 5 sec"), so a
+badge under an hour counts down by the second as the page polls it.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ LABELS = {"first_response": lazy_gettext("First response"),
           "next_response": lazy_gettext("Next response"),
           "resolution": lazy_gettext("Resolution")}
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
-_ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 # How often an open ticket page asks for its badges again: often when a clock is close, so
 # the seconds move; rarely when every clock is hours away.
 FAST_POLL = 5
@@ -62,13 +60,6 @@ def reader_locale() -> Locale:
     return _locale(current_language(), current_organization().country)
 
 
-def localize_digits(text: str, locale: Locale) -> str:
-    """`text` with the digits the locale writes by default."""
-    if locale.default_numbering_system == "arab":
-        return text.translate(_ARABIC_INDIC)
-    return text
-
-
 def format_duration(delta: timedelta, locale: Locale | None = None) -> str:
     """A duration in its two largest units, at least one second: "3 hr 59 min"."""
     locale = locale or reader_locale()
@@ -81,7 +72,7 @@ def format_duration(delta: timedelta, locale: Locale | None = None) -> str:
                                      locale=locale))
         if len(parts) == 2:
             break
-    return localize_digits(" ".join(parts), locale)
+    return " ".join(parts)
 
 
 def badges(ticket: Ticket, now: datetime | None = None) -> list[Badge]:

@@ -303,8 +303,24 @@ def conversation(conversation_id: int):
         services.mark_conversation_read(conversation, me())
     if not is_htmx():
         return _conversation_page(conversation)
+    # Opened from its row in the list (the only link that asks for the fragment): the row is
+    # on screen, and shows the conversation read.
     return (render_template("whatsapp/_conversation.html", **_conversation_context(conversation))
             + render_template("whatsapp/_row.html", conversation=conversation, oob=True))
+
+
+def row_changed(conversation: Conversation) -> str:
+    """The event an answer fires when `conversation`'s row shows something else now: the row
+    asks for itself again where a list shows it, and nothing happens where none does (the
+    list may be filtered, or on another page). An out-of-band row would be an error there."""
+    return f"conversationChanged-{conversation.id}"
+
+
+@blueprint.get("/inbox/conversations/<int:conversation_id>/row")
+@require("whatsapp", "read")
+def conversation_row(conversation_id: int):
+    """A conversation's row in the list, asked for by the row itself (`row_changed`)."""
+    return render_template("whatsapp/_row.html", conversation=_conversation(conversation_id))
 
 
 @blueprint.get("/inbox/conversations/<int:conversation_id>/messages")
@@ -366,8 +382,8 @@ def _sent(conversation: Conversation, message: Message) -> Response:
     return htmx_response(
         live.render_bubble(message, context)
         + render_template("whatsapp/_composer.html", conversation=conversation, oob=True,
-                          **_composer_context(conversation))
-        + render_template("whatsapp/_row.html", conversation=conversation, oob=True))
+                          **_composer_context(conversation)),
+        trigger=row_changed(conversation))
 
 
 def _composer_refused(conversation: Conversation, exc: ServiceError, reply_to=None,
@@ -453,11 +469,9 @@ def panel_answer(conversation: Conversation, status: int = 200, errors: dict | N
     # The live update of the same change may have replaced the panel while this answer was on
     # its way: swapped into the panel htmx found at the click, which is no longer on the page,
     # it would take the preserved customer card away with it. Found again by id, at the swap.
-    return htmx_response(html + render_template("whatsapp/_row.html", conversation=conversation,
-                                                oob=True)
-                         + render_template("whatsapp/_resolve.html", oob=True, **context),
-                         status, retarget=f"#conversation-{conversation.id}-panel",
-                         reswap="outerHTML")
+    return htmx_response(html + render_template("whatsapp/_resolve.html", oob=True, **context),
+                         status, trigger=row_changed(conversation),
+                         retarget=f"#conversation-{conversation.id}-panel", reswap="outerHTML")
 
 
 @dataclass(frozen=True)
@@ -628,8 +642,8 @@ def forward_message(message_id: int):
     flash(_("Forwarded to %(name)s.",
             name=isolate(target.contact_name or target.contact_phone or "")),
           "success")
-    return htmx_response(render_template("whatsapp/_forward_done.html", message=message)
-                         + render_template("whatsapp/_row.html", conversation=target, oob=True))
+    return htmx_response(render_template("whatsapp/_forward_done.html", message=message),
+                         trigger=row_changed(target))
 
 
 def _forward_target(raw: str | None) -> Conversation:

@@ -83,6 +83,35 @@
     }
   });
 
+  // A live update may replace the form that sent a request (a panel's form: the same change
+  // reached the page over the socket first) before its answer arrives. htmx then looks for the
+  // answer's target (HX-Retarget) and out-of-band parts beside the detached form, and fails
+  // with htmx:targetError: such an answer is swapped where it says, found in the page, and its
+  // events fired on the page. The listener sits on the form itself, which still hears it.
+  function answerDetached(xhr) {
+    var target = document.querySelector(xhr.getResponseHeader("HX-Retarget"));
+    if (target) {
+      htmx.swap(target, xhr.response,
+                { swapStyle: xhr.getResponseHeader("HX-Reswap") || "outerHTML" });
+    }
+    var events = xhr.getResponseHeader("HX-Trigger");
+    if (events && events.charAt(0) !== "{") {
+      events.split(",").forEach(function (name) { htmx.trigger(document.body, name.trim()); });
+    }
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    function loaded(answer) {
+      if (answer.target !== elt) return;
+      elt.removeEventListener("htmx:beforeOnLoad", loaded);
+      if (elt.isConnected || !answer.detail.xhr.getResponseHeader("HX-Retarget")) return;
+      answer.preventDefault();
+      answerDetached(answer.detail.xhr);
+    }
+    elt.addEventListener("htmx:beforeOnLoad", loaded);
+  });
+
   document.addEventListener("DOMContentLoaded", connect);
   htmx.onLoad(initSortables);
 })();

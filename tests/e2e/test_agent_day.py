@@ -14,7 +14,8 @@ from crm.customers import services as crm
 from crm.extensions import db
 from crm.foundation.models import Organization, User
 from crm.whatsapp import inbox
-from tests.e2e.conftest import PHONE, open_live, screenshot, translated
+from crm.whatsapp.models import WhatsAppProfile
+from tests.e2e.conftest import PHONE, expect_settled, open_live, screenshot, translated
 from tests.factories import make_user
 from tests.live import Account, LiveServer
 from tests.whatsapp.factories import make_conversation, make_profile
@@ -46,8 +47,6 @@ def _customer(live: LiveServer, admin: Account) -> int:
 
 
 def _conversation(live: LiveServer, org_id: int, profile_id: int, **fields) -> int:
-    from crm.whatsapp.models import WhatsAppProfile
-
     with live.transaction(org_id):
         profile = db.session.get(WhatsAppProfile, profile_id)
         return make_conversation(profile, phone="+966551112233", contact_name=CUSTOMER,
@@ -165,6 +164,50 @@ def test_a_conversation_taken_from_the_queue_leaves_the_other_agents_list(browsi
     expect(other.locator(row)).to_have_count(0)
     _no_sideways_scroll(page)
     screenshot(other, "agent-day-queue-ar")
+
+
+def test_taking_a_conversation_missing_from_the_list_on_screen(browsing, live_server):
+    """An agent opens an unassigned conversation by its address beside her resolved ones: its
+    row is not on screen, nor does taking it or labelling it bring it there. Neither answer
+    looks for the row: no htmx error."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    sara = _agent(live_server, admin.organization_id, "سارة")
+    page = _phone(browsing.new_page(account=sara))
+    open_live(page, f"/inbox/conversations/{conversation_id}?scope=mine&status=resolved")
+    row = page.locator(f"#conversation-row-{conversation_id}")
+
+    page.get_by_role("button", name=translated(live_server, "Take it", "ar")).click()
+    expect(page.get_by_role("button", name=translated(live_server, "Resolve", "ar"))
+           ).to_be_visible()
+    page.locator(".details-link").click()
+    page.locator("input[name=labels]").fill("مميز")
+    with page.expect_response(re.compile(r"/labels$")):
+        page.locator("input[name=labels]").press("Enter")
+
+    expect_settled(page.locator(f"#conversation-{conversation_id}-panel"))
+    expect(row).to_have_count(0)
+    assert [text for text in browsing.console_errors if "htmx" in text] == []
+
+
+def test_the_conversation_headers_phone_never_wraps(browsing, live_server):
+    """At 390 px, beside a long name, «Take it» and «Details», the contact's number stays on
+    one line, and the header does not scroll sideways."""
+    admin, profile_id = _shop(live_server)
+    with live_server.transaction(admin.organization_id):
+        profile = db.session.get(WhatsAppProfile, profile_id)
+        conversation_id = make_conversation(
+            profile, phone="+966544443322",
+            contact_name="عبدالرحمن بن عبدالعزيز آل عبدالمحسن").id
+    page = _phone(browsing.new_page(account=admin))
+
+    page.goto(f"/inbox/conversations/{conversation_id}")
+
+    phone = page.locator(".thread-title .ltr")
+    expect(phone).to_have_text("+966 54 444 3322")
+    assert phone.evaluate("(element) => element.getClientRects().length") == 1
+    _no_sideways_scroll(page)
+    screenshot(page, "agent-day-header-phone-ar")
 
 
 def test_a_saved_reply_is_inserted_by_typing_a_slash(browsing, live_server):

@@ -155,6 +155,28 @@ def test_tasks_due_today_and_overdue_link_to_their_lists(client, org):
     assert "Today&#39;s call" not in overdue
 
 
+def test_the_readers_tasks_say_which_are_overdue(client, org):
+    """The reader's list holds their tasks due today and their overdue ones, as the counts
+    above it do: it says so in its title, and each overdue task says it is overdue."""
+    customer = make_customer(org)
+    with organization_context(org.id):
+        crm.add_activity(org.admin, customer, "task", "Late call",
+                         (utcnow() - timedelta(days=2)).isoformat())
+        crm.add_activity(org.admin, customer, "task", "Today's call",
+                         (utcnow() + timedelta(minutes=1)).isoformat())
+        db.session.flush()
+    login(client, org.admin)
+
+    tasks = _card(page_text(client, "/"), "tasks-today")
+
+    assert f"<h3>{arabic('Your tasks due today and overdue')}</h3>" in tasks
+    late, today = tasks.split('<ul class="pick-list">')[1].split("</li>")[:2]
+    assert "Late call" in late
+    assert f'<span class="badge overdue">{arabic("Overdue")}</span>' in late
+    assert "Today&#39;s call" in today
+    assert "overdue" not in today
+
+
 def test_under_the_teams_counts_the_tasks_listed_say_they_are_the_readers_own(client, org):
     """An admin's card counts the team's tasks, and lists only the admin's own below them:
     the list says whose, so «1 due today» above an empty list reads as no contradiction."""
@@ -168,8 +190,8 @@ def test_under_the_teams_counts_the_tasks_listed_say_they_are_the_readers_own(cl
 
     tasks = _card(page_text(client, "/"), "tasks-today")
     assert _stat(tasks, "due=today") == "1"
-    assert arabic("Your tasks due today") in tasks
-    assert arabic("None of your tasks is due today.") in tasks
+    assert arabic("Your tasks due today and overdue") in tasks
+    assert arabic("None of your tasks is due today or overdue.") in tasks
     assert "The agent&#39;s call" not in tasks
 
 
@@ -403,7 +425,8 @@ def _campaign(org, profile, status: str, **results):
 
 def test_the_campaigns_card_shows_those_running_and_the_last_funnel(client, org):
     """Sending and scheduled campaigns, each count a link to that list, the running one with
-    its progress; the last completed with its funnel numbers."""
+    its progress; the last completed with its funnel numbers, each a link to its recipients
+    in that state (the campaign page's filter)."""
     profile = make_profile(org, "sandbox")
     _campaign(org, profile, "completed", total=5, sent=5, delivered=5, read=3, replied=1)
     last = _campaign(org, profile, "completed", total=10, sent=8, delivered=6, read=4,
@@ -424,9 +447,14 @@ def test_the_campaigns_card_shows_those_running_and_the_last_funnel(client, org)
     assert f'id="campaign-{running.id}-progress"' in card
     assert '<progress max="40" value="30"' in card
     assert f'href="/campaigns/{last.id}"' in card
-    for step, count in (("sent", "8"), ("delivered", "6"), ("read", "4"), ("replied", "2")):
+    for step, count in (("sent", "8"), ("delivered", "6"), ("read", "4"), ("replied", "2"),
+                        ("failed", "1")):
         figure = card.split(f'id="card-campaigns-{step}"')[1].split("</li>")[0]
-        assert f'<span class="stat">{count}</span>' in figure, step
+        address = f"/campaigns/{last.id}/recipients?state={step}#recipients"
+        assert _stat(figure, address) == count, step
+        filtered = page_text(client, address.split("#")[0])
+        assert re.search(rf'state={step}#recipients" aria-current="true"', filtered), step
+    assert _stat(card, f"/campaigns/{last.id}/recipients#recipients") == "10"
 
 
 def test_cards_of_a_module_switched_off_are_not_shown(client, org):

@@ -19,7 +19,7 @@ from tests.campaigns.factories import make_template
 from tests.customers.factories import make_customer
 from tests.factories import login, make_org, make_user, run_jobs
 from tests.foundation import HTMX
-from tests.queries import count_queries
+from tests.queries import assert_max_queries, count_queries
 from tests.whatsapp.factories import (
     close_queue,
     make_conversation,
@@ -102,7 +102,7 @@ def test_a_contact_without_a_name_is_shown_by_the_number_written_as_everywhere(c
     row = page_text(client, "/inbox").split(f'id="conversation-row-{conversation.id}"')[1]
     thread = page_text(client, f"/inbox/conversations/{conversation.id}")
 
-    shown = '<span class="ltr" dir="ltr">+966 55 012 3456</span>'
+    shown = '<span class="ltr phone" dir="ltr">+966 55 012 3456</span>'
     assert shown in row.split('class="row-preview"')[0]
     assert shown in thread.split(f'id="conversation-{conversation.id}-title"')[1].split("</h2>")[0]
     header = thread.split('class="thread-title"')[1].split("</div>")[0]
@@ -400,7 +400,8 @@ def test_a_text_is_queued_then_sent_and_delivered_by_the_jobs(client, app, org, 
     assert html.lstrip().startswith(f'<article id="message-{message.id}" class="bubble bubble-out"')
     assert "ticks pending" in html
     assert f'id="composer-{conversation.id}" class="composer" hx-swap-oob="true"' in html
-    assert f'id="conversation-row-{conversation.id}"' in html
+    assert f'id="conversation-row-{conversation.id}"' not in html  # the list may not show it
+    assert response.headers["HX-Trigger"] == f"conversationChanged-{conversation.id}"
 
     run_jobs(app, queues=("whatsapp",))
 
@@ -772,6 +773,21 @@ def test_a_cloud_number_offers_no_edit_or_delete(client, org):
     assert _get(Message, org.id, sent.id).deleted_at is None
 
 
+def test_a_row_asks_for_itself_when_its_conversation_changed(client, org, conversation):
+    """A row listens for its conversation's change event and asks for itself again: the
+    row alone, in a fixed number of queries."""
+    login(client, org.admin)
+    listed = page_text(client, "/inbox")
+    assert (f'hx-trigger="conversationChanged-{conversation.id} from:body" hx-target="this"'
+            in listed)
+
+    with assert_max_queries(6):
+        html = page_text(client, f"/inbox/conversations/{conversation.id}/row", headers=HTMX)
+
+    assert html.lstrip().startswith(f'<li id="conversation-row-{conversation.id}"')
+    assert "hx-swap-oob" not in html
+
+
 # -- the contact panel -------------------------------------------------------------------------
 
 def test_assigning_transferring_and_the_status(client, org, conversation, agent):
@@ -790,7 +806,8 @@ def test_assigning_transferring_and_the_status(client, org, conversation, agent)
     assert response.status_code == 200
     panel = response.get_data(as_text=True)
     assert f'<option value="{agent.id}" dir="auto" selected>' in panel
-    assert f'id="conversation-row-{conversation.id}"' in panel
+    assert f'id="conversation-row-{conversation.id}"' not in panel  # the list may not show it
+    assert response.headers["HX-Trigger"] == f"conversationChanged-{conversation.id}"
     assert agent.full_name in panel
     assert _get(Conversation, org.id, conversation.id).assigned_user_id == agent.id
 

@@ -35,6 +35,7 @@ from crm.customers.services.activities import (
     task_counts,
     tasks_due_today,
     text_hidden,
+    today_bounds,
     touch_contact,
 )
 from crm.customers.services.board import (
@@ -190,6 +191,7 @@ __all__ = [
     "task_counts",
     "tasks_due_today",
     "text_hidden",
+    "today_bounds",
     "touch_contact",
     "update_customer",
     "update_field_definition",
