@@ -21,6 +21,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from crm.campaigns.models import CONSENT_METHODS, CampaignSettings, ConsentEvent, OptOut
+from crm.customers.models import Customer
 from crm.customers.services import check_phone
 from crm.errors import ValidationError
 from crm.extensions import db
@@ -192,17 +193,21 @@ def consent_history(phones: list[str], customer_id: int | None = None, limit: in
 
 
 def export_ledger() -> Iterator[dict]:
-    """Every consent event of the organization, oldest first, as rows for a CSV export."""
+    """Every consent event of the organization, oldest first, as rows for a CSV export, with
+    the names of the customer and of whoever recorded it (a spreadsheet is read by people)."""
     after = 0
-    while events := list(db.session.scalars(
-            select(ConsentEvent).where(ConsentEvent.id > after).order_by(ConsentEvent.id)
-            .limit(EXPORT_BATCH))):
-        for event in events:
+    query = (select(ConsentEvent, Customer.name, User.full_name)
+             .outerjoin(Customer, Customer.id == ConsentEvent.customer_id)
+             .outerjoin(User, User.id == ConsentEvent.actor_id).order_by(ConsentEvent.id))
+    while rows := db.session.execute(query.where(ConsentEvent.id > after)
+                                     .limit(EXPORT_BATCH)).all():
+        for event, customer_name, actor_name in rows:
             yield {"id": event.id, "at": event.created_at.isoformat(), "phone": event.phone,
-                   "customer_id": event.customer_id, "action": event.action,
-                   "method": event.method, "text": event.text, "message_id": event.message_id,
-                   "actor_id": event.actor_id}
-        after = events[-1].id
+                   "customer_id": event.customer_id, "customer_name": customer_name,
+                   "action": event.action, "method": event.method, "text": event.text,
+                   "message_id": event.message_id, "actor_id": event.actor_id,
+                   "actor_name": actor_name}
+        after = rows[-1][0].id
 
 
 def confirmation(action: str, written: str) -> str:

@@ -59,15 +59,15 @@ def ledger_csv(actor: User) -> Iterator[str]:
     """Audit the export; every opt-out and opt-in of the organization as CSV lines."""
     audit("consent.exported", actor, None)
     header = [_("Date"), _("Phone"), _("Customer"), _("Action"), _("How"), _("Words"),
-              _("Recorded by")]  # the customer and the person who recorded it: their ids
+              _("Recorded by"), _("Customer ID")]  # the id last, to match other exports
 
     def pages() -> Iterator[list[list[object]]]:
         page: list[list[object]] = []
         for event in consent.export_ledger():
-            page.append([event["at"], event["phone"], event["customer_id"],
+            page.append([event["at"], event["phone"], event["customer_name"],
                          str(CONSENT_ACTION_LABELS[event["action"]]),
                          str(CONSENT_METHOD_LABELS.get(event["method"], event["method"])),
-                         event["text"], event["actor_id"]])
+                         event["text"], event["actor_name"], event["customer_id"]])
             if len(page) == PAGE:
                 yield page
                 page = []

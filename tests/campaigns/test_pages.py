@@ -594,6 +594,22 @@ def test_admins_export_the_consent_ledger_with_formulas_defused(client, org, oth
     assert "consent.exported" in audit_actions(org)
 
 
+def test_the_consent_ledger_names_the_customer_and_who_recorded_it(client, org, admin):
+    """Read in a spreadsheet, the ledger names people; the customer's id stays, last, to match
+    the other exports."""
+    customer = make_customer(org, name="هدى سالم", phone="+966501234567")
+    with organization_context(ident(org)):
+        consent.record_by_hand(org.admin, "opt_out", "0501234567", customer_id=ident(customer))
+        consent.record("opt_out", "+966509999999", method="keyword", text="STOP")
+        db.session.flush()
+    rows = list(csv.reader(io.StringIO(client.get("/campaigns/consent.csv").text.lstrip("\ufeff"))))
+
+    by_hand, by_keyword = rows[1], rows[2]
+    assert (by_hand[2], by_hand[6], by_hand[7]) == ("هدى سالم", org.admin.full_name,
+                                                    str(ident(customer)))
+    assert (by_keyword[2], by_keyword[6], by_keyword[7]) == ("", "", "")
+
+
 def test_admins_edit_the_consent_words_and_the_numbers_pace(client, org, admin, sandbox):
     web = make_profile(org, "web", display_name="الجوال")
     cloud = cloud_number(org)

@@ -415,6 +415,8 @@ def _campaign(org, profile, status: str, **results):
     with organization_context(org.id):
         row = db.session.get(Campaign, campaign.id)
         row.status = status
+        if status not in ("draft", "scheduled"):
+            row.frozen_at = utcnow()  # its list of recipients, frozen at the start
         if status == "completed":
             row.finished_at = utcnow()
         db.session.add(CampaignResult(organization_id=org.id, campaign_id=campaign.id,
