@@ -1,5 +1,6 @@
 """Campaigns on the dashboard, for those who see campaigns (admins and managers): those sending,
-paused or scheduled now with their progress, and the last one completed with its funnel.
+paused or scheduled now with their progress (and the funnel of those sending or paused), and the
+last one completed with its funnel.
 
 One statement whatever the number of campaigns: the active ones through `ix_campaigns_active`
 (an organization runs a handful at once) and the last completed through `ix_campaigns_recent`,
@@ -58,10 +59,15 @@ def campaign_lines() -> tuple[list[CampaignLine], CampaignLine | None]:
 
 def _campaigns_card() -> dict:
     active, last = campaign_lines()
+    rtl = text_direction() == "rtl"
     return {"counts": {status: sum(line.campaign.status == status for line in active)
                        for status in ACTIVE},
             "active": active[:SHOWN], "last": last,
-            "funnel": reports.funnel(last.results, text_direction() == "rtl") if last else [],
+            "funnel": reports.funnel(last.results, rtl) if last else [],
+            # Those whose list is frozen (sending, or paused since) have their figures, read
+            # in the same row as their progress.
+            "funnels": {line.campaign.id: reports.funnel(line.results, rtl)
+                        for line in active[:SHOWN] if line.campaign.frozen_at is not None},
             "status_labels": STATUS_LABELS, "state_labels": STATE_LABELS}
 
 

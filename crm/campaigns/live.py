@@ -4,8 +4,9 @@ Only people who may see campaigns (admins and managers, crm/permissions.py) hear
 sockets join the organization's campaigns room on connect. Events carry their data
 ({campaignId, current, total}, {campaignId, results}, {campaignId, status, reason}) and the
 fragments the pages swap in (the glue script applies `swaps`): the campaign's progress bar and
-status badge, rendered once per language and aimed at `html[lang=..] #campaign-<id>-...`, so
-everyone reads them in their own language; the campaign page refetches its summary on these
+status badge (and, with progress, the figures of its funnel on the dashboard), rendered once per
+language and aimed at `html[lang=..] #campaign-<id>-...`, so everyone reads them in their own
+language; the campaign page refetches its summary on these
 events. Progress is sent at most every PROGRESS_INTERVAL seconds per campaign, whichever worker
 sends (a Redis key taken with NX); completion and status changes always.
 """
@@ -18,11 +19,11 @@ from contextlib import nullcontext
 from flask import current_app, has_request_context, render_template
 from flask_babel import force_locale
 
-from crm.campaigns.labels import STATUS_LABELS
+from crm.campaigns import reports
+from crm.campaigns.labels import STATE_LABELS, STATUS_LABELS
 from crm.campaigns.models import Campaign
-from crm.campaigns.reports import progress_of
 from crm.extensions import socketio
-from crm.i18n import LANGUAGES
+from crm.i18n import LANGUAGES, RTL_LANGUAGES
 from crm.jobs import redis
 from crm.keys import key
 from crm.permissions import role_allows
@@ -56,9 +57,11 @@ def _emit(org_id: int, event: str, data: dict, throttle_key: str | None = None,
     on_commit(send)
 
 
-def _swaps(campaign_id: int, status: str | None, results: dict[str, int] | None
-           ) -> Callable[[], list[dict]]:
-    """The campaign's status badge and progress bar, in every language (what is known)."""
+def _swaps(campaign_id: int, status: str | None, results: dict[str, int] | None,
+           funnel: bool = False) -> Callable[[], list[dict]]:
+    """The campaign's status badge and progress bar, in every language (what is known); with
+    `funnel`, the dashboard's figures of its funnel too (only progress needs them: the card
+    is fetched again after the other events)."""
     def render() -> list[dict]:
         swaps = []
         for language in LANGUAGES:
@@ -70,7 +73,13 @@ def _swaps(campaign_id: int, status: str | None, results: dict[str, int] | None
             if results is not None:
                 swaps.append({"target": f"{scope}-progress", "html": _render(
                     language, "campaigns/_progress.html", campaign_id=campaign_id,
-                    progress=progress_of(results))})
+                    progress=reports.progress_of(results))})
+            if results is not None and funnel:
+                swaps.append({"target": f"{scope}-funnel", "html": _render(
+                    language, "campaigns/_funnel_figures.html", campaign_id=campaign_id,
+                    results=results, funnel=reports.funnel(results, language in RTL_LANGUAGES),
+                    funnel_id=f"campaign-{campaign_id}-funnel",
+                    step_id=f"campaign-{campaign_id}-funnel-", state_labels=STATE_LABELS)})
         return swaps
 
     return render
@@ -99,7 +108,7 @@ def progress(org_id: int, campaign_id: int, results: dict[str, int]) -> None:
     _emit(org_id, "campaignProgress", {
         "campaignId": campaign_id, "current": results["total"] - results["queued"],
         "total": results["total"]}, throttle_key=_progress_key(org_id, campaign_id),
-        fragments=_swaps(campaign_id, None, results))
+        fragments=_swaps(campaign_id, None, results, funnel=True))
 
 
 def completed(campaign: Campaign, results: dict[str, int]) -> None:

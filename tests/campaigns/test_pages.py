@@ -556,6 +556,30 @@ def test_the_pages_hear_progress_and_status_as_fragments_in_every_language(
     assert {"campaignId", "current", "total", "swaps"} == set(progress[0])
 
 
+def test_progress_swaps_in_the_dashboards_funnel_of_a_sending_campaign(
+        app, org, sandbox, clock, monkeypatch):
+    """The dashboard's card shows a sending campaign's funnel: each progress event carries
+    its figures (the card's partial, the same links) for Arabic and English pages."""
+    seen = []
+    monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append((event, data)))
+    people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(2)]
+    campaign = text_campaign(org, sandbox, customers=people)
+    start(org, campaign)
+    sent_by_sandbox(app, clock)
+    cid = ident(campaign)
+    progress = [data for event, data in seen if event == "campaignProgress"]
+    assert progress
+    targets = {swap["target"]: swap["html"] for swap in progress[-1]["swaps"]}
+    for lang in ("ar", "en"):
+        funnel = targets[f'html[lang="{lang}"] #campaign-{cid}-funnel']
+        assert f'<ul class="stats campaign-funnel" id="campaign-{cid}-funnel">' in funnel
+        assert (f'id="campaign-{cid}-funnel-sent"><a href="/campaigns/{cid}/recipients'
+                f'?state=sent#recipients">') in funnel
+    arabic_funnel = targets[f'html[lang="ar"] #campaign-{cid}-funnel']
+    assert in_arabic("recipient state", "Sent") in arabic_funnel
+    assert " Sent<" not in arabic_funnel
+
+
 # -- consent ----------------------------------------------------------------------------------
 
 def test_the_customer_page_shows_consent_and_its_history(client, org, admin):

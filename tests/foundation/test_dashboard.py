@@ -459,6 +459,32 @@ def test_the_campaigns_card_shows_those_running_and_the_last_funnel(client, org)
     assert _stat(card, f"/campaigns/{last.id}/recipients#recipients") == "10"
 
 
+def test_a_running_campaign_shows_its_live_funnel_with_the_same_links(client, org):
+    """A campaign sending now shows its funnel as the last completed does (each figure a link
+    to its recipients in that state), not only its progress bar; one still preparing its list
+    shows no figures, and a scheduled one none at all."""
+    profile = make_profile(org, "sandbox")
+    running = _campaign(org, profile, "running", total=40, queued=10, sent=28, delivered=20,
+                        read=9, replied=3, failed=2)
+    preparing = _campaign(org, profile, "running")
+    with organization_context(org.id):
+        db.session.get(Campaign, preparing.id).frozen_at = None
+        db.session.flush()
+    scheduled = _campaign(org, profile, "scheduled")
+    login(client, org.admin)
+
+    card = _card(page_text(client, "/"), "campaigns")
+    funnel = card.split(f'id="campaign-{running.id}-funnel"')[1].split("</ul>")[0]
+    for step, count in (("sent", "28"), ("delivered", "20"), ("read", "9"), ("replied", "3"),
+                        ("failed", "2")):
+        figure = funnel.split(f'id="campaign-{running.id}-funnel-{step}"')[1].split("</li>")[0]
+        assert _stat(figure, f"/campaigns/{running.id}/recipients?state={step}#recipients") \
+            == count, step
+    assert _stat(funnel, f"/campaigns/{running.id}/recipients#recipients") == "40"
+    assert f"/campaigns/{preparing.id}/recipients" not in card
+    assert f"/campaigns/{scheduled.id}/recipients" not in card
+
+
 def test_cards_of_a_module_switched_off_are_not_shown(client, org):
     """Tickets and campaigns switched off: their cards go (the others stay)."""
     login(client, org.admin)
