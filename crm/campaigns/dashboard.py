@@ -37,7 +37,7 @@ class CampaignLine:
 
     @property
     def progress(self) -> reports.Progress:
-        return reports.progress_of(self.results, self.campaign.is_preparing)
+        return reports.progress_of(self.results, self.campaign.list_pending)
 
 
 def campaign_lines() -> tuple[list[CampaignLine], CampaignLine | None]:

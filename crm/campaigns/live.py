@@ -58,10 +58,11 @@ def _emit(org_id: int, event: str, data: dict, throttle_key: str | None = None,
 
 
 def _swaps(campaign_id: int, status: str | None, results: dict[str, int] | None,
-           funnel: bool = False) -> Callable[[], list[dict]]:
-    """The campaign's status badge and progress bar, in every language (what is known); with
-    `funnel`, the dashboard's figures of its funnel too (only progress needs them: the card
-    is fetched again after the other events)."""
+           funnel: bool = False, pending: str | None = None) -> Callable[[], list[dict]]:
+    """The campaign's status badge and progress bar, in every language (what is known; the
+    bar says why there are no figures while the list is `pending`, Campaign.list_pending);
+    with `funnel`, the dashboard's figures of its funnel too (only progress needs them: the
+    card is fetched again after the other events)."""
     def render() -> list[dict]:
         swaps = []
         for language in LANGUAGES:
@@ -73,7 +74,7 @@ def _swaps(campaign_id: int, status: str | None, results: dict[str, int] | None,
             if results is not None:
                 swaps.append({"target": f"{scope}-progress", "html": _render(
                     language, "campaigns/_progress.html", campaign_id=campaign_id,
-                    progress=reports.progress_of(results))})
+                    progress=reports.progress_of(results, pending))})
             if results is not None and funnel:
                 swaps.append({"target": f"{scope}-funnel", "html": _render(
                     language, "campaigns/_funnel_figures.html", campaign_id=campaign_id,
@@ -125,5 +126,7 @@ def status_changed(campaign: Campaign, results: dict[str, int] | None = None) ->
             "reason": campaign.pause_reason}
     if results is not None:
         data["results"] = results
+    # Read now: the fragments are rendered after the commit.
     _emit(campaign.organization_id, "campaignStatus", data,
-          fragments=_swaps(campaign.id, campaign.status, results))
+          fragments=_swaps(campaign.id, campaign.status, results,
+                           pending=campaign.list_pending))

@@ -28,6 +28,9 @@ from crm.whatsapp.models import WhatsAppProfile
 STATUSES = ("draft", "scheduled", "running", "paused", "completed", "cancelled", "failed")
 # Statuses a campaign leaves no more.
 FINISHED = ("completed", "cancelled", "failed")
+# Where a campaign whose recipients are not frozen yet stands, by status (Campaign.list_pending).
+LIST_PENDING = {"draft": "at_start", "scheduled": "at_start", "running": "preparing",
+                "paused": "at_resume", "cancelled": "never", "failed": "never"}
 # queued → sending → sent → delivered → read; failed; skipped (never sent: opted out, no
 # valid phone, cancelled); unknown (the send was cut off: WhatsApp's status settles it).
 RECIPIENT_STATES = ("queued", "sending", "sent", "delivered", "read", "failed", "unknown",
@@ -102,9 +105,13 @@ class Campaign(VersionedMixin, TenantMixin, db.Model):
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
 
     @property
-    def is_preparing(self) -> bool:
-        """Started, its list of recipients not frozen yet: its counts read 0 until then."""
-        return self.status == "running" and self.frozen_at is None
+    def list_pending(self) -> str | None:
+        """Why its counts still read 0: its list of recipients is not frozen (LIST_PENDING:
+        being frozen now that it runs, frozen when it starts or when it resumes, or never,
+        having stopped before); None once frozen."""
+        if self.frozen_at is not None:
+            return None
+        return LIST_PENDING.get(self.status)
 
     def __repr__(self) -> str:
         return f"<Campaign {self.id} {self.status}>"

@@ -32,16 +32,22 @@ class Progress:
 
     current: int
     total: int
-    preparing: bool = False  # the list is being frozen: the figures are not known yet
+    # The list is not frozen (Campaign.list_pending): the figures are not known yet.
+    pending: str | None = None
 
     @property
     def percent(self) -> int:
         return round(100 * self.current / self.total) if self.total else 0
 
+    @property
+    def preparing(self) -> bool:
+        """The list is being frozen now."""
+        return self.pending == "preparing"
 
-def progress_of(results: dict[str, int], preparing: bool = False) -> Progress:
+
+def progress_of(results: dict[str, int], pending: str | None = None) -> Progress:
     """campaignProgress's numbers: whoever is no longer queued has had their turn."""
-    return Progress(results["total"] - results["queued"], results["total"], preparing)
+    return Progress(results["total"] - results["queued"], results["total"], pending)
 
 
 def results_of(campaign_ids: Iterable[int]) -> dict[int, dict[str, int]]:

@@ -120,7 +120,7 @@ def _wa_format(text: str) -> Markup:
 
 def _progress(campaigns: list[Campaign]) -> dict[int, reports.Progress]:
     results = reports.results_of(campaign.id for campaign in campaigns)
-    return {campaign.id: reports.progress_of(results[campaign.id], campaign.is_preparing)
+    return {campaign.id: reports.progress_of(results[campaign.id], campaign.list_pending)
             for campaign in campaigns if campaign.id in results}
 
 
@@ -520,14 +520,13 @@ def _summary(campaign: Campaign) -> dict[str, Any]:
     results = services.campaign_results(campaign)
     rtl = text_direction() == "rtl"
     return {"campaign": campaign, "results": results,
-            "progress": reports.progress_of(results, campaign.is_preparing),
+            "progress": reports.progress_of(results, campaign.list_pending),
             "funnel": reports.funnel(results, rtl),
             "timeline": reports.sends_over_time(campaign, rtl),
             "failures": services.failure_reasons(campaign),
-            # Its counts stay 0 until the list is frozen at the start: say whom it names now.
+            # Its counts stay 0 until the list is frozen: say whom it names now.
             "expected": _audience_count(campaign)
-            if campaign.started_at is None and campaign.status in ("scheduled", "paused")
-            else None,
+            if campaign.list_pending in ("at_start", "at_resume") else None,
             "pause_text": services.pause_reason_text(campaign)
             if campaign.status == "paused" else None}
 

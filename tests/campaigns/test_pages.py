@@ -21,6 +21,7 @@ from crm.foundation import services as foundation_services
 from crm.tenancy import organization_context
 from tests.campaigns.factories import (
     ACCOUNT_ID,
+    act,
     cloud_number,
     customer_says,
     drive,
@@ -80,8 +81,9 @@ def sent_by_sandbox(app, clock) -> None:
 
 def test_the_list_shows_the_organizations_campaigns_with_status_and_progress(
         client, org, other_org, admin, sandbox):
-    """Each campaign shows its status and a progress bar of who has had their turn; another
-    organization's campaigns never appear; the sidebar has the entry."""
+    """Each campaign shows its status and its progress (a draft: that its list is prepared
+    when it starts, not «0 of 0»); another organization's campaigns never appear; the
+    sidebar has the entry."""
     mine = text_campaign(org, sandbox, name="عروض رمضان")
     theirs = make_campaign(other_org, make_profile(other_org, "sandbox"), name="Stranger")
     page = client.get("/campaigns/")
@@ -90,7 +92,8 @@ def test_the_list_shows_the_organizations_campaigns_with_status_and_progress(
     assert "عروض رمضان" in page.text
     assert "Stranger" not in page.text
     assert f'id="campaign-{ident(mine)}-status"' in page.text
-    assert '<progress max="1" value="0"' in page.text
+    assert f'id="campaign-{ident(mine)}-progress"' in page.text
+    assert arabic("The list of recipients is prepared when the campaign starts.") in page.text
     assert in_arabic("campaign status", "Draft") in page.text
     assert 'href="/campaigns/"' in page.text
     assert arabic("Campaigns") in page.text
@@ -444,6 +447,68 @@ def test_a_started_campaign_says_its_list_is_being_prepared_until_it_is_frozen(
     shown = client.get(f"/campaigns/{ident(campaign)}").text
     assert preparing not in shown
     assert arabic("%(current)s of %(total)s", current="3", total="3") in shown
+
+
+def test_a_campaign_whose_list_is_not_frozen_never_reads_zeros(
+        app, client, org, admin, sandbox, clock, monkeypatch):
+    """Before its list of recipients is frozen a campaign's counts are all 0: its page and its
+    row in the list say when the list will be prepared (when it starts; when a campaign
+    paused before it resumes) or that it never was (cancelled before), not «0 of 0»; the
+    page shows no zero counts nor a funnel of zeros, and pausing or cancelling it swaps no
+    «0 of 0» into open pages."""
+    seen = []
+    monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append((event, data)))
+    people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
+    at_start = arabic("The list of recipients is prepared when the campaign starts.")
+    at_resume = arabic("The list of recipients is not prepared yet: it will be when the "
+                       "campaign resumes.")
+    never = arabic("Stopped before its list of recipients was prepared: nobody received it.")
+    zeros = arabic("%(current)s of %(total)s", current="0", total="0")
+
+    def says(campaign, words):
+        page = client.get(f"/campaigns/{ident(campaign)}").text
+        row = client.get("/campaigns/", headers=HTMX).text.split(
+            f'<tr id="campaign-{ident(campaign)}">')[1].split("</tr>")[0]
+        for shown in (page, row):
+            assert words in shown
+            assert zeros not in shown
+        assert 'class="count-total"' not in page
+        assert 'class="funnel-step' not in page
+
+    scheduled = text_campaign(org, sandbox, customers=people, scheduled_at="2031-05-04T10:00")
+    start(org, scheduled)
+    says(scheduled, at_start)
+    act(org, scheduled, "pause")
+    says(scheduled, at_resume)
+    with force_locale("ar"):
+        audience_now = ngettext("%(num)s person now; the list is frozen when it resumes.",
+                                "%(num)s people now; the list is frozen when it resumes.", 3)
+    assert audience_now != "3 people now; the list is frozen when it resumes."
+    assert audience_now in client.get(f"/campaigns/{ident(scheduled)}").text
+
+    preparing = text_campaign(org, sandbox, customers=people)
+    start(org, preparing)
+    act(org, preparing, "pause")
+    says(preparing, at_resume)
+    act(org, preparing, "cancel")
+    says(preparing, never)
+
+    cancelled = text_campaign(org, sandbox, customers=people)
+    start(org, cancelled)
+    act(org, cancelled, "cancel")
+    says(cancelled, never)
+
+    swapped = [swap["html"] for _event, data in seen for swap in data.get("swaps", ())
+               if swap["target"].endswith("-progress")]
+    assert swapped
+    assert not any(">0 of 0<" in html or zeros in html for html in swapped)
+
+    act(org, scheduled, "resume")
+    client.post(f"/campaigns/{ident(scheduled)}/start-now")
+    sent_by_sandbox(app, clock)
+    shown = client.get(f"/campaigns/{ident(scheduled)}").text
+    assert arabic("%(current)s of %(total)s", current="3", total="3") in shown
+    assert 'class="count-total"' in shown
 
 
 def test_the_engine_pausing_itself_says_why(client, org, admin, sandbox):
