@@ -76,7 +76,7 @@ from sqlalchemy import func, or_, select, update
 from crm import recovery
 from crm.billing import gate, usage
 from crm.campaigns import audience, consent, live, pacing, services, templates
-from crm.campaigns.models import Campaign, CampaignRecipient, CampaignResult
+from crm.campaigns.models import COUNTS, Campaign, CampaignRecipient, CampaignResult
 from crm.campaigns.rendering import outbound
 from crm.campaigns.settings import number_settings
 from crm.extensions import db
@@ -920,10 +920,10 @@ def _settle(plan: Plan, recipient: CampaignRecipient, message: Message) -> None:
 def _progress(plan: Plan) -> None:
     """Tell the open pages how far the campaign is, unless they were told a moment ago."""
     if live.progress_due(plan.org_id, plan.campaign_id):
-        results = db.session.execute(select(CampaignResult.total, CampaignResult.queued).where(
-            CampaignResult.campaign_id == plan.campaign_id)).one()
-        live.progress(plan.org_id, plan.campaign_id, {"total": results[0],
-                                                      "queued": results[1]})
+        # Every count, not only total and queued: the dashboard's funnel moves with the bar.
+        results = db.session.execute(select(*(getattr(CampaignResult, name) for name in COUNTS))
+                                     .where(CampaignResult.campaign_id == plan.campaign_id)).one()
+        live.progress(plan.org_id, plan.campaign_id, results._asdict())
 
 
 # -- the recovery job's part --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from flask_babel import force_locale, gettext, ngettext, pgettext
 from markupsafe import Markup, escape
 from sqlalchemy import select
 
-from crm.campaigns import audience, consent
+from crm.campaigns import audience, consent, live
 from crm.campaigns.models import Campaign, NumberSettings
 from crm.extensions import db, socketio
 from crm.foundation import services as foundation_services
@@ -627,13 +627,14 @@ def test_progress_swaps_in_the_dashboards_funnel_of_a_sending_campaign(
     its figures (the card's partial, the same links) for Arabic and English pages."""
     seen = []
     monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append((event, data)))
+    monkeypatch.setattr(live, "PROGRESS_INTERVAL", 0.001)  # every send tells
     people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(2)]
     campaign = text_campaign(org, sandbox, customers=people)
     start(org, campaign)
     sent_by_sandbox(app, clock)
     cid = ident(campaign)
     progress = [data for event, data in seen if event == "campaignProgress"]
-    assert progress
+    assert progress[-1]["current"] == progress[-1]["total"] == 2  # the runner's, after sends
     targets = {swap["target"]: swap["html"] for swap in progress[-1]["swaps"]}
     for lang in ("ar", "en"):
         funnel = targets[f'html[lang="{lang}"] #campaign-{cid}-funnel']
