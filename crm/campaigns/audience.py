@@ -46,9 +46,6 @@ from crm.tenancy import current_organization_id
 
 MAX_CUSTOMER_IDS = 10_000
 CSV_BATCH = 1000
-# A preview's search reads the file again at each keystroke: only its first rows (a row costs
-# some 20 µs, most of it reading the number), so a large file answers within half a second.
-FILE_SEARCH_ROWS = 20_000
 KINDS = ("segment_id", "tag", "customer_ids", "csv")
 
 
@@ -220,39 +217,84 @@ def candidates(audience: Mapping[str, Any], limit: int, search: str = "") -> lis
 
 
 def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[Candidate]:
-    """The file's first rows with a valid number (the first of each number, as the freezing
-    keeps it) whose number or name in the file matches `search`, among its first
-    FILE_SEARCH_ROWS."""
+    """The file's first `limit` recipients, or its first matching `search`: each number the
+    first time the file gives it (the row the freezing keeps), named as the freezing names it
+    (`_as_candidates`) and matched on that name or the number.
+
+    The whole file is streamed a batch of CSV_BATCH rows at a time (one query each for the
+    numbers the CRM knows): memory holds a batch and the matches, never the file. So a match
+    found on the file's name may be a number an earlier row gave under another name, which
+    is the name sent: a second read of the rows above the matches drops those, and the search
+    runs again without their numbers."""
     forms = search_forms(search, current_organization().country) if search else None
-    seen: set[str] = set()
-    found: list[tuple[int, str, str]] = []
-    for number, phone, _raw, name in islice(_file_rows(csv_path(spec), spec), FILE_SEARCH_ROWS):
-        if phone is None or phone in seen:
-            continue
-        seen.add(phone)
-        if forms is None or matches(forms, name, phone):
-            found.append((number, phone, name))
-            if len(found) == limit:
-                break
-    return _as_candidates(found)
+    dropped: set[str] = set()
+    while True:
+        found = _first_matches(spec, limit, forms, dropped)
+        # Without a search every row matches: an earlier row of a number was taken first.
+        # Matched on the number, it was too.
+        doubtful = {candidate.phone: candidate.key for candidate in found
+                    if forms is not None and not matches(forms, "", candidate.phone)}
+        given_before = _given_before(spec, doubtful)
+        if not given_before:
+            return found[:limit]
+        dropped |= given_before
+
+
+def _first_matches(spec: Mapping[str, Any], limit: int, forms: tuple[str, list[str]] | None,
+                   dropped: set[str]) -> list[Candidate]:
+    """At least `limit` rows matching `forms` (all those the file has, if fewer), the first
+    of each number but `dropped`'s, as candidates; the batch where the limit was reached is
+    read to its end."""
+    found: dict[str, Candidate] = {}
+    for batch in _batches(_file_rows(csv_path(spec), spec)):
+        fresh = [(number, phone, name) for number, phone, _raw, name in batch
+                 if phone is not None and phone not in dropped and phone not in found]
+        for candidate in _as_candidates(fresh):
+            if candidate.phone not in found and (
+                    forms is None or matches(forms, candidate.name, candidate.phone)):
+                found[candidate.phone] = candidate
+        if len(found) >= limit:
+            break
+    return list(found.values())
+
+
+def _given_before(spec: Mapping[str, Any], rows: Mapping[str, int]) -> set[str]:
+    """Which of these numbers the file gives in a row above the one given (phone: row)."""
+    if not rows:
+        return set()
+    last = max(rows.values())
+    earlier = set()
+    for number, phone, _raw, _name in _file_rows(csv_path(spec), spec):
+        if number >= last:
+            break
+        if phone in rows and number < rows[phone]:
+            earlier.add(phone)
+    return earlier
+
+
+def _batches(rows: Iterator[Any]) -> Iterator[list[Any]]:
+    while batch := list(islice(rows, CSV_BATCH)):
+        yield batch
 
 
 def file_candidate(audience: Mapping[str, Any], number: int) -> Candidate | None:
-    """The row `number` of the audience's file, if the campaign will send to it."""
+    """The row `number` of the audience's file, if the campaign will send to it (a valid
+    number the file gives there first)."""
     if "csv" not in audience:
         return None
-    seen: set[str | None] = {None}
-    for row_number, phone, _raw, name in _file_rows(csv_path(audience["csv"]), audience["csv"]):
-        if row_number >= number:
-            return (_as_candidates([(number, phone, name)])[0]
-                    if row_number == number and phone not in seen else None)
-        seen.add(phone)
-    return None
+    spec = audience["csv"]
+    row = next((row for row in _file_rows(csv_path(spec), spec) if row[0] >= number), None)
+    if row is None or row[0] != number or row[1] is None:
+        return None
+    _number, phone, _raw, name = row
+    if _given_before(spec, {phone: number}):
+        return None
+    return _as_candidates([(number, phone, name)])[0]
 
 
 def _as_candidates(rows: list[tuple[int, str, str]]) -> list[Candidate]:
     """Rows of a file as the freezing writes them: a number the CRM knows takes its customer's
-    variables, another the name the file gives it."""
+    variables (and name), another the name the file gives it."""
     known = {customer.phone: customer for customer in db.session.scalars(
         select(Customer).where(Customer.phone.in_([phone for _n, phone, _name in rows]),
                                Customer.merged_into_id.is_(None)))} if rows else {}

@@ -351,12 +351,14 @@ class Preview:
 
 
 def preview_message(campaign: Campaign, customer_id: int | None = None,
-                    row: int | None = None) -> Preview:
+                    row: int | None = None,
+                    recipient: audience.Candidate | None = None) -> Preview:
     """The campaign's message for one customer (`customer_id`), one row of its audience's
-    file (`row`), else the audience's first person."""
+    file (`row`), one of `audience.candidates` already found (`recipient`: a file is not
+    read again), else the audience's first person."""
     if not campaign.message:
         raise ValidationError({"message": _("Write a text or choose a template.")})
-    recipient = _preview_recipient(campaign, customer_id, row)
+    recipient = recipient or _preview_recipient(campaign, customer_id, row)
     if recipient is None:  # no audience yet: nobody's values to miss
         return _preview(campaign, render_for(campaign, variables_of("", "", {})))
     return replace(_preview(campaign, render_for(campaign, recipient.variables)),

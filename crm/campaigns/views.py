@@ -229,20 +229,19 @@ def _preview(campaign: Campaign, args: Mapping) -> dict[str, Any]:
     param = "row" if "csv" in campaign.audience else "customer_id"
     context: dict[str, Any] = {"preview_search": search, "preview_param": param,
                                "candidates": [], "preview": None, "preview_error": None,
-                               "unmatched": None, "file_search_rows": audience.FILE_SEARCH_ROWS}
+                               "unmatched": False}
     try:
         offered = context["candidates"] = audience.candidates(campaign.audience,
                                                               PREVIEW_CANDIDATES, search)
         picked = parse_id(args.get(param))
         if offered and (search or picked is None) and picked not in {c.key for c in offered}:
             picked = offered[0].key  # a search shows its first match
-        preview = services.preview_message(campaign, **{param: picked})
+        chosen = next((candidate for candidate in offered if candidate.key == picked), None)
+        preview = services.preview_message(campaign, **{param: picked}, recipient=chosen)
     except ValidationError as exc:
         context["preview_error"] = next(iter(exc.fields.values()))
         return context
-    if search and not offered:
-        rows = campaign.audience.get("csv", {}).get("rows", 0)
-        context["unmatched"] = "file" if rows > audience.FILE_SEARCH_ROWS else "audience"
+    context["unmatched"] = bool(search and not offered)
     context["preview"] = preview
     shown = preview.recipient
     if shown is not None and all(c.key != shown.key for c in offered):

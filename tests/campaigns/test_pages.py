@@ -6,8 +6,10 @@ probes."""
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import re
+import tracemalloc
 
 import pytest
 from flask_babel import force_locale, gettext, ngettext, pgettext
@@ -907,18 +909,60 @@ def test_the_picker_is_offered_while_the_message_is_still_unwritten(client, org,
     assert arabic("Write a text or choose a template.") in page.text
 
 
-def test_a_files_search_reads_its_first_rows_only_and_says_so(client, org, admin, sandbox,
-                                                              monkeypatch):
-    """Each keystroke reads the file again: a search looks at its first FILE_SEARCH_ROWS rows
-    (a file may hold a million), and says so when it finds nobody there."""
-    monkeypatch.setattr(audience, "FILE_SEARCH_ROWS", 2)
+def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admin, sandbox):
+    """A search streams the whole file, however long (past its 20,000th row), holding a batch
+    of rows and the matches, never the file: a second search of a file twice as long needs
+    no more memory. A number the file gave before under another name is found by that name,
+    the one the freezing keeps."""
+    rows = 20_100
+    lines = [f"05{n:08d},عميل {n}" for n in range(10_000_000, 10_000_000 + rows - 2)]
+    lines += ["0500000005,مكرر", "0559999999,نورة الأخيرة"]
+    lines[5] = "0500000005,الخامس"
     campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
-    upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
-                                  "0501234569,ليلى\n")
-    assert preview_options(preview_of(client, campaign, q="عمر").text, "row") == [("2", "عمر")]
-    missed = preview_of(client, campaign, q="ليلى")
-    assert arabic("Nobody in the file's first %(num)s rows matches this search.",
-                  num="2") in missed.text
+    upload_file(client, campaign, "phone,name\n" + "\n".join(lines) + "\n")
+
+    found = preview_of(client, campaign, q="نورة")
+    assert preview_options(found.text, "row") == [(str(rows), "نورة الأخيرة")]
+    assert bubble(found.text) == "مرحبا نورة الأخيرة"
+    assert preview_options(preview_of(client, campaign, q="الخامس").text, "row") == [
+        ("6", "الخامس")]
+    nobody = preview_of(client, campaign, q="مكرر")
+    assert "مكرر" not in nobody.text
+    assert arabic("Nobody in the audience matches this search.") in nobody.text
+    by_phone = preview_of(client, campaign, q="0559999999")
+    assert preview_options(by_phone.text, "row") == [(str(rows), "نورة الأخيرة")]
+
+    def peak() -> int:
+        """The most memory a search that matches nobody (it reads every row) holds at once."""
+        gc.collect()
+        tracemalloc.start()
+        try:
+            preview_of(client, campaign, q="zzz")
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    once = peak()
+    upload_file(client, campaign, "phone,name\n" + "\n".join(lines + [
+        f"05{n:08d},عميل {n}" for n in range(20_000_000, 20_000_000 + rows)]) + "\n")
+    assert peak() < 1.2 * once
+
+
+def test_a_files_search_finds_a_number_the_crm_knows_by_the_crms_name(client, org, admin,
+                                                                       sandbox):
+    """A number the CRM knows goes out with its customer's name, not the file's: the search
+    finds that recipient by the name they will receive, as the picker shows it."""
+    make_customer(org, name="ليلى أحمد", phone="0501234569")
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234569,Layla\n")
+    found = preview_of(client, campaign, q="ليلى")
+    assert preview_options(found.text, "row") == [("2", "ليلى أحمد")]
+    assert bubble(found.text) == "مرحبا ليلى أحمد"
+    unknown = preview_of(client, campaign, q="Layla")
+    assert arabic("Nobody in the audience matches this search.") in unknown.text
+    assert "Layla" not in unknown.text.split('id="preview-candidates"')[1]
+    assert preview_options(preview_of(client, campaign, q="0501234569").text, "row") == [
+        ("2", "ليلى أحمد")]
 
 
 def test_a_preview_for_nobody_in_particular_warns_of_nothing(client, org, admin, sandbox):
