@@ -222,18 +222,15 @@ def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[C
     (`_as_candidates`) and matched on that name or the number.
 
     The whole file is streamed a batch of CSV_BATCH rows at a time (one query each for the
-    numbers the CRM knows): memory holds a batch and the matches, never the file. So a match
-    found on the file's name may be a number an earlier row gave under another name, which
-    is the name sent: a second read of the rows above the matches drops those, and the search
-    runs again without their numbers."""
+    numbers the CRM knows): memory holds a batch, the matches and a fixed-size filter of the
+    numbers read (`_NumbersRead`), never the file. So a match found on the file's name may be
+    a number an earlier row gave under another name, which is the name sent: when the filter
+    says the number may have been read before, a second read of the rows above the match
+    settles it, and the search runs again without the numbers given before."""
     forms = search_forms(search, current_organization().country) if search else None
     dropped: set[str] = set()
     while True:
-        found = _first_matches(spec, limit, forms, dropped)
-        # Without a search every row matches: an earlier row of a number was taken first.
-        # Matched on the number, it was too.
-        doubtful = {candidate.phone: candidate.key for candidate in found
-                    if forms is not None and not matches(forms, "", candidate.phone)}
+        found, doubtful = _first_matches(spec, limit, forms, dropped)
         given_before = _given_before(spec, doubtful)
         if not given_before:
             return found[:limit]
@@ -241,11 +238,15 @@ def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[C
 
 
 def _first_matches(spec: Mapping[str, Any], limit: int, forms: tuple[str, list[str]] | None,
-                   dropped: set[str]) -> list[Candidate]:
+                   dropped: set[str]) -> tuple[list[Candidate], dict[str, int]]:
     """At least `limit` rows matching `forms` (all those the file has, if fewer), the first
-    of each number but `dropped`'s, as candidates; the batch where the limit was reached is
-    read to its end."""
+    of each number but `dropped`'s, as candidates (the batch where the limit was reached is
+    read to its end); and those of them whose number a row above may have given (phone:
+    row). Without a search every row matches, so a number's first row was taken; a match on
+    the number would have been too."""
     found: dict[str, Candidate] = {}
+    doubtful: dict[str, int] = {}
+    numbers_read = _NumbersRead()
     for batch in _batches(_file_rows(csv_path(spec), spec)):
         fresh = [(number, phone, name) for number, phone, _raw, name in batch
                  if phone is not None and phone not in dropped and phone not in found]
@@ -253,9 +254,38 @@ def _first_matches(spec: Mapping[str, Any], limit: int, forms: tuple[str, list[s
             if candidate.phone not in found and (
                     forms is None or matches(forms, candidate.name, candidate.phone)):
                 found[candidate.phone] = candidate
+                if forms is not None and candidate.phone in numbers_read \
+                        and not matches(forms, "", candidate.phone):
+                    doubtful[candidate.phone] = candidate.key
+            numbers_read.add(candidate.phone)
         if len(found) >= limit:
             break
-    return list(found.values())
+    return list(found.values()), doubtful
+
+
+class _NumbersRead:
+    """The numbers a read of a file has met so far, in a fixed MiB however long the file (a
+    Bloom filter): a number never added is reported absent, except by chance (some 1 in 30
+    once a million numbers are in); a number added is always reported present."""
+
+    BITS = 1 << 23
+    HASHES = 3
+
+    def __init__(self) -> None:
+        self.bits = bytearray(self.BITS // 8)
+
+    def _positions(self, phone: str) -> Iterator[int]:
+        digest = hash(phone) & 0xFFFF_FFFF_FFFF_FFFF
+        first, step = digest % self.BITS, (digest >> 32) | 1
+        return ((first + index * step) % self.BITS for index in range(self.HASHES))
+
+    def add(self, phone: str) -> None:
+        for position in self._positions(phone):
+            self.bits[position >> 3] |= 1 << (position & 7)
+
+    def __contains__(self, phone: str) -> bool:
+        return all(self.bits[position >> 3] & (1 << (position & 7))
+                   for position in self._positions(phone))
 
 
 def _given_before(spec: Mapping[str, Any], rows: Mapping[str, int]) -> set[str]:

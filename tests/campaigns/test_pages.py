@@ -949,6 +949,31 @@ def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admi
     assert peak() < 1.2 * once
 
 
+def test_a_files_search_reads_it_again_only_for_a_number_perhaps_given_above(
+        client, org, admin, sandbox, monkeypatch):
+    """A match on the file's name is checked against the rows above it only when the number
+    may have been read before (a filter of the numbers read says so): a search for a name
+    whose number the file gives once reads the file once; one whose number came earlier under
+    another name reads it again, drops it, and searches once more."""
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
+                                  "+966501234567,مكرر\n0501234569,ليلى\n")
+    reads = []
+    file_rows = audience._file_rows
+
+    def counted(path, spec):
+        reads.append(path)
+        return file_rows(path, spec)
+
+    monkeypatch.setattr(audience, "_file_rows", counted)
+    assert preview_options(preview_of(client, campaign, q="ليلى").text, "row") == [("4", "ليلى")]
+    assert len(reads) == 1
+    reads.clear()
+    nobody = preview_of(client, campaign, q="مكرر")
+    assert arabic("Nobody in the audience matches this search.") in nobody.text
+    assert len(reads) == 4  # the search, the rows above, the search again; the first row
+
+
 def test_a_files_search_finds_a_number_the_crm_knows_by_the_crms_name(client, org, admin,
                                                                        sandbox):
     """A number the CRM knows goes out with its customer's name, not the file's: the search
