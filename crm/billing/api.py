@@ -72,6 +72,17 @@ def cancel() -> Response:
     return answer(schemas.Subscription, services.subscription_summary())
 
 
+@billing.post("/billing/keep-plan", "Keep the plan: withdraw a cancellation at the end of the "
+              "period", answers={200: schemas.Subscription}, errors=(409,),
+              description="The subscription renews as before (`cancel_at_period_end` false), "
+              "whether it was cancelled here or in Stripe's portal; with no cancellation to "
+              "withdraw nothing changes. Without a subscription, 409. " + _NEEDS_STRIPE)
+@require("billing", "write")
+def keep_plan() -> Response:
+    services.keep_plan(me())
+    return answer(schemas.Subscription, services.subscription_summary())
+
+
 @billing.post("/billing/payment-method", "Change the card: a Stripe Customer Portal session "
               "to send the admin to", answers={201: schemas.PortalSession}, errors=(409,),
               description=_NEEDS_STRIPE)

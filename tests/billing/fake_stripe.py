@@ -7,6 +7,10 @@ sessions, subscriptions (retrieve, update, cancel) and their schedules, invoices
 Stripe's error shape. Objects follow the API versions since 2025 (a subscription's period on
 its items, an invoice's subscription under `parent`).
 
+What Stripe sends after a call that changes something (a subscription updated, the invoice of
+a plan change) waits in `outbox` until a test `take_events()`, or, when `webhook_url` is set,
+is also delivered there by a thread, after the answer, as Stripe sends its webhooks.
+
 What Stripe does on its own side, a test does with a helper: `complete_checkout` (the customer
 paid), `fail_payment` / `pay_invoice` (a renewal failed, then went through), `renew` (a period
 ends: a scheduled downgrade or a cancellation takes effect). Each returns the events Stripe
@@ -26,6 +30,7 @@ can reach Stripe); the `stripe_api` fixture `reset()`s it for each test that use
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -84,6 +89,7 @@ class FakeStripe:
     requests: list[Recorded] = field(default_factory=list)
     objects: dict[str, dict] = field(default_factory=dict)  # id → object, of every kind
     meter_events: list[dict] = field(default_factory=list)
+    outbox: list[dict] = field(default_factory=list)  # events of API calls, not yet taken
     fail_with: int | None = None  # answer every call with this status (a Stripe outage)
     clock: float | None = None  # now, for created timestamps (None: the real time)
     webhook_url: str | None = None  # where the Checkout page sends its events (None: nowhere)
@@ -110,6 +116,7 @@ class FakeStripe:
             self.requests.clear()
             self.objects.clear()
             self.meter_events.clear()
+            self.outbox.clear()
             self._answered.clear()
             self.fail_with = self.clock = self.webhook_url = None
             self.on_stripe_origins = False
@@ -126,6 +133,12 @@ class FakeStripe:
         return [call for call in self.requests
                 if call.method == method and call.path.startswith(path_prefix)]
 
+    def take_events(self) -> list[dict]:
+        """The events the API calls since the last take caused, oldest first."""
+        with self._lock:
+            events, self.outbox[:] = list(self.outbox), []
+        return events
+
     def counted_meter_events(self) -> dict[str, dict]:
         """The meter events as Stripe counts them: one per identifier."""
         return {event["identifier"]: event for event in self.meter_events}
@@ -141,7 +154,8 @@ class FakeStripe:
             "brand": "visa", "last4": card_last4, "exp_month": 12, "exp_year": 2030})
         subscription = self._create(
             "sub", "subscription", customer=session["customer"], status="active",
-            cancel_at_period_end=False, canceled_at=None, schedule=None, trial_end=None,
+            cancel_at_period_end=False, cancel_at=None, canceled_at=None, schedule=None,
+            trial_end=None,
             default_payment_method=method["id"],
             metadata=session.get("subscription_data", {}).get("metadata", {}),
             items={"object": "list", "data": [self._item(price)]})
@@ -206,6 +220,21 @@ class FakeStripe:
             body, secret or self.webhook_secret, timestamp=timestamp)
         return body.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
 
+    def _emit(self, kind: str, obj: dict) -> None:
+        """An event an API call caused: kept for `take_events`, and sent to `webhook_url`
+        (if set) from a thread, as Stripe sends it once the call is answered."""
+        event = self.event(kind, obj)
+        with self._lock:
+            self.outbox.append(event)
+        if self.webhook_url is not None:
+            threading.Thread(target=self._send_later, args=(event,), daemon=True).start()
+
+    def _send_later(self, event: dict) -> None:
+        time.sleep(0.2)  # after the call's answer, as Stripe's webhooks come
+        # Not delivered: Stripe would retry later; what waits on it sees it did not arrive.
+        with contextlib.suppress(requests.RequestException):
+            self.send(event)
+
     def send(self, event: dict) -> None:
         """Deliver `event` to `webhook_url` as Stripe does: a signed POST (nothing without one)."""
         if self.webhook_url is None:
@@ -247,6 +276,14 @@ class FakeStripe:
             invoice_pdf=f"https://pay.stripe.test/invoice/{invoice_id}/pdf",
             parent={"type": "subscription_details",
                     "subscription_details": {"subscription": subscription["id"]}})
+
+    def _cancel_at_period_end(self, subscription: dict, cancel: bool) -> None:
+        """Stripe's `cancel_at_period_end`: with it, `cancel_at` is the period's end and
+        `canceled_at` the request's moment; set back to false, both are cleared."""
+        period_end = subscription["items"]["data"][0]["current_period_end"]
+        subscription.update(cancel_at_period_end=cancel,
+                            cancel_at=period_end if cancel else None,
+                            canceled_at=self.now() if cancel else None)
 
     def _subscription_view(self, subscription: dict, expand: list[str]) -> dict:
         view = json.loads(json.dumps(subscription))
@@ -431,17 +468,22 @@ class FakeStripe:
             subscription, error = get(subscription_id, "subscription")
             if error:
                 return error
+            if subscription["status"] in ("canceled", "incomplete_expired"):
+                return _error(400, "A canceled subscription can only update its "
+                              "cancellation_details and metadata.", None)
             if subscription["schedule"] and "cancel_at_period_end" in params:
                 return _error(400, "The subscription is managed by the subscription schedule",
                               "subscription_schedule_managed")
             if "cancel_at_period_end" in params:
-                subscription["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
+                self._cancel_at_period_end(subscription,
+                                           params["cancel_at_period_end"] == "true")
             for change in params.get("items", []):
                 item = subscription["items"]["data"][0]
                 if change["id"] != item["id"]:
                     return _error(400, "No such subscription item", "resource_missing")
                 item["price"] = self.objects[change["price"]]
                 self._invoice(subscription, item["price"]["unit_amount"], "paid")
+            self._emit("customer.subscription.updated", subscription)
             return jsonify(self._subscription_view(subscription, []))
 
         @route("DELETE", r"/v1/subscriptions/([^/]+)")
@@ -450,6 +492,7 @@ class FakeStripe:
             if error:
                 return error
             subscription.update(status="canceled", canceled_at=self.now())
+            self._emit("customer.subscription.deleted", subscription)
             return jsonify(self._subscription_view(subscription, []))
 
         @route("POST", r"/v1/subscription_schedules")
