@@ -160,7 +160,8 @@ class FakeStripe:
             metadata=session.get("subscription_data", {}).get("metadata", {}),
             items={"object": "list", "data": [self._item(price)]})
         session.update(status="complete", subscription=subscription["id"])
-        invoice = self._invoice(subscription, price["unit_amount"], "paid")
+        invoice = self._invoice(subscription, [self._line(subscription, price)], "paid",
+                                "subscription_create")
         return [self.event("checkout.session.completed", session),
                 self.event("customer.subscription.created", subscription),
                 self.event("invoice.paid", invoice)]
@@ -169,7 +170,8 @@ class FakeStripe:
         """A renewal's payment failed: the invoice stays open, the subscription is past due."""
         subscription = self.objects[subscription_id]
         price = subscription["items"]["data"][0]["price"]
-        invoice = self._invoice(subscription, price["unit_amount"], "open")
+        invoice = self._invoice(subscription, [self._line(subscription, price)], "open",
+                                "subscription_cycle")
         subscription["status"] = "past_due"
         return [self.event("invoice.payment_failed", invoice),
                 self.event("customer.subscription.updated", subscription)]
@@ -196,7 +198,8 @@ class FakeStripe:
             schedule.update(status="released", released_subscription=subscription_id)
             subscription["schedule"] = None
         self._new_period(item)
-        invoice = self._invoice(subscription, item["price"]["unit_amount"], "paid")
+        lines = [self._line(subscription, item["price"]), *self._pending_items(subscription)]
+        invoice = self._invoice(subscription, lines, "paid", "subscription_cycle")
         return [self.event("customer.subscription.updated", subscription),
                 self.event("invoice.paid", invoice)]
 
@@ -264,18 +267,83 @@ class FakeStripe:
         length = YEAR if item["price"]["recurring"]["interval"] == "year" else MONTH
         item.update(current_period_start=start, current_period_end=start + length)
 
-    def _invoice(self, subscription: dict, amount: int, status: str) -> dict:
+    def _line(self, subscription: dict, price: dict, amount: int | None = None,
+              proration: bool = False) -> dict:
+        """An invoice line of `price` for the subscription's item (its whole amount unless a
+        prorated one is given), in the API's shape since 2025 (what it bills under
+        `parent`)."""
+        item = subscription["items"]["data"][0]
+        return {"id": f"il_{secrets.token_hex(6)}", "object": "line_item",
+                "amount": price["unit_amount"] if amount is None else amount,
+                "currency": price["currency"], "pricing": {"price_details": {
+                    "price": price["id"], "product": price["product"]}},
+                "period": {"start": self.now(), "end": item["current_period_end"]},
+                "parent": {"type": "subscription_item_details", "subscription_item_details": {
+                    "subscription": subscription["id"], "subscription_item": item["id"],
+                    "proration": proration, "invoice_item": None}}}
+
+    def _pending_items(self, subscription: dict) -> list[dict]:
+        """The lines of the proration items that wait for the subscription's next invoice."""
+        return [item["_line"] for item in self.of_kind("invoiceitem")
+                if item["subscription"] == subscription["id"] and item["invoice"] is None]
+
+    def _invoice(self, subscription: dict, lines: list[dict], status: str,
+                 reason: str) -> dict:
+        """An invoice of `lines` (its proration items then name it). A credit beyond what
+        is due goes to the customer's balance: nothing below zero is due."""
         with self._lock:
             number = next(self._numbers)
         invoice_id = f"in_{secrets.token_hex(8)}"
+        amount = max(0, sum(line["amount"] for line in lines))
+        for item in self.of_kind("invoiceitem"):
+            if item["_line"] in lines:
+                item["invoice"] = invoice_id
         return self._create(
             "in", "invoice", object_id=invoice_id, customer=subscription["customer"],
             number=f"WASL-{number:04d}", amount_due=amount, amount_paid=amount
-            if status == "paid" else 0, currency="sar", status=status,
+            if status == "paid" else 0, currency="sar", status=status, billing_reason=reason,
+            lines={"object": "list", "data": lines, "has_more": False,
+                   "url": f"/v1/invoices/{invoice_id}/lines"},
             hosted_invoice_url=f"https://invoice.stripe.test/i/{invoice_id}",
             invoice_pdf=f"https://pay.stripe.test/invoice/{invoice_id}/pdf",
             parent={"type": "subscription_details",
                     "subscription_details": {"subscription": subscription["id"]}})
+
+    def _change_price(self, subscription: dict, price: dict, behavior: str) -> None:
+        """Move the subscription's item to `price` now, prorated as Stripe prorates: a
+        credit for the time left on the old price, a charge for it on the new one (to the
+        second), as invoice items that wait for the next invoice (`create_prorations`, the
+        default), or invoiced and paid at once (`always_invoice`), or none (`none`). A new
+        interval starts a new period at once, invoiced at once whatever the behavior (less the
+        credit unless `none`)."""
+        item = subscription["items"]["data"][0]
+        old, now = item["price"], self.now()
+        start, end = item["current_period_start"], item["current_period_end"]
+        left = (end - now) / (end - start) if end > start else 0
+        credit = self._line(subscription, old, -round(old["unit_amount"] * left), True)
+        new_cycle = old["recurring"]["interval"] != price["recurring"]["interval"]
+        item["price"] = price
+        if new_cycle:
+            self._new_period(item)
+            lines = [self._line(subscription, price)]
+        else:
+            lines = [self._line(subscription, price, round(price["unit_amount"] * left), True)]
+        if behavior != "none":
+            lines.insert(0, credit)
+            for line in lines:
+                details = line["parent"]["subscription_item_details"]
+                if details["proration"]:  # `_line`: the fake's own note of its invoice line
+                    details["invoice_item"] = self._create(
+                        "ii", "invoiceitem", customer=subscription["customer"],
+                        subscription=subscription["id"], amount=line["amount"],
+                        currency=line["currency"], proration=True, invoice=None,
+                        _line=line)["id"]
+        if new_cycle or behavior == "always_invoice":
+            invoice = self._invoice(subscription, lines if new_cycle else
+                                    self._pending_items(subscription), "paid",
+                                    "subscription_update")
+            for kind in ("invoice.created", "invoice.finalized", "invoice.paid"):
+                self._emit(kind, invoice)
 
     def _cancel_at_period_end(self, subscription: dict, cancel: bool) -> None:
         """Stripe's `cancel_at_period_end`: with it, `cancel_at` is the period's end and
@@ -481,8 +549,11 @@ class FakeStripe:
                 item = subscription["items"]["data"][0]
                 if change["id"] != item["id"]:
                     return _error(400, "No such subscription item", "resource_missing")
-                item["price"] = self.objects[change["price"]]
-                self._invoice(subscription, item["price"]["unit_amount"], "paid")
+                price, error = get(change["price"], "price")
+                if error:
+                    return error
+                self._change_price(subscription, price,
+                                   params.get("proration_behavior", "create_prorations"))
             self._emit("customer.subscription.updated", subscription)
             return jsonify(self._subscription_view(subscription, []))
 

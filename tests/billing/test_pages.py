@@ -19,7 +19,7 @@ from crm.transaction import commit
 from tests.billing.factories import age, invitation_token, oid, overdue, put_on_plan
 from tests.billing.test_stripe import deliver, state
 from tests.customers.factories import make_customer
-from tests.factories import login, make_org, make_user
+from tests.factories import bearer, login, make_org, make_user
 from tests.whatsapp.factories import make_profile
 
 
@@ -439,3 +439,33 @@ def test_stripe_down_when_keeping_the_plan_says_so_in_arabic_and_changes_nothing
                        ) in html
     assert 'action="/billing/keep-plan"' in html
     assert state(org).cancel_at_period_end is True
+
+
+def test_an_upgrade_mid_period_lists_its_prorated_invoice_once_stripe_says_so(
+        app, client, synced):
+    """Starter to Pro halfway through the month: Stripe invoices the difference at once
+    (half of Pro less half of Starter, SAR 100.00) and says so by webhook; the admin then
+    finds that invoice, paid, in the page's list and the API's."""
+    org = make_org(language="en")
+    start = int(services.utcnow().timestamp()) - 15 * 24 * 3600
+    synced.clock = start
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    synced.clock = start + 15 * 24 * 3600
+    login(client, org.admin)
+
+    changed = client.post("/billing/change-plan", data={"plan": "pro", "interval": "month"})
+    assert (changed.status_code, changed.location) == (303, "/billing")
+    deliver(app, client, synced, synced.take_events())
+
+    login(client, org.admin)
+    html = client.get("/billing").get_data(as_text=True)
+    rows = html.split("<tbody>")[1].split("</tbody>")[0].split("</tr>")
+    assert "SAR100.00" in rows[0]
+    assert "Paid" in rows[0]
+    assert "SAR99.00" in rows[1]
+    listed = client.get("/api/billing/invoices", headers=bearer(org.admin)).json["items"]
+    assert [(invoice["amount"], invoice["status"]) for invoice in listed] == [
+        (10_000, "paid"), (9_900, "paid")]
