@@ -371,6 +371,10 @@ class FakeStripe:
                 return handler
             return register
 
+        @app.get("/favicon.ico")
+        def favicon():  # asked for by a browser on the hosted pages: not an API call
+            return "", 204
+
         @app.get("/c/pay/<session_id>")
         def checkout_page(session_id: str):
             session = self.objects.get(session_id)
