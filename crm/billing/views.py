@@ -220,9 +220,15 @@ def change_plan():
                                             request.form.get("interval"))
     except ServiceError as exc:
         return _refused(exc)
+    chosen = request.form.get("plan")
+    asked = (chosen, request.form.get("interval"))
     if subscription.scheduled_plan:
         flash(_("Your plan changes to %(plan)s at the end of the period paid for.",
                 plan=PLANS[subscription.scheduled_plan].name), "success")
+    elif (subscription.plan, subscription.interval) != asked:  # held until its invoice is paid
+        flash(_("The payment for %(plan)s did not go through: your plan stays %(current)s "
+                "until its invoice is paid (below, or with another card in the portal).",
+                plan=PLANS[chosen].name, current=PLANS[subscription.plan].name), "error")
     else:
         flash(_("Your plan is now %(plan)s.", plan=PLANS[subscription.plan].name), "success")
     return see_other("billing.billing_page")

@@ -91,6 +91,7 @@ class FakeStripe:
     meter_events: list[dict] = field(default_factory=list)
     outbox: list[dict] = field(default_factory=list)  # events of API calls, not yet taken
     fail_with: int | None = None  # answer every call with this status (a Stripe outage)
+    declines: bool = False  # the customer's card declines what is charged at once
     clock: float | None = None  # now, for created timestamps (None: the real time)
     webhook_url: str | None = None  # where the Checkout page sends its events (None: nowhere)
     on_stripe_origins: bool = False  # session URLs on Stripe's origins (else on the fake's)
@@ -119,7 +120,7 @@ class FakeStripe:
             self.outbox.clear()
             self._answered.clear()
             self.fail_with = self.clock = self.webhook_url = None
-            self.on_stripe_origins = False
+            self.on_stripe_origins = self.declines = False
 
     # -- what tests read --------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class FakeStripe:
         subscription = self._create(
             "sub", "subscription", customer=session["customer"], status="active",
             cancel_at_period_end=False, cancel_at=None, canceled_at=None, schedule=None,
-            trial_end=None,
+            trial_end=None, pending_update=None,
             default_payment_method=method["id"],
             metadata=session.get("subscription_data", {}).get("metadata", {}),
             items={"object": "list", "data": [self._item(price)]})
@@ -177,10 +178,19 @@ class FakeStripe:
                 self.event("customer.subscription.updated", subscription)]
 
     def pay_invoice(self, invoice_id: str) -> list[dict]:
+        """The invoice is paid (a retry, a new card): the subscription is active, and an
+        update that waited for this payment applies."""
         invoice = self.objects[invoice_id]
-        invoice["status"] = "paid"
+        invoice.update(status="paid", amount_paid=invoice["amount_due"])
         subscription = self.objects[invoice["parent"]["subscription_details"]["subscription"]]
         subscription["status"] = "active"
+        pending = subscription["pending_update"]
+        if pending:
+            item = subscription["items"]["data"][0]
+            price = self.objects[pending["subscription_items"][0]["price"]]
+            if price["recurring"]["interval"] != item["price"]["recurring"]["interval"]:
+                self._new_period(item)
+            item["price"], subscription["pending_update"] = price, None
         return [self.event("invoice.paid", invoice),
                 self.event("customer.subscription.updated", subscription)]
 
@@ -309,13 +319,15 @@ class FakeStripe:
             parent={"type": "subscription_details",
                     "subscription_details": {"subscription": subscription["id"]}})
 
-    def _change_price(self, subscription: dict, price: dict, behavior: str) -> None:
+    def _change_price(self, subscription: dict, price: dict, behavior: str,
+                      pending: bool = False) -> None:
         """Move the subscription's item to `price` now, prorated as Stripe prorates: a
         credit for the time left on the old price, a charge for it on the new one (to the
         second), as invoice items that wait for the next invoice (`create_prorations`, the
         default), or invoiced and paid at once (`always_invoice`), or none (`none`). A new
         interval starts a new period at once, invoiced at once whatever the behavior (less the
-        credit unless `none`)."""
+        credit unless `none`). With `pending` (`payment_behavior=pending_if_incomplete`) and a
+        card that declines, the change waits in `pending_update` for its invoice's payment."""
         item = subscription["items"]["data"][0]
         old, now = item["price"], self.now()
         start, end = item["current_period_start"], item["current_period_end"]
@@ -339,10 +351,18 @@ class FakeStripe:
                         currency=line["currency"], proration=True, invoice=None,
                         _line=line)["id"]
         if new_cycle or behavior == "always_invoice":
+            declined = self.declines and pending
             invoice = self._invoice(subscription, lines if new_cycle else
-                                    self._pending_items(subscription), "paid",
-                                    "subscription_update")
-            for kind in ("invoice.created", "invoice.finalized", "invoice.paid"):
+                                    self._pending_items(subscription),
+                                    "open" if declined else "paid", "subscription_update")
+            if declined:
+                item.update(price=old, current_period_start=start, current_period_end=end)
+                subscription["pending_update"] = {
+                    "subscription_items": [{"id": item["id"], "price": price["id"]}],
+                    "expires_at": now + 23 * 3600, "billing_cycle_anchor": None,
+                    "trial_end": None, "trial_from_plan": False}
+            for kind in ("invoice.created", "invoice.finalized",
+                         "invoice.payment_failed" if declined else "invoice.paid"):
                 self._emit(kind, invoice)
 
     def _cancel_at_period_end(self, subscription: dict, cancel: bool) -> None:
@@ -556,8 +576,9 @@ class FakeStripe:
                 price, error = get(change["price"], "price")
                 if error:
                     return error
-                self._change_price(subscription, price,
-                                   params.get("proration_behavior", "create_prorations"))
+                self._change_price(
+                    subscription, price, params.get("proration_behavior", "create_prorations"),
+                    pending=params.get("payment_behavior") == "pending_if_incomplete")
             self._emit("customer.subscription.updated", subscription)
             return jsonify(self._subscription_view(subscription, []))
 

@@ -469,3 +469,22 @@ def test_an_upgrade_mid_period_lists_its_prorated_invoice_once_stripe_says_so(
     listed = client.get("/api/billing/invoices", headers=bearer(org.admin)).json["items"]
     assert [(invoice["amount"], invoice["status"]) for invoice in listed] == [
         (10_000, "paid"), (9_900, "paid")]
+
+
+def test_an_upgrade_whose_payment_fails_says_the_plan_stays(app, client, synced):
+    """The card declines the upgrade's difference: the page says the plan stays Starter until
+    the invoice is paid, not that it is now Starter."""
+    org = make_org(language="en")
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    synced.declines = True
+    login(client, org.admin)
+
+    client.post("/billing/change-plan", data={"plan": "pro", "interval": "month"})
+
+    html = client.get("/billing").get_data(as_text=True)
+    assert "Your plan is now" not in html
+    assert ("The payment for Pro did not go through: your plan stays Starter until its "
+            "invoice is paid") in html

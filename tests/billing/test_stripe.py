@@ -616,3 +616,32 @@ def test_stripe_down_or_refusing_to_keep_the_plan_changes_nothing_here(
     synced.fail_with = None
     assert state(org).cancel_at_period_end is True
     assert _audited(org, "billing.plan_kept") == 0
+
+
+def test_an_upgrade_whose_payment_fails_waits_for_it_without_dunning(app, client, synced):
+    """The card declines the difference: Stripe keeps the subscription on Starter with the
+    upgrade pending (`pending_if_incomplete`), the open invoice is listed to pay, the owner is
+    not threatened with read-only (nothing is overdue: the plan paid for runs on); once the
+    invoice is paid, Stripe applies the upgrade and its webhook brings Pro."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "starter")
+    synced.declines = True
+
+    with organization_context(oid(org)):
+        kept = services.change_plan(org.admin, "pro", "month")
+        commit()
+
+    assert (kept.plan, kept.status) == ("starter", "active")
+    assert synced.objects[stripe_id]["pending_update"] is not None
+    deliver(app, client, synced, synced.take_events())
+    assert (state(org).plan, entitlements(org).plan) == ("starter", "starter")
+    with organization_context(oid(org)):
+        invoice = services.list_invoices()[0][0]
+        assert invoice.status == "open"
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail)) == 0
+
+    synced.declines = False
+    deliver(app, client, synced, synced.pay_invoice(invoice.stripe_invoice_id))
+
+    assert (state(org).plan, entitlements(org).plan) == ("pro", "pro")
+    assert synced.objects[stripe_id]["pending_update"] is None
