@@ -3,9 +3,10 @@
 It speaks what stripe-python sends (form-encoded bodies with bracketed keys, bearer key,
 Idempotency-Key) and answers in Stripe's object shapes for what Wasl calls: customers,
 products, prices (listed by lookup key), billing meters and meter events, Checkout and portal
-sessions, subscriptions (retrieve, update, cancel) and their schedules, invoices; errors in
-Stripe's error shape. Objects follow the API versions since 2025 (a subscription's period on
-its items, an invoice's subscription under `parent`).
+sessions, subscriptions (retrieve, update with Stripe's prorations, cancel) and their
+schedules, invoices with their lines, proration invoice items; errors in Stripe's error
+shape. Objects follow the API versions since 2025 (a subscription's period on its items, an
+invoice's subscription under `parent`).
 
 What Stripe sends after a call that changes something (a subscription updated, the invoice of
 a plan change) waits in `outbox` until a test `take_events()`, or, when `webhook_url` is set,
@@ -91,7 +92,7 @@ class FakeStripe:
     meter_events: list[dict] = field(default_factory=list)
     outbox: list[dict] = field(default_factory=list)  # events of API calls, not yet taken
     fail_with: int | None = None  # answer every call with this status (a Stripe outage)
-    declines: bool = False  # the customer's card declines what is charged at once
+    declines: bool = False  # the card declines an update's charge (pending_if_incomplete)
     clock: float | None = None  # now, for created timestamps (None: the real time)
     webhook_url: str | None = None  # where the Checkout page sends its events (None: nowhere)
     on_stripe_origins: bool = False  # session URLs on Stripe's origins (else on the fake's)
