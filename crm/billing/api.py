@@ -51,8 +51,10 @@ def subscribe() -> Response:
 
 @billing.post("/billing/change-plan", "Move the subscription to another plan or interval",
               body=schemas.PlanChoice, answers={200: schemas.Subscription}, errors=(409,),
-              description="An upgrade applies at once, its difference invoiced now; a "
-              "downgrade waits for the end of the period paid for (`scheduled_plan`). "
+              description="An upgrade applies at once, its difference for the rest of the "
+              "period invoiced and charged now (a card that declines it leaves the plan as it "
+              "was, its invoice open, until paid); a downgrade waits for the end of the period "
+              "paid for (`scheduled_plan`). "
               + _NEEDS_STRIPE)
 @require("billing", "write")
 def change_plan() -> Response:
