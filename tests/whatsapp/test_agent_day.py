@@ -284,6 +284,20 @@ def test_only_admins_change_saved_replies_the_others_read_them(client, org, role
     assert _count(org.id, CannedReply) == 1
 
 
+@pytest.mark.parametrize(("role", "offered"), [("agent", False), ("admin", True)])
+def test_the_slash_menu_offers_to_add_replies_only_to_those_who_may(client, org, sandbox,
+                                                                    role, offered):
+    """No reply matches: the `/` menu says so, and links to adding one only for admins."""
+    user = make_user(org, role)
+    conversation = make_conversation(sandbox, assigned_user_id=user.id)
+    login(client, user)
+
+    menu = page_text(client, f"/inbox/conversations/{conversation.id}/replies?q=nothing")
+
+    assert "No saved reply matches." in menu
+    assert ('href="/inbox/settings"' in menu) is offered
+
+
 def test_enter_sends_unless_the_agent_swaps_the_keys(client, org, sandbox, agent):
     """The composer says Enter sends; swapping keeps what was typed and is remembered."""
     conversation = make_conversation(sandbox, assigned_user_id=agent.id)
