@@ -10,7 +10,9 @@
    ceiling, and each message's time from POST to its broadcast on the Redis channel is taken.
 2. Browse: the inbox list, opening a conversation and the search, as users of one of BENCH_ORGS
    organizations sharing BENCH_CONVERSATIONS conversations and BENCH_MESSAGES messages, first on
-   a tenth of that (to show the time does not grow with the data). The data is generated with
+   a tenth of that (to show the time does not grow with the data); beside them, the page's own
+   requests (signed in): a row fetching itself after a change (`conversationChanged-<id>`),
+   and the list fragment it spares the page from reloading. The data is generated with
    set-based SQL as the schema owner; the measured requests run as the app role under RLS.
 """
 
@@ -51,6 +53,7 @@ from bench.common import (
     pick,
     report,
     set_organization,
+    sign_in,
     statements_recorded,
     worker_environment,
 )
@@ -470,8 +473,9 @@ def run_browse(app: Flask, baseline_client, loader: Loader, show_plans: bool
     alternating rounds; check the plan of its main statement."""
     org = loader.org_ids[len(loader.org_ids) // 2]
     with app.app_context():
-        headers, conversation_ids = _tenant(org)
-    thread_ids = itertools.cycle(conversation_ids)
+        tenant = _tenant(org)
+    headers = tenant.headers
+    thread_ids = itertools.cycle(tenant.conversation_ids)
     api = "/api/whatsapp/conversations"
     scenarios = [
         Scenario("inbox list, all (admin)", "admin", lambda: f"{api}?scope=all",
@@ -493,20 +497,57 @@ def run_browse(app: Flask, baseline_client, loader: Loader, show_plans: bool
     def get(scenario: Scenario) -> Callable[[], dict]:
         return lambda: check(client.get(scenario.url(), headers=headers[scenario.role])).json
 
+    pages = _page_requests(app, tenant)
     results = measure_alternating({
         "bare Flask + 1 indexed SELECT": lambda: check(baseline_client.get("/baseline/1259")),
-        **{scenario.name: get(scenario) for scenario in scenarios}}, REQUESTS)
-    report(f"inbox browse — {loader.loaded}; {REQUESTS} sequential API requests each "
-           "(bearer, in-process WSGI) as one organization's users, alternating rounds",
-           results[1:], results[0], tail=95)
+        **{scenario.name: get(scenario) for scenario in scenarios}, **pages}, REQUESTS)
+    report(f"inbox browse — {loader.loaded}; {REQUESTS} sequential requests each "
+           "(in-process WSGI) as one organization's users, alternating rounds: the JSON API "
+           "(bearer), then the page's htmx requests (signed in)", results[1:], results[0],
+           tail=95)
+    for name, call in pages.items():
+        with statements_recorded(app) as statements:
+            call()
+        print(f"\nSQL statements of «{name}»: {len(statements)}")
+        for statement, _params in statements:
+            print(f"  {one_line(statement)[:100]}")
     return {scenario.name: Figures(result, *check_plan(app, org, get(scenario), scenario,
                                                        show_plans))
-            for scenario, result in zip(scenarios, results[1:], strict=True)}
+            for scenario, result in zip(scenarios, results[1:len(scenarios) + 1], strict=True)}
 
 
-def _tenant(org: int) -> tuple[dict[str, dict], list[int]]:
-    """Bearer headers of the organization's admin and first agent, and 500 of its
-    conversations, at random, to open."""
+def _page_requests(app: Flask, tenant: Tenant) -> dict[str, Callable[[], object]]:
+    """The inbox page's own htmx requests, each user signed in on a client of their own: a row
+    asking for itself (the conversations on the user's list, at random), and the list fragment
+    that would otherwise be reloaded."""
+    clients = {}
+    for role, session in tenant.sessions.items():
+        clients[role] = app.test_client()
+        sign_in(clients[role], session)
+    rows = {role: itertools.cycle(ids) for role, ids in tenant.row_ids.items()}
+    htmx = {"HX-Request": "true"}
+
+    def row(role: str) -> Callable[[], object]:
+        return lambda: check(clients[role].get(
+            f"/inbox/conversations/{next(rows[role])}/row", headers=htmx))
+
+    return {"a row fetches itself (admin)": row("admin"),
+            "a row fetches itself (agent)": row("agent"),
+            "list fragment, mine (agent, htmx)":
+                lambda: check(clients["agent"].get("/inbox?scope=mine", headers=htmx))}
+
+
+@dataclass
+class Tenant:
+    headers: dict[str, dict]  # role -> bearer header
+    sessions: dict[str, str]  # role -> login session credential
+    conversation_ids: list[int]  # to open
+    row_ids: dict[str, list[int]]  # role -> conversations on that user's list
+
+
+def _tenant(org: int) -> Tenant:
+    """Credentials of the organization's admin and first agent, 500 of its conversations at
+    random to open, and 500 on each user's list (the agent's own) for their rows."""
     from sqlalchemy import func, select
 
     from crm.extensions import db
@@ -514,14 +555,22 @@ def _tenant(org: int) -> tuple[dict[str, dict], list[int]]:
     from crm.tenancy import organization_context
     from crm.whatsapp.models import Conversation
 
+    def sample(*conditions) -> list[int]:
+        return list(db.session.scalars(select(Conversation.id).where(*conditions)
+                                       .order_by(func.random()).limit(500)))
+
     with organization_context(org):
         users = {role: db.session.scalar(select(User).where(User.role == role)
                                          .order_by(User.id).limit(1))
                  for role in ("admin", "agent")}
-        ids = list(db.session.scalars(select(Conversation.id).order_by(func.random()).limit(500)))
+        ids = sample()
+        row_ids = {"admin": ids, "agent": sample(Conversation.assigned_user_id
+                                                 == users["agent"].id)}
         # Inside the organization: each credential's commit expires the other user, whom
         # only the organization's context may read again.
-        return {role: credentials(user)[0] for role, user in users.items()}, ids
+        issued = {role: credentials(user) for role, user in users.items()}
+    return Tenant({role: header for role, (header, _s) in issued.items()},
+                  {role: session for role, (_h, session) in issued.items()}, ids, row_ids)
 
 
 def print_growth(small: dict[str, Figures], big: dict[str, Figures]) -> None:
