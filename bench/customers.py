@@ -302,6 +302,10 @@ def run_browse(app: Flask, baseline_client, data: Dataset) -> None:
         after = _board_cursor(data.board, column)
     sign_in(page_clients[data.board], board.session_id)
     sign_in(page_clients[data.largest], tenant.session_id)
+    pages = [check(page_clients[data.board].get(f"/customers/board/{column}{query}",
+                                                  headers={"HX-Request": "true"})).text
+             for query in ("", f"?cursor={after}")]
+    assert pages[0] != pages[1], "the board column's cursor was ignored"
     deep = _deep_cursor(api_client, tenant.headers, 25)
     deep_search = _deep_cursor(api_client, tenant.headers, 5, "&search=عبد")
     recent = (("ix_customers_recent", "organization_id"),)
@@ -345,7 +349,7 @@ def run_browse(app: Flask, baseline_client, data: Dataset) -> None:
         (Scenario("board page (6 columns, HTML)", "admin", lambda: "/customers/board",
                   in_board, "customers"), data.board),
         (Scenario("board column, 2nd page (htmx)", "admin",
-                  lambda: f"/customers/board/{column}?after={after}",
+                  lambda: f"/customers/board/{column}?cursor={after}",
                   (("ix_customers_board", "board_position"),), "customers"), data.board),
         (Scenario("board page, largest organization", "admin", lambda: "/customers/board",
                   in_board, "customers"), data.largest),
@@ -355,7 +359,7 @@ def run_browse(app: Flask, baseline_client, data: Dataset) -> None:
         return lambda: check(api_client.get(scenario.url(), headers=tenant.headers)).json
 
     def page_get(scenario: Scenario, org: int) -> Callable[[], object]:
-        htmx = {"HX-Request": "true"} if "after=" in scenario.url() else {}
+        htmx = {"HX-Request": "true"} if "/board/" in scenario.url() else {}
         return lambda: check(page_clients[org].get(scenario.url(), headers=htmx))
 
     probes = [Probe(s, api_get(s), data.largest) for s in listed]
