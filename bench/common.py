@@ -146,17 +146,24 @@ def measure_alternating(calls: dict[str, Callable[[], object]], requests: int, r
     return list(results.values())
 
 
-def report(title: str, results: list[Result], baseline: Result, tail: int = 99) -> None:
-    """Print the figures beside the baseline; `tail` picks the high percentile shown."""
+def report(title: str, results: list[Result], baseline: Result, tail: int = 99,
+           floor: Result | None = None) -> None:
+    """Print the figures beside the baseline; `tail` picks the high percentile shown. `floor`,
+    one of `results`, adds a column of ratios to it: the app's own cheapest request of the
+    same kind, which tells what a scenario adds to what every request of the app costs."""
     print(f"\n{title}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {platform.platform()}, load average "
           f"{os.getloadavg()[0]:.1f} (other processes share the cores)")
-    print(f"{'scenario':38} {'req/s':>9} {'p50 ms':>8} {f'p{tail} ms':>8} {'vs baseline':>12}")
+    print(f"{'scenario':38} {'req/s':>9} {'p50 ms':>8} {f'p{tail} ms':>8} {'vs baseline':>12}"
+          + (f" {'vs floor':>9}" if floor else ""))
     for result in [baseline, *results]:
         ratio = result.rps / baseline.rps
         print(f"{result.name:38} {result.rps:9.0f} {result.pct(50):8.2f} "
-              f"{result.pct(tail):8.2f} {ratio:11.2f}x")
+              f"{result.pct(tail):8.2f} {ratio:11.2f}x"
+              + (f" {result.rps / floor.rps:8.2f}x" if floor else ""))
+    if floor:
+        print(f"(vs floor: against «{floor.name}»)")
     print(f"(median of the baseline: {statistics.median(baseline.latencies) * 1000:.2f} ms)")
 
 

@@ -10,7 +10,9 @@
    ceiling, and each message's time from POST to its broadcast on the Redis channel is taken.
 2. Browse: the inbox list, opening a conversation and the search, as users of one of BENCH_ORGS
    organizations sharing BENCH_CONVERSATIONS conversations and BENCH_MESSAGES messages, first on
-   a tenth of that (to show the time does not grow with the data). The data is generated with
+   a tenth of that (to show the time does not grow with the data); beside them, the page's own
+   requests (signed in): a row fetching itself after a change (`conversationChanged-<id>`),
+   and the list fragment it spares the page from reloading. The data is generated with
    set-based SQL as the schema owner; the measured requests run as the app role under RLS.
 """
 
@@ -51,6 +53,7 @@ from bench.common import (
     pick,
     report,
     set_organization,
+    sign_in,
     statements_recorded,
     worker_environment,
 )
@@ -114,13 +117,16 @@ def run_ingest(app: Flask, baseline_client) -> None:
     together, a worker process applying while deliveries arrive, from POST to broadcast."""
     with app.app_context():
         org_id, admin_id = _cloud_profile()
-    deliveries = (_delivery(n) for n in itertools.count())
+    numbers = itertools.count()
     client = app.test_client()
 
-    def post_webhook() -> None:
-        body, signature = next(deliveries)
+    def post_webhook() -> str:
+        """POST the next delivery; its message's WhatsApp id."""
+        n = next(numbers)
+        body, signature = _delivery(n)
         check(client.post(WEBHOOK, data=body, content_type="application/json",
                           headers={"X-Hub-Signature-256": signature}))
+        return _wamid(n)
 
     bodies = (_delivery(n)[0] for n in itertools.count())
 
@@ -137,12 +143,13 @@ def run_ingest(app: Flask, baseline_client) -> None:
     with page_open(app, org_id, admin_id), broadcasts(app) as emits:
         applying = _drain(app)
         emitted = len(emits)
+        announced = len({message_id for _time, message_id in emits})
     report(f"inbox ingest — {REQUESTS} signed webhooks, one new text message each, sequential, "
            "in-process WSGI, alternating rounds with the baseline; then the ingest job applying "
            f"and broadcasting the {kept} kept (one admin's inbox open)",
            [accepted, applying], baseline)
-    print(f"stored {_count_messages(app, org_id)} of {kept} messages; Socket.IO emits seen on "
-          f"the Redis channel: {emitted}")
+    print(f"stored {_count_messages(app, org_id)} of {kept} messages; newMessage emits seen on "
+          f"the Redis channel: {emitted} (one per audience), for {announced} messages")
     print(f"SQL statements per webhook: {len(statements)}")
     for statement, _params in statements:
         print(f"  {one_line(statement)[:100]}")
@@ -166,29 +173,64 @@ def _drain(app: Flask) -> Result:
     return Result("ingest job: apply + broadcast", [elapsed / max(applied, 1)] * applied)
 
 
-def run_end_to_end(app: Flask, post_webhook: Callable[[], None], baseline: Result,
+def run_end_to_end(app: Flask, post_webhook: Callable[[], str], baseline: Result,
                    org_id: int, admin_id: int) -> None:
     """A `crm worker` process applies while deliveries arrive at RATES (a share of the bare
-    INSERT ceiling): the time from each POST to its message's broadcast on the Redis channel."""
+    INSERT ceiling): the time from each POST to its message's first newMessage on the Redis
+    channel. Each message is found by its id (a message is announced once per audience, and
+    the worker need not apply them in the order they came)."""
     with page_open(app, org_id, admin_id), worker_process(app), broadcasts(app) as emits:
         for share in E2E_SHARES:
             rate = baseline.rps * share
-            sent, first = [], len(emits)
-            for _ in range(E2E_REQUESTS):
-                due = (sent[0] if sent else time.perf_counter()) + len(sent) / rate
-                time.sleep(max(0.0, due - time.perf_counter()))
-                sent.append(time.perf_counter())
-                post_webhook()
+            sent: dict[str, float] = {}
+            start = time.perf_counter()
+            for i in range(E2E_REQUESTS):
+                time.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                posted = time.perf_counter()
+                sent[post_webhook()] = posted
+            ids = _message_ids(app, org_id, list(sent))
             deadline = time.perf_counter() + 120
-            while len(emits) < first + E2E_REQUESTS and time.perf_counter() < deadline:
-                time.sleep(0.01)
-            heard = emits[first:first + E2E_REQUESTS]
-            latencies = sorted(done - posted for posted, done in zip(sent, heard, strict=False))
-            span = (heard[-1] - sent[0]) if heard else float("inf")
+            while (len(_first_heard(emits, ids.values())) < len(ids)
+                   and time.perf_counter() < deadline):
+                time.sleep(0.05)
+            heard = _first_heard(emits, ids.values())
+            latencies = sorted(heard[ids[wamid]] - posted for wamid, posted in sent.items()
+                               if ids.get(wamid) in heard)
+            span = (max(heard.values()) - start) if heard else float("inf")
             print(f"end to end at {rate:.0f} deliveries/s ({share:.0%} of the bare INSERT "
                   f"ceiling): {len(heard)}/{E2E_REQUESTS} broadcast, "
                   f"{len(heard) / span:.0f} messages/s, POST → broadcast p50 "
                   f"{_ms(latencies, 50)} ms, p99 {_ms(latencies, 99)} ms")
+
+
+def _message_ids(app: Flask, org_id: int, wamids: list[str], wait: float = 120
+                 ) -> dict[str, int]:
+    """The stored id of each message `wamids` names, waiting for the worker to store them."""
+    from sqlalchemy import select
+
+    from crm.extensions import db
+    from crm.tenancy import organization_context
+    from crm.whatsapp.models import Message
+
+    deadline = time.perf_counter() + wait
+    with app.app_context(), organization_context(org_id):
+        while True:
+            found = dict(db.session.execute(
+                select(Message.provider_message_id, Message.id)
+                .where(Message.provider_message_id.in_(wamids))).all())
+            db.session.rollback()
+            if len(found) == len(wamids) or time.perf_counter() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+def _first_heard(emits: list[tuple[float, int]], message_ids) -> dict[int, float]:
+    """When each of `message_ids` was first announced."""
+    wanted, first = set(message_ids), {}
+    for moment, message_id in list(emits):
+        if message_id in wanted and message_id not in first:
+            first[message_id] = moment
+    return first
 
 
 def _ms(latencies: list[float], p: float) -> str:
@@ -234,14 +276,20 @@ def worker_process(app: Flask) -> Iterator[None]:
 
 
 @contextmanager
-def broadcasts(app: Flask) -> Iterator[list[float]]:
-    """When each Socket.IO emit is published on the Redis channel (by any process)."""
+def broadcasts(app: Flask) -> Iterator[list[tuple[float, int]]]:
+    """When each newMessage emit is published on the Redis channel (by any process), with the
+    message it announces: (time, message id)."""
     from crm.realtime import message_channel
 
-    times: list[float] = []
+    times: list[tuple[float, int]] = []
+
+    def heard(message: dict) -> None:
+        moment, emitted = time.perf_counter(), json.loads(message["data"])
+        if emitted.get("method") == "emit" and emitted.get("event") == "newMessage":
+            times.append((moment, emitted["data"][0]["message_id"]))
+
     pubsub = app.extensions["crm.redis"].pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(**{message_channel(app.config["REDIS_URL"]):
-                        lambda _message: times.append(time.perf_counter())})
+    pubsub.subscribe(**{message_channel(app.config["REDIS_URL"]): heard})
     thread = pubsub.run_in_thread(sleep_time=0.001, daemon=True)
     try:
         yield times
@@ -280,12 +328,22 @@ def _cloud_profile() -> tuple[int, int]:
     return org_id, admin_id
 
 
+def _contact(n: int) -> tuple[int, str]:
+    """Who sends the n-th delivery: one of CONTACTS, and their WhatsApp id."""
+    contact = (n * 7) % CONTACTS
+    return contact, f"9665{(contact * 7919) % 10**8:08d}"
+
+
+def _wamid(n: int) -> str:
+    """The WhatsApp id of the n-th delivery's message."""
+    return f"wamid.HBgM{_contact(n)[1]}FQIAEhgUM0E{n:016X}AA=="
+
+
 def _delivery(n: int) -> tuple[bytes, str]:
     """Meta's webhook body for one inbound text message, and its X-Hub-Signature-256."""
-    contact = (n * 7) % CONTACTS
-    wa_id = f"9665{(contact * 7919) % 10**8:08d}"
+    contact, wa_id = _contact(n)
     name = f"{AR_FIRST[contact % len(AR_FIRST)]} {AR_LAST[contact % len(AR_LAST)]}"
-    message = {"from": wa_id, "id": f"wamid.HBgM{wa_id}FQIAEhgUM0E{n:016X}AA==",
+    message = {"from": wa_id, "id": _wamid(n),
                "timestamp": str(1_764_000_000 + n), "type": "text",
                "text": {"body": INBOUND_TEXTS[n % len(INBOUND_TEXTS)]}}
     value = {"messaging_product": "whatsapp",
@@ -470,8 +528,9 @@ def run_browse(app: Flask, baseline_client, loader: Loader, show_plans: bool
     alternating rounds; check the plan of its main statement."""
     org = loader.org_ids[len(loader.org_ids) // 2]
     with app.app_context():
-        headers, conversation_ids = _tenant(org)
-    thread_ids = itertools.cycle(conversation_ids)
+        tenant = _tenant(org)
+    headers = tenant.headers
+    thread_ids = itertools.cycle(tenant.conversation_ids)
     api = "/api/whatsapp/conversations"
     scenarios = [
         Scenario("inbox list, all (admin)", "admin", lambda: f"{api}?scope=all",
@@ -493,20 +552,57 @@ def run_browse(app: Flask, baseline_client, loader: Loader, show_plans: bool
     def get(scenario: Scenario) -> Callable[[], dict]:
         return lambda: check(client.get(scenario.url(), headers=headers[scenario.role])).json
 
+    pages = _page_requests(app, tenant)
     results = measure_alternating({
         "bare Flask + 1 indexed SELECT": lambda: check(baseline_client.get("/baseline/1259")),
-        **{scenario.name: get(scenario) for scenario in scenarios}}, REQUESTS)
-    report(f"inbox browse — {loader.loaded}; {REQUESTS} sequential API requests each "
-           "(bearer, in-process WSGI) as one organization's users, alternating rounds",
-           results[1:], results[0], tail=95)
+        **{scenario.name: get(scenario) for scenario in scenarios}, **pages}, REQUESTS)
+    report(f"inbox browse — {loader.loaded}; {REQUESTS} sequential requests each "
+           "(in-process WSGI) as one organization's users, alternating rounds: the JSON API "
+           "(bearer), then the page's htmx requests (signed in)", results[1:], results[0],
+           tail=95)
+    for name, call in pages.items():
+        with statements_recorded(app) as statements:
+            call()
+        print(f"\nSQL statements of «{name}»: {len(statements)}")
+        for statement, _params in statements:
+            print(f"  {one_line(statement)[:100]}")
     return {scenario.name: Figures(result, *check_plan(app, org, get(scenario), scenario,
                                                        show_plans))
-            for scenario, result in zip(scenarios, results[1:], strict=True)}
+            for scenario, result in zip(scenarios, results[1:len(scenarios) + 1], strict=True)}
 
 
-def _tenant(org: int) -> tuple[dict[str, dict], list[int]]:
-    """Bearer headers of the organization's admin and first agent, and 500 of its
-    conversations, at random, to open."""
+def _page_requests(app: Flask, tenant: Tenant) -> dict[str, Callable[[], object]]:
+    """The inbox page's own htmx requests, each user signed in on a client of their own: a row
+    asking for itself (the conversations on the user's list, at random), and the list fragment
+    that would otherwise be reloaded."""
+    clients = {}
+    for role, session in tenant.sessions.items():
+        clients[role] = app.test_client()
+        sign_in(clients[role], session)
+    rows = {role: itertools.cycle(ids) for role, ids in tenant.row_ids.items()}
+    htmx = {"HX-Request": "true"}
+
+    def row(role: str) -> Callable[[], object]:
+        return lambda: check(clients[role].get(
+            f"/inbox/conversations/{next(rows[role])}/row", headers=htmx))
+
+    return {"a row fetches itself (admin)": row("admin"),
+            "a row fetches itself (agent)": row("agent"),
+            "list fragment, mine (agent, htmx)":
+                lambda: check(clients["agent"].get("/inbox?scope=mine", headers=htmx))}
+
+
+@dataclass
+class Tenant:
+    headers: dict[str, dict]  # role -> bearer header
+    sessions: dict[str, str]  # role -> login session credential
+    conversation_ids: list[int]  # to open
+    row_ids: dict[str, list[int]]  # role -> conversations on that user's list
+
+
+def _tenant(org: int) -> Tenant:
+    """Credentials of the organization's admin and first agent, 500 of its conversations at
+    random to open, and 500 on each user's list (the agent's own) for their rows."""
     from sqlalchemy import func, select
 
     from crm.extensions import db
@@ -514,14 +610,22 @@ def _tenant(org: int) -> tuple[dict[str, dict], list[int]]:
     from crm.tenancy import organization_context
     from crm.whatsapp.models import Conversation
 
+    def sample(*conditions) -> list[int]:
+        return list(db.session.scalars(select(Conversation.id).where(*conditions)
+                                       .order_by(func.random()).limit(500)))
+
     with organization_context(org):
         users = {role: db.session.scalar(select(User).where(User.role == role)
                                          .order_by(User.id).limit(1))
                  for role in ("admin", "agent")}
-        ids = list(db.session.scalars(select(Conversation.id).order_by(func.random()).limit(500)))
+        ids = sample()
+        row_ids = {"admin": ids, "agent": sample(Conversation.assigned_user_id
+                                                 == users["agent"].id)}
         # Inside the organization: each credential's commit expires the other user, whom
         # only the organization's context may read again.
-        return {role: credentials(user)[0] for role, user in users.items()}, ids
+        issued = {role: credentials(user) for role, user in users.items()}
+    return Tenant({role: header for role, (header, _s) in issued.items()},
+                  {role: session for role, (_h, session) in issued.items()}, ids, row_ids)
 
 
 def print_growth(small: dict[str, Figures], big: dict[str, Figures]) -> None:

@@ -59,6 +59,10 @@ class Config:
     REMEMBER_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
     PERMANENT_SESSION_LIFETIME = timedelta(days=14)
+    # A browser session unused for this long is no longer live: a forgotten laptop or a copied
+    # cookie does not keep an account open. API tokens expire with their JWT; API keys are
+    # for integrations and live until revoked.
+    SESSION_IDLE_LIFETIME = timedelta(days=int(os.environ.get("SESSION_IDLE_DAYS", 14)))
     PREFERRED_URL_SCHEME = "https" if SESSION_COOKIE_SECURE else "http"
     WTF_CSRF_TIME_LIMIT = None
 

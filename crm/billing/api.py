@@ -51,8 +51,10 @@ def subscribe() -> Response:
 
 @billing.post("/billing/change-plan", "Move the subscription to another plan or interval",
               body=schemas.PlanChoice, answers={200: schemas.Subscription}, errors=(409,),
-              description="An upgrade applies at once, its difference invoiced now; a "
-              "downgrade waits for the end of the period paid for (`scheduled_plan`). "
+              description="An upgrade applies at once, its difference for the rest of the "
+              "period invoiced and charged now (a card that declines it leaves the plan as it "
+              "was, its invoice open, until paid); a downgrade waits for the end of the period "
+              "paid for (`scheduled_plan`). "
               + _NEEDS_STRIPE)
 @require("billing", "write")
 def change_plan() -> Response:
@@ -69,6 +71,17 @@ def change_plan() -> Response:
 def cancel() -> Response:
     body = parse(schemas.Cancellation)
     services.cancel(me(), now=body.now)
+    return answer(schemas.Subscription, services.subscription_summary())
+
+
+@billing.post("/billing/keep-plan", "Keep the plan: withdraw a cancellation at the end of the "
+              "period", answers={200: schemas.Subscription}, errors=(409,),
+              description="The subscription renews as before (`cancel_at_period_end` false), "
+              "whether it was cancelled here or in Stripe's portal; with no cancellation to "
+              "withdraw nothing changes. Without a subscription, 409. " + _NEEDS_STRIPE)
+@require("billing", "write")
+def keep_plan() -> Response:
+    services.keep_plan(me())
     return answer(schemas.Subscription, services.subscription_summary())
 
 

@@ -12,8 +12,9 @@ the grace of an overdue payment runs out) is cached only until then.
 Without STRIPE_SECRET_KEY Wasl is self-hosted: everything is unlocked and nothing is looked up.
 
 Limits are counted only when asked, on writes (`within`), and only against a finite limit: a
-bounded count that stops one past the limit, so counting customers costs what the plan allows
-at most, never what an unlimited organization holds.
+bounded count that stops one past the limit, so counting costs what the plan allows at most,
+never what an unlimited organization holds. A module that keeps its own total (a counter table
+kept by triggers) registers it with `counts(limit, kept=True)` and costs a few rows instead.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ log = logging.getLogger("crm.billing")
 CACHE_SECONDS = 300
 # Each counted limit's rows, registered with @counts by the module owning them.
 _COUNTED: dict[str, Callable[[], Select]] = {}
+_KEPT: set[str] = set()  # limits whose query answers the total itself
 _MEMO = "billing_entitlements"
 _CHANGED = "billing_changed"  # organizations whose billing this request or job changed
 # Statuses whose subscription still grants its plan (past due: until the grace ends, then
@@ -199,22 +201,28 @@ def usage(limit: str) -> int:
         return int(db.session.scalar(
             select(func.coalesce(func.sum(UsageRecord.campaign_messages), 0))
             .where(UsageRecord.hour >= month_start(utcnow()))))
+    if limit in _KEPT:  # a sum of bigints is numeric too
+        return int(db.session.scalar(_counted(limit)))
     return db.session.scalar(select(func.count()).select_from(_counted(limit).subquery()))
 
 
 def _bounded_usage(limit: str, allowed: int) -> int:
     """The usage of `limit`, counted up to one past `allowed` at most."""
-    if limit == "campaign_messages_per_month":  # a sum of at most 744 hourly rows
+    if limit == "campaign_messages_per_month" or limit in _KEPT:  # a few rows already
         return usage(limit)
     rows = _counted(limit).limit(allowed + 1).subquery()
     return db.session.scalar(select(func.count()).select_from(rows))
 
 
-def counts(limit: str) -> Callable[[Callable[[], Select]], Callable[[], Select]]:
+def counts(limit: str, kept: bool = False
+           ) -> Callable[[Callable[[], Select]], Callable[[], Select]]:
     """Register the query giving a row for each thing `limit` counts (a decorator): the module
-    owning the things says what counts, so the gate names no module."""
+    owning the things says what counts, so the gate names no module. `kept`: the query
+    answers the total itself, read from a total the database keeps."""
     def register(rows: Callable[[], Select]) -> Callable[[], Select]:
         _COUNTED[limit] = rows
+        if kept:
+            _KEPT.add(limit)
         return rows
 
     return register

@@ -49,6 +49,9 @@ INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed", "invoice.payment_act
                   "invoice.finalized")
 # Invoice events that ask the owner to pay (with the invoice's hosted page).
 DUNNING = ("invoice.payment_failed", "invoice.payment_action_required")
+# An upgrade's invoice (`pending_if_incomplete`): unpaid, the upgrade waits and the plan paid
+# for runs on; nothing is overdue, so no dunning (the admin who upgraded was told on the page).
+UPGRADE_REASON = "subscription_update"
 HANDLED = ("checkout.session.completed", *SUBSCRIPTION_EVENTS, *INVOICE_EVENTS)
 
 
@@ -124,7 +127,8 @@ def _apply(row: StripeEvent, subscription: Subscription) -> None:
         invoice = client().v1.invoices.retrieve(obj["id"])
         services.keep_invoice(invoice)
         subscription_id = _subscription_of(invoice)
-        if row.type in DUNNING and invoice["status"] == "open":
+        if (row.type in DUNNING and invoice["status"] == "open"
+                and field(invoice, "billing_reason") != UPGRADE_REASON):
             _ask_owner_to_pay(invoice, action_required=row.type != "invoice.payment_failed")
     if older:
         log.info("Stripe event %s is older than the last applied: subscription unchanged",

@@ -276,13 +276,38 @@ def cancel(actor: User, now: bool = False) -> Subscription:
             remote = client().v1.subscriptions.cancel(
                 remote.id, options=idempotency_key("cancel", {"id": remote.id}))
         else:
-            params = {"cancel_at_period_end": True}
-            remote = client().v1.subscriptions.update(
-                remote.id, params=params,
-                options=idempotency_key("cancel-later", {"id": remote.id, **params}))
+            remote = _set_cancel_at_period_end(subscription, remote, True)
     apply_subscription(subscription, remote)
     audit("billing.canceled", actor, subscription, now=now)
     return subscription
+
+
+def keep_plan(actor: User) -> Subscription:
+    """Withdraw a cancellation at the period's end (made here or in Stripe's portal): the
+    plan renews as before. With none to withdraw (a second click, the portal was quicker),
+    Stripe is only read and nothing is audited."""
+    _require_billing()
+    subscription = _running_subscription()
+    with _calling_stripe():
+        remote = client().v1.subscriptions.retrieve(subscription.stripe_subscription_id)
+        withdrawn = bool(field(remote, "cancel_at_period_end"))
+        if withdrawn:
+            remote = _set_cancel_at_period_end(subscription, remote, False)
+    apply_subscription(subscription, remote)
+    if withdrawn:
+        audit("billing.plan_kept", actor, subscription)
+    return subscription
+
+
+def _set_cancel_at_period_end(subscription: Subscription, remote, cancel: bool):
+    """Ask Stripe to end the subscription at the period's end, or not. The idempotency key
+    names the row's last change too: cancel, keep and cancel again within the key's window
+    are three requests, where the third would otherwise be answered the first's answer and
+    Stripe keep the plan while Wasl shows it ending."""
+    params = {"cancel_at_period_end": cancel}
+    return client().v1.subscriptions.update(remote.id, params=params, options=idempotency_key(
+        "cancel-later" if cancel else "keep",
+        {"id": remote.id, "since": subscription.updated_at, **params}))
 
 
 def portal_url(actor: User, card: bool = False) -> str:

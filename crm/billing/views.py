@@ -58,6 +58,7 @@ add_audit_labels({
     "billing.checkout_started": lazy_gettext("Checkout started"),
     "billing.plan_changed": lazy_gettext("Plan changed"),
     "billing.canceled": lazy_gettext("Subscription cancelled"),
+    "billing.plan_kept": lazy_gettext("Cancellation withdrawn"),
     "billing.portal_opened": lazy_gettext("Billing portal opened"),
     "billing.limits_set": lazy_gettext("Plan limits set"),
 }, {
@@ -153,6 +154,9 @@ def billing_page():
     context = {"summary": summary, "waiting": waiting, "status_labels": STATUS_LABELS,
                "interval_labels": INTERVAL_LABELS, "limit_labels": gate.LIMIT_LABELS,
                "trial_days": days_until(summary["trial_ends_at"]), "day": format_day,
+               # Cancelled at the period's end, still running: it can be kept.
+               "keepable": (summary["cancel_at_period_end"]
+                            and summary["status"] in services.RUNNING),
                "plan_names": {code: plan.name for code, plan in PLANS.items()}}
     if is_htmx():
         return render_template("billing/_summary.html", **context)
@@ -216,9 +220,15 @@ def change_plan():
                                             request.form.get("interval"))
     except ServiceError as exc:
         return _refused(exc)
+    chosen = request.form.get("plan")
+    asked = (chosen, request.form.get("interval"))
     if subscription.scheduled_plan:
         flash(_("Your plan changes to %(plan)s at the end of the period paid for.",
                 plan=PLANS[subscription.scheduled_plan].name), "success")
+    elif (subscription.plan, subscription.interval) != asked:  # held until its invoice is paid
+        flash(_("The payment for %(plan)s did not go through: your plan stays %(current)s "
+                "until its invoice is paid (below, or with another card in the portal).",
+                plan=PLANS[chosen].name, current=PLANS[subscription.plan].name), "error")
     else:
         flash(_("Your plan is now %(plan)s.", plan=PLANS[subscription.plan].name), "success")
     return see_other("billing.billing_page")
@@ -233,6 +243,18 @@ def cancel():
         return _refused(exc)
     flash(_("Your subscription ends at the end of the period paid for; nothing you stored "
             "is deleted."), "success")
+    return see_other("billing.billing_page")
+
+
+@blueprint.post("/billing/keep-plan")
+@require("billing", "write")
+def keep_plan():
+    try:
+        subscription = services.keep_plan(me())
+    except ServiceError as exc:
+        return _refused(exc)
+    flash(_("Your plan continues: it renews on %(date)s.",
+            date=format_day(subscription.current_period_end)), "success")
     return see_other("billing.billing_page")
 
 

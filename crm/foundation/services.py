@@ -356,8 +356,16 @@ def open_session(user: User, kind: str, expires_at: datetime | None = None) -> U
 
 
 def _live() -> ColumnElement[bool]:
+    """Not ended, not expired, and for a browser, seen since `:seen_since` (`_seen_since()`)."""
     return (UserSession.ended_at.is_(None)
-            & or_(UserSession.expires_at.is_(None), UserSession.expires_at > func.now()))
+            & or_(UserSession.expires_at.is_(None), UserSession.expires_at > func.now())
+            & or_(UserSession.kind != "browser",
+                  UserSession.last_seen_at >= bindparam("seen_since")))
+
+
+def _seen_since() -> datetime:
+    """The oldest last visit a browser session may have and still be live."""
+    return utcnow() - current_app.config["SESSION_IDLE_LIFETIME"]
 
 
 # The user and the live session a digest names, and what their organization has switched off
@@ -384,7 +392,8 @@ def load_session_user(credential: object, kind: str) -> User | None:
     """
     digest = _open_token(credential)
     found = digest and db.session.execute(_SESSION_USER, {
-        "digest": digest, "kind": kind, "org": current_organization_id()}).first()
+        "digest": digest, "kind": kind, "org": current_organization_id(),
+        "seen_since": _seen_since()}).first()
     if not found:
         set_current_organization(None)
         return None
@@ -443,7 +452,8 @@ def list_sessions(user: User) -> list[UserSession]:
     return list(db.session.scalars(
         select(UserSession).where(UserSession.user_id == user.id,
                                   UserSession.kind.in_(LOGIN_KINDS), _live())
-        .order_by(UserSession.last_seen_at.desc(), UserSession.id.desc()).limit(100)))
+        .order_by(UserSession.last_seen_at.desc(), UserSession.id.desc()).limit(100),
+        {"seen_since": _seen_since()}))
 
 
 def access_session(user: User, session_id: int) -> UserSession:

@@ -26,7 +26,8 @@ from crm.whatsapp.views import (
     panel_answer,
 )
 
-# Everyone who answers keeps the team's saved replies; only admins change the queue's rule.
+# Everyone who answers reads the team's saved replies and the queue's rule; only admins (who
+# change the organization's settings) change them.
 add(NavItem("whatsapp.inbox_settings", lazy_gettext("Inbox settings"), "whatsapp", "write",
             "sliders", 67))
 
@@ -160,7 +161,7 @@ def update_inbox_settings():
 
 
 @blueprint.post("/inbox/replies")
-@require("whatsapp", "write")
+@require("settings", "write")
 def create_reply():
     form = request.form
     try:
@@ -173,7 +174,7 @@ def create_reply():
 
 
 @blueprint.post("/inbox/replies/<int:reply_id>")
-@require("whatsapp", "write")
+@require("settings", "write")
 def update_reply(reply_id: int):
     reply = inbox.access_canned_reply(reply_id)
     form = request.form
@@ -188,7 +189,7 @@ def update_reply(reply_id: int):
 
 
 @blueprint.post("/inbox/replies/<int:reply_id>/delete")
-@require("whatsapp", "write")
+@require("settings", "write")
 def delete_reply(reply_id: int):
     reply = inbox.access_canned_reply(reply_id)
     shortcut = reply.shortcut

@@ -17,6 +17,7 @@ WITHOUT_BODY = {
     "api.mark_conversation_read": "the conversation is in the URL",
     "api.retry_whatsapp_message": "the message is in the URL",
     "api.open_payment_method_portal": "the organization's own Stripe customer",
+    "api.keep_plan": "the organization's own subscription",
     "api.start_campaign": "the campaign is in the URL",
     "api.pause_campaign": "the campaign is in the URL",
     "api.resume_campaign": "the campaign is in the URL",

@@ -3,9 +3,14 @@
 It speaks what stripe-python sends (form-encoded bodies with bracketed keys, bearer key,
 Idempotency-Key) and answers in Stripe's object shapes for what Wasl calls: customers,
 products, prices (listed by lookup key), billing meters and meter events, Checkout and portal
-sessions, subscriptions (retrieve, update, cancel) and their schedules, invoices; errors in
-Stripe's error shape. Objects follow the API versions since 2025 (a subscription's period on
-its items, an invoice's subscription under `parent`).
+sessions, subscriptions (retrieve, update with Stripe's prorations, cancel) and their
+schedules, invoices with their lines, proration invoice items; errors in Stripe's error
+shape. Objects follow the API versions since 2025 (a subscription's period on its items, an
+invoice's subscription under `parent`).
+
+What Stripe sends after a call that changes something (a subscription updated, the invoice of
+a plan change) waits in `outbox` until a test `take_events()`, or, when `webhook_url` is set,
+is also delivered there by a thread, after the answer, as Stripe sends its webhooks.
 
 What Stripe does on its own side, a test does with a helper: `complete_checkout` (the customer
 paid), `fail_payment` / `pay_invoice` (a renewal failed, then went through), `renew` (a period
@@ -26,6 +31,7 @@ can reach Stripe); the `stripe_api` fixture `reset()`s it for each test that use
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -84,7 +90,9 @@ class FakeStripe:
     requests: list[Recorded] = field(default_factory=list)
     objects: dict[str, dict] = field(default_factory=dict)  # id → object, of every kind
     meter_events: list[dict] = field(default_factory=list)
+    outbox: list[dict] = field(default_factory=list)  # events of API calls, not yet taken
     fail_with: int | None = None  # answer every call with this status (a Stripe outage)
+    declines: bool = False  # the card declines an update's charge (pending_if_incomplete)
     clock: float | None = None  # now, for created timestamps (None: the real time)
     webhook_url: str | None = None  # where the Checkout page sends its events (None: nowhere)
     on_stripe_origins: bool = False  # session URLs on Stripe's origins (else on the fake's)
@@ -110,9 +118,10 @@ class FakeStripe:
             self.requests.clear()
             self.objects.clear()
             self.meter_events.clear()
+            self.outbox.clear()
             self._answered.clear()
             self.fail_with = self.clock = self.webhook_url = None
-            self.on_stripe_origins = False
+            self.on_stripe_origins = self.declines = False
 
     # -- what tests read --------------------------------------------------------------------
 
@@ -125,6 +134,12 @@ class FakeStripe:
     def calls(self, method: str, path_prefix: str) -> list[Recorded]:
         return [call for call in self.requests
                 if call.method == method and call.path.startswith(path_prefix)]
+
+    def take_events(self) -> list[dict]:
+        """The events the API calls since the last take caused, oldest first."""
+        with self._lock:
+            events, self.outbox[:] = list(self.outbox), []
+        return events
 
     def counted_meter_events(self) -> dict[str, dict]:
         """The meter events as Stripe counts them: one per identifier."""
@@ -141,12 +156,14 @@ class FakeStripe:
             "brand": "visa", "last4": card_last4, "exp_month": 12, "exp_year": 2030})
         subscription = self._create(
             "sub", "subscription", customer=session["customer"], status="active",
-            cancel_at_period_end=False, canceled_at=None, schedule=None, trial_end=None,
+            cancel_at_period_end=False, cancel_at=None, canceled_at=None, schedule=None,
+            trial_end=None, pending_update=None,
             default_payment_method=method["id"],
             metadata=session.get("subscription_data", {}).get("metadata", {}),
             items={"object": "list", "data": [self._item(price)]})
         session.update(status="complete", subscription=subscription["id"])
-        invoice = self._invoice(subscription, price["unit_amount"], "paid")
+        invoice = self._invoice(subscription, [self._line(subscription, price)], "paid",
+                                "subscription_create")
         return [self.event("checkout.session.completed", session),
                 self.event("customer.subscription.created", subscription),
                 self.event("invoice.paid", invoice)]
@@ -155,16 +172,26 @@ class FakeStripe:
         """A renewal's payment failed: the invoice stays open, the subscription is past due."""
         subscription = self.objects[subscription_id]
         price = subscription["items"]["data"][0]["price"]
-        invoice = self._invoice(subscription, price["unit_amount"], "open")
+        invoice = self._invoice(subscription, [self._line(subscription, price)], "open",
+                                "subscription_cycle")
         subscription["status"] = "past_due"
         return [self.event("invoice.payment_failed", invoice),
                 self.event("customer.subscription.updated", subscription)]
 
     def pay_invoice(self, invoice_id: str) -> list[dict]:
+        """The invoice is paid (a retry, a new card): the subscription is active, and an
+        update that waited for this payment applies."""
         invoice = self.objects[invoice_id]
-        invoice["status"] = "paid"
+        invoice.update(status="paid", amount_paid=invoice["amount_due"])
         subscription = self.objects[invoice["parent"]["subscription_details"]["subscription"]]
         subscription["status"] = "active"
+        pending = subscription["pending_update"]
+        if pending:
+            item = subscription["items"]["data"][0]
+            price = self.objects[pending["subscription_items"][0]["price"]]
+            if price["recurring"]["interval"] != item["price"]["recurring"]["interval"]:
+                self._new_period(item)
+            item["price"], subscription["pending_update"] = price, None
         return [self.event("invoice.paid", invoice),
                 self.event("customer.subscription.updated", subscription)]
 
@@ -182,7 +209,8 @@ class FakeStripe:
             schedule.update(status="released", released_subscription=subscription_id)
             subscription["schedule"] = None
         self._new_period(item)
-        invoice = self._invoice(subscription, item["price"]["unit_amount"], "paid")
+        lines = [self._line(subscription, item["price"]), *self._pending_items(subscription)]
+        invoice = self._invoice(subscription, lines, "paid", "subscription_cycle")
         return [self.event("customer.subscription.updated", subscription),
                 self.event("invoice.paid", invoice)]
 
@@ -205,6 +233,21 @@ class FakeStripe:
         header = stripe.WebhookSignature.generate_signature_header(
             body, secret or self.webhook_secret, timestamp=timestamp)
         return body.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+    def _emit(self, kind: str, obj: dict) -> None:
+        """An event an API call caused: kept for `take_events`, and sent to `webhook_url`
+        (if set) from a thread, as Stripe sends it once the call is answered."""
+        event = self.event(kind, obj)
+        with self._lock:
+            self.outbox.append(event)
+        if self.webhook_url is not None:
+            threading.Thread(target=self._send_later, args=(event,), daemon=True).start()
+
+    def _send_later(self, event: dict) -> None:
+        time.sleep(0.2)  # after the call's answer, as Stripe's webhooks come
+        # Not delivered: Stripe would retry later; what waits on it sees it did not arrive.
+        with contextlib.suppress(requests.RequestException):
+            self.send(event)
 
     def send(self, event: dict) -> None:
         """Deliver `event` to `webhook_url` as Stripe does: a signed POST (nothing without one)."""
@@ -235,18 +278,101 @@ class FakeStripe:
         length = YEAR if item["price"]["recurring"]["interval"] == "year" else MONTH
         item.update(current_period_start=start, current_period_end=start + length)
 
-    def _invoice(self, subscription: dict, amount: int, status: str) -> dict:
+    def _line(self, subscription: dict, price: dict, amount: int | None = None,
+              proration: bool = False) -> dict:
+        """An invoice line of `price` for the subscription's item (its whole amount unless a
+        prorated one is given), in the API's shape since 2025 (what it bills under
+        `parent`)."""
+        item = subscription["items"]["data"][0]
+        return {"id": f"il_{secrets.token_hex(6)}", "object": "line_item",
+                "amount": price["unit_amount"] if amount is None else amount,
+                "currency": price["currency"], "pricing": {"price_details": {
+                    "price": price["id"], "product": price["product"]}},
+                "period": {"start": self.now(), "end": item["current_period_end"]},
+                "parent": {"type": "subscription_item_details", "subscription_item_details": {
+                    "subscription": subscription["id"], "subscription_item": item["id"],
+                    "proration": proration, "invoice_item": None}}}
+
+    def _pending_items(self, subscription: dict) -> list[dict]:
+        """The lines of the proration items that wait for the subscription's next invoice."""
+        return [item["_line"] for item in self.of_kind("invoiceitem")
+                if item["subscription"] == subscription["id"] and item["invoice"] is None]
+
+    def _invoice(self, subscription: dict, lines: list[dict], status: str,
+                 reason: str) -> dict:
+        """An invoice of `lines` (its proration items then name it). A credit beyond what
+        is due goes to the customer's balance: nothing below zero is due."""
         with self._lock:
             number = next(self._numbers)
         invoice_id = f"in_{secrets.token_hex(8)}"
+        amount = max(0, sum(line["amount"] for line in lines))
+        for item in self.of_kind("invoiceitem"):
+            if item["_line"] in lines:
+                item["invoice"] = invoice_id
         return self._create(
             "in", "invoice", object_id=invoice_id, customer=subscription["customer"],
             number=f"WASL-{number:04d}", amount_due=amount, amount_paid=amount
-            if status == "paid" else 0, currency="sar", status=status,
+            if status == "paid" else 0, currency="sar", status=status, billing_reason=reason,
+            lines={"object": "list", "data": lines, "has_more": False,
+                   "url": f"/v1/invoices/{invoice_id}/lines"},
             hosted_invoice_url=f"https://invoice.stripe.test/i/{invoice_id}",
             invoice_pdf=f"https://pay.stripe.test/invoice/{invoice_id}/pdf",
             parent={"type": "subscription_details",
                     "subscription_details": {"subscription": subscription["id"]}})
+
+    def _change_price(self, subscription: dict, price: dict, behavior: str,
+                      pending: bool = False) -> None:
+        """Move the subscription's item to `price` now, prorated as Stripe prorates: a
+        credit for the time left on the old price, a charge for it on the new one (to the
+        second), as invoice items that wait for the next invoice (`create_prorations`, the
+        default), or invoiced and paid at once (`always_invoice`), or none (`none`). A new
+        interval starts a new period at once, invoiced at once whatever the behavior (less the
+        credit unless `none`). With `pending` (`payment_behavior=pending_if_incomplete`) and a
+        card that declines, the change waits in `pending_update` for its invoice's payment."""
+        item = subscription["items"]["data"][0]
+        old, now = item["price"], self.now()
+        start, end = item["current_period_start"], item["current_period_end"]
+        left = (end - now) / (end - start) if end > start else 0
+        credit = self._line(subscription, old, -round(old["unit_amount"] * left), True)
+        new_cycle = old["recurring"]["interval"] != price["recurring"]["interval"]
+        item["price"] = price
+        if new_cycle:
+            self._new_period(item)
+            lines = [self._line(subscription, price)]
+        else:
+            lines = [self._line(subscription, price, round(price["unit_amount"] * left), True)]
+        if behavior != "none":
+            lines.insert(0, credit)
+            for line in lines:
+                details = line["parent"]["subscription_item_details"]
+                if details["proration"]:  # `_line`: the fake's own note of its invoice line
+                    details["invoice_item"] = self._create(
+                        "ii", "invoiceitem", customer=subscription["customer"],
+                        subscription=subscription["id"], amount=line["amount"],
+                        currency=line["currency"], proration=True, invoice=None,
+                        _line=line)["id"]
+        if new_cycle or behavior == "always_invoice":
+            declined = self.declines and pending
+            invoice = self._invoice(subscription, lines if new_cycle else
+                                    self._pending_items(subscription),
+                                    "open" if declined else "paid", "subscription_update")
+            if declined:
+                item.update(price=old, current_period_start=start, current_period_end=end)
+                subscription["pending_update"] = {
+                    "subscription_items": [{"id": item["id"], "price": price["id"]}],
+                    "expires_at": now + 23 * 3600, "billing_cycle_anchor": None,
+                    "trial_end": None, "trial_from_plan": False}
+            for kind in ("invoice.created", "invoice.finalized",
+                         "invoice.payment_failed" if declined else "invoice.paid"):
+                self._emit(kind, invoice)
+
+    def _cancel_at_period_end(self, subscription: dict, cancel: bool) -> None:
+        """Stripe's `cancel_at_period_end`: with it, `cancel_at` is the period's end and
+        `canceled_at` the request's moment; set back to false, both are cleared."""
+        period_end = subscription["items"]["data"][0]["current_period_end"]
+        subscription.update(cancel_at_period_end=cancel,
+                            cancel_at=period_end if cancel else None,
+                            canceled_at=self.now() if cancel else None)
 
     def _subscription_view(self, subscription: dict, expand: list[str]) -> dict:
         view = json.loads(json.dumps(subscription))
@@ -265,6 +391,10 @@ class FakeStripe:
                 routes[(method, pattern)] = handler
                 return handler
             return register
+
+        @app.get("/favicon.ico")
+        def favicon():  # asked for by a browser on the hosted pages: not an API call
+            return "", 204
 
         @app.get("/c/pay/<session_id>")
         def checkout_page(session_id: str):
@@ -431,17 +561,26 @@ class FakeStripe:
             subscription, error = get(subscription_id, "subscription")
             if error:
                 return error
+            if subscription["status"] in ("canceled", "incomplete_expired"):
+                return _error(400, "A canceled subscription can only update its "
+                              "cancellation_details and metadata.", None)
             if subscription["schedule"] and "cancel_at_period_end" in params:
                 return _error(400, "The subscription is managed by the subscription schedule",
                               "subscription_schedule_managed")
             if "cancel_at_period_end" in params:
-                subscription["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
+                self._cancel_at_period_end(subscription,
+                                           params["cancel_at_period_end"] == "true")
             for change in params.get("items", []):
                 item = subscription["items"]["data"][0]
                 if change["id"] != item["id"]:
                     return _error(400, "No such subscription item", "resource_missing")
-                item["price"] = self.objects[change["price"]]
-                self._invoice(subscription, item["price"]["unit_amount"], "paid")
+                price, error = get(change["price"], "price")
+                if error:
+                    return error
+                self._change_price(
+                    subscription, price, params.get("proration_behavior", "create_prorations"),
+                    pending=params.get("payment_behavior") == "pending_if_incomplete")
+            self._emit("customer.subscription.updated", subscription)
             return jsonify(self._subscription_view(subscription, []))
 
         @route("DELETE", r"/v1/subscriptions/([^/]+)")
@@ -450,6 +589,7 @@ class FakeStripe:
             if error:
                 return error
             subscription.update(status="canceled", canceled_at=self.now())
+            self._emit("customer.subscription.deleted", subscription)
             return jsonify(self._subscription_view(subscription, []))
 
         @route("POST", r"/v1/subscription_schedules")

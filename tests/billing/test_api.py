@@ -214,3 +214,28 @@ def test_usage_over_a_lowered_limit_is_shown_as_it_is(app, client, billing_on):
     body = client.get("/api/billing/subscription", headers=bearer(org.admin)).json
 
     assert (body["usage"]["users"], body["limits"]["users"]) == (3, 2)
+
+
+def test_keeping_the_plan_through_the_api(app, client, synced):
+    """POST /api/billing/keep-plan withdraws a cancellation at the period's end and answers
+    the subscription; managers are refused; Stripe down is a 503 that changes nothing;
+    without a subscription, 409."""
+    assert client.post("/api/billing/keep-plan",
+                       headers=bearer(make_org().admin)).status_code == 409
+    org = _subscribed(app, client, synced)
+    headers = bearer(org.admin)
+    client.post("/api/billing/cancel", headers=headers, json={})
+    assert client.post("/api/billing/keep-plan",
+                       headers=bearer(make_user(org, "manager"))).status_code == 403
+
+    synced.fail_with = 503
+    down = client.post("/api/billing/keep-plan", headers=headers)
+    synced.fail_with = None
+    assert (down.status_code, down.json["error"]["code"]) == (503, "billing_unavailable")
+    assert state(org).cancel_at_period_end is True
+
+    kept = client.post("/api/billing/keep-plan", headers=headers)
+
+    assert kept.status_code == 200
+    assert (kept.json["plan"], kept.json["cancel_at_period_end"]) == ("starter", False)
+    assert state(org).cancel_at_period_end is False

@@ -13,7 +13,7 @@ from crm.billing import gate, services
 from crm.billing.models import UsageRecord
 from crm.billing.plans import PLANS
 from crm.billing.usage import hour_of, record_campaign_messages
-from crm.customers.models import CustomerImport
+from crm.customers.models import Customer, CustomerImport
 from crm.extensions import db
 from crm.models import utcnow
 from crm.permissions import require
@@ -22,6 +22,7 @@ from crm.transaction import commit
 from tests.billing.factories import age, invitation_token, overdue, put_on_plan
 from tests.customers.factories import make_customer, make_import
 from tests.factories import bearer, login, make_org, make_user, run_jobs
+from tests.queries import count_queries
 from tests.whatsapp.factories import make_profile
 
 
@@ -394,3 +395,23 @@ def test_an_import_creates_customers_up_to_the_limit_and_reports_the_rest(app, b
     assert [row[0] for row in rejected] == ["4", "5"]
     assert all(row[1] == "Customers: 3 of 3 used. Upgrade your plan to add more."
                for row in rejected)
+
+
+def test_the_customers_limit_is_read_from_the_kept_totals_not_counted(app, billing_on):
+    """Checking room for a customer reads the pipeline's totals (kept by triggers: a few rows
+    whatever the organization holds), never the customers table, which a bounded count would
+    read up to the plan's 100,000 on every new customer. The totals agree with the customers:
+    a merged duplicate leaves the count, a new one joins it in the same transaction."""
+    org = make_org(language="en")
+    put_on_plan(org, "pro")
+    first = make_customer(org, phone="+966501111111")
+    make_customer(org, phone="+966501111112")
+    with organization_context(org.id):
+        with count_queries() as statements:
+            assert gate.room("customers") == 100_000 - 2
+        assert statements
+        assert not any("FROM customers" in s for s in statements), statements
+        db.session.get(Customer, first.id).merged_into_id = make_customer(
+            org, phone="+966501111113").id
+        db.session.flush()
+        assert gate.usage("customers") == 2

@@ -17,9 +17,9 @@ from crm.foundation.models import Invitation
 from crm.tenancy import organization_context
 from crm.transaction import commit
 from tests.billing.factories import age, invitation_token, oid, overdue, put_on_plan
-from tests.billing.test_stripe import deliver
+from tests.billing.test_stripe import deliver, state
 from tests.customers.factories import make_customer
-from tests.factories import login, make_org, make_user
+from tests.factories import bearer, login, make_org, make_user
 from tests.whatsapp.factories import make_profile
 
 
@@ -371,3 +371,120 @@ def test_an_invitation_accepted_when_the_seats_are_taken_says_so_on_its_page(
     assert "اطلب من أحد مسؤولي منشأتك ترقية الباقة." in html
     with organization_context(oid(org)):
         assert gate.usage("users") == 2
+
+
+def _cancelled(app, client, synced, org) -> None:
+    """`org` subscribed to Pro, then cancelled at the period's end (the webhook applied)."""
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "pro", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    with organization_context(oid(org)):
+        services.cancel(org.admin)
+        commit()
+    deliver(app, client, synced, synced.take_events())
+
+
+KEEP_AR = "الإبقاء على الاشتراك"
+
+
+def test_a_cancelled_plan_can_be_kept_from_the_billing_page_in_arabic(app, client, synced):
+    """Cancelled at the period's end: the admin reads the day it ends and a «Keep my plan»
+    button (a CSRF-protected post); pressing it withdraws the cancellation in Stripe, says so,
+    and the page shows the plan renewing; a manager reads the day but has no button, and a
+    post of theirs is refused."""
+    org = make_org(language="ar")
+    _cancelled(app, client, synced, org)
+
+    html = _page(client, org.admin)
+    form = html.split('action="/billing/keep-plan"')[1].split("</form>")[0]
+    assert 'name="csrf_token"' in form
+    assert KEEP_AR in form
+    with force_locale("ar"):
+        assert gettext("Ends on") in html
+    manager = make_user(org, "manager")
+    assert "/billing/keep-plan" not in _page(client, manager)
+    assert client.post("/billing/keep-plan").status_code == 403
+    assert synced.objects[state(org).stripe_subscription_id]["cancel_at_period_end"] is True
+
+    login(client, org.admin)
+    response = client.post("/billing/keep-plan")
+
+    assert (response.status_code, response.location) == (303, "/billing")
+    html = client.get("/billing").get_data(as_text=True)
+    with force_locale("ar"):
+        said = gettext("Your plan continues: it renews on %(date)s.", date="§").split("§")[0]
+        assert said in html
+        assert gettext("Renews on") in html
+    assert "/billing/keep-plan" not in html
+    assert state(org).cancel_at_period_end is False
+    assert synced.objects[state(org).stripe_subscription_id]["cancel_at_period_end"] is False
+
+
+def test_stripe_down_when_keeping_the_plan_says_so_in_arabic_and_changes_nothing(
+        app, client, synced):
+    """Stripe not answering: the page says so in Arabic, the plan still ends, the button is
+    still there to try again."""
+    org = make_org(language="ar")
+    _cancelled(app, client, synced, org)
+    synced.fail_with = 503
+
+    response = client.post("/billing/keep-plan")
+
+    synced.fail_with = None
+    assert (response.status_code, response.location) == (303, "/billing")
+    html = client.get("/billing").get_data(as_text=True)
+    with force_locale("ar"):
+        assert gettext("The payment service did not answer. Please try again in a moment."
+                       ) in html
+    assert 'action="/billing/keep-plan"' in html
+    assert state(org).cancel_at_period_end is True
+
+
+def test_an_upgrade_mid_period_lists_its_prorated_invoice_once_stripe_says_so(
+        app, client, synced):
+    """Starter to Pro halfway through the month: Stripe invoices the difference at once
+    (half of Pro less half of Starter, SAR 100.00) and says so by webhook; the admin then
+    finds that invoice, paid, in the page's list and the API's."""
+    org = make_org(language="en")
+    start = int(services.utcnow().timestamp()) - 15 * 24 * 3600
+    synced.clock = start
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    synced.clock = start + 15 * 24 * 3600
+    login(client, org.admin)
+
+    changed = client.post("/billing/change-plan", data={"plan": "pro", "interval": "month"})
+    assert (changed.status_code, changed.location) == (303, "/billing")
+    deliver(app, client, synced, synced.take_events())
+
+    login(client, org.admin)
+    html = client.get("/billing").get_data(as_text=True)
+    rows = html.split("<tbody>")[1].split("</tbody>")[0].split("</tr>")
+    assert "SAR100.00" in rows[0]
+    assert "Paid" in rows[0]
+    assert "SAR99.00" in rows[1]
+    listed = client.get("/api/billing/invoices", headers=bearer(org.admin)).json["items"]
+    assert [(invoice["amount"], invoice["status"]) for invoice in listed] == [
+        (10_000, "paid"), (9_900, "paid")]
+
+
+def test_an_upgrade_whose_payment_fails_says_the_plan_stays(app, client, synced):
+    """The card declines the upgrade's difference: the page says the plan stays Starter until
+    the invoice is paid, not that it is now Starter."""
+    org = make_org(language="en")
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    synced.declines = True
+    login(client, org.admin)
+
+    client.post("/billing/change-plan", data={"plan": "pro", "interval": "month"})
+
+    html = client.get("/billing").get_data(as_text=True)
+    assert "Your plan is now" not in html
+    assert ("The payment for Pro did not go through: your plan stays Starter until its "
+            "invoice is paid") in html

@@ -17,7 +17,7 @@ from crm.billing.plans import PLANS
 from crm.billing.webhooks import PATH
 from crm.cli import cli
 from crm.extensions import db
-from crm.foundation.models import OutboundEmail
+from crm.foundation.models import AuditEntry, OutboundEmail
 from crm.models import utcnow
 from crm.tenancy import organization_context
 from crm.transaction import commit
@@ -513,3 +513,135 @@ def test_an_operator_sets_an_organizations_own_limits(app, billing_on):
     assert "whole number" in bad.output
     assert runner.invoke(cli, ["billing", "set-limits", "no-such-org", "--users", "1"]
                          ).exit_code != 0
+
+
+# -- keeping the plan after a cancellation -------------------------------------------------------
+
+def _audited(org, action: str) -> int:
+    with organization_context(oid(org)):
+        return db.session.scalar(select(func.count()).select_from(AuditEntry).where(
+            AuditEntry.action == action))
+
+
+def test_keeping_the_plan_withdraws_a_cancellation_and_its_webhook_changes_nothing(
+        app, client, synced):
+    """Cancelled at the period's end, then kept: Stripe is asked to drop the cancellation
+    (`cancel_at_period_end` false), the plan renews at the period's end, the admin's act is
+    audited once; the `customer.subscription.updated` Stripe then sends changes nothing."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "pro")
+    with organization_context(oid(org)):
+        services.cancel(org.admin)
+        commit()
+    deliver(app, client, synced, synced.take_events())
+    assert state(org).cancel_at_period_end is True
+
+    with organization_context(oid(org)):
+        services.keep_plan(org.admin)
+        commit()
+
+    update = synced.calls("POST", f"/v1/subscriptions/{stripe_id}")[-1]
+    assert update.params == {"cancel_at_period_end": "false"}
+    assert update.idempotency_key
+    remote = synced.objects[stripe_id]
+    assert (remote["cancel_at_period_end"], remote["cancel_at"], remote["canceled_at"]) == (
+        False, None, None)
+    kept = state(org)
+    assert (kept.cancel_at_period_end, kept.plan, kept.status) == (False, "pro", "active")
+    events = synced.take_events()
+    assert [event["type"] for event in events] == ["customer.subscription.updated"]
+    period_end = kept.current_period_end
+
+    deliver(app, client, synced, events + events)
+
+    after = state(org)
+    assert (after.cancel_at_period_end, after.current_period_end) == (False, period_end)
+    assert _audited(org, "billing.plan_kept") == 1
+    deliver(app, client, synced, synced.renew(stripe_id))
+    assert (state(org).status, entitlements(org).plan) == ("active", "pro")
+
+
+def test_cancel_keep_and_cancel_again_within_minutes_each_reach_stripe(app, client, synced):
+    """Cancel, keep, cancel again in the same ten minutes: the second cancellation is a new
+    request for Stripe (not the first's answer replayed by its idempotency key), so Stripe
+    and Wasl agree the plan ends."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "pro")
+
+    for act in (services.cancel, services.keep_plan, services.cancel):
+        with organization_context(oid(org)):
+            act(org.admin)
+            commit()
+
+    assert synced.objects[stripe_id]["cancel_at_period_end"] is True
+    assert state(org).cancel_at_period_end is True
+    keys = [call.idempotency_key
+            for call in synced.calls("POST", f"/v1/subscriptions/{stripe_id}")]
+    assert len(keys) == len(set(keys)) == 3
+
+
+def test_keeping_a_plan_nobody_cancelled_asks_nothing_of_stripe(app, client, synced):
+    """Nothing to keep (never cancelled, or kept already by a first click): no update is sent
+    and nothing is audited; without a subscription it is a conflict."""
+    org = make_org()
+    with organization_context(oid(org)), pytest.raises(services.ConflictError):
+        services.keep_plan(org.admin)
+    stripe_id = subscribe(app, client, synced, org, "pro")
+
+    with organization_context(oid(org)):
+        services.keep_plan(org.admin)
+        commit()
+
+    assert synced.calls("POST", f"/v1/subscriptions/{stripe_id}") == []
+    assert _audited(org, "billing.plan_kept") == 0
+
+
+@pytest.mark.parametrize("status", [503, 400])
+def test_stripe_down_or_refusing_to_keep_the_plan_changes_nothing_here(
+        app, client, synced, status):
+    """Stripe not answering (503) or refusing (400): the admin hears it in words they can act
+    on, and the cancellation stays as it was in Wasl, unaudited."""
+    org = make_org()
+    subscribe(app, client, synced, org, "pro")
+    with organization_context(oid(org)):
+        services.cancel(org.admin)
+        commit()
+    synced.fail_with = status
+
+    with organization_context(oid(org)), pytest.raises(
+            services.BillingUnavailableError) as refused:
+        services.keep_plan(org.admin)
+
+    assert refused.value.status == 503
+    synced.fail_with = None
+    assert state(org).cancel_at_period_end is True
+    assert _audited(org, "billing.plan_kept") == 0
+
+
+def test_an_upgrade_whose_payment_fails_waits_for_it_without_dunning(app, client, synced):
+    """The card declines the difference: Stripe keeps the subscription on Starter with the
+    upgrade pending (`pending_if_incomplete`), the open invoice is listed to pay, the owner is
+    not threatened with read-only (nothing is overdue: the plan paid for runs on); once the
+    invoice is paid, Stripe applies the upgrade and its webhook brings Pro."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "starter")
+    synced.declines = True
+
+    with organization_context(oid(org)):
+        kept = services.change_plan(org.admin, "pro", "month")
+        commit()
+
+    assert (kept.plan, kept.status) == ("starter", "active")
+    assert synced.objects[stripe_id]["pending_update"] is not None
+    deliver(app, client, synced, synced.take_events())
+    assert (state(org).plan, entitlements(org).plan) == ("starter", "starter")
+    with organization_context(oid(org)):
+        invoice = services.list_invoices()[0][0]
+        assert invoice.status == "open"
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail)) == 0
+
+    synced.declines = False
+    deliver(app, client, synced, synced.pay_invoice(invoice.stripe_invoice_id))
+
+    assert (state(org).plan, entitlements(org).plan) == ("pro", "pro")
+    assert synced.objects[stripe_id]["pending_update"] is None

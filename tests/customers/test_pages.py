@@ -1037,3 +1037,18 @@ def test_crm_settings_are_for_admins_only(client, org):
         assert client.get(url).status_code == 403
     assert client.post("/customers/settings/stages",
                        data={"name_ar": "x", "name_en": "x"}).status_code == 403
+
+
+def test_a_score_line_keeps_its_sign_before_its_number_in_arabic(client, org, admin):
+    """«+20 ردّ…» in a right-to-left page: the signed number is kept left to right, else the
+    bidi algorithm shows it as «20+» (and «-5» as «5-») at the start of the Arabic line."""
+    customer = make_customer(org, name="Scored")
+    with organization_context(ident(org)):
+        db.session.get(Customer, ident(customer)).score_breakdown = [
+            {"points": 20, "reason": "replied_recently", "detail": {"days": 7}},
+            {"points": -5, "reason": "decay", "detail": {"every_days": 7, "max": 30, "days": 10}}]
+        db.session.flush()
+    page = client.get(f"/customers/{ident(customer)}").text
+    lines = page.split('class="score-lines"')[1].split("</ul>")[0]
+    assert '<li><span class="ltr" dir="ltr">+20</span> ' in lines
+    assert '<li><span class="ltr" dir="ltr">-5</span> ' in lines

@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from playwright.sync_api import Route, expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from crm.billing import services
-from crm.billing.models import Subscription
+from crm.billing.models import Invoice, Subscription
 from crm.billing.webhooks import PATH
 from crm.extensions import db
 from tests.billing.fake_stripe import FakeStripe
@@ -139,3 +139,60 @@ def test_without_javascript_a_plain_post_reaches_checkout_through_the_csp(
     expect(page.locator(".billing-plan")).to_contain_text(
         translated(live_server, "Starter", "ar"))
     assert browsing.csp_violations() == []
+
+
+def _invoices(live: LiveServer, org_id: int) -> int:
+    """Run the queued jobs (the webhooks'), then count the organization's invoices."""
+    with live.app.app_context():
+        run_jobs(live.app, ("default",))
+    with live.transaction(org_id):
+        return db.session.scalar(select(func.count()).select_from(Invoice))
+
+
+def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_server,
+                                                               stripe_connected):
+    """Subscribed to Starter, the admin upgrades to Pro: Stripe's webhook brings the prorated
+    invoice, listed beside the first; cancels at the period's end (confirmed), reads the day
+    it ends and «Keep my plan», presses it, and reads that the plan renews; at 390 px too,
+    without sideways scrolling."""
+    account = live_server.make_account()
+    page = browsing.new_page(account=account)
+    page.goto("/billing")
+    page.locator("article[data-plan='starter'] button[value='month']").click()
+    page.get_by_role("button", name="Pay").click()
+    wait_until(lambda: _subscription_status(live_server, account.organization_id) == "active",
+               "the checkout's webhook being processed")
+
+    page.goto("/billing")
+    page.locator("article[data-plan='pro'] button[value='month']").click()
+    expect(page.locator(".billing-plan")).to_contain_text(translated(live_server, "Pro", "ar"))
+    wait_until(lambda: _invoices(live_server, account.organization_id) == 2,
+               "the upgrade's prorated invoice arriving by webhook")
+    page.reload()
+    expect(page.locator("section[aria-labelledby='invoices-title'] tbody tr")).to_have_count(2)
+
+    browsing.confirm_next(page)
+    page.locator("article[data-plan='free'] button").click()
+    keep = page.get_by_role("button", name=translated(live_server, "Keep my plan", "ar"))
+    expect(keep).to_be_visible()
+    assert translated(live_server, "Keep my plan", "ar") == "الإبقاء على الاشتراك"
+    expect(page.locator("#billing-summary")).to_contain_text(
+        translated(live_server, "Ends on", "ar"))
+    screenshot(page, "billing-keep-plan-ar")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "billing-keep-plan-ar-390")
+    assert not page.evaluate(
+        "() => document.documentElement.scrollWidth > document.documentElement.clientWidth")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    keep.click()
+
+    expect(page.locator("#billing-summary")).to_contain_text(
+        translated(live_server, "Renews on", "ar"))
+    expect(keep).to_have_count(0)
+    said = translated(live_server, "Your plan continues: it renews on %(date)s.", "ar")
+    expect(page.locator("body")).to_contain_text(said.split("%(date)s")[0].strip())
+    screenshot(page, "billing-kept-ar")
+    assert browsing.csp_violations() == []
+    assert browsing.console_errors == []
+    assert browsing.dialogs == []

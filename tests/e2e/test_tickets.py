@@ -17,7 +17,7 @@ from crm.tickets import services as tickets
 from crm.tickets.models import Ticket
 from crm.whatsapp import services as whatsapp
 from crm.whatsapp.models import Conversation
-from tests.e2e.conftest import PHONE, screenshot
+from tests.e2e.conftest import DESKTOP, PHONE, screenshot
 from tests.factories import make_user, run_jobs
 from tests.live import Account
 from tests.whatsapp.factories import make_profile
@@ -195,3 +195,49 @@ def test_a_bulk_action_says_what_it_did_and_the_refreshed_list_leaves_it_said(br
         assign.click()
         expect(rows.locator("[data-stale]")).to_have_count(0)  # the list was refreshed
         expect(page.locator(f"#flashes {said}")).to_be_visible()
+
+
+def test_a_days_working_hours_read_on_one_line_and_are_typed_from_the_keyboard(browsing,
+                                                                                live_server):
+    """A split shift reads «09:00–13:00، 16:00–21:00» on one line at 1280 and 390 px, in
+    Arabic and English, without the page scrolling sideways; a day worked to midnight shows
+    24:00; from a day's box the keyboard goes through its times, and Enter saves them."""
+    account = live_server.make_account()
+    org_id = account.organization_id
+    with live_server.transaction(org_id):
+        tickets.set_business_hours(db.session.get(User, account.user_id), [
+            {"weekday": 6, "start": "09:00", "end": "13:00"},
+            {"weekday": 6, "start": "16:00", "end": "21:00"},
+            {"weekday": 0, "start": "00:00", "end": "24:00"}])
+    for language, locale in (("ar", "ar-SA"), ("en", "en-US")):
+        with live_server.transaction(org_id):
+            db.session.get(User, account.user_id).preferred_language = language
+        page = browsing.new_page(locale=locale, account=account)
+        for viewport in (DESKTOP, PHONE):
+            page.set_viewport_size(viewport)
+            page.goto("/tickets/settings/calendar")
+            sunday = page.locator("fieldset.hours-row", has=page.locator("#day-6-open"))
+            times = [sunday.locator(f"#day-6-{n}-{end}") for n in (0, 1)
+                     for end in ("start", "end")]
+            assert [time.input_value() for time in times] == ["09:00", "13:00", "16:00",
+                                                              "21:00"]
+            tops = {round(time.bounding_box()["y"]) for time in times}
+            assert len(tops) == 1, (language, viewport, tops)
+            assert page.locator("#day-0-0-end").input_value() == "24:00"
+            assert page.evaluate("() => document.documentElement.scrollWidth"
+                                 " - document.documentElement.clientWidth") <= 0
+            screenshot(page, f"working-hours-{language}-{viewport['width']}")
+
+    page.set_viewport_size(DESKTOP)
+    page.locator("#day-1-open").focus()
+    page.keyboard.press("Space")
+    for field, typed in (("0-start", "08:30"), ("0-end", "12:00"), ("1-start", "13:00"),
+                         ("1-end", "17:00")):
+        page.keyboard.press("Tab")
+        expect(page.locator(f"#day-1-{field}")).to_be_focused()
+        page.keyboard.type(typed)
+    page.keyboard.press("Enter")
+    expect(page.locator(".flash")).to_contain_text("working hours were saved")
+    with live_server.transaction(org_id):
+        assert tickets.business_hours()[1] == [(510, 720), (780, 1020)]
+    assert not browsing.csp_violations()

@@ -614,7 +614,7 @@ def test_refused_hours_keep_what_was_typed_and_say_which_day(client, org, admin)
         if name.endswith("-open"):
             assert re.search(rf'name="{name}" value="1" checked', html), name
         else:
-            assert re.search(rf'name="{name}" type="time" value="{value}"', html), name
+            assert re.search(rf'name="{name}" type="text" value="{value}"', html), name
     assert re.search(r'name="day-0-open" value="1" checked', html) is None  # Monday: off
     thursday = re.search(r'<fieldset class="hours-row"[^>]*>(?:(?!</fieldset>).)*'
                          r'name="day-3-open".*?</fieldset>', html, re.S).group(0)

@@ -23,6 +23,7 @@ from tests.factories import login, make_org, make_user
 from tests.foundation import HTMX
 from tests.tickets.factories import make_ticket
 from tests.whatsapp.factories import (
+    make_canned_reply,
     make_conversation,
     make_message,
     make_profile,
@@ -229,13 +230,13 @@ def test_assign_and_status_change_in_one_click(client, org, sandbox, agent):
 
 # -- the composer ----------------------------------------------------------------------------
 
-def test_saved_replies_are_kept_by_the_team_and_filled_in_for_the_contact(client, org, sandbox,
-                                                                           agent):
-    """A manager saves replies in both languages; typing /tha in the composer offers the
+def test_saved_replies_are_kept_by_admins_and_filled_in_for_the_contact(client, org, sandbox,
+                                                                         agent):
+    """An admin saves replies in both languages; typing /tha in the composer offers the
     matching ones with {name} filled in; read-only members cannot manage them."""
-    manager = make_user(org, "manager", full_name="Mona")
+    admin = make_user(org, "admin", full_name="Mona")
     conversation = make_conversation(sandbox, assigned_user_id=agent.id, contact_name="Huda")
-    login(client, manager)
+    login(client, admin)
     for shortcut, language, body in (("thanks", "en", "Thank you {name}!"),
                                      ("thanks", "ar", "شكرًا {name}"),
                                      ("hours", "en", "We open at nine.")):
@@ -257,6 +258,44 @@ def test_saved_replies_are_kept_by_the_team_and_filled_in_for_the_contact(client
     assert '<span class="reply-language">Arabic</span>' in menu  # in words, not «ar»
     assert "nine" not in menu
     assert _count(org.id, CannedReply) == 3
+
+
+@pytest.mark.parametrize("role", ["agent", "manager"])
+def test_only_admins_change_saved_replies_the_others_read_them(client, org, role):
+    """Agents and managers use the saved replies: the settings page lists them read-only,
+    and a direct post to add, change or delete one is refused and changes nothing."""
+    reply = make_canned_reply(org, "hours", "en", "We open at nine.")
+    login(client, make_user(org, role))
+
+    listing = page_text(client, "/inbox/settings")
+
+    assert "We open at nine." in listing
+    assert f'action="/inbox/replies/{reply.id}"' not in listing
+    assert f'/inbox/replies/{reply.id}/delete' not in listing
+    assert 'action="/inbox/replies"' not in listing
+    for url, data in (("/inbox/replies", {"shortcut": "new", "language": "en", "body": "x"}),
+                      (f"/inbox/replies/{reply.id}", {"shortcut": "changed", "language": "ar",
+                                                       "body": "Changed"}),
+                      (f"/inbox/replies/{reply.id}/delete", {})):
+        assert client.post(url, data=data).status_code == 403
+        assert client.post(url, data=data, headers=HTMX).status_code == 403
+    kept = _get(CannedReply, org.id, reply.id)
+    assert (kept.shortcut, kept.language, kept.body) == ("hours", "en", "We open at nine.")
+    assert _count(org.id, CannedReply) == 1
+
+
+@pytest.mark.parametrize(("role", "offered"), [("agent", False), ("admin", True)])
+def test_the_slash_menu_offers_to_add_replies_only_to_those_who_may(client, org, sandbox,
+                                                                    role, offered):
+    """No reply matches: the `/` menu says so, and links to adding one only for admins."""
+    user = make_user(org, role)
+    conversation = make_conversation(sandbox, assigned_user_id=user.id)
+    login(client, user)
+
+    menu = page_text(client, f"/inbox/conversations/{conversation.id}/replies?q=nothing")
+
+    assert "No saved reply matches." in menu
+    assert ('href="/inbox/settings"' in menu) is offered
 
 
 def test_enter_sends_unless_the_agent_swaps_the_keys(client, org, sandbox, agent):
