@@ -155,8 +155,9 @@ def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_s
                                                                stripe_connected):
     """Subscribed to Starter, the admin upgrades to Pro: Stripe's webhook brings the prorated
     invoice, listed beside the first; cancels at the period's end (confirmed), reads the day
-    it ends and «Keep my plan», presses it, and reads that the plan renews; at 390 px too,
-    without sideways scrolling."""
+    it ends and «Keep my plan», and instead of the plans' buttons a line saying to keep the
+    plan first; presses it, reads that the plan renews, and the buttons are back; at 390 px
+    too, without sideways scrolling."""
     account = live_server.make_account()
     page = browsing.new_page(account=account)
     page.goto("/billing")
@@ -180,6 +181,9 @@ def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_s
     assert translated(live_server, "Keep my plan", "ar") == "الإبقاء على الاشتراك"
     expect(page.locator("#billing-summary")).to_contain_text(
         translated(live_server, "Ends on", "ar"))
+    # Ending, the plan is kept before it changes: no upgrade or downgrade, a line says so.
+    expect(page.locator(".plan-choice")).to_have_count(0)
+    expect(page.locator(".plans-ending")).to_contain_text("«الإبقاء على الاشتراك»")
     screenshot(page, "billing-keep-plan-ar")
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "billing-keep-plan-ar-390")
@@ -192,6 +196,8 @@ def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_s
     expect(page.locator("#billing-summary")).to_contain_text(
         translated(live_server, "Renews on", "ar"))
     expect(keep).to_have_count(0)
+    expect(page.locator(".plans-ending")).to_have_count(0)
+    expect(page.locator("article[data-plan='starter'] .plan-choice")).to_be_visible()
     said = translated(live_server, "Your plan continues: it renews on %(date)s.", "ar")
     expect(page.locator("body")).to_contain_text(said.split("%(date)s")[0].strip())
     screenshot(page, "billing-kept-ar")
