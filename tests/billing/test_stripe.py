@@ -596,6 +596,47 @@ def test_keeping_a_plan_nobody_cancelled_asks_nothing_of_stripe(app, client, syn
     assert _audited(org, "billing.plan_kept") == 0
 
 
+@pytest.mark.parametrize(("plan", "interval"), [("starter", "month"), ("pro", "year")],
+                         ids=["downgrade", "upgrade"])
+def test_a_plan_ending_at_the_periods_end_is_kept_before_it_changes(
+        app, client, synced, plan, interval):
+    """Cancelled at the period's end, an upgrade would be charged now and still end with the
+    period, a downgrade would wait for a period that never comes: the change is refused
+    (keep the plan first), nothing is asked of Stripe but a read and nothing is audited."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "pro")
+    with organization_context(oid(org)):
+        services.cancel(org.admin)
+        commit()
+    deliver(app, client, synced, synced.take_events())
+    calls = len(synced.calls("POST", "/v1/"))
+
+    with organization_context(oid(org)), pytest.raises(services.ConflictError) as refused:
+        services.change_plan(org.admin, plan, interval)
+
+    assert refused.value.status == 409
+    assert len(synced.calls("POST", "/v1/")) == calls
+    assert synced.of_kind("subscription_schedule") == []
+    assert synced.objects[stripe_id]["cancel_at_period_end"] is True
+    after = state(org)
+    assert (after.plan, after.interval, after.cancel_at_period_end) == ("pro", "month", True)
+    assert _audited(org, "billing.plan_changed") == 0
+
+
+def test_a_cancellation_made_in_the_portal_is_kept_before_the_plan_changes(app, client, synced):
+    """Cancelled in Stripe's portal, its webhook not applied yet: Stripe's word counts, the
+    change is refused all the same."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "pro")
+    synced.objects[stripe_id]["cancel_at_period_end"] = True
+    assert state(org).cancel_at_period_end is False
+
+    with organization_context(oid(org)), pytest.raises(services.ConflictError):
+        services.change_plan(org.admin, "starter", "month")
+
+    assert synced.of_kind("subscription_schedule") == []
+
+
 @pytest.mark.parametrize("status", [503, 400])
 def test_stripe_down_or_refusing_to_keep_the_plan_changes_nothing_here(
         app, client, synced, status):
