@@ -517,6 +517,17 @@ def test_an_operator_sets_an_organizations_own_limits(app, billing_on):
 
 # -- keeping the plan after a cancellation -------------------------------------------------------
 
+def _ending_at_the_periods_end(app, client, fake, org) -> str:
+    """Subscribe `org` to Pro, then cancel at the period's end (webhooks applied); the
+    subscription's id in Stripe."""
+    stripe_id = subscribe(app, client, fake, org, "pro")
+    with organization_context(oid(org)):
+        services.cancel(org.admin)
+        commit()
+    deliver(app, client, fake, fake.take_events())
+    return stripe_id
+
+
 def _audited(org, action: str) -> int:
     with organization_context(oid(org)):
         return db.session.scalar(select(func.count()).select_from(AuditEntry).where(
@@ -529,11 +540,7 @@ def test_keeping_the_plan_withdraws_a_cancellation_and_its_webhook_changes_nothi
     (`cancel_at_period_end` false), the plan renews at the period's end, the admin's act is
     audited once; the `customer.subscription.updated` Stripe then sends changes nothing."""
     org = make_org()
-    stripe_id = subscribe(app, client, synced, org, "pro")
-    with organization_context(oid(org)):
-        services.cancel(org.admin)
-        commit()
-    deliver(app, client, synced, synced.take_events())
+    stripe_id = _ending_at_the_periods_end(app, client, synced, org)
     assert state(org).cancel_at_period_end is True
 
     with organization_context(oid(org)):
@@ -604,11 +611,7 @@ def test_a_plan_ending_at_the_periods_end_is_kept_before_it_changes(
     period, a downgrade would wait for a period that never comes: the change is refused
     (keep the plan first), nothing is asked of Stripe but a read and nothing is audited."""
     org = make_org()
-    stripe_id = subscribe(app, client, synced, org, "pro")
-    with organization_context(oid(org)):
-        services.cancel(org.admin)
-        commit()
-    deliver(app, client, synced, synced.take_events())
+    stripe_id = _ending_at_the_periods_end(app, client, synced, org)
     calls = len(synced.calls("POST", "/v1/"))
 
     with organization_context(oid(org)), pytest.raises(services.ConflictError) as refused:
