@@ -54,7 +54,8 @@ def subscribe() -> Response:
               description="An upgrade applies at once, its difference for the rest of the "
               "period invoiced and charged now (a card that declines it leaves the plan as it "
               "was, its invoice open, until paid); a downgrade waits for the end of the period "
-              "paid for (`scheduled_plan`). "
+              "paid for (`scheduled_plan`). While a cancellation at the period's end is "
+              "pending, 409: keep the plan first (`POST /api/billing/keep-plan`). "
               + _NEEDS_STRIPE)
 @require("billing", "write")
 def change_plan() -> Response:

@@ -205,6 +205,7 @@ def change_plan(actor: User, plan: object, interval: object) -> Subscription:
     downgrade = not same and not _is_upgrade(subscription, chosen, interval)
     with _calling_stripe():
         remote = client().v1.subscriptions.retrieve(subscription.stripe_subscription_id)
+        _refuse_while_ending(remote)
         if same:  # back to the current plan: the downgrade waiting is dropped
             _release_schedule(remote)
             remote = client().v1.subscriptions.retrieve(remote.id)
@@ -217,6 +218,16 @@ def change_plan(actor: User, plan: object, interval: object) -> Subscription:
         subscription.scheduled_plan, subscription.scheduled_interval = chosen.code, interval
     audit("billing.plan_changed", actor, subscription, plan=chosen.code, interval=interval)
     return subscription
+
+
+def _refuse_while_ending(remote) -> None:
+    """A plan cancelled at the period's end (here or in the portal: Stripe's word counts) is
+    kept before it changes. Stripe would charge an upgrade now and still end it with the
+    period, and a downgrade would wait for a period that never comes; withdrawing the
+    cancellation silently would undo the admin's own decision."""
+    if field(remote, "cancel_at_period_end"):
+        raise ConflictError(_("Your plan ends with this period: keep it first, then change "
+                              "it."))
 
 
 def _is_upgrade(subscription: Subscription, plan: Plan, interval: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from flask_babel import force_locale, gettext
 
 from crm.billing import services
 from crm.cli import cli
@@ -153,6 +154,29 @@ def test_changing_plan_and_cancelling_through_the_api(app, client, synced):
     now = client.post("/api/billing/cancel", headers=headers, json={"now": True})
     assert (now.json["plan"], now.json["status"]) == ("free", "canceled")
     assert client.post("/api/billing/cancel", headers=headers, json={}).status_code == 409
+
+
+def test_a_plan_ending_at_the_periods_end_is_kept_before_it_changes_through_the_api(
+        app, client, synced):
+    """Cancelled at the period's end, a change of plan is a 409 saying to keep the plan
+    first; once kept, the same change goes through."""
+    org = _subscribed(app, client, synced, "pro")
+    headers = bearer(org.admin)
+    client.post("/api/billing/cancel", headers=headers, json={})
+
+    refused = client.post("/api/billing/change-plan", headers=headers,
+                          json={"plan": "starter", "interval": "month"})
+
+    assert refused.status_code == 409
+    assert refused.json["error"]["code"] == "conflict"
+    with force_locale("ar"):
+        assert refused.json["error"]["message"] == gettext(
+            "Your plan ends with this period: keep it first, then change it.")
+    assert state(org).scheduled_plan is None
+    client.post("/api/billing/keep-plan", headers=headers)
+    down = client.post("/api/billing/change-plan", headers=headers,
+                       json={"plan": "starter", "interval": "month"})
+    assert (down.status_code, down.json["scheduled_plan"]) == (200, "starter")
 
 
 def test_the_payment_method_endpoint_opens_the_portal_on_the_card(app, client, synced):

@@ -421,6 +421,36 @@ def test_a_cancelled_plan_can_be_kept_from_the_billing_page_in_arabic(app, clien
     assert synced.objects[state(org).stripe_subscription_id]["cancel_at_period_end"] is False
 
 
+def test_a_cancelled_plan_offers_keeping_it_instead_of_changing_it_in_arabic(
+        app, client, synced):
+    """Cancelled at the period's end: the plans offer no upgrade or downgrade but say to keep
+    the plan first (the «Keep my plan» button above); a change posted anyway (an old tab) is
+    refused with the same words and Stripe is left as it was."""
+    org = make_org(language="ar")
+    _cancelled(app, client, synced, org)
+
+    html = _page(client, org.admin)
+
+    assert 'action="/billing/change-plan"' not in html
+    with force_locale("ar"):
+        line = gettext("Your plan ends with this period. To change it, keep your plan "
+                       "first (“%(keep)s”, above), then choose the new one.", keep=KEEP_AR)
+        refusal = gettext("Your plan ends with this period: keep it first, then change it.")
+    assert line in html
+    assert html.count(line) == 1
+    response = client.post("/billing/change-plan", data={"plan": "starter", "interval": "month"})
+    assert (response.status_code, response.location) == (303, "/billing")
+    assert refusal in client.get("/billing").get_data(as_text=True)
+    assert synced.of_kind("subscription_schedule") == []
+    assert (state(org).plan, state(org).cancel_at_period_end) == ("pro", True)
+
+    client.post("/billing/keep-plan")
+
+    html = client.get("/billing").get_data(as_text=True)
+    assert 'action="/billing/change-plan"' in html
+    assert line not in html
+
+
 def test_stripe_down_when_keeping_the_plan_says_so_in_arabic_and_changes_nothing(
         app, client, synced):
     """Stripe not answering: the page says so in Arabic, the plan still ends, the button is

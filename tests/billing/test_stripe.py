@@ -517,6 +517,17 @@ def test_an_operator_sets_an_organizations_own_limits(app, billing_on):
 
 # -- keeping the plan after a cancellation -------------------------------------------------------
 
+def _ending_at_the_periods_end(app, client, fake, org) -> str:
+    """Subscribe `org` to Pro, then cancel at the period's end (webhooks applied); the
+    subscription's id in Stripe."""
+    stripe_id = subscribe(app, client, fake, org, "pro")
+    with organization_context(oid(org)):
+        services.cancel(org.admin)
+        commit()
+    deliver(app, client, fake, fake.take_events())
+    return stripe_id
+
+
 def _audited(org, action: str) -> int:
     with organization_context(oid(org)):
         return db.session.scalar(select(func.count()).select_from(AuditEntry).where(
@@ -529,11 +540,7 @@ def test_keeping_the_plan_withdraws_a_cancellation_and_its_webhook_changes_nothi
     (`cancel_at_period_end` false), the plan renews at the period's end, the admin's act is
     audited once; the `customer.subscription.updated` Stripe then sends changes nothing."""
     org = make_org()
-    stripe_id = subscribe(app, client, synced, org, "pro")
-    with organization_context(oid(org)):
-        services.cancel(org.admin)
-        commit()
-    deliver(app, client, synced, synced.take_events())
+    stripe_id = _ending_at_the_periods_end(app, client, synced, org)
     assert state(org).cancel_at_period_end is True
 
     with organization_context(oid(org)):
@@ -594,6 +601,43 @@ def test_keeping_a_plan_nobody_cancelled_asks_nothing_of_stripe(app, client, syn
 
     assert synced.calls("POST", f"/v1/subscriptions/{stripe_id}") == []
     assert _audited(org, "billing.plan_kept") == 0
+
+
+@pytest.mark.parametrize(("plan", "interval"), [("starter", "month"), ("pro", "year")],
+                         ids=["downgrade", "upgrade"])
+def test_a_plan_ending_at_the_periods_end_is_kept_before_it_changes(
+        app, client, synced, plan, interval):
+    """Cancelled at the period's end, an upgrade would be charged now and still end with the
+    period, a downgrade would wait for a period that never comes: the change is refused
+    (keep the plan first), nothing is asked of Stripe but a read and nothing is audited."""
+    org = make_org()
+    stripe_id = _ending_at_the_periods_end(app, client, synced, org)
+    calls = len(synced.calls("POST", "/v1/"))
+
+    with organization_context(oid(org)), pytest.raises(services.ConflictError) as refused:
+        services.change_plan(org.admin, plan, interval)
+
+    assert refused.value.status == 409
+    assert len(synced.calls("POST", "/v1/")) == calls
+    assert synced.of_kind("subscription_schedule") == []
+    assert synced.objects[stripe_id]["cancel_at_period_end"] is True
+    after = state(org)
+    assert (after.plan, after.interval, after.cancel_at_period_end) == ("pro", "month", True)
+    assert _audited(org, "billing.plan_changed") == 0
+
+
+def test_a_cancellation_made_in_the_portal_is_kept_before_the_plan_changes(app, client, synced):
+    """Cancelled in Stripe's portal, its webhook not applied yet: Stripe's word counts, the
+    change is refused all the same."""
+    org = make_org()
+    stripe_id = subscribe(app, client, synced, org, "pro")
+    synced.objects[stripe_id]["cancel_at_period_end"] = True
+    assert state(org).cancel_at_period_end is False
+
+    with organization_context(oid(org)), pytest.raises(services.ConflictError):
+        services.change_plan(org.admin, "starter", "month")
+
+    assert synced.of_kind("subscription_schedule") == []
 
 
 @pytest.mark.parametrize("status", [503, 400])

@@ -40,6 +40,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+LOCALES = {"ar": "ar-SA", "en": "en-US"}  # what a browser asks for, per language
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -85,6 +86,22 @@ class Browsing:
             name, _, value = self.live.session_cookie(account).partition("=")
             context.add_cookies([{"name": name, "value": value, "url": self.live.url}])
         return self._watch(context.new_page())
+
+    def in_each_language_and_width(self, account: Account,
+                                   languages: tuple[str, ...] = ("ar", "en")
+                                   ) -> Iterator[tuple[Page, str, dict[str, int]]]:
+        """A page of `account` in each of `languages` (their preference and their browser's),
+        at a laptop's width and then a phone's: (page, language, viewport)."""
+        from crm.extensions import db
+        from crm.foundation.models import User
+
+        for language in languages:
+            with self.live.transaction(account.organization_id):
+                db.session.get(User, account.user_id).preferred_language = language
+            page = self.new_page(locale=LOCALES[language], account=account)
+            for viewport in (DESKTOP, PHONE):
+                page.set_viewport_size(viewport)
+                yield page, language, viewport
 
     def new_tab(self, page: Page) -> Page:
         """Another tab beside `page`: the same person, in the same session."""
@@ -153,6 +170,12 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call":
         item.rep_call = report
+
+
+def scrolls_sideways(page: Page) -> bool:
+    """Is the page wider than its window (the mistake a phone shows first)?"""
+    return page.evaluate("() => document.documentElement.scrollWidth"
+                         " > document.documentElement.clientWidth")
 
 
 def screenshot(page: Page, name: str) -> None:

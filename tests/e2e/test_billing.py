@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,11 +18,12 @@ from crm.billing import services
 from crm.billing.models import Invoice, Subscription
 from crm.billing.webhooks import PATH
 from crm.extensions import db
+from crm.models import utcnow
 from tests.billing.fake_stripe import FakeStripe
 from tests.conftest import fake_stripe
-from tests.e2e.conftest import screenshot, translated
-from tests.factories import run_jobs
-from tests.live import LiveServer, wait_until
+from tests.e2e.conftest import DESKTOP, PHONE, screenshot, translated
+from tests.factories import make_org, run_jobs
+from tests.live import Account, LiveServer, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
 
@@ -153,8 +155,9 @@ def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_s
                                                                stripe_connected):
     """Subscribed to Starter, the admin upgrades to Pro: Stripe's webhook brings the prorated
     invoice, listed beside the first; cancels at the period's end (confirmed), reads the day
-    it ends and «Keep my plan», presses it, and reads that the plan renews; at 390 px too,
-    without sideways scrolling."""
+    it ends and «Keep my plan», and instead of the plans' buttons a line saying to keep the
+    plan first; presses it, reads that the plan renews, and the buttons are back; at 390 px
+    too, without sideways scrolling."""
     account = live_server.make_account()
     page = browsing.new_page(account=account)
     page.goto("/billing")
@@ -178,6 +181,9 @@ def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_s
     assert translated(live_server, "Keep my plan", "ar") == "الإبقاء على الاشتراك"
     expect(page.locator("#billing-summary")).to_contain_text(
         translated(live_server, "Ends on", "ar"))
+    # Ending, the plan is kept before it changes: no upgrade or downgrade, a line says so.
+    expect(page.locator(".plan-choice")).to_have_count(0)
+    expect(page.locator(".plans-ending")).to_contain_text("«الإبقاء على الاشتراك»")
     screenshot(page, "billing-keep-plan-ar")
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "billing-keep-plan-ar-390")
@@ -190,9 +196,70 @@ def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_s
     expect(page.locator("#billing-summary")).to_contain_text(
         translated(live_server, "Renews on", "ar"))
     expect(keep).to_have_count(0)
+    expect(page.locator(".plans-ending")).to_have_count(0)
+    expect(page.locator("article[data-plan='starter'] .plan-choice")).to_be_visible()
     said = translated(live_server, "Your plan continues: it renews on %(date)s.", "ar")
     expect(page.locator("body")).to_contain_text(said.split("%(date)s")[0].strip())
     screenshot(page, "billing-kept-ar")
     assert browsing.csp_violations() == []
     assert browsing.console_errors == []
     assert browsing.dialogs == []
+
+
+# What a phone's width must not do to the billing page (a function: the CSP forbids eval):
+# scroll sideways, cut an invoice's links off (in the viewport and in any box that clips
+# them), or squeeze a usage bar beside its label instead of across its row.
+LAYOUT = """() => {
+  const root = document.documentElement;
+  const inside = (box, outer) => box.left >= outer.left - 0.5 && box.right <= outer.right + 0.5;
+  const viewport = {left: 0, right: root.clientWidth};
+  const cut = [];
+  for (const link of document.querySelectorAll("[aria-labelledby=invoices-title] a")) {
+    const box = link.getBoundingClientRect();
+    let clipped = !inside(box, viewport);
+    for (let up = link.parentElement; up; up = up.parentElement) {
+      if (getComputedStyle(up).overflowX !== "visible") {
+        clipped = clipped || !inside(box, up.getBoundingClientRect());
+      }
+    }
+    if (clipped) cut.push(link.textContent.trim());
+  }
+  const bars = [...document.querySelectorAll(".usage")].map((row) => {
+    const bar = row.querySelector("progress");
+    return bar ? bar.getBoundingClientRect().width / row.getBoundingClientRect().width : 1;
+  });
+  return {wider: root.scrollWidth - root.clientWidth, cut: cut, narrowest: Math.min(...bars)};
+}"""
+
+
+@pytest.mark.parametrize(("language", "locale"), [("ar", "ar-SA"), ("en", "en-US")])
+def test_the_billing_page_fits_a_phone_and_a_desktop(browsing, live_server, stripe_connected,
+                                                     language, locale):
+    """At 390 px, in Arabic and in English, the page does not scroll sideways, each usage bar
+    runs across its row under its label and figures, and every invoice's View / Pay / PDF
+    link is on screen, not cut at the edge of the table; at 1280 px too."""
+    with live_server.transaction():
+        org = make_org(language=language)
+        account = Account(org.id, org.admin.id, org.admin.email)
+    with live_server.transaction(account.organization_id):
+        for n, status in enumerate(("open", "paid", "paid")):
+            db.session.add(Invoice(
+                stripe_invoice_id=f"in_layout_{n}", number=f"WASL-0001-{n:04d}",
+                issued_at=utcnow() - timedelta(days=30 * n), amount=299_000 - n * 100_000,
+                currency="sar", status=status,
+                hosted_invoice_url=f"https://invoice.stripe.test/i/{n}",
+                invoice_pdf=f"https://invoice.stripe.test/i/{n}/pdf"))
+    page = browsing.new_page(locale=locale, account=account)
+
+    for size, name in ((PHONE, "390"), (DESKTOP, "1280")):
+        page.set_viewport_size(size)
+        page.goto("/billing")
+        expect(page.locator("[aria-labelledby=invoices-title] a")).to_have_count(6)
+        screenshot(page, f"billing-layout-{language}-{name}")
+        found = page.evaluate(LAYOUT)
+        assert found["wider"] <= 0, (name, found)
+        assert found["cut"] == [], (name, found)
+        if size is PHONE:
+            assert found["narrowest"] >= 0.9, found
+    assert browsing.csp_violations() == []
+    assert browsing.console_errors == []

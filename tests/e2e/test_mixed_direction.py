@@ -17,7 +17,7 @@ from crm.extensions import db
 from crm.foundation.models import User
 from crm.models import utcnow
 from crm.tickets import services as tickets
-from tests.e2e.conftest import DESKTOP, PHONE, screenshot
+from tests.e2e.conftest import screenshot, scrolls_sideways
 from tests.factories import make_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
@@ -98,35 +98,29 @@ def test_other_direction_tasks_read_in_their_own_direction(browsing, live_server
         customer_id = arabic.id
         ticket = tickets.create_ticket(admin, {"subject": ARABIC_SUBJECT})
         ticket.sla_status, ticket.sla_due_at = "warning", now + timedelta(minutes=20)
-    for language, locale in (("en", "en-US"), ("ar", "ar-SA")):
-        with live_server.transaction(org_id):
-            db.session.get(User, account.user_id).preferred_language = language
-        page = browsing.new_page(locale=locale, account=account)
-        for viewport in (DESKTOP, PHONE):
-            page.set_viewport_size(viewport)
-            where = f"{language} {viewport['width']}"
-            page.goto("/")
-            card = "#card-tasks-today li"
-            page.locator(card).first.wait_for()
-            names = _lines(page, f"{card} a")
-            texts = _lines(page, f"{card} [dir=auto]:not(a)")
-            for name, text in ((ARABIC_NAME, ARABIC_TASK[:40]), (ENGLISH_NAME, ENGLISH_TASK)):
-                shown = next(line for key, line in texts.items() if key.startswith(text))
-                assert shown["top"] >= names[name]["bottom"] - 1, (where, name)
-                assert _starts_at_its_own_side(names[name]), (where, names[name])
-                assert _starts_at_its_own_side(shown), (where, shown)
-            assert _one_edge(page, "#card-tickets li [dir=auto]"), where
-            dates = _lines(page, f"{card} time")
-            assert all(line["fragments"] == 1 for line in dates.values()), (where, dates)
-            screenshot(page, f"tasks-card-{language}-{viewport['width']}")
+    for page, language, viewport in browsing.in_each_language_and_width(account, ("en", "ar")):
+        where = f"{language} {viewport['width']}"
+        page.goto("/")
+        card = "#card-tasks-today li"
+        page.locator(card).first.wait_for()
+        names = _lines(page, f"{card} a")
+        texts = _lines(page, f"{card} [dir=auto]:not(a)")
+        for name, text in ((ARABIC_NAME, ARABIC_TASK[:40]), (ENGLISH_NAME, ENGLISH_TASK)):
+            shown = next(line for key, line in texts.items() if key.startswith(text))
+            assert shown["top"] >= names[name]["bottom"] - 1, (where, name)
+            assert _starts_at_its_own_side(names[name]), (where, names[name])
+            assert _starts_at_its_own_side(shown), (where, shown)
+        assert _one_edge(page, "#card-tickets li [dir=auto]"), where
+        dates = _lines(page, f"{card} time")
+        assert all(line["fragments"] == 1 for line in dates.values()), (where, dates)
+        screenshot(page, f"tasks-card-{language}-{viewport['width']}")
 
-            page.goto(f"/customers/{customer_id}")
-            bodies = _lines(page, ".activity-task .activity-body")
-            assert _starts_at_its_own_side(bodies[ARABIC_TASK]), (where, bodies[ARABIC_TASK])
-            assignees = _lines(page, ".activity-task .activity-meta span:has(bdi)")
-            assert assignees, where
-            assert all(line["fragments"] == 1 for line in assignees.values()), (where, assignees)
-            assert page.evaluate("() => document.documentElement.scrollWidth"
-                                 " - document.documentElement.clientWidth") <= 0, where
-            screenshot(page, f"customer-timeline-{language}-{viewport['width']}")
+        page.goto(f"/customers/{customer_id}")
+        bodies = _lines(page, ".activity-task .activity-body")
+        assert _starts_at_its_own_side(bodies[ARABIC_TASK]), (where, bodies[ARABIC_TASK])
+        assignees = _lines(page, ".activity-task .activity-meta span:has(bdi)")
+        assert assignees, where
+        assert all(line["fragments"] == 1 for line in assignees.values()), (where, assignees)
+        assert not scrolls_sideways(page), where
+        screenshot(page, f"customer-timeline-{language}-{viewport['width']}")
     assert not browsing.csp_violations()
