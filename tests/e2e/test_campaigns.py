@@ -64,6 +64,8 @@ def saved(page: Page, press: Callable[[], None]) -> None:
                               and r.request.method == "GET" and r.status == 200):
         press()
     heading.wait_for_element_state("hidden")  # the old page is gone: htmx swapped the new in
+    # ...and wired it: a change made before the settle (the preview's pick) would send nothing.
+    expect(page.locator(".htmx-added")).to_have_count(0)
 
 
 def campaign_status(live: LiveServer, org_id: int, campaign_id: int) -> str:
