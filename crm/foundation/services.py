@@ -625,7 +625,8 @@ def _start_again(user: User, keep: UserSession | None) -> None:
 
 
 def remove_user(actor: User, user: User) -> None:
-    """Deactivate a user: their sessions, tokens and API keys stop at once; history stays.
+    """Deactivate a user: their sessions, tokens and API keys stop at once; history stays,
+    and their open work goes back to the team (the modules' `user.removed` listeners).
 
     The keys are revoked, not just refused, so inviting the person back revives none.
     """
@@ -634,6 +635,8 @@ def remove_user(actor: User, user: User) -> None:
     user.is_active = False
     end_all_sessions(user, SESSION_KINDS)
     audit("user.removed", actor, user, email=user.email)
+    # Modules hand the member's work on: nothing may stay with someone who cannot log in.
+    events.publish("user.removed", {"user_id": user.id, "actor_id": actor.id})
 
 
 def _lock_admins() -> None:

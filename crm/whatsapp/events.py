@@ -35,6 +35,9 @@ PUBLISHES: dict[str, Payload] = {
 LISTENS: dict[str, str] = {
     "customer.merged": "conversations follow the surviving customer",
     "customer.deleted": "conversations are detached from the customer",
+    "user.removed": "the member's conversations go back to the unassigned queue, whether "
+                    "the module is on or not (switched on again, it must not find them with "
+                    "someone gone) (a job)",
     "message.received": "live.py: the bubble joins open threads, the row moves to the top",
     "message.sent": "live.py: the bubble joins open threads, the row moves to the top",
     "message.status": "live.py: the ticks of the bubble change",
@@ -48,6 +51,11 @@ LISTENS: dict[str, str] = {
 @subscribe("customer.merged")
 def follow_merged_customer(payload: dict) -> None:
     services.relink_customer(payload["merged_id"], payload["survivor_id"])
+
+
+@subscribe("user.removed", job=True)
+def release_removed_members_conversations(payload: dict) -> None:
+    services.release_conversations(payload["user_id"], payload["actor_id"])
 
 
 @subscribe("customer.deleted")

@@ -55,8 +55,9 @@ def test_the_team_page_lists_the_organization_only(client, org, other_org):
     assert arabic("Never") in page.text  # the agent has not logged in yet
     assert f'action="/team/{agent_id}/remove"' in page.text
     assert f'action="/team/{admin_id}/remove"' not in page.text  # not oneself
-    confirmation = arabic("Remove %(name)s from the team? They will be signed out at once.",
-                          name=isolate(names[0]))
+    confirmation = arabic("Remove %(name)s from the team? They will be signed out at once; "
+                          "their conversations and tickets go back to the unassigned ones, "
+                          "their open tasks to you.", name=isolate(names[0]))
     assert f'hx-confirm="{confirmation}"' in page.text
 
 

@@ -371,6 +371,20 @@ def assign_ticket(actor: User, ticket: Ticket, assignee_id: object,
     return ticket
 
 
+def release_tickets(user_id: int, actor_id: int | None) -> None:
+    """Unassign a removed member's tickets that are not closed (a solved one reopens when the
+    customer writes), as `actor_id`; closed ones keep their name. Nothing if they are back."""
+    user = get_in_organization(User, user_id)
+    if user is None or user.is_active:
+        return
+    actor = get_in_organization(User, actor_id) if actor_id else None
+    for ticket in db.session.scalars(select(Ticket).where(
+            Ticket.assignee_id == user_id, Ticket.status != "closed").order_by(Ticket.id)
+            .with_for_update()):
+        if _assign(ticket, None, actor):
+            record_edit(ticket, actor)
+
+
 def _assign(ticket: Ticket, assignee_id: int | None, actor: User | None) -> bool:
     """Give the ticket to `assignee_id`: timeline, audit, events, and the new assignee told.
     Whether anything changed."""
