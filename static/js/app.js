@@ -112,6 +112,46 @@
     elt.addEventListener("htmx:beforeOnLoad", loaded);
   });
 
+  // Keyboard users: an answer that replaces the part of the page holding the focus (a row, a
+  // list) would drop the focus to the top of the page. It stays on the control at the same
+  // place in the new part (or the last one left), else goes to the flash area, which says
+  // what happened; Tab goes on from there. A boosted page load moves on as a page does.
+  var FOCUSABLE = "a[href], button:not([disabled]), input:not([type=hidden]):not([disabled])," +
+    " select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
+  var lostFocus = null;
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target, active = document.activeElement;
+    lostFocus = null;
+    if (event.detail.boosted || !target || target === document.body || !active ||
+        active === document.body || !target.contains(active)) return;
+    lostFocus = { id: target.id, index: Array.prototype.indexOf.call(
+      target.querySelectorAll(FOCUSABLE), active) };
+  });
+
+  document.addEventListener("htmx:afterSettle", function () {
+    var lost = lostFocus;
+    lostFocus = null;
+    if (!lost || (document.activeElement && document.activeElement !== document.body)) return;
+    var target = lost.id && document.getElementById(lost.id);
+    var controls = target ? target.querySelectorAll(FOCUSABLE) : [];
+    var next = controls.length ? controls[Math.min(Math.max(lost.index, 0), controls.length - 1)]
+      : document.getElementById("flashes");
+    if (!next) return;
+    if (!controls.length) next.setAttribute("tabindex", "-1");
+    next.focus();
+  });
+
+  // Escape closes the menu (a <details>) that holds the focus, and gives it back to its button.
+  var MENUS = "details.menu-toggle[open], details.user-menu[open], details.message-menu[open]";
+  document.addEventListener("keydown", function (event) {
+    var menu = event.key === "Escape" && document.activeElement &&
+      document.activeElement.closest && document.activeElement.closest(MENUS);
+    if (!menu) return;
+    menu.open = false;
+    menu.querySelector("summary").focus();
+  });
+
   document.addEventListener("DOMContentLoaded", connect);
   htmx.onLoad(initSortables);
 })();

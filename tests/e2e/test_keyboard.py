@@ -1,0 +1,95 @@
+"""An admin with the keyboard only: after an action swaps the part of the page that held the
+focus, the focus stays there (on the same control, or the nearest one left, or the message
+that says what happened) instead of falling back to the top of the page; Escape closes the
+header's menus and gives the focus back to their button."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from crm.extensions import db
+from crm.foundation import services
+from crm.foundation.models import User
+from tests.e2e.conftest import PHONE
+from tests.factories import make_user
+
+pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
+
+# What has the focus, read in the page (evaluated through DevTools, which the CSP allows).
+FOCUSED = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  return {id: e.id, text: (e.innerText || "").trim(), within: (e.closest("[id]") || {}).id};
+}"""
+
+
+def _press_on(page: Page, button, key: str = "Enter") -> None:
+    """Focus `button` as Tab would and press `key` on it."""
+    button.focus()
+    page.keyboard.press(key)
+
+
+def test_revoking_a_key_with_the_keyboard_keeps_the_focus_in_the_list(browsing, live_server):
+    """Enter on a key's "Revoke" (confirmed) leaves the focus on the next key's button."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        admin = db.session.get(User, account.user_id)
+        for name in ("first", "second"):
+            services.create_api_key(admin, name, admin.id)
+    page = browsing.new_page(account=account)
+    page.goto("/settings/api-keys")
+    browsing.confirm_next(page)
+    _press_on(page, page.locator("#api-keys form[action$='/revoke'] button").first)
+
+    expect(page.locator("#api-keys tbody tr")).to_have_count(1)
+    expect(page.locator("#api-keys form[action$='/revoke'] button")).to_be_focused()
+    assert browsing.dialogs == []
+
+
+def test_changing_a_role_with_the_keyboard_keeps_the_focus_on_its_button(browsing, live_server):
+    """Enter on "Change" swaps the member's row; the focus stays on the new row's button."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        agent_id = make_user(db.session.get(User, account.user_id).organization, "agent").id
+    page = browsing.new_page(account=account)
+    page.goto("/team")
+    row = page.locator(f"#member-{agent_id}")
+    row.locator("select").select_option("manager")
+    _press_on(page, row.locator("button[type=submit]").first)
+
+    expect(row.locator("select")).to_have_value("manager")
+    expect(row.locator("form[action$='/role'] button")).to_be_focused()
+
+
+def test_removing_a_member_with_the_keyboard_focuses_what_happened(browsing, live_server):
+    """The removed member's row goes; the focus moves to the message saying so, from where
+    Tab goes on through the page."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        agent_id = make_user(db.session.get(User, account.user_id).organization, "agent").id
+    page = browsing.new_page(account=account)
+    page.goto("/team")
+    browsing.confirm_next(page)
+    _press_on(page, page.locator(f"#member-{agent_id} form[action$='/remove'] button"))
+
+    expect(page.locator(f"#member-{agent_id}")).to_have_count(0)
+    expect(page.locator("#flashes")).to_be_focused()
+    page.keyboard.press("Tab")
+    assert page.evaluate(FOCUSED) is not None
+
+
+def test_escape_closes_the_menus_and_gives_the_focus_back(browsing, live_server):
+    """At a phone's width, Enter opens the menu and Escape closes it, the focus back on its
+    button; the same for the user's menu."""
+    page = browsing.new_page(account=live_server.make_account())
+    page.set_viewport_size(PHONE)
+    page.goto("/settings")
+    for menu in ("details.menu-toggle", "details.user-menu"):
+        summary = page.locator(f"{menu} > summary")
+        _press_on(page, summary)
+        expect(page.locator(menu)).to_have_attribute("open", "")
+        page.keyboard.press("Tab")  # into the menu
+        page.keyboard.press("Escape")
+        expect(page.locator(menu)).not_to_have_attribute("open", "")
+        expect(summary).to_be_focused()
