@@ -27,7 +27,7 @@ from flask import current_app, has_request_context, request
 from flask_babel import gettext as _
 from sqlalchemy import ColumnElement, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload
 
 from crm import events
 from crm.billing import gate
@@ -780,13 +780,23 @@ def set_module_enabled(actor: User, module: object, enabled: bool) -> None:
         audit("settings.module_switched", actor, None, module=module, enabled=enabled)
 
 
-def list_audit(before_id: int | None = None, limit: int = 50
-               ) -> tuple[list[AuditEntry], int | None]:
-    query = (select(AuditEntry).options(selectinload(AuditEntry.actor))
+def list_audit(before_id: int | None = None, limit: int = 50, action: str | None = None,
+               actor_id: int | None = None) -> tuple[list[AuditEntry], int | None]:
+    """A page of the audit log, newest first: of one `action`, of one actor's, or all."""
+    query = (select(AuditEntry).options(joinedload(AuditEntry.actor))
              .order_by(AuditEntry.id.desc()))
     if before_id:
         query = query.where(AuditEntry.id < before_id)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    if actor_id:
+        query = query.where(AuditEntry.actor_id == actor_id)
     return keyset_page(query, limit, attrgetter("id"))
+
+
+def everyone() -> list[User]:
+    """Every member the organization has had, removed ones too (the audit log names them)."""
+    return list(db.session.scalars(select(User).order_by(User.full_name, User.id)))
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -696,10 +696,17 @@ def revoke_api_key(key_id: int):
 @blueprint.get("/settings/audit")
 @require("settings", "write")
 def audit_log():
-    entries, next_cursor = services.list_audit(parse_id(request.args.get("cursor")))
+    action = request.args.get("action") if request.args.get("action") in AUDIT_ACTIONS else None
+    filters = {"action": action, "actor": parse_id(request.args.get("actor"))}
+    # The filter's choices, and the names of the members entries act on.
+    people = {user.id: user for user in services.everyone()}
+    entries, next_cursor = services.list_audit(parse_id(request.args.get("cursor")),
+                                               action=action, actor_id=filters["actor"])
     template = "foundation/_audit_rows.html" if is_htmx() else "foundation/audit_log.html"
-    return render_template(template, entries=entries, next_cursor=next_cursor,
-                           action_labels=AUDIT_ACTIONS, target_labels=TARGET_LABELS)
+    return render_template(template, entries=entries, next_cursor=next_cursor, people=people,
+                           filters=filters, action_labels=AUDIT_ACTIONS,
+                           action_choices=sorted(AUDIT_ACTIONS.items(), key=lambda a: str(a[1])),
+                           target_labels=TARGET_LABELS)
 
 
 add_onboarding_step(OnboardingStep(
