@@ -110,19 +110,22 @@ CLOCK_LABELS = {"first_response": lazy_gettext("first response"),
 
 notifications.register("ticket_assigned", notifications.Kind(
     lazy_gettext("Ticket #%(number)s is yours"),
-    lazy_gettext("%(subject)s was assigned to you.")))
+    lazy_gettext("%(subject)s was assigned to you."), module="ticketing"))
 notifications.register("ticket_sla_warning", notifications.Kind(
     lazy_gettext("SLA warning: ticket #%(number)s"),
     lazy_gettext("%(subject)s is close to its %(clock)s target."),
-    email_template="ticket_sla_warning", labels={"clock": CLOCK_LABELS}))
+    email_template="ticket_sla_warning", labels={"clock": CLOCK_LABELS},
+    module="ticketing"))
 notifications.register("ticket_sla_breached", notifications.Kind(
     lazy_gettext("SLA breached: ticket #%(number)s"),
     lazy_gettext("%(subject)s missed its %(clock)s target."),
-    email_template="ticket_sla_breached", labels={"clock": CLOCK_LABELS}))
+    email_template="ticket_sla_breached", labels={"clock": CLOCK_LABELS},
+    module="ticketing"))
 notifications.register("ticket_escalated", notifications.Kind(
     lazy_gettext("Ticket #%(number)s escalated"),
     lazy_gettext("%(subject)s was escalated after missing its %(clock)s target."),
-    labels={"clock": CLOCK_LABELS}))
+    labels={"clock": CLOCK_LABELS},
+    module="ticketing"))
 
 
 # -- access -------------------------------------------------------------------------------
