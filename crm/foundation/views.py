@@ -42,6 +42,7 @@ from crm.permissions import (
     in_plan,
     installed_areas,
     installed_modules,
+    module_enabled,
     require,
 )
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
@@ -150,6 +151,7 @@ class OnboardingStep:
     level: str = "write"
     new_window: bool = False
     method: str = "get"  # "post": a one-click form (creating the sandbox number first)
+    module: str | None = None  # the module a settings step leads into: left out while off
 
 
 _dashboard_cards: list[DashboardCard] = []
@@ -298,7 +300,8 @@ def _cards() -> dict:
 
 def _checklist() -> list[tuple[OnboardingStep, bool]]:
     """The steps the current user may take, each with whether it is done; none once all are."""
-    steps = [(step, step.done()) for step in _onboarding_steps if can(step.area, step.level)]
+    steps = [(step, step.done()) for step in _onboarding_steps if can(step.area, step.level)
+             and (step.module is None or module_enabled(step.module))]
     return [] if all(done for _step, done in steps) else steps
 
 

@@ -90,7 +90,7 @@ allow_uploads(blueprint, UPLOAD_ENDPOINTS, media.MAX_UPLOAD_BYTES)
 add(NavItem("whatsapp.inbox", lazy_gettext("Inbox"), "whatsapp", "read", "inbox", 10,
             "whatsapp.unread_badge", ("newMessage", "conversationUpdated", "conversationAssigned")))
 add(NavItem("whatsapp.numbers", lazy_gettext("WhatsApp numbers"), "settings", "write", "phone",
-            65))
+            65, module="whatsapp"))
 add_audit_labels({
     "whatsapp.conversation_assigned": lazy_gettext("Conversation assigned"),
     "whatsapp.inbox_settings_changed": lazy_gettext("Inbox settings changed"),
