@@ -93,3 +93,34 @@ def test_escape_closes_the_menus_and_gives_the_focus_back(browsing, live_server)
         page.keyboard.press("Escape")
         expect(page.locator(menu)).not_to_have_attribute("open", "")
         expect(summary).to_be_focused()
+
+
+# How far each table of the page scrolls sideways inside its frame.
+TABLES_WIDER = """() => [...document.querySelectorAll('.table-wrap')].map(
+  w => w.scrollWidth - w.clientWidth)"""
+
+
+def test_the_admins_tables_fit_a_phone_without_scrolling_sideways(browsing, live_server):
+    """At 390 px in Arabic, the team, its invitations, the API keys, the sessions and the
+    audit log show each row whole (its actions within reach), none scrolling sideways."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        admin = db.session.get(User, account.user_id)
+        agent = make_user(admin.organization, "agent",
+                          email="abdulrahman.alqahtani.sales-department@very-long-company.example")
+        services.invite_user(admin, "someone.with.a.long.address@very-long-company.example",
+                             "agent")
+        services.create_api_key(admin, "مزامنة المتجر الإلكتروني", admin.id)
+        agent_id = agent.id
+    other = browsing.new_page(account=account)  # a second session on the profile
+    other.goto("/profile")
+    page = browsing.new_page(account=account)
+    page.set_viewport_size(PHONE)
+    for path in ("/team", "/settings/api-keys", "/profile", "/settings/audit"):
+        page.goto(path)
+        assert [wider for wider in page.evaluate(TABLES_WIDER) if wider > 0] == [], path
+    page.goto("/team")
+    remove = page.locator(f"#member-{agent_id} form[action$='/remove'] button")
+    box = remove.bounding_box()
+    assert box is not None
+    assert 0 <= box["x"] <= box["x"] + box["width"] <= PHONE["width"]
