@@ -66,3 +66,26 @@ def test_a_removed_members_open_work_goes_back_to_the_team(app, client, org):
                      .all())
         assert tasks == {open_task: admin_id, done_task: agent_id}
 
+
+
+def test_a_member_who_can_no_longer_answer_hands_their_work_on(app, client, org):
+    """An agent made a member (who reads but does not answer) loses their conversations and
+    tickets to the unassigned queue, keeping their tasks; one made a manager keeps it all."""
+    member, manager = make_user(org, "agent"), make_user(org, "agent")
+    member_work, manager_work = _work_of(org, member), _work_of(org, manager)
+    login(client, org.admin)
+
+    for user, role in ((member, "member"), (manager, "manager")):
+        assert client.post(f"/team/{ident(user)}/role", data={"role": role}).status_code == 303
+    run_jobs(app)
+
+    with organization_context(ident(org)):
+        def assignees(work):
+            conversations, tickets, (open_task, _done) = work
+            return (set(db.session.scalars(select(Conversation.assigned_user_id)
+                                           .where(Conversation.id.in_(conversations)))),
+                    db.session.get(Ticket, tickets["open"]).assignee_id,
+                    db.session.get(CustomerActivity, open_task).assignee_id)
+
+        assert assignees(member_work) == ({None}, None, ident(member))
+        assert assignees(manager_work) == ({ident(manager)}, ident(manager), ident(manager))

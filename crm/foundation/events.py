@@ -11,6 +11,8 @@ PUBLISHES: dict[str, Payload] = {
     "organization.updated": ("organization_id", "fields"),
     # a member was removed by `actor_id` (modules hand their open work on)
     "user.removed": ("user_id", "actor_id"),
+    # `actor_id` gave a member another role (modules hand on what it may no longer do)
+    "user.role_changed": ("user_id", "actor_id", "role"),
     "team.created": ("team_id",),
     "team.updated": ("team_id",),
     "team.deleted": ("team_id",),

@@ -614,6 +614,9 @@ def change_role(actor: User, user: User, role: object) -> User:
     previous, user.role = user.role, role
     _start_again(user, keep=actor.current_session if actor is user else None)
     audit("user.role_changed", actor, user, previous=previous, role=role)
+    # Modules hand on the work the new role may no longer do.
+    events.publish("user.role_changed", {"user_id": user.id, "actor_id": actor.id,
+                                         "role": role})
     return user
 
 

@@ -39,6 +39,7 @@ LISTENS: dict[str, str] = {
                         "support keyword (a job)",
     "user.removed": "the member's tickets that are not closed go back to the unassigned ones, "
                     "whether the module is on or not (a job)",
+    "user.role_changed": "the same, when the new role does not work tickets (a job)",
     "customer.merged": "tickets follow the surviving customer (a deleted customer's lose "
                        "theirs by the foreign key)",
     "ticket.opened": "live.py: open lists and panels show the new ticket (ticketCreated)",
@@ -80,7 +81,8 @@ def message_received(payload: dict) -> None:
 
 
 @subscribe("user.removed", job=True)
-def release_removed_members_tickets(payload: dict) -> None:
+@subscribe("user.role_changed", job=True)
+def release_tickets_of_a_member(payload: dict) -> None:
     tickets.release_tickets(payload["user_id"], payload["actor_id"])
 
 

@@ -38,6 +38,7 @@ LISTENS: dict[str, str] = {
     "user.removed": "the member's conversations go back to the unassigned queue, whether "
                     "the module is on or not (switched on again, it must not find them with "
                     "someone gone) (a job)",
+    "user.role_changed": "the same, when the new role does not answer WhatsApp (a job)",
     "message.received": "live.py: the bubble joins open threads, the row moves to the top",
     "message.sent": "live.py: the bubble joins open threads, the row moves to the top",
     "message.status": "live.py: the ticks of the bubble change",
@@ -54,7 +55,8 @@ def follow_merged_customer(payload: dict) -> None:
 
 
 @subscribe("user.removed", job=True)
-def release_removed_members_conversations(payload: dict) -> None:
+@subscribe("user.role_changed", job=True)
+def release_conversations_of_a_member(payload: dict) -> None:
     services.release_conversations(payload["user_id"], payload["actor_id"])
 
 

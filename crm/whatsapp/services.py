@@ -595,10 +595,11 @@ def assign_conversation(conversation: Conversation, assignee_id: object, actor: 
 
 
 def release_conversations(user_id: int, actor_id: int | None) -> None:
-    """Put a removed member's conversations back in the unassigned queue, as `actor_id`
-    unassigning each (its timeline, audit and live updates); nothing if they are back."""
+    """Put the conversations of a member who can no longer answer them (removed, or given a
+    role that does not answer WhatsApp) back in the unassigned queue, as `actor_id`
+    unassigning each (its timeline, audit and live updates); nothing if they can again."""
     user = get_in_organization(User, user_id)
-    if user is None or user.is_active:
+    if user is None or (user.is_active and role_allows(user.role, "whatsapp", "write")):
         return
     actor = get_in_organization(User, actor_id) if actor_id else None
     for conversation in db.session.scalars(select(Conversation).where(

@@ -375,10 +375,11 @@ def assign_ticket(actor: User, ticket: Ticket, assignee_id: object,
 
 
 def release_tickets(user_id: int, actor_id: int | None) -> None:
-    """Unassign a removed member's tickets that are not closed (a solved one reopens when the
-    customer writes), as `actor_id`; closed ones keep their name. Nothing if they are back."""
+    """Unassign the tickets that are not closed (a solved one reopens when the customer
+    writes) of a member who can no longer work them (removed, or given a role that does not),
+    as `actor_id`; closed ones keep their name. Nothing if they can again."""
     user = get_in_organization(User, user_id)
-    if user is None or user.is_active:
+    if user is None or (user.is_active and user.role in WORKER_ROLES):
         return
     actor = get_in_organization(User, actor_id) if actor_id else None
     for ticket in db.session.scalars(select(Ticket).where(
