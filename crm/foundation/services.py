@@ -232,11 +232,11 @@ def update_organization(actor: User, name: object, default_language: object, tim
         "country": check_country,
         "currency": check_currency,
     }).values()
-    audit("organization.updated", actor, org, name=org.name, default_language=org.default_language,
-          timezone=org.timezone, country=org.country, currency=org.currency)
-    # Modules follow the organization's clock and country (ticketing's business calendar).
     changed = [field for field in fields if getattr(org, field) != before[field]]
     if changed:
+        audit("organization.updated", actor, org,
+              changes={field: [before[field], getattr(org, field)] for field in changed})
+        # Modules follow the organization's clock and country (ticketing's business calendar).
         events.publish("organization.updated", {"organization_id": org.id, "fields": changed})
     return org
 

@@ -86,6 +86,11 @@ AUDIT_ACTIONS = {
     "api_key.created": lazy_gettext("API key created"),
     "api_key.revoked": lazy_gettext("API key revoked"),
 }
+# The organization's settings, as an audited change names them.
+SETTING_LABELS = {"name": lazy_gettext("Organization name"),
+                  "default_language": lazy_gettext("Default language"),
+                  "timezone": lazy_gettext("Time zone"), "country": lazy_gettext("Country"),
+                  "currency": lazy_gettext("Currency")}
 TARGET_LABELS = {"users": lazy_gettext("User"), "invitations": lazy_gettext("Invitation"),
                  "organizations": lazy_gettext("Organization"),
                  "user_sessions": lazy_gettext("API key")}
@@ -709,7 +714,7 @@ def audit_log():
     return render_template(template, entries=entries, next_cursor=next_cursor, people=people,
                            filters=filters, action_labels=AUDIT_ACTIONS,
                            action_choices=sorted(AUDIT_ACTIONS.items(), key=lambda a: str(a[1])),
-                           target_labels=TARGET_LABELS)
+                           target_labels=TARGET_LABELS, setting_labels=SETTING_LABELS)
 
 
 add_onboarding_step(OnboardingStep(

@@ -348,3 +348,21 @@ def test_the_audit_log_filters_by_action_and_by_member(client, org):
     assert re.findall(r'<tr id="audit-\d+"', nothing) == []
     assert arabic("No entry matches these filters.") in nothing
     assert 'selected>' in nothing  # the filters stay chosen
+
+
+def test_the_audit_log_says_which_settings_changed(client, org):
+    """A settings change reads with what changed, from what to what (only that); a save that
+    changes nothing records nothing."""
+    login(client, org.admin)
+    before = reload(org, Organization, org).timezone
+    client.post("/settings", data={**SETTINGS, "timezone": before, "name": "Renamed Co"})
+    client.post("/settings", data={**SETTINGS, "timezone": before, "name": "Renamed Co"})
+    client.post("/settings", data={**SETTINGS, "timezone": "America/New_York",
+                                   "name": "Renamed Co"})
+    assert audit_actions(org).count("organization.updated") == 2
+    text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
+    latest = text[:text.index("</tr>")]
+    assert arabic("Time zone") in latest
+    assert before in latest
+    assert "America/New_York" in latest
+    assert "Renamed Co" not in latest  # unchanged by that save
