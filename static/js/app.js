@@ -113,9 +113,10 @@
   });
 
   // Keyboard users: an answer that replaces the part of the page holding the focus (a row, a
-  // list) would drop the focus to the top of the page. It stays on the control at the same
-  // place in the new part (or the last one left), else goes to the flash area, which says
-  // what happened; Tab goes on from there. A boosted page load moves on as a page does.
+  // list, a form) would drop the focus to the top of the page. It goes to the first field the
+  // answer says is invalid, else stays on the control at the same place in the new part (or
+  // the last one left), else goes to the flash area, which says what happened; Tab goes on
+  // from there. A boosted page load moves on as a page does.
   var FOCUSABLE = "a[href], button:not([disabled]), input:not([type=hidden]):not([disabled])," +
     " select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
   var lostFocus = null;
@@ -135,10 +136,12 @@
     if (!lost || (document.activeElement && document.activeElement !== document.body)) return;
     var target = lost.id && document.getElementById(lost.id);
     var controls = target ? target.querySelectorAll(FOCUSABLE) : [];
-    var next = controls.length ? controls[Math.min(Math.max(lost.index, 0), controls.length - 1)]
-      : document.getElementById("flashes");
+    var invalid = target && target.querySelector("[aria-invalid=true]");
+    var next = invalid || (controls.length ?
+      controls[Math.min(Math.max(lost.index, 0), controls.length - 1)] :
+      document.getElementById("flashes"));
     if (!next) return;
-    if (!controls.length) next.setAttribute("tabindex", "-1");
+    if (!invalid && !controls.length) next.setAttribute("tabindex", "-1");
     next.focus();
   });
 

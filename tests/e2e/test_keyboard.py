@@ -124,3 +124,18 @@ def test_the_admins_tables_fit_a_phone_without_scrolling_sideways(browsing, live
     box = remove.bounding_box()
     assert box is not None
     assert 0 <= box["x"] <= box["x"] + box["width"] <= PHONE["width"]
+
+
+def test_a_refused_invitation_puts_the_focus_on_the_field_to_fix(browsing, live_server):
+    """Enter on "Send the invitation" with an address already in the team: the form comes back
+    with the error, the focus on the email field that has it."""
+    account = live_server.make_account()
+    page = browsing.new_page(account=account)
+    page.goto("/team")
+    page.locator("#invitations input[name=email]").fill(account.email)
+    _press_on(page, page.locator("#invitations form[action$='/team/invitations'] "
+                                 "button[type=submit]"))
+
+    email = page.locator("#invitations input[name=email]")
+    expect(email).to_have_attribute("aria-invalid", "true")
+    expect(email).to_be_focused()
