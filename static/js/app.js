@@ -130,7 +130,18 @@
       target.querySelectorAll(FOCUSABLE), active) };
   });
 
-  document.addEventListener("htmx:afterSettle", function () {
+  // A page that comes back refused (a plain or boosted post answered 422) puts the focus on
+  // the first field it marks invalid, unless the focus is somewhere already.
+  function focusInvalid() {
+    var invalid = document.querySelector("main [aria-invalid=true]");
+    if (invalid && (!document.activeElement || document.activeElement === document.body)) {
+      invalid.focus();
+    }
+  }
+  document.addEventListener("DOMContentLoaded", focusInvalid);
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail.boosted) focusInvalid();
     var lost = lostFocus;
     lostFocus = null;
     if (!lost || (document.activeElement && document.activeElement !== document.body)) return;

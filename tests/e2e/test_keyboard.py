@@ -139,3 +139,17 @@ def test_a_refused_invitation_puts_the_focus_on_the_field_to_fix(browsing, live_
     email = page.locator("#invitations input[name=email]")
     expect(email).to_have_attribute("aria-invalid", "true")
     expect(email).to_be_focused()
+
+
+def test_a_refused_settings_page_puts_the_focus_on_the_field_to_fix(browsing, live_server):
+    """Enter on "Save" with a time zone that does not exist: the page comes back with the
+    error, the focus on the time zone field, what was typed kept."""
+    page = browsing.new_page(account=live_server.make_account())
+    page.goto("/settings")
+    zone = page.locator("input[name=timezone]")
+    zone.fill("Mars/Olympus_Mons")
+    _press_on(page, page.locator("form[action$='/settings'] button[type=submit]"))
+
+    expect(zone).to_have_attribute("aria-invalid", "true")
+    expect(zone).to_have_value("Mars/Olympus_Mons")
+    expect(zone).to_be_focused()
