@@ -376,3 +376,17 @@ def test_the_team_page_says_what_each_role_may_do(client, org):
     agent = roles.split(arabic("Agent"))[1].split("</dd>")[0]
     assert arabic("Agents answer the conversations assigned to them; their dashboard counts "
                   "their own work.") in agent
+
+
+def test_changing_ones_own_role_asks_first(client, org):
+    """An admin's own role form asks before it runs (a slip takes away what they need to undo
+    it); other members' forms do not."""
+    agent = make_user(org, "agent")
+    admin_id, agent_id = ident(org.admin), ident(agent)
+    login(client, org.admin)
+    page = client.get("/team").text
+    own = page.split(f'id="member-{admin_id}"')[1].split("</tr>")[0]
+    other = page.split(f'id="member-{agent_id}"')[1].split("</tr>")[0]
+    question = arabic("Change your own role? You may not be able to change it back.")
+    assert f'hx-confirm="{question}"' in own
+    assert "hx-confirm" not in other.split("/remove")[0]
