@@ -140,6 +140,15 @@
   }
   document.addEventListener("DOMContentLoaded", focusInvalid);
 
+  // A page that answers a post it must not repeat (a new API key, shown once) turns its
+  // history entry into a plain visit of the same address: reloading it gets the page again
+  // instead of posting the form a second time.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("[data-forget-post]")) {
+      history.replaceState(history.state, "", location.href);
+    }
+  });
+
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.detail.boosted) focusInvalid();
     var lost = lostFocus;

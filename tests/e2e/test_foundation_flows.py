@@ -252,3 +252,17 @@ def test_create_and_revoke_an_api_key(browsing, live_server):
     expect(page.locator("#api-keys tbody tr")).to_have_count(0)
     assert me() == 401
     assert browsing.dialogs == []
+
+
+def test_reloading_the_page_that_shows_a_new_key_makes_no_other(browsing, live_server):
+    """The page showing a new key once, reloaded, is the list again: no second key is made
+    (the browser would post the form again), and the secret is not shown twice."""
+    page = browsing.new_page(account=live_server.make_account())
+    page.goto("/settings/api-keys")
+    page.locator("input[name='name']").fill("مزامنة المتجر")
+    submit(page, "/settings/api-keys")
+    expect(page.locator("code.secret")).to_have_count(1)
+
+    page.reload()
+    expect(page.locator("#api-keys tbody tr")).to_have_count(1)
+    expect(page.locator("code.secret")).to_have_count(0)
