@@ -366,3 +366,13 @@ def test_the_audit_log_says_which_settings_changed(client, org):
     assert before in latest
     assert "America/New_York" in latest
     assert "Renamed Co" not in latest  # unchanged by that save
+
+
+def test_the_default_language_says_whom_it_applies_to(client, org):
+    """The organization's default language changes no member's own (each chose theirs): the
+    settings page says so, beside the choice."""
+    login(client, org.admin)
+    text = client.get("/settings").text
+    field = text.split('for="field-default_language"')[1].split("</div>")[0]
+    assert arabic("New members' invitations are in this language unless you choose another; "
+                  "each member chooses their own on their profile.") in field
