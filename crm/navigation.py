@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from flask import Flask
 from flask_babel import LazyString, lazy_gettext
 
-from crm.permissions import can
+from crm.permissions import can, module_enabled
 
 WORK, ADMINISTRATION = "work", "administration"
 
@@ -29,6 +29,8 @@ class NavItem:
     order: int = 50  # work 10-49, administration 50-99
     badge: str | None = None  # the endpoint answering the badge (out of band, by its id)
     badge_events: tuple[str, ...] = ()
+    # The module a settings entry (area "settings") leads into: hidden while it is off.
+    module: str | None = None
 
     @property
     def group(self) -> str:
@@ -44,7 +46,8 @@ def add(item: NavItem) -> None:
 
 
 def visible_items() -> list[NavItem]:
-    return [item for item in _items if can(item.area, item.level)]
+    return [item for item in _items if can(item.area, item.level)
+            and (item.module is None or module_enabled(item.module))]
 
 
 def init_app(app: Flask) -> None:

@@ -121,6 +121,18 @@ def require(area: str, level: Level = "read") -> Callable:
     return decorator
 
 
+def require_settings(module: str, level: Level = "write") -> Callable:
+    """Guard a module's own settings: the settings permission at `level`, and the module
+    switched on (404 when off, as for its other pages; the "settings" area never is)."""
+    if module not in SWITCHABLE:
+        raise ValueError(f"{module} is not a module")
+
+    def decorator(view: Callable) -> Callable:
+        return require("settings", level)(require(module, "read")(view))
+
+    return decorator
+
+
 def _check_plan(area: str, level: Level) -> None:
     if not in_plan(area):
         _refuse(gate.ModuleNotInPlanError(area))

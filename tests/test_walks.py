@@ -21,7 +21,7 @@ from crm.billing.plans import PLANS
 from crm.extensions import db
 from crm.foundation import services
 from crm.foundation.models import ROLES, Organization, User
-from crm.permissions import MATRIX, SWITCHABLE, require, role_allows
+from crm.permissions import MATRIX, MODULE_BLUEPRINTS, SWITCHABLE, require, role_allows
 from crm.tenancy import organization_context, set_current_organization
 from tests.billing.factories import put_on_plan
 from tests.factories import bearer, login, make_org, make_user, snapshot, url_map_app
@@ -299,6 +299,43 @@ def test_a_switched_off_module_answers_404(app, client, route):
         services.set_module_enabled(org.admin, _permission(app, route.endpoint)[0], False)
         db.session.flush()
     assert _request(client, route, url, org.admin).status_code == 404
+
+
+# The API's paths of each module; its pages are those of its blueprint (MODULE_BLUEPRINTS).
+MODULE_API_PREFIXES = {"whatsapp": "/api/whatsapp/", "crm": "/api/crm/",
+                       "ticketing": "/api/tickets", "campaigns": "/api/campaigns"}
+
+
+def _owner(route: Route) -> str | None:
+    """The switchable module a route belongs to, whatever permission guards it."""
+    for module in SWITCHABLE:
+        if (route.rule.startswith(MODULE_API_PREFIXES[module]) if route.is_api
+                else route.endpoint.split(".")[0] == MODULE_BLUEPRINTS[module]):
+            return module
+    return None
+
+
+# A module's own settings, guarded by the "settings" area, which is never switched off.
+MODULE_SETTINGS_ROUTES = [route for route in GUARDED if _owner(route)
+                          and _permission(url_map_app(), route.endpoint)[0] not in SWITCHABLE]
+
+
+@pytest.mark.parametrize("route", MODULE_SETTINGS_ROUTES, ids=_ids(MODULE_SETTINGS_ROUTES))
+def test_a_switched_off_modules_settings_answer_404(app, client, route):
+    """A module's settings pages and API, guarded by the settings permission, answer 404 too
+    when the module is switched off: its pages are gone from the navigation, and nothing
+    reaches them by address; nothing changes."""
+    org = make_org()
+    url = _url(app, route, org)
+    with organization_context(org.id):
+        services.set_module_enabled(org.admin, _owner(route), False)
+        db.session.flush()
+    org_id = org.id
+    headers = _sign_in(client, route, org.admin)  # the session it starts is no change
+    before = snapshot(org_id)
+
+    assert _send(client, route, url, headers).status_code == 404
+    assert snapshot(org_id) == before
 
 
 @pytest.mark.parametrize("route", SWITCHABLE_ROUTES, ids=_ids(SWITCHABLE_ROUTES))

@@ -57,6 +57,8 @@ LISTENS: dict[str, str] = {
     "ticket.opened": "an activity, and the ticket scores; payload ticket_id, customer_id, "
                      "subject (what ticketing publishes)",
     "ticket.closed": "an activity; payload ticket_id, customer_id, subject",
+    "user.removed": "the member's open tasks go to the admin who removed them, whether the "
+                    "CRM is on or not (a job)",
     "customer.stage_changed": "live.py: open boards swap in the columns it left and joined",
     "customer.moved": "live.py: open boards swap in a column whose order changed",
 }
@@ -149,6 +151,11 @@ def whatsapp_conversation_started(payload: dict) -> None:
     customer = services.customer_by_phone(payload.get("contact_phone"))
     if customer is not None:
         link_customer(payload["conversation_id"], customer.id)
+
+
+@subscribe("user.removed", job=True)
+def hand_over_removed_members_tasks(payload: dict) -> None:
+    services.hand_over_tasks(payload["user_id"], payload["actor_id"])
 
 
 @subscribe("ticket.opened")

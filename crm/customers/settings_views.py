@@ -6,7 +6,7 @@ blueprint of crm/customers/views.py, under /customers/settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import flash, render_template, request
@@ -18,7 +18,7 @@ from crm.customers.services import scoring
 from crm.customers.views import FIELD_TYPE_LABELS, blueprint, board_move, stage_choices
 from crm.errors import ConflictError, ValidationError
 from crm.i18n import current_language, isolate
-from crm.permissions import require
+from crm.permissions import require_settings
 from crm.web import me, see_other
 
 RULE_LABELS = {"replied_recently": lazy_gettext("Replied on WhatsApp recently"),
@@ -40,9 +40,8 @@ PARAM_LABELS = {"days": lazy_gettext("Within (days)"), "min": lazy_gettext("At l
                 "max": lazy_gettext("At most (points)")}
 
 
-def crm_setting(view: Callable) -> Callable:
-    """Guard a CRM settings page: admins only (settings:write), and only while the CRM is on."""
-    return require("settings", "write")(require("crm", "read")(view))
+# A CRM settings page: admins only (settings:write), and only while the CRM is on.
+crm_setting = require_settings("crm")
 
 
 # -- settings: stages -------------------------------------------------------------------------

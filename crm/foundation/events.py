@@ -9,6 +9,10 @@ PUBLISHES: dict[str, Payload] = {
     "organization.registered": ("organization_id", "user_id"),
     # its settings changed; `fields` names them (timezone, country, default_language, ...)
     "organization.updated": ("organization_id", "fields"),
+    # a member was removed by `actor_id` (modules hand their open work on)
+    "user.removed": ("user_id", "actor_id"),
+    # `actor_id` gave a member another role (modules hand on what it may no longer do)
+    "user.role_changed": ("user_id", "actor_id", "role"),
     "team.created": ("team_id",),
     "team.updated": ("team_id",),
     "team.deleted": ("team_id",),

@@ -36,6 +36,7 @@ def list_notifications():
     before = parse_id(request.args.get("cursor"))
     shown, next_before = notifications.list_notifications(me(), before, PAGE)
     context = {"notifications": shown, "before": next_before, "render": notifications.render,
+               "link_of": notifications.link_of,
                "paged": bool(before)}
     if is_htmx():
         return render_template("foundation/_notification_items.html", **context)

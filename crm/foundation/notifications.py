@@ -25,18 +25,20 @@ from crm.i18n import isolate
 from crm.mail import queue_email
 from crm.models import utcnow
 from crm.pagination import keyset_page
+from crm.permissions import module_enabled
 
 
 @dataclass(frozen=True)
 class Kind:
     """How a kind of notification reads: title and body with %(param)s placeholders; `labels`
     translates params that hold a key (a clock's name); other text params are user text,
-    isolated in the sentence."""
+    isolated in the sentence. `module` is the switchable module its link leads into."""
 
     title: object  # lazy strings
     body: object
     email_template: str | None = None
     labels: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    module: str | None = None
 
 
 KINDS: dict[str, Kind] = {}
@@ -82,6 +84,12 @@ def render(notification: Notification) -> tuple[str, str]:
         else:
             values[name] = isolate(value) if isinstance(value, str) else value
     return str(kind.title) % values, str(kind.body) % values
+
+
+def link_of(notification: Notification) -> str | None:
+    """Where the notification leads, unless its module is switched off (its pages 404)."""
+    module = KINDS[notification.kind].module
+    return notification.link if module is None or module_enabled(module) else None
 
 
 def list_notifications(user: User, before_id: int | None = None, limit: int = 30

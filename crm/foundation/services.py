@@ -27,7 +27,7 @@ from flask import current_app, has_request_context, request
 from flask_babel import gettext as _
 from sqlalchemy import ColumnElement, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload
 
 from crm import events
 from crm.billing import gate
@@ -232,11 +232,11 @@ def update_organization(actor: User, name: object, default_language: object, tim
         "country": check_country,
         "currency": check_currency,
     }).values()
-    audit("organization.updated", actor, org, name=org.name, default_language=org.default_language,
-          timezone=org.timezone, country=org.country, currency=org.currency)
-    # Modules follow the organization's clock and country (ticketing's business calendar).
     changed = [field for field in fields if getattr(org, field) != before[field]]
     if changed:
+        audit("organization.updated", actor, org,
+              changes={field: [before[field], getattr(org, field)] for field in changed})
+        # Modules follow the organization's clock and country (ticketing's business calendar).
         events.publish("organization.updated", {"organization_id": org.id, "fields": changed})
     return org
 
@@ -624,6 +624,9 @@ def change_role(actor: User, user: User, role: object) -> User:
     previous, user.role = user.role, role
     _start_again(user, keep=actor.current_session if actor is user else None)
     audit("user.role_changed", actor, user, previous=previous, role=role)
+    # Modules hand on the work the new role may no longer do.
+    events.publish("user.role_changed", {"user_id": user.id, "actor_id": actor.id,
+                                         "role": role})
     return user
 
 
@@ -635,7 +638,8 @@ def _start_again(user: User, keep: UserSession | None) -> None:
 
 
 def remove_user(actor: User, user: User) -> None:
-    """Deactivate a user: their sessions, tokens and API keys stop at once; history stays.
+    """Deactivate a user: their sessions, tokens and API keys stop at once; history stays,
+    and their open work goes back to the team (the modules' `user.removed` listeners).
 
     The keys are revoked, not just refused, so inviting the person back revives none.
     """
@@ -644,6 +648,8 @@ def remove_user(actor: User, user: User) -> None:
     user.is_active = False
     end_all_sessions(user, SESSION_KINDS)
     audit("user.removed", actor, user, email=user.email)
+    # Modules hand the member's work on: nothing may stay with someone who cannot log in.
+    events.publish("user.removed", {"user_id": user.id, "actor_id": actor.id})
 
 
 def _lock_admins() -> None:
@@ -787,13 +793,23 @@ def set_module_enabled(actor: User, module: object, enabled: bool) -> None:
         audit("settings.module_switched", actor, None, module=module, enabled=enabled)
 
 
-def list_audit(before_id: int | None = None, limit: int = 50
-               ) -> tuple[list[AuditEntry], int | None]:
-    query = (select(AuditEntry).options(selectinload(AuditEntry.actor))
+def list_audit(before_id: int | None = None, limit: int = 50, action: str | None = None,
+               actor_id: int | None = None) -> tuple[list[AuditEntry], int | None]:
+    """A page of the audit log, newest first: of one `action`, of one actor's, or all."""
+    query = (select(AuditEntry).options(joinedload(AuditEntry.actor))
              .order_by(AuditEntry.id.desc()))
     if before_id:
         query = query.where(AuditEntry.id < before_id)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    if actor_id:
+        query = query.where(AuditEntry.actor_id == actor_id)
     return keyset_page(query, limit, attrgetter("id"))
+
+
+def everyone() -> list[User]:
+    """Every member the organization has had, removed ones too (the audit log names them)."""
+    return list(db.session.scalars(select(User).order_by(User.full_name, User.id)))
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from crm.permissions import (
     in_plan,
     installed_areas,
     installed_modules,
+    module_enabled,
     require,
 )
 from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
@@ -85,6 +86,11 @@ AUDIT_ACTIONS = {
     "api_key.created": lazy_gettext("API key created"),
     "api_key.revoked": lazy_gettext("API key revoked"),
 }
+# The organization's settings, as an audited change names them.
+SETTING_LABELS = {"name": lazy_gettext("Organization name"),
+                  "default_language": lazy_gettext("Default language"),
+                  "timezone": lazy_gettext("Time zone"), "country": lazy_gettext("Country"),
+                  "currency": lazy_gettext("Currency")}
 TARGET_LABELS = {"users": lazy_gettext("User"), "invitations": lazy_gettext("Invitation"),
                  "organizations": lazy_gettext("Organization"),
                  "user_sessions": lazy_gettext("API key")}
@@ -150,6 +156,7 @@ class OnboardingStep:
     level: str = "write"
     new_window: bool = False
     method: str = "get"  # "post": a one-click form (creating the sandbox number first)
+    module: str | None = None  # the module a settings step leads into: left out while off
 
 
 _dashboard_cards: list[DashboardCard] = []
@@ -298,7 +305,8 @@ def _cards() -> dict:
 
 def _checklist() -> list[tuple[OnboardingStep, bool]]:
     """The steps the current user may take, each with whether it is done; none once all are."""
-    steps = [(step, step.done()) for step in _onboarding_steps if can(step.area, step.level)]
+    steps = [(step, step.done()) for step in _onboarding_steps if can(step.area, step.level)
+             and (step.module is None or module_enabled(step.module))]
     return [] if all(done for _step, done in steps) else steps
 
 
@@ -696,10 +704,17 @@ def revoke_api_key(key_id: int):
 @blueprint.get("/settings/audit")
 @require("settings", "write")
 def audit_log():
-    entries, next_cursor = services.list_audit(parse_id(request.args.get("cursor")))
+    action = request.args.get("action") if request.args.get("action") in AUDIT_ACTIONS else None
+    filters = {"action": action, "actor": parse_id(request.args.get("actor"))}
+    # The filter's choices, and the names of the members entries act on.
+    people = {user.id: user for user in services.everyone()}
+    entries, next_cursor = services.list_audit(parse_id(request.args.get("cursor")),
+                                               action=action, actor_id=filters["actor"])
     template = "foundation/_audit_rows.html" if is_htmx() else "foundation/audit_log.html"
-    return render_template(template, entries=entries, next_cursor=next_cursor,
-                           action_labels=AUDIT_ACTIONS, target_labels=TARGET_LABELS)
+    return render_template(template, entries=entries, next_cursor=next_cursor, people=people,
+                           filters=filters, action_labels=AUDIT_ACTIONS,
+                           action_choices=sorted(AUDIT_ACTIONS.items(), key=lambda a: str(a[1])),
+                           target_labels=TARGET_LABELS, setting_labels=SETTING_LABELS)
 
 
 add_onboarding_step(OnboardingStep(

@@ -37,6 +37,9 @@ LISTENS: dict[str, str] = {
                         "tickets (reopening a solved one, bringing a pending one back); a "
                         "conversation without one gets a suggestion when the message holds a "
                         "support keyword (a job)",
+    "user.removed": "the member's tickets that are not closed go back to the unassigned ones, "
+                    "whether the module is on or not (a job)",
+    "user.role_changed": "the same, when the new role does not work tickets (a job)",
     "customer.merged": "tickets follow the surviving customer (a deleted customer's lose "
                        "theirs by the foreign key)",
     "ticket.opened": "live.py: open lists and panels show the new ticket (ticketCreated)",
@@ -75,6 +78,12 @@ def message_received(payload: dict) -> None:
     if body:
         suggestions.suggest(payload["conversation_id"], payload["message_id"], body,
                             payload.get("customer_id"))
+
+
+@subscribe("user.removed", job=True)
+@subscribe("user.role_changed", job=True)
+def release_tickets_of_a_member(payload: dict) -> None:
+    tickets.release_tickets(payload["user_id"], payload["actor_id"])
 
 
 @subscribe("customer.merged")

@@ -20,7 +20,7 @@ from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import teams as team_services
 from crm.foundation.services import current_organization
 from crm.i18n import format_moment, isolate
-from crm.permissions import require
+from crm.permissions import require_settings
 from crm.tickets import services
 from crm.tickets.models import CLOCKS, PRIORITIES
 from crm.tickets.views import blueprint, workers
@@ -100,13 +100,13 @@ def _sla_page(status: int = 200, **context):
 
 
 @blueprint.get("/settings")
-@require("settings", "read")
+@require_settings("ticketing", "read")
 def settings():
     return _sla_page()
 
 
 @blueprint.post("/settings/general")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def update_general():
     try:
         services.update_settings(me(), {"auto_close_days": request.form.get("auto_close_days"),
@@ -118,7 +118,7 @@ def update_general():
 
 
 @blueprint.post("/settings/policies")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def update_policies():
     rows = _posted_policies()
     try:
@@ -140,7 +140,7 @@ def _rule_data() -> dict:
 
 
 @blueprint.post("/settings/escalation")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def add_escalation_rule():
     try:
         services.create_escalation_rule(me(), _rule_data())
@@ -151,7 +151,7 @@ def add_escalation_rule():
 
 
 @blueprint.post("/settings/escalation/<int:rule_id>/delete")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def delete_escalation_rule(rule_id: int):
     services.delete_escalation_rule(me(), services.access_escalation_rule(rule_id))
     flash(_("The escalation rule was deleted."), "success")
@@ -223,13 +223,13 @@ def _calendar_page(status: int = 200, **context):
 
 
 @blueprint.get("/settings/calendar")
-@require("settings", "read")
+@require_settings("ticketing", "read")
 def calendar_settings():
     return _calendar_page()
 
 
 @blueprint.post("/settings/hours")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def update_hours():
     posted = _posted_hours()
     try:
@@ -241,7 +241,7 @@ def update_hours():
 
 
 @blueprint.post("/settings/holidays")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def add_holiday():
     try:
         holiday = services.add_holiday(me(), {"day": request.form.get("day"),
@@ -253,7 +253,7 @@ def add_holiday():
 
 
 @blueprint.post("/settings/holidays/<int:holiday_id>/rename")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def rename_holiday(holiday_id: int):
     holiday = services.access_holiday(holiday_id)
     try:
@@ -265,7 +265,7 @@ def rename_holiday(holiday_id: int):
 
 
 @blueprint.post("/settings/holidays/<int:holiday_id>/remove")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def remove_holiday(holiday_id: int):
     holiday = services.access_holiday(holiday_id)
     year = holiday.day.year
@@ -282,13 +282,13 @@ def _types_page(status: int = 200, **context):
 
 
 @blueprint.get("/settings/types")
-@require("settings", "read")
+@require_settings("ticketing", "read")
 def types_settings():
     return _types_page()
 
 
 @blueprint.post("/settings/types")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def add_type():
     try:
         services.create_type(me(), {"name_ar": request.form.get("name_ar"),
@@ -300,7 +300,7 @@ def add_type():
 
 
 @blueprint.post("/settings/types/<int:type_id>")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def update_type(type_id: int):
     ticket_type = services.access_type(type_id)
     try:
@@ -313,7 +313,7 @@ def update_type(type_id: int):
 
 
 @blueprint.post("/settings/types/<int:type_id>/delete")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def delete_type(type_id: int):
     services.delete_type(me(), services.access_type(type_id))
     flash(_("The ticket type was deleted."), "success")
@@ -321,7 +321,7 @@ def delete_type(type_id: int):
 
 
 @blueprint.post("/settings/keywords")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def add_keyword():
     try:
         services.add_keyword(me(), request.form.get("keyword"))
@@ -333,7 +333,7 @@ def add_keyword():
 
 
 @blueprint.post("/settings/keywords/<int:keyword_id>/delete")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def delete_keyword(keyword_id: int):
     services.remove_keyword(me(), services.access_keyword(keyword_id))
     flash(_("The keyword was removed."), "success")
@@ -356,13 +356,13 @@ def _teams_page(status: int = 200, **context):
 
 
 @blueprint.get("/settings/teams")
-@require("settings", "read")
+@require_settings("ticketing", "read")
 def teams_settings():
     return _teams_page()
 
 
 @blueprint.post("/settings/teams")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def add_team():
     try:
         team = team_services.create_team(me(), _team_data())
@@ -373,7 +373,7 @@ def add_team():
 
 
 @blueprint.post("/settings/teams/<int:team_id>")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def update_team(team_id: int):
     team = team_services.access_team(team_id)
     try:
@@ -385,7 +385,7 @@ def update_team(team_id: int):
 
 
 @blueprint.post("/settings/teams/<int:team_id>/delete")
-@require("settings", "write")
+@require_settings("ticketing", "write")
 def delete_team(team_id: int):
     team = team_services.access_team(team_id)
     team_services.delete_team(me(), team)

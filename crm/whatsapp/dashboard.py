@@ -131,6 +131,7 @@ add_dashboard_card(DashboardCard("whatsapp/_dashboard_card.html", "whatsapp", "r
 add_step(OnboardingStep("sandbox", lazy_gettext("Try the sandbox: play a customer beside the "
                                                 "inbox"),
                         lambda: url_for("whatsapp.try_sandbox"), _sandbox_tried,
-                        new_window=True, method="post"), 0)
+                        new_window=True, method="post", module="whatsapp"), 0)
 add_step(OnboardingStep("number", lazy_gettext("Connect your WhatsApp number"),
-                        lambda: url_for("whatsapp.numbers"), _real_number_connected), 1)
+                        lambda: url_for("whatsapp.numbers"), _real_number_connected,
+                        module="whatsapp"), 1)

@@ -35,6 +35,10 @@ PUBLISHES: dict[str, Payload] = {
 LISTENS: dict[str, str] = {
     "customer.merged": "conversations follow the surviving customer",
     "customer.deleted": "conversations are detached from the customer",
+    "user.removed": "the member's conversations go back to the unassigned queue, whether "
+                    "the module is on or not (switched on again, it must not find them with "
+                    "someone gone) (a job)",
+    "user.role_changed": "the same, when the new role does not answer WhatsApp (a job)",
     "message.received": "live.py: the bubble joins open threads, the row moves to the top",
     "message.sent": "live.py: the bubble joins open threads, the row moves to the top",
     "message.status": "live.py: the ticks of the bubble change",
@@ -48,6 +52,12 @@ LISTENS: dict[str, str] = {
 @subscribe("customer.merged")
 def follow_merged_customer(payload: dict) -> None:
     services.relink_customer(payload["merged_id"], payload["survivor_id"])
+
+
+@subscribe("user.removed", job=True)
+@subscribe("user.role_changed", job=True)
+def release_conversations_of_a_member(payload: dict) -> None:
+    services.release_conversations(payload["user_id"], payload["actor_id"])
 
 
 @subscribe("customer.deleted")

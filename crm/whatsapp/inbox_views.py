@@ -12,7 +12,7 @@ from flask_babel import lazy_gettext
 from crm.errors import ConflictError, ValidationError
 from crm.i18n import isolate
 from crm.navigation import NavItem, add
-from crm.permissions import require
+from crm.permissions import require, require_settings
 from crm.validation import parse_id
 from crm.web import fragment, is_htmx, me, page, see_other
 from crm.whatsapp import inbox, profiles
@@ -152,7 +152,7 @@ def inbox_settings():
 
 
 @blueprint.post("/inbox/settings")
-@require("settings", "write")
+@require_settings("whatsapp")
 def update_inbox_settings():
     """Let agents see the unassigned queue and take from it, or not (admins)."""
     inbox.update_inbox_settings(me(), request.form.get("agents_take_unassigned") == "on")

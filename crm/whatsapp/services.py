@@ -594,6 +594,19 @@ def assign_conversation(conversation: Conversation, assignee_id: object, actor: 
     return conversation
 
 
+def release_conversations(user_id: int, actor_id: int | None) -> None:
+    """Put the conversations of a member who can no longer answer them (removed, or given a
+    role that does not answer WhatsApp) back in the unassigned queue, as `actor_id`
+    unassigning each (its timeline, audit and live updates); nothing if they can again."""
+    user = get_in_organization(User, user_id)
+    if user is None or (user.is_active and role_allows(user.role, "whatsapp", "write")):
+        return
+    actor = get_in_organization(User, actor_id) if actor_id else None
+    for conversation in db.session.scalars(select(Conversation).where(
+            Conversation.assigned_user_id == user_id).order_by(Conversation.id)):
+        assign_conversation(conversation, None, actor)
+
+
 def auto_assign(conversation: Conversation) -> None:
     """Give a new conversation to the online agent with the fewest open conversations."""
     online = realtime.online_user_ids(conversation.organization_id)

@@ -38,7 +38,7 @@ from crm.foundation.views import add_audit_labels
 from crm.i18n import bdi, format_ago, format_clock, format_recent, isolate
 from crm.navigation import NavItem, add
 from crm.pagination import decode_cursor, encode_cursor
-from crm.permissions import can, require, sees_only_assigned
+from crm.permissions import can, require, require_settings, sees_only_assigned
 from crm.validation import parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, form_text, htmx_response, is_htmx, me, see_other
@@ -90,7 +90,7 @@ allow_uploads(blueprint, UPLOAD_ENDPOINTS, media.MAX_UPLOAD_BYTES)
 add(NavItem("whatsapp.inbox", lazy_gettext("Inbox"), "whatsapp", "read", "inbox", 10,
             "whatsapp.unread_badge", ("newMessage", "conversationUpdated", "conversationAssigned")))
 add(NavItem("whatsapp.numbers", lazy_gettext("WhatsApp numbers"), "settings", "write", "phone",
-            65))
+            65, module="whatsapp"))
 add_audit_labels({
     "whatsapp.conversation_assigned": lazy_gettext("Conversation assigned"),
     "whatsapp.inbox_settings_changed": lazy_gettext("Inbox settings changed"),
@@ -122,9 +122,8 @@ def _listen_to_pages(_state) -> None:
     presence.listen()
 
 
-def require_numbers_admin(view):
-    """Numbers and the sandbox: the WhatsApp module must be on, and only admins manage them."""
-    return require("settings", "write")(require("whatsapp", "write")(view))
+# Numbers and the sandbox: the WhatsApp module must be on, and only admins manage them.
+require_numbers_admin = require_settings("whatsapp")
 
 
 @blueprint.app_context_processor

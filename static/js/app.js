@@ -112,6 +112,69 @@
     elt.addEventListener("htmx:beforeOnLoad", loaded);
   });
 
+  // Keyboard users: an answer that replaces the part of the page holding the focus (a row, a
+  // list, a form) would drop the focus to the top of the page. It goes to the first field the
+  // answer says is invalid, else stays on the control at the same place in the new part (or
+  // the last one left), else goes to the flash area, which says what happened; Tab goes on
+  // from there. A boosted page load moves on as a page does.
+  var FOCUSABLE = "a[href], button:not([disabled]), input:not([type=hidden]):not([disabled])," +
+    " select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
+  var lostFocus = null;
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target, active = document.activeElement;
+    lostFocus = null;
+    if (event.detail.boosted || !target || target === document.body || !active ||
+        active === document.body || !target.contains(active)) return;
+    lostFocus = { id: target.id, index: Array.prototype.indexOf.call(
+      target.querySelectorAll(FOCUSABLE), active) };
+  });
+
+  // A page that comes back refused (a plain or boosted post answered 422) puts the focus on
+  // the first field it marks invalid, unless the focus is somewhere already.
+  function focusInvalid() {
+    var invalid = document.querySelector("main [aria-invalid=true]");
+    if (invalid && (!document.activeElement || document.activeElement === document.body)) {
+      invalid.focus();
+    }
+  }
+  document.addEventListener("DOMContentLoaded", focusInvalid);
+
+  // A page that answers a post it must not repeat (a new API key, shown once) turns its
+  // history entry into a plain visit of the same address: reloading it gets the page again
+  // instead of posting the form a second time.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("[data-forget-post]")) {
+      history.replaceState(history.state, "", location.href);
+    }
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail.boosted) focusInvalid();
+    var lost = lostFocus;
+    lostFocus = null;
+    if (!lost || (document.activeElement && document.activeElement !== document.body)) return;
+    var target = lost.id && document.getElementById(lost.id);
+    var controls = target ? target.querySelectorAll(FOCUSABLE) : [];
+    var invalid = target && target.querySelector("[aria-invalid=true]");
+    var next = invalid || (controls.length ?
+      controls[Math.min(Math.max(lost.index, 0), controls.length - 1)] :
+      document.getElementById("flashes"));
+    if (!next) return;
+    if (!invalid && !controls.length) next.setAttribute("tabindex", "-1");
+    next.focus();
+  });
+
+  // Escape closes the menu (a <details>) that holds the focus, and gives it back to its button.
+  var MENUS = "details.menu-toggle[open], details.user-menu[open], details.message-menu[open]";
+  document.addEventListener("keydown", function (event) {
+    var menu = event.key === "Escape" && document.activeElement &&
+      document.activeElement.closest && document.activeElement.closest(MENUS);
+    if (!menu) return;
+    menu.open = false;
+    menu.querySelector("summary").focus();
+  });
+
   document.addEventListener("DOMContentLoaded", connect);
   htmx.onLoad(initSortables);
 })();

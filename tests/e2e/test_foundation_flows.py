@@ -206,9 +206,9 @@ def test_sign_out_of_the_other_sessions_from_the_profile(browsing, live_server):
 
 
 def test_a_page_rejoins_after_its_users_role_changes(browsing, live_server):
-    """An admin who makes themself a manager (another admin remains) stays signed in; the
-    server closes their open page's socket and the page connects again, into the manager's
-    rooms."""
+    """An admin who makes themself a manager (another admin remains), once they confirm, stays
+    signed in; the server closes their open page's socket and the page connects again, into
+    the manager's rooms."""
     account = live_server.make_account()
     with live_server.transaction(account.organization_id):
         make_user(db.session.get(Organization, account.organization_id), "admin")
@@ -220,9 +220,11 @@ def test_a_page_rejoins_after_its_users_role_changes(browsing, live_server):
 
     row = page.locator(f"#member-{account.user_id}")
     row.locator("select[name='role']").select_option("manager")
+    browsing.confirm_next(page)  # one's own role: it asks first
     row.locator("button[type='submit']").click()
     expect(page.locator("#flashes .flash-success")).to_be_visible()
     page.wait_for_function("() => window.connects === 1 && window.waslSocket.connected")
+    assert len(browsing.confirmed) == 1
     assert browsing.dialogs == []
 
 
@@ -252,3 +254,17 @@ def test_create_and_revoke_an_api_key(browsing, live_server):
     expect(page.locator("#api-keys tbody tr")).to_have_count(0)
     assert me() == 401
     assert browsing.dialogs == []
+
+
+def test_reloading_the_page_that_shows_a_new_key_makes_no_other(browsing, live_server):
+    """The page showing a new key once, reloaded, is the list again: no second key is made
+    (the browser would post the form again), and the secret is not shown twice."""
+    page = browsing.new_page(account=live_server.make_account())
+    page.goto("/settings/api-keys")
+    page.locator("input[name='name']").fill("مزامنة المتجر")
+    submit(page, "/settings/api-keys")
+    expect(page.locator("code.secret")).to_have_count(1)
+
+    page.reload()
+    expect(page.locator("#api-keys tbody tr")).to_have_count(1)
+    expect(page.locator("code.secret")).to_have_count(0)

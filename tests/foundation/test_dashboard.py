@@ -218,6 +218,19 @@ def test_a_new_organization_sees_its_checklist_until_done(client, org):
     assert 'id="onboarding"' not in page_text(client, "/")
 
 
+def test_the_checklist_leaves_out_the_steps_of_a_switched_off_module(client, org):
+    """With WhatsApp switched off, the checklist offers neither the sandbox nor a number
+    (their pages answer 404); the other steps stay."""
+    with organization_context(org.id):
+        foundation.set_module_enabled(org.admin, "whatsapp", False)
+        db.session.flush()
+    login(client, org.admin)
+    checklist = page_text(client, "/").split('id="onboarding"')[1].split("</section>")[0]
+    assert "/whatsapp/" not in checklist
+    assert arabic("Invite your team") in checklist
+    assert checklist.count('class="todo"') == 2
+
+
 def test_trying_the_sandbox_makes_a_sandbox_number_once(client, org):
     """One click opens the sandbox page, with a sandbox number made if there was none."""
     login(client, org.admin)

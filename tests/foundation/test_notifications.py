@@ -11,7 +11,9 @@ from sqlalchemy import select
 from crm.extensions import db
 from crm.foundation import notifications
 from crm.foundation.models import OutboundEmail
-from tests.factories import make_user, run_jobs
+from crm.foundation.services import set_module_enabled
+from crm.tenancy import organization_context
+from tests.factories import login, make_user, run_jobs
 
 
 @pytest.fixture
@@ -72,3 +74,23 @@ def test_a_kind_with_an_email_template_is_emailed(acting, monkeypatch):
     email = db.session.scalar(select(OutboundEmail).where(OutboundEmail.to_address == agent.email))
     assert "#7" in email.subject
     assert "http://localhost/tickets/3" in email.body_text
+
+
+def test_a_switched_off_modules_notifications_link_nowhere(client, org, monkeypatch):
+    """A notification of a module that is switched off is still listed, but its link (to a
+    page that answers 404 now) is not offered; switched on again, it is."""
+    monkeypatch.setitem(notifications.KINDS, "test_ticket", notifications.Kind(
+        lazy_gettext("Ticket #%(number)s"), lazy_gettext("The ticket is due soon."),
+        module="ticketing"))
+    with organization_context(org.id):
+        notifications.notify([org.admin.id], "test_ticket", {"number": 7}, link="/tickets/7")
+        db.session.flush()
+    login(client, org.admin)
+    assert 'href="/tickets/7"' in client.get("/notifications").text
+
+    with organization_context(org.id):
+        set_module_enabled(org.admin, "ticketing", False)
+        db.session.flush()
+    listed = client.get("/notifications").text
+    assert 'href="/tickets/7"' not in listed
+    assert "#7" in listed

@@ -168,7 +168,7 @@ def test_the_audit_log_shows_readable_entries(client, org):
     log_in(client, email)
     page = client.get("/settings/audit")
     assert page.status_code == 200
-    text = page.text
+    text = page.text.split('id="audit-rows"')[1]  # past the filter's choices
     assert (text.index(arabic("Logged in")) < text.index(arabic("Failed login"))
             < text.index(arabic("Workspace created")))
     assert "127.0.0.1" in text
@@ -211,8 +211,8 @@ def test_the_audit_log_loads_more_rows(client, org):
 
 
 def test_the_audit_log_runs_a_fixed_number_of_queries(client, org):
-    """The user (with the modules switched on), the entries and their actors: three queries
-    however many actors there are."""
+    """The user (with the modules switched on), the members (the filter's choices and whom
+    entries act on), the entries with their actors: three queries however many there are."""
     actors = [make_user(org, "agent") for _ in range(8)]
     with organization_context(ident(org)):
         for actor in actors:
@@ -306,3 +306,73 @@ def test_seed_demo_creates_the_demo_organization_once(app):
     assert log_in(client, DEMO_EMAIL, DEMO_PASSWORD).status_code == 303
     assert "already exists" in seed()
     assert len(services.login_candidates(DEMO_EMAIL)) == 1
+
+
+def test_the_audit_log_names_the_member_an_action_acts_on(client, org):
+    """A role change reads with the member's name, not «User #5»."""
+    agent = make_user(org, "agent", full_name="Noura Al-Qahtani")
+    agent_id = ident(agent)
+    login(client, org.admin)
+    client.post(f"/team/{agent_id}/role", data={"role": "manager"})
+    text = client.get("/settings/audit").text
+    row = text[text.index(arabic("Role changed")):]
+    row = row[:row.index("</tr>")]
+    assert "Noura Al-Qahtani" in row
+    assert f"#{agent_id}" not in row
+
+
+def test_the_audit_log_filters_by_action_and_by_member(client, org):
+    """The admin narrows the log to one action, or to what one member did; "Load more" keeps
+    the filters, and a filter that matches nothing says so."""
+    agent = make_user(org, "agent")
+    agent_id, admin_id = ident(agent), ident(org.admin)
+    with organization_context(ident(org)):
+        for n in range(55):
+            services.audit("user.login", agent, agent, n=n)
+        services.audit("user.role_changed", org.admin, agent, previous="agent", role="manager")
+        db.session.flush()
+    login(client, org.admin)
+
+    changes = client.get("/settings/audit?action=user.role_changed").text
+    assert len(re.findall(r'<tr id="audit-\d+"', changes)) == 1
+    assert arabic("Role changed") in changes
+
+    logins = client.get(f"/settings/audit?actor={agent_id}").text
+    assert len(re.findall(r'<tr id="audit-\d+"', logins)) == 50
+    more = re.search(r'href="(/settings/audit\?[^"]+)"', logins.split('id="audit-more"')[1])
+    assert f"actor={agent_id}" in more.group(1).replace("&amp;", "&")
+    rest = client.get(more.group(1).replace("&amp;", "&"), headers=HTMX).text
+    assert len(re.findall(r'<tr id="audit-\d+"', rest)) == 5
+
+    nothing = client.get(f"/settings/audit?actor={admin_id}&action=api_key.revoked").text
+    assert re.findall(r'<tr id="audit-\d+"', nothing) == []
+    assert arabic("No entry matches these filters.") in nothing
+    assert 'selected>' in nothing  # the filters stay chosen
+
+
+def test_the_audit_log_says_which_settings_changed(client, org):
+    """A settings change reads with what changed, from what to what (only that); a save that
+    changes nothing records nothing."""
+    login(client, org.admin)
+    before = reload(org, Organization, org).timezone
+    client.post("/settings", data={**SETTINGS, "timezone": before, "name": "Renamed Co"})
+    client.post("/settings", data={**SETTINGS, "timezone": before, "name": "Renamed Co"})
+    client.post("/settings", data={**SETTINGS, "timezone": "America/New_York",
+                                   "name": "Renamed Co"})
+    assert audit_actions(org).count("organization.updated") == 2
+    text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
+    latest = text[:text.index("</tr>")]
+    assert arabic("Time zone") in latest
+    assert before in latest
+    assert "America/New_York" in latest
+    assert "Renamed Co" not in latest  # unchanged by that save
+
+
+def test_the_default_language_says_whom_it_applies_to(client, org):
+    """The organization's default language changes no member's own (each chose theirs): the
+    settings page says so, beside the choice."""
+    login(client, org.admin)
+    text = client.get("/settings").text
+    field = text.split('for="field-default_language"')[1].split("</div>")[0]
+    assert arabic("New members' invitations are in this language unless you choose another; "
+                  "each member chooses their own on their profile.") in field

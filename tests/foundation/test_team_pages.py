@@ -55,8 +55,9 @@ def test_the_team_page_lists_the_organization_only(client, org, other_org):
     assert arabic("Never") in page.text  # the agent has not logged in yet
     assert f'action="/team/{agent_id}/remove"' in page.text
     assert f'action="/team/{admin_id}/remove"' not in page.text  # not oneself
-    confirmation = arabic("Remove %(name)s from the team? They will be signed out at once.",
-                          name=isolate(names[0]))
+    confirmation = arabic("Remove %(name)s from the team? They will be signed out at once; "
+                          "their conversations and tickets go back to the unassigned ones, "
+                          "their open tasks to you.", name=isolate(names[0]))
     assert f'hx-confirm="{confirmation}"' in page.text
 
 
@@ -375,3 +376,17 @@ def test_the_team_page_says_what_each_role_may_do(client, org):
     agent = roles.split(arabic("Agent"))[1].split("</dd>")[0]
     assert arabic("Agents answer the conversations assigned to them; their dashboard counts "
                   "their own work.") in agent
+
+
+def test_changing_ones_own_role_asks_first(client, org):
+    """An admin's own role form asks before it runs (a slip takes away what they need to undo
+    it); other members' forms do not."""
+    agent = make_user(org, "agent")
+    admin_id, agent_id = ident(org.admin), ident(agent)
+    login(client, org.admin)
+    page = client.get("/team").text
+    own = page.split(f'id="member-{admin_id}"')[1].split("</tr>")[0]
+    other = page.split(f'id="member-{agent_id}"')[1].split("</tr>")[0]
+    question = arabic("Change your own role? You may not be able to change it back.")
+    assert f'hx-confirm="{question}"' in own
+    assert "hx-confirm" not in other.split("/remove")[0]

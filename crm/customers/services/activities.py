@@ -96,6 +96,19 @@ def complete_task(actor: User, activity: CustomerActivity) -> CustomerActivity:
     return activity
 
 
+def hand_over_tasks(user_id: int, actor_id: int) -> None:
+    """Give a removed member's open tasks to `actor_id`, who removed them (a task always has
+    someone to do it); done ones keep their name. Nothing if the member is back."""
+    user = get_in_organization(User, user_id)
+    if user is None or user.is_active:
+        return
+    for task in db.session.scalars(select(CustomerActivity).where(
+            *_open_tasks(user_id)).order_by(CustomerActivity.id)):
+        task.assignee_id = actor_id
+        events.publish("customer.activity_updated", {"customer_id": task.customer_id,
+                                                     "activity_id": task.id})
+
+
 def list_activities(customer: Customer, before_id: int | None = None, limit: int = 50
                     ) -> tuple[list[CustomerActivity], int | None]:
     """The timeline, newest first; the second value is the `before_id` of the next page."""

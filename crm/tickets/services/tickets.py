@@ -110,19 +110,22 @@ CLOCK_LABELS = {"first_response": lazy_gettext("first response"),
 
 notifications.register("ticket_assigned", notifications.Kind(
     lazy_gettext("Ticket #%(number)s is yours"),
-    lazy_gettext("%(subject)s was assigned to you.")))
+    lazy_gettext("%(subject)s was assigned to you."), module="ticketing"))
 notifications.register("ticket_sla_warning", notifications.Kind(
     lazy_gettext("SLA warning: ticket #%(number)s"),
     lazy_gettext("%(subject)s is close to its %(clock)s target."),
-    email_template="ticket_sla_warning", labels={"clock": CLOCK_LABELS}))
+    email_template="ticket_sla_warning", labels={"clock": CLOCK_LABELS},
+    module="ticketing"))
 notifications.register("ticket_sla_breached", notifications.Kind(
     lazy_gettext("SLA breached: ticket #%(number)s"),
     lazy_gettext("%(subject)s missed its %(clock)s target."),
-    email_template="ticket_sla_breached", labels={"clock": CLOCK_LABELS}))
+    email_template="ticket_sla_breached", labels={"clock": CLOCK_LABELS},
+    module="ticketing"))
 notifications.register("ticket_escalated", notifications.Kind(
     lazy_gettext("Ticket #%(number)s escalated"),
     lazy_gettext("%(subject)s was escalated after missing its %(clock)s target."),
-    labels={"clock": CLOCK_LABELS}))
+    labels={"clock": CLOCK_LABELS},
+    module="ticketing"))
 
 
 # -- access -------------------------------------------------------------------------------
@@ -369,6 +372,21 @@ def assign_ticket(actor: User, ticket: Ticket, assignee_id: object,
     if _assign(ticket, assignee.id if assignee else None, actor):
         record_edit(ticket, actor)
     return ticket
+
+
+def release_tickets(user_id: int, actor_id: int | None) -> None:
+    """Unassign the tickets that are not closed (a solved one reopens when the customer
+    writes) of a member who can no longer work them (removed, or given a role that does not),
+    as `actor_id`; closed ones keep their name. Nothing if they can again."""
+    user = get_in_organization(User, user_id)
+    if user is None or (user.is_active and user.role in WORKER_ROLES):
+        return
+    actor = get_in_organization(User, actor_id) if actor_id else None
+    for ticket in db.session.scalars(select(Ticket).where(
+            Ticket.assignee_id == user_id, Ticket.status != "closed").order_by(Ticket.id)
+            .with_for_update()):
+        if _assign(ticket, None, actor):
+            record_edit(ticket, actor)
 
 
 def _assign(ticket: Ticket, assignee_id: int | None, actor: User | None) -> bool:
