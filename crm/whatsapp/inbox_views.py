@@ -161,7 +161,7 @@ def update_inbox_settings():
 
 
 @blueprint.post("/inbox/replies")
-@require("settings", "write")
+@require_settings("whatsapp")
 def create_reply():
     form = request.form
     try:
@@ -174,7 +174,7 @@ def create_reply():
 
 
 @blueprint.post("/inbox/replies/<int:reply_id>")
-@require("settings", "write")
+@require_settings("whatsapp")
 def update_reply(reply_id: int):
     reply = inbox.access_canned_reply(reply_id)
     form = request.form
@@ -189,7 +189,7 @@ def update_reply(reply_id: int):
 
 
 @blueprint.post("/inbox/replies/<int:reply_id>/delete")
-@require("settings", "write")
+@require_settings("whatsapp")
 def delete_reply(reply_id: int):
     reply = inbox.access_canned_reply(reply_id)
     shortcut = reply.shortcut
