@@ -42,6 +42,7 @@ from crm.customers.models import (
 from crm.customers.services import scoring
 from crm.errors import ConflictError, ServiceError, ValidationError
 from crm.foundation import services as foundation
+from crm.foundation.models import User
 from crm.foundation.views import (
     DashboardCard,
     OnboardingStep,
@@ -206,14 +207,21 @@ def stage_choices() -> list[tuple[str, str]]:
     return [(str(stage.id), stage.name_in(language)) for stage in services.list_stages()]
 
 
-def _owner_choices() -> list[tuple[str, str]]:
+def _owner_choices(owner: User | None = None) -> list[tuple[str, str]]:
+    """The team's active members; and `owner` (a customer's) when they have left the team, so
+    that a form keeps them rather than saving «No owner» in their place."""
     users, _more = foundation.list_users(limit=TEAM_LIMIT)
-    return [(str(user.id), user.full_name) for user in users]
+    choices = [(str(user.id), user.full_name) for user in users]
+    if owner is not None and not owner.is_active:
+        choices.append((str(owner.id), _("%(name)s (no longer in the team)",
+                                         name=owner.full_name)))
+    return choices
 
 
-def _choices(definitions: list | None = None) -> dict:
-    """What the customer forms and filters offer to choose from."""
-    return {"stage_choices": stage_choices(), "owner_choices": _owner_choices(),
+def _choices(definitions: list | None = None, owner: User | None = None) -> dict:
+    """What the customer forms and filters offer to choose from (`owner`: the edited
+    customer's, kept among the choices)."""
+    return {"stage_choices": stage_choices(), "owner_choices": _owner_choices(owner),
             "definitions": (definitions if definitions is not None
                             else services.list_field_definitions()),
             "source_choices": [(source, SOURCE_LABELS[source]) for source in SOURCES],
@@ -355,7 +363,7 @@ def edit_customer(customer_id: int):
     context = {"customer": customer, "title": _("Edit %(name)s", name=isolate(customer.name)),
                "action": url_for("customers.edit_customer", customer_id=customer.id),
                "cancel_url": url_for("customers.show_customer", customer_id=customer.id),
-               **_choices(definitions)}
+               **_choices(definitions, customer.owner)}
     if request.method == "GET":
         return page(template, values=_form_values(customer), **context)
     try:

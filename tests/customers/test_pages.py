@@ -1052,3 +1052,32 @@ def test_a_score_line_keeps_its_sign_before_its_number_in_arabic(client, org, ad
     lines = page.split('class="score-lines"')[1].split("</ul>")[0]
     assert '<li><span class="ltr" dir="ltr">+20</span> ' in lines
     assert '<li><span class="ltr" dir="ltr">-5</span> ' in lines
+
+
+def test_editing_a_customer_keeps_the_owner_who_left_the_team(client, org, admin):
+    """A customer owned by a removed member keeps that owner through an edit of something
+    else: the form offers the owner, marked as no longer in the team (it offered active
+    members only, so saving set «No owner» without a word). Choosing them anew elsewhere is
+    still refused."""
+    leaver = make_user(org, role="agent")
+    customer = make_customer(org, name="Kept", owner_id=ident(leaver))
+    other = make_customer(org, name="Other")
+    with organization_context(ident(org)):
+        foundation_services.remove_user(org.admin, leaver)
+        commit()
+    url = f"/customers/{ident(customer)}/edit"
+    owners = client.get(url).text.split('name="owner_id"')[1].split("</select>")[0]
+    option = re.search(rf'<option value="{ident(leaver)}"[^>]*>([^<]*)</option>', owners)
+    assert option, owners
+    assert " selected" in option.group(0)
+    assert arabic("%(name)s (no longer in the team)", name=leaver.full_name) in option.group(1)
+    stage = str(stages_of(org)[0].id)
+    saved = client.post(url, data={"name": "Kept, renamed", "stage_id": stage,
+                                   "owner_id": str(ident(leaver))})
+    assert saved.status_code == 303
+    assert customer_named(org, "Kept, renamed").owner_id == ident(leaver)
+    refused = client.post(f"/customers/{ident(other)}/edit",
+                          data={"name": "Other", "stage_id": stage,
+                                "owner_id": str(ident(leaver))})
+    assert refused.status_code == 422
+    assert customer_named(org, "Other").owner_id != ident(leaver)

@@ -171,12 +171,14 @@ def check_datetime(raw: object, field_name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=organization_timezone())
 
 
-def check_owner(raw: object) -> int | None:
+def check_owner(raw: object, current: int | None = None) -> int | None:
+    """An active member of the team, or the `current` owner kept (a member since removed
+    keeps the customers they owned until someone chooses another owner)."""
     owner_id = check_id(raw, "owner_id")
     if owner_id is None:
         return None
     owner = get_in_organization(User, owner_id)
-    if owner is None or not owner.is_active:
+    if owner is None or not (owner.is_active or owner.id == current):
         raise ValidationError({"owner_id": _("Choose a member of the team.")})
     return owner.id
 
