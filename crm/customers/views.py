@@ -194,6 +194,14 @@ def _score_label_in(language: str, score: int) -> str:
     return _("Score %(score)s", score=format_decimal(score))
 
 
+@blueprint.app_template_filter("named")
+def _named(stages: list[SalesStage]) -> list[tuple[int, str]]:
+    """Stages as (id, name in the reader's language): a board's cards each list them all, and
+    looking the language up for each of their options cost a third of the board's time."""
+    language = current_language()
+    return [(stage.id, stage.name_in(language)) for stage in stages]
+
+
 @blueprint.app_template_filter("as_choices")
 def _as_choices(values: list) -> list[tuple[str, str]]:
     """Options of a select whose values are their labels (a choice field's choices)."""

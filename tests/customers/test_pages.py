@@ -606,6 +606,26 @@ def test_the_board_shows_a_column_per_stage_with_counts(client, org, admin):
     assert stages[0].name_ar in page.text  # an Arabic user reads Arabic stage names
 
 
+def test_each_cards_stage_list_names_its_customer_and_holds_its_stage(client, org, admin):
+    """The keyboard's way to move a card: each card's list is labelled with its customer's
+    name, offers every stage in the reader's language and holds the card's own stage (the
+    lists are written once per stage, so a column's cards must not share another's)."""
+    stages = stages_of(org)
+    placed = {"Lead one": stages[0], "Lead two": stages[0], "Proposal one": stages[3]}
+    ids = {name: ident(make_customer(org, name=name, stage_id=stage.id))
+           for name, stage in placed.items()}
+    page = client.get("/customers/board").text
+    for name, stage in placed.items():
+        card = page.split(f'id="card-{ids[name]}"')[1].split("</li>")[0]
+        label = re.search(r'<label class="visually-hidden"[^>]*>(.*?)</label>', card)[1]
+        assert label == arabic("Move %(name)s to a stage", name="\0").replace(
+            "\0", f"<bdi>{name}</bdi>")
+        options = re.findall(r'<option value="(\d+)"[^>]*?( selected)?>([^<]*)</option>', card)
+        assert [int(value) for value, _selected, _label in options] == [s.id for s in stages]
+        assert [int(value) for value, selected, _label in options if selected] == [stage.id]
+        assert [label for _value, _selected, label in options] == [s.name_ar for s in stages]
+
+
 def test_dragging_a_card_to_another_stage_saves_it_and_logs_it(client, org, admin):
     """The posted order moves the card that sits in another column than it was drawn in,
     between its new neighbours; the answer updates that card and both counts; the timeline
