@@ -61,7 +61,7 @@ def _card(conversation: Conversation, status: int = 200, **context):
             activities=activities, score_lines=scoring.explain_score(customer),
             readable_messages=services.readable_messages(activities, me()),
             stage_choices=stage_choices() if can("crm", "write") else [],
-            owner_choices=_owner_choices() if can("crm", "write") else [],
+            owner_choices=_owner_choices(customer.owner) if can("crm", "write") else [],
             activity_types=CARD_ACTIVITY_TYPES)
     html = render_template("customers/_conversation_card.html", conversation=conversation,
                            customer=customer, may_log=may_log(conversation), **context)

@@ -215,3 +215,19 @@ def test_a_group_of_messages_is_dated_as_the_timeline_dates_its_entries(client, 
     group = html.split('class="activity timeline-group"')[1].split("</summary>")[0]
     day = date.fromisoformat(re.search(r'<time class="muted" datetime="([^"]+)"', group)[1])
     assert f">{format_date(day, DATE_PATTERN, locale='ar')}</time>" in group, group
+
+
+def test_the_cards_owner_list_keeps_an_owner_who_left_the_team(client, org, sandbox):
+    """The card's owner field offers the customer's owner who has since left the team, chosen,
+    so that saving the card's other fields does not drop them."""
+    leaver = make_user(org, role="agent", full_name="Samir Left")
+    customer = make_customer(org, name="Owned", owner_id=leaver.id)
+    conversation = _linked(sandbox, customer)
+    with organization_context(org.id):
+        foundation.remove_user(org.admin, leaver)
+        db.session.flush()
+    login(client, org.admin)
+    card = page_text(client, f"/customers/conversations/{conversation.id}/card", headers=HTMX)
+    owners = card.split('name="owner_id"')[1].split("</select>")[0]
+    assert re.search(rf'<option value="{leaver.id}"[^>]*selected[^>]*>Samir Left '
+                     r"\(no longer in the team\)</option>", owners), owners
