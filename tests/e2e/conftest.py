@@ -12,6 +12,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
@@ -189,8 +190,8 @@ def _socket_io_connected(payload: str | bytes) -> bool:
     return isinstance(payload, str) and payload.startswith("40")
 
 
-def open_live(page: Page, path: str) -> None:
-    """Open `path` and wait until its Socket.IO connection has joined its rooms.
+def open_live(page: Page, path: str) -> WebSocket:
+    """Open `path`, wait until its Socket.IO connection has joined its rooms, return it.
 
     The server answers a connection only after its connect handler has put the socket in its
     rooms, so what is emitted from then on reaches the page. The answer is read from the
@@ -210,6 +211,18 @@ def open_live(page: Page, path: str) -> None:
         page.goto(path)
     if not connected:
         opened.value.wait_for_event("framereceived", _socket_io_connected)
+    return opened.value
+
+
+@contextmanager
+def expect_live_update(page: Page, socket: WebSocket, event: str) -> Iterator[None]:
+    """Wait for the live `event` the action inside causes to reach the page (the user's own
+    page gets it too, after the answer), and for its swap to settle: a change made on the
+    part it replaces before that would be made on markup about to go, or not yet wired."""
+    with socket.expect_event("framereceived", lambda payload: isinstance(payload, str)
+                             and payload.startswith(f'42["{event}"')):
+        yield
+    expect_page_settled(page)
 
 
 def expect_settled(fragment: Locator) -> None:
@@ -217,6 +230,12 @@ def expect_settled(fragment: Locator) -> None:
     attributes only then (the settle delay after the swap), so a change made before that
     sends nothing."""
     expect(fragment).not_to_have_class(re.compile(r"\bhtmx-added\b"))
+
+
+def expect_page_settled(page: Page) -> None:
+    """The same for whatever the last swap brought in, a boosted page's body included: call it
+    once something of the new part is seen (before the swap there is nothing to wait for)."""
+    expect(page.locator(".htmx-added")).to_have_count(0)
 
 
 def translated(live: LiveServer, message: str, language: str) -> str:

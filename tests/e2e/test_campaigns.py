@@ -27,7 +27,7 @@ from crm.extensions import db
 from crm.foundation.models import Organization, User
 from tests.conftest import ROOT
 from tests.customers.factories import make_customer
-from tests.e2e.conftest import PHONE, screenshot, translated
+from tests.e2e.conftest import PHONE, expect_page_settled, screenshot, translated
 from tests.live import LiveServer, wait_until
 from tests.whatsapp.factories import make_profile
 
@@ -65,7 +65,7 @@ def saved(page: Page, press: Callable[[], None]) -> None:
         press()
     heading.wait_for_element_state("hidden")  # the old page is gone: htmx swapped the new in
     # ...and wired it: a change made before the settle (the preview's pick) would send nothing.
-    expect(page.locator(".htmx-added")).to_have_count(0)
+    expect_page_settled(page)
 
 
 def campaign_status(live: LiveServer, org_id: int, campaign_id: int) -> str:

@@ -10,10 +10,19 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from crm.customers import services, views
+from crm.customers.live import EVENT as CARD_MOVED
 from crm.customers.models import Customer
 from crm.extensions import db
 from crm.foundation.models import Organization, User
-from tests.e2e.conftest import PHONE, expect_settled, open_live, screenshot, translated
+from tests.e2e.conftest import (
+    PHONE,
+    expect_live_update,
+    expect_page_settled,
+    expect_settled,
+    open_live,
+    screenshot,
+    translated,
+)
 from tests.factories import make_user
 from tests.live import LiveServer
 
@@ -117,6 +126,7 @@ def test_import_a_windows_arabic_file_into_a_new_custom_field(browsing, live_ser
     expect(encoding).to_have_value("windows-1256")
     expect(page.locator("#import-delimiter")).to_have_value("semicolon")
     expect(table).to_contain_text("أحمد العتيبي")
+    expect_page_settled(page)  # the boosted answer's select is wired: its change is sent
     encoding.select_option("utf-8")
     expect(page.locator("#error-encoding")).to_be_visible()
     expect(table).to_have_count(0)
@@ -214,6 +224,28 @@ def test_load_more_brings_the_next_page_of_customers(browsing, live_server):
     assert browsing.csp_violations() == []
 
 
+def test_a_colleagues_move_keeps_the_keyboard_on_its_card(browsing, live_server):
+    """A live refresh of the column holding the focused stage list (a colleague moved another
+    card out of it) gives the focus back to that list: the keyboard user goes on from there."""
+    account = live_server.make_account()
+    with live_server.transaction(account.organization_id):
+        admin = db.session.get(User, account.user_id)
+        customer_id = services.create_customer(admin, {"name": NAME}).id
+        other_id = services.create_customer(admin, {"name": "Someone else"}).id
+        second_stage_id = services.list_stages()[1].id
+    page = browsing.new_page(account=account)
+    open_live(page, "/customers/board")
+    move = page.locator(f"#card-{customer_id}-stage")
+    move.focus()
+
+    with live_server.transaction(account.organization_id):
+        services.move_customer(db.session.get(User, account.user_id),
+                               db.session.get(Customer, other_id), second_stage_id)
+    columns = page.locator("section.board-column")
+    expect(columns.nth(0).locator(f"#card-{other_id}")).to_have_count(0)  # the column is new
+    expect(move).to_be_focused()
+
+
 def test_a_card_moves_to_another_stage_with_the_keyboard(browsing, live_server):
     """Without dragging: the card's stage list, reached with Tab and changed with the keys,
     moves the customer to that column, the counts of both columns follow, and the page does
@@ -225,14 +257,15 @@ def test_a_card_moves_to_another_stage_with_the_keyboard(browsing, live_server):
     stages = stage_names(live_server, account.organization_id)
     page = browsing.new_page(account=account)
     page.set_viewport_size(PHONE)
-    open_live(page, "/customers/board")
+    socket = open_live(page, "/customers/board")
     columns = page.locator("section.board-column")
     move = page.get_by_label(translated(live_server, "Move %(name)s to a stage", "ar")
                              .replace("%(name)s", NAME))
     expect(move).to_have_value(re.compile(r"\d+"))
 
     move.focus()
-    with page.expect_response(lambda r: f"/customers/{customer_id}/stage" in r.url) as moved:
+    with expect_live_update(page, socket, CARD_MOVED), \
+            page.expect_response(lambda r: f"/customers/{customer_id}/stage" in r.url) as moved:
         page.keyboard.press("ArrowDown")
     assert moved.value.status == 200
     expect(columns.nth(1).locator(f"#card-{customer_id}")).to_be_visible()
