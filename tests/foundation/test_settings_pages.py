@@ -20,6 +20,7 @@ from crm.foundation.models import Invitation, Organization, User
 from crm.foundation.views import AUDIT_ACTIONS, TARGET_LABELS
 from crm.tenancy import organization_context
 from crm.tickets import demo as tickets_demo  # noqa: F401
+from crm.tickets import services as ticket_services
 from crm.tickets.models import Ticket, TicketComment
 from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 from crm.whatsapp.models import Conversation
@@ -27,6 +28,7 @@ from tests.conftest import ROOT
 from tests.factories import login, make_user, run_jobs
 from tests.foundation import HTMX, arabic, audit_actions, ident, log_in, reload
 from tests.queries import count_queries
+from tests.tickets.factories import make_ticket
 
 SETTINGS = {"name": "Renamed Co", "default_language": "en", "timezone": "Africa/Cairo",
             "country": "EG"}
@@ -304,6 +306,11 @@ def test_seed_demo_creates_the_demo_organization_once(app):
     run_jobs(app)
     client = app.test_client()
     assert log_in(client, DEMO_EMAIL, DEMO_PASSWORD).status_code == 303
+    # Every page of the sidebar and of the settings opens on the demo's data (its audit log
+    # once failed on a ticket's entry).
+    pages = {"/settings/audit", *re.findall(r'<a href="(/[^"?#]*)"', client.get("/").text)}
+    assert {path: client.get(path).status_code for path in sorted(pages)} == dict.fromkeys(
+        sorted(pages), 200)
     assert "already exists" in seed()
     assert len(services.login_candidates(DEMO_EMAIL)) == 1
 
@@ -319,6 +326,27 @@ def test_the_audit_log_names_the_member_an_action_acts_on(client, org):
     row = row[:row.index("</tr>")]
     assert "Noura Al-Qahtani" in row
     assert f"#{agent_id}" not in row
+
+
+def test_the_audit_log_names_the_fields_a_change_made(client, org):
+    """A ticket's change reads with the fields it changed, beside the settings' "from … to …"
+    (its entry lists names where the settings' maps each to its old and new value)."""
+    ticket = make_ticket(org, subject="الطابعة لا تعمل")
+    with organization_context(ident(org)):
+        ticket_services.update_ticket(org.admin, db.session.get(Ticket, ident(ticket)),
+                                      {"status": "pending", "priority": "high"})
+        db.session.flush()
+    login(client, org.admin)
+    client.post("/settings", data={**SETTINGS, "csrf_token": ""})
+    page = client.get("/settings/audit")
+    assert page.status_code == 200
+    text = page.text.split('id="audit-rows"')[1]  # past the filter's choices
+    row = text[text.index(arabic("Ticket changed")):]
+    row = row[:row.index("</tr>")]
+    assert f"#{ident(ticket)}" in row
+    assert arabic("Status") in row
+    assert arabic("Priority") in row
+    assert arabic("Organization name") in text  # the settings' entry, from one name to another
 
 
 def test_the_audit_log_filters_by_action_and_by_member(client, org):
