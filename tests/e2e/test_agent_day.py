@@ -15,7 +15,14 @@ from crm.extensions import db
 from crm.foundation.models import Organization, User
 from crm.whatsapp import inbox
 from crm.whatsapp.models import WhatsAppProfile
-from tests.e2e.conftest import PHONE, expect_settled, open_live, screenshot, translated
+from tests.e2e.conftest import (
+    PHONE,
+    expect_live_update,
+    expect_settled,
+    open_live,
+    screenshot,
+    translated,
+)
 from tests.factories import make_user
 from tests.live import Account, LiveServer
 from tests.whatsapp.factories import make_conversation, make_profile
@@ -265,13 +272,17 @@ def test_the_customer_stays_beside_the_chat_after_a_note_and_labels(browsing, li
     conversation_id = _conversation(live_server, admin.organization_id, profile_id,
                                     customer_id=customer_id)
     page = browsing.new_page(account=admin)
-    open_live(page, f"/inbox/conversations/{conversation_id}")
+    socket = open_live(page, f"/inbox/conversations/{conversation_id}")
     card = page.locator(".panel-customer .customer-card-name")
     expect(card).to_have_text(CUSTOMER)
 
     for n in range(2):
         page.locator("textarea[name=note]").fill(f"تفضّل التوصيل مساءً {n}")
-        page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
+        # Both redraws of the panel come before the next note is typed: one landing after it
+        # would take the typed note away with the panel it replaces.
+        with expect_live_update(page, socket, "conversationUpdated"), \
+                page.expect_response(lambda r: r.url.endswith("/notes")):
+            page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
         expect(page.locator(".notes .note")).to_have_count(n + 1)
         expect(card).to_have_text(CUSTOMER)
     page.locator("input[name=labels]").fill("مميز، ورد")
