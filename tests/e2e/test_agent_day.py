@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from crm.customers import services as crm
+from crm.customers.models import Customer
 from crm.extensions import db
 from crm.foundation.models import Organization, User
 from crm.whatsapp import inbox
@@ -24,7 +25,7 @@ from tests.e2e.conftest import (
     translated,
 )
 from tests.factories import make_user
-from tests.live import Account, LiveServer
+from tests.live import Account, LiveServer, wait_until
 from tests.whatsapp.factories import make_conversation, make_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
@@ -118,6 +119,49 @@ def test_the_stage_changed_in_the_inbox_moves_the_card_on_the_board(browsing, li
     expect(board.locator(f"#column-{target_id}-cards")).to_contain_text(CUSTOMER)
     _no_sideways_scroll(page)
     screenshot(page, "agent-day-stage-in-inbox-ar")
+
+
+# Installed in the page (a function: the CSP forbids eval): the moment an answer's swap is
+# done, before anything else the page runs, pick `value` in the new card's stage list, as a
+# key pressed then would.
+PICK_AS_THE_ANSWER_LANDS = """(value) => {
+  function pick(event) {
+    const stage = event.detail.xhr && event.detail.target.querySelector(
+      ".panel-customer select[name=stage_id]");
+    if (!stage) return;  // a live update's swap, or another answer (a section loading)
+    document.body.removeEventListener("htmx:afterSwap", pick);
+    queueMicrotask(() => {
+      stage.value = value;
+      stage.dispatchEvent(new Event("change", {bubbles: true}));
+    });
+  }
+  document.body.addEventListener("htmx:afterSwap", pick);
+}"""
+
+
+def test_a_stage_picked_as_the_card_comes_back_is_saved(browsing, live_server):
+    """The customer card's stage list, changed again the moment the answer to a first change
+    shows it, sends that change too: the stage the list shows is the one kept (a change made
+    before htmx wired the new list was lost, the list showing a stage the customer was not
+    in)."""
+    admin, profile_id = _shop(live_server)
+    customer_id = _customer(live_server, admin)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id,
+                                    customer_id=customer_id)
+    with live_server.transaction(admin.organization_id):
+        second, third = [stage.id for stage in crm.list_stages()[1:3]]
+    page = browsing.new_page(account=admin)
+    page.goto(f"/inbox/conversations/{conversation_id}")
+
+    page.evaluate(PICK_AS_THE_ANSWER_LANDS, str(third))
+    page.locator(".panel-customer select[name=stage_id]").select_option(str(second))
+
+    def stage_kept() -> int:
+        with live_server.transaction(admin.organization_id):
+            return db.session.get(Customer, customer_id).stage_id
+
+    wait_until(lambda: stage_kept() == third, "the stage picked as the card came back kept")
+    expect(page.locator(".panel-customer select[name=stage_id]")).to_have_value(str(third))
 
 
 def test_two_agents_see_each_other_and_each_other_typing(browsing, live_server):
