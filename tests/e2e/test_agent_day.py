@@ -15,7 +15,7 @@ from crm.customers.models import Customer
 from crm.extensions import db
 from crm.foundation.models import Organization, User
 from crm.whatsapp import inbox
-from crm.whatsapp.models import WhatsAppProfile
+from crm.whatsapp.models import Conversation, WhatsAppProfile
 from tests.e2e.conftest import (
     PHONE,
     expect_live_update,
@@ -333,6 +333,30 @@ def test_the_customer_stays_beside_the_chat_after_a_note_and_labels(browsing, li
     page.locator("input[name=labels]").press("Enter")
     expect(page.locator(f"#conversation-row-{conversation_id} .chip")).to_have_count(2)
     expect(card).to_have_text(CUSTOMER)
+
+
+def _colleagues_note(live: LiveServer, org_id: int, conversation_id: int, text: str) -> None:
+    """A note a manager adds from their own page: the panel's live update reaches the others."""
+    with live.transaction(org_id):
+        colleague = make_user(db.session.get(Organization, org_id), "manager", full_name="سارة")
+        inbox.add_note(db.session.get(Conversation, conversation_id), colleague, text)
+
+
+def test_a_note_being_typed_stays_through_a_colleagues_live_update(browsing, live_server):
+    """An admin is typing a private note when a colleague's note redraws the panel live: what
+    they typed stays in the box, and the focus in it."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    page = browsing.new_page(account=admin)
+    socket = open_live(page, f"/inbox/conversations/{conversation_id}")
+    box = page.locator("textarea[name=note]")
+    box.fill("تفضّل التوصيل")
+
+    with expect_live_update(page, socket, "conversationUpdated"):
+        _colleagues_note(live_server, admin.organization_id, conversation_id, "من سارة")
+    expect(page.locator(".notes .note")).to_have_count(1)  # the panel is the new one
+    expect(box).to_have_value("تفضّل التوصيل")
+    expect(box).to_be_focused()
 
 
 def test_the_sidebars_icons_stand_apart_from_their_labels(browsing, live_server):
