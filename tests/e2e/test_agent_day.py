@@ -359,6 +359,26 @@ def test_a_note_being_typed_stays_through_a_colleagues_live_update(browsing, liv
     expect(box).to_be_focused()
 
 
+def test_a_panel_redrawn_by_a_colleagues_change_still_sends(browsing, live_server):
+    """After a colleague's note redrew the panel live, the admin's note from the redrawn form
+    is added: the form carries no token of the colleague's session (nor of a job's), which
+    the server refused before the page's own (400 in the panel)."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    page = browsing.new_page(account=admin)
+    socket = open_live(page, f"/inbox/conversations/{conversation_id}")
+    with expect_live_update(page, socket, "conversationUpdated"):
+        _colleagues_note(live_server, admin.organization_id, conversation_id, "من سارة")
+    expect(page.locator(".notes .note")).to_have_count(1)
+
+    page.locator("textarea[name=note]").fill("تفضّل التوصيل")
+    with page.expect_response(lambda r: r.url.endswith("/notes")) as sent:
+        page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
+    assert sent.value.status == 200
+    expect(page.locator(".notes .note")).to_have_count(2)
+    expect(page.locator(".notes")).to_contain_text("تفضّل التوصيل")
+
+
 def test_the_sidebars_icons_stand_apart_from_their_labels(browsing, live_server):
     """On a laptop each sidebar entry's icon sits beside its label with a gap, not touching
     it (the sidebar's own rule once made its entries blocks, undoing the gap)."""
