@@ -17,6 +17,7 @@ from flask_babel import force_locale
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError as SocketRefused
 from flask_socketio import join_room
+from flask_wtf.csrf import generate_csrf
 from redis.connection import parse_url
 
 from crm import outages
@@ -37,6 +38,21 @@ def init_app(app: Flask) -> None:
     url = app.config["REDIS_URL"]
     socketio.init_app(app, message_queue=url, channel=message_channel(url),
                       async_mode="threading", manage_session=False)
+    # In place of Flask-WTF's own, which it gives templates both ways.
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.context_processor(lambda: {"csrf_token": csrf_token})
+
+
+# Set while rendering for readers other than the caller (`rendering_for`).
+_for_others: ContextVar[bool] = ContextVar("rendering_for_others", default=False)
+
+
+def csrf_token() -> str:
+    """The CSRF token a form rendered now carries: the caller's, but none in a fragment
+    rendered for others. Their page's own token goes in htmx's header (the body's hx-headers),
+    which the server reads when the form's field is empty; a token in the field is read first,
+    and the caller's session's (or a job's made-up one) was refused for everyone else."""
+    return "" if _for_others.get() else generate_csrf()
 
 
 def message_channel(redis_url: str) -> str:
@@ -217,6 +233,8 @@ def rendering_for(language: str) -> Iterator[None]:
         if not has_request_context():
             stack.enter_context(current_app.test_request_context())
         stack.enter_context(force_locale(language))
+        token = _for_others.set(True)
+        stack.callback(_for_others.reset, token)
         yield
 
 

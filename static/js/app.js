@@ -7,8 +7,39 @@
   function apply(swap) {
     var target = swap && typeof swap.html === "string" && swap.target &&
       document.querySelector(swap.target);
-    if (target) htmx.swap(target, swap.html, { swapStyle: swap.swap || "outerHTML" });
-    return Boolean(target);
+    if (!target) return false;
+    var typed = typedIn(target);
+    htmx.swap(target, swap.html, { swapStyle: swap.swap || "outerHTML" });
+    keepTyped(typed);
+    return true;
+  }
+
+  // A live update redraws a part of the page (a panel, after anyone's change, one's own
+  // included) while someone may be typing in one of its fields: what they typed and did not
+  // send goes into the same field of the new markup, unless the field's own value changed
+  // meanwhile (then the change is shown). htmx already gives the focus back, by id.
+  var TYPED = "textarea[id], input[id]:not([type=hidden]):not([type=checkbox])" +
+    ":not([type=radio]):not([type=file]):not([type=submit]):not([type=button])";
+
+  function typedIn(target) {
+    var fields = Array.prototype.slice.call(target.querySelectorAll(TYPED));
+    if (target.matches(TYPED)) fields.push(target);
+    return fields.filter(function (field) { return field.value !== field.defaultValue; })
+      .map(function (field) {
+        return { id: field.id, value: field.value, base: field.defaultValue,
+                 start: field.selectionStart, end: field.selectionEnd };
+      });
+  }
+
+  function keepTyped(typed) {
+    typed.forEach(function (was) {
+      var field = document.getElementById(was.id);
+      if (!field || !field.matches(TYPED) || field.defaultValue !== was.base) return;
+      field.value = was.value;
+      if (field === document.activeElement && was.start !== null) {
+        field.setSelectionRange(was.start, was.end);
+      }
+    });
   }
 
   var UNAVAILABLE_RETRY_MS = 5000;

@@ -20,6 +20,7 @@ from crm.customers.models import (
 from crm.extensions import db
 from crm.foundation.models import Organization
 from crm.tenancy import organization_context
+from tests.factories import unique_phone
 from tests.foundation import ident
 
 _sequence = itertools.count(1)
@@ -30,11 +31,6 @@ def _flushed(obj):
     refuse it later, outside the organization)."""
     db.session.flush()
     return obj
-
-
-def unique_phone() -> str:
-    """A valid Saudi mobile number no other test uses."""
-    return f"+96655{next(_sequence) + 1_000_000:07d}"
 
 
 def make_customer(org: Organization, **fields) -> Customer:

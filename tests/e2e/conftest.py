@@ -227,8 +227,9 @@ def expect_live_update(page: Page, socket: WebSocket, event: str) -> Iterator[No
 
 def expect_settled(fragment: Locator) -> None:
     """Wait until htmx has settled a swapped-in `fragment`: it wires the new elements' hx-*
-    attributes only then (the settle delay after the swap), so a change made before that
-    sends nothing."""
+    attributes only then, so a change made before that sends nothing. The app settles in the
+    swap's own task (templates/base.html, defaultSettleDelay 0), so this costs one look; it
+    keeps the tests right should a settle delay come back."""
     expect(fragment).not_to_have_class(re.compile(r"\bhtmx-added\b"))
 
 

@@ -11,13 +11,21 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from crm.customers import services as crm
+from crm.customers.models import Customer
 from crm.extensions import db
 from crm.foundation.models import Organization, User
 from crm.whatsapp import inbox
-from crm.whatsapp.models import WhatsAppProfile
-from tests.e2e.conftest import PHONE, expect_settled, open_live, screenshot, translated
+from crm.whatsapp.models import Conversation, WhatsAppProfile
+from tests.e2e.conftest import (
+    PHONE,
+    expect_live_update,
+    expect_settled,
+    open_live,
+    screenshot,
+    translated,
+)
 from tests.factories import make_user
-from tests.live import Account, LiveServer
+from tests.live import Account, LiveServer, wait_until
 from tests.whatsapp.factories import make_conversation, make_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.xdist_group("e2e")]
@@ -111,6 +119,49 @@ def test_the_stage_changed_in_the_inbox_moves_the_card_on_the_board(browsing, li
     expect(board.locator(f"#column-{target_id}-cards")).to_contain_text(CUSTOMER)
     _no_sideways_scroll(page)
     screenshot(page, "agent-day-stage-in-inbox-ar")
+
+
+# Installed in the page (a function: the CSP forbids eval): the moment an answer's swap is
+# done, before anything else the page runs, pick `value` in the new card's stage list, as a
+# key pressed then would.
+PICK_AS_THE_ANSWER_LANDS = """(value) => {
+  function pick(event) {
+    const stage = event.detail.xhr && event.detail.target.querySelector(
+      ".panel-customer select[name=stage_id]");
+    if (!stage) return;  // a live update's swap, or another answer (a section loading)
+    document.body.removeEventListener("htmx:afterSwap", pick);
+    queueMicrotask(() => {
+      stage.value = value;
+      stage.dispatchEvent(new Event("change", {bubbles: true}));
+    });
+  }
+  document.body.addEventListener("htmx:afterSwap", pick);
+}"""
+
+
+def test_a_stage_picked_as_the_card_comes_back_is_saved(browsing, live_server):
+    """The customer card's stage list, changed again the moment the answer to a first change
+    shows it, sends that change too: the stage the list shows is the one kept (a change made
+    before htmx wired the new list was lost, the list showing a stage the customer was not
+    in)."""
+    admin, profile_id = _shop(live_server)
+    customer_id = _customer(live_server, admin)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id,
+                                    customer_id=customer_id)
+    with live_server.transaction(admin.organization_id):
+        second, third = [stage.id for stage in crm.list_stages()[1:3]]
+    page = browsing.new_page(account=admin)
+    page.goto(f"/inbox/conversations/{conversation_id}")
+
+    page.evaluate(PICK_AS_THE_ANSWER_LANDS, str(third))
+    page.locator(".panel-customer select[name=stage_id]").select_option(str(second))
+
+    def stage_kept() -> int:
+        with live_server.transaction(admin.organization_id):
+            return db.session.get(Customer, customer_id).stage_id
+
+    wait_until(lambda: stage_kept() == third, "the stage picked as the card came back kept")
+    expect(page.locator(".panel-customer select[name=stage_id]")).to_have_value(str(third))
 
 
 def test_two_agents_see_each_other_and_each_other_typing(browsing, live_server):
@@ -265,19 +316,67 @@ def test_the_customer_stays_beside_the_chat_after_a_note_and_labels(browsing, li
     conversation_id = _conversation(live_server, admin.organization_id, profile_id,
                                     customer_id=customer_id)
     page = browsing.new_page(account=admin)
-    open_live(page, f"/inbox/conversations/{conversation_id}")
+    socket = open_live(page, f"/inbox/conversations/{conversation_id}")
     card = page.locator(".panel-customer .customer-card-name")
     expect(card).to_have_text(CUSTOMER)
 
     for n in range(2):
         page.locator("textarea[name=note]").fill(f"تفضّل التوصيل مساءً {n}")
-        page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
+        # Both redraws of the panel come before the next note is typed: one landing after it
+        # would take the typed note away with the panel it replaces.
+        with expect_live_update(page, socket, "conversationUpdated"), \
+                page.expect_response(lambda r: r.url.endswith("/notes")):
+            page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
         expect(page.locator(".notes .note")).to_have_count(n + 1)
         expect(card).to_have_text(CUSTOMER)
     page.locator("input[name=labels]").fill("مميز، ورد")
     page.locator("input[name=labels]").press("Enter")
     expect(page.locator(f"#conversation-row-{conversation_id} .chip")).to_have_count(2)
     expect(card).to_have_text(CUSTOMER)
+
+
+def _colleagues_note(live: LiveServer, org_id: int, conversation_id: int, text: str) -> None:
+    """A note a manager adds from their own page: the panel's live update reaches the others."""
+    with live.transaction(org_id):
+        colleague = make_user(db.session.get(Organization, org_id), "manager", full_name="سارة")
+        inbox.add_note(db.session.get(Conversation, conversation_id), colleague, text)
+
+
+def test_a_note_being_typed_stays_through_a_colleagues_live_update(browsing, live_server):
+    """An admin is typing a private note when a colleague's note redraws the panel live: what
+    they typed stays in the box, and the focus in it."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    page = browsing.new_page(account=admin)
+    socket = open_live(page, f"/inbox/conversations/{conversation_id}")
+    box = page.locator("textarea[name=note]")
+    box.fill("تفضّل التوصيل")
+
+    with expect_live_update(page, socket, "conversationUpdated"):
+        _colleagues_note(live_server, admin.organization_id, conversation_id, "من سارة")
+    expect(page.locator(".notes .note")).to_have_count(1)  # the panel is the new one
+    expect(box).to_have_value("تفضّل التوصيل")
+    expect(box).to_be_focused()
+
+
+def test_a_panel_redrawn_by_a_colleagues_change_still_sends(browsing, live_server):
+    """After a colleague's note redrew the panel live, the admin's note from the redrawn form
+    is added: the form carries no token of the colleague's session (nor of a job's), which
+    the server refused before the page's own (400 in the panel)."""
+    admin, profile_id = _shop(live_server)
+    conversation_id = _conversation(live_server, admin.organization_id, profile_id)
+    page = browsing.new_page(account=admin)
+    socket = open_live(page, f"/inbox/conversations/{conversation_id}")
+    with expect_live_update(page, socket, "conversationUpdated"):
+        _colleagues_note(live_server, admin.organization_id, conversation_id, "من سارة")
+    expect(page.locator(".notes .note")).to_have_count(1)
+
+    page.locator("textarea[name=note]").fill("تفضّل التوصيل")
+    with page.expect_response(lambda r: r.url.endswith("/notes")) as sent:
+        page.get_by_role("button", name=translated(live_server, "Add note", "ar")).click()
+    assert sent.value.status == 200
+    expect(page.locator(".notes .note")).to_have_count(2)
+    expect(page.locator(".notes")).to_contain_text("تفضّل التوصيل")
 
 
 def test_the_sidebars_icons_stand_apart_from_their_labels(browsing, live_server):

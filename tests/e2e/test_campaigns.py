@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -27,7 +28,14 @@ from crm.extensions import db
 from crm.foundation.models import Organization, User
 from tests.conftest import ROOT
 from tests.customers.factories import make_customer
-from tests.e2e.conftest import PHONE, expect_page_settled, screenshot, translated
+from tests.e2e.conftest import (
+    PHONE,
+    expect_page_settled,
+    expect_settled,
+    open_live,
+    screenshot,
+    translated,
+)
 from tests.live import LiveServer, wait_until
 from tests.whatsapp.factories import make_profile
 
@@ -38,14 +46,23 @@ PEOPLE = [("سارة العتيبي", "0501230001"), ("عمر السعيد", "05
 STOPPER = PEOPLE[0]
 
 
+# How long a `crm worker` may take to start: a busy machine takes seconds to import the app,
+# which is not what the waits on the campaign's progress are for.
+WORKER_START_SECONDS = 60
+
+
 @contextmanager
 def workers(live: LiveServer, log: Path) -> Iterator[subprocess.Popen]:
-    """`crm worker` on every queue, as `crm up` runs it, until the block ends (SIGTERM)."""
+    """`crm worker` on every queue, as `crm up` runs it, listening when the block starts (the
+    waits inside time the work, not the start), until the block ends (SIGTERM)."""
     with open(log, "a") as output:
         process = subprocess.Popen([sys.executable, "-m", "crm", "worker"], cwd=ROOT,
                                    env=live.environment(), stdout=output,
                                    stderr=subprocess.STDOUT)
     try:
+        wait_until(lambda: process.poll() is not None or "Listening on" in log.read_text(),
+                   "the worker starting", timeout=WORKER_START_SECONDS)
+        assert process.poll() is None, log.read_text()
         yield process
     finally:
         process.terminate()
@@ -128,7 +145,9 @@ def test_a_campaign_goes_out_live_and_an_opt_out_is_skipped_next_time(browsing, 
 
     # The sandbox customer's phone, open before the campaign goes out.
     customer = browsing.new_page(account=account)
-    customer.goto(f"/whatsapp/sandbox?profile={profile_id}&phone={STOPPER[1]}&name={STOPPER[0]}")
+    # Its socket in its rooms: the campaign reaches the chat live.
+    open_live(customer,
+              f"/whatsapp/sandbox?profile={profile_id}&phone={STOPPER[1]}&name={STOPPER[0]}")
 
     # Start, and watch the progress move live.
     browsing.confirm_next(page)
@@ -220,11 +239,15 @@ def test_the_preview_finds_its_recipient_with_the_keyboard(browsing, live_server
     options = page.locator("#preview-customer option")
     expect(options).to_have_count(20)
     page.locator("#preview-search").focus()
-    page.keyboard.type("احمد")
+    # A slow typist's pauses send the letters so far too: the answer to the whole word is the
+    # last (htmx queues each search behind the one on its way).
+    with page.expect_response(lambda r: parse_qs(urlsplit(r.url).query).get("q") == ["احمد"]):
+        page.keyboard.type("احمد")
     expect(options).to_have_count(2)
     text = page.locator("#campaign-preview .message-text")
     expect(text).to_have_text("مرحبا احمد من")
     expect(page.locator("#campaign-preview .preview-warnings")).to_contain_text("{company}")
+    expect_settled(page.locator("#preview-candidates"))  # the new list sends its change
 
     page.keyboard.press("Tab")
     picker = page.locator("#preview-customer")

@@ -84,6 +84,7 @@ def test_create_find_and_move_a_customer_on_the_board(browsing, live_server):
     card = page.locator(f"#card-{customer_id}")
     expect(columns.nth(0).locator(f"#card-{customer_id}")).to_be_visible()
     target = columns.nth(1).locator("ol.board-cards")
+    expect_page_settled(page)  # Sortable starts on the boosted board once htmx settled it
     with page.expect_response(lambda r: r.url.endswith("/customers/board/move")) as moved:
         drag(page, card, target)
     assert moved.value.status == 200
@@ -179,6 +180,7 @@ def test_an_edit_saved_meanwhile_is_told_then_saved_anyway(browsing, live_server
     details.locator(f"a[href='/customers/{customer_id}/edit']").click()
     name = details.locator("input[name='name']")
     expect(name).to_be_visible()
+    expect_settled(details)  # the form swapped in posts in place only once htmx wired it
 
     with live_server.transaction(account.organization_id):
         services.update_customer(db.session.get(User, sara_id),
@@ -191,6 +193,7 @@ def test_an_edit_saved_meanwhile_is_told_then_saved_anyway(browsing, live_server
     expect(notice).to_contain_text(translated(live_server, "a moment ago", "ar"))
     expect(name).to_have_value("أمل سالم")
     screenshot(page, "customer-conflict-ar")
+    expect_settled(details)
     details.get_by_role("button", name=translated(live_server, "Save anyway", "ar")).click()
     expect(details.locator(".conflict")).to_have_count(0)
     expect(details.locator("input[name='name']")).to_have_count(0)  # the details again

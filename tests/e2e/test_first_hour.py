@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     Browsing,
     expect_dashboard,
     expect_direction,
+    expect_settled,
     log_in,
     open_live,
     screenshot,
@@ -120,6 +121,7 @@ def customer_writes_and_team_replies(journey: Journey) -> Page:
 
     row = inbox.locator(".conversation-row", has_text=CUSTOMER_NAME)
     expect(row).to_be_visible()  # arrived without a reload
+    expect_settled(row)  # its link opens the thread in place only once htmx wired it
     row.get_by_role("link").click()
     said = inbox.locator(".thread-messages .message-text", has_text=question)
     expect(said).to_have_attribute("dir", "auto")  # Arabic around an English word

@@ -17,7 +17,15 @@ from crm.tickets import services as tickets
 from crm.tickets.models import Ticket
 from crm.whatsapp import services as whatsapp
 from crm.whatsapp.models import Conversation
-from tests.e2e.conftest import DESKTOP, PHONE, screenshot, scrolls_sideways
+from tests.e2e.conftest import (
+    DESKTOP,
+    PHONE,
+    expect_page_settled,
+    expect_settled,
+    open_live,
+    screenshot,
+    scrolls_sideways,
+)
 from tests.factories import make_user, run_jobs
 from tests.live import Account
 from tests.whatsapp.factories import make_profile
@@ -54,7 +62,8 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
     _business_all_week(live_server, org_id)
 
     customer = browsing.new_page(account=admin)
-    customer.goto(f"/whatsapp/sandbox?profile={profile_id}&phone=0501234567&name=سارة")
+    # Its socket in its rooms: the reply reaches the chat live.
+    open_live(customer, f"/whatsapp/sandbox?profile={profile_id}&phone=0501234567&name=سارة")
     customer.locator("#sandbox-text").fill(PROBLEM)
     customer.locator("#sandbox-form button[type=submit]").click()
     expect(customer.locator("#sandbox-chat")).to_contain_text(PROBLEM)
@@ -65,16 +74,19 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
         whatsapp.assign_conversation(conversation, agent_id,
                                      db.session.get(User, admin.user_id))
     agent = browsing.new_page(account=agent_account)
-    agent.goto(f"/inbox/conversations/{conversation_id}")
+    # In its rooms before the jobs run: the suggestion reaches the page live, or never.
+    open_live(agent, f"/inbox/conversations/{conversation_id}")
     section = agent.locator(f"#conversation-{conversation_id}-tickets")
     expect(section).to_contain_text("لا تذاكر لهذه المحادثة.")
     with live_server.app.app_context():
         run_jobs(live_server.app)  # message.received: the keyword makes a suggestion, live
     expect(section).to_contain_text("إنشاء تذكرة؟")
     expect(section.locator("input[name=subject]")).to_have_value(PROBLEM)
+    expect_settled(section)  # the reloaded section's form posts in place only once wired
     section.get_by_role("button", name="إنشاء التذكرة").click()
     ticket_link = section.locator("a.ticket-subject")
     expect(ticket_link).to_contain_text(PROBLEM)
+    expect_settled(section)
     ticket_link.click()
     expect(agent.locator("h1")).to_contain_text(PROBLEM)
 
@@ -91,6 +103,11 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
     expect(agent.locator(".comment-public")).to_contain_text(REPLY)
     expect(agent.locator(".sla-badge[data-clock=first_response]")).to_have_count(0)
 
+    # The comment can show (live) before the answer replaces the composer: a note typed into
+    # the old one would go with it. The new composer is empty, and posts once wired.
+    composer = agent.locator(".ticket-composer")
+    expect(composer.locator("textarea[name=body]")).to_have_value("")
+    expect_settled(composer)
     agent.locator("textarea[name=body]").fill(NOTE)
     agent.get_by_role("button", name="إضافة ملاحظة داخلية").click()
     expect(agent.locator(".comment-note")).to_contain_text(NOTE)
@@ -103,6 +120,7 @@ def test_a_customer_problem_becomes_a_ticket_that_is_answered_and_solved(browsin
     expect(customer.locator("#sandbox-chat")).to_contain_text(REPLY)
     expect(customer.locator("#sandbox-chat")).not_to_contain_text(NOTE)
 
+    expect_page_settled(agent)  # the fields the comments' answers swapped are wired
     agent.locator("select[name=status]").select_option("solved")
     expect(agent.locator(".ticket-fields")).to_contain_text("محلولة")
     expect(agent.locator(".sla-card")).to_contain_text(

@@ -9,7 +9,13 @@ from playwright.sync_api import expect
 from crm.extensions import db
 from crm.foundation.models import Organization
 from crm.whatsapp.models import WhatsAppProfile
-from tests.e2e.conftest import screenshot, translated
+from tests.e2e.conftest import (
+    expect_page_settled,
+    expect_settled,
+    open_live,
+    screenshot,
+    translated,
+)
 from tests.factories import run_jobs
 from tests.live import Account
 from tests.whatsapp.factories import make_profile
@@ -29,9 +35,10 @@ def test_a_customer_message_arrives_live_and_the_reply_reaches_the_customer(brow
         profile_id = make_profile(org, "sandbox", display_name="متجر وصل").id
 
     agent = browsing.new_page(account=account)
-    agent.goto("/inbox")
+    open_live(agent, "/inbox")  # in its rooms before the customer writes: else it misses it
     customer = browsing.new_page(account=account)
-    customer.goto(f"/whatsapp/sandbox?profile={profile_id}&phone=0501234567&name=سارة")
+    # Its socket in its rooms: the reply reaches the chat live.
+    open_live(customer, f"/whatsapp/sandbox?profile={profile_id}&phone=0501234567&name=سارة")
 
     customer.locator("#sandbox-text").fill("السلام عليكم، هل الطلب جاهز؟")
     customer.locator("#sandbox-form button[type=submit]").click()
@@ -39,6 +46,7 @@ def test_a_customer_message_arrives_live_and_the_reply_reaches_the_customer(brow
 
     row = agent.locator(".conversation-row").first
     expect(row).to_contain_text("سارة")  # arrived without a reload
+    expect_settled(row)  # its link opens the thread in place only once htmx wired it
     row.locator("a").click()
     expect(agent.locator(".thread-messages")).to_contain_text("هل الطلب جاهز؟")
     agent.locator("textarea[name=text]").fill("نعم، يصلك غدًا")
@@ -53,7 +61,9 @@ def test_a_customer_message_arrives_live_and_the_reply_reaches_the_customer(brow
     customer.locator("#sandbox-text").fill("شكرًا")
     customer.locator("#sandbox-form button[type=submit]").click()
     expect(agent.locator(".thread-messages")).to_contain_text("شكرًا")
-    expect(agent.locator(".conversation-row").first.locator(".unread-badge")).to_have_count(0)
+    row = agent.locator(".conversation-row").first
+    expect(row).to_contain_text("شكرًا")  # the row's own update came: its badge is the new one
+    expect(row.locator(".unread-badge")).to_have_count(0)
     screenshot(agent, "inbox-live-ar")
     screenshot(customer, "sandbox-customer-ar")
     assert browsing.csp_violations() == []
@@ -67,7 +77,7 @@ def test_a_linked_device_is_added_and_paired_in_one_press(browsing, live_server)
     network = FakeNetwork()
     page = browsing.new_page(account=admin)
     with supervising(live_server, network):
-        page.goto("/whatsapp/numbers")
+        open_live(page, "/whatsapp/numbers")  # the QR code comes over the socket
         form = page.locator("details.add-number",
                             has=page.locator("input[name=provider][value=web]"))
         form.locator("summary").click()
@@ -76,6 +86,8 @@ def test_a_linked_device_is_added_and_paired_in_one_press(browsing, live_server)
         form.locator("button[type=submit]").click()
         expect(page.locator(".qr-area")).to_contain_text(
             translated(live_server, "Waiting for the QR code…", "ar"))
+        # The boosted answer's state listens for the QR code's event only once htmx wired it.
+        expect_page_settled(page)
         profile_id = int(page.url.rsplit("/", 1)[1])
         try:
             client = network.client(profile_id)

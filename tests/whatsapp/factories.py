@@ -22,6 +22,7 @@ from crm.whatsapp.models import (
     WhatsAppProfile,
 )
 from crm.whatsapp.profiles import new_verify_token
+from tests.factories import unique_phone
 
 _sequence = itertools.count(1)
 
@@ -60,11 +61,10 @@ def make_conversation(profile: WhatsAppProfile, phone: str | None = None,
                       **fields) -> Conversation:
     """A conversation on `profile` with a new contact (unless `phone` is given), listed as
     active now unless `last_message_at` says otherwise."""
-    n = next(_sequence)
     fields.setdefault("last_message_at", utcnow())
     with organization_context(profile.organization_id):
         conversation = Conversation(profile_id=profile.id,
-                                    contact_phone=phone or f"+9665510{n:05d}", **fields)
+                                    contact_phone=phone or unique_phone(), **fields)
         db.session.add(conversation)
         db.session.flush()
     return conversation
