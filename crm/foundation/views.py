@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from babel import Locale
-from babel.dates import get_timezone_location
 from flask import (
     Blueprint,
     abort,
@@ -35,7 +34,7 @@ from crm.billing.gate import PlanLimitError
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
 from crm.foundation import services
 from crm.foundation.models import MODULE_LABELS, ROLES, Invitation, User
-from crm.i18n import current_language, isolate
+from crm.i18n import current_language, isolate, timezone_name
 from crm.permissions import (
     MATRIX,
     can,
@@ -597,7 +596,7 @@ def _timezone_choices(language: str, day: date) -> tuple[tuple[str, str], ...]:
         minutes = int(offset.total_seconds()) // 60
         sign = "+" if minutes >= 0 else "-"
         shown = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-        name = "UTC" if zone == "UTC" else get_timezone_location(zone, locale=language)
+        name = timezone_name(zone, language)
         choices.append((minutes, name, zone, f"{name} ({shown})"))
     choices.sort()
     return tuple((zone, label) for _minutes, _name, zone, label in choices)

@@ -412,6 +412,17 @@ def test_a_scheduled_campaign_is_confirmed_as_scheduled_and_can_be_sent_now(
     assert arabic("Only a scheduled campaign can be sent now.") in again.text
 
 
+def test_the_schedule_names_the_time_zone_in_the_readers_language(client, org, admin,
+                                                                 sandbox):
+    """The date and time of a schedule are «بتوقيت مؤسستك (توقيت المملكة العربية
+    السعودية)», not (Asia/Riyadh)."""
+    campaign = text_campaign(org, sandbox)
+    draft = client.get(f"/campaigns/{ident(campaign)}/edit").text
+    assert arabic("In your organization's time zone (%(zone)s).",
+                  zone="توقيت المملكة العربية السعودية") in draft
+    assert "Asia/Riyadh" not in draft
+
+
 def test_a_scheduled_campaign_says_how_many_people_it_will_reach(client, org, admin, sandbox):
     """Before its list is frozen the counts are all 0: the page says whom the audience
     names now, so a scheduled campaign does not look empty."""
