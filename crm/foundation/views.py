@@ -700,6 +700,21 @@ def revoke_api_key(key_id: int):
     return see_other("foundation.api_keys")
 
 
+def _setting_value(field: str, value: object) -> object:
+    """A changed setting's value as the viewer reads it: a language, a country or a time zone
+    by its name in their language (the log keeps the codes); any other as it was."""
+    language = current_language()
+    if not isinstance(value, str):
+        return value
+    if field == "default_language":
+        return Locale.parse(language).languages.get(value, value)
+    if field == "country":
+        return Locale.parse(language).territories.get(value, value)
+    if field == "timezone":
+        return timezone_name(value, language)
+    return value
+
+
 @blueprint.get("/settings/audit")
 @require("settings", "write")
 def audit_log():
@@ -713,7 +728,8 @@ def audit_log():
     return render_template(template, entries=entries, next_cursor=next_cursor, people=people,
                            filters=filters, action_labels=AUDIT_ACTIONS,
                            action_choices=sorted(AUDIT_ACTIONS.items(), key=lambda a: str(a[1])),
-                           target_labels=TARGET_LABELS, setting_labels=SETTING_LABELS)
+                           target_labels=TARGET_LABELS, setting_labels=SETTING_LABELS,
+                           setting_value=_setting_value)
 
 
 add_onboarding_step(OnboardingStep(

@@ -363,9 +363,31 @@ def test_the_audit_log_says_which_settings_changed(client, org):
     text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
     latest = text[:text.index("</tr>")]
     assert arabic("Time zone") in latest
-    assert before in latest
-    assert "America/New_York" in latest
+    assert "توقيت المملكة العربية السعودية" in latest  # Asia/Riyadh, named
+    assert "توقيت الولايات المتحدة (نيويورك)" in latest
     assert "Renamed Co" not in latest  # unchanged by that save
+
+
+def test_the_audit_log_names_a_changed_language_country_and_time_zone(client, org):
+    """«اللغة الافتراضية: من العربية إلى الإنجليزية», not «من ar إلى en»: a language, a
+    country and a time zone read by their names in the viewer's language; the name stays
+    as it was typed."""
+    login(client, org.admin)
+    client.post("/settings", data={**SETTINGS, "name": "Renamed Co"})
+    text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
+    latest = text[:text.index("</tr>")]
+    for setting, before, after in (("Default language", "العربية", "الإنجليزية"),
+                                   ("Country", "المملكة العربية السعودية", "مصر"),
+                                   ("Time zone", "توقيت المملكة العربية السعودية",
+                                    "توقيت مصر")):
+        assert f"{arabic(setting)}: من <bdi>{before}</bdi> إلى <bdi>{after}</bdi>" in latest
+    assert "<bdi>Renamed Co</bdi>" in latest
+    client.post("/language", data={"language": "en"})
+    text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
+    latest = text[:text.index("</tr>")]
+    assert "Default language: from <bdi>Arabic</bdi> to <bdi>English</bdi>" in latest
+    assert "Country: from <bdi>Saudi Arabia</bdi> to <bdi>Egypt</bdi>" in latest
+    assert "Time zone: from <bdi>Saudi Arabia Time</bdi> to <bdi>Egypt Time</bdi>" in latest
 
 
 def test_the_default_language_says_whom_it_applies_to(client, org):
