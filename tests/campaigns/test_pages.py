@@ -10,6 +10,7 @@ import gc
 import io
 import re
 import tracemalloc
+from datetime import timedelta
 
 import pytest
 from flask_babel import force_locale, gettext, ngettext, pgettext
@@ -20,6 +21,7 @@ from crm.campaigns import audience, consent, live
 from crm.campaigns.models import Campaign, NumberSettings
 from crm.extensions import db, socketio
 from crm.foundation import services as foundation_services
+from crm.models import utcnow
 from crm.tenancy import organization_context
 from tests.campaigns.factories import (
     ACCOUNT_ID,
@@ -466,15 +468,19 @@ def test_a_campaign_whose_list_is_not_frozen_never_reads_zeros(
         app, client, org, admin, sandbox, clock, monkeypatch):
     """Before its list of recipients is frozen a campaign's counts are all 0: its page and its
     row in the list say when the list will be prepared (when it starts; when a campaign
-    paused before it resumes) or that it never was (cancelled before), not «0 of 0»; the
-    page shows no zero counts nor a funnel of zeros, and pausing or cancelling it swaps no
-    «0 of 0» into open pages."""
+    paused while preparing it resumes; when one paused before its time starts at that time,
+    since resuming it waits for that time again, and when it resumes once that time has
+    passed) or that it never was (cancelled before), not «0 of 0»; the page shows no zero
+    counts nor a funnel of zeros, and pausing or cancelling it swaps no «0 of 0» into open
+    pages."""
     seen = []
     monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append((event, data)))
     people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
     at_start = arabic("The list of recipients is prepared when the campaign starts.")
     at_resume = arabic("The list of recipients is not prepared yet: it will be when the "
                        "campaign resumes.")
+    at_time = arabic("Paused before its time: once resumed, it waits for its time, and the "
+                     "list of recipients is prepared when it starts.")
     never = arabic("Stopped before its list of recipients was prepared: nobody received it.")
     zeros = arabic("%(current)s of %(total)s", current="0", total="0")
 
@@ -492,12 +498,26 @@ def test_a_campaign_whose_list_is_not_frozen_never_reads_zeros(
     start(org, scheduled)
     says(scheduled, at_start)
     act(org, scheduled, "pause")
-    says(scheduled, at_resume)
+    says(scheduled, at_time)
+    assert at_resume not in client.get(f"/campaigns/{ident(scheduled)}").text
+    with force_locale("ar"):
+        audience_now = ngettext(
+            "%(num)s person now; the list is frozen when it starts at its time.",
+            "%(num)s people now; the list is frozen when it starts at its time.", 3)
+    assert audience_now != "3 people now; the list is frozen when it starts at its time."
+    assert audience_now in client.get(f"/campaigns/{ident(scheduled)}").text
+
+    overdue = text_campaign(org, sandbox, customers=people, scheduled_at="2031-05-04T10:00")
+    start(org, overdue)
+    act(org, overdue, "pause")
+    with organization_context(ident(org)):  # its time passed while it was paused
+        db.session.get(Campaign, ident(overdue)).scheduled_at = utcnow() - timedelta(hours=1)
+        db.session.flush()
+    says(overdue, at_resume)
     with force_locale("ar"):
         audience_now = ngettext("%(num)s person now; the list is frozen when it resumes.",
                                 "%(num)s people now; the list is frozen when it resumes.", 3)
-    assert audience_now != "3 people now; the list is frozen when it resumes."
-    assert audience_now in client.get(f"/campaigns/{ident(scheduled)}").text
+    assert audience_now in client.get(f"/campaigns/{ident(overdue)}").text
 
     preparing = text_campaign(org, sandbox, customers=people)
     start(org, preparing)
