@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from crm.campaigns import audience, consent, live
 from crm.campaigns.models import Campaign, NumberSettings
+from crm.customers.models import Customer
 from crm.extensions import db, socketio
 from crm.foundation import services as foundation_services
 from crm.models import utcnow
@@ -940,11 +941,13 @@ def test_the_picker_is_offered_while_the_message_is_still_unwritten(client, org,
     assert arabic("Write a text or choose a template.") in page.text
 
 
-def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admin, sandbox):
-    """A search streams the whole file, however long (past its 20,000th row), holding a batch
-    of rows and the matches, never the file: a second search of a file twice as long needs
-    no more memory. A number the file gave before under another name is found by that name,
-    the one the freezing keeps."""
+def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admin, sandbox,
+                                                               monkeypatch):
+    """A file too long to be indexed: a search streams the whole file, however long (past
+    its 20,000th row), holding a batch of rows and the matches, never the file: a second
+    search of a file twice as long needs no more memory. A number the file gave before under
+    another name is found by that name, the one the freezing keeps."""
+    monkeypatch.setattr(audience, "INDEX_MAX_ROWS", 0)
     rows = 20_100
     lines = [f"05{n:08d},عميل {n}" for n in range(10_000_000, 10_000_000 + rows - 2)]
     lines += ["0500000005,مكرر", "0559999999,نورة الأخيرة"]
@@ -982,10 +985,12 @@ def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admi
 
 def test_a_files_search_reads_it_again_only_for_a_number_perhaps_given_above(
         client, org, admin, sandbox, monkeypatch):
-    """A match on the file's name is checked against the rows above it only when the number
-    may have been read before (a filter of the numbers read says so): a search for a name
-    whose number the file gives once reads the file once; one whose number came earlier under
-    another name reads it again, drops it, and searches once more."""
+    """In a file too long to be indexed, a match on the file's name is checked against the
+    rows above it only when the number may have been read before (a filter of the numbers
+    read says so): a search for a name whose number the file gives once reads the file once;
+    one whose number came earlier under another name reads it again, drops it, and searches
+    once more."""
+    monkeypatch.setattr(audience, "INDEX_MAX_ROWS", 0)
     campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
     upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
                                   "+966501234567,مكرر\n0501234569,ليلى\n")
@@ -1003,6 +1008,62 @@ def test_a_files_search_reads_it_again_only_for_a_number_perhaps_given_above(
     nobody = preview_of(client, campaign, q="مكرر")
     assert arabic("Nobody in the audience matches this search.") in nobody.text
     assert len(reads) == 4  # the search, the rows above, the search again; the first row
+
+
+def test_a_files_search_reads_the_file_once_while_someone_types(client, org, admin, sandbox,
+                                                                monkeypatch):
+    """Each keystroke in the search box asks again: the file is read once into its index,
+    and the searches, the pick of a row and the page find their rows there (the first row of
+    each number, named as the freezing names it), without reading it again. Another file is
+    read anew, and so is the same one once INDEX_TTL has passed."""
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
+                                  "+966501234567,مكرر\n0501234569,ليلى الحربي\nbad,خطأ\n")
+    reads = []
+    file_rows = audience._file_rows
+
+    def counted(path, spec):
+        reads.append(path)
+        return file_rows(path, spec)
+
+    monkeypatch.setattr(audience, "_file_rows", counted)
+    for typed in ("ل", "لي", "ليل", "ليلى", "ليلى ال", "ليلى الحر"):
+        assert preview_options(preview_of(client, campaign, q=typed).text, "row") == [
+            ("4", "ليلى الحربي")], typed
+    assert preview_options(preview_of(client, campaign, q="0501234568").text, "row") == [
+        ("2", "عمر")]
+    nobody = preview_of(client, campaign, q="مكرر")
+    assert arabic("Nobody in the audience matches this search.") in nobody.text
+    assert "خطأ" not in preview_of(client, campaign, q="خطأ").text
+    assert bubble(preview_of(client, campaign, row="2").text) == "مرحبا عمر"
+    assert preview_options(client.get(f"/campaigns/{ident(campaign)}/edit").text, "row") == [
+        ("1", "سارة"), ("2", "عمر"), ("4", "ليلى الحربي")]
+    assert len(reads) == 1
+
+    upload_file(client, campaign, "phone,name\n0501234570,هند\n")
+    assert preview_options(preview_of(client, campaign, q="هند").text, "row") == [("1", "هند")]
+    assert len(reads) == 2
+    monkeypatch.setattr(audience, "INDEX_TTL", 0)
+    preview_of(client, campaign, q="هن")
+    assert len(reads) == 3
+
+
+def test_a_files_search_names_a_renamed_customer_as_the_crm_does_now(client, org, admin,
+                                                                     sandbox):
+    """The index keeps the names the CRM gave when it was read; a customer renamed since is
+    not found by their old name (each match is checked against the CRM's name now), and is
+    shown by the new one."""
+    customer = make_customer(org, name="خالد القديم", phone="0501234567")
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,اسم الملف\n0501234568,عمر\n")
+    assert preview_options(preview_of(client, campaign, q="خالد").text, "row") == [
+        ("1", "خالد القديم")]
+    with organization_context(ident(org)):
+        db.session.get(Customer, ident(customer)).name = "فهد الجديد"
+        db.session.flush()
+    assert "خالد" not in preview_of(client, campaign, q="خالد").text
+    assert preview_options(preview_of(client, campaign, q="0501234567").text, "row") == [
+        ("1", "فهد الجديد")]
 
 
 def test_a_files_search_finds_a_number_the_crm_knows_by_the_crms_name(client, org, admin,
