@@ -227,9 +227,10 @@ def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[C
     first time the file gives it (the row the freezing keeps), named as the freezing names it
     (`_as_candidates`) and matched on that name or the number.
 
-    A file of at most INDEX_MAX_ROWS rows is searched in its index (`_FileIndex`), read once
-    and kept a while: someone typing in the search box asks once a keystroke. A larger one
-    is streamed on each search, as follows.
+    A file of at most INDEX_MAX_ROWS rows is searched in its index (`_FileIndex`), read at the
+    first search and kept a while: someone typing in the search box asks once a keystroke.
+    Without an index (a larger file, or no search yet) the file is streamed, as follows;
+    without a search only its first batch is read.
 
     The whole file is streamed a batch of CSV_BATCH rows at a time (one query each for the
     numbers the CRM knows): memory holds a batch, the matches and a fixed-size filter of the
@@ -238,8 +239,9 @@ def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[C
     says the number may have been read before, a second read of the rows above the match
     settles it, and the search runs again without the numbers given before."""
     forms = search_forms(search, current_organization().country) if search else None
-    if spec.get("rows", 0) <= INDEX_MAX_ROWS:
-        return _file_index(spec).candidates(limit, forms)
+    index = _file_index(spec, build=forms is not None)  # the first rows cost one batch
+    if index is not None:
+        return index.candidates(limit, forms)
     dropped: set[str] = set()
     while True:
         found, doubtful = _first_matches(spec, limit, forms, dropped)
@@ -325,8 +327,8 @@ def file_candidate(audience: Mapping[str, Any], number: int) -> Candidate | None
     if "csv" not in audience:
         return None
     spec = audience["csv"]
-    if spec.get("rows", 0) <= INDEX_MAX_ROWS:
-        return _file_index(spec).candidate(number)
+    if (index := _file_index(spec, build=False)) is not None:
+        return index.candidate(number)
     row = next((row for row in _file_rows(csv_path(spec), spec) if row[0] >= number), None)
     if row is None or row[0] != number or row[1] is None:
         return None
@@ -424,17 +426,21 @@ _indexes: OrderedDict[tuple, _FileIndex] = OrderedDict()
 _indexes_lock = threading.Lock()
 
 
-def _file_index(spec: Mapping[str, Any]) -> _FileIndex:
-    """The index of the audience file `spec` names, read now if not kept (or kept too long).
-    Kept by organization and everything `spec` says: another file, or another column chosen
-    for the numbers, is another index."""
+def _file_index(spec: Mapping[str, Any], build: bool) -> _FileIndex | None:
+    """The index of the audience file `spec` names, if kept, else read now if `build` (None
+    for a file over INDEX_MAX_ROWS). Kept by organization and everything `spec` says: another
+    file, or another column chosen for the numbers, is another index."""
     csv_path(spec)  # still there
+    if spec.get("rows", 0) > INDEX_MAX_ROWS:
+        return None
     key = (current_organization_id(), *sorted(spec.items()))
     with _indexes_lock:
         index = _indexes.get(key)
         if index is not None and time.monotonic() - index.built_at < INDEX_TTL:
             _indexes.move_to_end(key)
             return index
+    if not build:
+        return None
     index = _FileIndex(spec)
     with _indexes_lock:
         _indexes[key] = index
