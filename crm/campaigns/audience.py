@@ -340,7 +340,7 @@ def file_candidate(audience: Mapping[str, Any], number: int) -> Candidate | None
 
 # A file's index: the preview's search of a file in memory ----------------------------------
 
-INDEX_MAX_ROWS = 200_000  # larger files are streamed on each search (some 16 MB of index here)
+INDEX_MAX_ROWS = 200_000  # larger files are streamed on each search (an index of ~20 MiB here)
 INDEX_KEPT = 4  # files' indexes each process keeps, the most recently used
 INDEX_TTL = 300.0  # seconds: a customer renamed since is found by the new name after that
 
