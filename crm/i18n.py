@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from babel import Locale
-from babel.dates import format_date, format_time, format_timedelta
+from babel.dates import format_date, format_time, format_timedelta, get_timezone_location
 from babel.numbers import format_currency, get_currency_symbol
 from flask import Flask, g, has_request_context, request
 from flask_babel import format_decimal, get_locale
@@ -55,6 +55,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["currency_symbol"] = currency_symbol
     app.jinja_env.filters["ltr"] = ltr
     app.jinja_env.filters["duration"] = format_duration
+    app.jinja_env.filters["zone_name"] = lambda zone: timezone_name(zone, current_language())
 
 
 def select_language() -> str:
@@ -184,6 +185,19 @@ def organization_zone() -> tzinfo:
         zones[key] = ZoneInfo(organization.timezone if organization else "UTC")
     return zones[key]
 
+
+
+@lru_cache(maxsize=1024)
+def timezone_name(zone: str, language: str) -> str:
+    """A time zone as people name it in `language` («توقيت مصر», "Egypt Time"); its IANA
+    name stays what is stored and posted. UTC stays UTC (Babel calls it an unknown region),
+    and a name Babel does not know is shown as it is."""
+    if zone == "UTC":
+        return zone
+    try:
+        return get_timezone_location(zone, locale=language)
+    except LookupError:
+        return zone
 
 def _locale() -> Locale:
     return get_locale() or Locale.parse("ar")

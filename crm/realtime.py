@@ -7,11 +7,13 @@ carry server-rendered HTML fragments; the browser's glue script swaps them in wi
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+import socketio as socketio_server
 from flask import Flask, current_app, has_request_context, request
 from flask_babel import force_locale
 from flask_login import current_user
@@ -27,6 +29,10 @@ from crm.permissions import role_allows
 from crm.tenancy import current_organization_id
 from crm.transaction import on_commit
 
+log = logging.getLogger("crm.realtime")
+
+RESYNC = "resync"  # to a process's sockets: events may have been lost, fetch again
+
 
 def init_app(app: Flask) -> None:
     """Serve Socket.IO through the Redis message queue, to pages of our own origin only.
@@ -36,7 +42,7 @@ def init_app(app: Flask) -> None:
     with a user's cookie. Passing `cors_allowed_origins=[]` would switch that check off.
     """
     url = app.config["REDIS_URL"]
-    socketio.init_app(app, message_queue=url, channel=message_channel(url),
+    socketio.init_app(app, client_manager=ResyncingRedisManager(url, channel=message_channel(url)),
                       async_mode="threading", manage_session=False)
     # In place of Flask-WTF's own, which it gives templates both ways.
     app.jinja_env.globals["csrf_token"] = csrf_token
@@ -53,6 +59,38 @@ def csrf_token() -> str:
     which the server reads when the form's field is empty; a token in the field is read first,
     and the caller's session's (or a job's made-up one) was refused for everyone else."""
     return "" if _for_others.get() else generate_csrf()
+
+
+class ResyncingRedisManager(socketio_server.RedisManager):
+    """The Redis message queue, telling this process's sockets to "resync" once its listener
+    has subscribed again after losing Redis.
+
+    A socket stays connected to its web process through a Redis outage, but what other
+    processes published meanwhile is lost, and so is what they publish after Redis is back
+    until the listener subscribes again (it retries with a pause growing up to a minute):
+    the page would never know. On "resync" pages fetch again what they show, as after a
+    reconnect (static/js/app.js).
+    """
+
+    def _redis_connect(self) -> None:
+        super()._redis_connect()
+        # Subscribe confirmations included: `_listen` sees each (re)subscription.
+        self.pubsub = self.redis.pubsub()
+
+    def _listen(self) -> Iterator[bytes]:
+        # python-socketio's own, but that a subscription after the first one resyncs.
+        channel = self.channel.encode("utf-8")
+        subscribed = False
+        for message in self._redis_listen_with_retries():
+            if message["channel"] != channel:
+                continue
+            if message["type"] == "subscribe":
+                if subscribed:
+                    log.warning("realtime: subscribed to %s again; sockets resync", self.channel)
+                    self.server.emit(RESYNC, {}, namespace="/", ignore_queue=True)
+                subscribed = True
+            elif message["type"] == "message" and "data" in message:
+                yield message["data"]
 
 
 def message_channel(redis_url: str) -> str:

@@ -13,11 +13,12 @@ was killed. So every RECOVERY_INTERVAL seconds one job asks each outbox for what
   fails, saying it may have arrived); never sent again;
 - webhook deliveries kept and not applied are drained, whatever the drain mark says;
 - SLA deadlines that came due are handled, even when no timer job woke for them (RQ's
-  scheduler lost with a restarted worker), so a breach is seen within an interval.
+  scheduler lost with a restarted worker), so a breach is seen within an interval;
+- sessions over for more than 30 days are deleted (at most once an hour).
 
          "crm.mail:recover_outbox", "crm.billing.jobs:recover_events",
          "crm.billing.usage:report_usage", "crm.tickets.jobs:sweep",
-         "crm.campaigns.jobs:keep_running")
+         "crm.campaigns.jobs:keep_running", "crm.foundation.jobs:purge_sessions")
 
 The clock: every worker serving QUEUE enqueues a run as it starts, then keeps a thread that
 ticks every interval; a Redis key taken with NX lets only the first tick of each interval, of
@@ -55,7 +56,7 @@ BATCH = 1000  # rows of each kind looked at per run (the oldest first)
 TASKS = ("crm.whatsapp.jobs:recover_ingest", "crm.whatsapp.jobs:recover_outbox",
          "crm.mail:recover_outbox", "crm.billing.jobs:recover_events",
          "crm.billing.usage:report_usage", "crm.tickets.jobs:sweep",
-         "crm.campaigns.jobs:keep_running")
+         "crm.campaigns.jobs:keep_running", "crm.foundation.jobs:purge_sessions")
 
 
 def run() -> None:

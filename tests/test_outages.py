@@ -284,6 +284,30 @@ def test_a_redis_outage_answers_503_where_redis_is_needed_and_heals_by_itself(si
         socket.wait_for("outageOver", {"n": 1})
 
 
+@pytest.mark.live
+def test_a_page_open_through_a_redis_outage_is_told_to_fetch_again(site, caplog):
+    """A page's socket stays connected while Redis is down (the web process serves it), so
+    the page is not told that the events published meanwhile are lost, nor those published
+    after Redis is back and before the server's listener subscribes again (it retries with a
+    growing pause). Once it has, the server tells each of its sockets to "resync", and pages
+    fetch again what they show, as after a reconnect; events reach them again."""
+    live = site.live
+    caller = Caller.of(live)
+    with live.socket(caller.cookie(live), transport="websocket") as socket:
+        with site.redis_down():
+            wait_until(lambda: any("Cannot receive from redis" in record.getMessage()
+                                   for record in caplog.records), "the listener losing Redis")
+            assert socket.client.connected
+            assert ("resync", {}) not in socket.events
+        wait_until(lambda: ("resync", {}) in socket.events,
+                   "the server telling its sockets to fetch again", timeout=65)
+        assert socket.client.connected
+        with live.transaction(caller.account.organization_id):
+            emit_to_org("outageOver", {"n": 2})
+        socket.wait_for("outageOver", {"n": 2})
+    assert [event for event, _data in socket.events].count("resync") == 1
+
+
 def _wait_for_live_events(live: LiveServer) -> None:
     """Wait until the app hears its Socket.IO channel again: after a Redis outage its listener
     reconnects with a growing pause, of at most a minute."""

@@ -13,10 +13,16 @@ at here: it is checked at send time.
 from __future__ import annotations
 
 import csv
+import threading
+import time
 import uuid
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from itertools import islice
+from heapq import merge
+from itertools import accumulate, groupby, islice
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +47,7 @@ from crm.customers.models import Customer
 from crm.errors import NotFoundError, ValidationError, file_too_large
 from crm.extensions import db
 from crm.foundation.services import current_organization
-from crm.search import matches, normalize_phone, search_forms
+from crm.search import fold_text, matches, normalize_phone, search_forms
 from crm.tenancy import current_organization_id
 
 MAX_CUSTOMER_IDS = 10_000
@@ -221,6 +227,11 @@ def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[C
     first time the file gives it (the row the freezing keeps), named as the freezing names it
     (`_as_candidates`) and matched on that name or the number.
 
+    A file of at most INDEX_MAX_ROWS rows is searched in its index (`_FileIndex`), read at the
+    first search and kept a while: someone typing in the search box asks once a keystroke.
+    Without an index (a larger file, or no search yet) the file is streamed, as follows;
+    without a search only its first batch is read.
+
     The whole file is streamed a batch of CSV_BATCH rows at a time (one query each for the
     numbers the CRM knows): memory holds a batch, the matches and a fixed-size filter of the
     numbers read (`_NumbersRead`), never the file. So a match found on the file's name may be
@@ -228,6 +239,9 @@ def _file_candidates(spec: Mapping[str, Any], limit: int, search: str) -> list[C
     says the number may have been read before, a second read of the rows above the match
     settles it, and the search runs again without the numbers given before."""
     forms = search_forms(search, current_organization().country) if search else None
+    index = _file_index(spec, build=forms is not None)  # the first rows cost one batch
+    if index is not None:
+        return index.candidates(limit, forms)
     dropped: set[str] = set()
     while True:
         found, doubtful = _first_matches(spec, limit, forms, dropped)
@@ -313,6 +327,8 @@ def file_candidate(audience: Mapping[str, Any], number: int) -> Candidate | None
     if "csv" not in audience:
         return None
     spec = audience["csv"]
+    if (index := _file_index(spec, build=False)) is not None:
+        return index.candidate(number)
     row = next((row for row in _file_rows(csv_path(spec), spec) if row[0] >= number), None)
     if row is None or row[0] != number or row[1] is None:
         return None
@@ -320,6 +336,118 @@ def file_candidate(audience: Mapping[str, Any], number: int) -> Candidate | None
     if _given_before(spec, {phone: number}):
         return None
     return _as_candidates([(number, phone, name)])[0]
+
+
+# A file's index: the preview's search of a file in memory ----------------------------------
+
+INDEX_MAX_ROWS = 200_000  # larger files are streamed on each search (an index of ~20 MiB here)
+INDEX_KEPT = 4  # files' indexes each process keeps, the most recently used
+INDEX_TTL = 300.0  # seconds: a customer renamed since is found by the new name after that
+
+
+class _Column:
+    """Strings kept as one (a line each, so about a byte or two a character), found by
+    `str.find` over them all at once rather than a Python loop over each."""
+
+    def __init__(self, values: list[str]) -> None:
+        self.text = "\n".join(values) + "\n"
+        self.starts = array("q", accumulate((len(value) + 1 for value in values[:-1]),
+                                            initial=0)) if values else array("q")
+
+    def __getitem__(self, index: int) -> str:
+        start = self.starts[index]
+        return self.text[start:self.text.index("\n", start)]
+
+    def having(self, term: str) -> Iterator[int]:
+        """The indexes of the strings that contain `term` (no line break), in order."""
+        position = 0
+        while (found := self.text.find(term, position)) != -1:
+            index = bisect_right(self.starts, found) - 1
+            yield index
+            position = self.text.index("\n", found) + 1
+
+
+class _FileIndex:
+    """The recipients of an audience file as the freezing keeps them (the first row of each
+    valid number), compact: their rows, their numbers (digits) and the names the file gives
+    them, and the names the freezing sends, folded as the search folds them (a number the CRM
+    knows goes out with its customer's name)."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.built_at = time.monotonic()
+        self.rows = array("q")
+        phones: list[str] = []
+        names: list[str] = []
+        folded: list[str] = []
+        seen: set[str] = set()
+        for batch in _batches(_file_rows(csv_path(spec), spec)):
+            fresh = [(number, phone, name) for number, phone, _raw, name in batch
+                     if phone is not None and not (phone in seen or seen.add(phone))]
+            known = dict(db.session.execute(select(Customer.phone, Customer.name).where(
+                Customer.phone.in_([phone for _n, phone, _name in fresh]),
+                Customer.merged_into_id.is_(None))).all()) if fresh else {}
+            for number, phone, name in fresh:
+                self.rows.append(number)
+                phones.append(phone.lstrip("+"))
+                names.append(name)
+                folded.append(fold_text(known.get(phone, name)))
+        self.phones, self.names, self.folded = _Column(phones), _Column(names), _Column(folded)
+
+    def _row(self, index: int) -> tuple[int, str, str]:
+        return self.rows[index], "+" + self.phones[index], self.names[index]
+
+    def candidates(self, limit: int, forms: tuple[str, list[str]] | None) -> list[Candidate]:
+        """The first `limit` recipients, or the first matching `forms` (`search_forms`): found
+        in the index, then checked against the names the CRM gives them now."""
+        if forms is None:
+            return _as_candidates([self._row(index)
+                                   for index in range(min(limit, len(self.rows)))])
+        text, digits = forms
+        # Each column's matches in order, merged; a row matched twice is one row.
+        found = (index for index, _same in groupby(merge(
+            *([self.folded.having(text)] if text else []),
+            *(self.phones.having(d) for d in digits))))
+        matching: list[Candidate] = []
+        while len(matching) < limit and (indexes := list(islice(found, limit))):
+            matching += [candidate for candidate in
+                         _as_candidates([self._row(index) for index in indexes])
+                         if matches(forms, candidate.name, candidate.phone)]
+        return matching[:limit]
+
+    def candidate(self, number: int) -> Candidate | None:
+        """The recipient of row `number`, if the campaign will send to it."""
+        index = bisect_left(self.rows, number)
+        if index == len(self.rows) or self.rows[index] != number:
+            return None
+        return _as_candidates([self._row(index)])[0]
+
+
+_indexes: OrderedDict[tuple, _FileIndex] = OrderedDict()
+_indexes_lock = threading.Lock()
+
+
+def _file_index(spec: Mapping[str, Any], build: bool) -> _FileIndex | None:
+    """The index of the audience file `spec` names, if kept, else read now if `build` (None
+    for a file over INDEX_MAX_ROWS). Kept by organization and everything `spec` says: another
+    file, or another column chosen for the numbers, is another index."""
+    csv_path(spec)  # still there
+    if spec.get("rows", 0) > INDEX_MAX_ROWS:
+        return None
+    key = (current_organization_id(), *sorted(spec.items()))
+    with _indexes_lock:
+        index = _indexes.get(key)
+        if index is not None and time.monotonic() - index.built_at < INDEX_TTL:
+            _indexes.move_to_end(key)
+            return index
+    if not build:
+        return None
+    index = _FileIndex(spec)
+    with _indexes_lock:
+        _indexes[key] = index
+        _indexes.move_to_end(key)
+        while len(_indexes) > INDEX_KEPT:
+            _indexes.popitem(last=False)
+    return index
 
 
 def _as_candidates(rows: list[tuple[int, str, str]]) -> list[Candidate]:

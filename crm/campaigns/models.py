@@ -105,12 +105,21 @@ class Campaign(VersionedMixin, TenantMixin, db.Model):
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
 
     @property
+    def paused_before_its_time(self) -> bool:
+        """Paused while scheduled, its time still to come: resuming it waits for that time."""
+        return (self.status == "paused" and self.started_at is None
+                and self.scheduled_at is not None and self.scheduled_at > utcnow())
+
+    @property
     def list_pending(self) -> str | None:
         """Why its counts still read 0: its list of recipients is not frozen (LIST_PENDING:
         being frozen now that it runs, frozen when it starts or when it resumes, or never,
-        having stopped before); None once frozen."""
+        having stopped before; "at_time" when paused before its time, which resuming waits
+        for again); None once frozen."""
         if self.frozen_at is not None:
             return None
+        if self.paused_before_its_time:
+            return "at_time"
         return LIST_PENDING.get(self.status)
 
     def __repr__(self) -> str:

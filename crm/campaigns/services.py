@@ -520,7 +520,7 @@ def resume_campaign(actor: User, campaign: Campaign) -> Campaign:
     lock_for_edit(campaign)
     if campaign.status != "paused":
         raise ConflictError(_("Only a paused campaign can be resumed."))
-    if campaign.started_at is None and campaign.scheduled_at and campaign.scheduled_at > utcnow():
+    if campaign.paused_before_its_time:
         campaign.status, campaign.pause_reason, campaign.pause_detail = "scheduled", None, None
         jobs.schedule_start(campaign)
     else:

@@ -525,7 +525,7 @@ def _summary(campaign: Campaign) -> dict[str, Any]:
             "failures": services.failure_reasons(campaign),
             # Its counts stay 0 until the list is frozen: say whom it names now.
             "expected": _audience_count(campaign)
-            if campaign.list_pending in ("at_start", "at_resume") else None,
+            if campaign.list_pending in ("at_start", "at_resume", "at_time") else None,
             "pause_text": services.pause_reason_text(campaign)
             if campaign.status == "paused" else None}
 

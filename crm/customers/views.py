@@ -215,21 +215,29 @@ def stage_choices() -> list[tuple[str, str]]:
     return [(str(stage.id), stage.name_in(language)) for stage in services.list_stages()]
 
 
+def _owner_label(user: User) -> str:
+    return (user.full_name if user.is_active
+            else _("%(name)s (no longer in the team)", name=user.full_name))
+
+
 def _owner_choices(owner: User | None = None) -> list[tuple[str, str]]:
     """The team's active members; and `owner` (a customer's) when they have left the team, so
     that a form keeps them rather than saving «No owner» in their place."""
     users, _more = foundation.list_users(limit=TEAM_LIMIT)
-    choices = [(str(user.id), user.full_name) for user in users]
     if owner is not None and not owner.is_active:
-        choices.append((str(owner.id), _("%(name)s (no longer in the team)",
-                                         name=owner.full_name)))
-    return choices
+        users.append(owner)
+    return [(str(user.id), _owner_label(user)) for user in users]
 
 
-def _choices(definitions: list | None = None, owner: User | None = None) -> dict:
+def _choices(definitions: list | None = None, owner: User | None = None, *,
+             filtering: bool = False) -> dict:
     """What the customer forms and filters offer to choose from (`owner`: the edited
-    customer's, kept among the choices)."""
-    return {"stage_choices": stage_choices(), "owner_choices": _owner_choices(owner),
+    customer's, kept among the choices). A filter (`filtering`) offers the members who left
+    the team but still own customers too."""
+    owners = ([(str(user.id), _owner_label(user))
+               for user in services.owners_to_filter(TEAM_LIMIT)]
+              if filtering else _owner_choices(owner))
+    return {"stage_choices": stage_choices(), "owner_choices": owners,
             "definitions": (definitions if definitions is not None
                             else services.list_field_definitions()),
             "source_choices": [(source, SOURCE_LABELS[source]) for source in SOURCES],
@@ -258,7 +266,8 @@ def list_customers():
     status = 422 if errors else 200
     if is_htmx():
         return fragment("customers/_rows.html", status, oob=True, **context)
-    return page("customers/list.html", status, values=request.args, **_choices(), **context)
+    return page("customers/list.html", status, values=request.args, **_choices(filtering=True),
+                **context)
 
 
 @blueprint.get("/export.csv")
@@ -677,7 +686,7 @@ def _segment_page(status: int = 200, **context) -> tuple[str, int]:
     filters, errors = _filters(context.get("values", {}))
     context.setdefault("errors", errors)
     context["count"] = services.count_customers(filters) if filters else 0
-    return page("customers/segment_new.html", status, **_choices(), **context)
+    return page("customers/segment_new.html", status, **_choices(filtering=True), **context)
 
 
 @blueprint.get("/segments/new")

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from babel import Locale
-from babel.dates import get_timezone_location
 from flask import (
     Blueprint,
     abort,
@@ -35,7 +34,7 @@ from crm.billing.gate import PlanLimitError
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
 from crm.foundation import services
 from crm.foundation.models import MODULE_LABELS, ROLES, Invitation, User
-from crm.i18n import current_language, isolate
+from crm.i18n import current_language, isolate, timezone_name
 from crm.permissions import (
     MATRIX,
     can,
@@ -602,7 +601,7 @@ def _timezone_choices(language: str, day: date) -> tuple[tuple[str, str], ...]:
         minutes = int(offset.total_seconds()) // 60
         sign = "+" if minutes >= 0 else "-"
         shown = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-        name = "UTC" if zone == "UTC" else get_timezone_location(zone, locale=language)
+        name = timezone_name(zone, language)
         choices.append((minutes, name, zone, f"{name} ({shown})"))
     choices.sort()
     return tuple((zone, label) for _minutes, _name, zone, label in choices)
@@ -706,6 +705,21 @@ def revoke_api_key(key_id: int):
     return see_other("foundation.api_keys")
 
 
+def _setting_value(field: str, value: object) -> object:
+    """A changed setting's value as the viewer reads it: a language, a country or a time zone
+    by its name in their language (the log keeps the codes); any other as it was."""
+    language = current_language()
+    if not isinstance(value, str):
+        return value
+    if field == "default_language":
+        return Locale.parse(language).languages.get(value, value)
+    if field == "country":
+        return Locale.parse(language).territories.get(value, value)
+    if field == "timezone":
+        return timezone_name(value, language)
+    return value
+
+
 @blueprint.get("/settings/audit")
 @require("settings", "write")
 def audit_log():
@@ -720,7 +734,7 @@ def audit_log():
                            filters=filters, action_labels=AUDIT_ACTIONS,
                            action_choices=sorted(AUDIT_ACTIONS.items(), key=lambda a: str(a[1])),
                            target_labels=TARGET_LABELS, setting_labels=SETTING_LABELS,
-                           field_labels=FIELD_LABELS)
+                           field_labels=FIELD_LABELS, setting_value=_setting_value)
 
 
 add_onboarding_step(OnboardingStep(

@@ -78,6 +78,9 @@
         socket.emit("markAsRead", { conversation_id: read.conversation_id });
       }
       htmx.trigger(document.body, "realtime:" + event, data);
+      // The server lost Redis for a while (crm/realtime.py): events may have been lost, so
+      // the page re-fetches what it shows, as after a reconnect.
+      if (event === "resync") htmx.trigger(document.body, "realtime:reconnected");
     });
     window.waslSocket = socket;
   }

@@ -10,6 +10,7 @@ import gc
 import io
 import re
 import tracemalloc
+from datetime import timedelta
 
 import pytest
 from flask_babel import force_locale, gettext, ngettext, pgettext
@@ -18,8 +19,10 @@ from sqlalchemy import select
 
 from crm.campaigns import audience, consent, live
 from crm.campaigns.models import Campaign, NumberSettings
+from crm.customers.models import Customer
 from crm.extensions import db, socketio
 from crm.foundation import services as foundation_services
+from crm.models import utcnow
 from crm.tenancy import organization_context
 from tests.campaigns.factories import (
     ACCOUNT_ID,
@@ -412,6 +415,17 @@ def test_a_scheduled_campaign_is_confirmed_as_scheduled_and_can_be_sent_now(
     assert arabic("Only a scheduled campaign can be sent now.") in again.text
 
 
+def test_the_schedule_names_the_time_zone_in_the_readers_language(client, org, admin,
+                                                                 sandbox):
+    """The date and time of a schedule are «بتوقيت مؤسستك (توقيت المملكة العربية
+    السعودية)», not (Asia/Riyadh)."""
+    campaign = text_campaign(org, sandbox)
+    draft = client.get(f"/campaigns/{ident(campaign)}/edit").text
+    assert arabic("In your organization's time zone (%(zone)s).",
+                  zone="توقيت المملكة العربية السعودية") in draft
+    assert "Asia/Riyadh" not in draft
+
+
 def test_a_scheduled_campaign_says_how_many_people_it_will_reach(client, org, admin, sandbox):
     """Before its list is frozen the counts are all 0: the page says whom the audience
     names now, so a scheduled campaign does not look empty."""
@@ -455,15 +469,19 @@ def test_a_campaign_whose_list_is_not_frozen_never_reads_zeros(
         app, client, org, admin, sandbox, clock, monkeypatch):
     """Before its list of recipients is frozen a campaign's counts are all 0: its page and its
     row in the list say when the list will be prepared (when it starts; when a campaign
-    paused before it resumes) or that it never was (cancelled before), not «0 of 0»; the
-    page shows no zero counts nor a funnel of zeros, and pausing or cancelling it swaps no
-    «0 of 0» into open pages."""
+    paused while preparing it resumes; when one paused before its time starts at that time,
+    since resuming it waits for that time again, and when it resumes once that time has
+    passed) or that it never was (cancelled before), not «0 of 0»; the page shows no zero
+    counts nor a funnel of zeros, and pausing or cancelling it swaps no «0 of 0» into open
+    pages."""
     seen = []
     monkeypatch.setattr(socketio, "emit", lambda event, data, to: seen.append((event, data)))
     people = [make_customer(org, name=f"C{n}", phone=f"050123456{n}") for n in range(3)]
     at_start = arabic("The list of recipients is prepared when the campaign starts.")
     at_resume = arabic("The list of recipients is not prepared yet: it will be when the "
                        "campaign resumes.")
+    at_time = arabic("Paused before its time: once resumed, it waits for its time, and the "
+                     "list of recipients is prepared when it starts.")
     never = arabic("Stopped before its list of recipients was prepared: nobody received it.")
     zeros = arabic("%(current)s of %(total)s", current="0", total="0")
 
@@ -481,12 +499,26 @@ def test_a_campaign_whose_list_is_not_frozen_never_reads_zeros(
     start(org, scheduled)
     says(scheduled, at_start)
     act(org, scheduled, "pause")
-    says(scheduled, at_resume)
+    says(scheduled, at_time)
+    assert at_resume not in client.get(f"/campaigns/{ident(scheduled)}").text
+    with force_locale("ar"):
+        audience_now = ngettext(
+            "%(num)s person now; the list is frozen when it starts at its time.",
+            "%(num)s people now; the list is frozen when it starts at its time.", 3)
+    assert audience_now != "3 people now; the list is frozen when it starts at its time."
+    assert audience_now in client.get(f"/campaigns/{ident(scheduled)}").text
+
+    overdue = text_campaign(org, sandbox, customers=people, scheduled_at="2031-05-04T10:00")
+    start(org, overdue)
+    act(org, overdue, "pause")
+    with organization_context(ident(org)):  # its time passed while it was paused
+        db.session.get(Campaign, ident(overdue)).scheduled_at = utcnow() - timedelta(hours=1)
+        db.session.flush()
+    says(overdue, at_resume)
     with force_locale("ar"):
         audience_now = ngettext("%(num)s person now; the list is frozen when it resumes.",
                                 "%(num)s people now; the list is frozen when it resumes.", 3)
-    assert audience_now != "3 people now; the list is frozen when it resumes."
-    assert audience_now in client.get(f"/campaigns/{ident(scheduled)}").text
+    assert audience_now in client.get(f"/campaigns/{ident(overdue)}").text
 
     preparing = text_campaign(org, sandbox, customers=people)
     start(org, preparing)
@@ -909,11 +941,13 @@ def test_the_picker_is_offered_while_the_message_is_still_unwritten(client, org,
     assert arabic("Write a text or choose a template.") in page.text
 
 
-def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admin, sandbox):
-    """A search streams the whole file, however long (past its 20,000th row), holding a batch
-    of rows and the matches, never the file: a second search of a file twice as long needs
-    no more memory. A number the file gave before under another name is found by that name,
-    the one the freezing keeps."""
+def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admin, sandbox,
+                                                               monkeypatch):
+    """A file too long to be indexed: a search streams the whole file, however long (past
+    its 20,000th row), holding a batch of rows and the matches, never the file: a second
+    search of a file twice as long needs no more memory. A number the file gave before under
+    another name is found by that name, the one the freezing keeps."""
+    monkeypatch.setattr(audience, "INDEX_MAX_ROWS", 0)
     rows = 20_100
     lines = [f"05{n:08d},عميل {n}" for n in range(10_000_000, 10_000_000 + rows - 2)]
     lines += ["0500000005,مكرر", "0559999999,نورة الأخيرة"]
@@ -951,10 +985,12 @@ def test_a_files_search_reads_the_whole_file_a_batch_at_a_time(client, org, admi
 
 def test_a_files_search_reads_it_again_only_for_a_number_perhaps_given_above(
         client, org, admin, sandbox, monkeypatch):
-    """A match on the file's name is checked against the rows above it only when the number
-    may have been read before (a filter of the numbers read says so): a search for a name
-    whose number the file gives once reads the file once; one whose number came earlier under
-    another name reads it again, drops it, and searches once more."""
+    """In a file too long to be indexed, a match on the file's name is checked against the
+    rows above it only when the number may have been read before (a filter of the numbers
+    read says so): a search for a name whose number the file gives once reads the file once;
+    one whose number came earlier under another name reads it again, drops it, and searches
+    once more."""
+    monkeypatch.setattr(audience, "INDEX_MAX_ROWS", 0)
     campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
     upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
                                   "+966501234567,مكرر\n0501234569,ليلى\n")
@@ -972,6 +1008,62 @@ def test_a_files_search_reads_it_again_only_for_a_number_perhaps_given_above(
     nobody = preview_of(client, campaign, q="مكرر")
     assert arabic("Nobody in the audience matches this search.") in nobody.text
     assert len(reads) == 4  # the search, the rows above, the search again; the first row
+
+
+def test_a_files_search_reads_the_file_once_while_someone_types(client, org, admin, sandbox,
+                                                                monkeypatch):
+    """Each keystroke in the search box asks again: the file is read once into its index,
+    and the searches, the pick of a row and the page find their rows there (the first row of
+    each number, named as the freezing names it), without reading it again. Another file is
+    read anew, and so is the same one once INDEX_TTL has passed."""
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,سارة\n0501234568,عمر\n"
+                                  "+966501234567,مكرر\n0501234569,ليلى الحربي\nbad,خطأ\n")
+    reads = []
+    file_rows = audience._file_rows
+
+    def counted(path, spec):
+        reads.append(path)
+        return file_rows(path, spec)
+
+    monkeypatch.setattr(audience, "_file_rows", counted)
+    for typed in ("ل", "لي", "ليل", "ليلى", "ليلى ال", "ليلى الحر"):
+        assert preview_options(preview_of(client, campaign, q=typed).text, "row") == [
+            ("4", "ليلى الحربي")], typed
+    assert preview_options(preview_of(client, campaign, q="0501234568").text, "row") == [
+        ("2", "عمر")]
+    nobody = preview_of(client, campaign, q="مكرر")
+    assert arabic("Nobody in the audience matches this search.") in nobody.text
+    assert "خطأ" not in preview_of(client, campaign, q="خطأ").text
+    assert bubble(preview_of(client, campaign, row="2").text) == "مرحبا عمر"
+    assert preview_options(client.get(f"/campaigns/{ident(campaign)}/edit").text, "row") == [
+        ("1", "سارة"), ("2", "عمر"), ("4", "ليلى الحربي")]
+    assert len(reads) == 1
+
+    upload_file(client, campaign, "phone,name\n0501234570,هند\n")
+    assert preview_options(preview_of(client, campaign, q="هند").text, "row") == [("1", "هند")]
+    assert len(reads) == 2
+    monkeypatch.setattr(audience, "INDEX_TTL", 0)
+    preview_of(client, campaign, q="هن")
+    assert len(reads) == 3
+
+
+def test_a_files_search_names_a_renamed_customer_as_the_crm_does_now(client, org, admin,
+                                                                     sandbox):
+    """The index keeps the names the CRM gave when it was read; a customer renamed since is
+    not found by their old name (each match is checked against the CRM's name now), and is
+    shown by the new one."""
+    customer = make_customer(org, name="خالد القديم", phone="0501234567")
+    campaign = make_campaign(org, sandbox, message={"text": "مرحبا {name}"})
+    upload_file(client, campaign, "phone,name\n0501234567,اسم الملف\n0501234568,عمر\n")
+    assert preview_options(preview_of(client, campaign, q="خالد").text, "row") == [
+        ("1", "خالد القديم")]
+    with organization_context(ident(org)):
+        db.session.get(Customer, ident(customer)).name = "فهد الجديد"
+        db.session.flush()
+    assert "خالد" not in preview_of(client, campaign, q="خالد").text
+    assert preview_options(preview_of(client, campaign, q="0501234567").text, "row") == [
+        ("1", "فهد الجديد")]
 
 
 def test_a_files_search_finds_a_number_the_crm_knows_by_the_crms_name(client, org, admin,

@@ -139,6 +139,30 @@ def test_filters_narrow_the_list_and_the_links_keep_them(client, org, admin):
     assert f'<option value="{second_id}" dir="auto" selected>' in page.text
 
 
+def test_the_owner_filter_offers_members_who_left_but_still_own_customers(client, org, admin):
+    """The owner filter of the list and of a new segment offers, after the active members, a
+    removed member who still owns customers, marked as no longer in the team (it offered
+    active members only, so their customers could not be found by owner); a removed member
+    who owns none is not offered. Choosing them lists their customers."""
+    leaver, gone = make_user(org, role="agent"), make_user(org, role="agent")
+    kept = make_customer(org, name="Left behind", owner_id=ident(leaver))
+    make_customer(org, name="Someone else's")
+    with organization_context(ident(org)):
+        for user in (leaver, gone):
+            foundation_services.remove_user(org.admin, user)
+        commit()
+    for url in ("/customers/", "/customers/segments/new"):
+        owners = client.get(url).text.split('name="owner_id"')[1].split("</select>")[0]
+        values = re.findall(r'<option value="(\d+)"', owners)
+        assert values[-1] == str(ident(leaver)), (url, owners)
+        assert str(ident(gone)) not in values
+        option = re.search(rf'<option value="{ident(leaver)}"[^>]*>([^<]*)</option>', owners)
+        assert arabic("%(name)s (no longer in the team)",
+                      name=leaver.full_name) in option.group(1)
+    rows = client.get("/customers/", query_string={"owner_id": ident(leaver)}, headers=HTMX)
+    assert row_ids(rows.text) == [ident(kept)]
+
+
 def test_a_bad_filter_is_shown_beside_its_field(client, org, admin):
     """A score that is not a number answers 422 with the error by the field, and no rows."""
     make_customer(org, name="Anyone")

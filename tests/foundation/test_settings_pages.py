@@ -23,6 +23,7 @@ from crm.tenancy import organization_context
 from crm.tickets import demo as tickets_demo  # noqa: F401
 from crm.tickets import services as ticket_services
 from crm.tickets.models import Ticket, TicketComment
+from crm.transaction import commit
 from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 from crm.whatsapp.models import Conversation
 from tests.conftest import ROOT
@@ -431,9 +432,46 @@ def test_the_audit_log_says_which_settings_changed(client, org):
     text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
     latest = text[:text.index("</tr>")]
     assert arabic("Time zone") in latest
-    assert before in latest
-    assert "America/New_York" in latest
+    assert "توقيت المملكة العربية السعودية" in latest  # Asia/Riyadh, named
+    assert "توقيت الولايات المتحدة (نيويورك)" in latest
     assert "Renamed Co" not in latest  # unchanged by that save
+
+
+def test_the_audit_log_names_a_changed_language_country_and_time_zone(client, org):
+    """«اللغة الافتراضية: من العربية إلى الإنجليزية», not «من ar إلى en»: a language, a
+    country and a time zone read by their names in the viewer's language; the name stays
+    as it was typed."""
+    login(client, org.admin)
+    client.post("/settings", data={**SETTINGS, "name": "Renamed Co"})
+    text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
+    latest = text[:text.index("</tr>")]
+    for setting, before, after in (("Default language", "العربية", "الإنجليزية"),
+                                   ("Country", "المملكة العربية السعودية", "مصر"),
+                                   ("Time zone", "توقيت المملكة العربية السعودية",
+                                    "توقيت مصر")):
+        assert f"{arabic(setting)}: من <bdi>{before}</bdi> إلى <bdi>{after}</bdi>" in latest
+    assert "<bdi>Renamed Co</bdi>" in latest
+    client.post("/language", data={"language": "en"})
+    text = client.get("/settings/audit").text.split('id="audit-rows"')[1]
+    latest = text[:text.index("</tr>")]
+    assert "Default language: from <bdi>Arabic</bdi> to <bdi>English</bdi>" in latest
+    assert "Country: from <bdi>Saudi Arabia</bdi> to <bdi>Egypt</bdi>" in latest
+    assert "Time zone: from <bdi>Saudi Arabia Time</bdi> to <bdi>Egypt Time</bdi>" in latest
+
+
+def test_the_audit_log_shows_an_entry_whose_changes_are_a_list_of_fields(client, org):
+    """A ticket's edit records the fields it changed as a list («changes»: ["priority"]),
+    unlike a settings change (field: [from, to]): the log shows it by its target rather than
+    failing with a 500 (it read every «changes» as the settings' mapping)."""
+    login(client, org.admin)
+    with organization_context(ident(org)):
+        services.audit("ticket.updated", db.session.get(User, ident(org.admin)), None,
+                       changes=["priority", "status"])
+        commit()
+    client.post("/settings", data={**SETTINGS, "name": "Renamed Co"})
+    page = client.get("/settings/audit")
+    assert page.status_code == 200
+    assert "من <bdi>العربية</bdi>" in page.text  # the settings change still reads as one
 
 
 def test_the_default_language_says_whom_it_applies_to(client, org):

@@ -636,6 +636,18 @@ def test_holidays_are_dated_in_the_readers_language_with_their_weekday(client, o
     assert ">2030-05-05<" not in html
 
 
+def test_the_working_hours_name_the_time_zone_in_the_readers_language(client, org, admin):
+    """The working hours are «in the organization's time zone (توقيت المملكة العربية
+    السعودية)», not (Asia/Riyadh); in English, Saudi Arabia Time."""
+    html = text_of(client.get("/tickets/settings/calendar"))
+    assert arabic("In the organization's time zone (%(zone)s). A day that is not checked is "
+                  "a day off.", zone="توقيت المملكة العربية السعودية") in html
+    assert "Asia/Riyadh" not in html
+    client.post("/language", data={"language": "en"})
+    html = text_of(client.get("/tickets/settings/calendar"))
+    assert "In the organization's time zone (Saudi Arabia Time)." in html
+
+
 def test_hours_holidays_types_keywords_and_teams_are_managed(client, org, admin):
     agent = make_user(org, "agent")
     hours = {"day-0-open": "1", "day-0-0-start": "08:00", "day-0-0-end": "12:00",

@@ -94,6 +94,7 @@ from crm.customers.services.search import (
     count_customers,
     filtered_query,
     list_customers,
+    owners_to_filter,
     parse_filters,
 )
 from crm.customers.services.segments import (
@@ -179,6 +180,7 @@ __all__ = [
     "move_customer",
     "not_found",
     "organization_timezone",
+    "owners_to_filter",
     "parse_filters",
     "read_board",
     "readable_messages",

@@ -17,8 +17,10 @@ from sqlalchemy import (
     Row,
     Text,
     cast,
+    exists,
     func,
     literal_column,
+    or_,
     select,
     tuple_,
 )
@@ -36,6 +38,7 @@ from crm.customers.services.fields import (
 )
 from crm.errors import ValidationError
 from crm.extensions import db
+from crm.foundation.models import User
 from crm.foundation.services import current_organization
 from crm.pagination import CursorType, decode_cursor, encode_cursor, keyset_page
 from crm.search import search_terms
@@ -71,6 +74,14 @@ class CustomerFilters:
         if self.sort != "newest":
             params["sort"] = self.sort
         return params
+
+
+def owners_to_filter(limit: int) -> list[User]:
+    """Whom the owner filter offers: the team's active members, then the members since
+    removed who still own customers (one query, however many customers they own)."""
+    owns = exists().where(Customer.owner_id == User.id)
+    return list(db.session.scalars(select(User).where(or_(User.is_active, owns))
+                                   .order_by(User.is_active.desc(), User.id).limit(limit)))
 
 
 def parse_filters(params: Mapping, *, strict: bool = False) -> CustomerFilters:
