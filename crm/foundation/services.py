@@ -561,9 +561,20 @@ def pending_password_reset(token: object) -> PasswordResetToken:
     return record
 
 
-def reset_password(token: object, new_password: object) -> User:
-    new_password = _check_password(new_password)
-    record = pending_password_reset(token)
+def _check_repeat(password: object, repeat: object, field: str) -> None:
+    """A form's second typing of a new password; None where there is none (the API)."""
+    if repeat is not None and repeat != password:
+        raise ValidationError({field: _("The two passwords do not match.")})
+
+
+def reset_password(token: object, new_password: object, repeat: object = None) -> User:
+    """Set a new password with a reset link; `repeat` is the form's second typing of it."""
+    record = pending_password_reset(token)  # first: a dead link is a page of its own
+    new_password = collect({
+        "password": lambda: _check_password(new_password),
+        "password_confirmation": lambda: _check_repeat(new_password, repeat,
+                                                       "password_confirmation"),
+    })["password"]
     record.used_at = utcnow()
     user = record.user
     user.password_hash = hash_password(new_password)
@@ -572,11 +583,22 @@ def reset_password(token: object, new_password: object) -> User:
     return user
 
 
-def change_password(user: User, current_password: object, new_password: object) -> None:
-    if not isinstance(current_password, str) or not _password_matches(user.password_hash,
-                                                                      current_password):
+def _check_current_password(user: User, password: object) -> None:
+    if not isinstance(password, str) or not _password_matches(user.password_hash, password):
         raise ValidationError({"current_password": _("The current password is incorrect.")})
-    user.password_hash = hash_password(_check_password(new_password, "new_password"))
+
+
+def change_password(user: User, current_password: object, new_password: object,
+                    repeat: object = None) -> None:
+    """Change the password, every mistake reported at once; `repeat` is the form's second
+    typing of the new one."""
+    new_password = collect({
+        "current_password": lambda: _check_current_password(user, current_password),
+        "new_password": lambda: _check_password(new_password, "new_password"),
+        "new_password_confirmation": lambda: _check_repeat(new_password, repeat,
+                                                           "new_password_confirmation"),
+    })["new_password"]
+    user.password_hash = hash_password(new_password)
     _end_other_sessions(user)  # this one stays: the person who typed both passwords is here
     audit("user.password_changed", user, user)
 

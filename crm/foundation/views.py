@@ -197,11 +197,6 @@ def _safe_next(target: str | None) -> str:
     return url_for("foundation.dashboard")
 
 
-def _check_confirmation(password: str | None, confirmation: str | None, field: str) -> None:
-    if password != confirmation:
-        raise ValidationError({field: _("The two passwords do not match.")})
-
-
 def _invalid_link(message: str) -> tuple[str, int]:
     return render_template("foundation/invalid_link.html", message=message), 400
 
@@ -286,9 +281,8 @@ def reset_password(token: str):
         if request.method == "GET":
             services.pending_password_reset(token)
             return page("foundation/reset_password.html", token=token)
-        _check_confirmation(form.get("password"), form.get("password_confirmation"),
-                            "password_confirmation")
-        services.reset_password(token, form.get("password"))
+        services.reset_password(token, form.get("password"),
+                                form.get("password_confirmation", ""))
     except ValidationError as exc:
         if _link_refused(exc):
             return _invalid_link(exc.fields["token"])
@@ -355,9 +349,8 @@ def profile():
 def change_password():
     form = request.form
     try:
-        _check_confirmation(form.get("new_password"), form.get("new_password_confirmation"),
-                            "new_password_confirmation")
-        services.change_password(me(), form.get("current_password"), form.get("new_password"))
+        services.change_password(me(), form.get("current_password"), form.get("new_password"),
+                                 form.get("new_password_confirmation", ""))
     except ValidationError as exc:
         return _profile_page(422, password_errors=exc.fields)
     flash(_("Your password has been changed. Your other sessions were signed out."), "success")
