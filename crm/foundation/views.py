@@ -75,6 +75,10 @@ AUDIT_ACTIONS = {
     "user.password_reset_requested": lazy_gettext("Password reset requested"),
     "user.password_reset": lazy_gettext("Password reset"),
     "user.password_changed": lazy_gettext("Password changed"),
+    "user.email_change_requested": lazy_gettext("Email change requested"),
+    "user.email_change_resent": lazy_gettext("Email change link sent again"),
+    "user.email_change_cancelled": lazy_gettext("Email change cancelled"),
+    "user.email_changed": lazy_gettext("Email address changed"),
     "user.role_changed": lazy_gettext("Role changed"),
     "user.removed": lazy_gettext("Removed from the team"),
     "invitation.sent": lazy_gettext("Invitation sent"),
@@ -327,7 +331,10 @@ def _profile_page(status: int = 200, **context) -> tuple[str, int]:
     context.setdefault("values", {"full_name": current_user.full_name,
                                   "preferred_language": current_language()})
     context.setdefault("password_errors", {})
-    return page("foundation/profile.html", status, **_sessions(), **context)
+    context.setdefault("email_errors", {})
+    context.setdefault("email_values", {})
+    return page("foundation/profile.html", status, **_sessions(),
+                email_change=services.pending_email_change(me()), **context)
 
 
 @blueprint.route("/profile", methods=["GET", "POST"])
@@ -355,6 +362,60 @@ def change_password():
         return _profile_page(422, password_errors=exc.fields)
     flash(_("Your password has been changed. Your other sessions were signed out."), "success")
     return see_other("foundation.profile")
+
+
+@blueprint.post("/profile/email")
+@require("users", "none")
+def request_email_change():
+    form = request.form
+    try:
+        change = services.request_email_change(me(), form.get("new_email"),
+                                               form.get("current_password"))
+    except ValidationError as exc:
+        return _profile_page(422, email_errors=exc.fields, email_values=form)
+    flash(_("We sent a link to %(email)s. Your address changes once you open it.",
+            email=change.new_email), "success")
+    return see_other("foundation.profile", _anchor="email")
+
+
+@blueprint.post("/profile/email/resend")
+@require("users", "none")
+def resend_email_change():
+    return _email_change_answer(services.resend_email_change,
+                                _("We sent the link again. The earlier one no longer works."))
+
+
+@blueprint.post("/profile/email/cancel")
+@require("users", "none")
+def cancel_email_change():
+    return _email_change_answer(services.cancel_email_change,
+                                _("The change of email address was cancelled."))
+
+
+def _email_change_answer(change: Callable[[User], object], done: str):
+    """Run `change` on the waiting change of address, flash `done` or the refusal."""
+    try:
+        change(me())
+    except ConflictError as exc:  # nothing waits any more: confirmed, expired or cancelled
+        flash(exc.message, "error")
+    else:
+        flash(done, "success")
+    return see_other("foundation.profile", _anchor="email")
+
+
+@blueprint.get("/confirm-email/<token>")
+@public_rate_limited("confirm-email", failures_only=True)
+def confirm_email_change(token: str):
+    """The link sent to the new address: opening it, signed in or not, makes the change."""
+    by = me() if current_user.is_authenticated else None
+    try:
+        user = services.confirm_email_change(token, by)
+    except ValidationError as exc:
+        return _invalid_link(exc.fields["token"])
+    except ConflictError as exc:  # the address was taken meanwhile
+        return render_template("foundation/invalid_link.html", message=exc.message), exc.status
+    return render_template("foundation/email_changed.html", email=user.email,
+                           signed_in=by is not None and by is user)
 
 
 def device_name(user_agent: str | None) -> str:
