@@ -136,8 +136,8 @@ def request_email_change() -> Response:
     return answer(schemas.EmailChange, change, 202)
 
 
-@users.post("/users/me/email-change/resend", "Send the confirmation link again (the earlier "
-            "one stops working)", answers={202: schemas.EmailChange}, errors=(409,))
+@users.post("/users/me/email-change/link", "Send a new confirmation link (the earlier one "
+            "stops working)", answers={202: schemas.EmailChange}, errors=(409,))
 @login_required
 def resend_email_change() -> Response:
     return answer(schemas.EmailChange, services.resend_email_change(me()), 202)

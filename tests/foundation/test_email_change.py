@@ -359,7 +359,7 @@ def test_change_the_address_through_the_api(app, client, org, sent):
     assert asked.status_code == 202
     assert asked.json["new_email"] == NEW
     assert client.get("/api/users/me/email-change", headers=headers).json["new_email"] == NEW
-    assert client.post("/api/users/me/email-change/resend",
+    assert client.post("/api/users/me/email-change/link",
                        headers=headers).status_code == 202
 
     confirmed = client.post("/api/auth/confirm-email", json={"token": _token(sent)})
@@ -376,11 +376,11 @@ def test_cancel_through_the_api(client, org):
                 json={"new_email": NEW, "current_password": PASSWORD})
     assert client.delete("/api/users/me/email-change", headers=headers).status_code == 204
     assert client.delete("/api/users/me/email-change", headers=headers).status_code == 409
-    assert client.post("/api/users/me/email-change/resend", headers=headers).status_code == 409
+    assert client.post("/api/users/me/email-change/link", headers=headers).status_code == 409
 
 
 def test_the_routes_are_in_the_openapi_description(client):
     paths = client.get("/api/openapi.json").json["paths"]
     assert {"get", "post", "delete"} <= set(paths["/api/users/me/email-change"])
-    assert "post" in paths["/api/users/me/email-change/resend"]
+    assert "post" in paths["/api/users/me/email-change/link"]
     assert "post" in paths["/api/auth/confirm-email"]
