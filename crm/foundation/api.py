@@ -130,6 +130,7 @@ def show_email_change() -> Response:
             "goes to it, a notice to the current one", body=schemas.EmailChangeRequest,
             answers={202: schemas.EmailChange})
 @login_required
+@public_rate_limited("email-change")
 def request_email_change() -> Response:
     body = parse(schemas.EmailChangeRequest)
     change = services.request_email_change(me(), body.new_email, body.current_password)
@@ -139,6 +140,7 @@ def request_email_change() -> Response:
 @users.post("/users/me/email-change/link", "Send a new confirmation link (the earlier one "
             "stops working)", answers={202: schemas.EmailChange}, errors=(409,))
 @login_required
+@public_rate_limited("email-change")
 def resend_email_change() -> Response:
     return answer(schemas.EmailChange, services.resend_email_change(me()), 202)
 

@@ -366,6 +366,7 @@ def change_password():
 
 @blueprint.post("/profile/email")
 @require("users", "none")
+@public_rate_limited("email-change")  # each ask mails two addresses and checks a password
 def request_email_change():
     form = request.form
     try:
@@ -380,6 +381,7 @@ def request_email_change():
 
 @blueprint.post("/profile/email/resend")
 @require("users", "none")
+@public_rate_limited("email-change")  # each sends a mail
 def resend_email_change():
     return _email_change_answer(services.resend_email_change,
                                 _("We sent the link again. The earlier one no longer works."))
@@ -404,7 +406,6 @@ def _email_change_answer(change: Callable[[User], object], done: str):
 
 
 @blueprint.get("/confirm-email/<token>")
-@public_rate_limited("confirm-email", failures_only=True)
 def confirm_email_change(token: str):
     """The link sent to the new address: opening it, signed in or not, makes the change."""
     by = me() if current_user.is_authenticated else None
