@@ -68,6 +68,7 @@ class Config:
 
     JWT_LIFETIME = timedelta(hours=int(os.environ.get("JWT_LIFETIME_HOURS", 12)))
     PASSWORD_RESET_LIFETIME = timedelta(hours=1)
+    EMAIL_CHANGE_LIFETIME = timedelta(hours=24)
     INVITATION_LIFETIME = timedelta(days=7)
 
     BABEL_DEFAULT_LOCALE = "ar"

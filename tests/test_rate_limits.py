@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api import assert_error
-from tests.factories import PASSWORD, bearer, make_user, run_jobs
+from tests.factories import PASSWORD, bearer, login, make_user, run_jobs
 from tests.foundation import emails_to
 
 MADE_UP_TOKEN = "1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -117,3 +117,19 @@ def test_the_api_is_limited_per_organization(client, org, other_org, limits):
     assert_error(response, 429, "rate_limited")
     assert 0 < int(response.headers["Retry-After"]) <= 60
     assert client.get("/api/users/me", headers=stranger).status_code == 200
+
+
+def test_asking_to_change_the_email_address_is_limited(client, org, limits):
+    """Each ask mails two addresses and checks a password: page and API share one allowance
+    per IP, and a wrong password spends it too (no guessing the password through this form)."""
+    limits(per_ip="2 per hour")
+    headers = bearer(org.admin)
+    login(client, org.admin)
+    body = {"new_email": "new@example.com", "current_password": "a guess"}
+    assert client.post("/profile/email", data=body).status_code == 422
+    assert client.post("/api/users/me/email-change", json=body,
+                       headers=headers).status_code == 422
+    assert client.post("/profile/email", data={**body, "current_password": PASSWORD}
+                       ).status_code == 429
+    assert_error(client.post("/api/users/me/email-change/link", headers=headers), 429,
+                 "rate_limited")

@@ -41,6 +41,7 @@ PUBLIC = {
     "foundation.forgot_password": "for those who cannot log in",
     "foundation.reset_password": "the emailed token is the credential",
     "foundation.accept_invitation": "the emailed token is the credential",
+    "foundation.confirm_email_change": "the emailed token is the credential",
     "foundation.set_language": "visitors choose a language before they log in",
     "api.openapi_json": "the API's public description",
     "api.register": "creating a workspace is how one starts",
@@ -48,16 +49,24 @@ PUBLIC = {
     "api.forgot_password": "for those who cannot log in",
     "api.reset_password": "the emailed token is the credential",
     "api.accept_invitation": "the emailed token is the credential",
+    "api.confirm_email_change": "the emailed token is the credential",
 }
 LOGIN_ONLY = {
     "api.logout": "every role may end its own session",
     "api.show_me": "every role may read its own account",
+    "api.show_email_change": "every role may read its own account",
+    "api.request_email_change": "every role may change its own email address",
+    "api.resend_email_change": "every role may change its own email address",
+    "api.cancel_email_change": "every role may change its own email address",
 }
 # Guarded routes that change something with less than "write": each acts on the caller's own
 # account only.
 OWN_ACCOUNT_WRITES = {
     "foundation.profile": "one's own name and language",
     "foundation.change_password": "one's own password",
+    "foundation.request_email_change": "one's own email address",
+    "foundation.resend_email_change": "one's own email address",
+    "foundation.cancel_email_change": "one's own email address",
     "foundation.sign_out_session": "one's own sessions",
     "foundation.sign_out_other_sessions": "one's own sessions",
     "foundation.mark_notifications_read": "one's own notifications",

@@ -41,7 +41,7 @@ from crm.foundation.services import current_organization
 from crm.foundation.views import add_audit_labels
 from crm.i18n import isolate, text_direction
 from crm.permissions import can, require
-from crm.validation import parse_id
+from crm.validation import collect, parse_id
 from crm.versions import StaleVersionError, form_version
 from crm.web import allow_uploads, fragment, is_htmx, me, page, see_other
 from crm.whatsapp import media
@@ -325,12 +325,16 @@ def _step_data(campaign: Campaign, step: str, form: Mapping) -> dict[str, Any]:
             "quiet_hours": [form.get("quiet_start"), form.get("quiet_end")]
             if form.get("quiet") == "on" else None,
             "rate_per_minute": form.get("rate_per_minute", "")}
-    if later and not form.get("scheduled_at"):
-        raise ValidationError({"scheduled_at": _("Enter a date and time.")})
     if campaign.profile.provider == "web":
         low, high = form.get("delay_min", ""), form.get("delay_max", "")
         data["delay_seconds"] = [low, high] if low or high else None
     return data
+
+
+def _check_dated(step: str, form: Mapping) -> None:
+    """«Later» needs a date: the services read no date as «now», so only the form knows."""
+    if step == "schedule" and form.get("when") == "later" and not form.get("scheduled_at"):
+        raise ValidationError({"scheduled_at": _("Enter a date and time.")})
 
 
 @blueprint.post("/<int:campaign_id>/edit")
@@ -342,8 +346,11 @@ def update_campaign(campaign_id: int):
         step = "details"
     try:
         data = _step_data(campaign, step, request.form)
-        services.update_campaign(me(), campaign, data,
-                                 expected_version=form_version(request.form.get("version")))
+        # Both run, so the form says every mistake at once; an error rolls the save back.
+        collect({"dated": lambda: _check_dated(step, request.form),
+                 "saved": lambda: services.update_campaign(
+                     me(), campaign, data,
+                     expected_version=form_version(request.form.get("version")))})
     except StaleVersionError:
         return _wizard(campaign, 409, step=step, values=request.form, stale=True,
                        template_id=request.form.get("template_id"))

@@ -4,11 +4,13 @@ bodies and answers are declared in crm/foundation/schemas.py."""
 from __future__ import annotations
 
 from flask import Response, current_app
-from flask_login import login_required
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
 
 from crm.api.helpers import decode_cursor, encode_cursor
 from crm.api.kit import Page, PageQuery, answer, no_content, parse, parse_query
 from crm.api.openapi import Endpoints
+from crm.errors import NotFoundError
 from crm.foundation import schemas, services
 from crm.foundation.models import User
 from crm.permissions import require
@@ -77,6 +79,16 @@ def reset_password() -> Response:
     return answer(schemas.Done, {"status": "ok"})
 
 
+@auth.post("/auth/confirm-email", "Change an account's email address with the token sent to "
+           "the new one; its other sessions end", public=True, body=schemas.EmailConfirmation,
+           answers={200: schemas.User}, errors=(409, 429))
+@public_rate_limited("confirm-email", failures_only=True)
+def confirm_email_change() -> Response:
+    body = parse(schemas.EmailConfirmation)
+    by = me() if current_user.is_authenticated else None  # the member's own token stays
+    return answer(schemas.User, services.confirm_email_change(body.token, by))
+
+
 @auth.post("/auth/accept-invitation", "Join an organization with the emailed invitation "
            "token", public=True, body=schemas.InvitationAcceptance,
            answers={201: schemas.Token}, errors=(402, 409, 429))
@@ -102,6 +114,43 @@ def list_users() -> Response:
 @login_required
 def show_me() -> Response:
     return answer(schemas.User, me())
+
+
+@users.get("/users/me/email-change", "The caller's change of email address waiting for its "
+           "link", answers={200: schemas.EmailChange}, errors=(404,))
+@login_required
+def show_email_change() -> Response:
+    change = services.pending_email_change(me())
+    if change is None:
+        raise NotFoundError(_("No change of email address is waiting."))
+    return answer(schemas.EmailChange, change)
+
+
+@users.post("/users/me/email-change", "Ask to log in with another address: a link to confirm "
+            "goes to it, a notice to the current one", body=schemas.EmailChangeRequest,
+            answers={202: schemas.EmailChange})
+@login_required
+@public_rate_limited("email-change")
+def request_email_change() -> Response:
+    body = parse(schemas.EmailChangeRequest)
+    change = services.request_email_change(me(), body.new_email, body.current_password)
+    return answer(schemas.EmailChange, change, 202)
+
+
+@users.post("/users/me/email-change/link", "Send a new confirmation link (the earlier one "
+            "stops working)", answers={202: schemas.EmailChange}, errors=(409,))
+@login_required
+@public_rate_limited("email-change")
+def resend_email_change() -> Response:
+    return answer(schemas.EmailChange, services.resend_email_change(me()), 202)
+
+
+@users.delete("/users/me/email-change", "Cancel the waiting change of email address",
+              answers={204: None}, errors=(409,))
+@login_required
+def cancel_email_change() -> Response:
+    services.cancel_email_change(me())
+    return no_content()
 
 
 @users.get("/users/<int:user_id>", "One user of the organization",

@@ -191,6 +191,33 @@ class PasswordResetToken(TenantMixin, db.Model):
     user: Mapped[User] = relationship()
 
 
+class EmailChange(TenantMixin, db.Model):
+    """A member's request to sign in with another address, confirmed by a link sent to it."""
+
+    __tablename__ = "email_changes"
+    __table_args__ = (
+        Index("uq_email_changes_organization_id_token_hash", "organization_id", "token_hash",
+              unique=True),
+        Index("ix_email_changes_organization_id_user_id", "organization_id", "user_id"),
+    )
+
+    id: Mapped[int] = id_column()
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"),
+                                         nullable=False)
+    old_email: Mapped[str] = mapped_column(String(254), nullable=False)
+    new_email: Mapped[str] = mapped_column(String(254), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at_column()
+
+    user: Mapped[User] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<EmailChange {self.id} {self.new_email}>"
+
+
 class ModuleSetting(TenantMixin, db.Model):
     """Whether a module is switched on for an organization (absent row: on)."""
 

@@ -63,6 +63,15 @@ class NewInvitation(Body):
     language: OptionalLanguage = None
 
 
+class EmailChangeRequest(Body):
+    new_email: Email
+    current_password: str = Field(description="The caller's password, to make sure it is them.")
+
+
+class EmailConfirmation(Body):
+    token: str = Field(description="The token of the link sent to the new address.")
+
+
 class RoleChange(Body):
     role: Role
 
@@ -101,6 +110,13 @@ class Invitation(Answer):
     role: Role
     language: Language
     status: Literal["pending", "accepted", "revoked", "expired"]
+    expires_at: Timestamp
+    created_at: Timestamp
+
+
+class EmailChange(Answer):
+    new_email: str = Field(description="The address the caller logs in with once the link "
+                                       "sent to it is opened; until then, the current one.")
     expires_at: Timestamp
     created_at: Timestamp
 

@@ -38,6 +38,7 @@ from crm.foundation.models import (
     ROLES,
     SESSION_KINDS,
     AuditEntry,
+    EmailChange,
     Invitation,
     ModuleSetting,
     Organization,
@@ -417,9 +418,10 @@ def _end_sessions(user: User, kinds: tuple[str, ...], keep: UserSession | None =
     return list(db.session.scalars(query.values(ended_at=utcnow()).returning(UserSession.id)))
 
 
-def _end_other_sessions(user: User) -> list[int]:
-    """End every login of the user but the one this request runs as, and close their pages."""
-    ended = _end_sessions(user, LOGIN_KINDS, keep=user.current_session)
+def _end_other_sessions(user: User, keep: UserSession | None) -> list[int]:
+    """End every login of the user but `keep` (the one the request runs as, if theirs), and
+    close their pages."""
+    ended = _end_sessions(user, LOGIN_KINDS, keep)
     disconnect_user(user.organization_id, user.id, ended)
     return ended
 
@@ -476,7 +478,7 @@ def end_session(user: User, record: UserSession) -> None:
 
 def end_other_sessions(user: User) -> None:
     """Sign the user out of every session but this one."""
-    ended = _end_other_sessions(user)
+    ended = _end_other_sessions(user, user.current_session)
     audit("user.other_sessions_ended", user, user, sessions=len(ended))
 
 
@@ -561,9 +563,20 @@ def pending_password_reset(token: object) -> PasswordResetToken:
     return record
 
 
-def reset_password(token: object, new_password: object) -> User:
-    new_password = _check_password(new_password)
-    record = pending_password_reset(token)
+def _check_repeat(password: object, repeat: object, field: str) -> None:
+    """A form's second typing of a new password; None where there is none (the API)."""
+    if repeat is not None and repeat != password:
+        raise ValidationError({field: _("The two passwords do not match.")})
+
+
+def reset_password(token: object, new_password: object, repeat: object = None) -> User:
+    """Set a new password with a reset link; `repeat` is the form's second typing of it."""
+    record = pending_password_reset(token)  # first: a dead link is a page of its own
+    new_password = collect({
+        "password": lambda: _check_password(new_password),
+        "password_confirmation": lambda: _check_repeat(new_password, repeat,
+                                                       "password_confirmation"),
+    })["password"]
     record.used_at = utcnow()
     user = record.user
     user.password_hash = hash_password(new_password)
@@ -572,13 +585,146 @@ def reset_password(token: object, new_password: object) -> User:
     return user
 
 
-def change_password(user: User, current_password: object, new_password: object) -> None:
-    if not isinstance(current_password, str) or not _password_matches(user.password_hash,
-                                                                      current_password):
+def _check_current_password(user: User, password: object) -> None:
+    if not isinstance(password, str) or not _password_matches(user.password_hash, password):
         raise ValidationError({"current_password": _("The current password is incorrect.")})
-    user.password_hash = hash_password(_check_password(new_password, "new_password"))
-    _end_other_sessions(user)  # this one stays: the person who typed both passwords is here
+
+
+def change_password(user: User, current_password: object, new_password: object,
+                    repeat: object = None) -> None:
+    """Change the password, every mistake reported at once; `repeat` is the form's second
+    typing of the new one."""
+    new_password = collect({
+        "current_password": lambda: _check_current_password(user, current_password),
+        "new_password": lambda: _check_password(new_password, "new_password"),
+        "new_password_confirmation": lambda: _check_repeat(new_password, repeat,
+                                                           "new_password_confirmation"),
+    })["new_password"]
+    user.password_hash = hash_password(new_password)
+    # This one stays: the person who typed both passwords is here.
+    _end_other_sessions(user, user.current_session)
     audit("user.password_changed", user, user)
+
+
+# -- email address -----------------------------------------------------------------------
+# A member signs in with a new address once they open the link sent to it; until then the old
+# one goes on working, and it is told that a change was asked for.
+
+def pending_email_change(user: User) -> EmailChange | None:
+    """The member's change of address waiting for its link, if any (at most one)."""
+    return db.session.scalar(select(EmailChange).where(
+        EmailChange.user_id == user.id, EmailChange.confirmed_at.is_(None),
+        EmailChange.cancelled_at.is_(None), EmailChange.expires_at > utcnow())
+        .order_by(EmailChange.id.desc()).limit(1))
+
+
+def _address_in_use(address: str, user: User | None = None) -> bool:
+    """Does another account of the organization (a removed one too: it can come back) have
+    this address?"""
+    query = select(User.id).where(User.email == address)
+    if user is not None:
+        query = query.where(User.id != user.id)
+    return db.session.scalar(query.limit(1)) is not None
+
+
+def _check_new_email(user: User, raw: object) -> str:
+    address = normalize_email(raw, "new_email")
+    if address == user.email:
+        raise ValidationError({"new_email": _("This is already your email address.")})
+    if _address_in_use(address, user):
+        raise ValidationError({"new_email": _("Another account already uses this address.")})
+    return address
+
+
+def request_email_change(user: User, new_email: object, current_password: object
+                         ) -> EmailChange:
+    """Ask to sign in with `new_email`: a link to confirm goes to it, a notice to the old one.
+
+    It replaces any change still waiting, whose link stops working.
+    """
+    address = collect({
+        "new_email": lambda: _check_new_email(user, new_email),
+        "current_password": lambda: _check_current_password(user, current_password),
+    })["new_email"]
+    waiting = pending_email_change(user)
+    if waiting is not None:
+        waiting.cancelled_at = utcnow()
+    change = EmailChange(user_id=user.id, old_email=user.email, new_email=address,
+                         token_hash="", expires_at=utcnow())
+    db.session.add(change)
+    _send_email_change(user, change)
+    send_email(user.email, "email_change_notice", _language_of(user), user=user,
+               new_email=address, link=_external_url("foundation.profile"))
+    audit("user.email_change_requested", user, user, old_email=user.email, new_email=address)
+    return change
+
+
+def _send_email_change(user: User, change: EmailChange) -> None:
+    """Send the confirmation link to the new address, with a new token and a new expiry."""
+    token, change.token_hash = _issue_token()
+    change.expires_at = utcnow() + current_app.config["EMAIL_CHANGE_LIFETIME"]
+    db.session.flush()
+    send_email(change.new_email, "email_change_confirm", _language_of(user), user=user,
+               link=_external_url("foundation.confirm_email_change", token=token),
+               token=token)
+
+
+def _waiting_change(user: User) -> EmailChange:
+    change = pending_email_change(user)
+    if change is None:
+        raise ConflictError(_("No change of email address is waiting."))
+    return change
+
+
+def resend_email_change(user: User) -> EmailChange:
+    """Send the link again (a new one: the earlier link stops working)."""
+    change = _waiting_change(user)
+    _send_email_change(user, change)
+    audit("user.email_change_resent", user, user, new_email=change.new_email)
+    return change
+
+
+def cancel_email_change(user: User) -> None:
+    change = _waiting_change(user)
+    change.cancelled_at = utcnow()
+    audit("user.email_change_cancelled", user, user, new_email=change.new_email)
+
+
+def confirm_email_change(token: object, by: User | None = None) -> User:
+    """Apply the change a link names: the member signs in with the new address from now on,
+    and their other sessions end as after a password change (`by`'s stays when the member
+    opened the link in a browser signed in as them)."""
+    digest = _open_token(token)
+    change = digest and db.session.execute(
+        select(EmailChange).where(EmailChange.token_hash == digest).with_for_update()
+    ).scalar_one_or_none()
+    if (not change or change.confirmed_at or change.cancelled_at
+            or change.expires_at <= utcnow() or not change.user.is_active):
+        set_current_organization(None)
+        raise ValidationError({"token": _("This confirmation link is invalid or has expired.")})
+    user = change.user
+    taken = ConflictError(_("Another account now uses %(email)s: the address was not changed.",
+                            email=change.new_email))
+    if _address_in_use(change.new_email, user):
+        raise taken
+    user.email, change.confirmed_at = change.new_email, utcnow()
+    try:
+        db.session.flush()
+    except IntegrityError:  # taken by a concurrent change or invitation, between check and write
+        raise taken from None
+    same = by is not None and (by.organization_id, by.id) == (user.organization_id, user.id)
+    _end_other_sessions(user, by.current_session if same else None)
+    _expire_password_resets(user)
+    audit("user.email_changed", user, user, old_email=change.old_email,
+          new_email=change.new_email)
+    return user
+
+
+def _expire_password_resets(user: User) -> None:
+    """Reset links sent to the old address stop working: the account is no longer theirs."""
+    db.session.execute(update(PasswordResetToken).where(
+        PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+        .values(used_at=utcnow()))
 
 
 def update_profile(user: User, full_name: object, preferred_language: object) -> User:

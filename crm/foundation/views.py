@@ -74,6 +74,10 @@ AUDIT_ACTIONS = {
     "user.password_reset_requested": lazy_gettext("Password reset requested"),
     "user.password_reset": lazy_gettext("Password reset"),
     "user.password_changed": lazy_gettext("Password changed"),
+    "user.email_change_requested": lazy_gettext("Email change requested"),
+    "user.email_change_resent": lazy_gettext("Email change link sent again"),
+    "user.email_change_cancelled": lazy_gettext("Email change cancelled"),
+    "user.email_changed": lazy_gettext("Email address changed"),
     "user.role_changed": lazy_gettext("Role changed"),
     "user.removed": lazy_gettext("Removed from the team"),
     "invitation.sent": lazy_gettext("Invitation sent"),
@@ -196,11 +200,6 @@ def _safe_next(target: str | None) -> str:
     return url_for("foundation.dashboard")
 
 
-def _check_confirmation(password: str | None, confirmation: str | None, field: str) -> None:
-    if password != confirmation:
-        raise ValidationError({field: _("The two passwords do not match.")})
-
-
 def _invalid_link(message: str) -> tuple[str, int]:
     return render_template("foundation/invalid_link.html", message=message), 400
 
@@ -285,9 +284,8 @@ def reset_password(token: str):
         if request.method == "GET":
             services.pending_password_reset(token)
             return page("foundation/reset_password.html", token=token)
-        _check_confirmation(form.get("password"), form.get("password_confirmation"),
-                            "password_confirmation")
-        services.reset_password(token, form.get("password"))
+        services.reset_password(token, form.get("password"),
+                                form.get("password_confirmation", ""))
     except ValidationError as exc:
         if _link_refused(exc):
             return _invalid_link(exc.fields["token"])
@@ -332,7 +330,10 @@ def _profile_page(status: int = 200, **context) -> tuple[str, int]:
     context.setdefault("values", {"full_name": current_user.full_name,
                                   "preferred_language": current_language()})
     context.setdefault("password_errors", {})
-    return page("foundation/profile.html", status, **_sessions(), **context)
+    context.setdefault("email_errors", {})
+    context.setdefault("email_values", {})
+    return page("foundation/profile.html", status, **_sessions(),
+                email_change=services.pending_email_change(me()), **context)
 
 
 @blueprint.route("/profile", methods=["GET", "POST"])
@@ -354,13 +355,67 @@ def profile():
 def change_password():
     form = request.form
     try:
-        _check_confirmation(form.get("new_password"), form.get("new_password_confirmation"),
-                            "new_password_confirmation")
-        services.change_password(me(), form.get("current_password"), form.get("new_password"))
+        services.change_password(me(), form.get("current_password"), form.get("new_password"),
+                                 form.get("new_password_confirmation", ""))
     except ValidationError as exc:
         return _profile_page(422, password_errors=exc.fields)
     flash(_("Your password has been changed. Your other sessions were signed out."), "success")
     return see_other("foundation.profile")
+
+
+@blueprint.post("/profile/email")
+@require("users", "none")
+@public_rate_limited("email-change")  # each ask mails two addresses and checks a password
+def request_email_change():
+    form = request.form
+    try:
+        change = services.request_email_change(me(), form.get("new_email"),
+                                               form.get("current_password"))
+    except ValidationError as exc:
+        return _profile_page(422, email_errors=exc.fields, email_values=form)
+    flash(_("We sent a link to %(email)s. Your address changes once you open it.",
+            email=change.new_email), "success")
+    return see_other("foundation.profile", _anchor="email")
+
+
+@blueprint.post("/profile/email/resend")
+@require("users", "none")
+@public_rate_limited("email-change")  # each sends a mail
+def resend_email_change():
+    return _email_change_answer(services.resend_email_change,
+                                _("We sent the link again. The earlier one no longer works."))
+
+
+@blueprint.post("/profile/email/cancel")
+@require("users", "none")
+def cancel_email_change():
+    return _email_change_answer(services.cancel_email_change,
+                                _("The change of email address was cancelled."))
+
+
+def _email_change_answer(change: Callable[[User], object], done: str):
+    """Run `change` on the waiting change of address, flash `done` or the refusal."""
+    try:
+        change(me())
+    except ConflictError as exc:  # nothing waits any more: confirmed, expired or cancelled
+        flash(exc.message, "error")
+    else:
+        flash(done, "success")
+    return see_other("foundation.profile", _anchor="email")
+
+
+@blueprint.get("/confirm-email/<token>")
+def confirm_email_change(token: str):
+    """The link sent to the new address: opening it, signed in or not, makes the change."""
+    by = me() if current_user.is_authenticated else None
+    try:
+        user = services.confirm_email_change(token, by)
+    except ValidationError as exc:
+        return _invalid_link(exc.fields["token"])
+    except ConflictError as exc:  # the address was taken meanwhile
+        return render_template("foundation/invalid_link.html", message=exc.message), exc.status
+    return render_template("foundation/email_changed.html", email=user.email,
+                           signed_in=by is not None and by is user)
 
 
 def device_name(user_agent: str | None) -> str:

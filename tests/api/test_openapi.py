@@ -23,6 +23,7 @@ WITHOUT_BODY = {
     "api.resume_campaign": "the campaign is in the URL",
     "api.cancel_campaign": "the campaign is in the URL",
     "api.sync_templates": "the number is in the URL",
+    "api.resend_email_change": "the caller's own waiting change of address",
 }
 
 

@@ -1089,3 +1089,15 @@ def test_a_preview_for_nobody_in_particular_warns_of_nothing(client, org, admin,
     shown = preview_of(client, campaign)
     assert bubble(shown.text) == "مرحبا "
     assert "preview-warnings" not in shown.text
+
+
+def test_the_schedule_step_says_every_mistake_at_once(client, org, admin, sandbox):
+    """«Later» with no date and a rate of 0 a minute: both fields say so in one answer, and
+    nothing is saved."""
+    campaign = text_campaign(org, sandbox)
+    answer = client.post(f"/campaigns/{ident(campaign)}/edit", data={
+        "step": "schedule", "when": "later", "scheduled_at": "", "rate_per_minute": "0"})
+    assert answer.status_code == 422
+    assert 'id="error-scheduled_at"' in answer.text
+    assert 'id="error-rate_per_minute"' in answer.text
+    assert fresh(org, campaign).rate_per_minute is None

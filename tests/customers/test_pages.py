@@ -1125,3 +1125,14 @@ def test_editing_a_customer_keeps_the_owner_who_left_the_team(client, org, admin
                                 "owner_id": str(ident(leaver))})
     assert refused.status_code == 422
     assert customer_named(org, "Other").owner_id != ident(leaver)
+
+
+def test_a_checkbox_is_tied_to_its_error(client, org, admin):
+    """A refused checkbox (won and lost at once) names its error with aria-describedby, as the
+    other fields do."""
+    refused = client.post("/customers/settings/stages", data={
+        "name_ar": "تفاوض", "name_en": "Talks", "is_won": "1", "is_lost": "1"})
+    assert refused.status_code == 422
+    assert re.search(r'<input id="field-is_lost"[^>]*aria-describedby="error-is_lost"',
+                     refused.text)
+    assert 'id="error-is_lost"' in refused.text

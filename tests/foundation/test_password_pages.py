@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -139,3 +140,39 @@ def test_a_wrong_current_password_changes_nothing(app, client, org):
     assert other_browser.get("/profile").status_code == 200
     client.post("/logout")
     assert log_in(client, email, PASSWORD).status_code == 303
+
+
+def test_the_password_form_shows_every_mistake_at_once(client, org):
+    """A wrong current password, a short new one and a repeat that differs: the form says all
+    three in one answer, not the first alone."""
+    login(client, org.admin)
+    response = client.post("/profile/password", data={
+        "current_password": "not it at all", "new_password": "short",
+        "new_password_confirmation": "different"})
+    assert response.status_code == 422
+    for field in ("current_password", "new_password", "new_password_confirmation"):
+        assert f'id="error-{field}"' in response.text, field
+
+
+def test_the_reset_form_shows_every_mistake_at_once(app, client, org):
+    """A short password that the repeat does not match: both fields say so together."""
+    link = _reset_link(app, client, org, org.admin.email)
+    response = client.post(link, data={"password": "short", "password_confirmation": "other"})
+    assert response.status_code == 422
+    assert 'id="error-password"' in response.text
+    assert 'id="error-password_confirmation"' in response.text
+
+
+def test_help_texts_are_tied_to_their_fields(client, org):
+    """A field's help text is announced with it (aria-describedby names the help's id), and
+    so is its error once it has one."""
+    login(client, org.admin)
+    page = client.get("/profile").text
+    assert re.search(r'<input id="field-new_password"[^>]*aria-describedby="help-new_password"',
+                     page)
+    assert 'id="help-new_password"' in page
+    response = client.post("/profile/password", data={
+        "current_password": PASSWORD, "new_password": "short",
+        "new_password_confirmation": "short"})
+    assert re.search(r'<input id="field-new_password"[^>]*'
+                     r'aria-describedby="help-new_password error-new_password"', response.text)

@@ -109,7 +109,7 @@ def test_the_form_says_why_whatsapp_refused_the_number(client, org, graph):
     assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert f"WhatsApp refused this number: {REFUSED_TOKEN}" in html
-    assert 'id="cloud-access_token-error"' in html
+    assert 'id="error-cloud-access_token"' in html
     assert f'value="{NUMBER_ID}"' in html
     assert APP_SECRET not in html
     assert profiles_of(org.id) == []

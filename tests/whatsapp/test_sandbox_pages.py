@@ -117,8 +117,8 @@ def test_a_bad_cloud_number_is_shown_again_with_its_errors(client, org):
 
     assert response.status_code == 422
     html = response.get_data(as_text=True)
-    assert 'id="cloud-app_secret-error"' in html
-    assert 'id="cloud-phone_number-error"' in html
+    assert 'id="error-cloud-app_secret"' in html
+    assert 'id="error-cloud-phone_number"' in html
     assert 'value="106540352242922"' in html
     assert ACCESS_TOKEN not in html
     assert profiles_of(org.id) == []
