@@ -9,6 +9,7 @@ webhook is not here: it is Stripe's door, not the API's (crm/billing/webhooks.py
 from __future__ import annotations
 
 from flask import Response
+from flask_babel import lazy_gettext
 
 from crm.api.helpers import decode_keyset, encode_keyset
 from crm.api.kit import Page, PageQuery, answer, parse, parse_query
@@ -17,7 +18,7 @@ from crm.billing import schemas, services
 from crm.permissions import require
 from crm.web import me
 
-billing = Endpoints("billing")
+billing = Endpoints("billing", lazy_gettext("Billing"))
 
 _NEEDS_STRIPE = ("Answers 409 `billing_not_connected` when this Wasl is self-hosted (no "
                  "Stripe), 503 `billing_unavailable` when Stripe is not answering.")

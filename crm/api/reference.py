@@ -1,0 +1,184 @@
+"""The API reference page, /api/docs: /api/openapi.json laid out for people to read.
+
+It reads the same generated document (crm/api/openapi.py `document()`), never a list of its
+own, so it cannot say one thing while the API does another. The page's words are translated;
+what the document says (summaries, descriptions, schema names) is shown as it is. Public, as
+the document is: an integrator reads it before having a token. Server-rendered, no script, so
+it works under the CSP and in both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from crm.api.openapi import TAG_LABELS, document
+from crm.foundation.services import API_KEY_PREFIX
+from crm.web import page
+
+blueprint = Blueprint("api_docs", __name__)
+
+# The keys of a schema that bound its value, shown beside its type.
+BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: dict
+    required: bool
+    description: str | None
+    enum: list | None
+    default: Any
+    examples: list
+    bounds: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An object's fields; a body of several shapes (`one_of`) has one Shape each."""
+
+    fields: list[Field]
+    values: dict | None = None  # a map's values' type (additionalProperties)
+
+
+@dataclass(frozen=True)
+class Content:
+    media_type: str
+    type: dict
+    shapes: list[Shape]
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: str
+    description: str
+    type: dict | None
+    error: str | None  # the name of a shared error answer (components/responses)
+
+
+@dataclass(frozen=True)
+class Operation:
+    anchor: str
+    method: str
+    path: str
+    summary: str
+    description: str | None
+    public: bool
+    parameters: list[Field]
+    body: list[Content]
+    replies: list[Reply]
+
+
+@dataclass
+class Group:
+    tag: str
+    label: str
+    operations: list[Operation] = field(default_factory=list)
+
+
+def _ref_name(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
+
+
+def type_of(schema: dict) -> dict:
+    """A schema's type as a small tree the template renders: a named schema (a link), a list
+    of, a map of, one of several, or a JSON type with its format."""
+    if "$ref" in schema:
+        return {"kind": "ref", "name": _ref_name(schema["$ref"])}
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return {"kind": "union", "options": [type_of(option) for option in schema[key]]}
+    if "allOf" in schema:
+        return {"kind": "all", "options": [type_of(option) for option in schema["allOf"]]}
+    kind = schema.get("type")
+    if kind == "array":
+        return {"kind": "array", "items": type_of(schema.get("items", {}))}
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict) \
+            and "properties" not in schema:
+        return {"kind": "map", "values": type_of(schema["additionalProperties"])}
+    if "const" in schema:
+        return {"kind": "const", "value": schema["const"]}
+    return {"kind": "scalar", "name": kind or "any", "format": schema.get("format")}
+
+
+def _field(name: str, schema: dict, required: bool, description: str | None = None) -> Field:
+    """One field or parameter; an optional field's `anyOf [X, null]` keeps its enum and
+    bounds, read from X."""
+    plain = [option for option in schema.get("anyOf", []) if option != {"type": "null"}]
+    inner = plain[0] if len(plain) == 1 else schema
+    return Field(name=name, type=type_of(schema), required=required,
+                 description=description or schema.get("description"),
+                 enum=inner.get("enum"), default=schema.get("default"),
+                 examples=schema.get("examples", []),
+                 bounds={key: inner[key] for key in BOUNDS if key in inner})
+
+
+def shapes_of(schema: dict) -> list[Shape]:
+    """The fields of an object schema (of each of its shapes, for a `oneOf` of objects)."""
+    if "oneOf" in schema and all(option.get("type") == "object" for option in schema["oneOf"]):
+        return [shape for option in schema["oneOf"] for shape in shapes_of(option)]
+    if "properties" not in schema:
+        values = schema.get("additionalProperties")
+        return [Shape([], type_of(values))] if isinstance(values, dict) else []
+    required = set(schema.get("required", ()))
+    return [Shape([_field(name, prop, name in required)
+                   for name, prop in schema["properties"].items()])]
+
+
+def _operation(path: str, method: str, described: dict) -> Operation:
+    parameters = [_field(p["name"], p["schema"], p.get("required", False), p.get("description"))
+                  for p in described.get("parameters", [])]
+    body = [Content(media_type, type_of(content["schema"]),
+                    [] if "$ref" in content["schema"] else shapes_of(content["schema"]))
+            for media_type, content in described.get("requestBody", {})
+            .get("content", {}).items()]
+    replies = []
+    for status, reply in described["responses"].items():
+        if "$ref" in reply:
+            replies.append(Reply(status, "", None, _ref_name(reply["$ref"])))
+            continue
+        schema = reply.get("content", {}).get("application/json", {}).get("schema")
+        replies.append(Reply(status, reply["description"],
+                             type_of(schema) if schema else None, None))
+    return Operation(anchor=described["operationId"], method=method.upper(), path=path,
+                     summary=described["summary"], description=described.get("description"),
+                     public=described.get("security") == [], parameters=parameters, body=body,
+                     replies=replies)
+
+
+def reference(doc: dict) -> dict:
+    """What the page shows of `doc`: its operations grouped by tag (in the order the tags
+    first appear), the shared error answers, the named schemas and their fields."""
+    groups: dict[str, Group] = {}
+    for path, methods in doc["paths"].items():
+        for method, described in methods.items():
+            tag = described["tags"][0]
+            group = groups.setdefault(tag, Group(tag, str(TAG_LABELS.get(tag, tag))))
+            group.operations.append(_operation(path, method, described))
+    components = doc["components"]
+    limit = next((p["schema"] for methods in doc["paths"].values()
+                  for described in methods.values()
+                  for p in described.get("parameters", []) if p["name"] == "limit"), {})
+    operations = {op.anchor: op for group in groups.values() for op in group.operations}
+    # Each shared error answer and its status, in the order of the statuses.
+    error_statuses = dict(sorted({reply.error: reply.status for op in operations.values()
+                                  for reply in op.replies if reply.error}.items(),
+                                 key=lambda item: item[1]))
+    return {"info": doc["info"], "groups": list(groups.values()), "operations": operations,
+            "errors": components["responses"], "error_statuses": error_statuses,
+            "schemas": {name: {"type": type_of(schema),
+                               "description": schema.get("description"),
+                               "shapes": shapes_of(schema)}
+                        for name, schema in components["schemas"].items()},
+            "limit": limit}
+
+
+@blueprint.get("/api/docs")
+def api_reference():
+    """The API reference (public, as /api/openapi.json is)."""
+    return page("api/reference.html", reference=reference(document()), key_prefix=API_KEY_PREFIX,
+                token_hours=current_app.config["JWT_LIFETIME"] // timedelta(hours=1))
