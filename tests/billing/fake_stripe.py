@@ -14,9 +14,11 @@ is also delivered there by a thread, after the answer, as Stripe sends its webho
 
 What Stripe does on its own side, a test does with a helper: `complete_checkout` (the customer
 paid), `fail_payment` / `pay_invoice` (a renewal failed, then went through), `renew` (a period
-ends: a scheduled downgrade or a cancellation takes effect). Each returns the events Stripe
-would send; `signed(event)` gives the body and headers of its webhook, signed with
-`stripe.WebhookSignature.generate_signature_header` as Stripe signs them.
+ends: a scheduled downgrade or a cancellation takes effect), `expire_pending_updates` (an
+upgrade held for its payment is dropped unpaid, about 23 hours on). With `declines` or
+`requires_action` an update's payment is refused, or waits for the bank's 3-D Secure. Each
+returns the events Stripe would send; `signed(event)` gives the body and headers of its
+webhook, signed with `stripe.WebhookSignature.generate_signature_header` as Stripe signs them.
 
 It also serves the pages Stripe hosts, for browsers: a Checkout session's URL opens a page
 whose "Pay" button completes the checkout, sends its signed webhooks to `webhook_url` (when a
@@ -200,6 +202,20 @@ class FakeStripe:
             item["price"], subscription["pending_update"] = price, None
         return [self.event("invoice.paid", invoice),
                 self.event("customer.subscription.updated", subscription)]
+
+    def expire_pending_updates(self) -> list[dict]:
+        """Stripe drops each update held for its payment (`pending_if_incomplete`) still unpaid
+        at its `expires_at` (about 23 hours on, by the fake's clock): the subscription stays
+        on its price, with no `pending_update`; the invoice is left as it is."""
+        events = []
+        for subscription in self.of_kind("subscription"):
+            pending = subscription["pending_update"]
+            if pending and pending["expires_at"] <= self.now():
+                subscription["pending_update"] = None
+                events += [self.event("customer.subscription.pending_update_expired",
+                                      subscription),
+                           self.event("customer.subscription.updated", subscription)]
+        return events
 
     def renew(self, subscription_id: str) -> list[dict]:
         """The period ends: a cancellation waiting takes effect, else a new period starts (on

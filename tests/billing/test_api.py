@@ -13,7 +13,7 @@ from crm.cli import cli
 from crm.models import utcnow
 from tests.billing.factories import put_on_plan
 from tests.billing.test_stripe import deliver, state
-from tests.factories import bearer, make_org, make_user
+from tests.factories import bearer, login, make_org, make_user
 
 
 @pytest.fixture
@@ -299,3 +299,26 @@ def test_an_upgrade_waiting_on_its_payment_is_in_the_subscription(app, client, s
     assert (paid["plan"], paid["pending_plan"], paid["pending_interval"],
             paid["pending_invoice_url"], paid["pending_requires_action"],
             paid["pending_expires_at"]) == ("pro", None, None, None, False, None)
+
+
+def test_an_upgrade_stripe_drops_unpaid_stops_waiting(app, client, synced):
+    """Stripe drops the upgrade still unpaid after about 23 hours: its webhook (a
+    `customer.subscription.updated` without `pending_update`) leaves nothing waiting, on the
+    API and on the page; the plan is the one paid for."""
+    org = _subscribed(app, client, synced)
+    headers = bearer(org.admin)
+    synced.declines = True
+    client.post("/api/billing/change-plan", headers=headers,
+                json={"plan": "pro", "interval": "month"})
+    deliver(app, client, synced, synced.take_events())
+    assert client.get("/api/billing/subscription", headers=headers).json["pending_plan"] == "pro"
+    pending = synced.of_kind("subscription")[-1]["pending_update"]
+
+    synced.clock = pending["expires_at"]
+    deliver(app, client, synced, synced.expire_pending_updates())
+
+    shown = client.get("/api/billing/subscription", headers=headers).json
+    assert (shown["plan"], shown["pending_plan"], shown["pending_invoice_url"],
+            shown["pending_expires_at"]) == ("starter", None, None, None)
+    login(client, org.admin)
+    assert 'id="billing-pending"' not in client.get("/billing").get_data(as_text=True)
