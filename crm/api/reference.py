@@ -4,19 +4,23 @@ It reads the same generated document (crm/api/openapi.py `document()`), never a 
 own, so it cannot say one thing while the API does another. The page's words are translated;
 what the document says (summaries, descriptions, schema names) is shown as it is. Public, as
 the document is: an integrator reads it before having a token. Server-rendered, no script, so
-it works under the CSP and in both directions.
+it works under the CSP and in both directions; rendered once per language and process, since
+the document changes only with a deploy (the page's header, which knows the reader, is not).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, render_template
+from markupsafe import Markup
 
 from crm.api.openapi import TAG_LABELS, document
 from crm.foundation.services import API_KEY_PREFIX
+from crm.i18n import current_language
 from crm.web import page
 
 blueprint = Blueprint("api_docs", __name__)
@@ -180,5 +184,13 @@ def reference(doc: dict) -> dict:
 @blueprint.get("/api/docs")
 def api_reference():
     """The API reference (public, as /api/openapi.json is)."""
-    return page("api/reference.html", reference=reference(document()), key_prefix=API_KEY_PREFIX,
-                token_hours=current_app.config["JWT_LIFETIME"] // timedelta(hours=1))
+    return page("api/reference.html", body=_rendered(current_language()))
+
+
+@cache
+def _rendered(language: str) -> Markup:
+    """The reference in `language`, rendered once per process: the document changes only
+    with a deploy, and a public page this long (400 kB) should cost no more than the others."""
+    return Markup(render_template(
+        "api/_reference.html", reference=reference(document()), key_prefix=API_KEY_PREFIX,
+        token_hours=current_app.config["JWT_LIFETIME"] // timedelta(hours=1)))
