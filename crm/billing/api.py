@@ -53,10 +53,12 @@ def subscribe() -> Response:
 @billing.post("/billing/change-plan", "Move the subscription to another plan or interval",
               body=schemas.PlanChoice, answers={200: schemas.Subscription}, errors=(409,),
               description="An upgrade applies at once, its difference for the rest of the "
-              "period invoiced and charged now (a card that declines it leaves the plan as it "
-              "was, its invoice open, until paid); a downgrade waits for the end of the period "
-              "paid for (`scheduled_plan`). While a cancellation at the period's end is "
-              "pending, 409: keep the plan first (`POST /api/billing/keep-plan`). "
+              "period invoiced and charged now (a card that declines it, or a bank that asks to "
+              "confirm it, leaves the plan as it was and the upgrade waiting in `pending_plan` "
+              "until its invoice, `pending_invoice_url`, is paid); a downgrade waits for the "
+              "end of the period paid for (`scheduled_plan`). While a cancellation at the "
+              "period's end is pending, 409: keep the plan first "
+              "(`POST /api/billing/keep-plan`). "
               + _NEEDS_STRIPE)
 @require("billing", "write")
 def change_plan() -> Response:
