@@ -10,6 +10,7 @@ the document changes only with a deploy (the page's header, which knows the read
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
@@ -27,6 +28,12 @@ blueprint = Blueprint("api_docs", __name__)
 
 # The keys of a schema that bound its value, shown beside its type.
 BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern")
+# An example's value of a type or format that has no example, default or choice of its own.
+FORMATS = {"date-time": "2026-12-02T09:00:00Z", "date": "2026-12-02",
+           "email": "name@example.com", "binary": "<file>"}
+PLACEHOLDERS = {"integer": 1, "number": 1.5, "boolean": True, "null": None}
+# How many named schemas deep an example follows (a schema may name itself).
+EXAMPLE_DEPTH = 6
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Content:
     media_type: str
     type: dict
     shapes: list[Shape]
+    example: str | None  # JSON text
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Reply:
     description: str
     type: dict | None
     error: str | None  # the name of a shared error answer (components/responses)
+    example: str | None = None  # JSON text, of a success's body
 
 
 @dataclass(frozen=True)
@@ -133,11 +142,56 @@ def shapes_of(schema: dict) -> list[Shape]:
                    for name, prop in schema["properties"].items()])]
 
 
-def _operation(path: str, method: str, described: dict) -> Operation:
+def example_of(schema: dict, schemas: dict[str, dict], depth: int = 0) -> Any:
+    """A value `schema` accepts: its own example, choice, constant or default, else one made
+    from its type (an object with every field, a list of one)."""
+    if schema.get("examples"):
+        return schema["examples"][0]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("default") is not None:
+        return schema["default"]
+    if "$ref" in schema:
+        return example_of(schemas[_ref_name(schema["$ref"])], schemas, depth + 1) \
+            if depth < EXAMPLE_DEPTH else {}
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [option for option in schema.get(key, []) if option != {"type": "null"}]
+        if options:
+            return example_of(options[0], schemas, depth)
+    kind = schema.get("type")
+    if kind == "array":
+        return [example_of(schema.get("items", {}), schemas, depth)] \
+            * max(1, schema.get("minItems", 1))
+    if "properties" in schema:
+        return {name: example_of(prop, schemas, depth)
+                for name, prop in schema["properties"].items()}
+    if kind == "object":
+        values = schema.get("additionalProperties")
+        key = example_of(schema["propertyNames"], schemas, depth) \
+            if "propertyNames" in schema else "key"
+        return {key: example_of(values, schemas, depth)} if isinstance(values, dict) else {}
+    if kind in ("integer", "number"):
+        return max(schema.get("minimum", 1), min(schema.get("maximum", 1), 1)) \
+            if kind == "integer" else PLACEHOLDERS[kind]
+    if kind == "string":
+        return FORMATS.get(schema.get("format"), "…" * max(1, schema.get("minLength", 1)))
+    return PLACEHOLDERS.get(kind)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _operation(path: str, method: str, described: dict, schemas: dict[str, dict]
+               ) -> Operation:
     parameters = [_field(p["name"], p["schema"], p.get("required", False), p.get("description"))
                   for p in described.get("parameters", [])]
     body = [Content(media_type, type_of(content["schema"]),
-                    [] if "$ref" in content["schema"] else shapes_of(content["schema"]))
+                    [] if "$ref" in content["schema"] else shapes_of(content["schema"]),
+                    _json(example_of(content["schema"], schemas))
+                    if media_type == "application/json" else None)
             for media_type, content in described.get("requestBody", {})
             .get("content", {}).items()]
     replies = []
@@ -146,8 +200,9 @@ def _operation(path: str, method: str, described: dict) -> Operation:
             replies.append(Reply(status, "", None, _ref_name(reply["$ref"])))
             continue
         schema = reply.get("content", {}).get("application/json", {}).get("schema")
+        example = _json(example_of(schema, schemas)) if schema and int(status) < 300 else None
         replies.append(Reply(status, reply["description"],
-                             type_of(schema) if schema else None, None))
+                             type_of(schema) if schema else None, None, example))
     return Operation(anchor=described["operationId"], method=method.upper(), path=path,
                      summary=described["summary"], description=described.get("description"),
                      public=described.get("security") == [], parameters=parameters, body=body,
@@ -162,7 +217,8 @@ def reference(doc: dict) -> dict:
         for method, described in methods.items():
             tag = described["tags"][0]
             group = groups.setdefault(tag, Group(tag, str(TAG_LABELS.get(tag, tag))))
-            group.operations.append(_operation(path, method, described))
+            group.operations.append(
+                _operation(path, method, described, doc["components"]["schemas"]))
     components = doc["components"]
     limit = next((p["schema"] for methods in doc["paths"].values()
                   for described in methods.values()

@@ -3,8 +3,11 @@ public, in Arabic and English."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from bs4 import BeautifulSoup
+from jsonschema import Draft202012Validator
 
 from tests.factories import login, make_user
 
@@ -104,3 +107,27 @@ def test_the_arabic_page_translates_its_own_words(client):
     assert {"المصادقة", "الأخطاء", "العملاء (CRM)", "الفوترة"} <= set(labels)
     summary = page.find(id="op-change_plan-title")
     assert (summary["lang"], summary["dir"]) == ("en", "ltr")
+
+
+def test_every_example_is_valid_for_its_schema(client):
+    """The examples of request bodies and of successful answers are made from the document's
+    schemas, and each one is valid for its schema (read with the document's components)."""
+    document = client.get("/api/openapi.json").get_json()
+    page = _page(client, "en")
+    checked = 0
+    for path, methods in document["paths"].items():
+        for method, described in methods.items():
+            operation = page.find(id=f"op-{described['operationId']}")
+            examples = [json.loads(pre.get_text()) for pre in operation.select(".api-example pre")]
+            schemas = [content["schema"] for media_type, content
+                       in described.get("requestBody", {}).get("content", {}).items()
+                       if media_type == "application/json"]
+            schemas += [reply["content"]["application/json"]["schema"]
+                        for status, reply in described["responses"].items()
+                        if int(status) < 300 and "content" in reply]
+            assert len(examples) == len(schemas), (method, path)
+            for example, schema in zip(examples, schemas, strict=True):
+                Draft202012Validator({**schema, "components": document["components"]}
+                                     ).validate(example)
+                checked += 1
+    assert checked > 80
