@@ -42,9 +42,10 @@ class Field:
     type: dict
     required: bool
     description: str | None
-    enum: list | None
-    default: Any
-    examples: list
+    # Values as JSON text, written as they are (a template's tojson would escape Arabic).
+    enum: list[str] | None
+    default: str | None
+    examples: list[str]
     bounds: dict[str, Any]
 
 
@@ -114,7 +115,7 @@ def type_of(schema: dict) -> dict:
             and "properties" not in schema:
         return {"kind": "map", "values": type_of(schema["additionalProperties"])}
     if "const" in schema:
-        return {"kind": "const", "value": schema["const"]}
+        return {"kind": "const", "value": _json(schema["const"], None)}
     return {"kind": "scalar", "name": kind or "any", "format": schema.get("format")}
 
 
@@ -125,8 +126,10 @@ def _field(name: str, schema: dict, required: bool, description: str | None = No
     inner = plain[0] if len(plain) == 1 else schema
     return Field(name=name, type=type_of(schema), required=required,
                  description=description or schema.get("description"),
-                 enum=inner.get("enum"), default=schema.get("default"),
-                 examples=schema.get("examples", []),
+                 enum=[_json(value, None) for value in inner["enum"]] if "enum" in inner
+                 else None,
+                 default=_json(schema["default"], None) if "default" in schema else None,
+                 examples=[_json(value, None) for value in schema.get("examples", [])],
                  bounds={key: inner[key] for key in BOUNDS if key in inner})
 
 
@@ -180,8 +183,8 @@ def example_of(schema: dict, schemas: dict[str, dict], depth: int = 0) -> Any:
     return PLACEHOLDERS.get(kind)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
+def _json(value: Any, indent: int | None = 2) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False)
 
 
 def _operation(path: str, method: str, described: dict, schemas: dict[str, dict]

@@ -131,3 +131,10 @@ def test_every_example_is_valid_for_its_schema(client):
                                      ).validate(example)
                 checked += 1
     assert checked > 80
+
+
+def test_values_are_written_as_json_unescaped(client):
+    """A field's example, choices and default are JSON as written, not \\u escapes."""
+    key = _page(client, "en").find(id="schema-NewApiKey")
+    assert '"wasl_…"' in key.get_text()
+    assert "\\u2026" not in key.get_text()
