@@ -98,9 +98,10 @@ class Endpoints:
     write, If-Match is taken and a stale one answers 412 with the object as it is now.
     """
 
-    def __init__(self, tag: str, label: Any):
+    def __init__(self, tag: str, label: Any = None):
         self.tag = tag
-        TAG_LABELS[tag] = label
+        if label is not None:  # without one, the reference page shows the tag itself
+            TAG_LABELS[tag] = label
 
     def get(self, rule: str, summary: str, **description: Any) -> Callable:
         return self.route("GET", rule, summary, **description)
