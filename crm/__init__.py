@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import crm.campaigns  # noqa: F401 - its event subscribers register on import
 from crm import extensions, i18n, navigation, realtime, security, web
 from crm.api import blueprint as api_blueprint
+from crm.api.reference import blueprint as api_reference_blueprint
 from crm.billing.views import blueprint as billing_blueprint
 from crm.billing.webhooks import blueprint as billing_webhooks_blueprint
 from crm.campaigns import dashboard as campaigns_dashboard  # noqa: F401 - its dashboard card
@@ -73,6 +74,7 @@ def create_app(config: type[Config] | dict | None = None) -> Flask:
     app.register_blueprint(customers_blueprint)
     app.register_blueprint(tickets_blueprint)
     app.register_blueprint(api_blueprint)
+    app.register_blueprint(api_reference_blueprint)
     app.register_blueprint(whatsapp_webhooks_blueprint)
     app.register_blueprint(billing_webhooks_blueprint)
     app.register_blueprint(billing_blueprint)

@@ -44,6 +44,7 @@ PUBLIC = {
     "foundation.confirm_email_change": "the emailed token is the credential",
     "foundation.set_language": "visitors choose a language before they log in",
     "api.openapi_json": "the API's public description",
+    "api_docs.api_reference": "the same description, for people to read",
     "api.register": "creating a workspace is how one starts",
     "api.login": "the way in",
     "api.forgot_password": "for those who cannot log in",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from flask_babel import lazy_gettext
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import GenerateJsonSchema
 
@@ -84,18 +85,23 @@ class Operation:
 
 
 _operations: dict[tuple[str, str], Operation] = {}
+# Each tag's name for people, in their language (the reference page, crm/api/reference.py).
+TAG_LABELS: dict[str, Any] = {}
 
 
 class Endpoints:
-    """Route decorators of one tag: `@crm.post("/crm/customers", "Add a customer",
-    answers={201: Customer}, body=NewCustomer)` above the view's guards.
+    """Route decorators of one tag, named for people by `label` (a lazy_gettext):
+    `@crm.post("/crm/customers", "Add a customer", answers={201: Customer},
+    body=NewCustomer)` above the view's guards.
 
     `etag`: the answer carries the object's version as ETag (crm/api/conditional.py); on a
     write, If-Match is taken and a stale one answers 412 with the object as it is now.
     """
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, label: Any = None):
         self.tag = tag
+        if label is not None:  # without one, the reference page shows the tag itself
+            TAG_LABELS[tag] = label
 
     def get(self, rule: str, summary: str, **description: Any) -> Callable:
         return self.route("GET", rule, summary, **description)
@@ -332,7 +338,7 @@ class OpenAPIDocument(Answer):
     paths: dict[str, Any]
 
 
-meta = Endpoints("meta")
+meta = Endpoints("meta", lazy_gettext("About the API"))
 
 
 @meta.get("/openapi.json", "This OpenAPI document", answers={200: OpenAPIDocument},

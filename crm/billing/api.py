@@ -9,6 +9,7 @@ webhook is not here: it is Stripe's door, not the API's (crm/billing/webhooks.py
 from __future__ import annotations
 
 from flask import Response
+from flask_babel import lazy_gettext
 
 from crm.api.helpers import decode_keyset, encode_keyset
 from crm.api.kit import Page, PageQuery, answer, parse, parse_query
@@ -17,7 +18,7 @@ from crm.billing import schemas, services
 from crm.permissions import require
 from crm.web import me
 
-billing = Endpoints("billing")
+billing = Endpoints("billing", lazy_gettext("Billing"))
 
 _NEEDS_STRIPE = ("Answers 409 `billing_not_connected` when this Wasl is self-hosted (no "
                  "Stripe), 503 `billing_unavailable` when Stripe is not answering.")
@@ -52,10 +53,12 @@ def subscribe() -> Response:
 @billing.post("/billing/change-plan", "Move the subscription to another plan or interval",
               body=schemas.PlanChoice, answers={200: schemas.Subscription}, errors=(409,),
               description="An upgrade applies at once, its difference for the rest of the "
-              "period invoiced and charged now (a card that declines it leaves the plan as it "
-              "was, its invoice open, until paid); a downgrade waits for the end of the period "
-              "paid for (`scheduled_plan`). While a cancellation at the period's end is "
-              "pending, 409: keep the plan first (`POST /api/billing/keep-plan`). "
+              "period invoiced and charged now (a card that declines it, or a bank that asks to "
+              "confirm it, leaves the plan as it was and the upgrade waiting in `pending_plan` "
+              "until its invoice, `pending_invoice_url`, is paid); a downgrade waits for the "
+              "end of the period paid for (`scheduled_plan`). While a cancellation at the "
+              "period's end is pending, 409: keep the plan first "
+              "(`POST /api/billing/keep-plan`). "
               + _NEEDS_STRIPE)
 @require("billing", "write")
 def change_plan() -> Response:

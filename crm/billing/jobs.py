@@ -43,8 +43,10 @@ log = logging.getLogger("crm.billing.jobs")
 
 QUEUE = "default"
 MAX_ATTEMPTS = 10
+# `pending_update_expired`: Stripe dropped an upgrade still unpaid (its `updated` follows).
 SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated",
-                       "customer.subscription.deleted", "customer.subscription.trial_will_end")
+                       "customer.subscription.deleted", "customer.subscription.trial_will_end",
+                       "customer.subscription.pending_update_expired")
 INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed", "invoice.payment_action_required",
                   "invoice.finalized")
 # Invoice events that ask the owner to pay (with the invoice's hosted page).

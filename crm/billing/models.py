@@ -52,6 +52,15 @@ class Subscription(TenantMixin, db.Model):
     # A downgrade waits for the period's end (a Stripe subscription schedule): shown meanwhile.
     scheduled_plan: Mapped[str | None] = mapped_column(String(16))
     scheduled_interval: Mapped[str | None] = mapped_column(String(8))
+    # An upgrade waiting on its invoice's payment (Stripe's `pending_update`, dropped by Stripe
+    # unpaid after about 23 hours): shown meanwhile, with the invoice's page to pay it.
+    pending_plan: Mapped[str | None] = mapped_column(String(16))
+    pending_interval: Mapped[str | None] = mapped_column(String(8))
+    pending_invoice_url: Mapped[str | None] = mapped_column(String(1000))
+    # The bank asks the card holder to confirm the payment (3-D Secure), on that page.
+    pending_requires_action: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false"))
+    pending_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     past_due_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The creation time of the newest Stripe event applied: an older one changes nothing.
     last_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

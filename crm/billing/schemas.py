@@ -83,6 +83,19 @@ class Subscription(Answer):
     cancel_at_period_end: bool
     scheduled_plan: PlanCode | None = Field(description=(
         "A downgrade that takes effect at the end of the period."))
+    pending_plan: PlanCode | None = Field(description=(
+        "An upgrade waiting for its invoice to be paid (a card declined, or a bank asking to "
+        "confirm the payment): `plan` stays until then. Stripe drops it unpaid at "
+        "`pending_expires_at`."))
+    pending_interval: Interval | None = Field(description="The interval of `pending_plan`.")
+    pending_invoice_url: str | None = Field(description=(
+        "Stripe's page of the upgrade's invoice: pay it, or confirm the payment, there."))
+    pending_requires_action: bool = Field(description=(
+        "The card's bank asks the card holder to confirm the payment (3-D Secure) on "
+        "`pending_invoice_url`; false when the card was declined or nothing waits."))
+    pending_expires_at: Timestamp | None = Field(description=(
+        "When Stripe drops the waiting upgrade if its invoice is still unpaid (about 23 "
+        "hours after it was asked)."))
     read_only: bool = Field(description=(
         "A payment has been overdue past its grace: reading and exporting still work, "
         "nothing new is written or sent."))

@@ -213,7 +213,7 @@ def change_plan(actor: User, plan: object, interval: object) -> Subscription:
             remote = _schedule_downgrade(remote, _price_id(chosen, interval), interval)
         else:
             remote = _upgrade(remote, _price_id(chosen, interval))
-    apply_subscription(subscription, remote)
+        apply_subscription(subscription, remote)
     if downgrade:
         subscription.scheduled_plan, subscription.scheduled_interval = chosen.code, interval
     audit("billing.plan_changed", actor, subscription, plan=chosen.code, interval=interval)
@@ -288,7 +288,7 @@ def cancel(actor: User, now: bool = False) -> Subscription:
                 remote.id, options=idempotency_key("cancel", {"id": remote.id}))
         else:
             remote = _set_cancel_at_period_end(subscription, remote, True)
-    apply_subscription(subscription, remote)
+        apply_subscription(subscription, remote)
     audit("billing.canceled", actor, subscription, now=now)
     return subscription
 
@@ -304,7 +304,7 @@ def keep_plan(actor: User) -> Subscription:
         withdrawn = bool(field(remote, "cancel_at_period_end"))
         if withdrawn:
             remote = _set_cancel_at_period_end(subscription, remote, False)
-    apply_subscription(subscription, remote)
+        apply_subscription(subscription, remote)
     if withdrawn:
         audit("billing.plan_kept", actor, subscription)
     return subscription
@@ -461,9 +461,37 @@ def apply_subscription(subscription: Subscription, remote) -> bool:
         subscription.past_due_since = None
     if not field(remote, "schedule"):
         subscription.scheduled_plan = subscription.scheduled_interval = None
+    _keep_pending(subscription, remote)
     _keep_card(field(remote, "default_payment_method"))
     _changed(subscription)
     return True
+
+
+def _keep_pending(subscription: Subscription, remote) -> None:
+    """Keep the upgrade that waits on its invoice's payment (`pending_update`), or forget it:
+    paid, Stripe applied it; unpaid after about 23 hours, Stripe dropped it. Its invoice is
+    read with its payment intents: `requires_action` is a bank asking for 3-D Secure, which
+    the card holder confirms on the invoice's page, not a card refused."""
+    pending = field(remote, "pending_update")
+    if not pending:
+        subscription.pending_plan = subscription.pending_interval = None
+        subscription.pending_invoice_url = subscription.pending_expires_at = None
+        subscription.pending_requires_action = False
+        return
+    found = plan_for_lookup_key(field(pending["subscription_items"][0]["price"], "lookup_key"))
+    subscription.pending_plan, subscription.pending_interval = (
+        (found[0].code, found[1]) if found else (None, None))
+    subscription.pending_expires_at = _moment(field(pending, "expires_at"))
+    latest = field(remote, "latest_invoice")
+    invoice_id = latest if isinstance(latest, str) else field(latest, "id")
+    if invoice_id:
+        invoice = client().v1.invoices.retrieve(
+            invoice_id, params={"expand": ["payments.data.payment.payment_intent"]})
+        keep_invoice(invoice)
+        subscription.pending_invoice_url = field(invoice, "hosted_invoice_url")
+        subscription.pending_requires_action = any(
+            field(field(payment["payment"], "payment_intent"), "status") == "requires_action"
+            for payment in field(field(invoice, "payments"), "data") or ())
 
 
 def _keep_card(method) -> None:
@@ -531,15 +559,20 @@ def default_payment_method() -> PaymentMethod | None:
 
 
 COUNTED = tuple(limit for limit in LIMITS if limit != "api_requests_per_minute")
+# An upgrade waiting on its payment, as the subscription's summary shows it.
+PENDING = ("pending_plan", "pending_interval", "pending_invoice_url", "pending_expires_at")
 
 
 def subscription_summary() -> dict:
     """The organization's subscription as the API and the billing page show it: its
     entitlements, with what it uses of each counted limit."""
     found = gate.entitlements()
+    row = db.session.scalar(select(Subscription))
     return {**{name: getattr(found, name) for name in (
         "plan", "status", "interval", "trial_ends_at", "current_period_end",
         "cancel_at_period_end", "scheduled_plan", "read_only", "self_hosted", "limits")},
+        **{name: getattr(row, name) if row else None for name in PENDING},
+        "pending_requires_action": bool(row and row.pending_requires_action),
         "usage": {limit: gate.usage(limit) for limit in COUNTED}}
 
 

@@ -225,6 +225,10 @@ def change_plan():
     if subscription.scheduled_plan:
         flash(_("Your plan changes to %(plan)s at the end of the period paid for.",
                 plan=PLANS[subscription.scheduled_plan].name), "success")
+    elif subscription.pending_requires_action:  # 3-D Secure: nothing was refused yet
+        flash(_("Your bank asks you to confirm the payment for %(plan)s: confirm it on the "
+                "invoice's page, and your plan changes once it is paid.",
+                plan=PLANS[chosen].name), "info")
     elif (subscription.plan, subscription.interval) != asked:  # held until its invoice is paid
         flash(_("The payment for %(plan)s did not go through: your plan stays %(current)s "
                 "until its invoice is paid (below, or with another card in the portal).",

@@ -8,6 +8,7 @@ organization with campaigns switched off 404, as for the pages."""
 from __future__ import annotations
 
 from flask import Response
+from flask_babel import lazy_gettext
 from flask_login import current_user
 
 from crm.api.conditional import answer_stale_with, if_match, tagged
@@ -20,7 +21,7 @@ from crm.foundation.models import User
 from crm.permissions import require
 from crm.whatsapp.profiles import access_profile
 
-campaigns = Endpoints("campaigns")
+campaigns = Endpoints("campaigns", lazy_gettext("Campaigns"))
 answer_stale_with(Campaign, schemas.Campaign)
 
 _CREATE = ("A text to a cloud number is refused (422 on `message`): the Cloud API starts "

@@ -31,7 +31,8 @@ from crm.campaigns.models import CampaignRecipient as RecipientRow
 from crm.campaigns.settings import MAX_DELAY
 
 Seconds = between(1, MAX_DELAY)
-LocalTime = Annotated[str, Field(json_schema_extra={"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"})]
+LocalTime = Annotated[str, Field(json_schema_extra={"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                                 examples=["22:00"])]
 VARIABLES = "{name}, {first_name}, {company} and {custom.<key>} become each person's own."
 
 

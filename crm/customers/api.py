@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Response, request
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 
 from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import decode_cursor, encode_cursor
@@ -26,7 +27,7 @@ from crm.errors import NotFoundError, ValidationError
 from crm.permissions import require
 from crm.web import me
 
-crm = Endpoints("crm")
+crm = Endpoints("crm", lazy_gettext("Customers (CRM)"))
 answer_stale_with(Customer, schemas.Customer)
 
 _LIST = ("Filters as query parameters; a custom field filters as cf_<key>=<value>. An empty "

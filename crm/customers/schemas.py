@@ -93,7 +93,8 @@ class NewActivity(Body):
 class StageChange(Body):
     name_ar: Annotated[str, Field(min_length=1, max_length=80)] = None
     name_en: Annotated[str, Field(min_length=1, max_length=80)] = None
-    color: str = Field(None, json_schema_extra={"pattern": "^#[0-9a-fA-F]{6}$"})
+    color: str = Field(None, json_schema_extra={"pattern": "^#[0-9a-fA-F]{6}$"},
+                       examples=["#0f7b6c"])
     is_won: bool = None
     is_lost: bool = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Response, current_app
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from flask_login import current_user, login_required
 
 from crm.api.helpers import decode_cursor, encode_cursor
@@ -17,9 +18,9 @@ from crm.permissions import require
 from crm.security import issue_token, login_rate_limited, public_rate_limited
 from crm.web import me
 
-auth = Endpoints("auth")
-users = Endpoints("users")
-api_keys = Endpoints("api-keys")
+auth = Endpoints("auth", lazy_gettext("Logging in"))
+users = Endpoints("users", lazy_gettext("Users"))
+api_keys = Endpoints("api-keys", lazy_gettext("API keys"))
 
 
 def _token(user: User) -> dict:

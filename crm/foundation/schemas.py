@@ -141,7 +141,7 @@ class ApiKey(Answer):
 
 
 class NewApiKey(ApiKey):
-    key: str = Field(validation_alias="credential", pattern="^wasl_",
+    key: str = Field(validation_alias="credential", pattern="^wasl_", examples=["wasl_…"],
                      description="The key itself, answered this once: send it as the bearer "
                                  "token.")
 

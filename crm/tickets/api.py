@@ -10,6 +10,7 @@ admins change them, managers read them.
 from __future__ import annotations
 
 from flask import Response, request
+from flask_babel import lazy_gettext
 
 from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import decode_cursor, encode_cursor
@@ -31,7 +32,7 @@ from crm.tickets import schemas, services
 from crm.tickets.models import Ticket
 from crm.web import me
 
-tickets = Endpoints("tickets")
+tickets = Endpoints("tickets", lazy_gettext("Tickets"))
 answer_stale_with(Ticket, schemas.Ticket)
 
 _COMMENT = ("A JSON body, or multipart/form-data with `body`, `public` and a `file` (images, "

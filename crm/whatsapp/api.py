@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Response, request
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 
 from crm.api.conditional import answer_stale_with, if_match, tagged
 from crm.api.helpers import decode_cursor, decode_keyset, encode_cursor, encode_keyset
@@ -23,7 +24,7 @@ from crm.whatsapp.models import Conversation, Message, WhatsAppProfile
 
 UPLOAD_BODY_LIMIT = upload_body_limit(media.MAX_UPLOAD_BYTES)
 
-whatsapp = Endpoints("whatsapp")
+whatsapp = Endpoints("whatsapp", lazy_gettext("WhatsApp"))
 answer_stale_with(Conversation, schemas.Conversation)
 
 _SEND = ("Give `conversation_id`, or `profile_id` and `to`. The message is queued and sent by "

@@ -73,8 +73,9 @@ class Template(Body):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(json_schema_extra={"pattern": "^[a-z0-9_]{1,512}$"})
-    language: str = Field(json_schema_extra={"pattern": "^[a-z]{2,3}(_[A-Z]{2})?$"})
+    name: str = Field(json_schema_extra={"pattern": "^[a-z0-9_]{1,512}$"}, examples=["eid_offer"])
+    language: str = Field(json_schema_extra={"pattern": "^[a-z]{2,3}(_[A-Z]{2})?$"},
+                          examples=["ar"])
     parameters: list[Annotated[str, Field(max_length=1024)]] = Field(
         [], description="The body's {{1}}, {{2}}... in order.")
 

@@ -14,9 +14,11 @@ is also delivered there by a thread, after the answer, as Stripe sends its webho
 
 What Stripe does on its own side, a test does with a helper: `complete_checkout` (the customer
 paid), `fail_payment` / `pay_invoice` (a renewal failed, then went through), `renew` (a period
-ends: a scheduled downgrade or a cancellation takes effect). Each returns the events Stripe
-would send; `signed(event)` gives the body and headers of its webhook, signed with
-`stripe.WebhookSignature.generate_signature_header` as Stripe signs them.
+ends: a scheduled downgrade or a cancellation takes effect), `expire_pending_updates` (an
+upgrade held for its payment is dropped unpaid, about 23 hours on). With `declines` or
+`requires_action` an update's payment is refused, or waits for the bank's 3-D Secure. Each
+returns the events Stripe would send; `signed(event)` gives the body and headers of its
+webhook, signed with `stripe.WebhookSignature.generate_signature_header` as Stripe signs them.
 
 It also serves the pages Stripe hosts, for browsers: a Checkout session's URL opens a page
 whose "Pay" button completes the checkout, sends its signed webhooks to `webhook_url` (when a
@@ -93,6 +95,9 @@ class FakeStripe:
     outbox: list[dict] = field(default_factory=list)  # events of API calls, not yet taken
     fail_with: int | None = None  # answer every call with this status (a Stripe outage)
     declines: bool = False  # the card declines an update's charge (pending_if_incomplete)
+    # The card's bank asks for 3-D Secure on an update's charge: its payment intent
+    # `requires_action`, the update pending as for a decline.
+    requires_action: bool = False
     clock: float | None = None  # now, for created timestamps (None: the real time)
     webhook_url: str | None = None  # where the Checkout page sends its events (None: nowhere)
     on_stripe_origins: bool = False  # session URLs on Stripe's origins (else on the fake's)
@@ -121,7 +126,7 @@ class FakeStripe:
             self.outbox.clear()
             self._answered.clear()
             self.fail_with = self.clock = self.webhook_url = None
-            self.on_stripe_origins = self.declines = False
+            self.on_stripe_origins = self.declines = self.requires_action = False
 
     # -- what tests read --------------------------------------------------------------------
 
@@ -157,7 +162,7 @@ class FakeStripe:
         subscription = self._create(
             "sub", "subscription", customer=session["customer"], status="active",
             cancel_at_period_end=False, cancel_at=None, canceled_at=None, schedule=None,
-            trial_end=None, pending_update=None,
+            trial_end=None, pending_update=None, latest_invoice=None,
             default_payment_method=method["id"],
             metadata=session.get("subscription_data", {}).get("metadata", {}),
             items={"object": "list", "data": [self._item(price)]})
@@ -183,17 +188,34 @@ class FakeStripe:
         update that waited for this payment applies."""
         invoice = self.objects[invoice_id]
         invoice.update(status="paid", amount_paid=invoice["amount_due"])
+        for payment in invoice["payments"]["data"]:
+            payment["status"] = "paid"
+            self.objects[payment["payment"]["payment_intent"]]["status"] = "succeeded"
         subscription = self.objects[invoice["parent"]["subscription_details"]["subscription"]]
         subscription["status"] = "active"
         pending = subscription["pending_update"]
         if pending:
             item = subscription["items"]["data"][0]
-            price = self.objects[pending["subscription_items"][0]["price"]]
+            price = self.objects[pending["subscription_items"][0]["price"]["id"]]
             if price["recurring"]["interval"] != item["price"]["recurring"]["interval"]:
                 self._new_period(item)
             item["price"], subscription["pending_update"] = price, None
         return [self.event("invoice.paid", invoice),
                 self.event("customer.subscription.updated", subscription)]
+
+    def expire_pending_updates(self) -> list[dict]:
+        """Stripe drops each update held for its payment (`pending_if_incomplete`) still unpaid
+        at its `expires_at` (about 23 hours on, by the fake's clock): the subscription stays
+        on its price, with no `pending_update`; the invoice is left as it is."""
+        events = []
+        for subscription in self.of_kind("subscription"):
+            pending = subscription["pending_update"]
+            if pending and pending["expires_at"] <= self.now():
+                subscription["pending_update"] = None
+                events += [self.event("customer.subscription.pending_update_expired",
+                                      subscription),
+                           self.event("customer.subscription.updated", subscription)]
+        return events
 
     def renew(self, subscription_id: str) -> list[dict]:
         """The period ends: a cancellation waiting takes effect, else a new period starts (on
@@ -299,9 +321,14 @@ class FakeStripe:
                 if item["subscription"] == subscription["id"] and item["invoice"] is None]
 
     def _invoice(self, subscription: dict, lines: list[dict], status: str,
-                 reason: str) -> dict:
-        """An invoice of `lines` (its proration items then name it). A credit beyond what
-        is due goes to the customer's balance: nothing below zero is due."""
+                 reason: str, intent_status: str | None = None) -> dict:
+        """An invoice of `lines` (its proration items then name it), the subscription's latest,
+        paid through a payment intent (`payments`, expanded on request as Stripe's are): one
+        that `succeeded` when paid, else `intent_status` (`requires_payment_method` after a
+        decline by default). A credit beyond what is due goes to the customer's balance:
+        nothing below zero is due."""
+        intent_status = "succeeded" if status == "paid" else (
+            intent_status or "requires_payment_method")
         with self._lock:
             number = next(self._numbers)
         invoice_id = f"in_{secrets.token_hex(8)}"
@@ -309,6 +336,9 @@ class FakeStripe:
         for item in self.of_kind("invoiceitem"):
             if item["_line"] in lines:
                 item["invoice"] = invoice_id
+        subscription["latest_invoice"] = invoice_id
+        intent = self._create("pi", "payment_intent", amount=amount, currency="sar",
+                              status=intent_status, invoice=invoice_id)
         return self._create(
             "in", "invoice", object_id=invoice_id, customer=subscription["customer"],
             number=f"WASL-{number:04d}", amount_due=amount, amount_paid=amount
@@ -317,6 +347,10 @@ class FakeStripe:
                    "url": f"/v1/invoices/{invoice_id}/lines"},
             hosted_invoice_url=f"https://invoice.stripe.test/i/{invoice_id}",
             invoice_pdf=f"https://pay.stripe.test/invoice/{invoice_id}/pdf",
+            payments={"object": "list", "has_more": False, "data": [{
+                "object": "invoice_payment", "invoice": invoice_id, "is_default": True,
+                "status": "paid" if status == "paid" else "open",
+                "payment": {"type": "payment_intent", "payment_intent": intent["id"]}}]},
             parent={"type": "subscription_details",
                     "subscription_details": {"subscription": subscription["id"]}})
 
@@ -352,18 +386,22 @@ class FakeStripe:
                         currency=line["currency"], proration=True, invoice=None,
                         _line=line)["id"]
         if new_cycle or behavior == "always_invoice":
-            declined = self.declines and pending
-            invoice = self._invoice(subscription, lines if new_cycle else
-                                    self._pending_items(subscription),
-                                    "open" if declined else "paid", "subscription_update")
+            declined = (self.declines or self.requires_action) and pending
+            invoice = self._invoice(
+                subscription, lines if new_cycle else self._pending_items(subscription),
+                "open" if declined else "paid", "subscription_update",
+                "requires_action" if self.requires_action else None)
             if declined:
                 item.update(price=old, current_period_start=start, current_period_end=end)
                 subscription["pending_update"] = {
-                    "subscription_items": [{"id": item["id"], "price": price["id"]}],
+                    "subscription_items": [{"object": "subscription_item", "id": item["id"],
+                                            "price": price, "quantity": 1}],
                     "expires_at": now + 23 * 3600, "billing_cycle_anchor": None,
                     "trial_end": None, "trial_from_plan": False}
+            refused = ("invoice.payment_action_required" if self.requires_action
+                       else "invoice.payment_failed")
             for kind in ("invoice.created", "invoice.finalized",
-                         "invoice.payment_failed" if declined else "invoice.paid"):
+                         refused if declined else "invoice.paid"):
                 self._emit(kind, invoice)
 
     def _cancel_at_period_end(self, subscription: dict, cancel: bool) -> None:
@@ -378,6 +416,20 @@ class FakeStripe:
         view = json.loads(json.dumps(subscription))
         if "default_payment_method" in expand and view["default_payment_method"]:
             view["default_payment_method"] = self.objects[view["default_payment_method"]]
+        if "latest_invoice" in expand and view["latest_invoice"]:
+            view["latest_invoice"] = self.objects[view["latest_invoice"]]
+        return view
+
+    def _invoice_view(self, invoice: dict, expand: list[str]) -> dict:
+        """An invoice; its payments' payment intents expanded when asked (Stripe includes
+        `payments` only when expanded)."""
+        view = json.loads(json.dumps(invoice))
+        if "payments.data.payment.payment_intent" in expand:
+            for payment in view["payments"]["data"]:
+                payment["payment"]["payment_intent"] = self.objects[
+                    payment["payment"]["payment_intent"]]
+        elif "payments" not in expand:
+            del view["payments"]
         return view
 
     # -- the HTTP API -----------------------------------------------------------------------
@@ -641,7 +693,7 @@ class FakeStripe:
         @route("GET", r"/v1/invoices/([^/]+)")
         def retrieve_invoice(params, invoice_id):
             invoice, error = get(invoice_id, "invoice")
-            return error or jsonify(invoice)
+            return error or jsonify(self._invoice_view(invoice, params.get("expand", [])))
 
         return app
 

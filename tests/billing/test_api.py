@@ -3,7 +3,7 @@ do what."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask_babel import force_locale, gettext
@@ -13,7 +13,7 @@ from crm.cli import cli
 from crm.models import utcnow
 from tests.billing.factories import put_on_plan
 from tests.billing.test_stripe import deliver, state
-from tests.factories import bearer, make_org, make_user
+from tests.factories import bearer, login, make_org, make_user
 
 
 @pytest.fixture
@@ -263,3 +263,62 @@ def test_keeping_the_plan_through_the_api(app, client, synced):
     assert kept.status_code == 200
     assert (kept.json["plan"], kept.json["cancel_at_period_end"]) == ("starter", False)
     assert state(org).cancel_at_period_end is False
+
+
+@pytest.mark.parametrize("refusal", ["declines", "requires_action"])
+def test_an_upgrade_waiting_on_its_payment_is_in_the_subscription(app, client, synced,
+                                                                   refusal):
+    """The card declines the upgrade's difference, or its bank asks for 3-D Secure: the plan
+    stays, and the subscription answers the upgrade waiting, its invoice's page to pay it,
+    whether the bank asks to confirm, and when Stripe drops it; once paid, nothing waits."""
+    org = _subscribed(app, client, synced)
+    headers = bearer(org.admin)
+    setattr(synced, refusal, True)
+
+    up = client.post("/api/billing/change-plan", headers=headers,
+                     json={"plan": "pro", "interval": "month"})
+
+    assert up.status_code == 200
+    stripe_id = synced.of_kind("subscription")[-1]["id"]
+    pending = synced.objects[stripe_id]["pending_update"]
+    invoice = synced.of_kind("invoice")[-1]
+    expected = {"plan": "starter", "pending_plan": "pro", "pending_interval": "month",
+                "pending_invoice_url": invoice["hosted_invoice_url"],
+                "pending_requires_action": refusal == "requires_action",
+                "pending_expires_at": datetime.fromtimestamp(pending["expires_at"], UTC)
+                .strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert {key: up.json[key] for key in expected} == expected
+    deliver(app, client, synced, synced.take_events())  # Stripe's webhooks say the same
+    shown = client.get("/api/billing/subscription", headers=headers).json
+    assert {key: shown[key] for key in expected} == expected
+
+    setattr(synced, refusal, False)
+    deliver(app, client, synced, synced.pay_invoice(invoice["id"]))
+
+    paid = client.get("/api/billing/subscription", headers=headers).json
+    assert (paid["plan"], paid["pending_plan"], paid["pending_interval"],
+            paid["pending_invoice_url"], paid["pending_requires_action"],
+            paid["pending_expires_at"]) == ("pro", None, None, None, False, None)
+
+
+def test_an_upgrade_stripe_drops_unpaid_stops_waiting(app, client, synced):
+    """Stripe drops the upgrade still unpaid after about 23 hours: its webhook (a
+    `customer.subscription.updated` without `pending_update`) leaves nothing waiting, on the
+    API and on the page; the plan is the one paid for."""
+    org = _subscribed(app, client, synced)
+    headers = bearer(org.admin)
+    synced.declines = True
+    client.post("/api/billing/change-plan", headers=headers,
+                json={"plan": "pro", "interval": "month"})
+    deliver(app, client, synced, synced.take_events())
+    assert client.get("/api/billing/subscription", headers=headers).json["pending_plan"] == "pro"
+    pending = synced.of_kind("subscription")[-1]["pending_update"]
+
+    synced.clock = pending["expires_at"]
+    deliver(app, client, synced, synced.expire_pending_updates())
+
+    shown = client.get("/api/billing/subscription", headers=headers).json
+    assert (shown["plan"], shown["pending_plan"], shown["pending_invoice_url"],
+            shown["pending_expires_at"]) == ("starter", None, None, None)
+    login(client, org.admin)
+    assert 'id="billing-pending"' not in client.get("/billing").get_data(as_text=True)

@@ -103,3 +103,58 @@ def test_a_new_interval_starts_a_new_period_invoiced_at_once(app, subscribed):
     assert item["current_period_start"] == HALF
     invoice = fake.of_kind("invoice")[-1]
     assert invoice["amount_due"] == 99_000 - 4_950
+
+
+def _pending_upgrade(subscription: dict):
+    return client().v1.subscriptions.update(subscription["id"], params={
+        "items": [{"id": subscription["items"]["data"][0]["id"],
+                   "price": _price("wasl_pro_month")}],
+        "proration_behavior": "always_invoice", "payment_behavior": "pending_if_incomplete"})
+
+
+def test_a_bank_asking_for_3d_secure_holds_the_update_with_its_intent_requiring_action(
+        app, subscribed):
+    """The bank asks the card holder to authenticate: the update waits in `pending_update`,
+    the invoice stays open, its payment intent (under `payments`, when expanded) is
+    `requires_action`, and Stripe says `invoice.payment_action_required`, not a failure."""
+    fake, subscription = subscribed
+    fake.requires_action = True
+    fake.take_events()
+
+    updated = _pending_upgrade(subscription)
+
+    assert updated.pending_update.subscription_items[0].price.lookup_key == "wasl_pro_month"
+    assert updated["items"].data[0].price.lookup_key == "wasl_starter_month"
+    invoice = client().v1.invoices.retrieve(
+        updated.latest_invoice, params={"expand": ["payments.data.payment.payment_intent"]})
+    assert invoice.status == "open"
+    assert invoice.payments.data[0].payment.payment_intent.status == "requires_action"
+    assert "payments" not in client().v1.invoices.retrieve(updated.latest_invoice)
+    assert [event["type"] for event in fake.take_events()] == [
+        "invoice.created", "invoice.finalized", "invoice.payment_action_required",
+        "customer.subscription.updated"]
+
+
+def test_stripe_drops_a_pending_update_unpaid_at_its_expiry(app, subscribed):
+    """About 23 hours on (`expires_at`), Stripe drops the update still unpaid: the
+    subscription stays on its price with no `pending_update`, and says so
+    (`customer.subscription.pending_update_expired`, then `customer.subscription.updated`);
+    paying the invoice afterwards applies nothing."""
+    fake, subscription = subscribed
+    fake.declines = True
+    updated = _pending_upgrade(subscription)
+    expires_at = updated.pending_update.expires_at
+    assert expires_at == HALF + 23 * 3600
+
+    fake.clock = expires_at - 1
+    assert fake.expire_pending_updates() == []
+    fake.clock = expires_at
+    events = fake.expire_pending_updates()
+
+    assert [event["type"] for event in events] == [
+        "customer.subscription.pending_update_expired", "customer.subscription.updated"]
+    assert events[1]["data"]["object"]["pending_update"] is None
+    fake.pay_invoice(updated.latest_invoice)
+    kept = client().v1.subscriptions.retrieve(subscription["id"])
+    assert (kept.pending_update, kept["items"].data[0].price.lookup_key) == (
+        None, "wasl_starter_month")

@@ -4,6 +4,7 @@ the plan."""
 from __future__ import annotations
 
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from babel.numbers import format_currency
@@ -518,3 +519,28 @@ def test_an_upgrade_whose_payment_fails_says_the_plan_stays(app, client, synced)
     assert "Your plan is now" not in html
     assert ("The payment for Pro did not go through: your plan stays Starter until its "
             "invoice is paid") in html
+
+
+def test_an_upgrade_the_bank_must_confirm_says_so_with_the_invoice(app, client, synced):
+    """The bank asks for 3-D Secure on the upgrade's payment (its payment intent
+    `requires_action`): the page tells the admin to confirm it with their bank on the
+    invoice's page, links that page, and shows the upgrade waiting."""
+    org = make_org(language="en")
+    login(client, org.admin)
+    client.post("/billing/subscribe", data={"plan": "starter", "interval": "month"})
+    deliver(app, client, synced,
+            synced.complete_checkout(synced.of_kind("checkout.session")[-1]["id"]))
+    synced.requires_action = True
+    login(client, org.admin)
+
+    client.post("/billing/change-plan", data={"plan": "pro", "interval": "month"})
+
+    html = unescape(client.get("/billing").get_data(as_text=True))
+    invoice = synced.of_kind("invoice")[-1]
+    assert "did not go through" not in html
+    assert ("Your bank asks you to confirm the payment for Pro: confirm it on the invoice's "
+            "page, and your plan changes once it is paid.") in html
+    waiting = html.split('id="billing-pending"')[1].split("</p>")[0]
+    assert "Pro is waiting for its payment" in waiting
+    assert f'href="{invoice["hosted_invoice_url"]}"' in waiting
+    assert "Confirm the payment" in waiting

@@ -206,6 +206,41 @@ def test_an_admin_upgrades_cancels_and_keeps_the_plan_in_arabic(browsing, live_s
     assert browsing.dialogs == []
 
 
+def test_an_upgrade_the_bank_must_confirm_waits_with_its_invoice_link_in_arabic(
+        browsing, live_server, stripe_connected):
+    """Subscribed to Starter, the admin upgrades to Pro and the bank asks for 3-D Secure: the
+    page says to confirm the payment with the bank (not that it failed), keeps Starter, and
+    shows Pro waiting with a link to the invoice's page to confirm it; at 390 px too."""
+    account = live_server.make_account()
+    page = browsing.new_page(account=account)
+    page.goto("/billing")
+    page.locator("article[data-plan='starter'] button[value='month']").click()
+    page.get_by_role("button", name="Pay").click()
+    wait_until(lambda: _subscription_status(live_server, account.organization_id) == "active",
+               "the checkout's webhook being processed")
+    stripe_connected.requires_action = True
+
+    page.goto("/billing")
+    page.locator("article[data-plan='pro'] button[value='month']").click()
+
+    said = translated(live_server, "Your bank asks you to confirm the payment for %(plan)s: "
+                      "confirm it on the invoice's page, and your plan changes once it is "
+                      "paid.", "ar")
+    expect(page.locator(".flash-info")).to_contain_text(said.split("%(plan)s")[0].strip())
+    expect(page.locator(".billing-plan")).to_contain_text(
+        translated(live_server, "Starter", "ar"))
+    invoice = stripe_connected.of_kind("invoice")[-1]
+    link = page.locator("#billing-pending a")
+    expect(link).to_have_text(translated(live_server, "Confirm the payment", "ar"))
+    expect(link).to_have_attribute("href", invoice["hosted_invoice_url"])
+    screenshot(page, "billing-3ds-ar")
+    page.set_viewport_size(PHONE)
+    screenshot(page, "billing-3ds-ar-390")
+    assert not page.evaluate(
+        "() => document.documentElement.scrollWidth > document.documentElement.clientWidth")
+    assert browsing.csp_violations() == []
+
+
 # What a phone's width must not do to the billing page (a function: the CSP forbids eval):
 # scroll sideways, cut an invoice's links off (in the viewport and in any box that clips
 # them), or squeeze a usage bar beside its label instead of across its row.
