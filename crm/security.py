@@ -90,7 +90,11 @@ def _posted_email() -> str:
 
 
 def _login_account_key() -> str:
-    return "login-account:" + _posted_email()
+    """The account a login attempt is on: the posted email, or in a sign-in's second step
+    (which posts only a code) the email whose password was right, so codes and passwords
+    share one allowance."""
+    pending = awaited_second_factor()
+    return "login-account:" + (_posted_email() or (pending["email"] if pending else ""))
 
 
 def _failed(response) -> bool:
@@ -176,6 +180,28 @@ def start_session(user: User, remember: bool = False) -> None:
     session.clear()
     user.current_session = open_session(user, "browser")
     login_user(user, remember=remember)
+
+
+# A sign-in whose password was right, waiting for its second factor: kept in the signed
+# session cookie for a few minutes, it signs nobody in (no page or API call sees a user).
+SECOND_FACTOR = "second_factor"
+SECOND_FACTOR_LIFETIME = 300  # seconds
+
+
+def await_second_factor(user: User, remember: bool, next_url: str) -> None:
+    """Remember that `user` gave the right password, until they give a code (or time runs out)."""
+    session.clear()
+    session[SECOND_FACTOR] = {"organization_id": user.organization_id, "user_id": user.id,
+                              "email": user.email, "remember": remember, "next": next_url,
+                              "until": int(time.time()) + SECOND_FACTOR_LIFETIME}
+
+
+def awaited_second_factor() -> dict | None:
+    """The sign-in waiting for its second factor in this browser, unless it ran out."""
+    pending = session.get(SECOND_FACTOR)
+    if not isinstance(pending, dict) or pending.get("until", 0) < time.time():
+        return None
+    return pending
 
 
 def end_session() -> None:

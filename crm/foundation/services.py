@@ -113,7 +113,7 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _password_matches(password_hash: str, password: str) -> bool:
+def password_matches(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
@@ -261,17 +261,22 @@ def login_candidates(email: str) -> list[tuple[int, int]]:
     return [(row.organization_id, row.user_id) for row in rows]
 
 
-def authenticate(email: object, password: object, organization_slug: object = None) -> User:
-    """Return the active user these credentials name, or raise AuthenticationError."""
+def check_credentials(email: object, password: object, organization_slug: object = None
+                      ) -> User:
+    """Return the active user these credentials name, or raise AuthenticationError.
+
+    Only the password: signing in is crm/foundation/two_factor.py `log_in`, which asks for
+    the second factor of those who have one and records the login.
+    """
     try:
         address = normalize_email(email)
     except ValidationError:
         address = ""
     password = password if isinstance(password, str) else ""
     matches = [user for user in _users_for_login(address) if
-               _password_matches(user.password_hash, password)]
+               password_matches(user.password_hash, password)]
     if not address or not matches:
-        _password_matches(_DUMMY_HASH, password)
+        password_matches(_DUMMY_HASH, password)
         _record_failed_login(address)
         raise AuthenticationError(_("The email or password is incorrect."))
     if organization_slug:
@@ -282,7 +287,6 @@ def authenticate(email: object, password: object, organization_slug: object = No
                                     "enter the workspace address.")})
     user = matches[0]
     set_current_organization(user.organization_id)
-    audit("user.login", user, user)
     return user
 
 
@@ -573,7 +577,7 @@ def reset_password(token: object, new_password: object) -> User:
 
 
 def change_password(user: User, current_password: object, new_password: object) -> None:
-    if not isinstance(current_password, str) or not _password_matches(user.password_hash,
+    if not isinstance(current_password, str) or not password_matches(user.password_hash,
                                                                       current_password):
         raise ValidationError({"current_password": _("The current password is incorrect.")})
     user.password_hash = hash_password(_check_password(new_password, "new_password"))
