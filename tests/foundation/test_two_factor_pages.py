@@ -200,3 +200,15 @@ def test_only_admins_reset(client, org, totp_clock):
     login(client, manager)
     assert client.post(f"/team/{agent.id}/two-factor/reset").status_code == 403
     assert reload(org, User, agent).has_two_factor
+
+
+def test_the_profile_names_each_field_once(client, member):
+    """Two forms ask for a code: each label points at its own field (ids are unique)."""
+    login(client, member[0])
+    page = client.get("/profile").text
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    refused = client.post("/profile/two-factor/disable", data={"password": PASSWORD,
+                                                               "code": "000000"}).text
+    assert 'id="error-disable-code"' in refused
+    assert 'aria-describedby="error-disable-code"' in refused
