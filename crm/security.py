@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -89,12 +90,10 @@ def _posted_email() -> str:
     return clean_text(email.strip().lower()) if isinstance(email, str) else ""
 
 
-def _login_account_key() -> str:
-    """The account a login attempt is on: the posted email, or in a sign-in's second step
-    (which posts only a code) the email whose password was right, so codes and passwords
-    share one allowance."""
+def _awaited_email() -> str:
+    """The email whose password was right, in a sign-in's second step (which posts a code)."""
     pending = awaited_second_factor()
-    return "login-account:" + (_posted_email() or (pending["email"] if pending else ""))
+    return pending["email"] if pending else ""
 
 
 def _failed(response) -> bool:
@@ -103,19 +102,29 @@ def _failed(response) -> bool:
     return 400 <= response.status_code < 500
 
 
+def _login_limited(view, account: Callable[[], str]):
+    failed = {"methods": ["POST"], "deduct_when": _failed}
+    per_ip = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"],
+                                  scope="login-ip", **failed)
+    per_account = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
+                                       scope="login-account",
+                                       key_func=lambda: "login-account:" + account(), **failed)
+    return per_ip(per_account(view))
+
+
 def login_rate_limited(view):
     """Limit login attempts per IP and per account; only failed attempts count.
 
     The limits are shared by every login route (page and API), so switching between them buys
     an attacker no extra attempts.
     """
-    failed = {"methods": ["POST"], "deduct_when": _failed}
-    per_ip = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"],
-                                  scope="login-ip", **failed)
-    per_account = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
-                                       scope="login-account", key_func=_login_account_key,
-                                       **failed)
-    return per_ip(per_account(view))
+    return _login_limited(view, _posted_email)
+
+
+def second_factor_rate_limited(view):
+    """Limit the codes of a sign-in's second step with the login's own allowances, counted on
+    the account whose password was right (never on an email the post names)."""
+    return _login_limited(view, _awaited_email)
 
 
 def public_rate_limited(action: str, per_email: bool = False, failures_only: bool = False):

@@ -52,6 +52,7 @@ from crm.security import (
     end_session,
     login_rate_limited,
     public_rate_limited,
+    second_factor_rate_limited,
     start_session,
 )
 from crm.validation import parse_id
@@ -267,7 +268,7 @@ def login():
 
 
 @blueprint.route("/login/two-factor", methods=["GET", "POST"])
-@login_rate_limited  # one allowance with the password's: guessing codes costs attempts too
+@second_factor_rate_limited  # the password's allowance: guessing codes costs attempts too
 def login_two_factor():
     """A sign-in's second step: the code from the app, or a recovery code."""
     if current_user.is_authenticated:

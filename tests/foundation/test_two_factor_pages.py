@@ -108,6 +108,22 @@ def test_wrong_codes_spend_the_login_allowance(app, client, member, monkeypatch)
     assert client.get("/").status_code == 302
 
 
+def test_naming_another_email_buys_no_guesses(app, client, member, monkeypatch):
+    """The code step counts on the account whose password was right, whatever email the
+    post names; and a password step on another account is not counted on this one."""
+    monkeypatch.setitem(app.config, "RATELIMIT_LOGIN_PER_ACCOUNT", "2 per minute")
+    user, secret, _codes = member
+    log_in(client, user.email)
+    for n in range(2):
+        response = client.post("/login/two-factor",
+                               data={"code": "111111", "email": f"other{n}@x.example"})
+        assert response.status_code == 422
+    response = client.post("/login/two-factor", data={"code": totp_code(secret, TOTP_STEP + 1),
+                                                      "email": "other9@x.example"})
+    assert response.status_code == 429
+    assert log_in(client, "nobody@else.example", "wrong password").status_code == 422
+
+
 def test_the_code_step_runs_out(client, member):
     """A half-done sign-in lasts a few minutes; then the password is asked again."""
     user, secret, _codes = member
