@@ -105,17 +105,22 @@ SETTING_LABELS = {"name": lazy_gettext("Organization name"),
                   "default_language": lazy_gettext("Default language"),
                   "timezone": lazy_gettext("Time zone"), "country": lazy_gettext("Country"),
                   "currency": lazy_gettext("Currency")}
+# An entry's `changes` is either a map of settings to their old and new values (the
+# organization's, named above) or a list of the fields a change made (a module's, named here).
+FIELD_LABELS: dict[str, LazyString] = {}
 TARGET_LABELS = {"users": lazy_gettext("User"), "invitations": lazy_gettext("Invitation"),
                  "organizations": lazy_gettext("Organization"),
                  "user_sessions": lazy_gettext("API key")}
 
 
 def add_audit_labels(actions: Mapping[str, LazyString],
-                     targets: Mapping[str, LazyString] | None = None) -> None:
-    """Name a module's audited actions, and the tables of what they act on, in the audit log
-    (the kernel names no module's)."""
+                     targets: Mapping[str, LazyString] | None = None,
+                     fields: Mapping[str, LazyString] | None = None) -> None:
+    """Name a module's audited actions, the tables of what they act on, and the fields an
+    entry's `changes` list, in the audit log (the kernel names no module's)."""
     AUDIT_ACTIONS.update(actions)
     TARGET_LABELS.update(targets or {})
+    FIELD_LABELS.update(fields or {})
 
 # Words in a user agent that name a browser or a system, most specific first (Edge and Opera
 # say "Chrome" too, Chrome says "Safari", Android says "Linux", an iPhone "Mac OS X").
@@ -755,7 +760,8 @@ def audit_log():
     return render_template(template, entries=entries, next_cursor=next_cursor, people=people,
                            filters=filters, action_labels=AUDIT_ACTIONS,
                            action_choices=sorted(AUDIT_ACTIONS.items(), key=lambda a: str(a[1])),
-                           target_labels=TARGET_LABELS, setting_labels=SETTING_LABELS)
+                           target_labels=TARGET_LABELS, setting_labels=SETTING_LABELS,
+                           field_labels=FIELD_LABELS)
 
 
 add_onboarding_step(OnboardingStep(

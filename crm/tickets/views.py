@@ -107,7 +107,7 @@ add_audit_labels({
     "ticket_suggestions": lazy_gettext("Ticket suggestion"),
     "sla_policies": lazy_gettext("SLA policy"),
     "business_hours": lazy_gettext("Working hours"),
-})
+}, FIELD_LABELS)
 allow_uploads(blueprint, {"tickets.add_comment"}, MAX_ATTACHMENTS * MAX_ATTACHMENT_BYTES)
 # The sections other pages show load themselves from the routes below, so neither the CRM nor
 # the inbox reads a ticket; each shows nothing while ticketing is off.

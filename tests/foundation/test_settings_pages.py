@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
@@ -20,6 +21,7 @@ from crm.foundation.models import Invitation, Organization, User
 from crm.foundation.views import AUDIT_ACTIONS, TARGET_LABELS
 from crm.tenancy import organization_context
 from crm.tickets import demo as tickets_demo  # noqa: F401
+from crm.tickets import services as ticket_services
 from crm.tickets.models import Ticket, TicketComment
 from crm.whatsapp import demo as whatsapp_demo  # noqa: F401
 from crm.whatsapp.models import Conversation
@@ -27,6 +29,7 @@ from tests.conftest import ROOT
 from tests.factories import login, make_user, run_jobs
 from tests.foundation import HTMX, arabic, audit_actions, ident, log_in, reload
 from tests.queries import count_queries
+from tests.tickets.factories import make_ticket
 
 SETTINGS = {"name": "Renamed Co", "default_language": "en", "timezone": "Africa/Cairo",
             "country": "EG"}
@@ -304,8 +307,52 @@ def test_seed_demo_creates_the_demo_organization_once(app):
     run_jobs(app)
     client = app.test_client()
     assert log_in(client, DEMO_EMAIL, DEMO_PASSWORD).status_code == 303
+    # Every page and fragment its links lead to opens on the demo's data, for the admin and
+    # for an agent (the audit log once failed on a ticket's entry).
+    pages = crawl(client)
+    assert len(pages) > 50
+    assert {url: status for url, status in pages.items() if status != 200} == {}
+    agent = app.test_client()
+    assert log_in(agent, "agent1@wasl.example", DEMO_PASSWORD).status_code == 303
+    assert {url: status for url, status in crawl(agent).items() if status != 200} == {}
     assert "already exists" in seed()
     assert len(services.login_candidates(DEMO_EMAIL)) == 1
+
+
+class _Links(HTMLParser):
+    """The same-site links of a page that a person opens: <a href> and htmx's hx-get."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        link = attributes.get("hx-get") or (attributes.get("href") if tag == "a" else None)
+        if link and link.startswith("/") and "download" not in attributes:
+            self.found.append(link.split("#")[0])
+
+
+def crawl(client, start: str = "/", most: int = 300) -> dict[str, int]:
+    """Open every page reachable from `start`, one address of each shape (a customer's page
+    stands for all customers'), without signing out; the status of each."""
+    def shape(url: str) -> str:
+        return re.sub(r"\d+", "N", re.sub(r"=[^&]*", "", url))
+    statuses: dict[str, int] = {}
+    shapes: set[str] = set()
+    waiting = [start]
+    while waiting and len(statuses) < most:
+        url = waiting.pop()
+        if shape(url) in shapes or url.startswith(("/logout", "/static/")):
+            continue
+        shapes.add(shape(url))
+        answer = client.get(url)
+        statuses[url] = 200 if answer.status_code in (301, 302, 303) else answer.status_code
+        if answer.mimetype == "text/html":
+            links = _Links()
+            links.feed(answer.text)
+            waiting.extend(links.found)
+    return statuses
 
 
 def test_the_audit_log_names_the_member_an_action_acts_on(client, org):
@@ -319,6 +366,27 @@ def test_the_audit_log_names_the_member_an_action_acts_on(client, org):
     row = row[:row.index("</tr>")]
     assert "Noura Al-Qahtani" in row
     assert f"#{agent_id}" not in row
+
+
+def test_the_audit_log_names_the_fields_a_change_made(client, org):
+    """A ticket's change reads with the fields it changed, beside the settings' "from … to …"
+    (its entry lists names where the settings' maps each to its old and new value)."""
+    ticket = make_ticket(org, subject="الطابعة لا تعمل")
+    with organization_context(ident(org)):
+        ticket_services.update_ticket(org.admin, db.session.get(Ticket, ident(ticket)),
+                                      {"status": "pending", "priority": "high"})
+        db.session.flush()
+    login(client, org.admin)
+    client.post("/settings", data={**SETTINGS, "csrf_token": ""})
+    page = client.get("/settings/audit")
+    assert page.status_code == 200
+    text = page.text.split('id="audit-rows"')[1]  # past the filter's choices
+    row = text[text.index(arabic("Ticket changed")):]
+    row = row[:row.index("</tr>")]
+    assert f"#{ident(ticket)}" in row
+    assert arabic("Status") in row
+    assert arabic("Priority") in row
+    assert arabic("Organization name") in text  # the settings' entry, from one name to another
 
 
 def test_the_audit_log_filters_by_action_and_by_member(client, org):
