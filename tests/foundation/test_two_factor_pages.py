@@ -228,3 +228,16 @@ def test_the_profile_names_each_field_once(client, member):
                                                                "code": "000000"}).text
     assert 'id="error-disable-code"' in refused
     assert 'aria-describedby="error-disable-code"' in refused
+
+
+def test_the_audit_log_names_each_step(client, org, totp_clock):
+    """Turning it on and an admin's reset read in Arabic in the audit log."""
+    agent = make_user(org, "agent", full_name="Nour Agent")
+    turn_on_two_factor(agent)
+    login(client, org.admin)
+    client.post(f"/team/{agent.id}/two-factor/reset")
+    log = client.get("/settings/audit")
+    assert log.status_code == 200
+    for label in ("Two-factor authentication turned on",
+                  "Two-factor authentication reset by an admin"):
+        assert arabic(label) in log.text
