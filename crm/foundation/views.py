@@ -283,12 +283,14 @@ def login_two_factor():
     if not user:
         flash(_("Your sign-in took too long. Log in again."), "info")
         return see_other("foundation.login")
+    recovery = bool(request.values.get("recovery"))  # a recovery code's field, not the app's
     if request.method == "GET":
-        return page("foundation/login_two_factor.html")
+        return page("foundation/login_two_factor.html", recovery=recovery)
     try:
         two_factor.complete_login(user, request.form.get("code"))
     except ValidationError as exc:
-        return page("foundation/login_two_factor.html", 422, errors=exc.fields)
+        return page("foundation/login_two_factor.html", 422, errors=exc.fields,
+                    recovery=recovery)
     start_session(user, remember=pending["remember"])
     return redirect(_safe_next(pending["next"]), 303)
 

@@ -86,8 +86,16 @@ def test_arabic_indic_digits_are_accepted(client, member):
 
 
 def test_a_recovery_code_signs_in_once(client, member):
+    """Its own field (a phone's number pad cannot type letters) signs in once with a code."""
     user, _secret, codes = member
     log_in(client, user.email)
+    assert "/login/two-factor?recovery=1" in client.get("/login/two-factor").text
+    field = client.get("/login/two-factor?recovery=1").text
+    assert arabic("Recovery code") in field
+    assert 'inputmode="numeric"' not in field
+    refused = client.post("/login/two-factor", data={"code": "aaaaa-bbbbb", "recovery": "1"})
+    assert refused.status_code == 422
+    assert 'name="recovery"' in refused.text  # the recovery field again, not the app's
     assert client.post("/login/two-factor", data={"code": codes[0]}).status_code == 303
     assert codes_left(9) in client.get("/profile").text
     client.post("/logout")
