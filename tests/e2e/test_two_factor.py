@@ -54,6 +54,13 @@ def test_turn_it_on_sign_out_and_sign_in_with_a_code(browsing, live_server):
     submit(page, "/profile/two-factor")
     codes = page.locator("#recovery-codes li")
     expect(codes).to_have_count(10)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                   origin=live_server.url)
+    copy = page.locator("button[data-copy]")
+    copy.click()
+    expect(copy).to_have_text(translated(live_server, "Copied", "ar"))
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert copied.split() == codes.all_inner_texts()
     assert not scrolls_sideways(page)
     screenshot(page, "two-factor-codes-ar-phone")
     saved = translated(live_server, "I have saved them", "ar")
