@@ -23,7 +23,10 @@ from crm.customers import (  # noqa: F401 - routes of the customers blueprint
 )
 from crm.customers.views import blueprint as customers_blueprint
 from crm.database_roles import check_app_role
-from crm.foundation import notification_views  # noqa: F401 - foundation's routes too
+from crm.foundation import (
+    notification_views,  # noqa: F401 - foundation's routes too
+    two_factor_views,  # noqa: F401 - foundation's routes too
+)
 from crm.foundation.views import blueprint as foundation_blueprint
 from crm.tickets import dashboard as tickets_dashboard  # noqa: F401 - its dashboard card
 from crm.tickets import live as tickets_live  # noqa: F401 - its live events

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -89,8 +90,10 @@ def _posted_email() -> str:
     return clean_text(email.strip().lower()) if isinstance(email, str) else ""
 
 
-def _login_account_key() -> str:
-    return "login-account:" + _posted_email()
+def _awaited_email() -> str:
+    """The email whose password was right, in a sign-in's second step (which posts a code)."""
+    pending = awaited_second_factor()
+    return pending["email"] if pending else ""
 
 
 def _failed(response) -> bool:
@@ -99,19 +102,29 @@ def _failed(response) -> bool:
     return 400 <= response.status_code < 500
 
 
+def _login_limited(view, account: Callable[[], str]):
+    failed = {"methods": ["POST"], "deduct_when": _failed}
+    per_ip = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"],
+                                  scope="login-ip", **failed)
+    per_account = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
+                                       scope="login-account",
+                                       key_func=lambda: "login-account:" + account(), **failed)
+    return per_ip(per_account(view))
+
+
 def login_rate_limited(view):
     """Limit login attempts per IP and per account; only failed attempts count.
 
     The limits are shared by every login route (page and API), so switching between them buys
     an attacker no extra attempts.
     """
-    failed = {"methods": ["POST"], "deduct_when": _failed}
-    per_ip = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"],
-                                  scope="login-ip", **failed)
-    per_account = limiter.shared_limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_ACCOUNT"],
-                                       scope="login-account", key_func=_login_account_key,
-                                       **failed)
-    return per_ip(per_account(view))
+    return _login_limited(view, _posted_email)
+
+
+def second_factor_rate_limited(view):
+    """Limit the codes of a sign-in's second step with the login's own allowances, counted on
+    the account whose password was right (never on an email the post names)."""
+    return _login_limited(view, _awaited_email)
 
 
 def public_rate_limited(action: str, per_email: bool = False, failures_only: bool = False):
@@ -176,6 +189,28 @@ def start_session(user: User, remember: bool = False) -> None:
     session.clear()
     user.current_session = open_session(user, "browser")
     login_user(user, remember=remember)
+
+
+# A sign-in whose password was right, waiting for its second factor: kept in the signed
+# session cookie for a few minutes, it signs nobody in (no page or API call sees a user).
+SECOND_FACTOR = "second_factor"
+SECOND_FACTOR_LIFETIME = 300  # seconds
+
+
+def await_second_factor(user: User, remember: bool, next_url: str) -> None:
+    """Remember that `user` gave the right password, until they give a code (or time runs out)."""
+    session.clear()
+    session[SECOND_FACTOR] = {"organization_id": user.organization_id, "user_id": user.id,
+                              "email": user.email, "remember": remember, "next": next_url,
+                              "until": int(time.time()) + SECOND_FACTOR_LIFETIME}
+
+
+def awaited_second_factor() -> dict | None:
+    """The sign-in waiting for its second factor in this browser, unless it ran out."""
+    pending = session.get(SECOND_FACTOR)
+    if not isinstance(pending, dict) or pending.get("until", 0) < time.time():
+        return None
+    return pending
 
 
 def end_session() -> None:

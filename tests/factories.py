@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+import pyotp
 import pytest
 from flask import Flask, current_app
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,7 +18,7 @@ from sqlalchemy import inspect, text
 
 from crm import events
 from crm.extensions import db
-from crm.foundation import services
+from crm.foundation import services, two_factor
 from crm.foundation.models import Organization, OutboundEmail, User, UserSession
 from crm.security import issue_token
 from crm.tenancy import organization_context, set_current_organization
@@ -81,6 +82,36 @@ def login(client, user: User) -> None:
     with client.session_transaction() as session:
         session["_user_id"] = credential
         session["_fresh"] = True
+
+
+# Two-factor codes are computed for time steps around a fixed moment (`totp_clock`).
+TOTP_STEP = 1_800_000_000 // two_factor.STEP_SECONDS
+
+
+@pytest.fixture
+def totp_clock(monkeypatch):
+    """Stop two-factor's clock at TOTP_STEP; call the fixture with a step to move it there."""
+
+    def move(step: int) -> None:
+        monkeypatch.setattr(two_factor, "current_step", lambda: step)
+
+    move(TOTP_STEP)
+    return move
+
+
+def totp_code(secret: str, step: int) -> str:
+    """The code an authenticator app with `secret` shows during `step`."""
+    return pyotp.TOTP(secret).at(step * two_factor.STEP_SECONDS)
+
+
+def turn_on_two_factor(user: User) -> tuple[str, list[str]]:
+    """Turn two-factor sign-in on for `user` with a code of the current step (which is then
+    spent): their secret and recovery codes."""
+    with organization_context(user.organization_id):
+        secret = two_factor.start_setup(user)
+        codes = two_factor.enable(user, totp_code(secret, two_factor.current_step()))
+        db.session.flush()
+    return secret, codes
 
 
 def bearer(user: User) -> dict[str, str]:

@@ -37,6 +37,8 @@ PUBLIC = {
     "health.readyz": "load balancers probe it",
     "foundation.register": "creating a workspace is how one starts",
     "foundation.login": "the way in",
+    "foundation.login_two_factor": "the way in's second step: the password was right, nobody "
+                                   "is signed in yet",
     "foundation.logout": "ends whatever session there is, or none",
     "foundation.forgot_password": "for those who cannot log in",
     "foundation.reset_password": "the emailed token is the credential",
@@ -71,6 +73,10 @@ OWN_ACCOUNT_WRITES = {
     "foundation.sign_out_session": "one's own sessions",
     "foundation.sign_out_other_sessions": "one's own sessions",
     "foundation.mark_notifications_read": "one's own notifications",
+    "foundation.start_two_factor": "one's own two-factor sign-in",
+    "foundation.enable_two_factor": "one's own two-factor sign-in",
+    "foundation.regenerate_recovery_codes": "one's own recovery codes",
+    "foundation.disable_two_factor": "one's own two-factor sign-in, with password and code",
 }
 # Routes that another service calls with a credential of its own, never a session: whoever is
 # logged in, a request without that credential is refused with 403, so the walks (which vary the

@@ -12,7 +12,7 @@ from crm.api.helpers import decode_cursor, encode_cursor
 from crm.api.kit import Page, PageQuery, answer, no_content, parse, parse_query
 from crm.api.openapi import Endpoints
 from crm.errors import NotFoundError
-from crm.foundation import schemas, services
+from crm.foundation import schemas, services, two_factor
 from crm.foundation.models import User
 from crm.permissions import require
 from crm.security import issue_token, login_rate_limited, public_rate_limited
@@ -42,12 +42,13 @@ def register() -> Response:
                   _token(registration.user) | {"organization": registration.organization}, 201)
 
 
-@auth.post("/auth/login", "Exchange email and password for a bearer token", public=True,
+@auth.post("/auth/login", "Exchange email and password (and, for a member with two-factor "
+           "sign-in, a code) for a bearer token", public=True,
            body=schemas.Credentials, answers={200: schemas.Token}, errors=(401, 429))
 @login_rate_limited
 def login() -> Response:
     body = parse(schemas.Credentials)
-    user = services.authenticate(body.email, body.password, body.organization_slug)
+    user = two_factor.log_in(body.email, body.password, body.organization_slug, body.code)
     return answer(schemas.Token, _token(user))
 
 

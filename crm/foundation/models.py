@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from crm.extensions import db
 from crm.models import created_at_column, id_column, utcnow
@@ -73,6 +73,15 @@ class User(TenantMixin, UserMixin, db.Model):
                                             server_default=text("true"))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
+    # Two-factor sign-in (crm/foundation/two_factor.py). The secret is encrypted
+    # (crm/crypto.py) and, like the recovery codes' hashes, deferred: every request loads its
+    # user, and only signing in and the profile read these.
+    totp_secret: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The time step of the last code accepted: a code of it or before is refused (no replay).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    recovery_code_hashes: Mapped[list[str]] = deferred(mapped_column(
+        JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb")))
 
     organization: Mapped[Organization] = relationship(lazy="joined", innerjoin=True)
 
@@ -90,6 +99,10 @@ class User(TenantMixin, UserMixin, db.Model):
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def has_two_factor(self) -> bool:
+        return self.totp_enabled_at is not None
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"

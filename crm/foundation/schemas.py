@@ -40,6 +40,12 @@ class Credentials(Body):
     password: Credential
     organization_slug: str | None = Field(
         None, description="Needed when the email belongs to several organizations.")
+    code: str | None = Field(
+        None, max_length=64,
+        description="For a member with two-factor sign-in: the 6-digit code of their "
+                    "authenticator app, or one of their recovery codes (each works once). "
+                    "Left out for such a member, login answers 401 `two_factor_required`; a "
+                    "wrong or used code is a 422 on `code`. API keys never need one.")
 
 
 class PasswordResetRequest(Body):

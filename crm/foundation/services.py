@@ -114,7 +114,7 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _password_matches(password_hash: str, password: str) -> bool:
+def password_matches(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
@@ -262,17 +262,22 @@ def login_candidates(email: str) -> list[tuple[int, int]]:
     return [(row.organization_id, row.user_id) for row in rows]
 
 
-def authenticate(email: object, password: object, organization_slug: object = None) -> User:
-    """Return the active user these credentials name, or raise AuthenticationError."""
+def check_credentials(email: object, password: object, organization_slug: object = None
+                      ) -> User:
+    """Return the active user these credentials name, or raise AuthenticationError.
+
+    Only the password: signing in is crm/foundation/two_factor.py `log_in`, which asks for
+    the second factor of those who have one and records the login.
+    """
     try:
         address = normalize_email(email)
     except ValidationError:
         address = ""
     password = password if isinstance(password, str) else ""
     matches = [user for user in _users_for_login(address) if
-               _password_matches(user.password_hash, password)]
+               password_matches(user.password_hash, password)]
     if not address or not matches:
-        _password_matches(_DUMMY_HASH, password)
+        password_matches(_DUMMY_HASH, password)
         _record_failed_login(address)
         raise AuthenticationError(_("The email or password is incorrect."))
     if organization_slug:
@@ -283,7 +288,6 @@ def authenticate(email: object, password: object, organization_slug: object = No
                                     "enter the workspace address.")})
     user = matches[0]
     set_current_organization(user.organization_id)
-    audit("user.login", user, user)
     return user
 
 
@@ -586,7 +590,7 @@ def reset_password(token: object, new_password: object, repeat: object = None) -
 
 
 def _check_current_password(user: User, password: object) -> None:
-    if not isinstance(password, str) or not _password_matches(user.password_hash, password):
+    if not isinstance(password, str) or not password_matches(user.password_hash, password):
         raise ValidationError({"current_password": _("The current password is incorrect.")})
 
 

@@ -32,8 +32,9 @@ from flask_login import current_user
 
 from crm.billing.gate import PlanLimitError
 from crm.errors import AuthenticationError, ConflictError, ServiceError, ValidationError
-from crm.foundation import services
+from crm.foundation import services, two_factor
 from crm.foundation.models import MODULE_LABELS, ROLES, Invitation, User
+from crm.foundation.two_factor import SecondFactorRequiredError
 from crm.i18n import current_language, isolate, timezone_name
 from crm.permissions import (
     MATRIX,
@@ -44,7 +45,15 @@ from crm.permissions import (
     module_enabled,
     require,
 )
-from crm.security import end_session, login_rate_limited, public_rate_limited, start_session
+from crm.security import (
+    await_second_factor,
+    awaited_second_factor,
+    end_session,
+    login_rate_limited,
+    public_rate_limited,
+    second_factor_rate_limited,
+    start_session,
+)
 from crm.validation import parse_id
 from crm.web import fragment, is_htmx, me, page, see_other
 
@@ -88,6 +97,11 @@ AUDIT_ACTIONS = {
     "user.other_sessions_ended": lazy_gettext("Signed out of the other sessions"),
     "api_key.created": lazy_gettext("API key created"),
     "api_key.revoked": lazy_gettext("API key revoked"),
+    "user.two_factor_enabled": lazy_gettext("Two-factor authentication turned on"),
+    "user.two_factor_disabled": lazy_gettext("Two-factor authentication turned off"),
+    "user.two_factor_reset": lazy_gettext("Two-factor authentication reset by an admin"),
+    "user.two_factor_failed": lazy_gettext("Wrong two-factor code"),
+    "user.recovery_codes_regenerated": lazy_gettext("New recovery codes made"),
 }
 # The organization's settings, as an audited change names them.
 SETTING_LABELS = {"name": lazy_gettext("Organization name"),
@@ -241,8 +255,11 @@ def login():
         return page("foundation/login.html", next_url=next_url)
     form = request.form
     try:
-        user = services.authenticate(form.get("email"), form.get("password"),
-                                     form.get("organization_slug") or None)
+        user = two_factor.log_in(form.get("email"), form.get("password"),
+                                 form.get("organization_slug") or None)
+    except SecondFactorRequiredError as exc:
+        await_second_factor(exc.user, bool(form.get("remember")), next_url)
+        return see_other("foundation.login_two_factor")
     except AuthenticationError as exc:
         return page("foundation/login.html", 422, values=form, error=exc.message,
                      next_url=next_url, show_workspace=bool(form.get("organization_slug")))
@@ -251,6 +268,29 @@ def login():
                      error=exc.message, next_url=next_url, show_workspace=True)
     start_session(user, remember=bool(form.get("remember")))
     return redirect(_safe_next(next_url), 303)
+
+
+@blueprint.route("/login/two-factor", methods=["GET", "POST"])
+@second_factor_rate_limited  # the password's allowance: guessing codes costs attempts too
+def login_two_factor():
+    """A sign-in's second step: the code from the app, or a recovery code."""
+    if current_user.is_authenticated:
+        return see_other("foundation.dashboard")
+    pending = awaited_second_factor()
+    user = pending and two_factor.pending_login(pending["organization_id"], pending["user_id"])
+    if not user:
+        flash(_("Your sign-in took too long. Log in again."), "info")
+        return see_other("foundation.login")
+    recovery = bool(request.values.get("recovery"))  # a recovery code's field, not the app's
+    if request.method == "GET":
+        return page("foundation/login_two_factor.html", recovery=recovery)
+    try:
+        two_factor.complete_login(user, request.form.get("code"))
+    except ValidationError as exc:
+        return page("foundation/login_two_factor.html", 422, errors=exc.fields,
+                    recovery=recovery)
+    start_session(user, remember=pending["remember"])
+    return redirect(_safe_next(pending["next"]), 303)
 
 
 @blueprint.post("/logout")
@@ -326,26 +366,29 @@ def dashboard_cards():
     return render_template("foundation/_dashboard_cards.html", **_cards())
 
 
-def _profile_page(status: int = 200, **context) -> tuple[str, int]:
+def profile_page(status: int = 200, **context) -> tuple[str, int]:
     context.setdefault("values", {"full_name": current_user.full_name,
                                   "preferred_language": current_language()})
     context.setdefault("password_errors", {})
     context.setdefault("email_errors", {})
     context.setdefault("email_values", {})
+    context.setdefault("recovery_errors", {})
+    context.setdefault("disable_errors", {})
     return page("foundation/profile.html", status, **_sessions(),
-                email_change=services.pending_email_change(me()), **context)
+                email_change=services.pending_email_change(me()),
+                recovery_codes_left=two_factor.recovery_codes_left(me()), **context)
 
 
 @blueprint.route("/profile", methods=["GET", "POST"])
 @require("users", "none")
 def profile():
     if request.method == "GET":
-        return _profile_page()
+        return profile_page()
     form = request.form
     try:
         services.update_profile(me(), form.get("full_name"), form.get("preferred_language"))
     except ValidationError as exc:
-        return _profile_page(422, errors=exc.fields, values=form)
+        return profile_page(422, errors=exc.fields, values=form)
     flash(_("Your profile has been saved."), "success")
     return see_other("foundation.profile")
 
@@ -358,7 +401,7 @@ def change_password():
         services.change_password(me(), form.get("current_password"), form.get("new_password"),
                                  form.get("new_password_confirmation", ""))
     except ValidationError as exc:
-        return _profile_page(422, password_errors=exc.fields)
+        return profile_page(422, password_errors=exc.fields)
     flash(_("Your password has been changed. Your other sessions were signed out."), "success")
     return see_other("foundation.profile")
 
@@ -372,7 +415,7 @@ def request_email_change():
         change = services.request_email_change(me(), form.get("new_email"),
                                                form.get("current_password"))
     except ValidationError as exc:
-        return _profile_page(422, email_errors=exc.fields, email_values=form)
+        return profile_page(422, email_errors=exc.fields, email_values=form)
     flash(_("We sent a link to %(email)s. Your address changes once you open it.",
             email=change.new_email), "success")
     return see_other("foundation.profile", _anchor="email")
@@ -515,7 +558,7 @@ def _team_page(status: int = 200, **context) -> tuple[str, int]:
                            **_with_invitations(context)), status
 
 
-def _team_answer(template: str | None, status: int = 200, **context):
+def team_answer(template: str | None, status: int = 200, **context):
     """Answer a team change: htmx gets the changed fragment, a plain post the page."""
     if is_htmx():
         return fragment(template, status, **context)
@@ -525,7 +568,7 @@ def _team_answer(template: str | None, status: int = 200, **context):
 
 
 def _invitations_answer(status: int = 200, **context):
-    return _team_answer("foundation/_invitations.html", status, **_with_invitations(context))
+    return team_answer("foundation/_invitations.html", status, **_with_invitations(context))
 
 
 @blueprint.get("/team")
@@ -544,10 +587,10 @@ def change_role(user_id: int):
         services.change_role(me(), user, request.form.get("role"))
     except ServiceError as exc:
         flash(exc.message, "error")
-        return _team_answer("foundation/_member_row.html", exc.status, user=user)
+        return team_answer("foundation/_member_row.html", exc.status, user=user)
     flash(_("%(name)s is now %(role)s.", name=isolate(user.full_name), role=ROLE_LABELS[user.role]),
           "success")
-    return _team_answer("foundation/_member_row.html", user=user)
+    return team_answer("foundation/_member_row.html", user=user)
 
 
 @blueprint.post("/team/<int:user_id>/remove")
@@ -560,9 +603,9 @@ def remove_user(user_id: int):
         services.remove_user(me(), user)
     except ServiceError as exc:
         flash(exc.message, "error")
-        return _team_answer("foundation/_member_row.html", exc.status, user=user)
+        return team_answer("foundation/_member_row.html", exc.status, user=user)
     flash(_("%(name)s was removed from the team.", name=isolate(user.full_name)), "success")
-    return _team_answer(None)
+    return team_answer(None)
 
 
 @blueprint.post("/team/invitations")

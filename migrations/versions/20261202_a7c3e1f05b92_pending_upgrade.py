@@ -6,14 +6,14 @@ Secure), and when Stripe drops the upgrade unpaid. Columns of an existing tenant
 row-level security already covers them.
 
 Revision ID: a7c3e1f05b92
-Revises: eb7087627e79
+Revises: 5dc53288f326
 Create Date: 2026-12-02 20:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "a7c3e1f05b92"
-down_revision = "eb7087627e79"
+down_revision = "5dc53288f326"
 branch_labels = None
 depends_on = None
 

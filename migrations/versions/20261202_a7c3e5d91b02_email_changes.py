@@ -1,7 +1,7 @@
 """A member changes their email address: the request, confirmed by a link sent to the new one.
 
 Revision ID: a7c3e5d91b02
-Revises: eb7087627e79
+Revises: a7c3e2f19b04
 Create Date: 2026-12-02 19:30:00
 """
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from crm.schema import protect_tenant_tables
 
 revision = "a7c3e5d91b02"
-down_revision = "eb7087627e79"
+down_revision = "a7c3e2f19b04"
 branch_labels = None
 depends_on = None
 

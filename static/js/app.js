@@ -174,6 +174,19 @@
   }
   document.addEventListener("DOMContentLoaded", focusInvalid);
 
+  // A button with data-copy="<id>" copies that element's text (recovery codes), and says so
+  // with its data-copied label for a moment.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    var source = button && document.getElementById(button.dataset.copy);
+    if (!source || !navigator.clipboard) return;
+    navigator.clipboard.writeText(source.value || source.textContent).then(function () {
+      var label = button.textContent;
+      button.textContent = button.dataset.copied;
+      setTimeout(function () { button.textContent = label; }, 2000);
+    });
+  });
+
   // A page that answers a post it must not repeat (a new API key, shown once) turns its
   // history entry into a plain visit of the same address: reloading it gets the page again
   // instead of posting the form a second time.
